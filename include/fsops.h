@@ -1,0 +1,26 @@
+/* fsops.h - the FUSE low-level operations: the only user of libfuse's
+ * request API.  Each op decodes the request, calls a module, replies once.
+ */
+#ifndef EFS_FSOPS_H
+#define EFS_FSOPS_H
+
+#include <fuse_lowlevel.h>
+
+#include "config.h"
+#include "inode.h"
+
+/* Everything the ops need; passed as the session's userdata. */
+struct efs_fs {
+	const struct efs_config *cfg;
+	struct inode_table *itab;
+	double entry_timeout; /* seconds the kernel may cache names */
+	double attr_timeout;  /* seconds the kernel may cache attributes */
+};
+
+/* Fill fs from cfg and open SOURCE.  Returns 0 or -errno. */
+int fsops_init(struct efs_fs *fs, const struct efs_config *cfg);
+void fsops_destroy(struct efs_fs *fs);
+
+extern const struct fuse_lowlevel_ops efs_fsops;
+
+#endif

@@ -1,0 +1,83 @@
+/* source.h - every access to SOURCE goes through here.
+ *
+ * Objects are reached by openat-style calls relative to O_PATH fds held by
+ * inodes, never by joining path strings, so '..' or a symlink in a name
+ * cannot escape SOURCE.  Operations on an O_PATH fd that need a real file go
+ * through /proc/self/fd/N, which the kernel resolves to the same object.
+ * Every function returns 0 (or a count) on success and -errno on failure.
+ */
+#ifndef EFS_SOURCE_H
+#define EFS_SOURCE_H
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+/* An O_PATH fd of the SOURCE directory itself. */
+int src_open_root(const char *path);
+
+/* openat(dirfd, name, O_PATH|O_NOFOLLOW) and its stat.  *fd is O_PATH. */
+int src_lookup(int dirfd, const char *name, int *fd, struct stat *st);
+int src_stat(int fd, struct stat *st);
+
+/* Open the object behind an O_PATH fd for I/O (flags as for open(2), no
+ * O_CREAT).  Returns the new fd or -errno. */
+int src_open(int fd, int flags);
+/* Create and open name in dirfd.  Returns the open fd or -errno. */
+int src_create(int dirfd, const char *name, int flags, mode_t mode);
+
+int src_mknod(int dirfd, const char *name, mode_t mode, dev_t rdev);
+int src_mkdir(int dirfd, const char *name, mode_t mode);
+int src_symlink(const char *target, int dirfd, const char *name);
+int src_unlink(int dirfd, const char *name);
+int src_rmdir(int dirfd, const char *name);
+int src_rename(int olddir, const char *oldname, int newdir, const char *newname,
+	       unsigned int flags);
+/* Hard link the object behind fd as newdir/newname. */
+int src_link(int fd, int newdir, const char *newname);
+/* Returns the target length (not NUL-terminated) or -errno. */
+ssize_t src_readlink(int fd, char *buf, size_t size);
+
+/* Attribute changes.  openfd is an fd opened for I/O, or -1. */
+int src_chmod(int fd, int openfd, mode_t mode);
+int src_chown(int fd, uid_t uid, gid_t gid);
+int src_truncate(int fd, int openfd, off_t size);
+int src_utimens(int fd, int openfd, mode_t type, const struct timespec ts[2]);
+
+int src_statfs(int fd, struct statvfs *st);
+/* access(2) on the object behind fd, with the daemon's credentials. */
+int src_access(int fd, int mask);
+
+/* Extended attributes of the object behind an O_PATH fd of the given type. */
+ssize_t src_getxattr(int fd, mode_t type, const char *name, void *buf, size_t size);
+ssize_t src_listxattr(int fd, mode_t type, char *buf, size_t size);
+int src_setxattr(int fd, mode_t type, const char *name, const void *val, size_t size, int flags);
+int src_removexattr(int fd, mode_t type, const char *name);
+
+/* A directory stream of the directory behind an O_PATH fd. */
+int src_opendir(int fd, DIR **out);
+
+/* Locks on an fd opened for I/O.  Record locks are OFD locks, owned by the
+ * open file description, so they work across processes and across hosts
+ * the way the source's fcntl locks do. */
+int src_flock(int openfd, int op);
+int src_getlk(int openfd, struct flock *lk);
+int src_setlk(int openfd, struct flock *lk, bool wait);
+
+/* Act as the calling user for object creation, so new files get the
+ * caller's owner and group.  A no-op unless the daemon runs as root.
+ * Per thread (setfsuid/setfsgid). */
+struct src_cred {
+	uid_t uid;
+	gid_t gid;
+	bool changed;
+};
+void src_cred_enter(struct src_cred *saved, uid_t uid, gid_t gid);
+void src_cred_leave(const struct src_cred *saved);
+
+#endif

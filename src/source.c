@@ -1,0 +1,266 @@
+/* source.c - every access to SOURCE, as -errno returning wrappers.
+ *
+ * Stateless: all state is in the fds the callers pass.  O_PATH fds cannot be
+ * read, written, chmod'ed or given xattrs, so such operations go through
+ * /proc/self/fd/N (a magic link to the very same object, not a path lookup
+ * in SOURCE).
+ */
+#include "source.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/fsuid.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define PROC_FD_LEN 32
+
+static const char *proc_fd(int fd, char buf[PROC_FD_LEN])
+{
+	snprintf(buf, PROC_FD_LEN, "/proc/self/fd/%d", fd);
+	return buf;
+}
+
+static int neg(int r)
+{
+	return r < 0 ? -errno : r;
+}
+
+int src_open_root(const char *path)
+{
+	int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int src_stat(int fd, struct stat *st)
+{
+	return neg(fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+}
+
+int src_lookup(int dirfd, const char *name, int *fd, struct stat *st)
+{
+	int f = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	int r;
+
+	if (f < 0)
+		return -errno;
+	r = src_stat(f, st);
+	if (r < 0) {
+		close(f);
+		return r;
+	}
+	*fd = f;
+	return 0;
+}
+
+int src_open(int fd, int flags)
+{
+	char p[PROC_FD_LEN];
+	int f;
+
+	flags &= ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY);
+	f = open(proc_fd(fd, p), flags | O_CLOEXEC);
+	return f < 0 ? -errno : f;
+}
+
+int src_create(int dirfd, const char *name, int flags, mode_t mode)
+{
+	int f = openat(dirfd, name, (flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW, mode);
+
+	return f < 0 ? -errno : f;
+}
+
+int src_mknod(int dirfd, const char *name, mode_t mode, dev_t rdev)
+{
+	return neg(mknodat(dirfd, name, mode, rdev));
+}
+
+int src_mkdir(int dirfd, const char *name, mode_t mode)
+{
+	return neg(mkdirat(dirfd, name, mode));
+}
+
+int src_symlink(const char *target, int dirfd, const char *name)
+{
+	return neg(symlinkat(target, dirfd, name));
+}
+
+int src_unlink(int dirfd, const char *name)
+{
+	return neg(unlinkat(dirfd, name, 0));
+}
+
+int src_rmdir(int dirfd, const char *name)
+{
+	return neg(unlinkat(dirfd, name, AT_REMOVEDIR));
+}
+
+int src_rename(int olddir, const char *oldname, int newdir, const char *newname,
+	       unsigned int flags)
+{
+	return neg(renameat2(olddir, oldname, newdir, newname, flags));
+}
+
+int src_link(int fd, int newdir, const char *newname)
+{
+	char p[PROC_FD_LEN];
+
+	if (linkat(fd, "", newdir, newname, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno != ENOENT && errno != EPERM)
+		return -errno;
+	/* Without CAP_DAC_READ_SEARCH AT_EMPTY_PATH fails; the magic link works. */
+	return neg(linkat(AT_FDCWD, proc_fd(fd, p), newdir, newname, AT_SYMLINK_FOLLOW));
+}
+
+ssize_t src_readlink(int fd, char *buf, size_t size)
+{
+	ssize_t n = readlinkat(fd, "", buf, size);
+
+	return n < 0 ? -errno : n;
+}
+
+int src_chmod(int fd, int openfd, mode_t mode)
+{
+	char p[PROC_FD_LEN];
+
+	if (openfd >= 0)
+		return neg(fchmod(openfd, mode));
+	return neg(chmod(proc_fd(fd, p), mode));
+}
+
+int src_chown(int fd, uid_t uid, gid_t gid)
+{
+	return neg(fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+}
+
+int src_truncate(int fd, int openfd, off_t size)
+{
+	char p[PROC_FD_LEN];
+
+	if (openfd >= 0)
+		return neg(ftruncate(openfd, size));
+	return neg(truncate(proc_fd(fd, p), size));
+}
+
+int src_utimens(int fd, int openfd, mode_t type, const struct timespec ts[2])
+{
+	char p[PROC_FD_LEN];
+
+	if (openfd >= 0)
+		return neg(futimens(openfd, ts));
+	if (S_ISLNK(type))
+		/* The magic link would follow to the target; use the fd itself. */
+		return neg(utimensat(fd, "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+	return neg(utimensat(AT_FDCWD, proc_fd(fd, p), ts, 0));
+}
+
+int src_statfs(int fd, struct statvfs *st)
+{
+	return neg(fstatvfs(fd, st));
+}
+
+ssize_t src_getxattr(int fd, mode_t type, const char *name, void *buf, size_t size)
+{
+	char p[PROC_FD_LEN];
+	ssize_t n;
+
+	if (S_ISLNK(type))
+		return -ENODATA; /* Linux allows no user.* xattrs on symlinks */
+	n = getxattr(proc_fd(fd, p), name, buf, size);
+	return n < 0 ? -errno : n;
+}
+
+ssize_t src_listxattr(int fd, mode_t type, char *buf, size_t size)
+{
+	char p[PROC_FD_LEN];
+	ssize_t n;
+
+	if (S_ISLNK(type))
+		return 0;
+	n = listxattr(proc_fd(fd, p), buf, size);
+	return n < 0 ? -errno : n;
+}
+
+int src_setxattr(int fd, mode_t type, const char *name, const void *val, size_t size, int flags)
+{
+	char p[PROC_FD_LEN];
+
+	if (S_ISLNK(type))
+		return -EPERM;
+	return neg(setxattr(proc_fd(fd, p), name, val, size, flags));
+}
+
+int src_removexattr(int fd, mode_t type, const char *name)
+{
+	char p[PROC_FD_LEN];
+
+	if (S_ISLNK(type))
+		return -ENODATA;
+	return neg(removexattr(proc_fd(fd, p), name));
+}
+
+int src_opendir(int fd, DIR **out)
+{
+	int d = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp;
+
+	if (d < 0)
+		return -errno;
+	dp = fdopendir(d);
+	if (!dp) {
+		int e = errno;
+		close(d);
+		return -e;
+	}
+	*out = dp;
+	return 0;
+}
+
+int src_access(int fd, int mask)
+{
+	char p[PROC_FD_LEN];
+
+	return neg(faccessat(AT_FDCWD, proc_fd(fd, p), mask, AT_EACCESS));
+}
+
+int src_flock(int openfd, int op)
+{
+	return neg(flock(openfd, op));
+}
+
+int src_getlk(int openfd, struct flock *lk)
+{
+	lk->l_pid = 0;
+	return neg(fcntl(openfd, F_OFD_GETLK, lk));
+}
+
+int src_setlk(int openfd, struct flock *lk, bool wait)
+{
+	lk->l_pid = 0;
+	return neg(fcntl(openfd, wait ? F_OFD_SETLKW : F_OFD_SETLK, lk));
+}
+
+void src_cred_enter(struct src_cred *saved, uid_t uid, gid_t gid)
+{
+	saved->changed = false;
+	if (geteuid() != 0 || (uid == 0 && gid == 0))
+		return;
+	/* Group first: dropping fsuid 0 first would still allow setfsgid (it
+	 * needs CAP_SETGID, not a file capability), but this order mirrors the
+	 * restore.  Both are per thread and cannot fail for root. */
+	saved->gid = (gid_t)setfsgid(gid);
+	saved->uid = (uid_t)setfsuid(uid);
+	saved->changed = true;
+}
+
+void src_cred_leave(const struct src_cred *saved)
+{
+	if (!saved->changed)
+		return;
+	setfsuid(saved->uid);
+	setfsgid(saved->gid);
+}

@@ -1,0 +1,223 @@
+/* test_config.c - option parsing and validation, no mount. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+
+#define ARGV(...) ((char *const[]){"efscache", __VA_ARGS__, NULL})
+#define ARGC(...) ((int)(sizeof((const char *[]){"efscache", __VA_ARGS__}) / sizeof(char *)))
+#define PARSE(cfg, err, ...) config_parse(cfg, ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), err, sizeof(err))
+
+/* Parsing must fail and the message must mention every needle. */
+static void expect_bad(const char *opt, const char *needle1, const char *needle2)
+{
+	struct efs_config cfg;
+	char err[256] = "";
+	int r = PARSE(&cfg, err, "/src", "/mnt", "-o", (char *)opt);
+
+	CHECK(r == -EINVAL);
+	CHECK_STR_CONTAINS(err, needle1);
+	if (needle2)
+		CHECK_STR_CONTAINS(err, needle2);
+}
+
+static void test_defaults(void)
+{
+	struct efs_config cfg;
+	char err[256];
+
+	CHECK(PARSE(&cfg, err, "/src", "/mnt") == 0);
+	CHECK(!strcmp(cfg.source, "/src") && !strcmp(cfg.mountpoint, "/mnt"));
+	CHECK(!strcmp(cfg.cache_dir, "/tmp/efscache"));
+	CHECK(cfg.cache_size == 10ULL << 30);
+	CHECK(cfg.min_free_pct == 10);
+	CHECK(cfg.ttl == 0);
+	CHECK(cfg.verify == VERIFY_ONCE);
+	CHECK(cfg.chunk_size >= (1u << 20) && cfg.chunk_size <= (8u << 20));
+	CHECK(!cfg.ro && !cfg.foreground && !cfg.debug);
+	CHECK(cfg.fuse_opts && cfg.fuse_opts[0] == '\0');
+	config_free(&cfg);
+}
+
+static void test_good_values(void)
+{
+	struct efs_config cfg;
+	char err[256];
+
+	CHECK(PARSE(&cfg, err, "-f", "/src", "-o", "cache_size=512M,ttl=never,verify=always",
+		    "/mnt", "-ochunk_size=1M,prefetch=0,cache_min_free=2G,cache_dir=/var/c,ro") ==
+	      0);
+	CHECK(cfg.foreground);
+	CHECK(cfg.cache_size == 512ULL << 20);
+	CHECK(cfg.ttl == CONFIG_TTL_NEVER);
+	CHECK(cfg.verify == VERIFY_ALWAYS);
+	CHECK(cfg.chunk_size == 1u << 20);
+	CHECK(cfg.prefetch == 0);
+	CHECK(cfg.min_free_pct == -1 && cfg.min_free_bytes == 2ULL << 30);
+	CHECK(!strcmp(cfg.cache_dir, "/var/c"));
+	CHECK(cfg.ro);
+	CHECK(!strcmp(cfg.fuse_opts, "ro"));
+	config_free(&cfg);
+
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "ttl=30,verify=never,cache_min_free=0%") == 0);
+	CHECK(cfg.ttl == 30 && cfg.verify == VERIFY_NEVER && cfg.min_free_pct == 0);
+	config_free(&cfg);
+}
+
+static void test_passthrough_and_allow_other(void)
+{
+	struct efs_config cfg;
+	char err[256];
+
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "fsname=models,allow_other,,nodev") == 0);
+	CHECK(!strcmp(cfg.fuse_opts, "fsname=models,allow_other,nodev,default_permissions"));
+	CHECK(cfg.allow_other);
+	config_free(&cfg);
+
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "default_permissions,allow_other") == 0);
+	CHECK(!strcmp(cfg.fuse_opts, "default_permissions,allow_other"));
+	config_free(&cfg);
+
+	CHECK(PARSE(&cfg, err, "-d", "/s", "/m") == 0);
+	CHECK(cfg.debug && cfg.foreground);
+	config_free(&cfg);
+}
+
+static void test_bad_values(void)
+{
+	expect_bad("cache_size=10X", "cache_size", "10X");
+	expect_bad("cache_size=0", "cache_size", "greater than 0");
+	expect_bad("cache_size=", "cache_size", "needs a value");
+	expect_bad("cache_size=99999999999999999999", "cache_size", "too large");
+	expect_bad("cache_size=16777216T", "cache_size", "too large");
+	expect_bad("cache_size=1.5G", "cache_size", "1.5G");
+	expect_bad("cache_size=1M", "cache_size", "smaller than chunk_size");
+	expect_bad("chunk_size=3M", "chunk_size", "power of two");
+	expect_bad("chunk_size=1K", "chunk_size", "64K");
+	expect_bad("chunk_size=128M", "chunk_size", "64M");
+	expect_bad("prefetch=-1", "prefetch", "-1");
+	expect_bad("prefetch=65", "prefetch", "0 to 64");
+	expect_bad("verify=sometimes", "verify", "once, always or never");
+	expect_bad("ttl=-5", "ttl", "-5");
+	expect_bad("ttl=abc", "ttl", "never");
+	expect_bad("cache_min_free=150%", "cache_min_free", "0 to 99");
+	expect_bad("cache_min_free=%", "cache_min_free", "%");
+	expect_bad("cache_min_free=lots", "cache_min_free", "lots");
+	expect_bad("cache_dir=relative/path", "cache_dir", "absolute");
+	expect_bad("max_threads=0", "max_threads", "1 to 1024");
+	expect_bad("ro=1", "ro", "no value");
+}
+
+static void test_bad_argv(void)
+{
+	struct efs_config cfg;
+	char err[256];
+
+	CHECK(config_parse(&cfg, 1, ARGV("x") , err, sizeof(err)) == -EINVAL);
+	CHECK_STR_CONTAINS(err, "missing SOURCE");
+	CHECK(PARSE(&cfg, err, "/s") == -EINVAL);
+	CHECK_STR_CONTAINS(err, "missing MOUNTPOINT");
+	CHECK(PARSE(&cfg, err, "/s", "/m", "/x") == -EINVAL);
+	CHECK_STR_CONTAINS(err, "'/x'");
+	CHECK(PARSE(&cfg, err, "/s", "/m", "--frobnicate") == -EINVAL);
+	CHECK_STR_CONTAINS(err, "--frobnicate");
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o") == -EINVAL);
+	CHECK_STR_CONTAINS(err, "-o");
+	CHECK(PARSE(&cfg, err, "--help") == 0 && cfg.show_help);
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "-V") == 0 && cfg.show_version);
+	config_free(&cfg);
+}
+
+static void test_sizes(void)
+{
+	char err[128], buf[32];
+	uint64_t v;
+
+	CHECK(config_parse_size("0", &v, err, sizeof(err)) == 0 && v == 0);
+	CHECK(config_parse_size("4k", &v, err, sizeof(err)) == 0 && v == 4096);
+	CHECK(config_parse_size("3T", &v, err, sizeof(err)) == 0 && v == 3ULL << 40);
+	CHECK(config_parse_size("18446744073709551615", &v, err, sizeof(err)) == 0 &&
+	      v == UINT64_MAX);
+	CHECK(config_parse_size("18446744073709551616", &v, err, sizeof(err)) == -ERANGE);
+	CHECK(config_parse_size("", &v, err, sizeof(err)) == -EINVAL);
+	CHECK(config_parse_size("G", &v, err, sizeof(err)) == -EINVAL);
+	CHECK(config_parse_size("1GB", &v, err, sizeof(err)) == -EINVAL);
+	CHECK(!strcmp(config_fmt_size(4ULL << 20, buf, sizeof(buf)), "4M"));
+	CHECK(!strcmp(config_fmt_size(1536, buf, sizeof(buf)), "1536"));
+	CHECK(!strcmp(config_fmt_size(10ULL << 30, buf, sizeof(buf)), "10G"));
+}
+
+static void test_paths(void)
+{
+	char tmpl[] = "/tmp/efs-test-config-XXXXXX", p[512], q[512], err[512];
+	struct efs_config cfg;
+	char *dir = mkdtemp(tmpl);
+
+	CHECK(dir != NULL);
+	if (!dir)
+		return;
+	snprintf(p, sizeof(p), "%s/src", dir);
+	snprintf(q, sizeof(q), "%s/src/mnt", dir);
+	CHECK(mkdir(p, 0755) == 0 && mkdir(q, 0755) == 0);
+
+	/* MOUNTPOINT inside SOURCE. */
+	CHECK(PARSE(&cfg, err, p, q) == 0);
+	CHECK(config_check_paths(&cfg, err, sizeof(err)) == -EINVAL);
+	CHECK_STR_CONTAINS(err, "inside SOURCE");
+	config_free(&cfg);
+
+	/* SOURCE inside MOUNTPOINT. */
+	CHECK(PARSE(&cfg, err, q, p) == 0);
+	CHECK(config_check_paths(&cfg, err, sizeof(err)) == -EINVAL);
+	CHECK_STR_CONTAINS(err, "inside MOUNTPOINT");
+	config_free(&cfg);
+
+	/* Missing SOURCE names the path and the errno text. */
+	snprintf(q, sizeof(q), "%s/nope", dir);
+	CHECK(PARSE(&cfg, err, q, p) == 0);
+	CHECK(config_check_paths(&cfg, err, sizeof(err)) == -ENOENT);
+	CHECK_STR_CONTAINS(err, q);
+	CHECK_STR_CONTAINS(err, "No such file");
+	config_free(&cfg);
+
+	/* cache_dir inside SOURCE, even when it does not exist yet. */
+	snprintf(q, sizeof(q), "%s/mnt2", dir);
+	CHECK(mkdir(q, 0755) == 0);
+	{
+		char opt[600];
+		snprintf(opt, sizeof(opt), "cache_dir=%s/cachehere", p);
+		CHECK(PARSE(&cfg, err, p, q, "-o", opt) == 0);
+		CHECK(config_check_paths(&cfg, err, sizeof(err)) == -EINVAL);
+		CHECK_STR_CONTAINS(err, "cache_dir");
+		config_free(&cfg);
+	}
+
+	/* A good layout resolves to absolute paths. */
+	CHECK(PARSE(&cfg, err, p, q, "-o", "cache_dir=/tmp/efs-test-config-cache") == 0);
+	CHECK(config_check_paths(&cfg, err, sizeof(err)) == 0);
+	CHECK(cfg.source[0] == '/' && cfg.mountpoint[0] == '/');
+	config_free(&cfg);
+
+	snprintf(q, sizeof(q), "%s/mnt2", dir);
+	rmdir(q);
+	snprintf(q, sizeof(q), "%s/src/mnt", dir);
+	rmdir(q);
+	rmdir(p);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	test_defaults();
+	test_good_values();
+	test_passthrough_and_allow_other();
+	test_bad_values();
+	test_bad_argv();
+	test_sizes();
+	test_paths();
+	return check_done("test_config");
+}
