@@ -6,8 +6,10 @@
 
 #include <fuse_lowlevel.h>
 
+#include "cache.h"
 #include "config.h"
 #include "inode.h"
+#include "stats.h"
 
 /* Everything the ops need; passed as the session's userdata. */
 struct efs_fs {
@@ -15,10 +17,15 @@ struct efs_fs {
 	struct inode_table *itab;
 	double entry_timeout; /* seconds the kernel may cache names */
 	double attr_timeout;  /* seconds the kernel may cache attributes */
+	struct cache *cache;
+	struct efs_stats stats;
 };
 
-/* Fill fs from cfg and open SOURCE.  Returns 0 or -errno. */
-int fsops_init(struct efs_fs *fs, const struct efs_config *cfg);
+/* Fill fs from cfg, open SOURCE and cache_dir.  Returns 0 or -errno with a
+ * message in err. */
+int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_t errlen);
+/* Start background work; after daemonizing. */
+int fsops_start(struct efs_fs *fs);
 void fsops_destroy(struct efs_fs *fs);
 
 extern const struct fuse_lowlevel_ops efs_fsops;

@@ -14,6 +14,7 @@
 #include "fsops.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,6 +28,9 @@
 #include "source.h"
 
 #define RESERVED_XATTR_PREFIX "user.efscache."
+#define XATTR_STATS RESERVED_XATTR_PREFIX "stats"   /* counters, on any inode */
+#define XATTR_STATUS RESERVED_XATTR_PREFIX "status" /* a file's cache state */
+#define XATTR_EVICT RESERVED_XATTR_PREFIX "evict"   /* set: drop a file's chunks */
 
 /* Sent to a parked lock wait to make its blocking call return EINTR. */
 #define LOCK_WAKE_SIGNAL SIGURG
@@ -75,7 +79,7 @@ static bool bad_name(const char *name)
 	return !strcmp(name, ".") || !strcmp(name, "..") || strchr(name, '/');
 }
 
-int fsops_init(struct efs_fs *fs, const struct efs_config *cfg)
+int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_t errlen)
 {
 	int fd, r;
 
@@ -93,12 +97,28 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg)
 		sigaction(LOCK_WAKE_SIGNAL, &sa, NULL);
 	}
 	fd = src_open_root(cfg->source);
-	if (fd < 0)
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open SOURCE '%s': %s", cfg->source, strerror(-fd));
 		return fd;
+	}
 	r = itab_new(&fs->itab, fd);
-	if (r < 0)
+	if (r < 0) {
 		close(fd);
-	return r;
+		snprintf(err, errlen, "cannot set up the inode table: %s", strerror(-r));
+		return r;
+	}
+	r = cache_new(&fs->cache, cfg, &fs->stats, err, errlen);
+	if (r < 0) {
+		fsops_destroy(fs);
+		return r;
+	}
+	itab_set_release_hook(fs->itab, cache_inode_release, fs->cache);
+	return 0;
+}
+
+int fsops_start(struct efs_fs *fs)
+{
+	return cache_start(fs->cache);
 }
 
 void fsops_destroy(struct efs_fs *fs)
@@ -106,6 +126,8 @@ void fsops_destroy(struct efs_fs *fs)
 	if (fs->itab)
 		itab_free(fs->itab);
 	fs->itab = NULL;
+	cache_free(fs->cache);
+	fs->cache = NULL;
 }
 
 /* ---- lookup and attributes -------------------------------------------- */
@@ -215,6 +237,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 	}
 	if (valid & FUSE_SET_ATTR_SIZE) {
 		r = src_truncate(i->fd, openfd, attr->st_size);
+		cache_written(fs_of(req)->cache, i);
 		if (r < 0)
 			goto out_err;
 	}
@@ -384,14 +407,20 @@ static int source_flags(int flags)
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	int fd = src_open(inode_of(req, ino)->fd, source_flags(fi->flags));
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = src_open(i->fd, source_flags(fi->flags));
+	bool keep = false;
 	int r;
 
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
 	}
-	r = file_new(fd, fi);
+	/* After the open: O_TRUNC has already changed the identity. */
+	r = cache_open(fs_of(req)->cache, i, &keep);
+	if (r == 0)
+		r = file_new(fd, fi);
+	fi->keep_cache = keep;
 	if (r < 0) {
 		close(fd);
 		fuse_reply_err(req, -r);
@@ -427,6 +456,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	r = do_lookup(fs, dir, name, &e);
 	if (r == 0) {
+		bool keep;
+
+		cache_open(fs->cache, inode_of(req, e.ino), &keep);
 		r = file_new(fd, fi);
 		if (r < 0)
 			itab_forget(fs->itab, inode_of(req, e.ino), 1);
@@ -446,12 +478,38 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	struct efs_fs *fs = fs_of(req);
+	struct cache_read rd;
+	struct fuse_bufvec *bv;
+	ssize_t n;
 
-	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = file_of(fi)->fd;
-	buf.buf[0].pos = off;
-	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	n = cache_read(fs->cache, inode_of(req, ino), file_of(fi)->fd, off, size, &rd);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	bv = calloc(1, sizeof(*bv) + (rd.nseg ? rd.nseg : 1) * sizeof(struct fuse_buf));
+	if (!bv) {
+		cache_read_done(fs->cache, &rd);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	bv->count = rd.nseg;
+	for (unsigned k = 0; k < rd.nseg; k++) {
+		struct fuse_buf *b = &bv->buf[k];
+
+		b->size = rd.seg[k].len;
+		if (rd.seg[k].fd >= 0) {
+			b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+			b->fd = rd.seg[k].fd;
+			b->pos = rd.seg[k].pos;
+		} else {
+			b->mem = (void *)rd.seg[k].mem;
+		}
+	}
+	fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+	free(bv);
+	cache_read_done(fs->cache, &rd);
 }
 
 static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
@@ -464,6 +522,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	out.buf[0].fd = file_of(fi)->fd;
 	out.buf[0].pos = off;
 	n = fuse_buf_copy(&out, in, 0);
+	cache_written(fs_of(req)->cache, inode_of(req, ino));
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -510,6 +569,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 {
 	int r = fallocate(file_of(fi)->fd, mode, off, len);
 
+	cache_written(fs_of(req)->cache, inode_of(req, ino));
 	fuse_reply_err(req, r < 0 ? errno : 0);
 }
 
@@ -530,6 +590,8 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 {
 	ssize_t n = copy_file_range(file_of(fi_in)->fd, &off_in, file_of(fi_out)->fd, &off_out,
 				    len, (unsigned)flags);
+
+	cache_written(fs_of(req)->cache, inode_of(req, ino_out));
 
 	if (n < 0)
 		fuse_reply_err(req, errno);
@@ -855,6 +917,43 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 /* ---- extended attributes ----------------------------------------------- */
 
+/* Our own attributes: the window efscachectl looks through. */
+static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char *name,
+				 size_t size)
+{
+	struct efs_fs *fs = fs_of(req);
+	size_t need, cap = 8192;
+	char *buf;
+
+	for (;;) {
+		buf = malloc(cap);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		if (!strcmp(name, XATTR_STATS))
+			need = cache_stats_text(fs->cache, buf, cap);
+		else if (!strcmp(name, XATTR_STATUS))
+			need = cache_status(fs->cache, i, buf, cap);
+		else {
+			free(buf);
+			fuse_reply_err(req, ENODATA);
+			return;
+		}
+		if (need < cap)
+			break;
+		free(buf);
+		cap = need + 1;
+	}
+	if (!size)
+		fuse_reply_xattr(req, need);
+	else if (need > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, need);
+	free(buf);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct efs_inode *i = inode_of(req, ino);
@@ -862,7 +961,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	ssize_t n;
 
 	if (reserved_xattr(name)) {
-		fuse_reply_err(req, ENODATA);
+		reply_reserved_xattr(req, i, name, size);
 		return;
 	}
 	if (size) {
@@ -937,7 +1036,10 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	struct efs_inode *i = inode_of(req, ino);
 
 	if (reserved_xattr(name)) {
-		fuse_reply_err(req, EPERM);
+		if (!strcmp(name, XATTR_EVICT))
+			fuse_reply_err(req, -cache_evict_file(fs_of(req)->cache, i));
+		else
+			fuse_reply_err(req, EPERM);
 		return;
 	}
 	fuse_reply_err(req, -src_setxattr(i->fd, i->type, name, value, size, flags));

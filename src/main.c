@@ -74,7 +74,7 @@ static int mount_device(const char *mnt, unsigned *maj, unsigned *min)
  * throughput; widen it to match our 1 MiB requests.  Best effort. */
 static void raise_readahead(const char *mnt)
 {
-	unsigned maj, min;
+	unsigned maj = 0, min = 0;
 	char path[64];
 	FILE *f;
 
@@ -126,9 +126,10 @@ int main(int argc, char *argv[])
 	/* Modes from the kernel already carry the caller's umask. */
 	umask(0);
 
-	r = fsops_init(&fs, &cfg);
+	r = fsops_init(&fs, &cfg, err, sizeof(err));
 	if (r < 0) {
-		log_errno(LOG_LVL_ERR, -r, "cannot open SOURCE '%s'", cfg.source);
+		log_err("%s", err);
+		ret = EXIT_USAGE;
 		goto out_cfg;
 	}
 	if (build_fuse_args(&cfg, &args) < 0) {
@@ -152,6 +153,11 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!cfg.foreground)
 		log_use_syslog("efscache");
+	r = fsops_start(&fs);
+	if (r < 0) {
+		log_errno(LOG_LVL_ERR, -r, "cannot start the cache's background thread");
+		goto out_unmount;
+	}
 
 	loop = fuse_loop_cfg_create();
 	if (!loop)

@@ -1,0 +1,79 @@
+/* cache.h - per-file cache entries and the read path.
+ *
+ * A cache entry belongs to one source file (one store key) and holds its
+ * identity, its record's fds and one state per chunk.  Readers of a chunk
+ * that is not cached share one fetch (single flight).  Data served from the
+ * cache's data file is pinned until the reply is sent, so eviction or a reset
+ * never changes bytes under a reply.
+ */
+#ifndef EFS_CACHE_H
+#define EFS_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "inode.h"
+#include "stats.h"
+
+struct cache;
+struct cache_file;
+
+/* Open cache_dir (checks, lock) and prepare; no threads yet.  0 or -errno
+ * with a message in err. */
+int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats *stats,
+	      char *err, size_t errlen);
+/* Start the background index of what is on disk and the periodic sweep.
+ * Call after daemonizing (fork would lose the threads). */
+int cache_start(struct cache *c);
+void cache_free(struct cache *c);
+
+/* At open of a regular file: validate the cached data against the source
+ * (per ttl) using src_fd (the inode's O_PATH fd).  *keep_cache says whether
+ * the kernel's page cache of the file may be kept.  Returns 0, or the
+ * source's -errno if it cannot be checked (EIO etc.: nothing is deleted). */
+int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache);
+
+/* Drop the inode's reference (inode release hook). */
+void cache_inode_release(struct efs_inode *ino, void *cache);
+
+/* One piece of a read reply: either `len` bytes of fd at pos, or mem. */
+struct cache_seg {
+	int fd;
+	off_t pos;
+	const void *mem;
+	size_t len;
+};
+
+#define CACHE_MAX_SEGS 64
+
+struct cache_read {
+	struct cache_seg seg[CACHE_MAX_SEGS];
+	unsigned nseg;
+	void *bufs[CACHE_MAX_SEGS]; /* to free once the reply is sent */
+	unsigned nbufs;
+	struct cache_file *pinned;  /* entry pinned while fd segments are used */
+	unsigned pins;
+};
+
+/* Read [off, off+size) of the file of ino, whose open source fd is src_fd.
+ * Returns the byte count (short only at EOF) or the source's -errno. */
+ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
+		   struct cache_read *out);
+/* Release what cache_read() pinned and allocated. */
+void cache_read_done(struct cache *c, struct cache_read *rd);
+
+/* The file was written through the mount: stop using cached data for it
+ * until the next open revalidates it. */
+void cache_written(struct cache *c, struct efs_inode *ino);
+
+/* Text for `efscachectl status`; returns the length needed. */
+size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len);
+/* Text for `efscachectl stats` (counters plus usage); returns length needed. */
+size_t cache_stats_text(struct cache *c, char *buf, size_t len);
+/* Drop every cached chunk of the file (efscachectl evict).  0 or -errno. */
+int cache_evict_file(struct cache *c, struct efs_inode *ino);
+
+#endif

@@ -1,0 +1,134 @@
+/* store.h - the on-disk layout of cache_dir.
+ *
+ *   cache_dir/            0700, owned by the daemon's user
+ *     lock                flock'ed by the one daemon using this cache_dir
+ *     v1/XX/KEY.meta      per-file metadata record (format below)
+ *     v1/XX/KEY.data      sparse data: chunk i at offset i * chunk_size
+ *
+ * KEY is 32 hex digits of XXH3-128(SOURCE path, NUL, source inode number);
+ * XX is its first two digits.  The source's identity (inode, size, mtime,
+ * ctime) is stored in the record and must match exactly for any of its
+ * chunks to be used, so it is part of the key in effect.
+ *
+ * Metadata record, all integers little-endian:
+ *   header, 64 bytes
+ *     0  u8[8]  magic "EFSCMETA"
+ *     8  u32    format version (1)
+ *    12  u32    chunk_size in bytes
+ *    16  u64    source inode number
+ *    24  u64    source size in bytes
+ *    32  i64    source mtime seconds
+ *    40  u32    source mtime nanoseconds
+ *    44  u32    number of chunk slots (ceil(size / chunk_size))
+ *    48  i64    source ctime seconds
+ *    56  u32    source ctime nanoseconds
+ *    60  u32    low 32 bits of XXH3-64 of bytes 0..59
+ *   then one 16-byte slot per chunk
+ *     0  u64    XXH3-64 of the chunk's bytes
+ *     8  u32    chunk length (0 = slot empty)
+ *    12  u32    low 32 bits of XXH3-64(index, hash, length) seeded with the
+ *               header checksum, binding the slot to this identity
+ *
+ * Atomicity: a new or reset record is written whole to a temporary file and
+ * renamed into place.  A chunk is added by writing its data, then its slot
+ * (16 bytes, in one sector).  A torn or stale slot fails its own check; data
+ * that did not reach the disk fails the chunk checksum, which is verified
+ * before the first use by each daemon (verify=once).
+ */
+#ifndef EFS_STORE_H
+#define EFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STORE_FORMAT_VERSION 1
+#define STORE_HEADER_SIZE 64
+#define STORE_SLOT_SIZE 16
+
+struct store_identity {
+	uint64_t ino;
+	uint64_t size;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	int64_t ctime_sec;
+	uint32_t ctime_nsec;
+};
+
+struct store_key {
+	char hex[33];
+};
+
+struct store_slot {
+	uint64_t hash;
+	uint32_t len; /* 0 = empty */
+};
+
+/* A loaded or created record: its fds and decoded header. */
+struct store_file {
+	int meta_fd;
+	int data_fd;
+	struct store_identity id;
+	uint32_t chunk_size;
+	uint32_t nchunks;
+	uint32_t hdr_check; /* seeds the slot checks */
+};
+
+struct store;
+
+/* Open (creating if needed) and check cache_dir: it must be a directory,
+ * not a symlink, owned by us, not writable by group or others.  Takes the
+ * lock.  Returns 0 or -errno with a message naming the path in err. */
+int store_open(struct store **out, const char *cache_dir, char *err, size_t errlen);
+void store_close(struct store *s);
+const char *store_path(const struct store *s);
+
+/* If cache_dir was removed (or replaced), create it again.  Returns 1 if it
+ * was recreated, 0 if it was fine, -errno if it cannot be made. */
+int store_check_dir(struct store *s);
+
+void store_key_of(const char *source_root, uint64_t ino, struct store_key *k);
+
+/* Load the record of key.  On success the caller owns f's fds and slots
+ * (an array of f->nchunks, free()).  -ENOENT if absent, -EBADMSG if the
+ * header is corrupt or of another version. */
+int store_load(struct store *s, const struct store_key *k, struct store_file *f,
+	       struct store_slot **slots);
+/* Write a fresh record (all slots empty) for id, replacing any old one, and
+ * open a data file emptied of old bytes.  Returns 0 or -errno. */
+int store_create(struct store *s, const struct store_key *k, const struct store_identity *id,
+		 uint32_t chunk_size, struct store_file *f);
+void store_file_close(struct store_file *f);
+/* Remove both files of key (eviction of a whole entry). */
+int store_remove(struct store *s, const struct store_key *k);
+
+int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint32_t len,
+		      bool sync);
+int store_read_chunk(struct store_file *f, uint32_t idx, void *buf, uint32_t len);
+int store_set_slot(struct store_file *f, uint32_t idx, const struct store_slot *slot);
+/* Empty a slot and release the chunk's blocks. */
+int store_drop_chunk(struct store_file *f, uint32_t idx);
+
+/* Disk usage of a record's files in bytes (blocks actually allocated). */
+uint64_t store_file_usage(const struct store_file *f);
+
+/* Call fn for every record found, for the background index.  Removes stray
+ * temporary files and data files without a record. */
+int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg), void *arg);
+
+/* Free and total bytes of the file system holding cache_dir. */
+int store_fs_space(struct store *s, uint64_t *avail, uint64_t *total);
+
+/* Encode/decode helpers, exposed for unit tests and the fuzzer. */
+void store_encode_header(const struct store_identity *id, uint32_t chunk_size, uint32_t nchunks,
+			 unsigned char out[STORE_HEADER_SIZE]);
+int store_decode_header(const unsigned char in[STORE_HEADER_SIZE], struct store_identity *id,
+			uint32_t *chunk_size, uint32_t *nchunks, uint32_t *hdr_check);
+void store_encode_slot(uint32_t hdr_check, uint32_t idx, const struct store_slot *slot,
+		       unsigned char out[STORE_SLOT_SIZE]);
+/* Returns true and fills slot if the slot is in use and intact. */
+bool store_decode_slot(uint32_t hdr_check, uint32_t idx, const unsigned char in[STORE_SLOT_SIZE],
+		       struct store_slot *slot);
+
+#endif

@@ -1,0 +1,942 @@
+/* cache.c - cache entries, validation at open, the read path.
+ *
+ * State
+ *   c->table: store key -> struct cache_file, under c->table_mu.  Entries
+ *   live until the daemon exits; an entry's record files may be removed by
+ *   eviction and recreated by a later open.
+ *   Each entry: identity and record fds (e->sf), one struct chunk per chunk,
+ *   under e->mu.  Chunk states:
+ *
+ *     ABSENT --fetch--> BUSY --stored--> VERIFIED --evict--> ABSENT
+ *     PRESENT (on disk, not yet checked by this daemon) --verify--> BUSY
+ *         --ok--> VERIFIED, --mismatch--> refetch as above
+ *
+ *   BUSY belongs to exactly one thread; other readers of that chunk wait on
+ *   e->cv and then use its result (one fetch per chunk).
+ *
+ * Invariants
+ *   - A chunk's bytes are served from the data file only in VERIFIED (or
+ *     PRESENT with verify=never), and only while pinned (ch->pins, e->pins).
+ *   - e->sf fds and e->chunks change only in reset/drop, which first wait
+ *     until no chunk is BUSY or pinned.
+ *   - Data is never served for an identity other than the one validated at
+ *     the last open: a change found at open resets the record (new header,
+ *     all slots empty) before any chunk of the new identity is stored.
+ *
+ * Locks: c->table_mu -> e->mu -> LRU lock (evict.c).  Eviction runs with
+ * the LRU lock held and only trylocks entries.
+ */
+#include "cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checksum.h"
+#include "evict.h"
+#include "log.h"
+#include "source.h"
+#include "store.h"
+
+enum chunk_state { CH_ABSENT, CH_PRESENT, CH_VERIFIED, CH_BUSY };
+
+struct chunk {
+	struct lru_node lru; /* first: eviction gets back here from the node */
+	struct cache_file *e;
+	uint64_t hash;       /* slot: XXH3 of the chunk's bytes */
+	uint32_t len;        /* slot: bytes in the chunk */
+	uint32_t idx;
+	uint16_t pins;       /* replies in flight from the data file */
+	uint8_t state;
+};
+
+struct cache_file {
+	struct store_key key;
+	struct cache_file *next; /* table chain; protected by c->table_mu */
+	unsigned refs;           /* inodes using it; protected by c->table_mu */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;       /* chunk left BUSY, or pins dropped */
+	/* All below protected by mu. */
+	bool load_tried;         /* the on-disk record was looked for */
+	bool loaded;             /* sf and chunks are valid */
+	bool bypass;             /* serve from the source, cache nothing */
+	bool validated;          /* checked against the source by this daemon */
+	struct timespec validated_at; /* CLOCK_MONOTONIC */
+	time_t validated_wall;
+	struct store_file sf;
+	struct chunk *chunks;    /* sf.nchunks of them */
+	uint64_t store_gen;      /* c->store_gen when sf was opened */
+	uint64_t meta_bytes;     /* accounted for the record's metadata */
+	uint64_t gen;             /* bumped whenever sf/chunks are replaced */
+	unsigned pins;
+	unsigned busy;
+};
+
+struct cache {
+	const struct efs_config *cfg;
+	struct efs_stats *stats;
+	struct store *store;
+	struct evict *ev;
+
+	pthread_mutex_t table_mu;
+	struct cache_file **buckets; /* protected by table_mu */
+	size_t nbuckets;
+	uint64_t nentries;           /* protected by table_mu */
+
+	uint64_t store_gen; /* atomic: bumped when cache_dir was recreated */
+
+	pthread_t sweeper;
+	bool sweeper_running;
+	pthread_mutex_t sweep_mu;
+	pthread_cond_t sweep_cv;
+	bool stop;   /* protected by sweep_mu */
+	bool poke;   /* protected by sweep_mu: check cache_dir now */
+
+	bool logged_nospace, logged_io, logged_dir, logged_store; /* log once each */
+};
+
+#define BLOCK 4096ULL
+
+static uint64_t round_block(uint64_t n)
+{
+	return (n + BLOCK - 1) & ~(BLOCK - 1);
+}
+
+static uint64_t gen_now(struct cache *c)
+{
+	return __atomic_load_n(&c->store_gen, __ATOMIC_ACQUIRE);
+}
+
+/* ---- entries ---------------------------------------------------------- */
+
+static size_t bucket_of(const struct cache *c, const struct store_key *k)
+{
+	size_t h = 0;
+
+	for (int i = 0; i < 16; i++)
+		h = h * 31 + (unsigned char)k->hex[i];
+	return h & (c->nbuckets - 1);
+}
+
+/* Find or add the entry of key; with take_ref, count a reference.  Caller
+ * holds table_mu. */
+static struct cache_file *table_get_locked(struct cache *c, const struct store_key *k,
+					   bool *created)
+{
+	size_t b = bucket_of(c, k);
+	struct cache_file *e;
+
+	*created = false;
+	for (e = c->buckets[b]; e; e = e->next)
+		if (!memcmp(e->key.hex, k->hex, sizeof(k->hex)))
+			return e;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->key = *k;
+	e->sf.meta_fd = e->sf.data_fd = -1;
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cv, NULL);
+	e->next = c->buckets[b];
+	c->buckets[b] = e;
+	c->nentries++;
+	*created = true;
+	return e;
+}
+
+static void free_chunks_locked(struct cache *c, struct cache_file *e)
+{
+	if (e->chunks)
+		for (uint32_t i = 0; i < e->sf.nchunks; i++)
+			evict_del(c->ev, &e->chunks[i].lru);
+	free(e->chunks);
+	e->chunks = NULL;
+}
+
+static int alloc_chunks_locked(struct cache_file *e)
+{
+	e->chunks = calloc(e->sf.nchunks ? e->sf.nchunks : 1, sizeof(*e->chunks));
+	if (!e->chunks)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
+		e->chunks[i].e = e;
+		e->chunks[i].idx = i;
+	}
+	return 0;
+}
+
+/* Wait until nothing uses the entry's files or chunks. */
+static void wait_quiet_locked(struct cache_file *e)
+{
+	while (e->busy || e->pins)
+		pthread_cond_wait(&e->cv, &e->mu);
+}
+
+/* Forget the record in memory (its files stay as they are). */
+static void unload_locked(struct cache *c, struct cache_file *e)
+{
+	wait_quiet_locked(e);
+	free_chunks_locked(c, e);
+	store_file_close(&e->sf);
+	e->gen++;
+	if (e->meta_bytes)
+		evict_account(c->ev, -(int64_t)e->meta_bytes);
+	e->meta_bytes = 0;
+	e->loaded = false;
+}
+
+/* Account the record's metadata file (its data is accounted per chunk). */
+static void account_meta_locked(struct cache *c, struct cache_file *e)
+{
+	struct store_file m = e->sf;
+
+	m.data_fd = -1;
+	e->meta_bytes = store_file_usage(&m);
+	if (e->meta_bytes < BLOCK)
+		e->meta_bytes = BLOCK;
+	evict_account(c->ev, (int64_t)e->meta_bytes);
+}
+
+/* Load the on-disk record once.  Chunks found go to the cold end of the LRU
+ * when `cold` (startup index), else the hot end. */
+static void load_locked(struct cache *c, struct cache_file *e, bool cold)
+{
+	struct store_slot *slots = NULL;
+	int r;
+
+	if (e->load_tried)
+		return;
+	e->load_tried = true;
+	r = store_load(c->store, &e->key, &e->sf, &slots);
+	if (r == -EBADMSG) {
+		log_debug("cache: record %s is corrupt, removing it", e->key.hex);
+		store_remove(c->store, &e->key);
+	}
+	if (r < 0)
+		return;
+	if (e->sf.chunk_size != c->cfg->chunk_size || alloc_chunks_locked(e) < 0) {
+		/* Another chunk_size: the next open replaces the record. */
+		free(slots);
+		store_file_close(&e->sf);
+		return;
+	}
+	e->store_gen = gen_now(c);
+	e->loaded = true;
+	account_meta_locked(c, e);
+	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
+		struct chunk *ch = &e->chunks[i];
+
+		if (!slots[i].len)
+			continue;
+		ch->hash = slots[i].hash;
+		ch->len = slots[i].len;
+		ch->state = CH_PRESENT;
+		if (cold)
+			evict_add_cold(c->ev, &ch->lru, round_block(ch->len));
+		else
+			evict_add(c->ev, &ch->lru, round_block(ch->len), false);
+	}
+	free(slots);
+}
+
+static void identity_of(const struct stat *st, struct store_identity *id)
+{
+	id->ino = st->st_ino;
+	id->size = (uint64_t)st->st_size;
+	id->mtime_sec = st->st_mtim.tv_sec;
+	id->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
+	id->ctime_sec = st->st_ctim.tv_sec;
+	id->ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
+}
+
+/* Coherency check: stale unless every field matches. */
+static bool identity_equal(const struct store_identity *a, const struct store_identity *b)
+{
+	return a->ino == b->ino && a->size == b->size && a->mtime_sec == b->mtime_sec &&
+	       a->mtime_nsec == b->mtime_nsec && a->ctime_sec == b->ctime_sec &&
+	       a->ctime_nsec == b->ctime_nsec;
+}
+
+/* Replace the record with an empty one for id. */
+static void reset_locked(struct cache *c, struct cache_file *e, const struct store_identity *id)
+{
+	int r;
+
+	if (e->loaded) {
+		unload_locked(c, e);
+		stats_add(c->stats, ST_stale_dropped, 1);
+	}
+	e->bypass = false;
+	e->store_gen = gen_now(c);
+	r = store_create(c->store, &e->key, id, (uint32_t)c->cfg->chunk_size, &e->sf);
+	if (r == 0 && (r = alloc_chunks_locked(e)) < 0)
+		store_file_close(&e->sf);
+	if (r < 0) {
+		/* Cache trouble: this file is read from the source for now. */
+		log_once(c->logged_store, LOG_LVL_WARN,
+			 "cache: cannot create a record in cache_dir '%s': %s; reading from the "
+			 "source until it works again",
+			 store_path(c->store), strerror(-r));
+		stats_add(c->stats, r == -ENOSPC ? ST_cache_enospc : ST_cache_io_errors, 1);
+		e->bypass = true;
+		return;
+	}
+	e->loaded = true;
+	account_meta_locked(c, e);
+}
+
+static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e;
+	bool created;
+
+	pthread_mutex_lock(&ino->lock);
+	e = ino->cf;
+	if (!e) {
+		struct store_key k;
+
+		store_key_of(c->cfg->source, (uint64_t)ino->ino, &k);
+		pthread_mutex_lock(&c->table_mu);
+		e = table_get_locked(c, &k, &created);
+		if (e)
+			e->refs++;
+		pthread_mutex_unlock(&c->table_mu);
+		ino->cf = e;
+	}
+	pthread_mutex_unlock(&ino->lock);
+	return e;
+}
+
+void cache_inode_release(struct efs_inode *ino, void *arg)
+{
+	struct cache *c = arg;
+
+	if (!ino->cf)
+		return;
+	pthread_mutex_lock(&c->table_mu);
+	ino->cf->refs--;
+	pthread_mutex_unlock(&c->table_mu);
+	ino->cf = NULL;
+}
+
+static double since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Caller holds e->mu.  Forget files of a cache_dir that was recreated. */
+static void check_store_gen_locked(struct cache *c, struct cache_file *e)
+{
+	if (e->loaded && e->store_gen != gen_now(c))
+		unload_locked(c, e);
+}
+
+int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache)
+{
+	struct store_identity id;
+	struct cache_file *e;
+	struct stat st;
+	bool trusted;
+	int r;
+
+	*keep_cache = false;
+	if (!S_ISREG(ino->type))
+		return 0;
+	e = entry_of_inode(c, ino);
+	if (!e)
+		return 0; /* no memory for an entry: the file is read uncached */
+
+	pthread_mutex_lock(&e->mu);
+	load_locked(c, e, false);
+	check_store_gen_locked(c, e);
+	trusted = e->validated && e->loaded && !e->bypass &&
+		  (c->cfg->ttl == CONFIG_TTL_NEVER ||
+		   (c->cfg->ttl > 0 && since(&e->validated_at) < (double)c->cfg->ttl));
+	pthread_mutex_unlock(&e->mu);
+	if (trusted) {
+		*keep_cache = true;
+		return 0;
+	}
+
+	/* Ask the source without holding the entry: it may be slow. */
+	r = src_stat(ino->fd, &st);
+	if (r < 0)
+		return r; /* ENOENT means gone; EIO etc. delete nothing either way */
+	identity_of(&st, &id);
+
+	pthread_mutex_lock(&e->mu);
+	stats_add(c->stats, ST_validations, 1);
+	check_store_gen_locked(c, e);
+	if (e->loaded && !e->bypass && identity_equal(&e->sf.id, &id)) {
+		*keep_cache = true;
+	} else {
+		reset_locked(c, e, &id);
+		*keep_cache = false;
+	}
+	e->validated = true;
+	clock_gettime(CLOCK_MONOTONIC, &e->validated_at);
+	e->validated_wall = time(NULL);
+	pthread_mutex_unlock(&e->mu);
+	return 0;
+}
+
+void cache_written(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e = ino->cf;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->mu);
+	e->bypass = true;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- the read path ------------------------------------------------------ */
+
+static ssize_t pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+static int add_mem(struct cache_read *rd, void *buf, const void *mem, size_t len)
+{
+	if (rd->nseg == CACHE_MAX_SEGS)
+		return -E2BIG;
+	if (buf)
+		rd->bufs[rd->nbufs++] = buf;
+	if (len)
+		rd->seg[rd->nseg++] = (struct cache_seg){.fd = -1, .mem = mem, .len = len};
+	return 0;
+}
+
+/* Read straight from the source, caching nothing. */
+static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
+			   struct cache_read *rd)
+{
+	void *buf = malloc(size ? size : 1);
+	ssize_t n;
+
+	if (!buf)
+		return -ENOMEM;
+	n = pread_full(src_fd, buf, size, off);
+	if (n < 0) {
+		free(buf);
+		stats_add(c->stats, ST_source_errors, 1);
+		return n;
+	}
+	stats_add(c->stats, ST_bytes_bypassed, (uint64_t)n);
+	add_mem(rd, buf, buf, (size_t)n);
+	return n;
+}
+
+static void note_cache_error(struct cache *c, int r)
+{
+	if (r == -ENOSPC || r == -EDQUOT) {
+		stats_add(c->stats, ST_cache_enospc, 1);
+		log_once(c->logged_nospace, LOG_LVL_WARN,
+			 "cache: cache_dir '%s' is full (%s); reading from the source",
+			 store_path(c->store), strerror(-r));
+	} else {
+		stats_add(c->stats, ST_cache_io_errors, 1);
+		log_once(c->logged_io, LOG_LVL_WARN,
+			 "cache: I/O on cache_dir '%s' failed (%s); reading from the source",
+			 store_path(c->store), strerror(-r));
+		pthread_mutex_lock(&c->sweep_mu);
+		c->poke = true;
+		pthread_cond_signal(&c->sweep_cv);
+		pthread_mutex_unlock(&c->sweep_mu);
+	}
+}
+
+/* Store a fetched chunk.  Called without e->mu; the chunk is BUSY (ours).
+ * Returns true if it is now on disk with its slot. */
+static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, const void *buf,
+			uint32_t len, uint64_t hash)
+{
+	struct store_slot slot = {.hash = hash, .len = len};
+	uint64_t bytes = round_block(len);
+	int r;
+
+	r = evict_reserve(c->ev, bytes);
+	if (r < 0) {
+		stats_add(c->stats, ST_fallbacks, 1);
+		note_cache_error(c, r);
+		return false;
+	}
+	r = store_write_chunk(&e->sf, idx, buf, len, c->cfg->verify == VERIFY_NEVER);
+	if (r == 0)
+		r = store_set_slot(&e->sf, idx, &slot);
+	if (r < 0) {
+		store_drop_chunk(&e->sf, idx);
+		evict_unreserve(c->ev, bytes);
+		stats_add(c->stats, ST_fallbacks, 1);
+		note_cache_error(c, r);
+		return false;
+	}
+	return true;
+}
+
+/* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
+ * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
+ * look at the entry again: it may have been reset meanwhile), or -errno. */
+static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t idx,
+				 int src_fd, size_t from, size_t to, struct cache_read *rd)
+{
+	const uint64_t cs = e->sf.chunk_size;
+	const uint64_t start = (uint64_t)idx * cs;
+	struct chunk *ch = &e->chunks[idx];
+	const uint32_t want =
+		(uint32_t)(e->sf.id.size - start < cs ? e->sf.id.size - start : cs);
+	bool stored = false, changed = false;
+	struct store_identity now_id;
+	struct stat st;
+	uint64_t hash;
+	ssize_t n;
+	void *buf;
+	int r;
+
+	if (ch->state == CH_BUSY) {
+		stats_add(c->stats, ST_fetch_waits, 1);
+		pthread_cond_wait(&e->cv, &e->mu);
+		return -EAGAIN;
+	}
+	if (rd->nseg + 1 >= CACHE_MAX_SEGS)
+		return -E2BIG;
+
+	if (ch->state == CH_VERIFIED ||
+	    (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER)) {
+		ch->pins++;
+		e->pins++;
+		rd->pinned = e;
+		rd->pins++;
+		rd->seg[rd->nseg++] = (struct cache_seg){
+			.fd = e->sf.data_fd, .pos = (off_t)(start + from), .len = to - from};
+		stats_add(c->stats, ST_hits, 1);
+		stats_add(c->stats, ST_bytes_from_cache, to - from);
+		evict_touch(c->ev, &ch->lru);
+		return (ssize_t)(to - from);
+	}
+
+	buf = malloc(want ? want : 1);
+	if (!buf)
+		return -ENOMEM;
+	ch->state = CH_BUSY;
+	e->busy++;
+
+	if (ch->len) {
+		/* PRESENT: check the bytes on disk before their first use. */
+		bool ok;
+
+		pthread_mutex_unlock(&e->mu);
+		r = ch->len == want ? store_read_chunk(&e->sf, idx, buf, want) : -EBADMSG;
+		ok = r == 0 && csum64(buf, want) == ch->hash;
+		pthread_mutex_lock(&e->mu);
+		stats_add(c->stats, ST_chunks_verified, 1);
+		if (ok) {
+			ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+			e->busy--;
+			pthread_cond_broadcast(&e->cv);
+			evict_touch(c->ev, &ch->lru);
+			stats_add(c->stats, ST_hits, 1);
+			stats_add(c->stats, ST_bytes_from_cache, to - from);
+			add_mem(rd, buf, (char *)buf + from, to - from);
+			return (ssize_t)(to - from);
+		}
+		if (r == 0 || r == -EBADMSG) {
+			stats_add(c->stats, ST_checksum_mismatches, 1);
+			log_debug("cache: chunk %u of %s failed its checksum; refetching", idx,
+				  e->key.hex);
+		} else {
+			note_cache_error(c, r);
+		}
+		store_drop_chunk(&e->sf, idx);
+		evict_del(c->ev, &ch->lru);
+		ch->len = 0;
+	}
+
+	/* ABSENT: fetch the whole chunk from the source, once. */
+	pthread_mutex_unlock(&e->mu);
+	n = pread_full(src_fd, buf, want, (off_t)start);
+	if (n >= 0) {
+		stats_add(c->stats, ST_misses, 1);
+		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);
+		/* Short, or the identity moved while we read: the bytes are what
+		 * the source holds now, so serve them, but store nothing. */
+		if ((uint32_t)n != want) {
+			changed = true;
+		} else if (src_stat(src_fd, &st) == 0) {
+			identity_of(&st, &now_id);
+			changed = !identity_equal(&now_id, &e->sf.id);
+		}
+		if (!changed && (uint32_t)n == want) {
+			hash = csum64(buf, want);
+			stored = store_chunk(c, e, idx, buf, want, hash);
+		}
+	}
+	pthread_mutex_lock(&e->mu);
+	e->busy--;
+	if (stored) {
+		ch->hash = hash;
+		ch->len = want;
+		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+		evict_add(c->ev, &ch->lru, round_block(want), true);
+		stats_add(c->stats, ST_chunks_stored, 1);
+	} else {
+		ch->state = CH_ABSENT;
+	}
+	if (changed)
+		e->bypass = true;
+	pthread_cond_broadcast(&e->cv);
+	if (n < 0) {
+		free(buf);
+		stats_add(c->stats, ST_source_errors, 1);
+		return n;
+	}
+	if ((size_t)n <= from) {
+		free(buf);
+		return 0;
+	}
+	if ((size_t)n < to)
+		to = (size_t)n;
+	add_mem(rd, buf, (char *)buf + from, to - from);
+	return (ssize_t)(to - from);
+}
+
+ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
+		   struct cache_read *rd)
+{
+	struct cache_file *e = ino->cf;
+	uint64_t end, pos, cs, fsize, gen;
+	ssize_t total = 0;
+
+	memset(rd, 0, sizeof(*rd));
+	stats_add(c->stats, ST_reads, 1);
+	if (!e)
+		return read_direct(c, src_fd, off, size, rd);
+
+	pthread_mutex_lock(&e->mu);
+	check_store_gen_locked(c, e);
+	fsize = e->sf.id.size;
+	if (!e->loaded || e->bypass || (uint64_t)off >= fsize) {
+		/* Uncached, or past the size we validated (the file grew). */
+		pthread_mutex_unlock(&e->mu);
+		return read_direct(c, src_fd, off, size, rd);
+	}
+	gen = e->gen;
+	cs = e->sf.chunk_size;
+	end = (uint64_t)off + size < fsize ? (uint64_t)off + size : fsize;
+	for (pos = (uint64_t)off; pos < end;) {
+		uint32_t idx = (uint32_t)(pos / cs);
+		uint64_t cstart = (uint64_t)idx * cs;
+		size_t from = (size_t)(pos - cstart);
+		size_t to = (size_t)(end - cstart < cs ? end - cstart : cs);
+		ssize_t n;
+
+		if (!e->loaded || e->bypass || e->gen != gen) {
+			/* Reset or found changed meanwhile: finish from the source. */
+			pthread_mutex_unlock(&e->mu);
+			n = read_direct(c, src_fd, (off_t)pos, (size_t)(end - pos), rd);
+			pthread_mutex_lock(&e->mu);
+			total = n < 0 ? (total ? total : n) : total + n;
+			break;
+		}
+		n = read_chunk_locked(c, e, idx, src_fd, from, to, rd);
+		if (n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			total = n;
+			break;
+		}
+		total += n;
+		if ((size_t)n < to - from)
+			break; /* EOF: the source is shorter than we knew */
+		pos += (uint64_t)n;
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (total < 0)
+		cache_read_done(c, rd);
+	return total;
+}
+
+void cache_read_done(struct cache *c, struct cache_read *rd)
+{
+	struct cache_file *e = rd->pinned;
+
+	if (e) {
+		pthread_mutex_lock(&e->mu);
+		for (unsigned i = 0; i < rd->nseg; i++) {
+			struct cache_seg *s = &rd->seg[i];
+			if (s->fd < 0)
+				continue;
+			e->chunks[s->pos / e->sf.chunk_size].pins--;
+		}
+		e->pins -= rd->pins;
+		if (!e->pins)
+			pthread_cond_broadcast(&e->cv);
+		pthread_mutex_unlock(&e->mu);
+	}
+	for (unsigned i = 0; i < rd->nbufs; i++)
+		free(rd->bufs[i]);
+	memset(rd, 0, sizeof(*rd));
+}
+/* ---- eviction callback ------------------------------------------------ */
+
+/* Called by evict.c with the LRU lock held: drop one chunk if it is idle. */
+static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
+{
+	struct cache *c = arg;
+	struct chunk *ch = (struct chunk *)node; /* lru is the first member */
+	struct cache_file *e = ch->e;
+	int64_t freed;
+
+	if (pthread_mutex_trylock(&e->mu) != 0)
+		return -EBUSY;
+	if (ch->pins || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)) {
+		pthread_mutex_unlock(&e->mu);
+		return -EBUSY;
+	}
+	store_drop_chunk(&e->sf, ch->idx);
+	ch->state = CH_ABSENT;
+	ch->len = 0;
+	freed = (int64_t)node->bytes;
+	evict_unlink_locked(c->ev, node);
+	pthread_mutex_unlock(&e->mu);
+	return freed;
+}
+
+/* ---- setup, background index and sweep --------------------------------- */
+
+int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats *stats,
+	      char *err, size_t errlen)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	c->cfg = cfg;
+	c->stats = stats;
+	c->nbuckets = 4096;
+	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
+	if (!c->buckets) {
+		free(c);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->table_mu, NULL);
+	pthread_mutex_init(&c->sweep_mu, NULL);
+	pthread_cond_init(&c->sweep_cv, NULL);
+	r = store_open(&c->store, cfg->cache_dir, err, errlen);
+	if (r == 0)
+		r = evict_new(&c->ev, cfg, c->store, stats, drop_chunk_cb, c);
+	if (r < 0) {
+		cache_free(c);
+		return r;
+	}
+	*out = c;
+	return 0;
+}
+
+static void scan_one(const struct store_key *k, void *arg)
+{
+	struct cache *c = arg;
+	struct cache_file *e;
+	bool created;
+
+	pthread_mutex_lock(&c->table_mu);
+	e = table_get_locked(c, k, &created);
+	pthread_mutex_unlock(&c->table_mu);
+	if (!e || !created)
+		return; /* an open got there first and loaded it */
+	pthread_mutex_lock(&e->mu);
+	load_locked(c, e, true);
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void *sweeper_main(void *arg)
+{
+	struct cache *c = arg;
+	struct timespec until;
+	int r;
+
+	/* Index what is on disk: until done, space checks wait (hits do not). */
+	r = store_scan(c->store, scan_one, c);
+	if (r < 0)
+		log_debug("cache: scanning cache_dir failed: %s", strerror(-r));
+	evict_set_ready(c->ev);
+	evict_sweep(c->ev);
+
+	pthread_mutex_lock(&c->sweep_mu);
+	while (!c->stop) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		if (!c->poke)
+			pthread_cond_timedwait(&c->sweep_cv, &c->sweep_mu, &until);
+		c->poke = false;
+		if (c->stop)
+			break;
+		pthread_mutex_unlock(&c->sweep_mu);
+
+		r = store_check_dir(c->store);
+		if (r == 1) {
+			/* Everything we knew lives in deleted files: start over. */
+			__atomic_fetch_add(&c->store_gen, 1, __ATOMIC_RELEASE);
+			evict_reset(c->ev);
+			stats_add(c->stats, ST_cache_dir_recreated, 1);
+			log_warn("cache: cache_dir '%s' vanished; recreated it empty",
+				 store_path(c->store));
+		} else if (r < 0) {
+			log_once(c->logged_dir, LOG_LVL_WARN,
+				 "cache: cache_dir '%s' is gone and cannot be recreated: %s",
+				 store_path(c->store), strerror(-r));
+		}
+		evict_sweep(c->ev);
+		pthread_mutex_lock(&c->sweep_mu);
+	}
+	pthread_mutex_unlock(&c->sweep_mu);
+	return NULL;
+}
+
+int cache_start(struct cache *c)
+{
+	int r = pthread_create(&c->sweeper, NULL, sweeper_main, c);
+
+	if (r != 0)
+		return -r;
+	c->sweeper_running = true;
+	return 0;
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	if (c->sweeper_running) {
+		pthread_mutex_lock(&c->sweep_mu);
+		c->stop = true;
+		pthread_cond_signal(&c->sweep_cv);
+		pthread_mutex_unlock(&c->sweep_mu);
+		pthread_join(c->sweeper, NULL);
+	}
+	for (size_t b = 0; c->buckets && b < c->nbuckets; b++) {
+		struct cache_file *e = c->buckets[b], *next;
+		for (; e; e = next) {
+			next = e->next;
+			free_chunks_locked(c, e);
+			store_file_close(&e->sf);
+			pthread_mutex_destroy(&e->mu);
+			pthread_cond_destroy(&e->cv);
+			free(e);
+		}
+	}
+	free(c->buckets);
+	evict_free(c->ev);
+	store_close(c->store);
+	pthread_mutex_destroy(&c->table_mu);
+	pthread_mutex_destroy(&c->sweep_mu);
+	pthread_cond_destroy(&c->sweep_cv);
+	free(c);
+}
+
+/* ---- introspection ------------------------------------------------------ */
+
+size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len)
+{
+	struct cache_file *e = S_ISREG(ino->type) ? entry_of_inode(c, ino) : NULL;
+	uint64_t cached = 0, size = 0;
+	uint32_t present = 0, verified = 0, total = 0, cs = (uint32_t)c->cfg->chunk_size;
+	const char *state = "uncached";
+	time_t when = 0;
+
+	if (e) {
+		pthread_mutex_lock(&e->mu);
+		load_locked(c, e, false);
+		if (e->loaded) {
+			size = e->sf.id.size;
+			total = e->sf.nchunks;
+			cs = e->sf.chunk_size;
+			for (uint32_t i = 0; i < total; i++) {
+				if (e->chunks[i].state == CH_ABSENT || !e->chunks[i].len)
+					continue;
+				present++;
+				cached += e->chunks[i].len;
+				if (e->chunks[i].state == CH_VERIFIED)
+					verified++;
+			}
+			state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
+		}
+		when = e->validated_wall;
+		pthread_mutex_unlock(&e->mu);
+	}
+	return (size_t)snprintf(buf, len,
+				"state %s\nsize %llu\ncached_bytes %llu\nchunk_size %u\n"
+				"chunks %u\nchunks_cached %u\nchunks_verified %u\n"
+				"last_validated %lld\n",
+				state, (unsigned long long)size, (unsigned long long)cached, cs,
+				total, present, verified, (long long)when);
+}
+
+size_t cache_stats_text(struct cache *c, char *buf, size_t len)
+{
+	size_t n = stats_format(c->stats, buf, len);
+	uint64_t entries;
+	int m;
+
+	pthread_mutex_lock(&c->table_mu);
+	entries = c->nentries;
+	pthread_mutex_unlock(&c->table_mu);
+	m = snprintf(buf ? buf + (n < len ? n : len) : NULL, n < len ? len - n : 0,
+		     "cache_entries %llu\ncache_usage_bytes %llu\ncache_size_bytes %llu\n"
+		     "cache_dir %s\n",
+		     (unsigned long long)entries, (unsigned long long)evict_usage(c->ev),
+		     (unsigned long long)evict_limit(c->ev), store_path(c->store));
+	return n + (m > 0 ? (size_t)m : 0);
+}
+
+int cache_evict_file(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e;
+
+	if (!S_ISREG(ino->type))
+		return 0;
+	e = entry_of_inode(c, ino);
+	if (!e)
+		return -ENOMEM;
+	pthread_mutex_lock(&e->mu);
+	load_locked(c, e, false);
+	wait_quiet_locked(e);
+	if (e->loaded) {
+		for (uint32_t i = 0; i < e->sf.nchunks; i++) {
+			struct chunk *ch = &e->chunks[i];
+			if (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)
+				continue;
+			store_drop_chunk(&e->sf, i);
+			evict_del(c->ev, &ch->lru);
+			ch->state = CH_ABSENT;
+			ch->len = 0;
+		}
+	}
+	pthread_mutex_unlock(&e->mu);
+	return 0;
+}

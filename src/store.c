@@ -1,0 +1,695 @@
+/* store.c - cache_dir layout, metadata records, chunk I/O.
+ *
+ * State: an fd of cache_dir (every path below it is opened relative to
+ * it), the lock fd, and the fd of the v1/ directory.  No locks of its own:
+ * callers serialize access to one record (the cache entry's lock); distinct
+ * records are independent files.  See store.h for the format.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "checksum.h"
+
+#define LAYOUT_DIR "v1"
+static const unsigned char magic[8] = {'E', 'F', 'S', 'C', 'M', 'E', 'T', 'A'};
+
+struct store {
+	char *path;
+	int dir_fd;    /* cache_dir */
+	int layout_fd; /* cache_dir/v1 */
+	int lock_fd;
+	dev_t dev;
+	ino_t ino;
+};
+
+/* ---- little-endian encoding ------------------------------------------- */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	uint32_t v = 0;
+
+	for (int i = 0; i < 4; i++)
+		v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+void store_encode_header(const struct store_identity *id, uint32_t chunk_size, uint32_t nchunks,
+			 unsigned char out[STORE_HEADER_SIZE])
+{
+	memset(out, 0, STORE_HEADER_SIZE);
+	memcpy(out, magic, 8);
+	put32(out + 8, STORE_FORMAT_VERSION);
+	put32(out + 12, chunk_size);
+	put64(out + 16, id->ino);
+	put64(out + 24, id->size);
+	put64(out + 32, (uint64_t)id->mtime_sec);
+	put32(out + 40, id->mtime_nsec);
+	put32(out + 44, nchunks);
+	put64(out + 48, (uint64_t)id->ctime_sec);
+	put32(out + 56, id->ctime_nsec);
+	put32(out + 60, (uint32_t)csum64(out, 60));
+}
+
+int store_decode_header(const unsigned char in[STORE_HEADER_SIZE], struct store_identity *id,
+			uint32_t *chunk_size, uint32_t *nchunks, uint32_t *hdr_check)
+{
+	uint64_t n;
+	uint32_t cs;
+
+	if (memcmp(in, magic, 8) || get32(in + 8) != STORE_FORMAT_VERSION)
+		return -EBADMSG;
+	if (get32(in + 60) != (uint32_t)csum64(in, 60))
+		return -EBADMSG;
+	id->ino = get64(in + 16);
+	id->size = get64(in + 24);
+	id->mtime_sec = (int64_t)get64(in + 32);
+	id->mtime_nsec = get32(in + 40);
+	id->ctime_sec = (int64_t)get64(in + 48);
+	id->ctime_nsec = get32(in + 56);
+	cs = get32(in + 12);
+	/* A checksummed header can still carry nonsense from a buggy writer. */
+	if (cs == 0 || (cs & (cs - 1)))
+		return -EBADMSG;
+	n = (id->size + cs - 1) / cs;
+	if (n != get32(in + 44))
+		return -EBADMSG;
+	*chunk_size = cs;
+	*nchunks = (uint32_t)n;
+	*hdr_check = get32(in + 60);
+	return 0;
+}
+
+static uint32_t slot_check(uint32_t hdr_check, uint32_t idx, const struct store_slot *slot)
+{
+	unsigned char b[16];
+
+	put32(b, idx);
+	put64(b + 4, slot->hash);
+	put32(b + 12, slot->len);
+	return (uint32_t)csum64_seed(b, sizeof(b), hdr_check);
+}
+
+void store_encode_slot(uint32_t hdr_check, uint32_t idx, const struct store_slot *slot,
+		       unsigned char out[STORE_SLOT_SIZE])
+{
+	if (slot->len == 0) {
+		memset(out, 0, STORE_SLOT_SIZE);
+		return;
+	}
+	put64(out, slot->hash);
+	put32(out + 8, slot->len);
+	put32(out + 12, slot_check(hdr_check, idx, slot));
+}
+
+bool store_decode_slot(uint32_t hdr_check, uint32_t idx, const unsigned char in[STORE_SLOT_SIZE],
+		       struct store_slot *slot)
+{
+	struct store_slot s = {.hash = get64(in), .len = get32(in + 8)};
+
+	if (s.len == 0 || get32(in + 12) != slot_check(hdr_check, idx, &s))
+		return false;
+	*slot = s;
+	return true;
+}
+
+/* ---- cache_dir ----------------------------------------------------------- */
+
+/* Format a message into err, append ": strerror(e)", return -e. */
+static int seterr(char *err, size_t len, int e, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int seterr(char *err, size_t len, int e, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	if (!err || !len)
+		return -e;
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+	n = strlen(err);
+	snprintf(err + n, len - n, ": %s", strerror(e));
+	return -e;
+}
+
+/* Refuse a cache_dir another user could tamper with. */
+static int check_trust(const struct stat *st, const char *path, char *err, size_t errlen)
+{
+	if (!S_ISDIR(st->st_mode)) {
+		snprintf(err, errlen, "cache_dir '%s' is not a directory", path);
+		return -ENOTDIR;
+	}
+	if (st->st_uid != geteuid()) {
+		snprintf(err, errlen,
+			 "cache_dir '%s' is owned by uid %u, not by us (uid %u): refusing to "
+			 "trust it",
+			 path, (unsigned)st->st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen,
+			 "cache_dir '%s' is writable by group or others (mode %04o): refusing to "
+			 "trust it; chmod 700 it",
+			 path, (unsigned)(st->st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* Open the cache_dir itself (creating it 0700), refusing symlinks. */
+static int open_cache_dir(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd;
+
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		snprintf(err, errlen, "cache_dir '%s' is a symlink: refusing to follow it", path);
+		return -ELOOP;
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return seterr(err, errlen, errno, "cannot create cache_dir '%s'", path);
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ELOOP || errno == ENOTDIR) {
+			snprintf(err, errlen,
+				 "cache_dir '%s' is a symlink or not a directory: refusing it",
+				 path);
+			return -errno;
+		}
+		return seterr(err, errlen, errno, "cannot open cache_dir '%s'", path);
+	}
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return seterr(err, errlen, e, "cannot stat cache_dir '%s'", path);
+	}
+	{
+		int r = check_trust(&st, path, err, errlen);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+	}
+	return fd;
+}
+
+static int open_layout(struct store *s)
+{
+	int fd;
+
+	if (mkdirat(s->dir_fd, LAYOUT_DIR, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(s->dir_fd, LAYOUT_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static int take_lock(struct store *s, char *err, size_t errlen)
+{
+	char pid[32] = "";
+	int fd = openat(s->dir_fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	ssize_t n;
+
+	if (fd < 0)
+		return seterr(err, errlen, errno, "cannot open the lock file in cache_dir '%s'",
+			      s->path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		close(fd);
+		if (e == EWOULDBLOCK) {
+			snprintf(err, errlen,
+				 "cache_dir '%s' is in use by another efscache (pid %s); give each "
+				 "mount its own cache_dir",
+				 s->path, pid[0] ? pid : "unknown");
+			return -EBUSY;
+		}
+		return seterr(err, errlen, e, "cannot lock cache_dir '%s'", s->path);
+	}
+	if (ftruncate(fd, 0) == 0) {
+		n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+		if (pwrite(fd, pid, (size_t)n, 0) < 0) {
+			/* The pid is only a hint for the error message above. */
+		}
+	}
+	s->lock_fd = fd;
+	return 0;
+}
+
+int store_open(struct store **out, const char *cache_dir, char *err, size_t errlen)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	struct stat st;
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	s->dir_fd = s->layout_fd = s->lock_fd = -1;
+	s->path = strdup(cache_dir);
+	if (!s->path) {
+		r = -ENOMEM;
+		goto err_free;
+	}
+	r = open_cache_dir(cache_dir, err, errlen);
+	if (r < 0)
+		goto err_free;
+	s->dir_fd = r;
+	fstat(s->dir_fd, &st);
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	r = take_lock(s, err, errlen);
+	if (r < 0)
+		goto err_free;
+	r = open_layout(s);
+	if (r < 0) {
+		seterr(err, errlen, -r, "cannot create the layout in cache_dir '%s'", s->path);
+		goto err_free;
+	}
+	s->layout_fd = r;
+	*out = s;
+	return 0;
+
+err_free:
+	store_close(s);
+	return r;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->layout_fd >= 0)
+		close(s->layout_fd);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
+	free(s->path);
+	free(s);
+}
+
+const char *store_path(const struct store *s)
+{
+	return s->path;
+}
+
+int store_check_dir(struct store *s)
+{
+	struct stat st, now;
+	char err[256];
+	int fd, lfd;
+
+	if (fstat(s->dir_fd, &st) == 0 && st.st_nlink > 0 && stat(s->path, &now) == 0 &&
+	    now.st_dev == s->dev && now.st_ino == s->ino && fstat(s->layout_fd, &st) == 0 &&
+	    st.st_nlink > 0)
+		return 0;
+	/* Gone or replaced: make a new one, with the same checks as at start. */
+	fd = open_cache_dir(s->path, err, sizeof(err));
+	if (fd < 0)
+		return fd;
+	close(s->dir_fd);
+	s->dir_fd = fd;
+	fstat(fd, &st);
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	/* Keep holding the old lock fd: re-take the lock in the new directory. */
+	lfd = s->lock_fd;
+	s->lock_fd = -1;
+	if (take_lock(s, err, sizeof(err)) < 0)
+		s->lock_fd = lfd;
+	else if (lfd >= 0)
+		close(lfd);
+	fd = open_layout(s);
+	if (fd < 0)
+		return fd;
+	close(s->layout_fd);
+	s->layout_fd = fd;
+	return 1;
+}
+
+/* ---- records ---------------------------------------------------------- */
+
+void store_key_of(const char *source_root, uint64_t ino, struct store_key *k)
+{
+	size_t n = strlen(source_root);
+	unsigned char *buf = malloc(n + 1 + 8);
+	uint64_t h[2] = {0, 0};
+
+	if (buf) {
+		memcpy(buf, source_root, n);
+		buf[n] = '\0';
+		put64(buf + n + 1, ino);
+		csum128(buf, n + 9, h);
+		free(buf);
+	} else {
+		h[0] = ino; /* still unique per inode; only the root path is lost */
+	}
+	snprintf(k->hex, sizeof(k->hex), "%016" PRIx64 "%016" PRIx64, h[0], h[1]);
+}
+
+/* "XX/KEY.ext" relative to the layout dir. */
+static void rel_name(const struct store_key *k, const char *ext, char *buf, size_t len)
+{
+	snprintf(buf, len, "%.2s/%s.%s", k->hex, k->hex, ext);
+}
+
+static int open_rel(struct store *s, const struct store_key *k, const char *ext, int flags)
+{
+	char name[64];
+	int fd;
+
+	rel_name(k, ext, name, sizeof(name));
+	fd = openat(s->layout_fd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+static int read_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -ENODATA; /* short file */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int store_load(struct store *s, const struct store_key *k, struct store_file *f,
+	       struct store_slot **slots_out)
+{
+	unsigned char hdr[STORE_HEADER_SIZE], *raw = NULL;
+	struct store_slot *slots = NULL;
+	size_t rawlen;
+	int r;
+
+	memset(f, 0, sizeof(*f));
+	f->meta_fd = f->data_fd = -1;
+	r = open_rel(s, k, "meta", O_RDWR);
+	if (r < 0)
+		return r;
+	f->meta_fd = r;
+	r = read_full(f->meta_fd, hdr, sizeof(hdr), 0);
+	if (r < 0)
+		goto err_close;
+	r = store_decode_header(hdr, &f->id, &f->chunk_size, &f->nchunks, &f->hdr_check);
+	if (r < 0)
+		goto err_close;
+	rawlen = (size_t)f->nchunks * STORE_SLOT_SIZE;
+	raw = malloc(rawlen ? rawlen : 1);
+	slots = calloc(f->nchunks ? f->nchunks : 1, sizeof(*slots));
+	if (!raw || !slots) {
+		r = -ENOMEM;
+		goto err_close;
+	}
+	r = read_full(f->meta_fd, raw, rawlen, STORE_HEADER_SIZE);
+	if (r == -ENODATA)
+		r = -EBADMSG;
+	if (r < 0)
+		goto err_close;
+	for (uint32_t i = 0; i < f->nchunks; i++)
+		if (!store_decode_slot(f->hdr_check, i, raw + (size_t)i * STORE_SLOT_SIZE,
+				       &slots[i]))
+			slots[i].len = 0;
+	free(raw);
+	raw = NULL;
+	r = open_rel(s, k, "data", O_RDWR | O_CREAT);
+	if (r < 0)
+		goto err_close;
+	f->data_fd = r;
+	*slots_out = slots;
+	return 0;
+
+err_close:
+	free(raw);
+	free(slots);
+	store_file_close(f);
+	return r;
+}
+
+int store_create(struct store *s, const struct store_key *k, const struct store_identity *id,
+		 uint32_t chunk_size, struct store_file *f)
+{
+	unsigned char hdr[STORE_HEADER_SIZE];
+	char sub[3], tmp[80], name[64];
+	uint64_t n = (id->size + chunk_size - 1) / chunk_size;
+	int fd, r;
+
+	memset(f, 0, sizeof(*f));
+	f->meta_fd = f->data_fd = -1;
+	if (n > UINT32_MAX)
+		return -EFBIG;
+	snprintf(sub, sizeof(sub), "%.2s", k->hex);
+	if (mkdirat(s->layout_fd, sub, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	store_encode_header(id, chunk_size, (uint32_t)n, hdr);
+	/* The pid marks it as ours: the startup scan removes only others'. */
+	snprintf(tmp, sizeof(tmp), "%s/%s.meta.tmp.%ld", sub, k->hex, (long)getpid());
+	fd = openat(s->layout_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	r = write_full(fd, hdr, sizeof(hdr), 0);
+	/* Slots all zero = all empty: a sparse tail costs no blocks. */
+	if (r == 0 && ftruncate(fd, STORE_HEADER_SIZE + (off_t)n * STORE_SLOT_SIZE) < 0)
+		r = -errno;
+	rel_name(k, "meta", name, sizeof(name));
+	if (r == 0 && renameat(s->layout_fd, tmp, s->layout_fd, name) < 0)
+		r = -errno;
+	if (r < 0) {
+		close(fd);
+		unlinkat(s->layout_fd, tmp, 0);
+		return r;
+	}
+	f->meta_fd = fd;
+	/* Only now drop the old bytes: the new record already disowns them. */
+	r = open_rel(s, k, "data", O_RDWR | O_CREAT);
+	if (r < 0) {
+		store_file_close(f);
+		return r;
+	}
+	f->data_fd = r;
+	if (ftruncate(f->data_fd, 0) < 0) {
+		r = -errno;
+		store_file_close(f);
+		return r;
+	}
+	f->id = *id;
+	f->chunk_size = chunk_size;
+	f->nchunks = (uint32_t)n;
+	f->hdr_check = (uint32_t)get32(hdr + 60);
+	return 0;
+}
+
+void store_file_close(struct store_file *f)
+{
+	if (f->meta_fd >= 0)
+		close(f->meta_fd);
+	if (f->data_fd >= 0)
+		close(f->data_fd);
+	f->meta_fd = f->data_fd = -1;
+}
+
+int store_remove(struct store *s, const struct store_key *k)
+{
+	char name[64];
+	int r = 0;
+
+	rel_name(k, "meta", name, sizeof(name));
+	if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
+		r = -errno;
+	rel_name(k, "data", name, sizeof(name));
+	if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
+		r = -errno;
+	return r;
+}
+
+int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint32_t len, bool sync)
+{
+	int r = write_full(f->data_fd, buf, len, (off_t)idx * f->chunk_size);
+
+	if (r == 0 && sync && fdatasync(f->data_fd) < 0)
+		r = -errno;
+	return r;
+}
+
+int store_read_chunk(struct store_file *f, uint32_t idx, void *buf, uint32_t len)
+{
+	int r = read_full(f->data_fd, buf, len, (off_t)idx * f->chunk_size);
+
+	return r == -ENODATA ? -EBADMSG : r;
+}
+
+int store_set_slot(struct store_file *f, uint32_t idx, const struct store_slot *slot)
+{
+	unsigned char raw[STORE_SLOT_SIZE];
+
+	store_encode_slot(f->hdr_check, idx, slot, raw);
+	return write_full(f->meta_fd, raw, sizeof(raw),
+			  STORE_HEADER_SIZE + (off_t)idx * STORE_SLOT_SIZE);
+}
+
+int store_drop_chunk(struct store_file *f, uint32_t idx)
+{
+	struct store_slot empty = {0, 0};
+	int r = store_set_slot(f, idx, &empty);
+
+	if (fallocate(f->data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)idx * f->chunk_size, f->chunk_size) < 0 &&
+	    r == 0)
+		r = -errno;
+	return r;
+}
+
+uint64_t store_file_usage(const struct store_file *f)
+{
+	struct stat st;
+	uint64_t u = 0;
+
+	if (f->meta_fd >= 0 && fstat(f->meta_fd, &st) == 0)
+		u += (uint64_t)st.st_blocks * 512;
+	if (f->data_fd >= 0 && fstat(f->data_fd, &st) == 0)
+		u += (uint64_t)st.st_blocks * 512;
+	return u;
+}
+
+static bool parse_name(const char *name, struct store_key *k, const char **ext)
+{
+	size_t i;
+
+	for (i = 0; i < 32; i++)
+		if (!strchr("0123456789abcdef", name[i]) || !name[i])
+			return false;
+	if (name[32] != '.')
+		return false;
+	memcpy(k->hex, name, 32);
+	k->hex[32] = '\0';
+	*ext = name + 33;
+	return true;
+}
+
+int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg), void *arg)
+{
+	int lfd = fcntl(s->layout_fd, F_DUPFD_CLOEXEC, 0);
+	DIR *top = lfd >= 0 ? fdopendir(lfd) : NULL;
+	struct dirent *d;
+
+	if (!top) {
+		if (lfd >= 0)
+			close(lfd);
+		return -errno;
+	}
+	while ((d = readdir(top))) {
+		int sfd;
+		DIR *sub;
+		struct dirent *e;
+
+		if (d->d_name[0] == '.' || strlen(d->d_name) != 2)
+			continue;
+		sfd = openat(s->layout_fd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sfd < 0)
+			continue;
+		sub = fdopendir(sfd);
+		if (!sub) {
+			close(sfd);
+			continue;
+		}
+		while ((e = readdir(sub))) {
+			struct store_key k;
+			const char *ext;
+
+			if (e->d_name[0] == '.')
+				continue;
+			if (!parse_name(e->d_name, &k, &ext) || strncmp(k.hex, d->d_name, 2)) {
+				unlinkat(sfd, e->d_name, 0); /* not ours: debris */
+				continue;
+			}
+			if (!strcmp(ext, "meta")) {
+				fn(&k, arg);
+			} else if (!strcmp(ext, "data")) {
+				char meta[64];
+				struct stat st;
+				snprintf(meta, sizeof(meta), "%s.meta", k.hex);
+				if (fstatat(sfd, meta, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+				    errno == ENOENT)
+					unlinkat(sfd, e->d_name, 0);
+			} else if (!strncmp(ext, "meta.tmp.", 9)) {
+				/* Left by a crashed daemon; ours are in flight. */
+				if (strtol(ext + 9, NULL, 10) != (long)getpid())
+					unlinkat(sfd, e->d_name, 0);
+			} else {
+				unlinkat(sfd, e->d_name, 0);
+			}
+		}
+		closedir(sub);
+	}
+	closedir(top);
+	return 0;
+}
+
+int store_fs_space(struct store *s, uint64_t *avail, uint64_t *total)
+{
+	struct statvfs v;
+
+	if (fstatvfs(s->dir_fd, &v) < 0)
+		return -errno;
+	*avail = (uint64_t)v.f_bavail * v.f_frsize;
+	*total = (uint64_t)v.f_blocks * v.f_frsize;
+	return 0;
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# tests/run.sh - install what the tests need, build twice (plain and
+# ASan+UBSan, warnings as errors), run every test in both, and print one
+# closing line "N passed, N failed, N skipped".
+#
+# Usage: tests/run.sh [meson test args...]   (e.g. --suite unit)
+# Environment: EFSCACHE_SKIP_APT=1 skips the package step.
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+packages=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libxxhash-dev python3
+          attr util-linux procps fio scdoc)
+
+install_packages() {
+    local missing=() p
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "run.sh: missing packages; as root run:" >&2
+        echo "  apt-get install -y ${missing[*]}" >&2
+        return 1
+    fi
+    echo "run.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+if [ "${EFSCACHE_SKIP_APT:-0}" != 1 ]; then
+    install_packages || exit 1
+fi
+# The integration tests need the fuse module's device.
+if [ ! -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
+    modprobe fuse 2>/dev/null || true
+fi
+
+san_dir=$(mktemp -d /tmp/efscache-san.XXXXXX)
+trap 'rm -rf "$san_dir"' EXIT
+
+passed=0 failed=0 skipped=0
+
+# run_config NAME MESON_SETUP_ARGS...
+run_config() {
+    local name=$1; shift
+    local dir="$here/build-ci-$name" log
+    echo "=== $name: configure and build ($dir)"
+    if [ -d "$dir" ]; then
+        meson setup --reconfigure "$dir" -Dwerror=true "$@" >/dev/null || return 1
+    else
+        meson setup "$dir" -Dwerror=true "$@" >/dev/null || return 1
+    fi
+    if ! ninja -C "$dir"; then
+        echo "run.sh: $name build failed" >&2
+        failed=$((failed + 1))
+        return 1
+    fi
+    echo "=== $name: meson test"
+    log="$dir/meson-logs/run-sh-test.txt"
+    meson test -C "$dir" --print-errorlogs --num-processes 1 "${test_args[@]}" 2>&1 | tee "$log"
+    local ok fail skip to
+    ok=$(awk '/^Ok:/ {print $2}' "$log" | tail -n1)
+    fail=$(awk '/^Fail:/ {print $2}' "$log" | tail -n1)
+    to=$(awk '/^Timeout:/ {print $2}' "$log" | tail -n1)
+    skip=$(awk '/^Skipped:/ {print $2}' "$log" | tail -n1)
+    local up; up=$(awk '/^Unexpected Pass:/ {print $3}' "$log" | tail -n1)
+    if [ -z "$ok" ]; then
+        echo "run.sh: $name: no test summary from meson" >&2
+        failed=$((failed + 1))
+        return 1
+    fi
+    passed=$((passed + ok))
+    failed=$((failed + ${fail:-0} + ${to:-0} + ${up:-0}))
+    skipped=$((skipped + ${skip:-0}))
+}
+
+test_args=("$@")
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:log_path=$san_dir/asan"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$san_dir/ubsan"
+export LSAN_OPTIONS="suppressions=$here/tests/lsan.supp:print_suppressions=0"
+
+run_config plain -Dbuildtype=debugoptimized
+run_config sanitize -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+# Sanitizer reports from daemonized processes go to files, not to a test's
+# stderr: any report is a failure.
+reports=$(find "$san_dir" -type f -size +0 2>/dev/null)
+if [ -n "$reports" ]; then
+    echo "=== sanitizer reports:"
+    for f in $reports; do
+        echo "--- $f"
+        cat "$f"
+    done
+    failed=$((failed + $(echo "$reports" | wc -l)))
+fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
