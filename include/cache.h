@@ -76,4 +76,9 @@ size_t cache_stats_text(struct cache *c, char *buf, size_t len);
 /* Drop every cached chunk of the file (efscachectl evict).  0 or -errno. */
 int cache_evict_file(struct cache *c, struct efs_inode *ino);
 
+/* Re-hash every cached chunk now; drop (and count) the bad ones.  Writes a
+ * report ("chunks_checked N\nchunks_bad N\nbytes_checked N\n") into buf and
+ * returns its length. */
+size_t cache_verify_all(struct cache *c, char *buf, size_t len);
+
 #endif

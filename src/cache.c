@@ -940,3 +940,86 @@ int cache_evict_file(struct cache *c, struct efs_inode *ino)
 	pthread_mutex_unlock(&e->mu);
 	return 0;
 }
+
+/* Verify the chunks of one entry; e->mu held. */
+static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t *checked,
+				uint64_t *bad, uint64_t *bytes)
+{
+	void *buf = NULL;
+
+	check_store_gen_locked(c, e);
+	if (!e->loaded)
+		return;
+	buf = malloc(e->sf.chunk_size);
+	if (!buf)
+		return;
+	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
+		struct chunk *ch = &e->chunks[i];
+		uint8_t was;
+		bool ok;
+		int r;
+
+		while (ch->state == CH_BUSY || ch->pins)
+			pthread_cond_wait(&e->cv, &e->mu);
+		if (!e->loaded || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED))
+			continue;
+		was = ch->state;
+		ch->state = CH_BUSY;
+		e->busy++;
+		pthread_mutex_unlock(&e->mu);
+		r = store_read_chunk(&e->sf, i, buf, ch->len);
+		ok = r == 0 && csum64(buf, ch->len) == ch->hash;
+		pthread_mutex_lock(&e->mu);
+		(*checked)++;
+		*bytes += ch->len;
+		if (ok) {
+			ch->state = was == CH_PRESENT && c->cfg->verify != VERIFY_ALWAYS ? CH_VERIFIED
+										    : was;
+		} else {
+			(*bad)++;
+			stats_add(c->stats, ST_checksum_mismatches, 1);
+			store_drop_chunk(&e->sf, i);
+			evict_del(c->ev, &ch->lru);
+			ch->state = CH_ABSENT;
+			ch->len = 0;
+		}
+		e->busy--;
+		pthread_cond_broadcast(&e->cv);
+	}
+	free(buf);
+}
+
+size_t cache_verify_all(struct cache *c, char *buf, size_t len)
+{
+	uint64_t checked = 0, bad = 0, bytes = 0;
+	struct cache_file **list = NULL;
+	size_t n = 0, cap = 0;
+
+	/* Snapshot the entries: they are never freed while the daemon runs. */
+	pthread_mutex_lock(&c->table_mu);
+	for (size_t b = 0; b < c->nbuckets; b++) {
+		for (struct cache_file *e = c->buckets[b]; e; e = e->next) {
+			if (n == cap) {
+				size_t ncap = cap ? cap * 2 : 256;
+				struct cache_file **nl = realloc(list, ncap * sizeof(*nl));
+				if (!nl)
+					break;
+				list = nl;
+				cap = ncap;
+			}
+			list[n++] = e;
+		}
+	}
+	pthread_mutex_unlock(&c->table_mu);
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_lock(&list[i]->mu);
+		load_locked(c, list[i], false);
+		verify_entry_locked(c, list[i], &checked, &bad, &bytes);
+		pthread_mutex_unlock(&list[i]->mu);
+	}
+	free(list);
+	stats_add(c->stats, ST_chunks_verified, checked);
+	return (size_t)snprintf(buf, len, "chunks_checked %llu\nchunks_bad %llu\nbytes_checked %llu\n",
+				(unsigned long long)checked, (unsigned long long)bad,
+				(unsigned long long)bytes);
+}

@@ -31,6 +31,7 @@
 #define XATTR_STATS RESERVED_XATTR_PREFIX "stats"   /* counters, on any inode */
 #define XATTR_STATUS RESERVED_XATTR_PREFIX "status" /* a file's cache state */
 #define XATTR_EVICT RESERVED_XATTR_PREFIX "evict"   /* set: drop a file's chunks */
+#define XATTR_VERIFY RESERVED_XATTR_PREFIX "verify" /* get: re-hash the whole cache */
 
 /* Sent to a parked lock wait to make its blocking call return EINTR. */
 #define LOCK_WAKE_SIGNAL SIGURG
@@ -935,6 +936,8 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 			need = cache_stats_text(fs->cache, buf, cap);
 		else if (!strcmp(name, XATTR_STATUS))
 			need = cache_status(fs->cache, i, buf, cap);
+		else if (!strcmp(name, XATTR_VERIFY))
+			need = cache_verify_all(fs->cache, buf, cap);
 		else {
 			free(buf);
 			fuse_reply_err(req, ENODATA);
