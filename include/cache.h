@@ -59,9 +59,10 @@ struct cache_read {
 };
 
 /* Read [off, off+size) of the file of ino, whose open source fd is src_fd.
+ * A sequential reader gets the following chunks fetched ahead in parallel.
  * Returns the byte count (short only at EOF) or the source's -errno. */
 ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
-		   struct cache_read *out);
+		   bool sequential, struct cache_read *out);
 /* Release what cache_read() pinned and allocated. */
 void cache_read_done(struct cache *c, struct cache_read *rd);
 

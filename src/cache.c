@@ -29,6 +29,7 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -40,6 +41,7 @@
 #include "checksum.h"
 #include "evict.h"
 #include "log.h"
+#include "prefetch.h"
 #include "source.h"
 #include "store.h"
 
@@ -53,6 +55,8 @@ struct chunk {
 	uint32_t idx;
 	uint16_t pins;       /* replies in flight from the data file */
 	uint8_t state;
+	bool queued;         /* a prefetch job for it is pending */
+	bool unread;         /* stored by prefetch, not read since */
 };
 
 struct cache_file {
@@ -83,6 +87,8 @@ struct cache {
 	struct efs_stats *stats;
 	struct store *store;
 	struct evict *ev;
+	struct prefetch *pf;
+	unsigned window; /* chunks to keep queued ahead of a sequential reader */
 
 	pthread_mutex_t table_mu;
 	struct cache_file **buckets; /* protected by table_mu */
@@ -498,6 +504,64 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	return true;
 }
 
+/* The chunk is BUSY and ours (counted in e->busy); e->mu held on entry and
+ * exit, dropped while fetching.  Fetch the whole chunk from the source into
+ * buf, store it, leave the chunk VERIFIED (stored) or ABSENT, and wake the
+ * waiters.  Returns the bytes fetched (short only if the source shrank) or
+ * -errno from the source. */
+static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				  int src_fd, void *buf, bool prefetched)
+{
+	const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
+	const uint32_t want = (uint32_t)(e->sf.id.size - start < e->sf.chunk_size
+						 ? e->sf.id.size - start
+						 : e->sf.chunk_size);
+	bool stored = false, changed = false;
+	struct store_identity now_id;
+	uint64_t hash = 0;
+	struct stat st;
+	ssize_t n;
+
+	pthread_mutex_unlock(&e->mu);
+	n = pread_full(src_fd, buf, want, (off_t)start);
+	if (n >= 0) {
+		stats_add(c->stats, ST_misses, 1);
+		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);
+		/* Short, or the identity moved while we read: the bytes are what
+		 * the source holds now, so serve them, but store nothing. */
+		if ((uint32_t)n != want) {
+			changed = true;
+		} else if (src_stat(src_fd, &st) == 0) {
+			identity_of(&st, &now_id);
+			changed = !identity_equal(&now_id, &e->sf.id);
+		}
+		if (!changed && (uint32_t)n == want) {
+			hash = csum64(buf, want);
+			stored = store_chunk(c, e, ch->idx, buf, want, hash);
+		}
+	}
+	pthread_mutex_lock(&e->mu);
+	e->busy--;
+	if (stored) {
+		ch->hash = hash;
+		ch->len = want;
+		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+		ch->unread = prefetched;
+		evict_add(c->ev, &ch->lru, round_block(want), true);
+		stats_add(c->stats, ST_chunks_stored, 1);
+		if (prefetched)
+			stats_add(c->stats, ST_prefetched_chunks, 1);
+	} else {
+		ch->state = CH_ABSENT;
+	}
+	if (changed)
+		e->bypass = true;
+	pthread_cond_broadcast(&e->cv);
+	if (n < 0)
+		stats_add(c->stats, ST_source_errors, 1);
+	return n;
+}
+
 /* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
  * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
  * look at the entry again: it may have been reset meanwhile), or -errno. */
@@ -509,10 +573,6 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 	struct chunk *ch = &e->chunks[idx];
 	const uint32_t want =
 		(uint32_t)(e->sf.id.size - start < cs ? e->sf.id.size - start : cs);
-	bool stored = false, changed = false;
-	struct store_identity now_id;
-	struct stat st;
-	uint64_t hash;
 	ssize_t n;
 	void *buf;
 	int r;
@@ -533,6 +593,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		rd->pins++;
 		rd->seg[rd->nseg++] = (struct cache_seg){
 			.fd = e->sf.data_fd, .pos = (off_t)(start + from), .len = to - from};
+		ch->unread = false;
 		stats_add(c->stats, ST_hits, 1);
 		stats_add(c->stats, ST_bytes_from_cache, to - from);
 		evict_touch(c->ev, &ch->lru);
@@ -577,41 +638,9 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 	}
 
 	/* ABSENT: fetch the whole chunk from the source, once. */
-	pthread_mutex_unlock(&e->mu);
-	n = pread_full(src_fd, buf, want, (off_t)start);
-	if (n >= 0) {
-		stats_add(c->stats, ST_misses, 1);
-		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);
-		/* Short, or the identity moved while we read: the bytes are what
-		 * the source holds now, so serve them, but store nothing. */
-		if ((uint32_t)n != want) {
-			changed = true;
-		} else if (src_stat(src_fd, &st) == 0) {
-			identity_of(&st, &now_id);
-			changed = !identity_equal(&now_id, &e->sf.id);
-		}
-		if (!changed && (uint32_t)n == want) {
-			hash = csum64(buf, want);
-			stored = store_chunk(c, e, idx, buf, want, hash);
-		}
-	}
-	pthread_mutex_lock(&e->mu);
-	e->busy--;
-	if (stored) {
-		ch->hash = hash;
-		ch->len = want;
-		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
-		evict_add(c->ev, &ch->lru, round_block(want), true);
-		stats_add(c->stats, ST_chunks_stored, 1);
-	} else {
-		ch->state = CH_ABSENT;
-	}
-	if (changed)
-		e->bypass = true;
-	pthread_cond_broadcast(&e->cv);
+	n = fetch_owned_locked(c, e, ch, src_fd, buf, false);
 	if (n < 0) {
 		free(buf);
-		stats_add(c->stats, ST_source_errors, 1);
 		return n;
 	}
 	if ((size_t)n <= from) {
@@ -624,8 +653,75 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 	return (ssize_t)(to - from);
 }
 
+/* Queue fetches of the chunks after idx for a sequential reader; e->mu held. */
+static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint32_t idx,
+				     int src_fd)
+{
+	uint32_t last = idx + c->window;
+
+	if (!c->pf || e->bypass || !e->loaded)
+		return;
+	if (last >= e->sf.nchunks)
+		last = e->sf.nchunks ? e->sf.nchunks - 1 : 0;
+	for (uint32_t i = idx + 1; i <= last && i < e->sf.nchunks; i++) {
+		struct chunk *ch = &e->chunks[i];
+		struct prefetch_job job = {.entry = e, .idx = i, .tag = e->gen};
+
+		if (ch->state != CH_ABSENT || ch->queued)
+			continue;
+		job.fd = fcntl(src_fd, F_DUPFD_CLOEXEC, 0);
+		if (job.fd < 0)
+			return;
+		if (!prefetch_submit(c->pf, &job)) {
+			close(job.fd);
+			return; /* queue full: the reader fetches what it needs */
+		}
+		ch->queued = true;
+	}
+}
+
+/* A prefetch worker's job: fetch one chunk unless someone else did. */
+static void run_prefetch(const struct prefetch_job *job, void *arg)
+{
+	struct cache *c = arg;
+	struct cache_file *e = job->entry;
+	struct chunk *ch;
+	void *buf;
+
+	pthread_mutex_lock(&e->mu);
+	if (!e->loaded || e->bypass || e->gen != job->tag || job->idx >= e->sf.nchunks) {
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	ch = &e->chunks[job->idx];
+	ch->queued = false;
+	if (ch->state != CH_ABSENT) {
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	buf = malloc(e->sf.chunk_size);
+	if (buf) {
+		ch->state = CH_BUSY;
+		e->busy++;
+		fetch_owned_locked(c, e, ch, job->fd, buf, true);
+	}
+	pthread_mutex_unlock(&e->mu);
+	free(buf);
+}
+
+static void drop_prefetch(const struct prefetch_job *job, void *arg)
+{
+	struct cache_file *e = job->entry;
+
+	(void)arg;
+	pthread_mutex_lock(&e->mu);
+	if (e->loaded && e->gen == job->tag && job->idx < e->sf.nchunks)
+		e->chunks[job->idx].queued = false;
+	pthread_mutex_unlock(&e->mu);
+}
+
 ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
-		   struct cache_read *rd)
+		   bool sequential, struct cache_read *rd)
 {
 	struct cache_file *e = ino->cf;
 	uint64_t end, pos, cs, fsize, gen;
@@ -674,6 +770,8 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 			break; /* EOF: the source is shorter than we knew */
 		pos += (uint64_t)n;
 	}
+	if (sequential && total > 0 && e->gen == gen && e->loaded)
+		schedule_prefetch_locked(c, e, (uint32_t)((end - 1) / cs), src_fd);
 	pthread_mutex_unlock(&e->mu);
 	if (total < 0)
 		cache_read_done(c, rd);
@@ -718,6 +816,9 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 		return -EBUSY;
 	}
 	store_drop_chunk(&e->sf, ch->idx);
+	if (ch->unread)
+		stats_add(c->stats, ST_prefetch_unused_bytes, ch->len);
+	ch->unread = false;
 	ch->state = CH_ABSENT;
 	ch->len = 0;
 	freed = (int64_t)node->bytes;
@@ -734,6 +835,8 @@ int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats
 	struct cache *c = calloc(1, sizeof(*c));
 	int r;
 
+	if (err && errlen)
+		err[0] = '\0';
 	if (!c)
 		return -ENOMEM;
 	c->cfg = cfg;
@@ -750,6 +853,12 @@ int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats
 	r = store_open(&c->store, cfg->cache_dir, err, errlen);
 	if (r == 0)
 		r = evict_new(&c->ev, cfg, c->store, stats, drop_chunk_cb, c);
+	/* Keep twice as many chunks queued as there are workers, so none idles. */
+	c->window = cfg->prefetch * 2;
+	if (r == 0 && cfg->prefetch)
+		r = prefetch_new(&c->pf, cfg->prefetch, c->window * 64, run_prefetch, c);
+	if (r < 0 && err[0] == '\0')
+		snprintf(err, errlen, "cannot set up the cache: %s", strerror(-r));
 	if (r < 0) {
 		cache_free(c);
 		return r;
@@ -825,7 +934,7 @@ int cache_start(struct cache *c)
 	if (r != 0)
 		return -r;
 	c->sweeper_running = true;
-	return 0;
+	return c->pf ? prefetch_start(c->pf) : 0;
 }
 
 void cache_free(struct cache *c)
@@ -839,6 +948,8 @@ void cache_free(struct cache *c)
 		pthread_mutex_unlock(&c->sweep_mu);
 		pthread_join(c->sweeper, NULL);
 	}
+	prefetch_free(c->pf, drop_prefetch);
+	c->pf = NULL;
 	for (size_t b = 0; c->buckets && b < c->nbuckets; b++) {
 		struct cache_file *e = c->buckets[b], *next;
 		for (; e; e = next) {

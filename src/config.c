@@ -43,7 +43,7 @@ const char config_usage[] =
 	"  -o chunk_size=SIZE     unit of caching and checksumming, a power of two\n"
 	"                         from 64K to 64M (default 4M)\n"
 	"  -o prefetch=N          parallel fetch workers for readahead and warm,\n"
-	"                         0 to 64 (default 4)\n"
+	"                         0 to 64 (default 8)\n"
 	"  -o verify=once|always|never\n"
 	"                         verify a cached chunk's checksum before its first\n"
 	"                         use by this daemon (default), on every read, or never\n"

@@ -40,7 +40,20 @@ static void lock_wake_handler(int sig);
 struct efs_file {
 	int fd;                 /* source fd opened for I/O */
 	bool had_posix_lock;    /* release OFD locks at flush, as close(2) would */
+	off_t next_off;         /* atomic: where a sequential reader reads next */
 };
+
+/* Reads within this distance of the previous one's end count as sequential:
+ * the kernel's readahead sends several requests at once, slightly out of
+ * order. */
+#define SEQ_SLACK (4 << 20)
+
+static bool note_sequential(struct efs_file *f, off_t off, size_t size)
+{
+	off_t prev = __atomic_exchange_n(&f->next_off, off + (off_t)size, __ATOMIC_RELAXED);
+
+	return off == 0 || (off >= prev - SEQ_SLACK && off <= prev + SEQ_SLACK);
+}
 
 struct efs_dir {
 	DIR *dp;
@@ -395,6 +408,7 @@ static int file_new(int fd, struct fuse_file_info *fi)
 	if (!f)
 		return -ENOMEM;
 	f->fd = fd;
+	f->next_off = -1;
 	fi->fh = (uint64_t)(uintptr_t)f;
 	return 0;
 }
@@ -484,7 +498,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fuse_bufvec *bv;
 	ssize_t n;
 
-	n = cache_read(fs->cache, inode_of(req, ino), file_of(fi)->fd, off, size, &rd);
+	n = cache_read(fs->cache, inode_of(req, ino), file_of(fi)->fd, off, size,
+		       note_sequential(file_of(fi), off, size), &rd);
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 		return;
