@@ -1,0 +1,258 @@
+/* test_store.c - on-disk record format and cache_dir safety, no mount. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "checksum.h"
+#include "store.h"
+
+static const struct store_identity ID = {
+	.ino = 1234567, .size = 10 * 1024 * 1024 + 17,
+	.mtime_sec = 1700000000, .mtime_nsec = 123456789,
+	.ctime_sec = 1700000001, .ctime_nsec = 987654321,
+};
+
+static void test_header_roundtrip(void)
+{
+	unsigned char h[STORE_HEADER_SIZE];
+	struct store_identity id;
+	uint32_t cs, n, chk;
+
+	store_encode_header(&ID, 1 << 20, 11, h);
+	CHECK(store_decode_header(h, &id, &cs, &n, &chk) == 0);
+	CHECK(id.ino == ID.ino && id.size == ID.size && id.mtime_sec == ID.mtime_sec &&
+	      id.mtime_nsec == ID.mtime_nsec && id.ctime_sec == ID.ctime_sec &&
+	      id.ctime_nsec == ID.ctime_nsec);
+	CHECK(cs == 1 << 20 && n == 11);
+
+	/* Every single-bit flip in the header is detected. */
+	for (int byte = 0; byte < STORE_HEADER_SIZE; byte++) {
+		for (int bit = 0; bit < 8; bit++) {
+			unsigned char c[STORE_HEADER_SIZE];
+			memcpy(c, h, sizeof(c));
+			c[byte] ^= (unsigned char)(1 << bit);
+			if (store_decode_header(c, &id, &cs, &n, &chk) == 0) {
+				CHECK(!"bit flip not detected");
+				return;
+			}
+		}
+	}
+	/* A checksummed header with a chunk count that does not fit the size. */
+	store_encode_header(&ID, 1 << 20, 12, h);
+	CHECK(store_decode_header(h, &id, &cs, &n, &chk) == -EBADMSG);
+}
+
+static void test_slots(void)
+{
+	unsigned char h[STORE_HEADER_SIZE], raw[STORE_SLOT_SIZE];
+	struct store_identity id, other = ID;
+	struct store_slot s = {.hash = 0x1122334455667788ULL, .len = 1 << 20}, out;
+	uint32_t cs, n, chk, chk2;
+
+	store_encode_header(&ID, 1 << 20, 11, h);
+	store_decode_header(h, &id, &cs, &n, &chk);
+	store_encode_slot(chk, 3, &s, raw);
+	CHECK(store_decode_slot(chk, 3, raw, &out) && out.hash == s.hash && out.len == s.len);
+	/* Bound to its index. */
+	CHECK(!store_decode_slot(chk, 4, raw, &out));
+	/* Bound to the identity: a slot of the old version is void. */
+	other.mtime_nsec++;
+	store_encode_header(&other, 1 << 20, 11, h);
+	store_decode_header(h, &id, &cs, &n, &chk2);
+	CHECK(chk2 != chk);
+	CHECK(!store_decode_slot(chk2, 3, raw, &out));
+	/* Torn or flipped slot. */
+	raw[5] ^= 1;
+	CHECK(!store_decode_slot(chk, 3, raw, &out));
+	/* Empty slot is all zeros and never valid. */
+	s.len = 0;
+	store_encode_slot(chk, 3, &s, raw);
+	for (int i = 0; i < STORE_SLOT_SIZE; i++)
+		CHECK(raw[i] == 0);
+	CHECK(!store_decode_slot(chk, 3, raw, &out));
+}
+
+static char *mkpath(const char *dir, const char *name)
+{
+	char *p = malloc(strlen(dir) + strlen(name) + 2);
+	strcpy(p, dir);
+	strcat(p, "/");
+	strcat(p, name);
+	return p;
+}
+
+static void test_cache_dir_safety(const char *base)
+{
+	char err[512];
+	struct store *s, *s2;
+	struct stat st;
+	char *good = mkpath(base, "good"), *link = mkpath(base, "link"),
+	     *open_dir = mkpath(base, "open"), *file = mkpath(base, "file");
+
+	/* Created 0700. */
+	CHECK(store_open(&s, good, err, sizeof(err)) == 0);
+	CHECK(stat(good, &st) == 0 && (st.st_mode & 07777) == 0700);
+	/* A second user of the same cache_dir is refused, naming it. */
+	CHECK(store_open(&s2, good, err, sizeof(err)) == -EBUSY);
+	CHECK_STR_CONTAINS(err, "in use");
+	CHECK_STR_CONTAINS(err, good);
+	store_close(s);
+	/* Released at close. */
+	CHECK(store_open(&s, good, err, sizeof(err)) == 0);
+	store_close(s);
+
+	CHECK(symlink(good, link) == 0);
+	CHECK(store_open(&s, link, err, sizeof(err)) < 0);
+	CHECK_STR_CONTAINS(err, "symlink");
+
+	CHECK(mkdir(open_dir, 0700) == 0 && chmod(open_dir, 0777) == 0);
+	CHECK(store_open(&s, open_dir, err, sizeof(err)) == -EPERM);
+	CHECK_STR_CONTAINS(err, "writable");
+
+	if (geteuid() == 0) {
+		CHECK(chmod(open_dir, 0700) == 0 && chown(open_dir, 65534, 65534) == 0);
+		CHECK(store_open(&s, open_dir, err, sizeof(err)) == -EPERM);
+		CHECK_STR_CONTAINS(err, "owned by uid 65534");
+	}
+
+	CHECK(close(open(file, O_CREAT | O_WRONLY, 0600)) == 0);
+	CHECK(store_open(&s, file, err, sizeof(err)) < 0);
+	free(good);
+	free(link);
+	free(open_dir);
+	free(file);
+}
+
+static void test_records(const char *base)
+{
+	char err[512], *dir = mkpath(base, "rec");
+	struct store_file f, g;
+	struct store_slot *slots = NULL, sl;
+	struct store_key k;
+	struct store *s;
+	static char chunk[1 << 16];
+
+	for (size_t i = 0; i < sizeof(chunk); i++)
+		chunk[i] = (char)(i * 7);
+	CHECK(store_open(&s, dir, err, sizeof(err)) == 0);
+	store_key_of("/src", 42, &k);
+	CHECK(strlen(k.hex) == 32);
+	CHECK(store_load(s, &k, &f, &slots) == -ENOENT);
+
+	{
+		struct store_identity id = ID;
+		id.size = 3 * sizeof(chunk) + 5;
+		CHECK(store_create(s, &k, &id, sizeof(chunk), &f) == 0);
+		CHECK(f.nchunks == 4);
+		CHECK(store_write_chunk(&f, 1, chunk, sizeof(chunk), true) == 0);
+		sl.hash = csum64(chunk, sizeof(chunk));
+		sl.len = sizeof(chunk);
+		CHECK(store_set_slot(&f, 1, &sl) == 0);
+		store_file_close(&f);
+
+		CHECK(store_load(s, &k, &g, &slots) == 0);
+		CHECK(g.id.size == id.size && g.nchunks == 4 && g.chunk_size == sizeof(chunk));
+		CHECK(slots[0].len == 0 && slots[1].len == sizeof(chunk) && slots[1].hash == sl.hash);
+		{
+			static char back[sizeof(chunk)];
+			CHECK(store_read_chunk(&g, 1, back, sizeof(back)) == 0);
+			CHECK(!memcmp(back, chunk, sizeof(chunk)));
+		}
+		free(slots);
+		/* Dropping a chunk empties its slot. */
+		CHECK(store_drop_chunk(&g, 1) == 0);
+		store_file_close(&g);
+		CHECK(store_load(s, &k, &g, &slots) == 0);
+		CHECK(slots[1].len == 0);
+		free(slots);
+		store_file_close(&g);
+
+		/* Re-creating for a new identity voids the old slots. */
+		CHECK(store_create(s, &k, &id, sizeof(chunk), &f) == 0);
+		CHECK(store_write_chunk(&f, 0, chunk, sizeof(chunk), false) == 0);
+		CHECK(store_set_slot(&f, 0, &sl) == 0);
+		store_file_close(&f);
+		id.mtime_nsec++;
+		CHECK(store_create(s, &k, &id, sizeof(chunk), &f) == 0);
+		store_file_close(&f);
+		CHECK(store_load(s, &k, &g, &slots) == 0);
+		CHECK(slots[0].len == 0 && g.id.mtime_nsec == id.mtime_nsec);
+		free(slots);
+		store_file_close(&g);
+	}
+
+	/* A corrupt header is reported, not trusted. */
+	{
+		char name[128];
+		int fd;
+		snprintf(name, sizeof(name), "%s/v1/%.2s/%s.meta", dir, k.hex, k.hex);
+		fd = open(name, O_WRONLY);
+		CHECK(fd >= 0 && pwrite(fd, "X", 1, 20) == 1);
+		close(fd);
+		CHECK(store_load(s, &k, &g, &slots) == -EBADMSG);
+		CHECK(store_remove(s, &k) == 0);
+		CHECK(access(name, F_OK) < 0);
+	}
+
+	store_close(s);
+	free(dir);
+}
+
+static int scanned;
+static void count_scan(const struct store_key *k, void *arg)
+{
+	(void)k;
+	(void)arg;
+	scanned++;
+}
+
+static void test_scan(const char *base)
+{
+	char err[512], *dir = mkpath(base, "scan"), junk[200];
+	struct store_identity id = ID;
+	struct store_file f;
+	struct store_key k;
+	struct store *s;
+	int fd;
+
+	CHECK(store_open(&s, dir, err, sizeof(err)) == 0);
+	for (uint64_t ino = 1; ino <= 5; ino++) {
+		store_key_of("/src", ino, &k);
+		CHECK(store_create(s, &k, &id, 1 << 20, &f) == 0);
+		store_file_close(&f);
+	}
+	snprintf(junk, sizeof(junk), "%s/v1/%.2s/%s.meta.tmp.1", dir, k.hex, k.hex);
+	fd = open(junk, O_CREAT | O_WRONLY, 0600);
+	CHECK(fd >= 0);
+	close(fd);
+	scanned = 0;
+	CHECK(store_scan(s, count_scan, NULL) == 0);
+	CHECK(scanned == 5);
+	CHECK(access(junk, F_OK) < 0);
+	store_close(s);
+	free(dir);
+}
+
+int main(void)
+{
+	char tmpl[] = "/tmp/efs-test-store-XXXXXX";
+	char *base = mkdtemp(tmpl);
+	char cmd[256];
+
+	CHECK(base != NULL);
+	if (!base)
+		return 1;
+	test_header_roundtrip();
+	test_slots();
+	test_cache_dir_safety(base);
+	test_records(base);
+	test_scan(base);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", base);
+	return check_done("test_store");
+}
