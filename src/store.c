@@ -23,6 +23,7 @@
 #include "checksum.h"
 
 #define LAYOUT_DIR "v1"
+#define LOCK_GRACE_MS 3000
 static const unsigned char magic[8] = {'E', 'F', 'S', 'C', 'M', 'E', 'T', 'A'};
 
 struct store {
@@ -246,6 +247,12 @@ static int take_lock(struct store *s, char *err, size_t errlen)
 	if (fd < 0)
 		return seterr(err, errlen, errno, "cannot open the lock file in cache_dir '%s'",
 			      s->path);
+	/* A daemon that was just unmounted may still be tearing down: give it
+	 * a moment before calling the cache_dir busy. */
+	for (int tries = 0; flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK &&
+			    tries < LOCK_GRACE_MS / 100;
+	     tries++)
+		usleep(100 * 1000);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int e = errno;
 		n = pread(fd, pid, sizeof(pid) - 1, 0);
