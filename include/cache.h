@@ -74,8 +74,9 @@ void cache_written(struct cache *c, struct efs_inode *ino);
 size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len);
 /* Text for `efscachectl stats` (counters plus usage); returns length needed. */
 size_t cache_stats_text(struct cache *c, char *buf, size_t len);
-/* Drop every cached chunk of the file (efscachectl evict).  0 or -errno. */
-int cache_evict_file(struct cache *c, struct efs_inode *ino);
+/* Drop every cached chunk of the file (efscachectl evict); adds the bytes
+ * dropped to *dropped if not NULL.  0 or -errno. */
+int cache_evict_file(struct cache *c, struct efs_inode *ino, uint64_t *dropped);
 
 /* Re-hash every cached chunk now; drop (and count) the bad ones.  Writes a
  * report ("chunks_checked N\nchunks_bad N\nbytes_checked N\n") into buf and

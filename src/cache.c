@@ -979,6 +979,10 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 	uint32_t present = 0, verified = 0, total = 0, cs = (uint32_t)c->cfg->chunk_size;
 	const char *state = "uncached";
 	time_t when = 0;
+	struct stat st;
+
+	if (src_stat(ino->fd, &st) == 0)
+		size = (uint64_t)st.st_size; /* the record's size wins if there is one */
 
 	if (e) {
 		pthread_mutex_lock(&e->mu);
@@ -1025,7 +1029,7 @@ size_t cache_stats_text(struct cache *c, char *buf, size_t len)
 	return n + (m > 0 ? (size_t)m : 0);
 }
 
-int cache_evict_file(struct cache *c, struct efs_inode *ino)
+int cache_evict_file(struct cache *c, struct efs_inode *ino, uint64_t *dropped)
 {
 	struct cache_file *e;
 
@@ -1044,6 +1048,8 @@ int cache_evict_file(struct cache *c, struct efs_inode *ino)
 				continue;
 			store_drop_chunk(&e->sf, i);
 			evict_del(c->ev, &ch->lru);
+			if (dropped)
+				*dropped += ch->len;
 			ch->state = CH_ABSENT;
 			ch->len = 0;
 		}

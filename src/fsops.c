@@ -30,7 +30,7 @@
 #define RESERVED_XATTR_PREFIX "user.efscache."
 #define XATTR_STATS RESERVED_XATTR_PREFIX "stats"   /* counters, on any inode */
 #define XATTR_STATUS RESERVED_XATTR_PREFIX "status" /* a file's cache state */
-#define XATTR_EVICT RESERVED_XATTR_PREFIX "evict"   /* set: drop a file's chunks */
+#define XATTR_EVICT RESERVED_XATTR_PREFIX "evict"   /* set or get: drop a file's chunks */
 #define XATTR_VERIFY RESERVED_XATTR_PREFIX "verify" /* get: re-hash the whole cache */
 
 /* Sent to a parked lock wait to make its blocking call return EINTR. */
@@ -933,6 +933,15 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 /* ---- extended attributes ----------------------------------------------- */
 
+static size_t evict_report(struct cache *c, struct efs_inode *i, char *buf, size_t cap)
+{
+	uint64_t dropped = 0;
+	int r = cache_evict_file(c, i, &dropped);
+
+	return (size_t)snprintf(buf, cap, "result %d\ndropped_bytes %llu\n", r,
+				(unsigned long long)dropped);
+}
+
 /* Our own attributes: the window efscachectl looks through. */
 static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char *name,
 				 size_t size)
@@ -953,6 +962,10 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 			need = cache_status(fs->cache, i, buf, cap);
 		else if (!strcmp(name, XATTR_VERIFY))
 			need = cache_verify_all(fs->cache, buf, cap);
+		else if (!strcmp(name, XATTR_EVICT))
+			/* The getxattr form works on ro mounts too, where the kernel
+			 * refuses setxattr before asking us. */
+			need = evict_report(fs->cache, i, buf, cap);
 		else {
 			free(buf);
 			fuse_reply_err(req, ENODATA);
@@ -1055,7 +1068,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 	if (reserved_xattr(name)) {
 		if (!strcmp(name, XATTR_EVICT))
-			fuse_reply_err(req, -cache_evict_file(fs_of(req)->cache, i));
+			fuse_reply_err(req, -cache_evict_file(fs_of(req)->cache, i, NULL));
 		else
 			fuse_reply_err(req, EPERM);
 		return;
