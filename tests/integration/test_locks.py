@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""Locks are real (DESIGN 3.5): two efscache daemons mount ONE source at two mountpoints
+with two cache_dirs ("two hosts sharing EFS").  flock and fcntl locks taken through mount A
+must exclude holders through mount B and direct users of SOURCE, be shared when shared,
+block F_SETLKW until released, and go away when the holder closes the file or exits.
+Every lock holder is its own forked process; ordering is proven with pipes and marker
+files, never with timing thresholds."""
+
+import errno
+import fcntl
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+h.require_fuse()
+BASE = h.tmpdir()
+SRC = os.path.join(BASE, "src")
+h.mkdirs(SRC)
+A = h.mount_efscache(SRC, os.path.join(BASE, "mnt-a"), cache_dir=os.path.join(BASE, "cache-a"))
+B = h.mount_efscache(SRC, os.path.join(BASE, "mnt-b"), cache_dir=os.path.join(BASE, "cache-b"))
+WOULDBLOCK = {errno.EWOULDBLOCK, errno.EAGAIN}
+CONFLICT = {errno.EAGAIN, errno.EACCES}
+
+
+# --- operations run inside worker processes: fn(state, *args) ---------------------------
+
+def w_open(state, path, flags=os.O_RDWR):
+    state["fd"] = os.open(path, flags)
+    return True
+
+
+def w_close(state):
+    os.close(state.pop("fd"))
+    return True
+
+
+def w_flock(state, op):
+    fcntl.flock(state["fd"], op)
+    return True
+
+
+def w_setlk(state, cmd, ltype, start, length):
+    h.fcntl_lock(state["fd"], cmd, ltype, start, length)
+    return True
+
+
+def w_getlk(state, ltype, start, length):
+    fl = h.fcntl_lock(state["fd"], fcntl.F_GETLK, ltype, start, length)
+    return (fl.l_type, fl.l_start, fl.l_len)
+
+
+def w_touch(state, path):
+    h.write_file(path, b"1")
+    return True
+
+
+def w_setlkw_then_check(state, marker):
+    """Block in F_SETLKW; once granted, report whether the holder had already written its
+    'releasing' marker (it writes it just before unlocking)."""
+    h.fcntl_lock(state["fd"], fcntl.F_SETLKW, fcntl.F_WRLCK, 0, 100)
+    return os.path.exists(marker)
+
+
+def w_flock_wait_then_check(state, marker):
+    fcntl.flock(state["fd"], fcntl.LOCK_EX)
+    return os.path.exists(marker)
+
+
+def w_unlock_after_marker(state, marker, kind):
+    h.write_file(marker, b"releasing")
+    if kind == "flock":
+        fcntl.flock(state["fd"], fcntl.LOCK_UN)
+    else:
+        h.fcntl_lock(state["fd"], fcntl.F_SETLK, fcntl.F_UNLCK, 0, 0)
+    return True
+
+
+# --- helpers -------------------------------------------------------------------------
+
+def worker_on(path):
+    w = h.Worker()
+    w.call(w_open, path)
+    return w
+
+
+def try_call(w, fn, *args):
+    kind, val = w.call_raw(fn, *args, timeout=20)
+    if kind == "ok":
+        return 0
+    if kind == "errno":
+        return val
+    return "%s: %s" % (kind, val)
+
+
+def eventually(fn, timeout=5.0):
+    """Retry fn() until it returns 0 (a release may reach the source a moment after the
+    holder's close() returns: FUSE sends RELEASE asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = fn()
+        if r == 0 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def new_file(name, size=4096):
+    p = os.path.join(SRC, name)
+    h.write_file(p, b"\0" * size)
+    return p, os.path.join(A.mnt, name), os.path.join(B.mnt, name)
+
+
+def test_flock_exclusive():
+    s, a, b = new_file("flock-ex")
+    wa, wb = worker_on(a), worker_on(b)
+    try:
+        h.eq("flock LOCK_EX via mount A", try_call(wa, w_flock, fcntl.LOCK_EX), 0)
+        r = try_call(wb, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        h.check("flock LOCK_EX|LOCK_NB via mount B while A holds LOCK_EX: EWOULDBLOCK",
+                r in WOULDBLOCK, h.ename(r))
+        r = try_call(wb, w_flock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        h.check("flock LOCK_SH|LOCK_NB via mount B while A holds LOCK_EX: EWOULDBLOCK",
+                r in WOULDBLOCK, h.ename(r))
+        fd = os.open(s, os.O_RDONLY)
+        try:
+            r = h.errno_of(fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        h.check("flock LOCK_EX|LOCK_NB directly on SOURCE while A holds it: EWOULDBLOCK",
+                r in WOULDBLOCK, h.ename(r))
+        wa2 = worker_on(a)
+        try:
+            r = try_call(wa2, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            h.check("flock LOCK_EX|LOCK_NB by another process via the same mount A: "
+                    "EWOULDBLOCK", r in WOULDBLOCK, h.ename(r))
+        finally:
+            wa2.close()
+        h.eq("flock LOCK_UN via mount A", try_call(wa, w_flock, fcntl.LOCK_UN), 0)
+        r = eventually(lambda: try_call(wb, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB))
+        h.check("flock LOCK_EX|LOCK_NB via mount B after A unlocked: granted", r == 0,
+                h.ename(r))
+        r = try_call(wa, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        h.check("now A is refused while B holds it: EWOULDBLOCK", r in WOULDBLOCK, h.ename(r))
+        try_call(wb, w_flock, fcntl.LOCK_UN)
+    finally:
+        wa.close()
+        wb.close()
+
+
+def test_flock_shared():
+    s, a, b = new_file("flock-sh")
+    wa, wb, wa2 = worker_on(a), worker_on(b), worker_on(a)
+    try:
+        h.eq("flock LOCK_SH via mount A", try_call(wa, w_flock, fcntl.LOCK_SH), 0)
+        r = try_call(wb, w_flock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        h.check("flock LOCK_SH|LOCK_NB via mount B while A holds LOCK_SH: granted", r == 0,
+                h.ename(r))
+        r = try_call(wa2, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        h.check("flock LOCK_EX|LOCK_NB via A while A and B share it: EWOULDBLOCK",
+                r in WOULDBLOCK, h.ename(r))
+        try_call(wa, w_flock, fcntl.LOCK_UN)
+        r = try_call(wa2, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        h.check("flock LOCK_EX|LOCK_NB via A while B still holds LOCK_SH: EWOULDBLOCK",
+                r in WOULDBLOCK, h.ename(r))
+        try_call(wb, w_flock, fcntl.LOCK_UN)
+        r = eventually(lambda: try_call(wa2, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB))
+        h.check("flock LOCK_EX via A after both shared locks are gone: granted", r == 0,
+                h.ename(r))
+    finally:
+        for w in (wa, wb, wa2):
+            w.close()
+
+
+def test_flock_blocking():
+    s, a, b = new_file("flock-wait")
+    marker = os.path.join(BASE, "flock-marker")
+    wa, wb = worker_on(a), worker_on(b)
+    try:
+        try_call(wa, w_flock, fcntl.LOCK_EX)
+        wb.call_async(w_flock_wait_then_check, marker)
+        still_blocked = not wb.ready(0.5)
+        h.check("flock LOCK_EX via B waits while A holds the lock", still_blocked)
+        wa.call(w_unlock_after_marker, marker, "flock")
+        kind, val = wb.result_raw(timeout=20)
+        h.check("flock LOCK_EX via B is granted after A released, not before",
+                kind == "ok" and val is True, (kind, val))
+    finally:
+        wa.close()
+        wb.close()
+
+
+def flock_probe(wb):
+    r = try_call(wb, w_flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if r == 0:
+        try_call(wb, w_flock, fcntl.LOCK_UN)
+    return r
+
+
+def test_flock_release_on_close_and_exit():
+    s, a, b = new_file("flock-rel")
+    wb = worker_on(b)
+    try:
+        for how in ("closes the file", "exits", "is killed (SIGKILL)"):
+            wa = worker_on(a)
+            try:
+                try_call(wa, w_flock, fcntl.LOCK_EX)
+                r = flock_probe(wb)
+                h.check("flock LOCK_EX held via A refuses B (before the holder %s)" % how,
+                        r in WOULDBLOCK, h.ename(r))
+                if how == "closes the file":
+                    try_call(wa, w_close)
+                elif how == "exits":
+                    wa.exit()
+                else:
+                    os.kill(wa.pid, 9)
+                r = eventually(lambda: flock_probe(wb))
+                h.check("flock held via A is released when the holder %s" % how, r == 0,
+                        h.ename(r))
+            finally:
+                wa.close()
+    finally:
+        wb.close()
+
+
+def test_fcntl_ranges():
+    s, a, b = new_file("posix")
+    wa, wb = worker_on(a), worker_on(b)
+    try:
+        r = try_call(wa, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 100)
+        h.eq("F_SETLK F_WRLCK [0,100) via mount A", r, 0)
+        r = try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 50, 100)
+        h.check("F_SETLK F_WRLCK [50,150) via mount B overlapping A's lock: EAGAIN/EACCES",
+                r in CONFLICT, h.ename(r))
+        r = try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_RDLCK, 99, 1)
+        h.check("F_SETLK F_RDLCK [99,100) via mount B inside A's write lock: EAGAIN/EACCES",
+                r in CONFLICT, h.ename(r))
+        kind, val = wb.call_raw(w_getlk, fcntl.F_WRLCK, 50, 100)
+        h.check("F_GETLK via mount B reports A's conflicting write lock",
+                kind == "ok" and val[0] == fcntl.F_WRLCK, (kind, val))
+        h.check("F_GETLK via mount B reports the conflicting range [0,100)",
+                kind == "ok" and tuple(val[1:]) == (0, 100), (kind, val))
+        kind, val = wb.call_raw(w_getlk, fcntl.F_WRLCK, 200, 100)
+        h.check("F_GETLK via mount B on a free range reports F_UNLCK",
+                kind == "ok" and val[0] == fcntl.F_UNLCK, (kind, val))
+        r = try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 200, 100)
+        h.eq("F_SETLK F_WRLCK [200,300) via mount B (no overlap): granted", r, 0)
+        r = try_call(wa, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 250, 10)
+        h.check("and now A is refused on B's range: EAGAIN/EACCES", r in CONFLICT, h.ename(r))
+        # direct users of SOURCE see the locks too (OFD and POSIX locks conflict)
+        fd = os.open(s, os.O_RDWR)
+        try:
+            r = h.errno_of(h.fcntl_lock, fd, fcntl.F_SETLK, fcntl.F_WRLCK, 10, 10)
+        finally:
+            os.close(fd)
+        h.check("F_SETLK directly on SOURCE over A's range: EAGAIN/EACCES", r in CONFLICT,
+                h.ename(r))
+        wa2 = worker_on(a)
+        try:
+            r = try_call(wa2, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 10)
+            h.check("F_SETLK by another process via the same mount A: EAGAIN/EACCES",
+                    r in CONFLICT, h.ename(r))
+        finally:
+            wa2.close()
+        h.eq("F_UNLCK [0,100) via A", try_call(wa, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 0,
+                                                100), 0)
+        r = try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 50, 100)
+        h.eq("F_SETLK [50,150) via B after A unlocked: granted", r, 0)
+        try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 0, 0)
+        # read locks are shared
+        h.eq("F_RDLCK [0,100) via A", try_call(wa, w_setlk, fcntl.F_SETLK, fcntl.F_RDLCK, 0,
+                                                100), 0)
+        r = try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_RDLCK, 0, 100)
+        h.eq("F_RDLCK [0,100) via B while A holds a read lock: granted", r, 0)
+        wc = worker_on(b)
+        try:
+            r = try_call(wc, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 10, 1)
+            h.check("F_WRLCK via B on a range read-locked by A and B: EAGAIN/EACCES",
+                    r in CONFLICT, h.ename(r))
+        finally:
+            wc.close()
+    finally:
+        wa.close()
+        wb.close()
+
+
+def test_fcntl_setlkw_blocks():
+    s, a, b = new_file("posix-wait")
+    marker = os.path.join(BASE, "setlkw-marker")
+    wa, wb = worker_on(a), worker_on(b)
+    try:
+        h.eq("F_SETLK F_WRLCK [0,100) via A", try_call(wa, w_setlk, fcntl.F_SETLK,
+                                                       fcntl.F_WRLCK, 0, 100), 0)
+        wb.call_async(w_setlkw_then_check, marker)
+        h.check("F_SETLKW via B waits while A holds the lock", not wb.ready(0.5))
+        wa.call(w_unlock_after_marker, marker, "fcntl")
+        kind, val = wb.result_raw(timeout=20)
+        h.check("F_SETLKW via B returns after A released, not before",
+                kind == "ok" and val is True, (kind, val))
+        r = try_call(wa, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 10)
+        h.check("B now holds it: F_SETLK via A refused", r in CONFLICT, h.ename(r))
+    finally:
+        wa.close()
+        wb.close()
+
+
+def fcntl_probe(wb):
+    r = try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 1)
+    if r == 0:
+        try_call(wb, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 0, 0)
+    return r
+
+
+def w_open_close_other_fd(state, path):
+    fd = os.open(path, os.O_RDONLY)
+    os.close(fd)
+    return True
+
+
+def test_fcntl_release_on_close_and_exit():
+    s, a, b = new_file("posix-rel")
+    wb = worker_on(b)
+    try:
+        for how in ("closes the file", "exits", "is killed (SIGKILL)",
+                    "closes another fd of the same file (POSIX rule)"):
+            wa = worker_on(a)
+            try:
+                try_call(wa, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 0)
+                r = fcntl_probe(wb)
+                h.check("whole-file F_WRLCK via A refuses B (before the holder %s)" % how,
+                        r in CONFLICT, h.ename(r))
+                if how == "closes the file":
+                    try_call(wa, w_close)
+                elif how == "exits":
+                    wa.exit()
+                elif how.startswith("is killed"):
+                    os.kill(wa.pid, 9)
+                else:
+                    try_call(wa, w_open_close_other_fd, a)
+                r = eventually(lambda: fcntl_probe(wb))
+                h.check("fcntl lock held via A is released when the holder %s" % how, r == 0,
+                        h.ename(r))
+            finally:
+                wa.close()
+    finally:
+        wb.close()
+
+
+def w_open2(state, path):
+    state["fd1"] = os.open(path, os.O_RDWR)
+    state["fd2"] = os.open(path, os.O_RDWR)
+    return True
+
+
+def w_setlk_fd(state, which, ltype, start, length):
+    h.fcntl_lock(state[which], fcntl.F_SETLK, ltype, start, length)
+    return True
+
+
+def posix_owner_sequence(path, probe_path):
+    """One process, two fds of one file: POSIX locks belong to the process, so the second
+    fd's lock request on the same range succeeds, and an unlock through either fd releases
+    it for other processes.  Returns the results of each step."""
+    w = h.Worker()
+    probe = worker_on(probe_path)
+    res = []
+    try:
+        w.call(w_open2, path)
+        res.append(try_call(w, w_setlk_fd, "fd1", fcntl.F_WRLCK, 0, 10))
+        res.append(try_call(probe, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 10))
+        res.append(try_call(w, w_setlk_fd, "fd2", fcntl.F_WRLCK, 0, 10))
+        res.append(try_call(w, w_setlk_fd, "fd2", fcntl.F_UNLCK, 0, 10))
+        res.append(eventually(lambda: fcntl_probe_range(probe, 0, 10), 2.0))
+    finally:
+        w.close()
+        probe.close()
+    return [h.ename(r) if isinstance(r, int) else r for r in res]
+
+
+def fcntl_probe_range(wp, start, length):
+    r = try_call(wp, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, start, length)
+    if r == 0:
+        try_call(wp, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 0, 0)
+    return r
+
+
+def test_fcntl_posix_owner():
+    s, a, b = new_file("posix-owner")
+    s2 = os.path.join(SRC, "posix-owner-ref")
+    h.write_file(s2, b"\0" * 4096)
+    got = posix_owner_sequence(a, b)
+    ref = posix_owner_sequence(s2, s2)
+    steps = ["fd1 F_WRLCK", "other process F_WRLCK", "fd2 F_WRLCK (same process)",
+             "fd2 F_UNLCK", "other process F_WRLCK after the unlock"]
+    h.check("POSIX lock ownership by process (two fds, same process, via mount A; other "
+            "process via mount B) behaves as on SOURCE",
+            got == ref, "; ".join("%s: mount %s, source %s" % (st, g, r)
+                                  for st, g, r in zip(steps, got, ref) if g != r))
+
+
+h.run_tests([test_flock_exclusive, test_flock_shared, test_flock_blocking,
+             test_flock_release_on_close_and_exit, test_fcntl_ranges, test_fcntl_setlkw_blocks,
+             test_fcntl_release_on_close_and_exit, test_fcntl_posix_owner])
