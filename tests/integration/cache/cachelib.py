@@ -1,0 +1,357 @@
+"""Helpers shared by the cache behaviour tests (tests/integration/cache/test_*.py).
+
+Each test builds the same stack:
+
+    SOURCE dir  --efs-emu-->  emu mount  --efscache-->  mount
+    (base/src)                (base/emu)                (base/mnt, cache_dir base/cache)
+
+efs-emu's counters are the independent witness of what efscache fetched from the "EFS"
+side; efscache's own counters (user.efscache.stats) say what it believes it did.  Every
+content check compares a hash of what the mount returns with a hash of the SOURCE file.
+
+Built on ../harness.py (mounting, check/report API, cleanup of mounts and daemons).
+"""
+
+import glob
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import harness as h  # noqa: E402  (path set above)
+
+KiB = 1024
+MiB = 1024 * 1024
+
+# Fast emulator: low latency, no bandwidth cap, no kernel attribute caching (so every stat
+# through the emu reaches SOURCE and every read is counted once page caches are dropped).
+EMU_FAST = ("latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0", "timeout=0")
+
+
+# ---------------------------------------------------------------------------------------
+# small utilities
+
+def drop_caches():
+    """Drop the kernel's page, dentry and inode caches (root only), so that every read
+    through a FUSE mount reaches its daemon."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path, bufsize=1 << 20):
+    """sha256 of a file read sequentially with a fresh open."""
+    return h.sha256_file(path, bufsize)
+
+
+def make_file(path, size, seed):
+    h.make_random_file(path, size, seed)
+    return hash_file(path)
+
+
+def parse_lines(raw):
+    """'name value' lines -> dict (ints where possible)."""
+    res = {}
+    for line in raw.decode(errors="replace").splitlines():
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            continue
+        k, v = parts
+        try:
+            res[k] = int(v)
+        except ValueError:
+            res[k] = v.strip()
+    return res
+
+
+def dir_usage(d):
+    """Real disk usage of a tree: sum of st_blocks * 512 of every file and directory
+    below d (d itself excluded), ignoring files that vanish while we look."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(d):
+        for n in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            total += st.st_blocks * 512
+    return total
+
+
+def file_usage(d):
+    """Like dir_usage but only regular files (what cache_size bounds: data + metadata)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(d):
+        for n in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            total += st.st_blocks * 512
+    return total
+
+
+def file_blocks(d):
+    """{relative path: st_blocks * 512} of every regular file below d."""
+    res = {}
+    for dirpath, dirnames, filenames in os.walk(d):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            res[os.path.relpath(p, d)] = st.st_blocks * 512
+    return res
+
+
+def stable_file_usage(d, tries=50):
+    """Disk usage of the regular files below d from a consistent view: walk twice and
+    accept the sum only if no file changed between the two walks (a single walk of a
+    changing tree can count a chunk twice: before its eviction in one file and after its
+    store in another).  None if the tree never held still."""
+    prev = file_blocks(d)
+    for _ in range(tries):
+        cur = file_blocks(d)
+        if cur == prev:
+            return sum(cur.values())
+        prev = cur
+    return None
+
+
+def flip_byte(path, off):
+    """XOR one byte of a file with 0xff (the file is opened without truncation)."""
+    with open(path, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        if not b:
+            raise ValueError("offset %d past the end of %s" % (off, path))
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0xFF]))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_range(path, off, n):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
+
+
+def wait_for(cond, timeout, step=0.05):
+    """Poll cond() until it is true or timeout seconds passed; returns its last value.
+    Only used to wait for an event, never to assert a duration."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+# ---------------------------------------------------------------------------------------
+# on-disk records (include/store.h)
+
+HEADER = struct.Struct("<8sIIQQqIIqII")  # 64 bytes
+assert HEADER.size == 64
+SLOT_SIZE = 16
+
+
+def read_header(meta_path):
+    with open(meta_path, "rb") as f:
+        raw = f.read(64)
+    if len(raw) < 64:
+        return None
+    (magic, version, chunk_size, ino, size, mtime_s, mtime_ns, nchunks, ctime_s, ctime_ns,
+     check) = HEADER.unpack(raw)
+    return {"magic": magic, "version": version, "chunk_size": chunk_size, "ino": ino,
+            "size": size, "mtime": (mtime_s, mtime_ns), "nchunks": nchunks,
+            "ctime": (ctime_s, ctime_ns), "check": check}
+
+
+def read_slots(meta_path):
+    """List of (hash, len, check) of every slot of a record."""
+    with open(meta_path, "rb") as f:
+        raw = f.read()
+    res = []
+    for off in range(64, len(raw) - SLOT_SIZE + 1, SLOT_SIZE):
+        res.append(struct.unpack_from("<QII", raw, off))
+    return res
+
+
+def records(cache_dir):
+    """Every (meta, data) path pair of cache_dir/v1/XX/KEY.{meta,data} (data may be
+    missing)."""
+    res = []
+    for meta in sorted(glob.glob(os.path.join(cache_dir, "v1", "*", "*.meta"))):
+        res.append((meta, meta[:-5] + ".data"))
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# the emu + efscache stack
+
+def no_readahead(m):
+    """Turn off the kernel's readahead on a FUSE mount's bdi.  On the emu mount this keeps
+    its counters faithful: otherwise the kernel reads ahead of efscache's chunk reads, and
+    when efscache opens the file again (efs-emu does not set keep_cache, so each open drops
+    the page cache) those pages are read a second time, which looks like a double fetch."""
+    dev = getattr(m, "info", None) and m.info.get("dev")
+    if not dev:
+        return False
+    try:
+        with open("/sys/class/bdi/%s/read_ahead_kb" % dev, "w") as f:
+            f.write("0\n")
+        return True
+    except OSError as e:
+        h.note("cannot turn off readahead on %s (%s): %s" % (m.mnt, dev, e))
+        return False
+
+
+class Stack:
+    """base/src (SOURCE) -> efs-emu at base/emu -> efscache at base/mnt, cache in
+    base/cache unless cache_dir is given."""
+
+    def __init__(self, cache_opts=(), emu_opts=EMU_FAST, cache_dir=None, base=None,
+                 foreground=True, chunk_size="256K"):
+        self.base = base or h.tmpdir("efscache-cache-")
+        self.src = os.path.join(self.base, "src")
+        self.emu = os.path.join(self.base, "emu")
+        self.mnt = os.path.join(self.base, "mnt")
+        self.cache_dir = cache_dir or os.path.join(self.base, "cache")
+        self.foreground = foreground
+        self.chunk_size = chunk_size
+        self.cache_opts = list(cache_opts)
+        h.mkdirs(self.src, self.emu, self.mnt)
+        self.emu_m = h.mount_emu(self.src, self.emu, *emu_opts)
+        no_readahead(self.emu_m)
+        self.m = None
+        self.mount()
+
+    # -- mounting
+    def opts(self, extra=None):
+        o = ["cache_dir=" + self.cache_dir]
+        if self.chunk_size and not any(x.startswith("chunk_size=") for x in self.cache_opts):
+            o.append("chunk_size=" + self.chunk_size)
+        o += self.cache_opts
+        if extra:
+            o += list(extra)
+        return o
+
+    def mount(self, extra=None):
+        assert self.m is None
+        self.m = h.mount_efscache(self.emu, self.mnt, *self.opts(extra),
+                                  foreground=self.foreground)
+        return self.m
+
+    def umount(self):
+        """Unmount efscache cleanly; returns the list of problems (empty when clean)."""
+        if self.m is None:
+            return []
+        probs = self.m.umount()
+        self.m = None
+        return probs
+
+    def remount(self, extra=None):
+        probs = self.umount()
+        h.check("clean unmount before remount", not probs, "; ".join(probs))
+        return self.mount(extra)
+
+    def daemon_pid(self):
+        pids = self.m.daemon_pids()
+        return pids[0] if pids else None
+
+    # -- paths
+    def s(self, *p):
+        return os.path.join(self.src, *p)
+
+    def e(self, *p):
+        return os.path.join(self.emu, *p)
+
+    def p(self, *p):
+        return os.path.join(self.mnt, *p)
+
+    # -- counters
+    def stats(self):
+        return parse_lines(os.getxattr(self.mnt, "user.efscache.stats"))
+
+    def status(self, rel):
+        return parse_lines(os.getxattr(self.p(rel), "user.efscache.status"))
+
+    def evict(self, rel):
+        os.setxattr(self.p(rel), "user.efscache.evict", b"1")
+
+    def verify_all(self):
+        return parse_lines(os.getxattr(self.mnt, "user.efscache.verify"))
+
+    def emu_stats(self):
+        return h.emu_stats(self.emu)
+
+    def emu_file_stats(self, rel):
+        return h.emu_stats(self.e(rel))
+
+    def emu_read_bytes(self):
+        return self.emu_stats().get("read_bytes", 0)
+
+    def emu_reset(self):
+        h.emu_reset(self.emu)
+
+    def emu_set(self, name, value):
+        if isinstance(value, str):
+            value = value.encode()
+        os.setxattr(self.emu, "user.efsemu." + name, value)
+
+    # -- records of one file
+    def record_of(self, rel):
+        """(meta, data) of the record whose header names the source inode of rel (the
+        inode as efscache sees it, i.e. through the emu), or None."""
+        ino = os.stat(self.e(rel)).st_ino
+        for meta, data in records(self.cache_dir):
+            hdr = read_header(meta)
+            if hdr and hdr["magic"] == b"EFSCMETA" and hdr["ino"] == ino:
+                return meta, data
+        return None
+
+    def stderr(self):
+        return self.m.stderr() if self.m else ""
+
+
+def delta(after, before, key):
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def check_content(name, mnt_path, src_path, expect_hash=None):
+    """Hash of the file read through the mount == hash of the SOURCE file."""
+    want = expect_hash or hash_file(src_path)
+    try:
+        got = hash_file(mnt_path)
+    except OSError as e:
+        return h.check(name, False, "reading %s failed: %s" % (mnt_path, e))
+    return h.check(name, got == want, "sha256 through the mount %s != source %s"
+                   % (got[:16], want[:16]))
+
+
+def check_mounts_clean(base):
+    left = h.mounts_under(base)
+    return h.check("nothing left mounted under %s" % base, not left,
+                   str([x["mountpoint"] for x in left]))
+
+
+def run(cmd, **kw):
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    return subprocess.run(cmd, **kw)
+
+
+def main(tests):
+    h.require_fuse()
+    h.run_tests(tests)
