@@ -557,7 +557,9 @@ def _launch(kind, binary, src, mnt, opts, foreground, extra_args, env, timeout, 
     mnt = os.path.realpath(mnt)
     before = {m["id"] for m in fuse_mounts_at(mnt)}
     args = [binary, src, mnt]
-    if foreground:
+    if "-d" in extra_args:
+        foreground = True  # -d implies -f
+    elif foreground:
         args.append("-f")
     args += list(extra_args)
     if opts:

@@ -258,6 +258,23 @@ def test_signals():
     m.umount()
 
 
+def test_debug_flag():
+    """-d: debug output, stays in the foreground."""
+    try:
+        m = h.mount_efscache(SRC, MNT, extra_args=["-d"])  # no -f: -d implies it
+    except h.MountError as e:
+        h.check("-d mounts", False, e)
+        return
+    try:
+        h.check("-d stays in the foreground (the started process serves the mount)",
+                m.proc.poll() is None and m.proc.pid in h.find_daemon_pids(BIN, MNT),
+                "exit %s, daemons %s" % (m.proc.poll(), h.find_daemon_pids(BIN, MNT)))
+        os.stat(os.path.join(MNT, "file"))
+        h.check("-d prints debug output on stderr", len(m.stderr().strip()) > 0)
+    finally:
+        h.unmount(m)
+
+
 def test_relative_paths():
     errf = os.path.join(BASE, "rel.stderr")
     with open(errf, "wb") as ef:
@@ -325,5 +342,5 @@ def test_readonly():
 
 
 h.run_tests([test_bad_option_values, test_bad_paths, test_good_values_mount,
-             test_help_version, test_daemon_mode, test_signals, test_relative_paths,
+             test_help_version, test_daemon_mode, test_signals, test_debug_flag, test_relative_paths,
              test_readonly])

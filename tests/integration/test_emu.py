@@ -168,19 +168,21 @@ def test_faults():
         got = e
     h.check("after the fault is cleared the file reads correctly through efscache",
             got == h.read_file(os.path.join(RAW, "faulty.bin")), repr(got)[:200])
-    # a fault in the middle of an open file: open and read 4 KiB, then every further read
-    # of the emu fails; reading on (a file never read before) must end in EIO, not in
-    # short or wrong data
-    fd = os.open(os.path.join(MNT, "late-fault.bin"), os.O_RDONLY)
+    # the emu serves the first read, then every further read fails: reading the file (never
+    # read before, so nothing of it can be cached) to the end must end in EIO, not in a
+    # short or wrong file.  The fault is armed before the open so that no prefetch can
+    # fetch the rest first.
+    set_emu("fail_after_bytes", b"1")
     try:
-        os.pread(fd, 4096, 0)
-        set_emu("fail_after_bytes", b"1")
-        e, n = read_all(fd, 4096)
-        h.eq("emu fail_after_bytes: reading on through efscache ends in EIO", h.ename(e), "EIO",
-             "read %d bytes first" % n)
+        fd = os.open(os.path.join(MNT, "late-fault.bin"), os.O_RDONLY)
+        try:
+            e, n = read_all(fd, 0)
+        finally:
+            os.close(fd)
+        h.eq("emu fail_after_bytes: reading the file through efscache ends in EIO",
+             h.ename(e), "EIO", "read %d bytes first" % n)
     finally:
         set_emu("fail_after_bytes", b"0")
-        os.close(fd)
     got = h.read_file(os.path.join(MNT, "late-fault.bin"))
     h.check("after fail_after_bytes is cleared the file reads correctly (nothing bad kept)",
             got == h.read_file(os.path.join(RAW, "late-fault.bin")))

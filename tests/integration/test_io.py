@@ -9,6 +9,7 @@ import mmap
 import os
 import random
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -380,7 +381,10 @@ def test_two_mounts_close_to_open():
             h.check("mount B reads what mount A wrote", os.pread(fb, MiB, 0) == old)
             new = bytearray(old)
             new[1000:1010] = b"0123456789"
-            with open(a + "/f", "r+b") as f:  # same size, same second
+            # same size, same second; 50 ms apart so that even coarse (jiffy) timestamps
+            # differ: the identity (ino, size, mtime, ctime) is what may detect the change
+            time.sleep(0.05)
+            with open(a + "/f", "r+b") as f:
                 f.seek(1000)
                 f.write(b"0123456789")
             h.check("after A rewrote 10 bytes in place and closed: B's next open reads them",
@@ -397,6 +401,39 @@ def test_two_mounts_close_to_open():
              h.read_file(b + "/f"), b"replacement")
     finally:
         h.unmount(mb)
+
+
+def test_many_open_files():
+    """3000 files open at once through the mount (more than a default RLIMIT_NOFILE of
+    1024 in the daemon would allow if it kept one source fd per open file and per inode)."""
+    import resource
+    s, m = sub("manyopen")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3000
+    if hard != resource.RLIM_INFINITY and hard < want + 100:
+        h.skip("3000 open files", "RLIMIT_NOFILE hard limit %d" % hard)
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want + 100, hard))
+    for i in range(want):
+        h.write_file(os.path.join(s, "f%04d" % i), b"%d" % i)
+    fds = []
+    err = None
+    try:
+        for i in range(want):
+            fds.append(os.open(os.path.join(m, "f%04d" % i), os.O_RDONLY))
+        bad = [i for i, fd in enumerate(fds) if os.pread(fd, 20, 0) != b"%d" % i]
+    except OSError as e:
+        err = e
+        bad = None
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    h.check("3000 files open at once through the mount", err is None, "after %d opens: %s"
+            % (len(fds), err))
+    h.check("3000 open files each read their own content", bad == [], (bad or [])[:5])
+    h.eq("after closing them the mount still works", h.read_file(os.path.join(m, "f0007")),
+         b"7")
 
 
 def _reader(state, mpath, spath, seed, n):
@@ -435,4 +472,5 @@ def test_concurrent_readers():
 
 h.run_tests([test_open_flags, test_read_write, test_big_file, test_holes, test_sync,
              test_seek_data_hole, test_fallocate, test_copy_file_range, test_mmap,
-             test_o_direct, test_two_mounts_close_to_open, test_concurrent_readers])
+             test_o_direct, test_two_mounts_close_to_open, test_many_open_files,
+             test_concurrent_readers])
