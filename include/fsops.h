@@ -5,6 +5,7 @@
 #define EFS_FSOPS_H
 
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 
 #include "cache.h"
 #include "config.h"
@@ -12,6 +13,8 @@
 #include "stats.h"
 
 /* Everything the ops need; passed as the session's userdata. */
+struct handle;
+
 struct efs_fs {
 	const struct efs_config *cfg;
 	struct inode_table *itab;
@@ -19,6 +22,8 @@ struct efs_fs {
 	double attr_timeout;  /* seconds the kernel may cache attributes */
 	struct cache *cache;
 	struct efs_stats stats;
+	pthread_mutex_t handles_mu;
+	struct handle *handles; /* open files and dirs; protected by handles_mu */
 };
 
 /* Fill fs from cfg, open SOURCE and cache_dir.  Returns 0 or -errno with a

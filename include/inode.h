@@ -15,6 +15,16 @@
 
 struct cache_file;
 
+/* The source fd through which one POSIX lock owner (a process, as the
+ * kernel's lock_owner) holds its fcntl locks on a file: POSIX locks belong
+ * to the process, not to one open file, so all of an owner's handles share
+ * this fd's OFD locks. */
+struct efs_lock_owner {
+	uint64_t owner;
+	int fd;
+	struct efs_lock_owner *next;
+};
+
 struct efs_inode {
 	int fd;          /* O_PATH, O_NOFOLLOW fd of the source object; immutable */
 	dev_t dev;       /* immutable */
@@ -24,6 +34,7 @@ struct efs_inode {
 	struct efs_inode *next;  /* hash chain; protected by the table lock */
 	pthread_mutex_t lock;    /* protects the fields below */
 	struct cache_file *cf;   /* cache state of a regular file, or NULL */
+	struct efs_lock_owner *lock_owners; /* fcntl lock holders */
 };
 
 struct inode_table;

@@ -70,14 +70,21 @@ int src_getlk(int openfd, struct flock *lk);
 int src_setlk(int openfd, struct flock *lk, bool wait);
 
 /* Act as the calling user for object creation, so new files get the
- * caller's owner and group.  A no-op unless the daemon runs as root.
- * Per thread (setfsuid/setfsgid). */
+ * caller's owner and group and the source checks the caller's groups.  A
+ * no-op unless the daemon runs as root.  Per thread: setfsuid, setfsgid and
+ * the raw setgroups system call (glibc's would change every thread). */
+#define SRC_MAX_GROUPS 64
 struct src_cred {
 	uid_t uid;
 	gid_t gid;
+	int ngroups;
+	gid_t groups[SRC_MAX_GROUPS];
 	bool changed;
 };
-void src_cred_enter(struct src_cred *saved, uid_t uid, gid_t gid);
+/* groups: the caller's supplementary groups, or ngroups < 0 if unknown
+ * (then the daemon's own are kept). */
+void src_cred_enter(struct src_cred *saved, uid_t uid, gid_t gid, const gid_t *groups,
+		    int ngroups);
 void src_cred_leave(const struct src_cred *saved);
 
 #endif

@@ -37,9 +37,16 @@
 #define LOCK_WAKE_SIGNAL SIGURG
 static void lock_wake_handler(int sig);
 
+/* Every open file and directory is on fs->handles, so that those the kernel
+ * never released (unmount with files open) are freed at exit. */
+struct handle {
+	struct handle *prev, *next; /* protected by fs->handles_mu */
+	bool is_dir;
+};
+
 struct efs_file {
+	struct handle h;        /* first */
 	int fd;                 /* source fd opened for I/O */
-	bool had_posix_lock;    /* release OFD locks at flush, as close(2) would */
 	off_t next_off;         /* atomic: where a sequential reader reads next */
 };
 
@@ -56,6 +63,7 @@ static bool note_sequential(struct efs_file *f, off_t off, size_t size)
 }
 
 struct efs_dir {
+	struct handle h;        /* first */
 	DIR *dp;
 	off_t offset;           /* telldir cookie of the entry after `entry` */
 	struct dirent *entry;   /* read but not yet returned, or NULL */
@@ -64,6 +72,27 @@ struct efs_dir {
 static struct efs_fs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+static void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
+{
+	struct handle *head = fs->handles;
+
+	h->is_dir = is_dir;
+	pthread_mutex_lock(&fs->handles_mu);
+	h->prev = head;
+	h->next = head->next;
+	head->next->prev = h;
+	head->next = h;
+	pthread_mutex_unlock(&fs->handles_mu);
+}
+
+static void handle_del(struct efs_fs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->handles_mu);
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_mu);
 }
 
 static struct efs_inode *inode_of(fuse_req_t req, fuse_ino_t ino)
@@ -99,6 +128,13 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 
 	memset(fs, 0, sizeof(*fs));
 	fs->cfg = cfg;
+	pthread_mutex_init(&fs->handles_mu, NULL);
+	fs->handles = calloc(1, sizeof(struct handle));
+	if (!fs->handles) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	fs->handles->next = fs->handles->prev = fs->handles;
 	if (cfg->ttl == CONFIG_TTL_NEVER)
 		fs->entry_timeout = fs->attr_timeout = 86400.0 * 365;
 	else
@@ -137,6 +173,21 @@ int fsops_start(struct efs_fs *fs)
 
 void fsops_destroy(struct efs_fs *fs)
 {
+	struct handle *head = fs->handles, *h, *next;
+
+	/* Handles the kernel never released: the mount went away with files
+	 * still open. */
+	for (h = head ? head->next : NULL; h && h != head; h = next) {
+		next = h->next;
+		if (h->is_dir) {
+			closedir(((struct efs_dir *)h)->dp);
+		} else {
+			close(((struct efs_file *)h)->fd);
+		}
+		free(h);
+	}
+	free(head);
+	fs->handles = NULL;
 	if (fs->itab)
 		itab_free(fs->itab);
 	fs->itab = NULL;
@@ -318,10 +369,21 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 /* The kinds of object a request can create. */
 enum mk_kind { MK_NODE, MK_DIR, MK_SYMLINK };
 
+/* Switch to the caller's uid, gid and supplementary groups. */
+static void enter_caller(fuse_req_t req, struct src_cred *saved)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[SRC_MAX_GROUPS];
+	int n = fuse_req_getgroups(req, SRC_MAX_GROUPS, groups);
+
+	if (n > SRC_MAX_GROUPS)
+		n = SRC_MAX_GROUPS; /* the first ones; the source decides */
+	src_cred_enter(saved, ctx->uid, ctx->gid, groups, n);
+}
+
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, enum mk_kind kind,
 		      mode_t mode, dev_t rdev, const char *target)
 {
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct efs_inode *dir = inode_of(req, parent);
 	struct fuse_entry_param e;
 	struct src_cred saved;
@@ -331,7 +393,7 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, enum 
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	src_cred_enter(&saved, ctx->uid, ctx->gid);
+	enter_caller(req, &saved);
 	switch (kind) {
 	case MK_DIR:
 		r = src_mkdir(dir->fd, name, mode);
@@ -405,12 +467,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 /* ---- files -------------------------------------------------------------- */
 
-static int file_new(int fd, struct fuse_file_info *fi)
+static int file_new(struct efs_fs *fs, int fd, struct fuse_file_info *fi)
 {
 	struct efs_file *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return -ENOMEM;
+	handle_add(fs, &f->h, false);
 	f->fd = fd;
 	f->next_off = -1;
 	fi->fh = (uint64_t)(uintptr_t)f;
@@ -438,7 +501,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* After the open: O_TRUNC has already changed the identity. */
 	r = cache_open(fs_of(req)->cache, i, &keep);
 	if (r == 0)
-		r = file_new(fd, fi);
+		r = file_new(fs_of(req), fd, fi);
 	fi->keep_cache = keep;
 	if (r < 0) {
 		close(fd);
@@ -448,6 +511,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted and is gone; no release will come. */
 		close(fd);
+		handle_del(fs_of(req), &file_of(fi)->h);
 		free(file_of(fi));
 	}
 }
@@ -455,7 +519,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
 	struct fuse_entry_param e;
@@ -466,7 +529,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	src_cred_enter(&saved, ctx->uid, ctx->gid);
+	enter_caller(req, &saved);
 	fd = src_create(dir->fd, name, source_flags(fi->flags), mode);
 	src_cred_leave(&saved);
 	if (fd < 0) {
@@ -478,7 +541,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		bool keep;
 
 		cache_open(fs->cache, inode_of(req, e.ino), &keep);
-		r = file_new(fd, fi);
+		r = file_new(fs_of(req), fd, fi);
 		if (r < 0)
 			itab_forget(fs->itab, inode_of(req, e.ino), 1);
 	}
@@ -490,6 +553,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		itab_forget(fs->itab, inode_of(req, e.ino), 1);
 		close(fd);
+		handle_del(fs, &file_of(fi)->h);
 		free(file_of(fi));
 	}
 }
@@ -549,16 +613,68 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		fuse_reply_write(req, (size_t)n);
 }
 
+/* The fd through which `owner` holds its fcntl locks on inode i, opened on
+ * first use when create is set.  Returns the fd (owned by the inode) or
+ * -errno (-ENOENT: the owner holds no locks here). */
+static int owner_fd(struct efs_inode *i, uint64_t owner, bool create)
+{
+	struct efs_lock_owner *o;
+	int fd;
+
+	pthread_mutex_lock(&i->lock);
+	for (o = i->lock_owners; o; o = o->next)
+		if (o->owner == owner)
+			break;
+	fd = o ? o->fd : -ENOENT;
+	if (!o && create) {
+		/* Read-write so both lock types work; read-only if that is all
+		 * the source allows (write locks then fail with EBADF, as they
+		 * would on such a file). */
+		fd = src_open(i->fd, O_RDWR);
+		if (fd < 0)
+			fd = src_open(i->fd, O_RDONLY);
+		o = fd >= 0 ? calloc(1, sizeof(*o)) : NULL;
+		if (fd >= 0 && !o) {
+			close(fd);
+			fd = -ENOMEM;
+		}
+		if (o) {
+			o->owner = owner;
+			o->fd = fd;
+			o->next = i->lock_owners;
+			i->lock_owners = o;
+		}
+	}
+	pthread_mutex_unlock(&i->lock);
+	return fd;
+}
+
+/* close(2) drops all the closing process's fcntl locks on the file. */
+static void owner_release(struct efs_inode *i, uint64_t owner)
+{
+	struct efs_lock_owner **pp, *o = NULL;
+
+	pthread_mutex_lock(&i->lock);
+	for (pp = &i->lock_owners; *pp; pp = &(*pp)->next) {
+		if ((*pp)->owner == owner) {
+			o = *pp;
+			*pp = o->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&i->lock);
+	if (o) {
+		close(o->fd); /* the last fd of its description: its locks go */
+		free(o);
+	}
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
 	int fd, r = 0;
 
-	/* close(2) drops the caller's POSIX locks on the file. */
-	if (f->had_posix_lock) {
-		struct flock lk = {.l_type = F_UNLCK, .l_whence = SEEK_SET};
-		src_setlk(f->fd, &lk, false);
-	}
+	owner_release(inode_of(req, ino), fi->lock_owner);
 	/* Closing a duplicate makes NFS-like sources report deferred write
 	 * errors now, where close(2) returns them, not at release. */
 	fd = dup(f->fd);
@@ -571,7 +687,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct efs_file *f = file_of(fi);
 
-	close(f->fd); /* also drops flock and OFD locks held through it */
+	close(f->fd); /* also drops flock locks held through it */
+	handle_del(fs_of(req), &f->h);
 	free(f);
 	fuse_reply_err(req, 0);
 }
@@ -741,7 +858,9 @@ static struct lock_wait *lock_wait_new(int fd)
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock)
 {
-	int r = src_getlk(file_of(fi)->fd, lock);
+	/* Through the owner's fd, so the owner's own locks are no conflict. */
+	int fd = owner_fd(inode_of(req, ino), fi->lock_owner, false);
+	int r = src_getlk(fd >= 0 ? fd : file_of(fi)->fd, lock);
 
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -752,13 +871,20 @@ static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock, int sleep)
 {
-	struct efs_file *f = file_of(fi);
+	struct efs_inode *i = inode_of(req, ino);
 	struct lock_wait *w;
-	int r;
+	int fd, r;
 
-	if (lock->l_type != F_UNLCK)
-		f->had_posix_lock = true;
-	r = src_setlk(f->fd, lock, false);
+	fd = owner_fd(i, fi->lock_owner, lock->l_type != F_UNLCK);
+	if (fd == -ENOENT) {
+		fuse_reply_err(req, 0); /* unlocking what was never locked */
+		return;
+	}
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	r = src_setlk(fd, lock, false);
 	if (r != -EAGAIN && r != -EACCES) {
 		fuse_reply_err(req, -r);
 		return;
@@ -767,7 +893,7 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_err(req, EAGAIN);
 		return;
 	}
-	w = lock_wait_new(f->fd);
+	w = lock_wait_new(fd);
 	if (!w) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -820,7 +946,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)d;
+	handle_add(fs_of(req), &d->h, true);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
+		handle_del(fs_of(req), &d->h);
 		closedir(d->dp);
 		free(d);
 	}
@@ -922,6 +1050,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
 	struct efs_dir *d = dir_of(fi);
 
+	handle_del(fs_of(req), &d->h);
 	closedir(d->dp);
 	free(d);
 	fuse_reply_err(req, 0);

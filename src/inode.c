@@ -71,10 +71,23 @@ void itab_set_release_hook(struct inode_table *t, void (*fn)(struct efs_inode *,
 	t->release_arg = arg;
 }
 
+static void close_lock_owners(struct efs_inode *i)
+{
+	struct efs_lock_owner *o, *next;
+
+	for (o = i->lock_owners; o; o = next) {
+		next = o->next;
+		close(o->fd);
+		free(o);
+	}
+	i->lock_owners = NULL;
+}
+
 static void inode_destroy(struct inode_table *t, struct efs_inode *i)
 {
 	if (t->release)
 		t->release(i, t->release_arg);
+	close_lock_owners(i);
 	close(i->fd);
 	pthread_mutex_destroy(&i->lock);
 	free(i);
@@ -93,6 +106,7 @@ void itab_free(struct inode_table *t)
 	}
 	if (t->release)
 		t->release(&t->root, t->release_arg);
+	close_lock_owners(&t->root);
 	close(t->root.fd);
 	free(t->buckets);
 	pthread_mutex_destroy(&t->lock);

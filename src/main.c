@@ -5,6 +5,7 @@
  * is checked before mounting, so a bad start mounts nothing.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,7 +168,9 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_idle_threads(loop, cfg.max_threads);
 	r = fuse_session_loop_mt(se, loop);
 	fuse_loop_cfg_destroy(loop);
-	ret = r == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	/* libfuse's signal handler leaves the signal number as the result. */
+	ret = (r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP) ? EXIT_SUCCESS
+								   : EXIT_FAILURE;
 
 out_unmount:
 	fuse_session_unmount(se);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/fsuid.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -244,14 +245,21 @@ int src_setlk(int openfd, struct flock *lk, bool wait)
 	return neg(fcntl(openfd, wait ? F_OFD_SETLKW : F_OFD_SETLK, lk));
 }
 
-void src_cred_enter(struct src_cred *saved, uid_t uid, gid_t gid)
+void src_cred_enter(struct src_cred *saved, uid_t uid, gid_t gid, const gid_t *groups,
+		    int ngroups)
 {
 	saved->changed = false;
+	saved->ngroups = -1;
 	if (geteuid() != 0 || (uid == 0 && gid == 0))
 		return;
-	/* Group first: dropping fsuid 0 first would still allow setfsgid (it
-	 * needs CAP_SETGID, not a file capability), but this order mirrors the
-	 * restore.  Both are per thread and cannot fail for root. */
+	if (ngroups >= 0 && ngroups <= SRC_MAX_GROUPS) {
+		long n = syscall(SYS_getgroups, SRC_MAX_GROUPS, saved->groups);
+
+		if (n >= 0 && syscall(SYS_setgroups, (size_t)ngroups, groups) == 0)
+			saved->ngroups = (int)n;
+	}
+	/* Group first, mirroring the restore order.  Both are per thread and
+	 * cannot fail for root. */
 	saved->gid = (gid_t)setfsgid(gid);
 	saved->uid = (uid_t)setfsuid(uid);
 	saved->changed = true;
@@ -263,4 +271,6 @@ void src_cred_leave(const struct src_cred *saved)
 		return;
 	setfsuid(saved->uid);
 	setfsgid(saved->gid);
+	if (saved->ngroups >= 0)
+		syscall(SYS_setgroups, (size_t)saved->ngroups, saved->groups);
 }
