@@ -4,7 +4,8 @@
 offset), then `fusermount3 -uz`, then a remount with the same cache_dir: reading the
 file must return exactly the source's bytes, every time (20 rounds).  The moment of the
 kill is chosen as a random amount of data written to the record's .data file, so it
-falls inside the fill without any timing assumption."""
+falls inside the fill without any timing assumption.  Every 4th round the daemon started
+after the kill runs with verify=never, so what the killed one left must be right as is."""
 
 import os
 import random
@@ -98,7 +99,9 @@ def test_kill9():
                "to the cache%s" % (rnd, name, pid, lock_pid, at, SIZE,
                                    " (readers had finished)" if finished else ""))
         st.emu_set("bw_mib", "0")  # fast checks
-        st.mount()
+        # every 4th round the new daemon trusts the cache blindly (verify=never): what a
+        # killed daemon left behind must be right even then (data before slot)
+        st.mount(["verify=never"] if rnd % 4 == 3 else None)
         cl.drop_caches()
         ok = cl.check_content("round %d: after kill -9 and remount, %s equals the source"
                               % (rnd, name), st.p(name), st.s(name), want[name])

@@ -4,8 +4,8 @@ back, the next open through the mount returns the new bytes, never old cached on
 never a mix, without anyone dropping caches by hand (efscache must drop its cached chunks
 and the kernel's page cache of the inode).  Cases: in-place rewrite with the same size and
 the old mtime put back (only ctime differs), replacement by rename, truncation shorter and
-longer, deletion (ENOENT).  With ttl=never the old data may be served by contract; that
-case is only reported."""
+longer, deletion (ENOENT).  With ttl=1 the change must be seen once the ttl has passed.
+With ttl=never the old data may be served by contract; that case is only reported."""
 
 import mmap
 import os
@@ -169,6 +169,20 @@ def test_ttl_never():
     h.check("clean unmount (e)", not st.umount())
 
 
+def test_ttl_positive():
+    st = cl.Stack(cache_opts=("ttl=1",))
+    old = cl.make_file(st.s("f"), SIZE, seed=13)
+    cl.check_content("(f) ttl=1: first read", st.p("f"), st.s("f"), old)
+    new = rewrite_same_size_same_mtime(st.s("f"), seed=14)
+    got = cl.hash_file(st.p("f"))
+    h.note("(f) ttl=1, reopened at once after an in-place rewrite: %s version served" % (
+        "old" if got == old else "new" if got == new else "a MIX of old and new"))
+    # once the ttl has passed for sure, the next open must see the change
+    time.sleep(2.5)
+    cl.check_content("(f) ttl=1: after the ttl expired: new bytes", st.p("f"), st.s("f"), new)
+    h.check("clean unmount (f)", not st.umount())
+
+
 if __name__ == "__main__":
     cl.main([test_in_place_same_mtime, test_replaced_by_rename, test_truncate_extend,
-             test_deleted, test_ttl_never])
+             test_deleted, test_ttl_never, test_ttl_positive])
