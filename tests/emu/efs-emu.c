@@ -1,0 +1,2079 @@
+/*
+ * efs-emu: a FUSE pass-through that stands in for an Amazon EFS (NFS) mount in tests and
+ * benchmarks (docs/design.md section 5). Every request is forwarded to the same-named object
+ * under SOURCE and answered with the source's result and errno, after a delay:
+ *
+ *   read               n / bw_mib on one read "link" shared by all threads, then
+ *                      latency_ms; with serial_reads=1 a thread's read (kernel read-ahead
+ *                      included) does not start before its previous read completed:
+ *
+ *       link_free = max(now, link_free) + n / bw
+ *       done = max(link_free, stream[tid].done + n / bw) + latency;  stream[tid].done = done
+ *
+ *                      so one sequential reader is latency-bound (128 KiB read-ahead
+ *                      requests: 128 KiB / 1.25 ms = 100 MiB/s) while parallel readers
+ *                      add up to the cap.
+ *   write, copy_file_range   latency_ms
+ *   everything else    meta_latency_ms (not forget, release, releasedir or the
+ *                      user.efsemu.* control xattrs)
+ *
+ * It counts requests and bytes, in total and per file, and injects faults (EIO/ENOENT by glob,
+ * EIO after N bytes); tests read and steer both through xattrs on the mount (see README.md).
+ *
+ * State, all in one struct emu passed as the session's userdata:
+ *   inodes    hash of struct emu_inode keyed by (st_dev, st_ino) so hard links share a node;
+ *             each holds an O_PATH fd and the kernel's lookup count. A fuse_ino_t is the
+ *             node's address (FUSE_ROOT_ID for SOURCE itself).
+ *   fstats    hash of per-file counters keyed by (st_dev, st_ino). Entries live until exit, so
+ *             counters survive the kernel forgetting an inode (drop_caches); reset zeroes them.
+ *   totals    atomic counters. settings: atomics, except the two globs.
+ *   link      link_free and the per-thread read streams above.
+ * Open files and directories are a struct emu_handle in fi->fh.
+ *
+ * Locks (never nested; counters and numeric settings are atomics):
+ *   inode_lock   the inode hash and every nlookup
+ *   fstats_lock  the per-file counter hash (not the counters themselves)
+ *   link_lock    link_free and streams[]
+ *   glob_lock    fail_eio and fail_enoent (rwlock)
+ *   h->lock      one open directory stream
+ */
+
+#include <fuse_lowlevel.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/fsuid.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#ifndef EFSCACHE_VERSION
+#define EFSCACHE_VERSION "unknown"
+#endif
+
+#define EMU_NAME "efs-emu"
+#define EMU_XATTR "user.efsemu."
+#define EMU_XATTR_LEN (sizeof(EMU_XATTR) - 1)
+#define EMU_MIB (1024u * 1024u)
+#define EMU_MAX_REQ EMU_MIB
+#define EMU_THREADS 64
+#define NSEC 1000000000ull
+#define EMU_STREAMS 256	     /* threads tracked for serial_reads; a power of two */
+#define EMU_STREAM_PROBES 16 /* slots searched for a thread */
+
+_Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t), "fuse_ino_t must hold a pointer");
+
+/* Total counters; the names are the keys of user.efsemu.stats on the root. */
+enum emu_ctr {
+	C_OPS,
+	C_LOOKUPS,
+	C_GETATTRS,
+	C_READDIRS,
+	C_OPENS,
+	C_READ_OPS,
+	C_READ_BYTES,
+	C_WRITE_OPS,
+	C_WRITE_BYTES,
+	C_FAULTS,
+	C_NR
+};
+
+/* clang-format off */
+static const char *const ctr_names[C_NR] = {
+	"ops", "lookups", "getattrs", "readdirs", "opens",
+	"read_ops", "read_bytes", "write_ops", "write_bytes", "faults",
+};
+/* clang-format on */
+
+/* Per-file counters; the keys of user.efsemu.stats on a file. */
+enum emu_fctr { F_OPENS, F_READ_OPS, F_READ_BYTES, F_WRITE_OPS, F_WRITE_BYTES, F_NR };
+
+/* clang-format off */
+static const char *const fctr_names[F_NR] = {
+	"opens", "read_ops", "read_bytes", "write_ops", "write_bytes",
+};
+/* clang-format on */
+
+/* Hash-table link shared by inodes and per-file counters, keyed by (dev, ino). */
+struct emu_hnode {
+	struct emu_hnode *next;
+	dev_t dev;
+	ino_t ino;
+};
+
+struct emu_htab {
+	struct emu_hnode **b;
+	size_t nb; /* power of two */
+	size_t n;
+};
+
+struct emu_fstats {
+	struct emu_hnode h; /* first: the hash links through it; protected by fstats_lock */
+	_Atomic uint64_t v[F_NR];
+};
+
+struct emu_inode {
+	struct emu_hnode h; /* first; protected by inode_lock */
+	int fd;		    /* O_PATH | O_NOFOLLOW, owned */
+	uint64_t nlookup;   /* protected by inode_lock */
+	struct emu_fstats *st;
+};
+
+struct emu_handle {
+	int fd;		      /* source fd: owned for files, dirfd(dp) for directories */
+	DIR *dp;	      /* directories only */
+	pthread_mutex_t lock; /* directories: dp, entry, offset */
+	struct dirent *entry; /* read but not yet returned */
+	off_t offset;
+	_Atomic bool has_locks;	     /* a POSIX lock was set through this handle */
+	_Atomic uint64_t lock_owner; /* the owner that set it */
+};
+
+/* The read stream of one calling thread (serial_reads). */
+struct emu_stream {
+	pid_t tid;
+	uint64_t done; /* CLOCK_MONOTONIC ns when its last read completes */
+};
+
+struct emu {
+	char *root_path; /* realpath(SOURCE), "" for "/" */
+	size_t root_len;
+	struct emu_inode root;
+	double timeout;	  /* entry and attribute timeout given to the kernel */
+	char *stats_file; /* absolute, or NULL */
+	bool is_root;	  /* running as uid 0: create objects as the caller */
+
+	pthread_mutex_t inode_lock;
+	struct emu_htab inodes;
+	pthread_mutex_t fstats_lock;
+	struct emu_htab fstats;
+
+	_Atomic uint64_t ctr[C_NR];
+
+	/* Settings (run-time changeable through setxattr on the root). */
+	_Atomic uint64_t latency_ns;
+	_Atomic uint64_t meta_latency_ns;
+	_Atomic uint64_t bw_bps;	   /* bytes per second, 0 = unlimited */
+	_Atomic uint64_t fail_after_bytes; /* 0 = off */
+	_Atomic uint64_t fault_bytes;	   /* read since fail_after_bytes was set */
+	_Atomic bool serial_reads;
+	pthread_rwlock_t glob_lock;
+	char *fail_eio;	   /* protected by glob_lock */
+	char *fail_enoent; /* protected by glob_lock */
+	_Atomic bool have_globs;
+
+	pthread_mutex_t link_lock;
+	uint64_t link_free;			/* CLOCK_MONOTONIC ns; protected by link_lock */
+	struct emu_stream streams[EMU_STREAMS]; /* protected by link_lock */
+
+	_Atomic bool stopping; /* tells the stats thread to leave */
+};
+
+__attribute__((format(printf, 1, 2))) static void emu_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs(EMU_NAME ": ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* ---- time ---- */
+
+static uint64_t emu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC + (uint64_t)ts.tv_nsec;
+}
+
+static void emu_sleep_until(uint64_t t)
+{
+	struct timespec ts = {.tv_sec = (time_t)(t / NSEC), .tv_nsec = (long)(t % NSEC)};
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+/*
+ * Slot of thread 'tid' in e->streams: its own, else one whose last read is over, else NULL
+ * (the read is then not serialized). Caller holds link_lock.
+ */
+static struct emu_stream *emu_stream(struct emu *e, pid_t tid, uint64_t now)
+{
+	size_t i = ((size_t)(unsigned)tid * 2654435761u) & (EMU_STREAMS - 1);
+	struct emu_stream *spare = NULL;
+
+	for (int n = 0; n < EMU_STREAM_PROBES; n++, i = (i + 1) & (EMU_STREAMS - 1)) {
+		struct emu_stream *st = &e->streams[i];
+
+		if (st->tid == tid)
+			return st;
+		if (!spare && st->done <= now)
+			spare = st;
+	}
+	if (spare) {
+		spare->tid = tid;
+		spare->done = 0;
+	}
+	return spare;
+}
+
+/*
+ * When a read of n bytes by thread 'tid' that arrived at 'now' completes: its transfer takes
+ * the next n / bw of the shared link; with serial_reads it also starts no earlier than the
+ * thread's previous read completed; then the latency. The link is reserved at arrival, so
+ * a queued request never holds it idle. Takes link_lock.
+ */
+static uint64_t emu_read_done(struct emu *e, uint64_t n, pid_t tid, uint64_t now)
+{
+	uint64_t bw = atomic_load(&e->bw_bps);
+	uint64_t lat = atomic_load(&e->latency_ns);
+	bool serial = atomic_load(&e->serial_reads);
+	uint64_t xfer = 0, done;
+	struct emu_stream *st;
+
+	pthread_mutex_lock(&e->link_lock);
+	done = now;
+	if (bw && n) {
+		xfer = (uint64_t)((double)n * (double)NSEC / (double)bw);
+		e->link_free = (e->link_free > now ? e->link_free : now) + xfer;
+		done = e->link_free;
+	}
+	st = serial ? emu_stream(e, tid, now) : NULL;
+	if (st && st->done + xfer > done)
+		done = st->done + xfer;
+	done += lat;
+	if (st)
+		st->done = done;
+	pthread_mutex_unlock(&e->link_lock);
+	return done;
+}
+
+/* ---- counters ---- */
+
+static void ctr_add(struct emu *e, enum emu_ctr c, uint64_t n)
+{
+	atomic_fetch_add_explicit(&e->ctr[c], n, memory_order_relaxed);
+}
+
+static void fctr_add(struct emu_inode *in, enum emu_fctr c, uint64_t n)
+{
+	if (in->st)
+		atomic_fetch_add_explicit(&in->st->v[c], n, memory_order_relaxed);
+}
+
+/* Count one metadata request (and 'kind' if it is not C_OPS) and delay it. */
+static void emu_meta(struct emu *e, enum emu_ctr kind)
+{
+	uint64_t lat = atomic_load(&e->meta_latency_ns);
+
+	ctr_add(e, C_OPS, 1);
+	if (kind != C_OPS)
+		ctr_add(e, kind, 1);
+	if (lat)
+		emu_sleep_until(emu_now() + lat);
+}
+
+/* ---- (dev, ino) hash ---- */
+
+static size_t htab_slot(const struct emu_htab *t, dev_t dev, ino_t ino)
+{
+	uint64_t k =
+	    ((uint64_t)ino * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)dev * 0xc2b2ae3d27d4eb4full);
+
+	return (size_t)(k ^ (k >> 29)) & (t->nb - 1);
+}
+
+static int htab_init(struct emu_htab *t)
+{
+	t->nb = 1024;
+	t->n = 0;
+	t->b = calloc(t->nb, sizeof(*t->b));
+	return t->b ? 0 : -ENOMEM;
+}
+
+static struct emu_hnode *htab_find(const struct emu_htab *t, dev_t dev, ino_t ino)
+{
+	struct emu_hnode *p;
+
+	for (p = t->b[htab_slot(t, dev, ino)]; p; p = p->next)
+		if (p->dev == dev && p->ino == ino)
+			return p;
+	return NULL;
+}
+
+/* Insert n (not present). Growing is best effort: a failed grow only lengthens chains. */
+static void htab_insert(struct emu_htab *t, struct emu_hnode *n)
+{
+	size_t s;
+
+	if (t->n >= t->nb) {
+		struct emu_hnode **nb = calloc(t->nb * 2, sizeof(*nb));
+
+		if (nb) {
+			struct emu_htab grown = {.b = nb, .nb = t->nb * 2, .n = t->n};
+
+			for (size_t i = 0; i < t->nb; i++) {
+				struct emu_hnode *p = t->b[i], *next;
+
+				for (; p; p = next) {
+					next = p->next;
+					s = htab_slot(&grown, p->dev, p->ino);
+					p->next = nb[s];
+					nb[s] = p;
+				}
+			}
+			free(t->b);
+			*t = grown;
+		}
+	}
+	s = htab_slot(t, n->dev, n->ino);
+	n->next = t->b[s];
+	t->b[s] = n;
+	t->n++;
+}
+
+static void htab_remove(struct emu_htab *t, struct emu_hnode *n)
+{
+	struct emu_hnode **pp;
+
+	for (pp = &t->b[htab_slot(t, n->dev, n->ino)]; *pp; pp = &(*pp)->next) {
+		if (*pp == n) {
+			*pp = n->next;
+			t->n--;
+			return;
+		}
+	}
+}
+
+/* ---- per-file counters ---- */
+
+/* Find or create the counters of (dev, ino); NULL only on ENOMEM. Takes fstats_lock. */
+static struct emu_fstats *emu_fstats_get(struct emu *e, dev_t dev, ino_t ino)
+{
+	struct emu_fstats *st, *fresh = calloc(1, sizeof(*fresh));
+
+	pthread_mutex_lock(&e->fstats_lock);
+	st = (struct emu_fstats *)htab_find(&e->fstats, dev, ino);
+	if (!st && fresh) {
+		fresh->h.dev = dev;
+		fresh->h.ino = ino;
+		htab_insert(&e->fstats, &fresh->h);
+		st = fresh;
+		fresh = NULL;
+	}
+	pthread_mutex_unlock(&e->fstats_lock);
+	free(fresh);
+	return st;
+}
+
+static void emu_reset_counters(struct emu *e)
+{
+	for (int c = 0; c < C_NR; c++)
+		atomic_store(&e->ctr[c], 0);
+	pthread_mutex_lock(&e->fstats_lock);
+	for (size_t i = 0; i < e->fstats.nb; i++) {
+		for (struct emu_hnode *p = e->fstats.b[i]; p; p = p->next) {
+			struct emu_fstats *st = (struct emu_fstats *)p;
+
+			for (int c = 0; c < F_NR; c++)
+				atomic_store(&st->v[c], 0);
+		}
+	}
+	pthread_mutex_unlock(&e->fstats_lock);
+}
+
+/* ---- inodes ---- */
+
+static struct emu *emu_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct emu_inode *emu_inode(struct emu *e, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return &e->root;
+	return (struct emu_inode *)(uintptr_t)ino;
+}
+
+static fuse_ino_t emu_ino(struct emu *e, struct emu_inode *in)
+{
+	return in == &e->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
+}
+
+static struct emu_handle *emu_handle(struct fuse_file_info *fi)
+{
+	return (struct emu_handle *)(uintptr_t)fi->fh;
+}
+
+static void emu_procname(char *buf, size_t size, int fd)
+{
+	snprintf(buf, size, "/proc/self/fd/%d", fd);
+}
+
+/*
+ * Take one lookup reference on the node for 'fd' (an O_PATH fd whose stat is *st), creating
+ * it if needed. Consumes fd in every case. Returns NULL on ENOMEM. Takes inode_lock.
+ */
+static struct emu_inode *emu_inode_ref(struct emu *e, int fd, const struct stat *st)
+{
+	struct emu_fstats *fs = emu_fstats_get(e, st->st_dev, st->st_ino);
+	struct emu_inode *in, *fresh = fs ? calloc(1, sizeof(*fresh)) : NULL;
+
+	pthread_mutex_lock(&e->inode_lock);
+	in = (struct emu_inode *)htab_find(&e->inodes, st->st_dev, st->st_ino);
+	if (in) {
+		in->nlookup++;
+	} else if (fresh) {
+		fresh->h.dev = st->st_dev;
+		fresh->h.ino = st->st_ino;
+		fresh->fd = fd;
+		fresh->nlookup = 1;
+		fresh->st = fs;
+		htab_insert(&e->inodes, &fresh->h);
+		in = fresh;
+		fresh = NULL;
+		fd = -1;
+	}
+	pthread_mutex_unlock(&e->inode_lock);
+	free(fresh);
+	if (fd >= 0)
+		close(fd);
+	return in;
+}
+
+/* Drop n lookup references; the node goes away at zero (never the root). Takes inode_lock. */
+static void emu_inode_unref(struct emu *e, struct emu_inode *in, uint64_t n)
+{
+	bool gone = false;
+
+	pthread_mutex_lock(&e->inode_lock);
+	in->nlookup = in->nlookup > n ? in->nlookup - n : 0;
+	if (!in->nlookup && in != &e->root) {
+		htab_remove(&e->inodes, &in->h);
+		gone = true;
+	}
+	pthread_mutex_unlock(&e->inode_lock);
+	if (gone) {
+		close(in->fd);
+		free(in);
+	}
+}
+
+/* Look 'name' up under 'parent' in the source and fill *ent; takes a lookup reference. */
+static int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name,
+			 struct fuse_entry_param *ent)
+{
+	struct emu_inode *dir = emu_inode(e, parent);
+	struct emu_inode *in;
+	int fd;
+
+	memset(ent, 0, sizeof(*ent));
+	if (dir == &e->root && strcmp(name, "..") == 0)
+		name = "."; /* never climb out of SOURCE */
+	fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstatat(fd, "", &ent->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	in = emu_inode_ref(e, fd, &ent->attr);
+	if (!in)
+		return -ENOMEM;
+	ent->ino = emu_ino(e, in);
+	ent->attr_timeout = e->timeout;
+	ent->entry_timeout = e->timeout;
+	return 0;
+}
+
+/* Reply with an entry; if the kernel did not take it, give the reference back. */
+static void emu_reply_entry(fuse_req_t req, struct emu *e, const struct fuse_entry_param *ent)
+{
+	if (fuse_reply_entry(req, ent) == -ENOENT && ent->ino)
+		emu_inode_unref(e, emu_inode(e, ent->ino), 1);
+}
+
+/* ---- fault injection ---- */
+
+/* Path of an O_PATH fd relative to SOURCE ("" for SOURCE) in buf, or NULL. */
+static const char *emu_relpath(const struct emu *e, int fd, char *buf, size_t size)
+{
+	char proc[64];
+	ssize_t n;
+	const char *p;
+
+	emu_procname(proc, sizeof(proc), fd);
+	n = readlink(proc, buf, size - 1);
+	if (n < 0)
+		return NULL;
+	buf[n] = '\0';
+	if (strncmp(buf, e->root_path, e->root_len) != 0)
+		return NULL;
+	p = buf + e->root_len;
+	if (*p == '/')
+		return p + 1;
+	return *p ? NULL : p;
+}
+
+/* errno injected for relative path 'rel' (ENOENT first, EIO only if 'eio'), else 0. */
+static int emu_glob_fault(struct emu *e, const char *rel, bool eio)
+{
+	int err = 0;
+
+	pthread_rwlock_rdlock(&e->glob_lock);
+	if (e->fail_enoent && fnmatch(e->fail_enoent, rel, 0) == 0)
+		err = ENOENT;
+	else if (eio && e->fail_eio && fnmatch(e->fail_eio, rel, 0) == 0)
+		err = EIO;
+	pthread_rwlock_unlock(&e->glob_lock);
+	if (err)
+		ctr_add(e, C_FAULTS, 1);
+	return err;
+}
+
+/* Fault for an open or read of 'in', or 0. */
+static int emu_inode_fault(struct emu *e, struct emu_inode *in)
+{
+	char buf[PATH_MAX + 16];
+	const char *rel;
+
+	if (!atomic_load(&e->have_globs))
+		return 0;
+	rel = emu_relpath(e, in->fd, buf, sizeof(buf));
+	return rel ? emu_glob_fault(e, rel, true) : 0;
+}
+
+/* Fault for a lookup of 'name' under 'parent' (ENOENT only), or 0. */
+static int emu_lookup_fault(struct emu *e, struct emu_inode *parent, const char *name)
+{
+	char buf[PATH_MAX + 16];
+	char path[2 * PATH_MAX + 16];
+	const char *rel;
+
+	if (!atomic_load(&e->have_globs))
+		return 0;
+	rel = emu_relpath(e, parent->fd, buf, sizeof(buf));
+	if (!rel)
+		return 0;
+	snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "", name);
+	return emu_glob_fault(e, path, false);
+}
+
+/* ---- settings ---- */
+
+static int parse_double(const char *val, double max, double *out)
+{
+	char *end;
+	double d;
+
+	errno = 0;
+	d = strtod(val, &end);
+	if (errno || end == val || *end || !(d >= 0 && d <= max)) /* also NaN, inf */
+		return -EINVAL;
+	*out = d;
+	return 0;
+}
+
+static int parse_u64(const char *val, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (*val < '0' || *val > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(val, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int emu_set_glob(struct emu *e, char **slot, const char *val)
+{
+	char *glob = *val ? strdup(val) : NULL;
+	char *old;
+
+	if (*val && !glob)
+		return -ENOMEM;
+	pthread_rwlock_wrlock(&e->glob_lock);
+	old = *slot;
+	*slot = glob;
+	atomic_store(&e->have_globs, e->fail_eio || e->fail_enoent);
+	pthread_rwlock_unlock(&e->glob_lock);
+	free(old);
+	return 0;
+}
+
+/*
+ * Apply setting 'key' (without the user.efsemu. prefix) = 'val'. Shared by -o parsing and
+ * setxattr. Returns 0, -EINVAL for a bad value, -ENOENT for an unknown key.
+ */
+static int emu_set(struct emu *e, const char *key, const char *val)
+{
+	double d;
+	uint64_t u;
+
+	if (!strcmp(key, "latency_ms") || !strcmp(key, "meta_latency_ms")) {
+		if (parse_double(val, 3600e3, &d))
+			return -EINVAL;
+		atomic_store(key[0] == 'l' ? &e->latency_ns : &e->meta_latency_ns,
+			     (uint64_t)(d * 1e6 + 0.5));
+		return 0;
+	}
+	if (!strcmp(key, "bw_mib")) {
+		if (parse_double(val, 1e9, &d))
+			return -EINVAL;
+		atomic_store(&e->bw_bps, (uint64_t)(d * EMU_MIB + 0.5));
+		return 0;
+	}
+	if (!strcmp(key, "fail_after_bytes")) {
+		if (parse_u64(val, &u))
+			return -EINVAL;
+		atomic_store(&e->fail_after_bytes, 0);
+		atomic_store(&e->fault_bytes, 0);
+		atomic_store(&e->fail_after_bytes, u);
+		return 0;
+	}
+	if (!strcmp(key, "serial_reads")) {
+		if (strcmp(val, "0") && strcmp(val, "1"))
+			return -EINVAL;
+		atomic_store(&e->serial_reads, val[0] == '1');
+		return 0;
+	}
+	if (!strcmp(key, "fail_eio"))
+		return emu_set_glob(e, &e->fail_eio, val);
+	if (!strcmp(key, "fail_enoent"))
+		return emu_set_glob(e, &e->fail_enoent, val);
+	return -ENOENT;
+}
+
+/* ---- key=value text for the stats xattr, the stats file and the config xattr ---- */
+
+static size_t emu_fmt_totals(struct emu *e, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	for (int c = 0; c < C_NR && n < size; c++)
+		n += (size_t)snprintf(buf + n, size - n, "%s%s=%" PRIu64, c ? " " : "",
+				      ctr_names[c], atomic_load(&e->ctr[c]));
+	return n < size ? n : size - 1;
+}
+
+static size_t emu_fmt_file(const struct emu_fstats *st, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	for (int c = 0; c < F_NR && n < size; c++)
+		n += (size_t)snprintf(buf + n, size - n, "%s%s=%" PRIu64, c ? " " : "",
+				      fctr_names[c], st ? atomic_load(&st->v[c]) : 0);
+	return n < size ? n : size - 1;
+}
+
+static size_t emu_fmt_config(struct emu *e, char *buf, size_t size)
+{
+	int n;
+
+	pthread_rwlock_rdlock(&e->glob_lock);
+	n = snprintf(buf, size,
+		     "latency_ms=%g meta_latency_ms=%g bw_mib=%g serial_reads=%d "
+		     "fail_after_bytes=%" PRIu64 " timeout=%g fail_eio=%s fail_enoent=%s",
+		     (double)atomic_load(&e->latency_ns) / 1e6,
+		     (double)atomic_load(&e->meta_latency_ns) / 1e6,
+		     (double)atomic_load(&e->bw_bps) / EMU_MIB, (int)atomic_load(&e->serial_reads),
+		     atomic_load(&e->fail_after_bytes), e->timeout, e->fail_eio ? e->fail_eio : "",
+		     e->fail_enoent ? e->fail_enoent : "");
+	pthread_rwlock_unlock(&e->glob_lock);
+	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* Write the totals to stats_file (via a temporary and rename). */
+static void emu_write_stats_file(struct emu *e)
+{
+	char buf[1024];
+	char tmp[PATH_MAX];
+	size_t n;
+	int fd;
+
+	if (!e->stats_file)
+		return;
+	n = emu_fmt_totals(e, buf, sizeof(buf) - 1);
+	buf[n++] = '\n';
+	snprintf(tmp, sizeof(tmp), "%s.tmp", e->stats_file);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		goto err;
+	if (write(fd, buf, n) != (ssize_t)n) {
+		close(fd);
+		goto err_unlink;
+	}
+	if (close(fd) < 0 || rename(tmp, e->stats_file) < 0)
+		goto err_unlink;
+	return;
+
+err_unlink:
+	unlink(tmp);
+err:
+	emu_err("writing stats file '%s': %s", e->stats_file, strerror(errno));
+}
+
+/* ---- credentials for creating objects ---- */
+
+struct emu_cred {
+	bool changed;
+};
+
+/* Create new objects as the calling user (fsuid/fsgid are per thread on Linux). */
+static void emu_cred_enter(fuse_req_t req, struct emu *e, struct emu_cred *c)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	c->changed = false;
+	if (!e->is_root || (ctx->uid == 0 && ctx->gid == 0))
+		return;
+	setfsgid(ctx->gid);
+	setfsuid(ctx->uid);
+	c->changed = true;
+}
+
+static void emu_cred_leave(const struct emu_cred *c)
+{
+	if (!c->changed)
+		return;
+	setfsuid(0);
+	setfsgid(0);
+}
+
+/* ---- operations ---- */
+
+static void emu_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	conn->want |=
+	    conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ |
+			     FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+	/* The source clears set-id bits only for unprivileged writers; let the kernel do it. */
+	conn->want &= ~(unsigned)(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_WRITEBACK_CACHE |
+				  FUSE_CAP_EXPORT_SUPPORT);
+	conn->max_write = EMU_MAX_REQ;
+	conn->max_readahead = EMU_MAX_REQ; /* the kernel keeps the smaller of this and its bdi */
+}
+
+static void emu_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct emu *e = emu_of(req);
+	struct fuse_entry_param ent;
+	int err;
+
+	emu_meta(e, C_LOOKUPS);
+	err = emu_lookup_fault(e, emu_inode(e, parent), name);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	err = emu_do_lookup(e, parent, name, &ent);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	emu_reply_entry(req, e, &ent);
+}
+
+static void emu_forget_one(struct emu *e, fuse_ino_t ino, uint64_t nlookup)
+{
+	emu_inode_unref(e, emu_inode(e, ino), nlookup);
+}
+
+static void emu_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	emu_forget_one(emu_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void emu_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		emu_forget_one(emu_of(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void emu_reply_attr(fuse_req_t req, struct emu *e, struct emu_inode *in)
+{
+	struct stat st;
+
+	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fuse_reply_attr(req, &st, e->timeout);
+}
+
+static void emu_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+
+	(void)fi;
+	emu_meta(e, C_GETATTRS);
+	emu_reply_attr(req, e, emu_inode(e, ino));
+}
+
+static void emu_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+			struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
+	int fd = fi ? emu_handle(fi)->fd : -1;
+	char proc[64];
+	int r;
+
+	emu_meta(e, C_OPS);
+	emu_procname(proc, sizeof(proc), in->fd);
+	if (valid & FUSE_SET_ATTR_MODE) {
+		r = fd >= 0 ? fchmod(fd, attr->st_mode) : chmod(proc, attr->st_mode);
+		if (r < 0)
+			goto out_err;
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+
+		if (fchownat(in->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			goto out_err;
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		r = fd >= 0 ? ftruncate(fd, attr->st_size) : truncate(proc, attr->st_size);
+		if (r < 0)
+			goto out_err;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			tv[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			tv[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			tv[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			tv[1] = attr->st_mtim;
+		r = fd >= 0 ? futimens(fd, tv) : utimensat(AT_FDCWD, proc, tv, 0);
+		if (r < 0)
+			goto out_err;
+	}
+	emu_reply_attr(req, e, in);
+	return;
+
+out_err:
+	fuse_reply_err(req, errno);
+}
+
+static void emu_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct emu *e = emu_of(req);
+	char buf[PATH_MAX + 1];
+	ssize_t n;
+
+	emu_meta(e, C_OPS);
+	n = readlinkat(emu_inode(e, ino)->fd, "", buf, sizeof(buf));
+	if (n < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if ((size_t)n == sizeof(buf)) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	buf[n] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+/* mknod, mkdir and symlink: create as the caller, then look the result up. */
+static void emu_make(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
+		     const char *link)
+{
+	struct emu *e = emu_of(req);
+	int dfd = emu_inode(e, parent)->fd;
+	struct fuse_entry_param ent;
+	struct emu_cred cred;
+	int r, err;
+
+	emu_meta(e, C_OPS);
+	emu_cred_enter(req, e, &cred);
+	if (link)
+		r = symlinkat(link, dfd, name);
+	else if (S_ISDIR(mode))
+		r = mkdirat(dfd, name, mode & ~(mode_t)S_IFMT);
+	else
+		r = mknodat(dfd, name, mode, rdev);
+	err = r < 0 ? errno : 0;
+	emu_cred_leave(&cred);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	err = emu_do_lookup(e, parent, name, &ent);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	emu_reply_entry(req, e, &ent);
+}
+
+static void emu_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	emu_make(req, parent, name, mode, rdev, NULL);
+}
+
+static void emu_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	emu_make(req, parent, name, S_IFDIR | mode, 0, NULL);
+}
+
+static void emu_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	emu_make(req, parent, name, S_IFLNK, 0, link);
+}
+
+static void emu_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)
+{
+	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
+	struct fuse_entry_param ent;
+	char proc[64];
+
+	emu_meta(e, C_OPS);
+	memset(&ent, 0, sizeof(ent));
+	emu_procname(proc, sizeof(proc), in->fd);
+	if (linkat(AT_FDCWD, proc, emu_inode(e, parent)->fd, name, AT_SYMLINK_FOLLOW) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if (fstatat(in->fd, "", &ent.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	pthread_mutex_lock(&e->inode_lock);
+	in->nlookup++;
+	pthread_mutex_unlock(&e->inode_lock);
+	ent.ino = ino;
+	ent.attr_timeout = e->timeout;
+	ent.entry_timeout = e->timeout;
+	emu_reply_entry(req, e, &ent);
+}
+
+static void emu_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct emu *e = emu_of(req);
+
+	emu_meta(e, C_OPS);
+	fuse_reply_err(req, unlinkat(emu_inode(e, parent)->fd, name, 0) < 0 ? errno : 0);
+}
+
+static void emu_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct emu *e = emu_of(req);
+
+	emu_meta(e, C_OPS);
+	fuse_reply_err(req, unlinkat(emu_inode(e, parent)->fd, name, AT_REMOVEDIR) < 0 ? errno : 0);
+}
+
+static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	struct emu *e = emu_of(req);
+	int r;
+
+	emu_meta(e, C_OPS);
+	r = renameat2(emu_inode(e, parent)->fd, name, emu_inode(e, newparent)->fd, newname, flags);
+	fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+static struct emu_handle *emu_handle_new(int fd)
+{
+	struct emu_handle *h = calloc(1, sizeof(*h));
+
+	if (h)
+		h->fd = fd;
+	return h;
+}
+
+/* Flags for opening the source: O_DIRECT is the mount's business, not the source's. */
+static int emu_open_flags(int flags)
+{
+	return (flags & ~(O_NOFOLLOW | O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC;
+}
+
+static void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
+	struct emu_handle *h;
+	char proc[64];
+	int fd, err;
+
+	emu_meta(e, C_OPENS);
+	fctr_add(in, F_OPENS, 1);
+	err = emu_inode_fault(e, in);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	emu_procname(proc, sizeof(proc), in->fd);
+	fd = open(proc, emu_open_flags(fi->flags));
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	h = emu_handle_new(fd);
+	if (!h) {
+		close(fd);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* No keep_cache: every open drops the kernel's page cache for the file, as NFS does
+	 * close-to-open, so a read after open is served (and counted) here. */
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		close(fd);
+		free(h);
+	}
+}
+
+static void emu_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	struct fuse_entry_param ent;
+	struct emu_handle *h;
+	struct emu_cred cred;
+	int fd, err;
+
+	emu_meta(e, C_OPENS);
+	emu_cred_enter(req, e, &cred);
+	fd = openat(emu_inode(e, parent)->fd, name, emu_open_flags(fi->flags) | O_CREAT, mode);
+	err = fd < 0 ? errno : 0;
+	emu_cred_leave(&cred);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	err = -emu_do_lookup(e, parent, name, &ent);
+	if (err)
+		goto out_close;
+	fctr_add(emu_inode(e, ent.ino), F_OPENS, 1);
+	h = emu_handle_new(fd);
+	if (!h) {
+		emu_forget_one(e, ent.ino, 1);
+		err = ENOMEM;
+		goto out_close;
+	}
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_create(req, &ent, fi) == -ENOENT) {
+		emu_forget_one(e, ent.ino, 1);
+		close(fd);
+		free(h);
+	}
+	return;
+
+out_close:
+	close(fd);
+	fuse_reply_err(req, err);
+}
+
+static void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
+	struct emu_handle *h = emu_handle(fi);
+	uint64_t t0 = emu_now();
+	uint64_t lat = atomic_load(&e->latency_ns);
+	uint64_t limit, n = 0;
+	struct stat st;
+	int err;
+
+	ctr_add(e, C_OPS, 1);
+	ctr_add(e, C_READ_OPS, 1);
+	fctr_add(in, F_READ_OPS, 1);
+	err = emu_inode_fault(e, in);
+	limit = atomic_load(&e->fail_after_bytes);
+	if (!err && limit && atomic_load(&e->fault_bytes) >= limit) {
+		ctr_add(e, C_FAULTS, 1);
+		err = EIO;
+	}
+	if (!err && fstat(h->fd, &st) < 0)
+		err = errno;
+	if (err) {
+		emu_sleep_until(t0 + lat);
+		fuse_reply_err(req, err);
+		return;
+	}
+	if (S_ISREG(st.st_mode) && off < st.st_size)
+		n = (uint64_t)(st.st_size - off) < size ? (uint64_t)(st.st_size - off) : size;
+	ctr_add(e, C_READ_BYTES, n);
+	fctr_add(in, F_READ_BYTES, n);
+	atomic_fetch_add(&e->fault_bytes, n);
+	emu_sleep_until(emu_read_done(e, n, fuse_req_ctx(req)->pid, t0));
+
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = h->fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void emu_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+			  struct fuse_file_info *fi)
+{
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
+	uint64_t t0 = emu_now();
+	ssize_t r;
+
+	ctr_add(e, C_OPS, 1);
+	ctr_add(e, C_WRITE_OPS, 1);
+	fctr_add(in, F_WRITE_OPS, 1);
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = emu_handle(fi)->fd;
+	out.buf[0].pos = off;
+	r = fuse_buf_copy(&out, in_buf, 0);
+	if (r > 0) {
+		ctr_add(e, C_WRITE_BYTES, (uint64_t)r);
+		fctr_add(in, F_WRITE_BYTES, (uint64_t)r);
+	}
+	emu_sleep_until(t0 + atomic_load(&e->latency_ns));
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
+}
+
+/* Drop the POSIX locks 'owner' holds through h (close of one of its descriptors). */
+static void emu_unlock_owner(struct emu_handle *h, uint64_t owner)
+{
+	struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET};
+
+	if (atomic_load(&h->has_locks) && atomic_load(&h->lock_owner) == owner)
+		fcntl(h->fd, F_OFD_SETLK, &fl);
+}
+
+static void emu_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	struct emu_handle *h = emu_handle(fi);
+	int fd;
+
+	(void)ino;
+	emu_meta(e, C_OPS);
+	emu_unlock_owner(h, fi->lock_owner);
+	fd = dup(h->fd);
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fuse_reply_err(req, close(fd) < 0 ? errno : 0);
+}
+
+static void emu_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	struct emu_handle *h = emu_handle(fi);
+
+	(void)ino;
+	/* Not delayed: the kernel sends RELEASE after close() has returned, and flock
+	 * locks held through this handle stay visible to others until it is served. */
+	ctr_add(e, C_OPS, 1);
+	if (fi->flock_release)
+		flock(h->fd, LOCK_UN);
+	close(h->fd);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void emu_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	int fd = emu_handle(fi)->fd;
+
+	(void)ino;
+	emu_meta(e, C_OPS);
+	fuse_reply_err(req, (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? errno : 0);
+}
+
+static void emu_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	struct emu_handle *h;
+	int fd, err;
+
+	emu_meta(e, C_OPS);
+	fd = openat(emu_inode(e, ino)->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	h = emu_handle_new(fd);
+	if (!h) {
+		err = ENOMEM;
+		goto out_close;
+	}
+	h->dp = fdopendir(fd);
+	if (!h->dp) {
+		err = errno;
+		free(h);
+		goto out_close;
+	}
+	pthread_mutex_init(&h->lock, NULL);
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		closedir(h->dp);
+		pthread_mutex_destroy(&h->lock);
+		free(h);
+	}
+	return;
+
+out_close:
+	close(fd);
+	fuse_reply_err(req, err);
+}
+
+static bool is_dot(const char *name)
+{
+	return name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2]));
+}
+
+/*
+ * One READDIR(PLUS) reply from the handle's stream. An entry that does not fit stays in
+ * h->entry for the next call; names matching fail_enoent are left out. With 'plus' every entry but
+ * . and .. carries a lookup reference, which is given back if the kernel does not take the reply.
+ */
+static void emu_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			   struct fuse_file_info *fi, bool plus)
+{
+	struct emu *e = emu_of(req);
+	struct emu_handle *h = emu_handle(fi);
+	fuse_ino_t *refs = NULL;
+	size_t nrefs = 0, cap = 0, rem = size;
+	char *buf = calloc(1, size ? size : 1), *p = buf;
+	int err = 0;
+
+	emu_meta(e, C_READDIRS);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&h->lock);
+	if (offset != h->offset) {
+		seekdir(h->dp, offset);
+		h->entry = NULL;
+		h->offset = offset;
+	}
+	for (;;) {
+		struct fuse_entry_param ent;
+		fuse_ino_t ref = 0;
+		size_t len;
+
+		if (!h->entry) {
+			errno = 0;
+			h->entry = readdir(h->dp);
+			if (!h->entry) {
+				err = errno;
+				break;
+			}
+		}
+		if (!is_dot(h->entry->d_name) &&
+		    emu_lookup_fault(e, emu_inode(e, ino), h->entry->d_name)) {
+			/* fail_enoent: the name does not exist, in listings either */
+			h->offset = h->entry->d_off;
+			h->entry = NULL;
+			continue;
+		}
+		if (plus) {
+			if (is_dot(h->entry->d_name)) {
+				memset(&ent, 0, sizeof(ent));
+				ent.attr.st_ino = h->entry->d_ino;
+				ent.attr.st_mode = (mode_t)DTTOIF(h->entry->d_type);
+			} else {
+				err = -emu_do_lookup(e, ino, h->entry->d_name, &ent);
+				if (err)
+					break;
+				ref = ent.ino;
+			}
+			len = fuse_add_direntry_plus(req, p, rem, h->entry->d_name, &ent,
+						     h->entry->d_off);
+		} else {
+			struct stat st = {
+			    .st_ino = h->entry->d_ino,
+			    .st_mode = (mode_t)DTTOIF(h->entry->d_type),
+			};
+
+			len =
+			    fuse_add_direntry(req, p, rem, h->entry->d_name, &st, h->entry->d_off);
+		}
+		if (len > rem) {
+			if (ref)
+				emu_forget_one(e, ref, 1);
+			break;
+		}
+		if (ref) {
+			if (nrefs == cap) {
+				size_t ncap = cap ? cap * 2 : 32;
+				fuse_ino_t *n = realloc(refs, ncap * sizeof(*refs));
+
+				if (!n) {
+					emu_forget_one(e, ref, 1);
+					err = ENOMEM;
+					break;
+				}
+				refs = n;
+				cap = ncap;
+			}
+			refs[nrefs++] = ref;
+		}
+		p += len;
+		rem -= len;
+		h->offset = h->entry->d_off;
+		h->entry = NULL;
+	}
+	pthread_mutex_unlock(&h->lock);
+
+	/* An error after some entries cannot be reported: return what we have. */
+	if (err && rem == size) {
+		fuse_reply_err(req, err);
+	} else if (fuse_reply_buf(req, buf, size - rem) == -ENOENT) {
+		for (size_t i = 0; i < nrefs; i++)
+			emu_forget_one(e, refs[i], 1);
+	}
+	free(refs);
+	free(buf);
+}
+
+static void emu_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			struct fuse_file_info *fi)
+{
+	emu_do_readdir(req, ino, size, offset, fi, false);
+}
+
+static void emu_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			    struct fuse_file_info *fi)
+{
+	emu_do_readdir(req, ino, size, offset, fi, true);
+}
+
+static void emu_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	struct emu_handle *h = emu_handle(fi);
+
+	(void)ino;
+	ctr_add(e, C_OPS, 1); /* not delayed, like release */
+	closedir(h->dp);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void emu_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	emu_fsync(req, ino, datasync, fi);
+}
+
+static void emu_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct emu *e = emu_of(req);
+	struct statvfs sv;
+
+	emu_meta(e, C_OPS);
+	if (fstatvfs(emu_inode(e, ino)->fd, &sv) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fuse_reply_statfs(req, &sv);
+}
+
+static void emu_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			  struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+
+	(void)ino;
+	emu_meta(e, C_OPS);
+	fuse_reply_err(req, fallocate(emu_handle(fi)->fd, mode, offset, length) < 0 ? errno : 0);
+}
+
+static void emu_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+	struct emu *e = emu_of(req);
+
+	(void)ino;
+	emu_meta(e, C_OPS);
+	fuse_reply_err(req, flock(emu_handle(fi)->fd, op) < 0 ? errno : 0);
+}
+
+/*
+ * POSIX locks become open-file-description locks on the handle's source fd: two opens
+ * conflict with each other even within one process, and a handle shared by fork is one owner.
+ */
+static void emu_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+	struct emu *e = emu_of(req);
+
+	(void)ino;
+	emu_meta(e, C_OPS);
+	lock->l_pid = 0;
+	if (fcntl(emu_handle(fi)->fd, F_OFD_GETLK, lock) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	lock->l_pid = 0; /* the holder is not a process the kernel could name */
+	fuse_reply_lock(req, lock);
+}
+
+static void emu_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+		      int sleep)
+{
+	struct emu *e = emu_of(req);
+	struct emu_handle *h = emu_handle(fi);
+
+	(void)ino;
+	emu_meta(e, C_OPS);
+	lock->l_pid = 0;
+	if (fcntl(h->fd, sleep ? F_OFD_SETLKW : F_OFD_SETLK, lock) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if (lock->l_type != F_UNLCK) {
+		atomic_store(&h->lock_owner, fi->lock_owner);
+		atomic_store(&h->has_locks, true);
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void emu_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+				struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+				struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	struct emu *e = emu_of(req);
+	uint64_t t0 = emu_now();
+	ssize_t r;
+
+	(void)ino_in;
+	(void)ino_out;
+	ctr_add(e, C_OPS, 1);
+	r = copy_file_range(emu_handle(fi_in)->fd, &off_in, emu_handle(fi_out)->fd, &off_out, len,
+			    (unsigned int)flags);
+	emu_sleep_until(t0 + atomic_load(&e->latency_ns));
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, (size_t)r);
+}
+
+static void emu_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct emu *e = emu_of(req);
+	off_t r;
+
+	(void)ino;
+	emu_meta(e, C_OPS);
+	r = lseek(emu_handle(fi)->fd, off, whence);
+	if (r < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fuse_reply_lseek(req, r);
+}
+
+/* ---- xattrs, including the user.efsemu.* control interface ---- */
+
+static bool is_ctl_name(const char *name)
+{
+	return strncmp(name, EMU_XATTR, EMU_XATTR_LEN) == 0;
+}
+
+/* Reply to a getxattr/listxattr with 'len' bytes of 'val' for a caller buffer of 'size'. */
+static void emu_reply_value(fuse_req_t req, const char *val, size_t len, size_t size)
+{
+	if (!size)
+		fuse_reply_xattr(req, len);
+	else if (len > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, val, len);
+}
+
+static void emu_ctl_get(fuse_req_t req, struct emu *e, struct emu_inode *in, const char *key,
+			size_t size)
+{
+	char buf[1024];
+	size_t n;
+
+	if (!strcmp(key, "stats")) {
+		n = in == &e->root ? emu_fmt_totals(e, buf, sizeof(buf))
+				   : emu_fmt_file(in->st, buf, sizeof(buf));
+	} else if (!strcmp(key, "config") && in == &e->root) {
+		n = emu_fmt_config(e, buf, sizeof(buf));
+	} else {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	emu_reply_value(req, buf, n, size);
+}
+
+static void emu_ctl_set(fuse_req_t req, struct emu *e, struct emu_inode *in, const char *key,
+			const char *value, size_t size)
+{
+	char val[PATH_MAX];
+	int err;
+
+	if (in != &e->root) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (!strcmp(key, "reset")) {
+		emu_reset_counters(e);
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if (size >= sizeof(val)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	memcpy(val, value, size);
+	val[size] = '\0';
+	while (size && (val[size - 1] == '\n' || val[size - 1] == '\0'))
+		val[--size] = '\0';
+	err = emu_set(e, key, val);
+	fuse_reply_err(req, err == -ENOENT ? EINVAL : -err);
+}
+
+static void emu_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
+	char proc[64];
+	char *buf = NULL;
+	ssize_t n;
+
+	if (is_ctl_name(name)) {
+		emu_ctl_get(req, e, in, name + EMU_XATTR_LEN, size);
+		return;
+	}
+	emu_meta(e, C_OPS);
+	emu_procname(proc, sizeof(proc), in->fd);
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = getxattr(proc, name, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		emu_reply_value(req, buf, (size_t)n, size);
+	free(buf);
+}
+
+static void emu_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct emu *e = emu_of(req);
+	char proc[64];
+	char *buf = NULL, *p, *q;
+	ssize_t n;
+
+	emu_meta(e, C_OPS);
+	emu_procname(proc, sizeof(proc), emu_inode(e, ino)->fd);
+	/* Fetch the whole list even for a size probe: our names are filtered out of it. */
+	for (;;) {
+		n = listxattr(proc, NULL, 0);
+		if (n < 0) {
+			fuse_reply_err(req, errno);
+			return;
+		}
+		free(buf);
+		buf = malloc((size_t)n + 1);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		n = listxattr(proc, buf, (size_t)n);
+		if (n >= 0)
+			break;
+		if (errno != ERANGE) {
+			fuse_reply_err(req, errno);
+			goto out_free;
+		}
+	}
+	for (p = q = buf; p < buf + n; p += strlen(p) + 1) {
+		size_t len = strlen(p) + 1;
+
+		if (!is_ctl_name(p)) {
+			memmove(q, p, len);
+			q += len;
+		}
+	}
+	emu_reply_value(req, buf, (size_t)(q - buf), size);
+out_free:
+	free(buf);
+}
+
+static void emu_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
+	char proc[64];
+
+	if (is_ctl_name(name)) {
+		emu_ctl_set(req, e, in, name + EMU_XATTR_LEN, value, size);
+		return;
+	}
+	emu_meta(e, C_OPS);
+	emu_procname(proc, sizeof(proc), in->fd);
+	fuse_reply_err(req, setxattr(proc, name, value, size, flags) < 0 ? errno : 0);
+}
+
+static void emu_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct emu *e = emu_of(req);
+	char proc[64];
+
+	if (is_ctl_name(name)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	emu_meta(e, C_OPS);
+	emu_procname(proc, sizeof(proc), emu_inode(e, ino)->fd);
+	fuse_reply_err(req, removexattr(proc, name) < 0 ? errno : 0);
+}
+
+static const struct fuse_lowlevel_ops emu_ops = {
+    .init = emu_init,
+    .lookup = emu_lookup,
+    .forget = emu_forget,
+    .forget_multi = emu_forget_multi,
+    .getattr = emu_getattr,
+    .setattr = emu_setattr,
+    .readlink = emu_readlink,
+    .mknod = emu_mknod,
+    .mkdir = emu_mkdir,
+    .unlink = emu_unlink,
+    .rmdir = emu_rmdir,
+    .symlink = emu_symlink,
+    .rename = emu_rename,
+    .link = emu_link,
+    .open = emu_open,
+    .create = emu_create,
+    .read = emu_read,
+    .write_buf = emu_write_buf,
+    .flush = emu_flush,
+    .release = emu_release,
+    .fsync = emu_fsync,
+    .opendir = emu_opendir,
+    .readdir = emu_readdir,
+    .readdirplus = emu_readdirplus,
+    .releasedir = emu_releasedir,
+    .fsyncdir = emu_fsyncdir,
+    .statfs = emu_statfs,
+    .setxattr = emu_setxattr,
+    .getxattr = emu_getxattr,
+    .listxattr = emu_listxattr,
+    .removexattr = emu_removexattr,
+    .getlk = emu_getlk,
+    .setlk = emu_setlk,
+    .flock = emu_flock,
+    .fallocate = emu_fallocate,
+    .copy_file_range = emu_copy_file_range,
+    .lseek = emu_lseek,
+};
+
+/* ---- command line ---- */
+
+struct emu_cli {
+	struct emu *e;
+	const char *source;
+	int nonopts;
+	bool max_threads_set;
+};
+
+enum { K_SETTING, K_STATS_FILE, K_TIMEOUT, K_MAX_THREADS };
+
+/* clang-format off */
+static const struct fuse_opt emu_opt_spec[] = {
+	FUSE_OPT_KEY("latency_ms=", K_SETTING),
+	FUSE_OPT_KEY("meta_latency_ms=", K_SETTING),
+	FUSE_OPT_KEY("bw_mib=", K_SETTING),
+	FUSE_OPT_KEY("serial_reads=", K_SETTING),
+	FUSE_OPT_KEY("fail_eio=", K_SETTING),
+	FUSE_OPT_KEY("fail_enoent=", K_SETTING),
+	FUSE_OPT_KEY("fail_after_bytes=", K_SETTING),
+	FUSE_OPT_KEY("stats_file=", K_STATS_FILE),
+	FUSE_OPT_KEY("timeout=", K_TIMEOUT),
+	FUSE_OPT_KEY("max_threads=", K_MAX_THREADS),
+	FUSE_OPT_END,
+};
+/* clang-format on */
+
+static char *emu_abspath(const char *path)
+{
+	char cwd[PATH_MAX];
+	char *abs;
+
+	if (path[0] == '/')
+		return strdup(path);
+	if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return abs;
+}
+
+/* fuse_opt callback: 1 keeps the argument for libfuse, 0 consumes it, -1 fails. */
+static int emu_opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct emu_cli *cli = data;
+	struct emu *e = cli->e;
+	const char *eq = strchr(arg, '=');
+	const char *val = eq ? eq + 1 : "";
+	int namelen = eq ? (int)(eq - arg) : (int)strlen(arg);
+	char key_name[64];
+
+	(void)outargs;
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (cli->nonopts++ == 0) {
+			cli->source = arg;
+			return 0;
+		}
+		return 1;
+	case K_SETTING:
+		snprintf(key_name, sizeof(key_name), "%.*s", namelen, arg);
+		if (emu_set(e, key_name, val) == 0)
+			return 0;
+		break;
+	case K_STATS_FILE:
+		if (!*val)
+			break;
+		free(e->stats_file);
+		e->stats_file = emu_abspath(val);
+		return e->stats_file ? 0 : -1;
+	case K_TIMEOUT:
+		if (parse_double(val, 1e6, &e->timeout) == 0)
+			return 0;
+		break;
+	case K_MAX_THREADS:
+		cli->max_threads_set = true;
+		return 1;
+	default:
+		return 1;
+	}
+	emu_err("invalid value '%s' for option %.*s", val, namelen, arg);
+	return -1;
+}
+
+static void emu_help(const char *prog)
+{
+	printf("usage: %s SOURCE MOUNTPOINT [options]\n"
+	       "\n"
+	       "Mount a pass-through of directory SOURCE at MOUNTPOINT that behaves like an\n"
+	       "Amazon EFS (NFS) mount: requests are delayed, aggregate read bandwidth is\n"
+	       "capped, faults can be injected and operations are counted.\n"
+	       "\n"
+	       "efs-emu options (the first seven can be changed at run time, see below):\n"
+	       "    -o latency_ms=MS        delay added to each read and write request\n"
+	       "                            (default: 1; fractions allowed; 0 = none)\n"
+	       "    -o meta_latency_ms=MS   delay added to every other request (default: 0.5)\n"
+	       "    -o bw_mib=MIB           aggregate read bandwidth cap in MiB/s, shared by\n"
+	       "                            all readers (default: 500; 0 = unlimited)\n"
+	       "    -o serial_reads=0|1     1 (default): the reads of one calling thread,\n"
+	       "                            kernel read-ahead included, are served one\n"
+	       "                            after another, so a sequential reader is\n"
+	       "                            latency-bound; 0: they overlap\n"
+	       "    -o fail_eio=GLOB        open and read of files whose path relative to\n"
+	       "                            SOURCE matches GLOB (fnmatch(3), no flags: '*'\n"
+	       "                            also matches '/') fail with EIO\n"
+	       "    -o fail_enoent=GLOB     lookup, open and read of matching paths fail\n"
+	       "                            with ENOENT\n"
+	       "    -o fail_after_bytes=N   once N bytes have been read in total, every\n"
+	       "                            further read fails with EIO (default: 0 = off)\n"
+	       "    -o stats_file=PATH      write the total counters to PATH on SIGUSR1\n"
+	       "                            and at exit\n"
+	       "    -o timeout=SEC          how long the kernel may cache names and\n"
+	       "                            attributes (default: 1; 0 = ask every time)\n"
+	       "\n"
+	       "Counters and control (xattrs, never passed to SOURCE or listed):\n"
+	       "    getxattr user.efsemu.stats   on MOUNTPOINT: totals; on a file: its\n"
+	       "                                 counters (\"key=value key=value ...\")\n"
+	       "    getxattr user.efsemu.config  on MOUNTPOINT: the current settings\n"
+	       "    setxattr user.efsemu.reset   on MOUNTPOINT: zero all counters\n"
+	       "    setxattr user.efsemu.NAME    on MOUNTPOINT: change setting NAME (one of\n"
+	       "                                 the first seven options above; an empty\n"
+	       "                                 glob or 0 clears a fault)\n"
+	       "\n"
+	       "Generic options:\n"
+	       "    -h   --help            print help\n"
+	       "    -V   --version         print version\n"
+	       "    -d   -o debug          enable debug output (implies -f)\n"
+	       "    -f                     foreground operation (default: daemonize once\n"
+	       "                           the mount is in place)\n"
+	       "    -s                     disable multi-threaded operation\n"
+	       "    -o clone_fd            use separate fuse device fd for each thread\n"
+	       "    -o max_idle_threads=N  the maximum number of idle worker threads\n"
+	       "                           (default: unlimited)\n"
+	       "    -o max_threads=N       the maximum number of worker threads\n"
+	       "                           (default: %d)\n"
+	       "    -o allow_other         allow access by all users\n"
+	       "    -o allow_root          allow access by root\n"
+	       "    -o auto_unmount        auto unmount on process termination\n"
+	       "    -o default_permissions let the kernel check permissions (efs-emu runs\n"
+	       "                           as root and does not check them itself)\n"
+	       "Other -o options (fsname=, subtype=, ro, ...) are passed to libfuse.\n",
+	       prog, EMU_THREADS);
+}
+
+/* Open SOURCE as the root node. */
+static int emu_open_root(struct emu *e, const char *source)
+{
+	struct stat st;
+	char *real = realpath(source, NULL);
+
+	if (!real) {
+		emu_err("source '%s': %s", source, strerror(errno));
+		return -1;
+	}
+	e->root.fd = open(real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (e->root.fd < 0 || fstat(e->root.fd, &st) < 0) {
+		emu_err("source '%s': %s", source, strerror(errno));
+		free(real);
+		return -1;
+	}
+	if (strcmp(real, "/") == 0)
+		real[0] = '\0';
+	e->root_path = real;
+	e->root_len = strlen(real);
+	e->root.h.dev = st.st_dev;
+	e->root.h.ino = st.st_ino;
+	e->root.nlookup = 2;
+	e->root.st = emu_fstats_get(e, st.st_dev, st.st_ino);
+	htab_insert(&e->inodes, &e->root.h);
+	return 0;
+}
+
+static int emu_init_state(struct emu *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->root.fd = -1;
+	e->timeout = 1.0;
+	e->is_root = geteuid() == 0;
+	atomic_store(&e->latency_ns, 1000000);
+	atomic_store(&e->meta_latency_ns, 500000);
+	atomic_store(&e->bw_bps, 500ull * EMU_MIB);
+	atomic_store(&e->serial_reads, true);
+	pthread_mutex_init(&e->inode_lock, NULL);
+	pthread_mutex_init(&e->fstats_lock, NULL);
+	pthread_mutex_init(&e->link_lock, NULL);
+	pthread_rwlock_init(&e->glob_lock, NULL);
+	if (htab_init(&e->inodes) || htab_init(&e->fstats))
+		return -1;
+	return 0;
+}
+
+static void emu_free_state(struct emu *e)
+{
+	for (size_t i = 0; i < e->inodes.nb; i++) {
+		struct emu_hnode *p = e->inodes.b[i], *next;
+
+		for (; p; p = next) {
+			next = p->next;
+			if (p != &e->root.h) {
+				close(((struct emu_inode *)p)->fd);
+				free(p);
+			}
+		}
+	}
+	for (size_t i = 0; i < e->fstats.nb; i++) {
+		struct emu_hnode *p = e->fstats.b[i], *next;
+
+		for (; p; p = next) {
+			next = p->next;
+			free(p);
+		}
+	}
+	free(e->fstats.b);
+	free(e->inodes.b);
+	if (e->root.fd >= 0)
+		close(e->root.fd);
+	free(e->root_path);
+	free(e->stats_file);
+	free(e->fail_eio);
+	free(e->fail_enoent);
+}
+
+/* Waits for SIGUSR1 (blocked in every other thread) and writes the stats file. */
+static void *emu_stats_thread(void *arg)
+{
+	struct emu *e = arg;
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (atomic_load(&e->stopping))
+			break;
+		emu_write_stats_file(e);
+	}
+	return NULL;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts opts;
+	struct fuse_loop_config *cfg;
+	struct fuse_session *se;
+	struct emu e;
+	struct emu_cli cli = {.e = &e};
+	pthread_t stats_thr;
+	bool have_stats_thr = false;
+	sigset_t usr1, all, old;
+	int ret = 1;
+
+	memset(&opts, 0, sizeof(opts));
+	if (emu_init_state(&e)) {
+		emu_err("out of memory");
+		return 1;
+	}
+	if (fuse_opt_parse(&args, &cli, emu_opt_spec, emu_opt_proc) != 0)
+		goto out_free;
+	if (fuse_parse_cmdline(&args, &opts) != 0)
+		goto out_free;
+	if (opts.show_help) {
+		emu_help(argv[0]);
+		ret = 0;
+		goto out_free;
+	}
+	if (opts.show_version) {
+		printf("efs-emu %s (efscache test fixture)\n", EFSCACHE_VERSION);
+		printf("FUSE library version %s\n", fuse_pkgversion());
+		fflush(stdout);
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_free;
+	}
+	if (!cli.source || !opts.mountpoint) {
+		fprintf(stderr, "usage: %s SOURCE MOUNTPOINT [options]\n", argv[0]);
+		fprintf(stderr, "       %s --help\n", argv[0]);
+		goto out_free;
+	}
+	if (emu_open_root(&e, cli.source))
+		goto out_free;
+
+	/*
+	 * A 1 MiB reply does not fit a pipe of the default maximum size, so libfuse copies it
+	 * through a malloc'd buffer. Keep such buffers in the heap: a fresh mmap/munmap per
+	 * request (glibc's default for this size) costs more than the I/O in a VM.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 4 * EMU_MIB);
+	mallopt(M_TRIM_THRESHOLD, 64 * EMU_MIB);
+	umask(0); /* the kernel has applied the caller's umask already */
+	se = fuse_session_new(&args, &emu_ops, sizeof(emu_ops), &e);
+	if (!se)
+		goto out_free;
+	/* A shell starts background jobs with SIGINT ignored, and libfuse then leaves it so;
+	 * tests expect SIGINT as well as SIGTERM to unmount. */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_destroy;
+	if (fuse_session_mount(se, opts.mountpoint) != 0)
+		goto out_remove_handlers;
+	/* Mounted: requests queue in the kernel until the loop runs, so returning now is safe. */
+	if (fuse_daemonize(opts.foreground) != 0)
+		goto out_unmount;
+
+	/* Short sleeps are the point: do not let timer slack stretch them. Inherited by the
+	 * worker threads, as is the signal mask that leaves SIGUSR1 to the stats thread. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	if (e.stats_file) {
+		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		have_stats_thr = pthread_create(&stats_thr, NULL, emu_stats_thread, &e) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (!have_stats_thr)
+			emu_err("cannot start the stats thread; SIGUSR1 is ignored");
+	} else {
+		signal(SIGUSR1, SIG_IGN);
+	}
+
+	if (opts.singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+		cfg = fuse_loop_cfg_create();
+		if (!cfg) {
+			emu_err("out of memory");
+			goto out_stop_thread;
+		}
+		fuse_loop_cfg_set_clone_fd(cfg, (unsigned int)opts.clone_fd);
+		if (opts.max_idle_threads != UINT_MAX) /* libfuse's "unset" */
+			fuse_loop_cfg_set_idle_threads(cfg, opts.max_idle_threads);
+		fuse_loop_cfg_set_max_threads(cfg,
+					      cli.max_threads_set ? opts.max_threads : EMU_THREADS);
+		ret = fuse_session_loop_mt(se, cfg);
+		fuse_loop_cfg_destroy(cfg);
+	}
+	ret = ret < 0 ? 1 : 0; /* > 0: the signal that ended a clean unmount */
+
+out_stop_thread:
+	if (have_stats_thr) {
+		atomic_store(&e.stopping, true);
+		pthread_kill(stats_thr, SIGUSR1);
+		pthread_join(stats_thr, NULL);
+	}
+	emu_write_stats_file(&e);
+out_unmount:
+	fuse_session_unmount(se);
+out_remove_handlers:
+	fuse_remove_signal_handlers(se);
+out_destroy:
+	fuse_session_destroy(se);
+out_free:
+	free(opts.mountpoint);
+	fuse_opt_free_args(&args);
+	emu_free_state(&e);
+	return ret;
+}
