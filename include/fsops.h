@@ -15,6 +15,13 @@
 /* Everything the ops need; passed as the session's userdata. */
 struct handle;
 
+/* Largest read request we accept: just under 1 MiB, so that a reply (data,
+ * header and libfuse's slack of a page per segment) fits in a 1 MiB pipe
+ * and is spliced.  Pipes cannot grow past /proc/sys/fs/pipe-max-size (1 MiB)
+ * without CAP_SYS_RESOURCE, and a reply that does not fit is copied through
+ * a malloc'd buffer instead. */
+#define EFS_MAX_READ ((1u << 20) - 5 * 4096)
+
 struct efs_fs {
 	const struct efs_config *cfg;
 	struct inode_table *itab;

@@ -82,6 +82,9 @@ struct store;
  * lock.  Returns 0 or -errno with a message naming the path in err. */
 int store_open(struct store **out, const char *cache_dir, char *err, size_t errlen);
 void store_close(struct store *s);
+/* Write our pid into the lock file (again after daemonizing: the lock is
+ * inherited across fork, the pid is not). */
+void store_note_pid(struct store *s);
 const char *store_path(const struct store *s);
 
 /* If cache_dir was removed (or replaced), create it again.  Returns 1 if it

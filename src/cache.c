@@ -929,7 +929,10 @@ static void *sweeper_main(void *arg)
 
 int cache_start(struct cache *c)
 {
-	int r = pthread_create(&c->sweeper, NULL, sweeper_main, c);
+	int r;
+
+	store_note_pid(c->store);
+	r = pthread_create(&c->sweeper, NULL, sweeper_main, c);
 
 	if (r != 0)
 		return -r;

@@ -466,25 +466,24 @@ static bool path_within(const char *path, const char *dir)
 	return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/');
 }
 
-/* realpath() that also works when the last component does not exist yet. */
-static char *resolve_maybe_missing(const char *p)
+/* Resolve the parent directory of p but keep the last component as given,
+ * so that a cache_dir that is itself a symlink is still seen (and refused)
+ * as one, and one that does not exist yet can be named. */
+static char *resolve_parent(const char *p)
 {
-	char *r = realpath(p, NULL), *dup, *slash, *parent;
+	char *dup = strdup(p), *slash, *parent, *r = NULL;
 	size_t n;
 
-	if (r || errno != ENOENT)
-		return r;
-	dup = strdup(p);
 	if (!dup)
 		return NULL;
 	n = strlen(dup);
 	while (n > 1 && dup[n - 1] == '/')
 		dup[--n] = '\0';
 	slash = strrchr(dup, '/');
-	if (!slash || !slash[1]) {
+	if (!slash || !slash[1] || !strcmp(slash + 1, ".") || !strcmp(slash + 1, "..")) {
+		/* "/", "x/." or "x/..": only a real directory can be meant. */
 		free(dup);
-		errno = ENOENT;
-		return NULL;
+		return realpath(p, NULL);
 	}
 	*slash = '\0';
 	parent = realpath(slash == dup ? "/" : dup, NULL);
@@ -547,7 +546,7 @@ int config_check_paths(struct efs_config *cfg, char *err, size_t errlen)
 		       cfg->mountpoint);
 		return -EINVAL;
 	}
-	cd = resolve_maybe_missing(cfg->cache_dir);
+	cd = resolve_parent(cfg->cache_dir);
 	if (!cd) {
 		int e = errno;
 		seterr(err, errlen, "cache_dir '%s': %s", cfg->cache_dir, strerror(e));

@@ -21,6 +21,7 @@ struct evict {
 	pthread_cond_t ready_cv;
 	struct lru_node head; /* sentinel: head.next is hottest, head.prev coldest */
 	uint64_t usage;       /* protected by mu */
+	uint64_t pending;     /* reserved, not yet on disk; protected by mu */
 	bool ready;           /* protected by mu */
 	const struct efs_config *cfg;
 	struct store *store;
@@ -85,6 +86,8 @@ void evict_add(struct evict *ev, struct lru_node *n, uint64_t bytes, bool reserv
 	n->bytes = bytes;
 	if (!reserved)
 		ev->usage += bytes;
+	else
+		ev->pending -= bytes < ev->pending ? bytes : ev->pending;
 	link_after(&ev->head, n);
 	pthread_mutex_unlock(&ev->mu);
 }
@@ -143,6 +146,8 @@ static bool fits(struct evict *ev, uint64_t extra)
 		return false;
 	if (store_fs_space(ev->store, &avail, &total) < 0)
 		return true; /* cannot tell; the write itself will report ENOSPC */
+	/* Reservations of other threads are not on disk yet: count them. */
+	extra += ev->pending;
 	return avail >= extra && avail - extra >= min_free_bytes(ev, total);
 }
 
@@ -177,15 +182,20 @@ int evict_reserve(struct evict *ev, uint64_t bytes)
 			break;
 		}
 	}
-	if (r == 0)
+	if (r == 0) {
 		ev->usage += bytes;
+		ev->pending += bytes;
+	}
 	pthread_mutex_unlock(&ev->mu);
 	return r;
 }
 
 void evict_unreserve(struct evict *ev, uint64_t bytes)
 {
-	evict_account(ev, -(int64_t)bytes);
+	pthread_mutex_lock(&ev->mu);
+	ev->usage -= bytes < ev->usage ? bytes : ev->usage;
+	ev->pending -= bytes < ev->pending ? bytes : ev->pending;
+	pthread_mutex_unlock(&ev->mu);
 }
 
 void evict_set_ready(struct evict *ev)
@@ -211,6 +221,7 @@ void evict_reset(struct evict *ev)
 	while (ev->head.next != &ev->head)
 		evict_unlink_locked(ev, ev->head.next);
 	ev->usage = 0;
+	ev->pending = 0;
 	pthread_mutex_unlock(&ev->mu);
 }
 

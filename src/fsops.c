@@ -240,6 +240,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->max_write < (1u << 20))
 		conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
+	conn->max_read = EFS_MAX_READ;
 	/* Let the kernel keep more readahead and async requests in flight than
 	 * its default 12: a sequential reader's 1 MiB requests then overlap. */
 	conn->max_background = 64;

@@ -38,6 +38,12 @@ static int build_fuse_args(const struct efs_config *cfg, struct fuse_args *args)
 	}
 	if (!strstr(cfg->fuse_opts, "subtype="))
 		r |= fuse_opt_add_arg(args, "-osubtype=efscache");
+	{
+		char mr[48];
+
+		snprintf(mr, sizeof(mr), "-omax_read=%u", EFS_MAX_READ);
+		r |= fuse_opt_add_arg(args, mr);
+	}
 	if (cfg->fuse_opts[0]) {
 		r |= fuse_opt_add_arg(args, "-o");
 		r |= fuse_opt_add_arg(args, cfg->fuse_opts);

@@ -268,14 +268,19 @@ static int take_lock(struct store *s, char *err, size_t errlen)
 		}
 		return seterr(err, errlen, e, "cannot lock cache_dir '%s'", s->path);
 	}
-	if (ftruncate(fd, 0) == 0) {
-		n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-		if (pwrite(fd, pid, (size_t)n, 0) < 0) {
-			/* The pid is only a hint for the error message above. */
-		}
-	}
 	s->lock_fd = fd;
+	store_note_pid(s);
 	return 0;
+}
+
+void store_note_pid(struct store *s)
+{
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+
+	/* Only a hint, for the "in use" message and for scripts. */
+	if (ftruncate(s->lock_fd, 0) == 0 && pwrite(s->lock_fd, pid, (size_t)n, 0) < 0)
+		return;
 }
 
 int store_open(struct store **out, const char *cache_dir, char *err, size_t errlen)
