@@ -23,8 +23,8 @@
  *     the last open: a change found at open resets the record (new header,
  *     all slots empty) before any chunk of the new identity is stored.
  *
- * Locks: c->table_mu -> e->mu -> LRU lock (evict.c).  Eviction runs with
- * the LRU lock held and only trylocks entries.
+ * Locks: e->mu -> c->table_mu, and e->mu -> LRU lock (evict.c).  Eviction
+ * runs with the LRU lock held and only trylocks entries.
  */
 #include "cache.h"
 
@@ -78,6 +78,9 @@ struct cache_file {
 	uint64_t store_gen;      /* c->store_gen when sf was opened */
 	uint64_t meta_bytes;     /* accounted for the record's metadata */
 	uint64_t gen;             /* bumped whenever sf/chunks are replaced */
+	int fetch_fd;             /* source fd for fetches (O_DIRECT if allowed),
+				   * open while an inode uses the entry; -1 */
+	bool fetch_direct;        /* fetch_fd is O_DIRECT */
 	unsigned pins;
 	unsigned busy;
 };
@@ -147,6 +150,7 @@ static struct cache_file *table_get_locked(struct cache *c, const struct store_k
 		return NULL;
 	e->key = *k;
 	e->sf.meta_fd = e->sf.data_fd = -1;
+	e->fetch_fd = -1;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	e->next = c->buckets[b];
@@ -322,13 +326,28 @@ static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
 void cache_inode_release(struct efs_inode *ino, void *arg)
 {
 	struct cache *c = arg;
+	struct cache_file *e = ino->cf;
+	bool last;
 
-	if (!ino->cf)
+	if (!e)
 		return;
-	pthread_mutex_lock(&c->table_mu);
-	ino->cf->refs--;
-	pthread_mutex_unlock(&c->table_mu);
 	ino->cf = NULL;
+	pthread_mutex_lock(&c->table_mu);
+	last = --e->refs == 0;
+	pthread_mutex_unlock(&c->table_mu);
+	if (!last)
+		return;
+	/* No inode uses the entry: give back its fetch fd once no fetch runs. */
+	pthread_mutex_lock(&e->mu);
+	wait_quiet_locked(e);
+	pthread_mutex_lock(&c->table_mu);
+	last = e->refs == 0;
+	pthread_mutex_unlock(&c->table_mu);
+	if (last && e->fetch_fd >= 0) {
+		close(e->fetch_fd);
+		e->fetch_fd = -1;
+	}
+	pthread_mutex_unlock(&e->mu);
 }
 
 static double since(const struct timespec *t)
@@ -344,6 +363,23 @@ static void check_store_gen_locked(struct cache *c, struct cache_file *e)
 {
 	if (e->loaded && e->store_gen != gen_now(c))
 		unload_locked(c, e);
+}
+
+/* Fetches read the source with O_DIRECT where it allows it: the bytes go
+ * into our chunk buffer without a copy in the source's page cache, which
+ * would only hold a third copy of data we cache ourselves (and on NFS a
+ * direct read of a chunk is sent as parallel RPCs). */
+static void open_fetch_fd_locked(struct cache_file *e, struct efs_inode *ino)
+{
+	int fd;
+
+	if (e->fetch_fd >= 0)
+		return;
+	fd = src_open(ino->fd, O_RDONLY | O_DIRECT);
+	e->fetch_direct = fd >= 0;
+	if (fd < 0)
+		fd = src_open(ino->fd, O_RDONLY);
+	e->fetch_fd = fd; /* -1: fetches use the reader's own fd */
 }
 
 int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache)
@@ -367,6 +403,8 @@ int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache)
 	trusted = e->validated && e->loaded && !e->bypass &&
 		  (c->cfg->ttl == CONFIG_TTL_NEVER ||
 		   (c->cfg->ttl > 0 && since(&e->validated_at) < (double)c->cfg->ttl));
+	if (trusted)
+		open_fetch_fd_locked(e, ino);
 	pthread_mutex_unlock(&e->mu);
 	if (trusted) {
 		*keep_cache = true;
@@ -391,6 +429,7 @@ int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache)
 	e->validated = true;
 	clock_gettime(CLOCK_MONOTONIC, &e->validated_at);
 	e->validated_wall = time(NULL);
+	open_fetch_fd_locked(e, ino);
 	pthread_mutex_unlock(&e->mu);
 	return 0;
 }
@@ -504,6 +543,50 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	return true;
 }
 
+#define ALIGN 4096ULL
+
+/* Chunk buffers are aligned for O_DIRECT and sized to whole blocks. */
+static void *chunk_buf(uint64_t len)
+{
+	void *p = NULL;
+
+	return posix_memalign(&p, ALIGN, (len + ALIGN - 1) & ~(ALIGN - 1)) ? NULL : p;
+}
+
+/* Read `want` bytes at start (aligned) into buf (a chunk_buf).  With an
+ * O_DIRECT fd, lengths are rounded up to blocks; the source returns short at
+ * its end.  Falls back to the buffered fd if the source refuses. */
+static ssize_t fetch_read(int fd, bool direct, int fallback_fd, void *buf, uint32_t want,
+			  uint64_t start)
+{
+	size_t done = 0, len = direct ? (size_t)((want + ALIGN - 1) & ~(ALIGN - 1)) : want;
+
+	while (done < want) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(start + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EINVAL && direct && fd != fallback_fd) {
+			/* Unaligned leftovers or a source without O_DIRECT. */
+			fd = fallback_fd;
+			direct = false;
+			len = want;
+			continue;
+		}
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+		if (direct && (done % ALIGN) && done < want) {
+			fd = fallback_fd; /* a short direct read mid-file: go buffered */
+			direct = false;
+			len = want;
+		}
+	}
+	return (ssize_t)(done < want ? done : want);
+}
+
 /* The chunk is BUSY and ours (counted in e->busy); e->mu held on entry and
  * exit, dropped while fetching.  Fetch the whole chunk from the source into
  * buf, store it, leave the chunk VERIFIED (stored) or ABSENT, and wake the
@@ -516,14 +599,17 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 	const uint32_t want = (uint32_t)(e->sf.id.size - start < e->sf.chunk_size
 						 ? e->sf.id.size - start
 						 : e->sf.chunk_size);
-	bool stored = false, changed = false;
+	bool stored = false, changed = false, direct;
 	struct store_identity now_id;
 	uint64_t hash = 0;
 	struct stat st;
 	ssize_t n;
+	int fd;
 
+	fd = e->fetch_fd >= 0 ? e->fetch_fd : src_fd;
+	direct = e->fetch_fd >= 0 && e->fetch_direct;
 	pthread_mutex_unlock(&e->mu);
-	n = pread_full(src_fd, buf, want, (off_t)start);
+	n = fetch_read(fd, direct, src_fd, buf, want, start);
 	if (n >= 0) {
 		stats_add(c->stats, ST_misses, 1);
 		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);
@@ -600,7 +686,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		return (ssize_t)(to - from);
 	}
 
-	buf = malloc(want ? want : 1);
+	buf = chunk_buf(want ? want : 1);
 	if (!buf)
 		return -ENOMEM;
 	ch->state = CH_BUSY;
@@ -699,7 +785,7 @@ static void run_prefetch(const struct prefetch_job *job, void *arg)
 		pthread_mutex_unlock(&e->mu);
 		return;
 	}
-	buf = malloc(e->sf.chunk_size);
+	buf = chunk_buf(e->sf.chunk_size);
 	if (buf) {
 		ch->state = CH_BUSY;
 		e->busy++;
