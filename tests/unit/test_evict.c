@@ -37,7 +37,7 @@ int main(void)
 	struct store *store;
 	struct evict *ev;
 	struct fake f[6];
-	char err[256], dir[] = "/tmp/efs-test-evict-XXXXXX";
+	char err[256], dir[64] = "/tmp/efs-test-evict-XXXXXX";
 
 	memset(&cfg, 0, sizeof(cfg));
 	memset(&stats, 0, sizeof(stats));
