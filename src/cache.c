@@ -40,6 +40,7 @@
 
 #include "checksum.h"
 #include "evict.h"
+#include "io.h"
 #include "log.h"
 #include "prefetch.h"
 #include "source.h"
@@ -447,24 +448,6 @@ void cache_written(struct cache *c, struct efs_inode *ino)
 
 /* ---- the read path ------------------------------------------------------ */
 
-static ssize_t pread_full(int fd, void *buf, size_t len, off_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
-}
-
 static int add_mem(struct cache_read *rd, void *buf, const void *mem, size_t len)
 {
 	if (rd->nseg == CACHE_MAX_SEGS)
@@ -485,7 +468,7 @@ static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
 
 	if (!buf)
 		return -ENOMEM;
-	n = pread_full(src_fd, buf, size, off);
+	n = io_pread_full(src_fd, buf, size, off);
 	if (n < 0) {
 		free(buf);
 		stats_add(c->stats, ST_source_errors, 1);

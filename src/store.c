@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "checksum.h"
+#include "io.h"
 
 #define LAYOUT_DIR "v1"
 #define LOCK_GRACE_MS 3000
@@ -410,38 +411,14 @@ static int open_rel(struct store *s, const struct store_key *k, const char *ext,
 	return fd < 0 ? -errno : fd;
 }
 
+/* The whole range or -ENODATA: a record or chunk is never short. */
 static int read_full(int fd, void *buf, size_t len, off_t off)
 {
-	size_t done = 0;
+	ssize_t n = io_pread_full(fd, buf, len, off);
 
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ENODATA; /* short file */
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t len, off_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		done += (size_t)n;
-	}
-	return 0;
+	if (n < 0)
+		return (int)n;
+	return (size_t)n < len ? -ENODATA : 0;
 }
 
 int store_load(struct store *s, const struct store_key *k, struct store_file *f,
@@ -517,7 +494,7 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 	fd = openat(s->layout_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	r = write_full(fd, hdr, sizeof(hdr), 0);
+	r = io_pwrite_full(fd, hdr, sizeof(hdr), 0);
 	/* Slots all zero = all empty: a sparse tail costs no blocks. */
 	if (r == 0 && ftruncate(fd, STORE_HEADER_SIZE + (off_t)n * STORE_SLOT_SIZE) < 0)
 		r = -errno;
@@ -574,7 +551,7 @@ int store_remove(struct store *s, const struct store_key *k)
 
 int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint32_t len, bool sync)
 {
-	int r = write_full(f->data_fd, buf, len, (off_t)idx * f->chunk_size);
+	int r = io_pwrite_full(f->data_fd, buf, len, (off_t)idx * f->chunk_size);
 
 	if (r == 0 && sync && fdatasync(f->data_fd) < 0)
 		r = -errno;
@@ -593,7 +570,7 @@ int store_set_slot(struct store_file *f, uint32_t idx, const struct store_slot *
 	unsigned char raw[STORE_SLOT_SIZE];
 
 	store_encode_slot(f->hdr_check, idx, slot, raw);
-	return write_full(f->meta_fd, raw, sizeof(raw),
+	return io_pwrite_full(f->meta_fd, raw, sizeof(raw),
 			  STORE_HEADER_SIZE + (off_t)idx * STORE_SLOT_SIZE);
 }
 
