@@ -10,7 +10,7 @@ set grid ytics
 set rmargin at screen 0.84
 set key at screen 0.995, screen 0.95 right top vertical
 set format y '%g'
-set multiplot layout 3,1 title 'efscache benchmark — QUICK smoke run (not representative)'
+set multiplot layout 3,1 title 'efscache benchmark'
 set title 'throughput, MiB/s (higher is better)'
 set yrange [*:*]
 set xrange [-0.6:2.6]
