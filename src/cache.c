@@ -448,15 +448,15 @@ void cache_written(struct cache *c, struct efs_inode *ino)
 
 /* ---- the read path ------------------------------------------------------ */
 
-static int add_mem(struct cache_read *rd, void *buf, const void *mem, size_t len)
+/* Append a memory segment; buf (if not NULL) is freed by cache_read_done.
+ * Callers keep nseg below CACHE_MAX_SEGS (a request spans at most
+ * 1 MiB / 64 KiB + 1 chunks). */
+static void add_mem(struct cache_read *rd, void *buf, const void *mem, size_t len)
 {
-	if (rd->nseg == CACHE_MAX_SEGS)
-		return -E2BIG;
 	if (buf)
 		rd->bufs[rd->nbufs++] = buf;
 	if (len)
 		rd->seg[rd->nseg++] = (struct cache_seg){.fd = -1, .mem = mem, .len = len};
-	return 0;
 }
 
 /* Read straight from the source, caching nothing. */
