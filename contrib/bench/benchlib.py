@@ -39,8 +39,9 @@ GIB = 1 << 30
 
 def fio_summary(path):
     text = open(path, encoding="utf-8", errors="replace").read()
-    # fio may print notes before the JSON document.
-    data = json.loads(text[text.index("{"):])
+    # fio may print notes before the JSON document, which starts a line with "{".
+    start = 0 if text.startswith("{") else text.index("\n{") + 1
+    data = json.loads(text[start:])
     jobs = data["jobs"]
     rd_bytes = sum(j["read"]["io_bytes"] for j in jobs)
     # With group_reporting there is one entry; otherwise the jobs ran in parallel.
@@ -284,9 +285,9 @@ def read_raw(path):
     rows = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            for k in ("value", "bytes", "seconds", "cpu_s", "rss_kib", "src_bytes"):
+            for k in ("value", "bytes", "seconds", "cpu_s", "rss_kib", "src_bytes", "load1"):
                 try:
-                    r[k] = float(r[k]) if r[k] not in ("", "NA") else None
+                    r[k] = float(r[k]) if r.get(k) not in (None, "", "NA") else None
                 except ValueError:
                     r[k] = None
             rows.append(r)
@@ -537,11 +538,12 @@ def report(raw_path, meta_path, outdir):
     L.append("- dependency tree: %s" % meta.get("deptree_desc", "not run"))
     L.append("- cache states: *cold* = empty cache (fresh cache dir, freshly mounted) and page "
              "cache dropped (`echo 3 > /proc/sys/vm/drop_caches`); *warm-disk* = cache filled "
-             "by a previous read, page cache dropped; *warm-page* = read once more right "
-             "before the measurement, nothing dropped, and the file plus the daemon's cache "
-             "files held mmapped by a helper during the run, because other users of this "
-             "machine drop the page cache every few seconds (mapped pages survive "
-             "drop_caches; reads are unaffected). *limit cold-disk* drops the page cache "
+             "by a previous read, page cache dropped; *warm-page* = right after a read, "
+             "nothing dropped, and what the read path uses from memory held mmapped by a "
+             "helper during the run (the file itself for limit, copy and efscache; rclone's "
+             "cache file for rclone), because other users of this machine drop the page "
+             "cache about once a second (mapped pages survive drop_caches; reads are "
+             "unaffected). *limit cold-disk* drops the page cache "
              "before each run; *limit warm-page* reads the file first. The emulator never "
              "keeps page cache across opens (as NFS revalidates), so *efs* is always cold. "
              "The same holds for any mount that does not set FOPEN_KEEP_CACHE: the kernel "
@@ -550,8 +552,15 @@ def report(raw_path, meta_path, outdir):
              "its data through the daemon again.")
     L.append("- rows are interleaved: each round measures every setup once, so a noisy "
              "moment hits all setups alike. A warm-page dependency-tree run during which "
-             "someone else dropped the page cache (`drop_pagecache` in /proc/vmstat moved) is "
-             "repeated (3 tries).")
+             "someone else dropped the page cache (`drop_pagecache` in /proc/vmstat moved) "
+             "says so in its notes.")
+    loads = [r["load1"] for r in rows if r.get("load1") is not None]
+    if loads:
+        L.append("- the machine is shared: the 1-minute load average after each row had a "
+                 "median of %.1f (min %.1f, max %.1f) on %s cores, so CPU-bound rows "
+                 "(page-cache reads, imports, the daemons) are noisy; compare within a round "
+                 "(raw.csv) when in doubt." % (statistics.median(loads), min(loads),
+                                                 max(loads), mach["cores"]))
     L.append("")
     L.append("## Results (medians)")
     L.append("")

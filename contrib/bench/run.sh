@@ -23,9 +23,9 @@
 #   QUICK=1   SIZE=256M RUNS=1 RAND_RUNTIME=2, smaller import
 #   RAND_QD16 [0]  1 adds the libaio iodepth=16 O_DIRECT job
 #   DEPTREE [1]  DEPTREE_PKGS [2000] x DEPTREE_MODS [10] files generated,
-#                DEPTREE_IMPORT [100] packages imported (each with all its modules)
+#                DEPTREE_IMPORT [50] packages imported (each with all its modules)
 #   SETUPS ["limit efs copy rclone efscache"]  a subset, for debugging
-#   WARM_TRIES [3]  STEP_TIMEOUT [600] seconds before a hung measurement is killed
+#   STEP_TIMEOUT [600] seconds before a hung measurement is killed
 #   EFSCACHE_BUILD  use this meson build dir instead of building build-bench
 #   EMU_OPTS, EFSCACHE_OPTS, RCLONE_OPTS  extra options (word-split)
 #   BENCH_TMPDIR [/var/tmp]  where the scratch dir goes (not tmpfs)
@@ -50,12 +50,11 @@ RUNS=${RUNS:-3}
 SIZE=${SIZE:-2G}
 RAND_RUNTIME=${RAND_RUNTIME:-10}
 RAND_QD16=${RAND_QD16:-0}
-WARM_TRIES=${WARM_TRIES:-3}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 DEPTREE=${DEPTREE:-1}
 DEPTREE_PKGS=${DEPTREE_PKGS:-2000}
 DEPTREE_MODS=${DEPTREE_MODS:-10}
-DEPTREE_IMPORT=${DEPTREE_IMPORT:-100}
+DEPTREE_IMPORT=${DEPTREE_IMPORT:-50}
 SETUPS=${SETUPS:-"limit efs copy rclone efscache"}
 OUT_DIR=${OUT_DIR:-$REPO/docs/bench}
 EMU_OPTS=${EMU_OPTS:-}
@@ -77,9 +76,10 @@ R_VALUE="" R_UNIT="" R_BYTES="" R_SECS="" R_CPU="" R_RSS="" R_SRC=""
 ROUND=0
 
 record() { # setup workload note
-	local note=${3//,/;}
-	printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$ROUND" "$1" "$2" "$R_VALUE" "$R_UNIT" \
-		"$R_BYTES" "$R_SECS" "$R_CPU" "$R_RSS" "$R_SRC" "$note" >>"$RAW"
+	local note=${3//,/;} load1
+	read -r load1 _ </proc/loadavg
+	printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$ROUND" "$1" "$2" "$R_VALUE" "$R_UNIT" \
+		"$R_BYTES" "$R_SECS" "$R_CPU" "$R_RSS" "$R_SRC" "$load1" "$note" >>"$RAW"
 	log "  $1 $2: ${R_VALUE:-FAILED} $R_UNIT${R_SECS:+ (${R_SECS}s)}${note:+ [$note]}"
 }
 
@@ -187,43 +187,33 @@ pin_stop() {
 	fi
 }
 
-# The daemon's own cache files (pinned too in warm-page rows, so a daemon that
-# has to read them finds them in memory as well).
-cache_files() {
-	case $CUR_SETUP in
-	rclone-*) [ -d "$RCACHE" ] && find "$RCACHE" -type f -size +0 ;;
-	efscache-*) [ -d "$ECACHE" ] && find "$ECACHE" -type f -size +0 ! -name lock ;;
-	esac
-	return 0
-}
-
-# run_warm_page SETUP WL DIR [PID]: read once, then measured with everything in
-# the page cache.  The big file (and the daemon's cache files) are pinned for
-# the run, which also reads them.  The import tree cannot be pinned file by file cheaply, so deptree is
-# repeated (up to WARM_TRIES times in all) if someone else dropped the page
-# cache meanwhile.
+# run_warm_page SETUP WL DIR [PID]: measured with everything in the page cache.
+# What the read path uses from memory is held mmapped for the run (which also
+# reads it in: the "run once to warm"), so that other users of this machine
+# dropping the page cache cannot evict it: the file itself for limit, copy and
+# efscache, which keep a file's pages across opens, but rclone's cache files
+# for rclone, whose mount drops the file's pages at every open (the kernel
+# would drop them again at fio's open).  The import tree cannot be pinned file
+# by file cheaply; a deptree run during which someone dropped the page cache
+# (drop_pagecache in /proc/vmstat moved) gets a note.
 run_warm_page() {
-	local setup=$1 wl=$2 dir=$3 pid=${4:-} attempt d0 d1 note="" res files=()
+	local setup=$1 wl=$2 dir=$3 pid=${4:-} d0 d1 note="" res files=()
 	CUR_SETUP=$setup
 	if [ "$wl" = deptree ]; then
-		for ((attempt = 1; attempt <= WARM_TRIES; attempt++)); do
-			note=""
-			$PY -B -S "$BENCH_DIR/benchlib.py" imports "$dir/tree" "$DEPTREE_IMPORT" "$DEPTREE_MODS" >/dev/null 2>&1 || true
-			d0=$(drop_count)
-			measure "$wl" "$dir" "$pid" || note="failed"
-			d1=$(drop_count)
-			[ "$d0" = "$d1" ] && break
-			note="${note:+$note; }page cache dropped by someone else during all $WARM_TRIES tries"
-			log "  page cache was dropped under $setup $wl (try $attempt)"
-		done
+		timeout -k 10 "$STEP_TIMEOUT" "$PY" -B -S "$BENCH_DIR/benchlib.py" imports "$dir/tree" \
+			"$DEPTREE_IMPORT" "$DEPTREE_MODS" >/dev/null 2>&1 || true
+		d0=$(drop_count)
+		measure "$wl" "$dir" "$pid" || note="failed"
+		d1=$(drop_count)
+		[ "$d0" = "$d1" ] || note="${note:+$note; }page cache dropped by someone else during the run"
 		record "$setup" "$wl" "$note"
 		return 0
 	fi
-	# Mapping the file through the mount reads it (the "run once to warm") and keeps
-	# it.  Not for rclone: it does not keep the page cache across opens, so the
-	# kernel drops those pages at fio's open anyway; its cache files are pinned.
-	[[ $setup == rclone-* ]] || files+=("$dir/big")
-	mapfile -t -O "${#files[@]}" files < <(cache_files)
+	if [[ $setup == rclone-* ]]; then
+		mapfile -t files < <(find "$RCACHE" -type f -size +0)
+	else
+		files=("$dir/big")
+	fi
 	if pin_start "${files[@]}"; then
 		res=$(resident_pct "$dir/big")
 		[ "$res" = 100 ] || note="resident at open: $res%"
@@ -385,7 +375,7 @@ main() {
 	mkdir -p "$SRC" "$EMU" "$COPY" "$RMNT" "$EMNT" "$WORK/json" "$WORK/logs"
 	RAW=$WORK/raw.csv
 	PIN_PID=""
-	echo "round,setup,workload,value,unit,bytes,seconds,cpu_s,rss_kib,src_bytes,note" >"$RAW"
+	echo "round,setup,workload,value,unit,bytes,seconds,cpu_s,rss_kib,src_bytes,load1,note" >"$RAW"
 	bench_check_drop
 
 	log "scratch dir $WORK; writing a $SIZE file"
@@ -409,6 +399,7 @@ except Exception:
 
 	for ((r = 1; r <= RUNS; r++)); do
 		ROUND=$r
+		log "round $r of $RUNS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 		has_setup limit && round_limit
 		has_setup efs && round_efs
 		has_setup copy && round_copy
