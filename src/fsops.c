@@ -237,6 +237,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want |= want & conn->capable;
 	/* Nothing of ours to apply the umask to: the kernel did it already. */
 	conn->want &= ~FUSE_CAP_DONT_MASK;
+	/* With auto_inval_data and attr_timeout 0 (ttl=0) the kernel asks for
+	 * the attributes before every read() to see whether to drop its page
+	 * cache.  We decide that at open instead (keep_cache only when the
+	 * identity is unchanged), which is what close-to-open promises, so
+	 * page-cache hits need not wait for the daemon. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	if (conn->max_write < (1u << 20))
 		conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
