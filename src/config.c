@@ -41,7 +41,7 @@ const char config_usage[] =
 	"                         a file; 0 re-checks the source at every open\n"
 	"                         (close-to-open, default 0); never for immutable trees\n"
 	"  -o chunk_size=SIZE     unit of caching and checksumming, a power of two\n"
-	"                         from 64K to 64M (default 4M)\n"
+	"                         from 64K to 64M (default 1M)\n"
 	"  -o prefetch=N          parallel fetch workers for readahead and warm,\n"
 	"                         0 to 64 (default 8)\n"
 	"  -o verify=once|always|never\n"

@@ -94,7 +94,7 @@ static void test_bad_values(void)
 	expect_bad("cache_size=99999999999999999999", "cache_size", "too large");
 	expect_bad("cache_size=16777216T", "cache_size", "too large");
 	expect_bad("cache_size=1.5G", "cache_size", "1.5G");
-	expect_bad("cache_size=1M", "cache_size", "smaller than chunk_size");
+	expect_bad("cache_size=512K", "cache_size", "smaller than chunk_size");
 	expect_bad("chunk_size=3M", "chunk_size", "power of two");
 	expect_bad("chunk_size=1K", "chunk_size", "64K");
 	expect_bad("chunk_size=128M", "chunk_size", "64M");
