@@ -631,6 +631,40 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 	return n;
 }
 
+/* The chunk is PRESENT on disk, BUSY and ours; e->mu held on entry and
+ * exit, dropped while reading.  Read it into buf and check its checksum: on
+ * success it becomes VERIFIED (PRESENT again with verify=always) and true
+ * is returned; on a mismatch it is dropped (slot, blocks, LRU) and stays
+ * BUSY and ours, for the caller to fetch. */
+static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				void *buf, uint32_t want)
+{
+	bool ok;
+	int r;
+
+	pthread_mutex_unlock(&e->mu);
+	r = ch->len == want ? store_read_chunk(&e->sf, ch->idx, buf, want) : -EBADMSG;
+	ok = r == 0 && csum64(buf, want) == ch->hash;
+	pthread_mutex_lock(&e->mu);
+	stats_add(c->stats, ST_chunks_verified, 1);
+	if (ok) {
+		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+		evict_touch(c->ev, &ch->lru);
+		return true;
+	}
+	if (r == 0 || r == -EBADMSG) {
+		stats_add(c->stats, ST_checksum_mismatches, 1);
+		log_debug("cache: chunk %u of %s failed its checksum; refetching", ch->idx,
+			  e->key.hex);
+	} else {
+		note_cache_error(c, r);
+	}
+	store_drop_chunk(&e->sf, ch->idx);
+	evict_del(c->ev, &ch->lru);
+	ch->len = 0;
+	return false;
+}
+
 /* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
  * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
  * look at the entry again: it may have been reset meanwhile), or -errno. */
@@ -644,7 +678,6 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		(uint32_t)(e->sf.id.size - start < cs ? e->sf.id.size - start : cs);
 	ssize_t n;
 	void *buf;
-	int r;
 
 	if (ch->state == CH_BUSY) {
 		stats_add(c->stats, ST_fetch_waits, 1);
@@ -677,33 +710,14 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 
 	if (ch->len) {
 		/* PRESENT: check the bytes on disk before their first use. */
-		bool ok;
-
-		pthread_mutex_unlock(&e->mu);
-		r = ch->len == want ? store_read_chunk(&e->sf, idx, buf, want) : -EBADMSG;
-		ok = r == 0 && csum64(buf, want) == ch->hash;
-		pthread_mutex_lock(&e->mu);
-		stats_add(c->stats, ST_chunks_verified, 1);
-		if (ok) {
-			ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+		if (verify_owned_locked(c, e, ch, buf, want)) {
 			e->busy--;
 			pthread_cond_broadcast(&e->cv);
-			evict_touch(c->ev, &ch->lru);
 			stats_add(c->stats, ST_hits, 1);
 			stats_add(c->stats, ST_bytes_from_cache, to - from);
 			add_mem(rd, buf, (char *)buf + from, to - from);
 			return (ssize_t)(to - from);
 		}
-		if (r == 0 || r == -EBADMSG) {
-			stats_add(c->stats, ST_checksum_mismatches, 1);
-			log_debug("cache: chunk %u of %s failed its checksum; refetching", idx,
-				  e->key.hex);
-		} else {
-			note_cache_error(c, r);
-		}
-		store_drop_chunk(&e->sf, idx);
-		evict_del(c->ev, &ch->lru);
-		ch->len = 0;
 	}
 
 	/* ABSENT: fetch the whole chunk from the source, once. */
@@ -736,7 +750,12 @@ static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint
 		struct chunk *ch = &e->chunks[i];
 		struct prefetch_job job = {.entry = e, .idx = i, .tag = e->gen};
 
-		if (ch->state != CH_ABSENT || ch->queued)
+		/* Fetch what is missing; verify ahead what a new daemon found on
+		 * disk, so a reader after a restart does not hash each chunk in
+		 * its own time. */
+		if (ch->queued ||
+		    !(ch->state == CH_ABSENT ||
+		      (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE)))
 			continue;
 		job.fd = fcntl(src_fd, F_DUPFD_CLOEXEC, 0);
 		if (job.fd < 0)
@@ -764,15 +783,27 @@ static void run_prefetch(const struct prefetch_job *job, void *arg)
 	}
 	ch = &e->chunks[job->idx];
 	ch->queued = false;
-	if (ch->state != CH_ABSENT) {
+	if (ch->state != CH_ABSENT &&
+	    !(ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE)) {
 		pthread_mutex_unlock(&e->mu);
 		return;
 	}
 	buf = chunk_buf(e->sf.chunk_size);
 	if (buf) {
+		const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
+		const uint32_t want = (uint32_t)(e->sf.id.size - start < e->sf.chunk_size
+							 ? e->sf.id.size - start
+							 : e->sf.chunk_size);
+		bool was_present = ch->state == CH_PRESENT;
+
 		ch->state = CH_BUSY;
 		e->busy++;
-		fetch_owned_locked(c, e, ch, job->fd, buf, true);
+		if (was_present && verify_owned_locked(c, e, ch, buf, want)) {
+			e->busy--;
+			pthread_cond_broadcast(&e->cv);
+		} else {
+			fetch_owned_locked(c, e, ch, job->fd, buf, true);
+		}
 	}
 	pthread_mutex_unlock(&e->mu);
 	free(buf);
