@@ -139,6 +139,19 @@ def flip_byte(path, off):
         os.fsync(f.fileno())
 
 
+def read_fd(fd):
+    """All bytes of an open fd, read with pread from offset 0."""
+    out = []
+    off = 0
+    while True:
+        b = os.pread(fd, 1 << 20, off)
+        if not b:
+            break
+        out.append(b)
+        off += len(b)
+    return b"".join(out)
+
+
 def read_range(path, off, n):
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -13,24 +13,12 @@ import cachelib as cl
 from cachelib import KiB, MiB, h
 
 
-def read_fd(fd):
-    out = []
-    off = 0
-    while True:
-        b = os.pread(fd, 1 << 20, off)
-        if not b:
-            break
-        out.append(b)
-        off += len(b)
-    return b"".join(out)
-
-
 def compare(st, label, rel, fds=()):
     src = h.read_file(st.s(rel))
     want = cl.sha(src)
     ok = True
     for i, fd in enumerate(fds):
-        got = read_fd(fd)
+        got = cl.read_fd(fd)
         ok = h.check("%s: fd %d sees the source's bytes" % (label, i), cl.sha(got) == want,
                      "len %d vs source %d" % (len(got), len(src))) and ok
     ok = h.eq("%s: size through the mount" % label, os.stat(st.p(rel)).st_size, len(src)) and ok
@@ -39,7 +27,7 @@ def compare(st, label, rel, fds=()):
     ok = cl.check_content("%s: new open after dropping caches" % label, st.p(rel), st.s(rel),
                           want) and ok
     for i, fd in enumerate(fds):
-        got = read_fd(fd)
+        got = cl.read_fd(fd)
         ok = h.check("%s: fd %d after dropping caches" % (label, i), cl.sha(got) == want,
                      "len %d vs source %d" % (len(got), len(src))) and ok
     return ok
@@ -56,7 +44,7 @@ def scenario(st, tag):
     # cache it fully (a fresh open validates and fills)
     cl.check_content("%s: cache fill" % tag, p, st.s(rel))
     reader = os.open(p, os.O_RDONLY)  # an fd opened before the following writes
-    read_fd(reader)
+    cl.read_fd(reader)
 
     steps = [
         ("overwrite middle", lambda: os.pwrite(fd, os.urandom(300 * KiB), 1 * MiB + 100)),
