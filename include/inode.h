@@ -9,6 +9,7 @@
 #define EFS_INODE_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -56,6 +57,13 @@ void itab_ref(struct inode_table *t, struct efs_inode *ino, uint64_t n);
 void itab_forget(struct inode_table *t, struct efs_inode *ino, uint64_t n);
 /* Number of live inodes, for stats and tests. */
 uint64_t itab_count(struct inode_table *t);
+
+/* The source fd (opened on first use when create) through which POSIX lock
+ * owner `owner` holds its fcntl locks on i; owned by the inode.  -ENOENT if
+ * the owner holds none and !create, else -errno. */
+int inode_lock_owner_fd(struct efs_inode *i, uint64_t owner, bool create);
+/* close(2) semantics: drop all of owner's fcntl locks on i. */
+void inode_lock_owner_release(struct efs_inode *i, uint64_t owner);
 
 /* Hook called with an inode about to be freed (the cache drops its state). */
 void itab_set_release_hook(struct inode_table *t, void (*fn)(struct efs_inode *, void *),

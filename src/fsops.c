@@ -620,68 +620,12 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		fuse_reply_write(req, (size_t)n);
 }
 
-/* The fd through which `owner` holds its fcntl locks on inode i, opened on
- * first use when create is set.  Returns the fd (owned by the inode) or
- * -errno (-ENOENT: the owner holds no locks here). */
-static int owner_fd(struct efs_inode *i, uint64_t owner, bool create)
-{
-	struct efs_lock_owner *o;
-	int fd;
-
-	pthread_mutex_lock(&i->lock);
-	for (o = i->lock_owners; o; o = o->next)
-		if (o->owner == owner)
-			break;
-	fd = o ? o->fd : -ENOENT;
-	if (!o && create) {
-		/* Read-write so both lock types work; read-only if that is all
-		 * the source allows (write locks then fail with EBADF, as they
-		 * would on such a file). */
-		fd = src_open(i->fd, O_RDWR);
-		if (fd < 0)
-			fd = src_open(i->fd, O_RDONLY);
-		o = fd >= 0 ? calloc(1, sizeof(*o)) : NULL;
-		if (fd >= 0 && !o) {
-			close(fd);
-			fd = -ENOMEM;
-		}
-		if (o) {
-			o->owner = owner;
-			o->fd = fd;
-			o->next = i->lock_owners;
-			i->lock_owners = o;
-		}
-	}
-	pthread_mutex_unlock(&i->lock);
-	return fd;
-}
-
-/* close(2) drops all the closing process's fcntl locks on the file. */
-static void owner_release(struct efs_inode *i, uint64_t owner)
-{
-	struct efs_lock_owner **pp, *o = NULL;
-
-	pthread_mutex_lock(&i->lock);
-	for (pp = &i->lock_owners; *pp; pp = &(*pp)->next) {
-		if ((*pp)->owner == owner) {
-			o = *pp;
-			*pp = o->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&i->lock);
-	if (o) {
-		close(o->fd); /* the last fd of its description: its locks go */
-		free(o);
-	}
-}
-
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
 	int fd, r = 0;
 
-	owner_release(inode_of(req, ino), fi->lock_owner);
+	inode_lock_owner_release(inode_of(req, ino), fi->lock_owner);
 	/* Closing a duplicate makes NFS-like sources report deferred write
 	 * errors now, where close(2) returns them, not at release. */
 	fd = dup(f->fd);
@@ -866,7 +810,7 @@ static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock)
 {
 	/* Through the owner's fd, so the owner's own locks are no conflict. */
-	int fd = owner_fd(inode_of(req, ino), fi->lock_owner, false);
+	int fd = inode_lock_owner_fd(inode_of(req, ino), fi->lock_owner, false);
 	int r = src_getlk(fd >= 0 ? fd : file_of(fi)->fd, lock);
 
 	if (r < 0)
@@ -882,7 +826,7 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	struct lock_wait *w;
 	int fd, r;
 
-	fd = owner_fd(i, fi->lock_owner, lock->l_type != F_UNLCK);
+	fd = inode_lock_owner_fd(i, fi->lock_owner, lock->l_type != F_UNLCK);
 	if (fd == -ENOENT) {
 		fuse_reply_err(req, 0); /* unlocking what was never locked */
 		return;

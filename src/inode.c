@@ -5,13 +5,18 @@
  * before the lock is taken).  Invariant: an inode is in the table exactly
  * while nlookup > 0, except the root which is never removed.  An inode's fd
  * pins the source object, so its (dev, ino) cannot be reused while present.
+ * Each inode also keeps the fds through which POSIX lock owners hold their
+ * fcntl locks (i->lock_owners, under i->lock), closed when it is freed.
  */
 #include "inode.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+#include "source.h"
 
 struct inode_table {
 	pthread_mutex_t lock;
@@ -217,4 +222,62 @@ uint64_t itab_count(struct inode_table *t)
 	n = t->count;
 	pthread_mutex_unlock(&t->lock);
 	return n;
+}
+
+/* ---- POSIX lock owners ------------------------------------------------ */
+
+/* The fd through which `owner` holds its fcntl locks on inode i, opened on
+ * first use when create is set.  Returns the fd (owned by the inode) or
+ * -errno (-ENOENT: the owner holds no locks here). */
+int inode_lock_owner_fd(struct efs_inode *i, uint64_t owner, bool create)
+{
+	struct efs_lock_owner *o;
+	int fd;
+
+	pthread_mutex_lock(&i->lock);
+	for (o = i->lock_owners; o; o = o->next)
+		if (o->owner == owner)
+			break;
+	fd = o ? o->fd : -ENOENT;
+	if (!o && create) {
+		/* Read-write so both lock types work; read-only if that is all
+		 * the source allows (write locks then fail with EBADF, as they
+		 * would on such a file). */
+		fd = src_open(i->fd, O_RDWR);
+		if (fd < 0)
+			fd = src_open(i->fd, O_RDONLY);
+		o = fd >= 0 ? calloc(1, sizeof(*o)) : NULL;
+		if (fd >= 0 && !o) {
+			close(fd);
+			fd = -ENOMEM;
+		}
+		if (o) {
+			o->owner = owner;
+			o->fd = fd;
+			o->next = i->lock_owners;
+			i->lock_owners = o;
+		}
+	}
+	pthread_mutex_unlock(&i->lock);
+	return fd;
+}
+
+/* close(2) drops all the closing process's fcntl locks on the file. */
+void inode_lock_owner_release(struct efs_inode *i, uint64_t owner)
+{
+	struct efs_lock_owner **pp, *o = NULL;
+
+	pthread_mutex_lock(&i->lock);
+	for (pp = &i->lock_owners; *pp; pp = &(*pp)->next) {
+		if ((*pp)->owner == owner) {
+			o = *pp;
+			*pp = o->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&i->lock);
+	if (o) {
+		close(o->fd); /* the last fd of its description: its locks go */
+		free(o);
+	}
 }
