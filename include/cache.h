@@ -16,25 +16,53 @@
 
 #include "config.h"
 #include "inode.h"
+#include "meta.h"
 #include "stats.h"
+
+struct stat;
 
 struct cache;
 struct cache_file;
 
-/* Open cache_dir (checks, lock) and prepare; no threads yet.  0 or -errno
- * with a message in err. */
-int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats *stats,
-	      char *err, size_t errlen);
+/* How the cache reaches a file on the source.  Supplied by the layer that
+ * knows names and fds (fsops.c over inode.c and source.c); unit tests give
+ * a fake.  All return -errno on failure. */
+struct cache_source {
+	/* The file's attributes from the server itself (not a client-side
+	 * cache), found by its name: -ESTALE if the name now leads to another
+	 * object, -ENOENT if it is gone.  One round trip. */
+	int (*stat_named)(void *arg, struct efs_inode *ino, struct stat *st);
+	/* Open the file by its name, re-resolving the name (flags as open(2));
+	 * -ESTALE as above.  Returns the fd. */
+	int (*open_named)(void *arg, struct efs_inode *ino, int flags);
+	/* Open the very object of ino, without resolving a name. */
+	int (*open_object)(void *arg, struct efs_inode *ino, int flags);
+	void *arg;
+};
+
+/* Open cache_dir (checks, lock) and prepare; no threads yet.  src is
+ * copied.  0 or -errno with a message in err. */
+int cache_new(struct cache **out, const struct efs_config *cfg, const struct cache_source *src,
+	      struct efs_stats *stats, char *err, size_t errlen);
 /* Start the background index of what is on disk and the periodic sweep.
  * Call after daemonizing (fork would lose the threads). */
 int cache_start(struct cache *c);
 void cache_free(struct cache *c);
 
 /* At open of a regular file: validate the cached data against the source
- * (per ttl) using src_fd (the inode's O_PATH fd).  *keep_cache says whether
- * the kernel's page cache of the file may be kept.  Returns 0, or the
- * source's -errno if it cannot be checked (EIO etc.: nothing is deleted). */
-int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache);
+ * unless the metadata policy trusts the last validation (attr: a snapshot
+ * of the inode's attribute state).  open_fd is the caller's own source fd
+ * if it opened one (its fstat is current: the open reached the server),
+ * else -1: then one round trip is made, a stat by name if every chunk is
+ * cached, an open by name (kept for fetching) if not.  *keep_cache says
+ * whether the kernel's page cache of the file may be kept.  Returns 0,
+ * -ESTALE if the name now leads to another object (the kernel looks it up
+ * again), or the source's -errno (EIO etc.: nothing is deleted).  Every
+ * successful cache_open of a regular file is paired with cache_close. */
+int cache_open(struct cache *c, struct efs_inode *ino, int open_fd,
+	       const struct meta_attr *attr, bool *keep_cache);
+/* A file handle of ino was released. */
+void cache_close(struct cache *c, struct efs_inode *ino);
 
 /* Drop the inode's reference (inode release hook). */
 void cache_inode_release(struct efs_inode *ino, void *cache);
@@ -58,9 +86,12 @@ struct cache_read {
 	unsigned pins;
 };
 
-/* Read [off, off+size) of the file of ino, whose open source fd is src_fd.
- * A sequential reader gets the following chunks fetched ahead in parallel.
- * Returns the byte count (short only at EOF) or the source's -errno. */
+/* Read [off, off+size) of the file of ino.  src_fd is the file handle's
+ * own source fd, or -1 if it has none: reads that must bypass the cache
+ * then return -EBADFD before adding anything, and the caller opens one and
+ * calls again.  A sequential reader gets the following chunks fetched
+ * ahead in parallel.  Returns the byte count (short only at EOF) or the
+ * source's -errno. */
 ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
 		   bool sequential, struct cache_read *out);
 /* Release what cache_read() pinned and allocated. */

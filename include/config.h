@@ -26,6 +26,13 @@ enum verify_mode { VERIFY_ONCE, VERIFY_ALWAYS, VERIFY_NEVER };
 #define CONFIG_MIN_CHUNK_SIZE (64ULL << 10)
 #define CONFIG_MAX_CHUNK_SIZE (64ULL << 20)
 #define CONFIG_MAX_PREFETCH 64
+/* Attribute cache windows, seconds: the Linux NFS client's defaults, which
+ * EFS's recommended mount options keep. */
+#define CONFIG_DEFAULT_ACREGMIN 3
+#define CONFIG_DEFAULT_ACREGMAX 60
+#define CONFIG_DEFAULT_ACDIRMIN 30
+#define CONFIG_DEFAULT_ACDIRMAX 60
+#define CONFIG_MAX_SECONDS 315360000 /* ten years */
 
 struct efs_config {
 	char *source;        /* as given; absolute after config_check_paths() */
@@ -35,6 +42,9 @@ struct efs_config {
 	uint64_t min_free_bytes; /* used when min_free_pct < 0 */
 	int min_free_pct;        /* 0..99, or -1 when given as a SIZE */
 	int64_t ttl;             /* seconds, or CONFIG_TTL_NEVER */
+	uint32_t acregmin, acregmax, acdirmin, acdirmax; /* seconds (meta.h) */
+	int lookupcache;         /* enum lookupcache_mode (meta.h) */
+	bool nocto;              /* opens trust attributes inside their window */
 	uint64_t chunk_size;     /* power of two */
 	unsigned prefetch;       /* parallel fetch workers */
 	unsigned max_threads;    /* FUSE worker threads */

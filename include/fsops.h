@@ -10,6 +10,7 @@
 #include "cache.h"
 #include "config.h"
 #include "inode.h"
+#include "meta.h"
 #include "stats.h"
 
 /* Everything the ops need; passed as the session's userdata. */
@@ -25,9 +26,10 @@ struct handle;
 struct efs_fs {
 	const struct efs_config *cfg;
 	struct inode_table *itab;
-	double entry_timeout; /* seconds the kernel may cache names */
-	double attr_timeout;  /* seconds the kernel may cache attributes */
+	struct meta_policy policy; /* how long the kernel may cache metadata */
+	struct fuse_session *se;   /* for attribute invalidations; set by main */
 	struct cache *cache;
+	bool logged_nofile;        /* fd exhaustion was logged */
 	struct efs_stats stats;
 	pthread_mutex_t handles_mu;
 	struct handle *handles; /* open files and dirs; protected by handles_mu */

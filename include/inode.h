@@ -1,9 +1,19 @@
 /* inode.h - the table of inodes the kernel knows about.
  *
- * Each inode holds an O_PATH fd of its source object and the kernel's lookup
- * count.  Inodes are keyed by the source's (st_dev, st_ino), so hard links
- * share one inode.  The FUSE inode number is the struct's address; the root
- * is special-cased and never freed.
+ * Inodes are keyed by the source's (st_dev, st_ino), so hard links share
+ * one inode.  The FUSE inode number is the struct's address; the root is
+ * special-cased and never freed.
+ *
+ * An inode does not own an fd for its whole life: the kernel may know
+ * millions of inodes, RLIMIT_NOFILE allows a few thousand fds.  Each inode
+ * remembers where it was last seen (its parent inode and its name there)
+ * and the table keeps a bounded number of O_PATH fds, least recently used
+ * first out.  inode_fd_get() returns the fd, reopening it from the parent's
+ * fd and the name when it was closed, and checks that the name still leads
+ * to the same (st_dev, st_ino): if not the object was removed or replaced
+ * on the source and the answer is -ESTALE (the kernel then looks the name
+ * up again).  A child holds a reference on its parent, so the chain to the
+ * root always exists.
  */
 #ifndef EFS_INODE_H
 #define EFS_INODE_H
@@ -13,6 +23,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+
+#include "meta.h"
 
 struct cache_file;
 
@@ -27,41 +39,93 @@ struct efs_lock_owner {
 };
 
 struct efs_inode {
-	int fd;          /* O_PATH, O_NOFOLLOW fd of the source object; immutable */
 	dev_t dev;       /* immutable */
 	ino_t ino;       /* immutable */
 	mode_t type;     /* S_IFMT bits; immutable */
-	uint64_t nlookup;        /* protected by the table lock */
-	struct efs_inode *next;  /* hash chain; protected by the table lock */
-	pthread_mutex_t lock;    /* protects the fields below */
-	struct cache_file *cf;   /* cache state of a regular file, or NULL */
+	/* Protected by the table lock: */
+	uint64_t nlookup;         /* the kernel's references */
+	uint64_t refs;            /* children whose parent this is, and callers
+				   * inside inode_fd_get() */
+	struct efs_inode *next;   /* hash chain */
+	struct efs_inode *parent; /* where the name was last seen; NULL for the root */
+	char *name;               /* its name in parent */
+	int fd;                   /* O_PATH, O_NOFOLLOW fd of the source object, or -1 */
+	unsigned fd_users;        /* inode_fd_get() without inode_fd_put() */
+	struct efs_inode *lru_prev, *lru_next; /* fd LRU, while fd >= 0 */
+	struct meta_attr attr;    /* attribute cache state (meta.h) */
+	struct timespec list_mtime, list_ctime; /* directory as last listed */
+	bool listed;
+
+	pthread_mutex_t lock;     /* protects the fields below */
+	struct cache_file *cf;    /* cache state of a regular file, or NULL */
 	struct efs_lock_owner *lock_owners; /* fcntl lock holders */
 };
 
 struct inode_table;
 
 /* Create the table with root_fd (an O_PATH fd of SOURCE) as the root inode.
+ * fd_budget bounds the O_PATH fds kept open (the root's is not counted).
  * Returns 0 or -errno. */
-int itab_new(struct inode_table **out, int root_fd);
+int itab_new(struct inode_table **out, int root_fd, unsigned fd_budget);
 /* Free every inode and close their fds (at unmount). */
 void itab_free(struct inode_table *t);
 struct efs_inode *itab_root(struct inode_table *t);
 
-/* Find the inode of (st->st_dev, st->st_ino) or insert one owning fd, and add
- * one lookup reference.  fd is consumed in every case (closed if an inode
- * already existed).  Returns NULL on ENOMEM. */
-struct efs_inode *itab_get(struct inode_table *t, int fd, const struct stat *st);
-/* Add n lookup references to an inode the caller already holds. */
-void itab_ref(struct inode_table *t, struct efs_inode *ino, uint64_t n);
+/* The object named `name` in parent was found: fd (O_PATH, consumed in
+ * every case) and its stat st.  Find the inode of (st_dev, st_ino) or
+ * insert one, record (parent, name) as where it was seen, and add one
+ * lookup reference.  Returns NULL on ENOMEM. */
+struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, const char *name,
+			   int fd, const struct stat *st);
 /* Drop n lookup references; frees the inode when none are left. */
 void itab_forget(struct inode_table *t, struct efs_inode *ino, uint64_t n);
-/* Number of live inodes, for stats and tests. */
-uint64_t itab_count(struct inode_table *t);
+/* The inode of (dev, ino) if the kernel knows it, else NULL; no reference
+ * is taken, so only for callers that hold one another way. */
+struct efs_inode *itab_find(struct inode_table *t, dev_t dev, ino_t ino);
+/* The object was renamed through the mount: it now lives in newparent. */
+void itab_moved(struct inode_table *t, struct efs_inode *ino, struct efs_inode *newparent,
+		const char *newname);
+
+/* The inode's O_PATH fd, reopened from its parent and name if it was
+ * closed.  Returns the fd (valid until inode_fd_put) or -errno: -ESTALE if
+ * the name now leads to another object, the source's errno otherwise. */
+int inode_fd_get(struct inode_table *t, struct efs_inode *ino);
+void inode_fd_put(struct inode_table *t, struct efs_inode *ino);
+/* Close idle fds until at most `keep` are open (called when the process
+ * ran out of fds); returns how many were closed. */
+unsigned itab_shrink(struct inode_table *t, unsigned keep);
+
+/* Copy of the name and a reference on the parent, for a caller that wants
+ * to resolve the name again (the open path).  Returns 0, -ENOENT for the
+ * root, -ENOMEM.  Release with itab_parent_put(). */
+int itab_parent_get(struct inode_table *t, struct efs_inode *ino, struct efs_inode **parent,
+		    char **name);
+void itab_parent_put(struct inode_table *t, struct efs_inode *parent, char *name);
+
+/* Metadata state (meta.h) under the table lock.  itab_observe: the source
+ * answered st for i; returns the attribute timeout to give the kernel. */
+double itab_observe(struct inode_table *t, struct efs_inode *i, const struct meta_policy *p,
+		    const struct stat *st);
+void itab_attr(struct inode_table *t, struct efs_inode *i, struct meta_attr *out);
+double itab_entry_timeout(struct inode_table *t, struct efs_inode *dir,
+			  const struct meta_policy *p, bool negative);
+/* A directory was opened and is now st: may the kernel keep the listing it
+ * cached at the last open (mtime and ctime unchanged)?  Records st. */
+bool itab_listing_unchanged(struct inode_table *t, struct efs_inode *dir, const struct stat *st);
+
+/* Counters for stats and tests. */
+struct itab_counts {
+	uint64_t inodes;    /* known to the kernel or held as parents */
+	uint64_t fds;       /* O_PATH fds open now */
+	uint64_t reopens;   /* fds reopened from parent + name */
+	uint64_t fd_budget;
+};
+void itab_counts(struct inode_table *t, struct itab_counts *out);
 
 /* The source fd (opened on first use when create) through which POSIX lock
  * owner `owner` holds its fcntl locks on i; owned by the inode.  -ENOENT if
  * the owner holds none and !create, else -errno. */
-int inode_lock_owner_fd(struct efs_inode *i, uint64_t owner, bool create);
+int inode_lock_owner_fd(struct inode_table *t, struct efs_inode *i, uint64_t owner, bool create);
 /* close(2) semantics: drop all of owner's fcntl locks on i. */
 void inode_lock_owner_release(struct efs_inode *i, uint64_t owner);
 

@@ -24,6 +24,16 @@ int src_open_root(const char *path);
 /* openat(dirfd, name, O_PATH|O_NOFOLLOW) and its stat.  *fd is O_PATH. */
 int src_lookup(int dirfd, const char *name, int *fd, struct stat *st);
 int src_stat(int fd, struct stat *st);
+/* The stat of name in dirfd (not following a final symlink) that really
+ * reaches the server: statx with AT_STATX_FORCE_SYNC, which an NFS client
+ * sends as a GETATTR instead of answering from its attribute cache (a plain
+ * fstat may be up to acregmax old).  One round trip. */
+int src_stat_sync_at(int dirfd, const char *name, struct stat *st);
+/* open(2) of name in dirfd for reading or writing (no O_CREAT), never
+ * following a final symlink.  On NFSv4 an open by name re-resolves the name
+ * at the server and refreshes the attributes: one round trip, after which
+ * fstat of the fd is current.  Returns the fd or -errno. */
+int src_open_at(int dirfd, const char *name, int flags);
 
 /* Open the object behind an O_PATH fd for I/O (flags as for open(2), no
  * O_CREAT).  Returns the new fd or -errno. */
@@ -58,6 +68,13 @@ ssize_t src_getxattr(int fd, mode_t type, const char *name, void *buf, size_t si
 ssize_t src_listxattr(int fd, mode_t type, char *buf, size_t size);
 int src_setxattr(int fd, mode_t type, const char *name, const void *val, size_t size, int flags);
 int src_removexattr(int fd, mode_t type, const char *name);
+
+/* I/O on an fd opened for I/O. */
+int src_fsync(int openfd, bool datasync);
+int src_fallocate(int openfd, int mode, off_t off, off_t len);
+off_t src_lseek(int openfd, off_t off, int whence);
+ssize_t src_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len,
+			    unsigned flags);
 
 /* A directory stream of the directory behind an O_PATH fd. */
 int src_opendir(int fd, DIR **out);

@@ -102,7 +102,11 @@ int store_load(struct store *s, const struct store_key *k, struct store_file *f,
  * open a data file emptied of old bytes.  Returns 0 or -errno. */
 int store_create(struct store *s, const struct store_key *k, const struct store_identity *id,
 		 uint32_t chunk_size, struct store_file *f);
+/* Close the record's fds; the decoded header stays valid. */
 void store_file_close(struct store_file *f);
+/* Open the fds of a record whose header f holds again (after
+ * store_file_close).  0, or -errno (-ENOENT: the record is gone). */
+int store_file_reopen(struct store *s, const struct store_key *k, struct store_file *f);
 /* Remove both files of key (eviction of a whole entry). */
 int store_remove(struct store *s, const struct store_key *k);
 

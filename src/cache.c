@@ -80,14 +80,16 @@ struct cache_file {
 	uint64_t meta_bytes;     /* accounted for the record's metadata */
 	uint64_t gen;             /* bumped whenever sf/chunks are replaced */
 	int fetch_fd;             /* source fd for fetches (O_DIRECT if allowed),
-				   * open while an inode uses the entry; -1 */
-	bool fetch_direct;        /* fetch_fd is O_DIRECT */
+				   * open while file handles use the entry; -1 */
+	unsigned opens;           /* file handles (cache_open without cache_close) */
 	unsigned pins;
 	unsigned busy;
 };
 
 struct cache {
 	const struct efs_config *cfg;
+	struct cache_source src;
+	struct meta_policy policy;
 	struct efs_stats *stats;
 	struct store *store;
 	struct evict *ev;
@@ -187,6 +189,20 @@ static void wait_quiet_locked(struct cache_file *e)
 {
 	while (e->busy || e->pins)
 		pthread_cond_wait(&e->cv, &e->mu);
+}
+
+/* Nothing uses the entry: give back its fds (the record's and the fetch
+ * fd), so that only files in use hold fds however many the cache knows.
+ * They are opened again by the next cache_open. */
+static void release_fds_if_idle_locked(struct cache_file *e)
+{
+	if (e->opens || e->busy || e->pins)
+		return;
+	store_file_close(&e->sf);
+	if (e->fetch_fd >= 0) {
+		close(e->fetch_fd);
+		e->fetch_fd = -1;
+	}
 }
 
 /* Forget the record in memory (its files stay as they are). */
@@ -344,19 +360,9 @@ void cache_inode_release(struct efs_inode *ino, void *arg)
 	pthread_mutex_lock(&c->table_mu);
 	last = e->refs == 0;
 	pthread_mutex_unlock(&c->table_mu);
-	if (last && e->fetch_fd >= 0) {
-		close(e->fetch_fd);
-		e->fetch_fd = -1;
-	}
+	if (last)
+		release_fds_if_idle_locked(e);
 	pthread_mutex_unlock(&e->mu);
-}
-
-static double since(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
 /* Caller holds e->mu.  Forget files of a cache_dir that was recreated. */
@@ -366,30 +372,59 @@ static void check_store_gen_locked(struct cache *c, struct cache_file *e)
 		unload_locked(c, e);
 }
 
+/* The record's fds, reopened if they were given back.  A record that is
+ * gone from disk is forgotten (the next open creates a new one). */
+static int reopen_locked(struct cache *c, struct cache_file *e)
+{
+	int r;
+
+	if (!e->loaded || (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0))
+		return 0;
+	r = store_file_reopen(c->store, &e->key, &e->sf);
+	if (r < 0) {
+		unload_locked(c, e);
+		e->load_tried = false;
+	}
+	return r;
+}
+
+static bool fully_cached_locked(const struct cache_file *e)
+{
+	if (!e->loaded || e->bypass)
+		return false;
+	for (uint32_t i = 0; i < e->sf.nchunks; i++)
+		if (e->chunks[i].state == CH_ABSENT || e->chunks[i].state == CH_BUSY)
+			return false;
+	return true;
+}
+
 /* Fetches read the source with O_DIRECT where it allows it: the bytes go
  * into our chunk buffer without a copy in the source's page cache, which
  * would only hold a third copy of data we cache ourselves (and on NFS a
- * direct read of a chunk is sent as parallel RPCs). */
-static void open_fetch_fd_locked(struct cache_file *e, struct efs_inode *ino)
+ * direct read of a chunk is sent as parallel RPCs).  Small files are read
+ * buffered: one request either way. */
+static int open_fetch(struct cache *c, struct efs_inode *ino, bool named, uint64_t size_hint)
 {
-	int fd;
+	int (*op)(void *, struct efs_inode *, int) = named ? c->src.open_named : c->src.open_object;
+	int fd = -EINVAL;
 
-	if (e->fetch_fd >= 0)
-		return;
-	fd = src_open(ino->fd, O_RDONLY | O_DIRECT);
-	e->fetch_direct = fd >= 0;
-	if (fd < 0)
-		fd = src_open(ino->fd, O_RDONLY);
-	e->fetch_fd = fd; /* -1: fetches use the reader's own fd */
+	if (size_hint > c->cfg->chunk_size)
+		fd = op(c->src.arg, ino, O_RDONLY | O_DIRECT);
+	if (fd == -EINVAL)
+		fd = op(c->src.arg, ino, O_RDONLY);
+	return fd;
 }
 
-int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache)
+int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct meta_attr *attr,
+	       bool *keep_cache)
 {
 	struct store_identity id;
 	struct cache_file *e;
+	struct timespec now;
+	uint64_t size_hint;
 	struct stat st;
-	bool trusted;
-	int r;
+	bool trusted, full;
+	int r, fd = -1;
 
 	*keep_cache = false;
 	if (!S_ISREG(ino->type))
@@ -398,29 +433,46 @@ int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache)
 	if (!e)
 		return 0; /* no memory for an entry: the file is read uncached */
 
+	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&e->mu);
 	load_locked(c, e, false);
 	check_store_gen_locked(c, e);
-	trusted = e->validated && e->loaded && !e->bypass &&
-		  (c->cfg->ttl == CONFIG_TTL_NEVER ||
-		   (c->cfg->ttl > 0 && since(&e->validated_at) < (double)c->cfg->ttl));
+	reopen_locked(c, e);
+	trusted = e->loaded && !e->bypass &&
+		  meta_open_trusts(&c->policy, attr,
+				   e->validated ? meta_elapsed(&e->validated_at, &now) : -1.0, &now);
 	if (trusted)
-		open_fetch_fd_locked(e, ino);
+		e->opens++;
+	full = fully_cached_locked(e);
+	size_hint = e->loaded ? e->sf.id.size : (uint64_t)(attr->seen ? attr->size : 0);
 	pthread_mutex_unlock(&e->mu);
 	if (trusted) {
 		*keep_cache = true;
 		return 0;
 	}
 
-	/* Ask the source without holding the entry: it may be slow. */
-	r = src_stat(ino->fd, &st);
-	if (r < 0)
-		return r; /* ENOENT means gone; EIO etc. delete nothing either way */
+	/* One round trip, without holding the entry: the source may be slow. */
+	if (open_fd >= 0) {
+		r = src_stat(open_fd, &st);
+	} else if (full) {
+		r = c->src.stat_named(c->src.arg, ino, &st);
+	} else {
+		fd = open_fetch(c, ino, true, size_hint);
+		r = fd < 0 ? fd : src_stat(fd, &st);
+	}
+	if (r == 0 && (st.st_ino != ino->ino || st.st_dev != ino->dev))
+		r = -ESTALE;
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		return r; /* EIO etc. delete nothing */
+	}
 	identity_of(&st, &id);
 
 	pthread_mutex_lock(&e->mu);
 	stats_add(c->stats, ST_validations, 1);
 	check_store_gen_locked(c, e);
+	reopen_locked(c, e);
 	if (e->loaded && !e->bypass && identity_equal(&e->sf.id, &id)) {
 		*keep_cache = true;
 	} else {
@@ -428,11 +480,31 @@ int cache_open(struct cache *c, struct efs_inode *ino, bool *keep_cache)
 		*keep_cache = false;
 	}
 	e->validated = true;
-	clock_gettime(CLOCK_MONOTONIC, &e->validated_at);
+	e->validated_at = now;
 	e->validated_wall = time(NULL);
-	open_fetch_fd_locked(e, ino);
+	if (fd >= 0 && e->fetch_fd < 0) {
+		e->fetch_fd = fd;
+		fd = -1;
+	}
+	e->opens++;
 	pthread_mutex_unlock(&e->mu);
+	if (fd >= 0)
+		close(fd);
 	return 0;
+}
+
+void cache_close(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e = ino->cf;
+
+	(void)c;
+	if (!e || !S_ISREG(ino->type))
+		return;
+	pthread_mutex_lock(&e->mu);
+	if (e->opens)
+		e->opens--;
+	release_fds_if_idle_locked(e);
+	pthread_mutex_unlock(&e->mu);
 }
 
 void cache_written(struct cache *c, struct efs_inode *ino)
@@ -463,9 +535,12 @@ static void add_mem(struct cache_read *rd, void *buf, const void *mem, size_t le
 static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
 			   struct cache_read *rd)
 {
-	void *buf = malloc(size ? size : 1);
+	void *buf;
 	ssize_t n;
 
+	if (src_fd < 0)
+		return -EBADFD; /* the caller opens the handle's own fd */
+	buf = malloc(size ? size : 1);
 	if (!buf)
 		return -ENOMEM;
 	n = io_pread_full(src_fd, buf, size, off);
@@ -538,10 +613,12 @@ static void *chunk_buf(uint64_t len)
 
 /* Read `want` bytes at start (aligned) into buf (a chunk_buf).  With an
  * O_DIRECT fd, lengths are rounded up to blocks; the source returns short at
- * its end.  Falls back to the buffered fd if the source refuses. */
-static ssize_t fetch_read(int fd, bool direct, int fallback_fd, void *buf, uint32_t want,
-			  uint64_t start)
+ * its end.  If the source refuses a direct read, O_DIRECT is turned off on
+ * the fd and the read goes on buffered. */
+static ssize_t fetch_read(int fd, void *buf, uint32_t want, uint64_t start)
 {
+	int fl = fcntl(fd, F_GETFL);
+	bool direct = fl >= 0 && (fl & O_DIRECT);
 	size_t done = 0, len = direct ? (size_t)((want + ALIGN - 1) & ~(ALIGN - 1)) : want;
 
 	while (done < want) {
@@ -549,11 +626,16 @@ static ssize_t fetch_read(int fd, bool direct, int fallback_fd, void *buf, uint3
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EINVAL && direct && fd != fallback_fd) {
-			/* Unaligned leftovers or a source without O_DIRECT. */
-			fd = fallback_fd;
+		if ((n < 0 && errno == EINVAL && direct) ||
+		    (n > 0 && direct && ((done + (size_t)n) % ALIGN) && done + (size_t)n < want)) {
+			/* Unaligned leftovers, a source without O_DIRECT, or a
+			 * short direct read mid-file: go buffered. */
+			if (fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+				return -errno;
 			direct = false;
 			len = want;
+			if (n > 0)
+				done += (size_t)n;
 			continue;
 		}
 		if (n < 0)
@@ -561,13 +643,31 @@ static ssize_t fetch_read(int fd, bool direct, int fallback_fd, void *buf, uint3
 		if (n == 0)
 			break;
 		done += (size_t)n;
-		if (direct && (done % ALIGN) && done < want) {
-			fd = fallback_fd; /* a short direct read mid-file: go buffered */
-			direct = false;
-			len = want;
-		}
 	}
 	return (ssize_t)(done < want ? done : want);
+}
+
+/* The fetch fd of the entry, opened (by the object, not the name: the
+ * handles that read it opened this very file) if it has none.  The caller
+ * owns a BUSY chunk, so the entry cannot be reset meanwhile; e->mu held on
+ * entry and exit, dropped while opening. */
+static int fetch_fd_locked(struct cache *c, struct cache_file *e, struct efs_inode *ino)
+{
+	uint64_t size = e->sf.id.size;
+	int fd;
+
+	if (e->fetch_fd >= 0)
+		return e->fetch_fd;
+	pthread_mutex_unlock(&e->mu);
+	fd = open_fetch(c, ino, false, size);
+	pthread_mutex_lock(&e->mu);
+	if (fd < 0)
+		return fd;
+	if (e->fetch_fd >= 0)
+		close(fd);
+	else
+		e->fetch_fd = fd;
+	return e->fetch_fd;
 }
 
 /* The chunk is BUSY and ours (counted in e->busy); e->mu held on entry and
@@ -576,23 +676,20 @@ static ssize_t fetch_read(int fd, bool direct, int fallback_fd, void *buf, uint3
  * waiters.  Returns the bytes fetched (short only if the source shrank) or
  * -errno from the source. */
 static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
-				  int src_fd, void *buf, bool prefetched)
+				  int fd, void *buf, bool prefetched)
 {
 	const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
 	const uint32_t want = (uint32_t)(e->sf.id.size - start < e->sf.chunk_size
 						 ? e->sf.id.size - start
 						 : e->sf.chunk_size);
-	bool stored = false, changed = false, direct;
+	bool stored = false, changed = false;
 	struct store_identity now_id;
 	uint64_t hash = 0;
 	struct stat st;
 	ssize_t n;
-	int fd;
 
-	fd = e->fetch_fd >= 0 ? e->fetch_fd : src_fd;
-	direct = e->fetch_fd >= 0 && e->fetch_direct;
 	pthread_mutex_unlock(&e->mu);
-	n = fetch_read(fd, direct, src_fd, buf, want, start);
+	n = fetch_read(fd, buf, want, start);
 	if (n >= 0) {
 		stats_add(c->stats, ST_misses, 1);
 		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);
@@ -600,7 +697,7 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 		 * the source holds now, so serve them, but store nothing. */
 		if ((uint32_t)n != want) {
 			changed = true;
-		} else if (src_stat(src_fd, &st) == 0) {
+		} else if (src_stat(fd, &st) == 0) {
 			identity_of(&st, &now_id);
 			changed = !identity_equal(&now_id, &e->sf.id);
 		}
@@ -669,7 +766,8 @@ static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct ch
  * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
  * look at the entry again: it may have been reset meanwhile), or -errno. */
 static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t idx,
-				 int src_fd, size_t from, size_t to, struct cache_read *rd)
+				 struct efs_inode *ino, size_t from, size_t to,
+				 struct cache_read *rd)
 {
 	const uint64_t cs = e->sf.chunk_size;
 	const uint64_t start = (uint64_t)idx * cs;
@@ -721,7 +819,14 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 	}
 
 	/* ABSENT: fetch the whole chunk from the source, once. */
-	n = fetch_owned_locked(c, e, ch, src_fd, buf, false);
+	n = fetch_fd_locked(c, e, ino);
+	if (n >= 0)
+		n = fetch_owned_locked(c, e, ch, (int)n, buf, false);
+	else {
+		e->busy--;
+		ch->state = CH_ABSENT;
+		pthread_cond_broadcast(&e->cv);
+	}
 	if (n < 0) {
 		free(buf);
 		return n;
@@ -737,12 +842,11 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 }
 
 /* Queue fetches of the chunks after idx for a sequential reader; e->mu held. */
-static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint32_t idx,
-				     int src_fd)
+static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint32_t idx)
 {
 	uint32_t last = idx + c->window;
 
-	if (!c->pf || e->bypass || !e->loaded)
+	if (!c->pf || e->bypass || !e->loaded || e->fetch_fd < 0)
 		return;
 	if (last >= e->sf.nchunks)
 		last = e->sf.nchunks ? e->sf.nchunks - 1 : 0;
@@ -757,7 +861,7 @@ static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint
 		    !(ch->state == CH_ABSENT ||
 		      (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE)))
 			continue;
-		job.fd = fcntl(src_fd, F_DUPFD_CLOEXEC, 0);
+		job.fd = fcntl(e->fetch_fd, F_DUPFD_CLOEXEC, 0);
 		if (job.fd < 0)
 			return;
 		if (!prefetch_submit(c->pf, &job)) {
@@ -777,7 +881,8 @@ static void run_prefetch(const struct prefetch_job *job, void *arg)
 	void *buf;
 
 	pthread_mutex_lock(&e->mu);
-	if (!e->loaded || e->bypass || e->gen != job->tag || job->idx >= e->sf.nchunks) {
+	if (!e->loaded || e->bypass || e->gen != job->tag || job->idx >= e->sf.nchunks ||
+	    e->sf.data_fd < 0) {
 		pthread_mutex_unlock(&e->mu);
 		return;
 	}
@@ -805,6 +910,7 @@ static void run_prefetch(const struct prefetch_job *job, void *arg)
 			fetch_owned_locked(c, e, ch, job->fd, buf, true);
 		}
 	}
+	release_fds_if_idle_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	free(buf);
 }
@@ -834,6 +940,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 
 	pthread_mutex_lock(&e->mu);
 	check_store_gen_locked(c, e);
+	reopen_locked(c, e);
 	fsize = e->sf.id.size;
 	if (!e->loaded || e->bypass || (uint64_t)off >= fsize) {
 		/* Uncached, or past the size we validated (the file grew). */
@@ -852,13 +959,17 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 
 		if (!e->loaded || e->bypass || e->gen != gen) {
 			/* Reset or found changed meanwhile: finish from the source. */
+			if (src_fd < 0) {
+				total = -EBADFD; /* start over with the handle's fd */
+				break;
+			}
 			pthread_mutex_unlock(&e->mu);
 			n = read_direct(c, src_fd, (off_t)pos, (size_t)(end - pos), rd);
 			pthread_mutex_lock(&e->mu);
 			total = n < 0 ? (total ? total : n) : total + n;
 			break;
 		}
-		n = read_chunk_locked(c, e, idx, src_fd, from, to, rd);
+		n = read_chunk_locked(c, e, idx, ino, from, to, rd);
 		if (n == -EAGAIN)
 			continue;
 		if (n < 0) {
@@ -871,7 +982,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 		pos += (uint64_t)n;
 	}
 	if (sequential && total > 0 && e->gen == gen && e->loaded)
-		schedule_prefetch_locked(c, e, (uint32_t)((end - 1) / cs), src_fd);
+		schedule_prefetch_locked(c, e, (uint32_t)((end - 1) / cs));
 	pthread_mutex_unlock(&e->mu);
 	if (total < 0)
 		cache_read_done(c, rd);
@@ -893,6 +1004,7 @@ void cache_read_done(struct cache *c, struct cache_read *rd)
 		e->pins -= rd->pins;
 		if (!e->pins)
 			pthread_cond_broadcast(&e->cv);
+		release_fds_if_idle_locked(e);
 		pthread_mutex_unlock(&e->mu);
 	}
 	for (unsigned i = 0; i < rd->nbufs; i++)
@@ -911,7 +1023,8 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 
 	if (pthread_mutex_trylock(&e->mu) != 0)
 		return -EBUSY;
-	if (ch->pins || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)) {
+	if (ch->pins || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED) ||
+	    reopen_locked(c, e) < 0 || !e->loaded) {
 		pthread_mutex_unlock(&e->mu);
 		return -EBUSY;
 	}
@@ -923,14 +1036,15 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 	ch->len = 0;
 	freed = (int64_t)node->bytes;
 	evict_unlink_locked(c->ev, node);
+	release_fds_if_idle_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	return freed;
 }
 
 /* ---- setup, background index and sweep --------------------------------- */
 
-int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats *stats,
-	      char *err, size_t errlen)
+int cache_new(struct cache **out, const struct efs_config *cfg, const struct cache_source *src,
+	      struct efs_stats *stats, char *err, size_t errlen)
 {
 	struct cache *c = calloc(1, sizeof(*c));
 	int r;
@@ -940,6 +1054,8 @@ int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats
 	if (!c)
 		return -ENOMEM;
 	c->cfg = cfg;
+	c->src = *src;
+	meta_policy_init(&c->policy, cfg);
 	c->stats = stats;
 	c->nbuckets = 4096;
 	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
@@ -980,6 +1096,7 @@ static void scan_one(const struct store_key *k, void *arg)
 		return; /* an open got there first and loaded it */
 	pthread_mutex_lock(&e->mu);
 	load_locked(c, e, true);
+	release_fds_if_idle_locked(e);
 	pthread_mutex_unlock(&e->mu);
 }
 
@@ -1084,7 +1201,7 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 	time_t when = 0;
 	struct stat st;
 
-	if (src_stat(ino->fd, &st) == 0)
+	if (S_ISREG(ino->type) && c->src.stat_named(c->src.arg, ino, &st) == 0)
 		size = (uint64_t)st.st_size; /* the record's size wins if there is one */
 
 	if (e) {
@@ -1104,6 +1221,7 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 			}
 			state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
 		}
+		release_fds_if_idle_locked(e);
 		when = e->validated_wall;
 		pthread_mutex_unlock(&e->mu);
 	}
@@ -1144,6 +1262,7 @@ int cache_evict_file(struct cache *c, struct efs_inode *ino, uint64_t *dropped)
 	pthread_mutex_lock(&e->mu);
 	load_locked(c, e, false);
 	wait_quiet_locked(e);
+	reopen_locked(c, e);
 	if (e->loaded) {
 		for (uint32_t i = 0; i < e->sf.nchunks; i++) {
 			struct chunk *ch = &e->chunks[i];
@@ -1157,6 +1276,7 @@ int cache_evict_file(struct cache *c, struct efs_inode *ino, uint64_t *dropped)
 			ch->len = 0;
 		}
 	}
+	release_fds_if_idle_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	return 0;
 }
@@ -1168,7 +1288,7 @@ static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t 
 	void *buf = NULL;
 
 	check_store_gen_locked(c, e);
-	if (!e->loaded)
+	if (reopen_locked(c, e) < 0 || !e->loaded)
 		return;
 	buf = malloc(e->sf.chunk_size);
 	if (!buf)
@@ -1206,6 +1326,7 @@ static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t 
 		e->busy--;
 		pthread_cond_broadcast(&e->cv);
 	}
+	release_fds_if_idle_locked(e);
 	free(buf);
 }
 

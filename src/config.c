@@ -6,6 +6,7 @@
  * libfuse, which refuses what it does not know before mounting.
  */
 #include "config.h"
+#include "meta.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -37,9 +38,29 @@ const char config_usage[] =
 	"  -o cache_min_free=PCT%|SIZE\n"
 	"                         keep this much free on cache_dir's file system\n"
 	"                         (default 10%)\n"
-	"  -o ttl=SECONDS|never   how long an open may trust the last validation of\n"
-	"                         a file; 0 re-checks the source at every open\n"
-	"                         (close-to-open, default 0); never for immutable trees\n"
+	"  -o ttl=SECONDS|never   how stale the tree may be: an open trusts a\n"
+	"                         validation younger than this and names and\n"
+	"                         attributes are cached at least this long; 0 keeps\n"
+	"                         close-to-open (default); never for immutable trees\n"
+	"\n"
+	"metadata caching (as the NFS client of an EFS mount; default: as fresh as\n"
+	"EFS with its recommended mount options):\n"
+	"  -o acregmin=S,acregmax=S\n"
+	"                         a file's attributes may be S seconds old, the\n"
+	"                         window growing from min to max while the file does\n"
+	"                         not change (default 3 and 60)\n"
+	"  -o acdirmin=S,acdirmax=S\n"
+	"                         the same for directories and the names in them\n"
+	"                         (default 30 and 60)\n"
+	"  -o actimeo=S           all four windows at once\n"
+	"  -o lookupcache=all|positive|none\n"
+	"                         cache names found and not found (all, default),\n"
+	"                         only names found, or none\n"
+	"  -o nocto               an open trusts attributes still inside their window\n"
+	"                         instead of asking the source (default cto: every\n"
+	"                         open asks once, so it sees every change made before)\n"
+	"  -o strict              no metadata caching: every lookup and stat asks the\n"
+	"                         source (actimeo=0,lookupcache=none)\n"
 	"  -o chunk_size=SIZE     unit of caching and checksumming, a power of two\n"
 	"                         from 64K to 64M (default 1M)\n"
 	"  -o prefetch=N          parallel fetch workers for readahead and warm,\n"
@@ -263,6 +284,50 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 			cfg->ttl = (int64_t)u;
 		}
 		r = 0;
+	} else if (!strcmp(opt, "actimeo") || !strcmp(opt, "acregmin") ||
+		   !strcmp(opt, "acregmax") || !strcmp(opt, "acdirmin") ||
+		   !strcmp(opt, "acdirmax")) {
+		NEED_VALUE();
+		if (parse_uint(val, 0, CONFIG_MAX_SECONDS, &u))
+			BAD("bad value for option '%s': '%s': expected whole seconds from 0 to %d",
+			    opt, val, CONFIG_MAX_SECONDS);
+		if (!strcmp(opt, "actimeo"))
+			cfg->acregmin = cfg->acregmax = cfg->acdirmin = cfg->acdirmax = (uint32_t)u;
+		else if (!strcmp(opt, "acregmin"))
+			cfg->acregmin = (uint32_t)u;
+		else if (!strcmp(opt, "acregmax"))
+			cfg->acregmax = (uint32_t)u;
+		else if (!strcmp(opt, "acdirmin"))
+			cfg->acdirmin = (uint32_t)u;
+		else
+			cfg->acdirmax = (uint32_t)u;
+		r = 0;
+	} else if (!strcmp(opt, "lookupcache")) {
+		NEED_VALUE();
+		if (!strcmp(val, "all"))
+			cfg->lookupcache = LOOKUPCACHE_ALL;
+		else if (!strcmp(val, "positive") || !strcmp(val, "pos"))
+			cfg->lookupcache = LOOKUPCACHE_POSITIVE;
+		else if (!strcmp(val, "none"))
+			cfg->lookupcache = LOOKUPCACHE_NONE;
+		else
+			BAD("bad value for option 'lookupcache': '%s': expected all, positive or "
+			    "none",
+			    val);
+		r = 0;
+	} else if (!strcmp(opt, "cto") || !strcmp(opt, "nocto")) {
+		if (val)
+			BAD("option '%s' takes no value", opt);
+		cfg->nocto = !strcmp(opt, "nocto");
+		r = 0;
+	} else if (!strcmp(opt, "strict")) {
+		if (val)
+			BAD("option 'strict' takes no value");
+		/* Every lookup and getattr asks the source; every open validates. */
+		cfg->acregmin = cfg->acregmax = cfg->acdirmin = cfg->acdirmax = 0;
+		cfg->lookupcache = LOOKUPCACHE_NONE;
+		cfg->nocto = false;
+		r = 0;
 	} else if (!strcmp(opt, "chunk_size")) {
 		NEED_VALUE();
 		if (config_parse_size(val, &u, why, sizeof(why)))
@@ -354,6 +419,11 @@ int config_parse(struct efs_config *cfg, int argc, char *const argv[], char *err
 	cfg->cache_size = CONFIG_DEFAULT_CACHE_SIZE;
 	cfg->min_free_pct = CONFIG_DEFAULT_MIN_FREE_PCT;
 	cfg->ttl = 0;
+	cfg->acregmin = CONFIG_DEFAULT_ACREGMIN;
+	cfg->acregmax = CONFIG_DEFAULT_ACREGMAX;
+	cfg->acdirmin = CONFIG_DEFAULT_ACDIRMIN;
+	cfg->acdirmax = CONFIG_DEFAULT_ACDIRMAX;
+	cfg->lookupcache = LOOKUPCACHE_ALL;
 	cfg->chunk_size = CONFIG_DEFAULT_CHUNK_SIZE;
 	cfg->prefetch = CONFIG_DEFAULT_PREFETCH;
 	cfg->max_threads = CONFIG_DEFAULT_MAX_THREADS;

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -46,7 +48,11 @@ struct handle {
 
 struct efs_file {
 	struct handle h;        /* first */
-	int fd;                 /* source fd opened for I/O */
+	pthread_mutex_t mu;     /* serialises the lazy open of fd */
+	int fd;                 /* source fd opened for I/O, or -1: read-only
+				 * handles get one only when they need it */
+	int flags;              /* open(2) flags, for that lazy open */
+	bool cached;            /* cache_open succeeded: cache_close at release */
 	off_t next_off;         /* atomic: where a sequential reader reads next */
 };
 
@@ -122,6 +128,120 @@ static bool bad_name(const char *name)
 	return !strcmp(name, ".") || !strcmp(name, "..") || strchr(name, '/');
 }
 
+/* ---- fds ----------------------------------------------------------------- */
+
+/* fds kept for inodes: half of what RLIMIT_NOFILE leaves after a reserve
+ * for the cache's own files, worker threads and the session.  The soft
+ * limit was raised to the hard one at start (main.c). */
+#define FD_RESERVE 128
+#define FD_BUDGET_MIN 16
+
+static unsigned fd_budget(const struct efs_config *cfg)
+{
+	struct rlimit rl;
+	uint64_t n;
+
+	(void)cfg;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 1u << 16;
+	n = rl.rlim_cur > 2 * FD_RESERVE ? (rl.rlim_cur - FD_RESERVE) / 2 : rl.rlim_cur / 4;
+	if (n > (1u << 20))
+		n = 1u << 20;
+	return n < FD_BUDGET_MIN ? FD_BUDGET_MIN : (unsigned)n;
+}
+
+/* The process ran out of fds: give back idle inode fds; log it once. */
+static void note_no_fds(struct efs_fs *fs, int r, const char *what)
+{
+	struct itab_counts n;
+
+	itab_counts(fs->itab, &n);
+	itab_shrink(fs->itab, (unsigned)(n.fd_budget / 2));
+	log_once(fs->logged_nofile, LOG_LVL_WARN,
+		 "out of file descriptors during %s (%s) with %llu inode fds open: closed idle "
+		 "ones and retried; raise the limit (LimitNOFILE=, ulimit -n) if this recurs",
+		 what, strerror(-r), (unsigned long long)n.fds);
+}
+
+static bool out_of_fds(int r)
+{
+	return r == -EMFILE || r == -ENFILE;
+}
+
+/* Callers of inode_fd_get hold the fd until inode_fd_put. */
+static int ifd(struct efs_fs *fs, struct efs_inode *i)
+{
+	int fd = inode_fd_get(fs->itab, i);
+
+	if (out_of_fds(fd)) {
+		note_no_fds(fs, fd, "a reopen");
+		fd = inode_fd_get(fs->itab, i);
+	}
+	return fd;
+}
+
+static void ifd_put(struct efs_fs *fs, struct efs_inode *i)
+{
+	inode_fd_put(fs->itab, i);
+}
+
+/* The cache's view of the source (struct cache_source). */
+static int source_stat_named(void *arg, struct efs_inode *i, struct stat *st)
+{
+	struct efs_fs *fs = arg;
+	struct efs_inode *parent;
+	char *name;
+	int pfd, r;
+
+	r = itab_parent_get(fs->itab, i, &parent, &name);
+	if (r < 0)
+		return r == -ENOENT ? -ESTALE : r;
+	pfd = ifd(fs, parent);
+	r = pfd < 0 ? pfd : src_stat_sync_at(pfd, name, st);
+	if (pfd >= 0)
+		ifd_put(fs, parent);
+	itab_parent_put(fs->itab, parent, name);
+	return r == -ENOENT ? -ESTALE : r;
+}
+
+static int source_open_named(void *arg, struct efs_inode *i, int flags)
+{
+	struct efs_fs *fs = arg;
+	struct efs_inode *parent;
+	char *name;
+	int pfd, r;
+
+	r = itab_parent_get(fs->itab, i, &parent, &name);
+	if (r < 0)
+		return r == -ENOENT ? -ESTALE : r;
+	pfd = ifd(fs, parent);
+	r = pfd < 0 ? pfd : src_open_at(pfd, name, flags);
+	if (out_of_fds(r)) {
+		note_no_fds(fs, r, "an open");
+		r = src_open_at(pfd, name, flags);
+	}
+	if (pfd >= 0)
+		ifd_put(fs, parent);
+	itab_parent_put(fs->itab, parent, name);
+	return r == -ENOENT ? -ESTALE : r;
+}
+
+static int source_open_object(void *arg, struct efs_inode *i, int flags)
+{
+	struct efs_fs *fs = arg;
+	int fd = ifd(fs, i), r;
+
+	if (fd < 0)
+		return fd;
+	r = src_open(fd, flags);
+	if (out_of_fds(r)) {
+		note_no_fds(fs, r, "an open");
+		r = src_open(fd, flags);
+	}
+	ifd_put(fs, i);
+	return r;
+}
+
 int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_t errlen)
 {
 	int fd, r;
@@ -135,10 +255,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return -ENOMEM;
 	}
 	fs->handles->next = fs->handles->prev = fs->handles;
-	if (cfg->ttl == CONFIG_TTL_NEVER)
-		fs->entry_timeout = fs->attr_timeout = 86400.0 * 365;
-	else
-		fs->entry_timeout = fs->attr_timeout = (double)cfg->ttl;
+	meta_policy_init(&fs->policy, cfg);
 	{
 		struct sigaction sa = {.sa_handler = lock_wake_handler};
 
@@ -151,13 +268,22 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		snprintf(err, errlen, "cannot open SOURCE '%s': %s", cfg->source, strerror(-fd));
 		return fd;
 	}
-	r = itab_new(&fs->itab, fd);
+	r = itab_new(&fs->itab, fd, fd_budget(cfg));
 	if (r < 0) {
 		close(fd);
 		snprintf(err, errlen, "cannot set up the inode table: %s", strerror(-r));
 		return r;
 	}
-	r = cache_new(&fs->cache, cfg, &fs->stats, err, errlen);
+	{
+		const struct cache_source src = {
+			.stat_named = source_stat_named,
+			.open_named = source_open_named,
+			.open_object = source_open_object,
+			.arg = fs,
+		};
+
+		r = cache_new(&fs->cache, cfg, &src, &fs->stats, err, errlen);
+	}
 	if (r < 0) {
 		fsops_destroy(fs);
 		return r;
@@ -182,7 +308,11 @@ void fsops_destroy(struct efs_fs *fs)
 		if (h->is_dir) {
 			closedir(((struct efs_dir *)h)->dp);
 		} else {
-			close(((struct efs_file *)h)->fd);
+			struct efs_file *f = (struct efs_file *)h;
+
+			if (f->fd >= 0)
+				close(f->fd);
+			pthread_mutex_destroy(&f->mu);
 		}
 		free(h);
 	}
@@ -204,18 +334,28 @@ static int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *na
 	struct efs_inode *i;
 	int fd, r;
 
+	int pfd;
+
 	if (bad_name(name))
 		return -EINVAL;
 	memset(e, 0, sizeof(*e));
-	r = src_lookup(parent->fd, name, &fd, &e->attr);
+	pfd = ifd(fs, parent);
+	if (pfd < 0)
+		return pfd;
+	r = src_lookup(pfd, name, &fd, &e->attr);
+	if (out_of_fds(r)) {
+		note_no_fds(fs, r, "a lookup");
+		r = src_lookup(pfd, name, &fd, &e->attr);
+	}
+	ifd_put(fs, parent);
 	if (r < 0)
 		return r;
-	i = itab_get(fs->itab, fd, &e->attr);
+	i = itab_get(fs->itab, parent, name, fd, &e->attr);
 	if (!i)
 		return -ENOMEM;
 	e->ino = ino_id(fs, i);
-	e->attr_timeout = fs->attr_timeout;
-	e->entry_timeout = fs->entry_timeout;
+	e->attr_timeout = itab_observe(fs->itab, i, &fs->policy, &e->attr);
+	e->entry_timeout = itab_entry_timeout(fs->itab, parent, &fs->policy, false);
 	return 0;
 }
 
@@ -231,7 +371,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	unsigned want = FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_ATOMIC_O_TRUNC |
 			FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_PARALLEL_DIROPS |
-			FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+			FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+			FUSE_CAP_CACHE_SYMLINKS;
 	(void)userdata;
 
 	conn->want |= want & conn->capable;
@@ -259,9 +400,18 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
 	struct fuse_entry_param e;
-	int r = do_lookup(fs_of(req), inode_of(req, parent), name, &e);
+	int r = do_lookup(fs, dir, name, &e);
 
+	if (r == -ENOENT) {
+		/* A negative entry: the kernel remembers the name is absent. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = itab_entry_timeout(fs->itab, dir, &fs->policy, true);
+		if (e.entry_timeout > 0)
+			r = 0;
+	}
 	reply_entry_or_err(req, r, &e);
 }
 
@@ -282,24 +432,37 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
 	struct stat st;
-	int r = src_stat(inode_of(req, ino)->fd, &st);
+	int fd = ifd(fs, i), r;
 
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	r = src_stat(fd, &st);
+	ifd_put(fs, i);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, fs_of(req)->attr_timeout);
+		fuse_reply_attr(req, &st, itab_observe(fs->itab, i, &fs->policy, &st));
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		       struct fuse_file_info *fi)
 {
+	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
 	int openfd = fi ? file_of(fi)->fd : -1;
-	int r = 0;
+	int r = 0, fd = ifd(fs, i);
 
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
 	if (valid & FUSE_SET_ATTR_MODE) {
-		r = src_chmod(i->fd, openfd, attr->st_mode);
+		r = src_chmod(fd, openfd, attr->st_mode);
 		if (r < 0)
 			goto out_err;
 	}
@@ -307,13 +470,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
 		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
 
-		r = src_chown(i->fd, uid, gid);
+		r = src_chown(fd, uid, gid);
 		if (r < 0)
 			goto out_err;
 	}
 	if (valid & FUSE_SET_ATTR_SIZE) {
-		r = src_truncate(i->fd, openfd, attr->st_size);
-		cache_written(fs_of(req)->cache, i);
+		r = src_truncate(fd, openfd, attr->st_size);
+		cache_written(fs->cache, i);
 		if (r < 0)
 			goto out_err;
 	}
@@ -328,20 +491,28 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 			ts[1].tv_nsec = UTIME_NOW;
 		else if (valid & FUSE_SET_ATTR_MTIME)
 			ts[1] = attr->st_mtim;
-		r = src_utimens(i->fd, openfd, i->type, ts);
+		r = src_utimens(fd, openfd, i->type, ts);
 		if (r < 0)
 			goto out_err;
 	}
+	ifd_put(fs, i);
 	op_getattr(req, ino, fi);
 	return;
 out_err:
+	ifd_put(fs, i);
 	fuse_reply_err(req, -r);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
 	char buf[PATH_MAX + 1];
-	ssize_t n = src_readlink(inode_of(req, ino)->fd, buf, sizeof(buf));
+	int fd = ifd(fs, i);
+	ssize_t n = fd < 0 ? fd : src_readlink(fd, buf, sizeof(buf));
+
+	if (fd >= 0)
+		ifd_put(fs, i);
 
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
@@ -357,13 +528,24 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
-	fuse_reply_err(req, -src_access(inode_of(req, ino)->fd, mask));
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = ifd(fs, i), r = fd < 0 ? fd : src_access(fd, mask);
+
+	if (fd >= 0)
+		ifd_put(fs, i);
+	fuse_reply_err(req, -r);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
 	struct statvfs st;
-	int r = src_statfs(inode_of(req, ino)->fd, &st);
+	int fd = ifd(fs, i), r = fd < 0 ? fd : src_statfs(fd, &st);
+
+	if (fd >= 0)
+		ifd_put(fs, i);
 
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -391,28 +573,35 @@ static void enter_caller(fuse_req_t req, struct src_cred *saved)
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, enum mk_kind kind,
 		      mode_t mode, dev_t rdev, const char *target)
 {
+	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
 	struct fuse_entry_param e;
 	struct src_cred saved;
-	int r;
+	int r, dfd;
 
 	if (bad_name(name)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	dfd = ifd(fs, dir);
+	if (dfd < 0) {
+		fuse_reply_err(req, -dfd);
+		return;
+	}
 	enter_caller(req, &saved);
 	switch (kind) {
 	case MK_DIR:
-		r = src_mkdir(dir->fd, name, mode);
+		r = src_mkdir(dfd, name, mode);
 		break;
 	case MK_SYMLINK:
-		r = src_symlink(target, dir->fd, name);
+		r = src_symlink(target, dfd, name);
 		break;
 	default:
-		r = src_mknod(dir->fd, name, mode, rdev);
+		r = src_mknod(dfd, name, mode, rdev);
 		break;
 	}
 	src_cred_leave(&saved);
+	ifd_put(fs, dir);
 	if (r == 0)
 		r = do_lookup(fs_of(req), dir, name, &e);
 	reply_entry_or_err(req, r, &e);
@@ -445,7 +634,16 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	r = src_link(i->fd, inode_of(req, newparent)->fd, newname);
+	{
+		struct efs_inode *np = inode_of(req, newparent);
+		int fd = ifd(fs, i), nfd = fd < 0 ? -1 : ifd(fs, np);
+
+		r = fd < 0 ? fd : nfd < 0 ? nfd : src_link(fd, nfd, newname);
+		if (nfd >= 0)
+			ifd_put(fs, np);
+		if (fd >= 0)
+			ifd_put(fs, i);
+	}
 	if (r == 0)
 		r = do_lookup(fs, inode_of(req, newparent), newname, &e);
 	reply_entry_or_err(req, r, &e);
@@ -453,23 +651,72 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -src_unlink(inode_of(req, parent)->fd, name));
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
+	int fd = ifd(fs, dir), r = fd < 0 ? fd : src_unlink(fd, name);
+
+	if (fd >= 0)
+		ifd_put(fs, dir);
+	fuse_reply_err(req, -r);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -src_rmdir(inode_of(req, parent)->fd, name));
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
+	int fd = ifd(fs, dir), r = fd < 0 ? fd : src_rmdir(fd, name);
+
+	if (fd >= 0)
+		ifd_put(fs, dir);
+	fuse_reply_err(req, -r);
+}
+
+/* The inode (if the kernel knows it) of name in the directory behind dfd. */
+static struct efs_inode *known_child(struct efs_fs *fs, int dfd, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return NULL;
+	return itab_find(fs->itab, st.st_dev, st.st_ino);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent), *ndir = inode_of(req, newparent);
+	struct efs_inode *moved = NULL, *swapped = NULL;
+	int fd, nfd, r;
+
 	if (bad_name(name) || bad_name(newname)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	fuse_reply_err(req, -src_rename(inode_of(req, parent)->fd, name,
-					inode_of(req, newparent)->fd, newname, flags));
+	fd = ifd(fs, dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	nfd = ifd(fs, ndir);
+	if (nfd < 0) {
+		ifd_put(fs, dir);
+		fuse_reply_err(req, -nfd);
+		return;
+	}
+	/* Inodes record where their names are: follow the move.  The kernel
+	 * serialises renames against lookups of these names. */
+	moved = known_child(fs, fd, name);
+	if (flags & RENAME_EXCHANGE)
+		swapped = known_child(fs, nfd, newname);
+	r = src_rename(fd, name, nfd, newname, flags);
+	if (r == 0 && moved)
+		itab_moved(fs->itab, moved, ndir, newname);
+	if (r == 0 && swapped)
+		itab_moved(fs->itab, swapped, dir, name);
+	ifd_put(fs, ndir);
+	ifd_put(fs, dir);
+	fuse_reply_err(req, -r);
 }
 
 /* ---- files -------------------------------------------------------------- */
@@ -480,46 +727,99 @@ static int file_new(struct efs_fs *fs, int fd, struct fuse_file_info *fi)
 
 	if (!f)
 		return -ENOMEM;
+	pthread_mutex_init(&f->mu, NULL);
 	handle_add(fs, &f->h, false);
 	f->fd = fd;
+	f->flags = fi->flags;
 	f->next_off = -1;
 	fi->fh = (uint64_t)(uintptr_t)f;
 	return 0;
+}
+
+static void file_free(struct efs_fs *fs, struct efs_file *f)
+{
+	if (f->fd >= 0)
+		close(f->fd); /* also drops flock locks held through it */
+	handle_del(fs, &f->h);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
 }
 
 /* Flags for the source fd: O_DIRECT alignment is the application's business
  * with the kernel, not something the source must honour. */
 static int source_flags(int flags)
 {
-	return flags & ~O_DIRECT;
+	return flags & ~(O_DIRECT | O_TRUNC | O_CREAT | O_EXCL);
+}
+
+/* The handle's own source fd, opened on first need (read-only handles of
+ * cached files never need one).  Returns it or -errno. */
+static int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
+{
+	int fd;
+
+	pthread_mutex_lock(&f->mu);
+	if (f->fd < 0) {
+		fd = source_open_object(fs, i, source_flags(f->flags));
+		if (fd >= 0)
+			f->fd = fd;
+	}
+	fd = f->fd >= 0 ? f->fd : fd;
+	pthread_mutex_unlock(&f->mu);
+	return fd;
+}
+
+/* The file changed on the source: make the kernel ask for its attributes
+ * (size above all) again instead of trusting its cache.  Attributes only,
+ * so it is safe from inside a request. */
+static void inval_attrs(struct efs_fs *fs, fuse_ino_t ino)
+{
+	if (fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	int fd = src_open(i->fd, source_flags(fi->flags));
+	bool ro = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC);
+	struct meta_attr attr;
 	bool keep = false;
-	int r;
+	int fd = -1, r;
 
-	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		return;
+	if (!ro || !S_ISREG(i->type)) {
+		/* Writers (and O_TRUNC) need the source file now.  After the
+		 * open, O_TRUNC has already changed the identity. */
+		fd = source_open_object(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL));
+		if (fd < 0) {
+			fuse_reply_err(req, -fd);
+			return;
+		}
 	}
-	/* After the open: O_TRUNC has already changed the identity. */
-	r = cache_open(fs_of(req)->cache, i, &keep);
-	if (r == 0)
-		r = file_new(fs_of(req), fd, fi);
-	fi->keep_cache = keep;
+	/* A reader of a cached file costs one round trip here, and none more
+	 * unless a chunk must be fetched (cache.h). */
+	itab_attr(fs->itab, i, &attr);
+	r = cache_open(fs->cache, i, fd, &attr, &keep);
+	if (r == 0) {
+		r = file_new(fs, fd, fi);
+		if (r < 0)
+			cache_close(fs->cache, i);
+		else
+			file_of(fi)->cached = true;
+	}
 	if (r < 0) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		fuse_reply_err(req, -r);
 		return;
 	}
+	fi->keep_cache = keep;
+	if (!keep && S_ISREG(i->type))
+		inval_attrs(fs, ino);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted and is gone; no release will come. */
-		close(fd);
-		handle_del(fs_of(req), &file_of(fi)->h);
-		free(file_of(fi));
+		cache_close(fs->cache, i);
+		file_free(fs, file_of(fi));
 	}
 }
 
@@ -536,21 +836,34 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	enter_caller(req, &saved);
-	fd = src_create(dir->fd, name, source_flags(fi->flags), mode);
-	src_cred_leave(&saved);
+	{
+		int dfd = ifd(fs, dir);
+
+		if (dfd < 0) {
+			fuse_reply_err(req, -dfd);
+			return;
+		}
+		enter_caller(req, &saved);
+		fd = src_create(dfd, name, fi->flags & ~O_DIRECT, mode);
+		src_cred_leave(&saved);
+		ifd_put(fs, dir);
+	}
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
 	}
 	r = do_lookup(fs, dir, name, &e);
 	if (r == 0) {
+		struct efs_inode *i = inode_of(req, e.ino);
+		struct meta_attr attr;
 		bool keep;
 
-		cache_open(fs->cache, inode_of(req, e.ino), &keep);
-		r = file_new(fs_of(req), fd, fi);
+		itab_attr(fs->itab, i, &attr);
+		r = file_new(fs, fd, fi);
+		if (r == 0 && cache_open(fs->cache, i, fd, &attr, &keep) == 0)
+			file_of(fi)->cached = true;
 		if (r < 0)
-			itab_forget(fs->itab, inode_of(req, e.ino), 1);
+			itab_forget(fs->itab, i, 1);
 	}
 	if (r < 0) {
 		close(fd);
@@ -558,10 +871,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		itab_forget(fs->itab, inode_of(req, e.ino), 1);
-		close(fd);
-		handle_del(fs, &file_of(fi)->h);
-		free(file_of(fi));
+		struct efs_inode *i = inode_of(req, e.ino);
+
+		if (file_of(fi)->cached)
+			cache_close(fs->cache, i);
+		file_free(fs, file_of(fi));
+		itab_forget(fs->itab, i, 1);
 	}
 }
 
@@ -573,8 +888,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fuse_bufvec *bv;
 	ssize_t n;
 
-	n = cache_read(fs->cache, inode_of(req, ino), file_of(fi)->fd, off, size,
-		       note_sequential(file_of(fi), off, size), &rd);
+	struct efs_inode *i = inode_of(req, ino);
+	bool seq = note_sequential(file_of(fi), off, size);
+
+	n = cache_read(fs->cache, i, file_of(fi)->fd, off, size, seq, &rd);
+	if (n == -EBADFD) {
+		/* The read must go to the source: give the handle its fd. */
+		int fd = file_fd(fs, i, file_of(fi));
+
+		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, &rd);
+	}
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 		return;
@@ -607,13 +930,19 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 			 struct fuse_file_info *fi)
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = file_fd(fs_of(req), i, file_of(fi));
 	ssize_t n;
 
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	out.buf[0].fd = file_of(fi)->fd;
+	out.buf[0].fd = fd;
 	out.buf[0].pos = off;
 	n = fuse_buf_copy(&out, in, 0);
-	cache_written(fs_of(req)->cache, inode_of(req, ino));
+	cache_written(fs_of(req)->cache, i);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -627,10 +956,15 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	inode_lock_owner_release(inode_of(req, ino), fi->lock_owner);
 	/* Closing a duplicate makes NFS-like sources report deferred write
-	 * errors now, where close(2) returns them, not at release. */
-	fd = dup(f->fd);
-	if (fd < 0 || close(fd) < 0)
-		r = -errno;
+	 * errors now, where close(2) returns them, not at release.  A handle
+	 * that never opened the source has nothing to report. */
+	pthread_mutex_lock(&f->mu);
+	if (f->fd >= 0) {
+		fd = dup(f->fd);
+		if (fd < 0 || close(fd) < 0)
+			r = -errno;
+	}
+	pthread_mutex_unlock(&f->mu);
 	fuse_reply_err(req, -r);
 }
 
@@ -638,36 +972,44 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct efs_file *f = file_of(fi);
 
-	close(f->fd); /* also drops flock locks held through it */
-	handle_del(fs_of(req), &f->h);
-	free(f);
+	if (f->cached)
+		cache_close(fs_of(req)->cache, inode_of(req, ino));
+	file_free(fs_of(req), f);
 	fuse_reply_err(req, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	int fd = file_of(fi)->fd;
-	int r = datasync ? fdatasync(fd) : fsync(fd);
+	struct efs_file *f = file_of(fi);
+	int r = 0;
 
-	fuse_reply_err(req, r < 0 ? errno : 0);
+	/* A handle that never opened the source wrote nothing through it. */
+	pthread_mutex_lock(&f->mu);
+	if (f->fd >= 0)
+		r = src_fsync(f->fd, datasync);
+	pthread_mutex_unlock(&f->mu);
+	fuse_reply_err(req, -r);
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			 struct fuse_file_info *fi)
 {
-	int r = fallocate(file_of(fi)->fd, mode, off, len);
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = file_fd(fs_of(req), i, file_of(fi));
+	int r = fd < 0 ? fd : src_fallocate(fd, mode, off, len);
 
-	cache_written(fs_of(req)->cache, inode_of(req, ino));
-	fuse_reply_err(req, r < 0 ? errno : 0);
+	cache_written(fs_of(req)->cache, i);
+	fuse_reply_err(req, -r);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
-	off_t r = lseek(file_of(fi)->fd, off, whence);
+	int fd = file_fd(fs_of(req), inode_of(req, ino), file_of(fi));
+	off_t r = fd < 0 ? fd : src_lseek(fd, off, whence);
 
 	if (r < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, (int)-r);
 	else
 		fuse_reply_lseek(req, r);
 }
@@ -676,13 +1018,16 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
 			       struct fuse_file_info *fi_out, size_t len, int flags)
 {
-	ssize_t n = copy_file_range(file_of(fi_in)->fd, &off_in, file_of(fi_out)->fd, &off_out,
-				    len, (unsigned)flags);
+	struct efs_fs *fs = fs_of(req);
+	int in = file_fd(fs, inode_of(req, ino_in), file_of(fi_in));
+	int out = in < 0 ? in : file_fd(fs, inode_of(req, ino_out), file_of(fi_out));
+	ssize_t n = in < 0 ? in : out < 0 ? out
+					  : src_copy_file_range(in, &off_in, out, &off_out, len,
+								(unsigned)flags);
 
-	cache_written(fs_of(req)->cache, inode_of(req, ino_out));
-
+	cache_written(fs->cache, inode_of(req, ino_out));
 	if (n < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
 }
@@ -810,8 +1155,14 @@ static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock)
 {
 	/* Through the owner's fd, so the owner's own locks are no conflict. */
-	int fd = inode_lock_owner_fd(inode_of(req, ino), fi->lock_owner, false);
-	int r = src_getlk(fd >= 0 ? fd : file_of(fi)->fd, lock);
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = inode_lock_owner_fd(fs->itab, i, fi->lock_owner, false);
+	int r;
+
+	if (fd < 0)
+		fd = file_fd(fs, i, file_of(fi));
+	r = fd < 0 ? fd : src_getlk(fd, lock);
 
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -826,7 +1177,7 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	struct lock_wait *w;
 	int fd, r;
 
-	fd = inode_lock_owner_fd(i, fi->lock_owner, lock->l_type != F_UNLCK);
+	fd = inode_lock_owner_fd(fs_of(req)->itab, i, fi->lock_owner, lock->l_type != F_UNLCK);
 	if (fd == -ENOENT) {
 		fuse_reply_err(req, 0); /* unlocking what was never locked */
 		return;
@@ -857,14 +1208,14 @@ static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 {
 	struct efs_file *f = file_of(fi);
 	struct lock_wait *w;
-	int r;
+	int fd = file_fd(fs_of(req), inode_of(req, ino), f), r;
 
-	r = src_flock(f->fd, op | LOCK_NB);
+	r = fd < 0 ? fd : src_flock(fd, op | LOCK_NB);
 	if (r != -EWOULDBLOCK || (op & LOCK_NB)) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	w = lock_wait_new(f->fd);
+	w = lock_wait_new(fd);
 	if (!w) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -883,18 +1234,33 @@ static struct efs_dir *dir_of(struct fuse_file_info *fi)
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
 	struct efs_dir *d = calloc(1, sizeof(*d));
-	int r;
+	struct stat st;
+	int r, fd;
 
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = src_opendir(inode_of(req, ino)->fd, &d->dp);
+	fd = ifd(fs, i);
+	r = fd < 0 ? fd : src_opendir(fd, &d->dp);
+	if (fd >= 0)
+		ifd_put(fs, i);
 	if (r < 0) {
 		free(d);
 		fuse_reply_err(req, -r);
 		return;
+	}
+	/* The kernel may cache the listing; it keeps what it cached at the
+	 * last open while the directory is unchanged (the open of the
+	 * directory just revalidated its attributes, as NFS does). */
+	if (fs->policy.lookupcache != LOOKUPCACHE_NONE &&
+	    src_stat(dirfd(d->dp), &st) == 0) {
+		fi->cache_readdir = 1;
+		fi->keep_cache = itab_listing_unchanged(fs->itab, i, &st);
+		itab_observe(fs->itab, i, &fs->policy, &st);
 	}
 	fi->fh = (uint64_t)(uintptr_t)d;
 	handle_add(fs_of(req), &d->h, true);
@@ -1086,7 +1452,13 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 			return;
 		}
 	}
-	n = src_getxattr(i->fd, i->type, name, buf, size);
+	{
+		int fd = ifd(fs_of(req), i);
+
+		n = fd < 0 ? fd : src_getxattr(fd, i->type, name, buf, size);
+		if (fd >= 0)
+			ifd_put(fs_of(req), i);
+	}
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else if (size)
@@ -1118,18 +1490,20 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	ssize_t n;
 	char *buf;
 
+	int fd = ifd(fs_of(req), i);
+
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
 	/* Filtering needs the whole list even when only its size is asked. */
-	n = src_listxattr(i->fd, i->type, NULL, 0);
-	if (n < 0) {
-		fuse_reply_err(req, (int)-n);
-		return;
-	}
-	buf = malloc((size_t)n + 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	n = src_listxattr(i->fd, i->type, buf, (size_t)n);
+	n = src_listxattr(fd, i->type, NULL, 0);
+	buf = n < 0 ? NULL : malloc((size_t)n + 1);
+	if (n >= 0 && !buf)
+		n = -ENOMEM;
+	if (n >= 0)
+		n = src_listxattr(fd, i->type, buf, (size_t)n);
+	ifd_put(fs_of(req), i);
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n == ERANGE ? EAGAIN : (int)-n);
 		free(buf);
@@ -1157,7 +1531,14 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 			fuse_reply_err(req, EPERM);
 		return;
 	}
-	fuse_reply_err(req, -src_setxattr(i->fd, i->type, name, value, size, flags));
+	{
+		int fd = ifd(fs_of(req), i), r = fd < 0 ? fd
+						 : src_setxattr(fd, i->type, name, value, size, flags);
+
+		if (fd >= 0)
+			ifd_put(fs_of(req), i);
+		fuse_reply_err(req, -r);
+	}
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
@@ -1168,7 +1549,13 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	fuse_reply_err(req, -src_removexattr(i->fd, i->type, name));
+	{
+		int fd = ifd(fs_of(req), i), r = fd < 0 ? fd : src_removexattr(fd, i->type, name);
+
+		if (fd >= 0)
+			ifd_put(fs_of(req), i);
+		fuse_reply_err(req, -r);
+	}
 }
 
 const struct fuse_lowlevel_ops efs_fsops = {

@@ -1,12 +1,27 @@
-/* inode.c - inode table: (st_dev, st_ino) -> struct efs_inode.
+/* inode.c - inode table: (st_dev, st_ino) -> struct efs_inode, and the
+ * bounded set of O_PATH fds behind it.
  *
- * State: an open-hashing table that grows by doubling, guarded by one mutex
- * (lookups are short; the expensive part, openat on the source, happens
- * before the lock is taken).  Invariant: an inode is in the table exactly
- * while nlookup > 0, except the root which is never removed.  An inode's fd
- * pins the source object, so its (dev, ino) cannot be reused while present.
+ * State: an open-hashing table that grows by doubling, and an LRU list of
+ * the inodes that hold an fd, both under one mutex t->lock.  Lookups are
+ * short; the expensive parts (openat and fstat on the source) happen with
+ * no lock held.
+ *
+ * Invariants
+ *   - An inode is in the table while nlookup > 0 or refs > 0; the root is
+ *     never removed.  refs counts the children whose parent it is and the
+ *     callers inside inode_fd_get(), so a parent outlives its children.
+ *   - fd >= 0 exactly while the inode is on the LRU list; t->nfds counts
+ *     them (the root's fd is neither counted nor listed).
+ *   - An fd with fd_users > 0 is never closed: inode_fd_get() hands it out,
+ *     inode_fd_put() gives it back.  Closing happens outside the lock after
+ *     the fd was taken off its inode.
+ *   - An fd pins its source object, so (dev, ino) cannot be reused while it
+ *     is open; a reopened fd is checked against (dev, ino).
  * Each inode also keeps the fds through which POSIX lock owners hold their
  * fcntl locks (i->lock_owners, under i->lock), closed when it is freed.
+ *
+ * Locks: t->lock, then (never the other way) nothing: i->lock is never
+ * taken with t->lock held.
  */
 #include "inode.h"
 
@@ -14,15 +29,27 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "source.h"
+
+/* Buckets at start; the table doubles when it holds twice as many inodes. */
+#define ITAB_INITIAL_BUCKETS 1024
+/* Idle fds closed in one go when the budget is exceeded: a batch, so the
+ * LRU is not walked once per lookup at the limit. */
+#define ITAB_TRIM_BATCH 16
 
 struct inode_table {
 	pthread_mutex_t lock;
 	struct efs_inode **buckets; /* protected by lock */
 	size_t nbuckets;            /* power of two; protected by lock */
 	uint64_t count;             /* protected by lock */
+	struct efs_inode lru;       /* list head: next = most recent */
+	uint64_t nfds;              /* protected by lock */
+	uint64_t reopens;           /* protected by lock */
+	unsigned fd_budget;
 	struct efs_inode root;
 	void (*release)(struct efs_inode *, void *);
 	void *release_arg;
@@ -35,7 +62,7 @@ static size_t hash_key(dev_t dev, ino_t ino)
 	return (size_t)(h ^ (h >> 29));
 }
 
-int itab_new(struct inode_table **out, int root_fd)
+int itab_new(struct inode_table **out, int root_fd, unsigned fd_budget)
 {
 	struct inode_table *t = calloc(1, sizeof(*t));
 	struct stat st;
@@ -47,13 +74,15 @@ int itab_new(struct inode_table **out, int root_fd)
 		free(t);
 		return -e;
 	}
-	t->nbuckets = 1024;
+	t->nbuckets = ITAB_INITIAL_BUCKETS;
 	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
 	if (!t->buckets) {
 		free(t);
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&t->lock, NULL);
+	t->lru.lru_next = t->lru.lru_prev = &t->lru;
+	t->fd_budget = fd_budget ? fd_budget : 1;
 	t->root.fd = root_fd;
 	t->root.dev = st.st_dev;
 	t->root.ino = st.st_ino;
@@ -76,6 +105,86 @@ void itab_set_release_hook(struct inode_table *t, void (*fn)(struct efs_inode *,
 	t->release_arg = arg;
 }
 
+/* ---- fd LRU (t->lock held) ---------------------------------------------- */
+
+static void lru_unlink(struct efs_inode *i)
+{
+	i->lru_prev->lru_next = i->lru_next;
+	i->lru_next->lru_prev = i->lru_prev;
+	i->lru_prev = i->lru_next = NULL;
+}
+
+static void lru_push(struct inode_table *t, struct efs_inode *i)
+{
+	i->lru_next = t->lru.lru_next;
+	i->lru_prev = &t->lru;
+	t->lru.lru_next->lru_prev = i;
+	t->lru.lru_next = i;
+}
+
+/* Take the fd off i (it must be idle); the caller closes it unlocked. */
+static int take_fd_locked(struct inode_table *t, struct efs_inode *i)
+{
+	int fd = i->fd;
+
+	lru_unlink(i);
+	i->fd = -1;
+	t->nfds--;
+	return fd;
+}
+
+/* Collect idle fds from the cold end until at most keep are open. */
+static unsigned trim_locked(struct inode_table *t, uint64_t keep, int *out, unsigned max)
+{
+	struct efs_inode *i = t->lru.lru_prev, *prev;
+	unsigned n = 0;
+
+	for (; i != &t->lru && t->nfds > keep && n < max; i = prev) {
+		prev = i->lru_prev;
+		if (i->fd_users)
+			continue;
+		out[n++] = take_fd_locked(t, i);
+	}
+	return n;
+}
+
+static void close_all(const int *fds, unsigned n)
+{
+	for (unsigned k = 0; k < n; k++)
+		close(fds[k]);
+}
+
+unsigned itab_shrink(struct inode_table *t, unsigned keep)
+{
+	int fds[64];
+	unsigned n, total = 0;
+
+	do {
+		pthread_mutex_lock(&t->lock);
+		n = trim_locked(t, keep, fds, 64);
+		pthread_mutex_unlock(&t->lock);
+		close_all(fds, n);
+		total += n;
+	} while (n == 64);
+	return total;
+}
+
+/* i gets fd (it has none); trims over budget.  Returns fds to close. */
+static unsigned adopt_fd_locked(struct inode_table *t, struct efs_inode *i, int fd,
+				int out[ITAB_TRIM_BATCH])
+{
+	i->fd = fd;
+	lru_push(t, i);
+	t->nfds++;
+	if (t->nfds <= t->fd_budget)
+		return 0;
+	return trim_locked(t, t->fd_budget > ITAB_TRIM_BATCH / 2 ? t->fd_budget - ITAB_TRIM_BATCH / 2
+								  : t->fd_budget,
+			   out, ITAB_TRIM_BATCH);
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
 static void close_lock_owners(struct efs_inode *i)
 {
 	struct efs_lock_owner *o, *next;
@@ -93,7 +202,9 @@ static void inode_destroy(struct inode_table *t, struct efs_inode *i)
 	if (t->release)
 		t->release(i, t->release_arg);
 	close_lock_owners(i);
-	close(i->fd);
+	if (i->fd >= 0)
+		close(i->fd);
+	free(i->name);
 	pthread_mutex_destroy(&i->lock);
 	free(i);
 }
@@ -140,10 +251,96 @@ static void grow(struct inode_table *t)
 	t->nbuckets = n;
 }
 
-struct efs_inode *itab_get(struct inode_table *t, int fd, const struct stat *st)
+static struct efs_inode *find_locked(struct inode_table *t, dev_t dev, ino_t ino)
 {
-	struct efs_inode *i, *fresh;
-	size_t h;
+	struct efs_inode *i;
+
+	if (dev == t->root.dev && ino == t->root.ino)
+		return &t->root;
+	for (i = t->buckets[hash_key(dev, ino) & (t->nbuckets - 1)]; i; i = i->next)
+		if (i->dev == dev && i->ino == ino)
+			return i;
+	return NULL;
+}
+
+struct efs_inode *itab_find(struct inode_table *t, dev_t dev, ino_t ino)
+{
+	struct efs_inode *i;
+
+	pthread_mutex_lock(&t->lock);
+	i = find_locked(t, dev, ino);
+	pthread_mutex_unlock(&t->lock);
+	return i;
+}
+
+/* Unhash i if nothing references it; returns true if the caller must
+ * destroy it (and then drop its reference on the parent). */
+static bool unhash_if_dead_locked(struct inode_table *t, struct efs_inode *i, int *fd)
+{
+	struct efs_inode **pp;
+
+	*fd = -1;
+	if (i == &t->root || i->nlookup || i->refs)
+		return false;
+	pp = &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
+	while (*pp && *pp != i)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = i->next;
+	t->count--;
+	if (i->fd >= 0)
+		*fd = take_fd_locked(t, i);
+	return true;
+}
+
+/* Drop one reference of i (refs), freeing it and, in turn, parents that
+ * nothing holds any more. */
+static void unref(struct inode_table *t, struct efs_inode *i)
+{
+	while (i && i != &t->root) {
+		struct efs_inode *parent;
+		bool dead;
+		int fd;
+
+		pthread_mutex_lock(&t->lock);
+		i->refs--;
+		dead = unhash_if_dead_locked(t, i, &fd);
+		parent = i->parent;
+		pthread_mutex_unlock(&t->lock);
+		if (!dead)
+			return;
+		if (fd >= 0)
+			close(fd);
+		inode_destroy(t, i);
+		i = parent;
+	}
+}
+
+/* Point i at (parent, name), moving its reference on the parent.  Returns
+ * the old parent whose reference the caller drops (unref), or NULL. */
+static struct efs_inode *set_place_locked(struct efs_inode *i, struct efs_inode *parent,
+					  char *name)
+{
+	struct efs_inode *old = i->parent;
+
+	if (old == parent && i->name && !strcmp(i->name, name)) {
+		free(name);
+		return NULL;
+	}
+	parent->refs++;
+	free(i->name);
+	i->name = name;
+	i->parent = parent;
+	return old;
+}
+
+struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, const char *name,
+			   int fd, const struct stat *st)
+{
+	struct efs_inode *i, *fresh, *old = NULL;
+	char *nm;
+	int drop[ITAB_TRIM_BATCH];
+	unsigned ndrop = 0;
 
 	if (st->st_dev == t->root.dev && st->st_ino == t->root.ino) {
 		close(fd);
@@ -151,77 +348,251 @@ struct efs_inode *itab_get(struct inode_table *t, int fd, const struct stat *st)
 	}
 	/* Allocate outside the lock; most lookups of hot trees find a match. */
 	fresh = calloc(1, sizeof(*fresh));
-	pthread_mutex_lock(&t->lock);
-	h = hash_key(st->st_dev, st->st_ino) & (t->nbuckets - 1);
-	for (i = t->buckets[h]; i; i = i->next) {
-		if (i->dev == st->st_dev && i->ino == st->st_ino) {
-			i->nlookup++;
-			pthread_mutex_unlock(&t->lock);
-			free(fresh);
-			close(fd);
-			return i;
-		}
-	}
-	if (!fresh) {
-		pthread_mutex_unlock(&t->lock);
+	nm = strdup(name);
+	if (!nm) {
+		free(fresh);
 		close(fd);
 		return NULL;
 	}
-	fresh->fd = fd;
+	pthread_mutex_lock(&t->lock);
+	i = find_locked(t, st->st_dev, st->st_ino);
+	if (i) {
+		i->nlookup++;
+		old = set_place_locked(i, parent, nm);
+		if (i->fd < 0) {
+			ndrop = adopt_fd_locked(t, i, fd, drop);
+			fd = -1;
+		} else {
+			lru_unlink(i);
+			lru_push(t, i);
+		}
+		pthread_mutex_unlock(&t->lock);
+		free(fresh);
+		if (fd >= 0)
+			close(fd);
+		close_all(drop, ndrop);
+		unref(t, old);
+		return i;
+	}
+	if (!fresh) {
+		pthread_mutex_unlock(&t->lock);
+		free(nm);
+		close(fd);
+		return NULL;
+	}
 	fresh->dev = st->st_dev;
 	fresh->ino = st->st_ino;
 	fresh->type = st->st_mode & S_IFMT;
 	fresh->nlookup = 1;
+	fresh->fd = -1;
 	pthread_mutex_init(&fresh->lock, NULL);
-	fresh->next = t->buckets[h];
-	t->buckets[h] = fresh;
+	set_place_locked(fresh, parent, nm);
+	{
+		size_t h = hash_key(st->st_dev, st->st_ino) & (t->nbuckets - 1);
+
+		fresh->next = t->buckets[h];
+		t->buckets[h] = fresh;
+	}
+	ndrop = adopt_fd_locked(t, fresh, fd, drop);
 	if (++t->count > t->nbuckets * 2)
 		grow(t);
 	pthread_mutex_unlock(&t->lock);
+	close_all(drop, ndrop);
 	return fresh;
-}
-
-void itab_ref(struct inode_table *t, struct efs_inode *i, uint64_t n)
-{
-	if (i == &t->root)
-		return;
-	pthread_mutex_lock(&t->lock);
-	i->nlookup += n;
-	pthread_mutex_unlock(&t->lock);
 }
 
 void itab_forget(struct inode_table *t, struct efs_inode *i, uint64_t n)
 {
-	struct efs_inode **pp;
-	bool dead = false;
+	struct efs_inode *parent;
+	bool dead;
+	int fd;
 
 	if (i == &t->root)
 		return;
 	pthread_mutex_lock(&t->lock);
-	if (i->nlookup <= n) {
-		pp = &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
-		while (*pp && *pp != i)
-			pp = &(*pp)->next;
-		if (*pp)
-			*pp = i->next;
-		t->count--;
-		dead = true;
-	} else {
-		i->nlookup -= n;
-	}
+	i->nlookup = i->nlookup > n ? i->nlookup - n : 0;
+	dead = unhash_if_dead_locked(t, i, &fd);
+	parent = i->parent;
 	pthread_mutex_unlock(&t->lock);
-	if (dead)
-		inode_destroy(t, i);
+	if (!dead)
+		return;
+	if (fd >= 0)
+		close(fd);
+	inode_destroy(t, i);
+	unref(t, parent);
 }
 
-uint64_t itab_count(struct inode_table *t)
+void itab_moved(struct inode_table *t, struct efs_inode *i, struct efs_inode *newparent,
+		const char *newname)
 {
-	uint64_t n;
+	struct efs_inode *old;
+	char *nm = strdup(newname);
+
+	if (!nm || i == &t->root) {
+		free(nm);
+		return; /* the next reopen finds the name stale: -ESTALE, relookup */
+	}
+	pthread_mutex_lock(&t->lock);
+	old = set_place_locked(i, newparent, nm);
+	pthread_mutex_unlock(&t->lock);
+	unref(t, old);
+}
+
+int itab_parent_get(struct inode_table *t, struct efs_inode *i, struct efs_inode **parent,
+		    char **name)
+{
+	pthread_mutex_lock(&t->lock);
+	if (!i->parent) {
+		pthread_mutex_unlock(&t->lock);
+		return -ENOENT;
+	}
+	*name = strdup(i->name);
+	if (!*name) {
+		pthread_mutex_unlock(&t->lock);
+		return -ENOMEM;
+	}
+	*parent = i->parent;
+	i->parent->refs++;
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+void itab_parent_put(struct inode_table *t, struct efs_inode *parent, char *name)
+{
+	free(name);
+	unref(t, parent);
+}
+
+/* ---- fds ------------------------------------------------------------------ */
+
+int inode_fd_get(struct inode_table *t, struct efs_inode *i)
+{
+	struct efs_inode *parent;
+	struct stat st;
+	char *name;
+	int pfd, fd, r, drop[ITAB_TRIM_BATCH];
+	unsigned ndrop;
+
+	if (i == &t->root)
+		return t->root.fd;
+	pthread_mutex_lock(&t->lock);
+	if (i->fd >= 0) {
+		i->fd_users++;
+		lru_unlink(i);
+		lru_push(t, i);
+		pthread_mutex_unlock(&t->lock);
+		return i->fd;
+	}
+	pthread_mutex_unlock(&t->lock);
+
+	/* Reopen from the parent, which may itself need reopening. */
+	r = itab_parent_get(t, i, &parent, &name);
+	if (r < 0)
+		return r == -ENOENT ? -ESTALE : r;
+	pfd = inode_fd_get(t, parent);
+	if (pfd < 0) {
+		itab_parent_put(t, parent, name);
+		return pfd;
+	}
+	r = src_lookup(pfd, name, &fd, &st);
+	if (r == -EMFILE || r == -ENFILE) {
+		itab_shrink(t, t->fd_budget / 2);
+		r = src_lookup(pfd, name, &fd, &st);
+	}
+	inode_fd_put(t, parent);
+	itab_parent_put(t, parent, name);
+	if (r == -ENOENT)
+		return -ESTALE; /* removed or renamed on the source */
+	if (r < 0)
+		return r;
+	if (st.st_dev != i->dev || st.st_ino != i->ino) {
+		close(fd);
+		return -ESTALE; /* the name now leads to another object */
+	}
+	pthread_mutex_lock(&t->lock);
+	t->reopens++;
+	ndrop = 0;
+	if (i->fd >= 0) {
+		close(fd); /* another thread reopened it meanwhile; cheap */
+		lru_unlink(i);
+		lru_push(t, i);
+	} else {
+		ndrop = adopt_fd_locked(t, i, fd, drop);
+	}
+	i->fd_users++;
+	fd = i->fd;
+	pthread_mutex_unlock(&t->lock);
+	close_all(drop, ndrop);
+	return fd;
+}
+
+void inode_fd_put(struct inode_table *t, struct efs_inode *i)
+{
+	if (i == &t->root)
+		return;
+	pthread_mutex_lock(&t->lock);
+	i->fd_users--;
+	pthread_mutex_unlock(&t->lock);
+}
+
+double itab_observe(struct inode_table *t, struct efs_inode *i, const struct meta_policy *p,
+		    const struct stat *st)
+{
+	struct timespec now;
+	double timeo;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&t->lock);
+	timeo = meta_observe(p, &i->attr, st, &now);
+	pthread_mutex_unlock(&t->lock);
+	return timeo;
+}
+
+void itab_attr(struct inode_table *t, struct efs_inode *i, struct meta_attr *out)
+{
+	pthread_mutex_lock(&t->lock);
+	*out = i->attr;
+	pthread_mutex_unlock(&t->lock);
+}
+
+double itab_entry_timeout(struct inode_table *t, struct efs_inode *dir,
+			  const struct meta_policy *p, bool negative)
+{
+	double timeo;
 
 	pthread_mutex_lock(&t->lock);
-	n = t->count;
+	timeo = negative ? meta_negative_timeout(p, &dir->attr) : meta_entry_timeout(p, &dir->attr);
 	pthread_mutex_unlock(&t->lock);
-	return n;
+	return timeo;
+}
+
+static bool same_time(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+bool itab_listing_unchanged(struct inode_table *t, struct efs_inode *dir, const struct stat *st)
+{
+	bool same;
+
+	pthread_mutex_lock(&t->lock);
+	same = dir->listed && same_time(&dir->list_mtime, &st->st_mtim) &&
+	       same_time(&dir->list_ctime, &st->st_ctim);
+	dir->listed = true;
+	dir->list_mtime = st->st_mtim;
+	dir->list_ctime = st->st_ctim;
+	pthread_mutex_unlock(&t->lock);
+	return same;
+}
+
+void itab_counts(struct inode_table *t, struct itab_counts *out)
+{
+	pthread_mutex_lock(&t->lock);
+	out->inodes = t->count;
+	out->fds = t->nfds;
+	out->reopens = t->reopens;
+	out->fd_budget = t->fd_budget;
+	pthread_mutex_unlock(&t->lock);
 }
 
 /* ---- POSIX lock owners ------------------------------------------------ */
@@ -229,35 +600,56 @@ uint64_t itab_count(struct inode_table *t)
 /* The fd through which `owner` holds its fcntl locks on inode i, opened on
  * first use when create is set.  Returns the fd (owned by the inode) or
  * -errno (-ENOENT: the owner holds no locks here). */
-int inode_lock_owner_fd(struct efs_inode *i, uint64_t owner, bool create)
+int inode_lock_owner_fd(struct inode_table *t, struct efs_inode *i, uint64_t owner, bool create)
 {
 	struct efs_lock_owner *o;
-	int fd;
+	int fd, pfd;
 
 	pthread_mutex_lock(&i->lock);
 	for (o = i->lock_owners; o; o = o->next)
 		if (o->owner == owner)
 			break;
 	fd = o ? o->fd : -ENOENT;
-	if (!o && create) {
-		/* Read-write so both lock types work; read-only if that is all
-		 * the source allows (write locks then fail with EBADF, as they
-		 * would on such a file). */
-		fd = src_open(i->fd, O_RDWR);
-		if (fd < 0)
-			fd = src_open(i->fd, O_RDONLY);
-		o = fd >= 0 ? calloc(1, sizeof(*o)) : NULL;
-		if (fd >= 0 && !o) {
+	pthread_mutex_unlock(&i->lock);
+	if (o || !create)
+		return fd;
+
+	pfd = inode_fd_get(t, i);
+	if (pfd < 0)
+		return pfd;
+	/* Read-write so both lock types work; read-only if that is all the
+	 * source allows (write locks then fail with EBADF, as they would on
+	 * such a file). */
+	fd = src_open(pfd, O_RDWR);
+	if (fd < 0)
+		fd = src_open(pfd, O_RDONLY);
+	inode_fd_put(t, i);
+	if (fd < 0)
+		return fd;
+	o = calloc(1, sizeof(*o));
+	if (!o) {
+		close(fd);
+		return -ENOMEM;
+	}
+	o->owner = owner;
+	o->fd = fd;
+	pthread_mutex_lock(&i->lock);
+	{
+		struct efs_lock_owner *other;
+
+		for (other = i->lock_owners; other; other = other->next)
+			if (other->owner == owner)
+				break;
+		if (other) {
+			/* Raced with the same owner's other request: keep one. */
+			pthread_mutex_unlock(&i->lock);
 			close(fd);
-			fd = -ENOMEM;
-		}
-		if (o) {
-			o->owner = owner;
-			o->fd = fd;
-			o->next = i->lock_owners;
-			i->lock_owners = o;
+			free(o);
+			return other->fd;
 		}
 	}
+	o->next = i->lock_owners;
+	i->lock_owners = o;
 	pthread_mutex_unlock(&i->lock);
 	return fd;
 }

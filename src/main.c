@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,21 @@ static void raise_readahead(const char *mnt)
 		log_debug("cannot write %s: %s", path, strerror(errno));
 }
 
+/* Every inode the kernel knows may need an fd now and then: take all the
+ * fds the hard limit allows (the soft limit of a login shell or a service
+ * is often 1024).  inode.c keeps its own share within a budget. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_debug("cannot raise RLIMIT_NOFILE to %llu: %s", (unsigned long long)rl.rlim_max,
+			  strerror(errno));
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
@@ -132,6 +148,7 @@ int main(int argc, char *argv[])
 	}
 	/* Modes from the kernel already carry the caller's umask. */
 	umask(0);
+	raise_nofile();
 
 	r = fsops_init(&fs, &cfg, err, sizeof(err));
 	if (r < 0) {
@@ -149,6 +166,7 @@ int main(int argc, char *argv[])
 		ret = EXIT_USAGE;
 		goto out_args;
 	}
+	fs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, cfg.mountpoint) != 0) {

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/fsuid.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -39,6 +41,42 @@ int src_open_root(const char *path)
 int src_stat(int fd, struct stat *st)
 {
 	return neg(fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+}
+
+int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
+{
+	struct statx sx;
+
+	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS,
+		  &sx) < 0)
+		return -errno;
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+	st->st_ino = sx.stx_ino;
+	st->st_mode = sx.stx_mode;
+	st->st_nlink = sx.stx_nlink;
+	st->st_uid = sx.stx_uid;
+	st->st_gid = sx.stx_gid;
+	st->st_rdev = makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+	st->st_size = (off_t)sx.stx_size;
+	st->st_blksize = sx.stx_blksize;
+	st->st_blocks = (blkcnt_t)sx.stx_blocks;
+	st->st_atim.tv_sec = sx.stx_atime.tv_sec;
+	st->st_atim.tv_nsec = sx.stx_atime.tv_nsec;
+	st->st_mtim.tv_sec = sx.stx_mtime.tv_sec;
+	st->st_mtim.tv_nsec = sx.stx_mtime.tv_nsec;
+	st->st_ctim.tv_sec = sx.stx_ctime.tv_sec;
+	st->st_ctim.tv_nsec = sx.stx_ctime.tv_nsec;
+	return 0;
+}
+
+int src_open_at(int dirfd, const char *name, int flags)
+{
+	int f;
+
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY);
+	f = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+	return f < 0 ? -errno : f;
 }
 
 int src_lookup(int dirfd, const char *name, int *fd, struct stat *st)
@@ -202,6 +240,31 @@ int src_removexattr(int fd, mode_t type, const char *name)
 	if (S_ISLNK(type))
 		return -ENODATA;
 	return neg(removexattr(proc_fd(fd, p), name));
+}
+
+int src_fsync(int openfd, bool datasync)
+{
+	return neg(datasync ? fdatasync(openfd) : fsync(openfd));
+}
+
+int src_fallocate(int openfd, int mode, off_t off, off_t len)
+{
+	return neg(fallocate(openfd, mode, off, len));
+}
+
+off_t src_lseek(int openfd, off_t off, int whence)
+{
+	off_t r = lseek(openfd, off, whence);
+
+	return r < 0 ? -errno : r;
+}
+
+ssize_t src_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len,
+			    unsigned flags)
+{
+	ssize_t n = copy_file_range(fd_in, off_in, fd_out, off_out, len, flags);
+
+	return n < 0 ? -errno : n;
 }
 
 int src_opendir(int fd, DIR **out)

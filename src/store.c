@@ -526,6 +526,26 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 	return 0;
 }
 
+int store_file_reopen(struct store *s, const struct store_key *k, struct store_file *f)
+{
+	int r;
+
+	if (f->meta_fd >= 0 && f->data_fd >= 0)
+		return 0;
+	store_file_close(f);
+	r = open_rel(s, k, "meta", O_RDWR);
+	if (r < 0)
+		return r;
+	f->meta_fd = r;
+	r = open_rel(s, k, "data", O_RDWR | O_CREAT);
+	if (r < 0) {
+		store_file_close(f);
+		return r;
+	}
+	f->data_fd = r;
+	return 0;
+}
+
 void store_file_close(struct store_file *f)
 {
 	if (f->meta_fd >= 0)

@@ -619,17 +619,16 @@ def test_inode_numbers_stable():
 
 
 def test_source_changes_visible():
-    """Close-to-open with the default ttl=0: what another host does to SOURCE is seen by
-    the next lookup/open through the mount."""
+    """Close-to-open with the defaults: what another host does to a file in SOURCE is seen by
+    the next open through the mount, even while its name is cached; a name that was looked
+    up and found missing stays missing for the directory's window (lookupcache=all, as on
+    EFS; tests/integration/test_metadata.py checks the windows themselves)."""
     s, m = sub("external")
     h.check("a missing name is missing", not os.path.lexists(m + "/late"))
     h.write_file(s + "/late", b"created later")
-    try:
-        got = h.read_file(m + "/late")
-    except OSError as e:
-        got = e
-    h.eq("a file created in SOURCE after a failed lookup opens through the mount", got,
-         b"created later")
+    h.check_errno("a file created in SOURCE after a failed lookup: the negative entry is "
+                  "still cached", lambda p: open(p, "rb").close(), (m + "/late",),
+                  expected={2})
     h.write_file(s + "/f", b"version 1")
     h.eq("read v1", h.read_file(m + "/f"), b"version 1")
     h.write_file(s + "/f.tmp", b"version 2, longer")

@@ -30,6 +30,21 @@ MiB = 1024 * 1024
 # through the emu reaches SOURCE and every read is counted once page caches are dropped).
 EMU_FAST = ("latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0", "timeout=0")
 
+# efscache caches negative entries for the directory's window (acdirmin..acdirmax, 30-60 s by
+# default, as the NFS client does with lookupcache=all).  Tests that make a name vanish and
+# come back use a 1 s window and wait it out with wait_dir_window().
+SHORT_DIR_WINDOW = ("acdirmin=1", "acdirmax=1")
+
+
+def wait_dir_window():
+    time.sleep(1.3)
+
+
+def size_after_open(path):
+    """st_size as an application sees it right after open(): close-to-open refreshes it."""
+    with open(path, "rb") as f:
+        return os.fstat(f.fileno()).st_size
+
 
 # ---------------------------------------------------------------------------------------
 # small utilities

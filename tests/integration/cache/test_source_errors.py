@@ -131,7 +131,7 @@ def test_eio_mid_read():
 
 
 def test_enoent():
-    st = cl.Stack()
+    st = cl.Stack(cache_opts=cl.SHORT_DIR_WINDOW)
     want = {n: cl.make_file(st.s(n), 1 * MiB, seed=i + 7) for i, n in enumerate(("x", "y"))}
     cl.check_content("x cached", st.p("x"), st.s("x"), want["x"])
     st.emu_set("fail_enoent", "x")
@@ -145,6 +145,7 @@ def test_enoent():
     err, _ = errno_and_data(open_read, st.p("y"))
     h.eq("fail_enoent on x: uncached y still reads", err, 0)
     st.emu_set("fail_enoent", "")
+    cl.wait_dir_window()  # the failed lookups left negative entries
     cl.check_content("fault cleared: x right again", st.p("x"), st.s("x"), want["x"])
     # ENOENT on an fd opened before: the read of an uncached range gets the source's errno
     st.evict("y")
