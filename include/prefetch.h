@@ -4,7 +4,8 @@
  * sequential reader; workers run them through a callback, in parallel, so a
  * cold sequential read is bound by the source's aggregate bandwidth rather
  * than by one stream's latency.  The queue is bounded: a job that does not
- * fit is dropped (the reader will fetch the chunk itself).
+ * fit is dropped (the reader will fetch the chunk itself).  The same pool
+ * type writes fetched chunks behind the reader's reply (write-behind).
  */
 #ifndef EFS_PREFETCH_H
 #define EFS_PREFETCH_H
@@ -16,7 +17,10 @@ struct prefetch_job {
 	void *entry;   /* the cache entry; entries outlive the pool's jobs */
 	uint32_t idx;  /* chunk index */
 	uint64_t tag;  /* the entry's generation when queued */
-	int fd;        /* source fd owned by the job (closed after it runs) */
+	int fd;        /* source fd owned by the job (closed after it runs), or -1 */
+	void *buf;     /* write-behind: the chunk's bytes, owned by the job */
+	uint32_t len;
+	uint64_t hash;
 };
 
 typedef void (*prefetch_run_fn)(const struct prefetch_job *job, void *arg);
@@ -31,6 +35,8 @@ int prefetch_start(struct prefetch *p);
 /* Queue a job; false if the pool is full or stopped (the job's fd is then
  * not consumed). */
 bool prefetch_submit(struct prefetch *p, const struct prefetch_job *job);
+/* Wait until every queued job has run (write-behind at unmount). */
+void prefetch_drain(struct prefetch *p);
 /* Stop the workers; pending jobs are dropped through `drop`. */
 void prefetch_free(struct prefetch *p, void (*drop)(const struct prefetch_job *, void *));
 

@@ -102,6 +102,9 @@ int store_load(struct store *s, const struct store_key *k, struct store_file *f,
  * open a data file emptied of old bytes.  Returns 0 or -errno. */
 int store_create(struct store *s, const struct store_key *k, const struct store_identity *id,
 		 uint32_t chunk_size, struct store_file *f);
+/* Fill f (no fds) with what store_create() will write for id, without
+ * touching the disk: the record is created later (write-behind). */
+int store_prepare(const struct store_identity *id, uint32_t chunk_size, struct store_file *f);
 /* Close the record's fds; the decoded header stays valid. */
 void store_file_close(struct store_file *f);
 /* Open the fds of a record whose header f holds again (after

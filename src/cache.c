@@ -82,6 +82,8 @@ struct cache_file {
 	int fetch_fd;             /* source fd for fetches (O_DIRECT if allowed),
 				   * open while file handles use the entry; -1 */
 	unsigned opens;           /* file handles (cache_open without cache_close) */
+	bool need_create;         /* sf is prepared in memory, not yet on disk */
+	bool creating;            /* a thread is writing it (others wait on cv) */
 	unsigned pins;
 	unsigned busy;
 };
@@ -94,6 +96,8 @@ struct cache {
 	struct store *store;
 	struct evict *ev;
 	struct prefetch *pf;
+	struct prefetch *wb; /* write-behind: stores chunks after the reply */
+	uint64_t wb_pending; /* atomic: chunks queued or being written behind */
 	unsigned window; /* chunks to keep queued ahead of a sequential reader */
 
 	pthread_mutex_t table_mu;
@@ -114,6 +118,12 @@ struct cache {
 };
 
 #define BLOCK 4096ULL
+/* Write-behind: one writer keeps the disk busy without competing with the
+ * FUSE workers for the 2-4 cores of a typical host; 256 chunks queued
+ * (at most 256 MiB with 1 MiB chunks, far less for small files) before
+ * readers store their chunks themselves. */
+#define WB_WORKERS 1
+#define WB_QUEUE 256
 
 static uint64_t round_block(uint64_t n)
 {
@@ -196,7 +206,7 @@ static void wait_quiet_locked(struct cache_file *e)
  * They are opened again by the next cache_open. */
 static void release_fds_if_idle_locked(struct cache_file *e)
 {
-	if (e->opens || e->busy || e->pins)
+	if (e->opens || e->busy || e->pins || e->creating)
 		return;
 	store_file_close(&e->sf);
 	if (e->fetch_fd >= 0) {
@@ -216,6 +226,7 @@ static void unload_locked(struct cache *c, struct cache_file *e)
 		evict_account(c->ev, -(int64_t)e->meta_bytes);
 	e->meta_bytes = 0;
 	e->loaded = false;
+	e->need_create = false;
 }
 
 /* Account the record's metadata file (its data is accounted per chunk). */
@@ -301,9 +312,11 @@ static void reset_locked(struct cache *c, struct cache_file *e, const struct sto
 	}
 	e->bypass = false;
 	e->store_gen = gen_now(c);
-	r = store_create(c->store, &e->key, id, (uint32_t)c->cfg->chunk_size, &e->sf);
-	if (r == 0 && (r = alloc_chunks_locked(e)) < 0)
-		store_file_close(&e->sf);
+	/* The record is written with its first chunk (ensure_record), off the
+	 * open's reply path: a file opened and never read costs no disk. */
+	r = store_prepare(id, (uint32_t)c->cfg->chunk_size, &e->sf);
+	if (r == 0)
+		r = alloc_chunks_locked(e);
 	if (r < 0) {
 		/* Cache trouble: this file is read from the source for now. */
 		log_once(c->logged_store, LOG_LVL_WARN,
@@ -315,7 +328,9 @@ static void reset_locked(struct cache *c, struct cache_file *e, const struct sto
 		return;
 	}
 	e->loaded = true;
-	account_meta_locked(c, e);
+	e->need_create = true;
+	e->meta_bytes = BLOCK;
+	evict_account(c->ev, (int64_t)e->meta_bytes);
 }
 
 static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
@@ -378,7 +393,8 @@ static int reopen_locked(struct cache *c, struct cache_file *e)
 {
 	int r;
 
-	if (!e->loaded || (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0))
+	if (!e->loaded || e->need_create || e->creating ||
+	    (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0))
 		return 0;
 	r = store_file_reopen(c->store, &e->key, &e->sf);
 	if (r < 0) {
@@ -575,6 +591,42 @@ static void note_cache_error(struct cache *c, int r)
 
 /* Store a fetched chunk.  Called without e->mu; the chunk is BUSY (ours).
  * Returns true if it is now on disk with its slot. */
+/* Make sure the record exists on disk with its fds open before a chunk is
+ * written: create it if it was only prepared (one thread creates, others
+ * wait), reopen it if its fds were given back.  Called without e->mu by
+ * the owner of a BUSY chunk, so the entry cannot be reset meanwhile. */
+static int ensure_record(struct cache *c, struct cache_file *e)
+{
+	struct store_identity id;
+	struct store_file nf;
+	int r;
+
+	pthread_mutex_lock(&e->mu);
+	while (e->creating)
+		pthread_cond_wait(&e->cv, &e->mu);
+	if (!e->need_create) {
+		r = reopen_locked(c, e);
+		if (r == 0 && (e->sf.meta_fd < 0 || e->sf.data_fd < 0))
+			r = -EBADF;
+		pthread_mutex_unlock(&e->mu);
+		return r;
+	}
+	e->creating = true;
+	id = e->sf.id;
+	pthread_mutex_unlock(&e->mu);
+	r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+	pthread_mutex_lock(&e->mu);
+	e->creating = false;
+	if (r == 0) {
+		e->sf.meta_fd = nf.meta_fd;
+		e->sf.data_fd = nf.data_fd;
+		e->need_create = false;
+	}
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
 static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, const void *buf,
 			uint32_t len, uint64_t hash)
 {
@@ -582,6 +634,12 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	uint64_t bytes = round_block(len);
 	int r;
 
+	r = ensure_record(c, e);
+	if (r < 0) {
+		stats_add(c->stats, ST_fallbacks, 1);
+		note_cache_error(c, r);
+		return false;
+	}
 	r = evict_reserve(c->ev, bytes);
 	if (r < 0) {
 		stats_add(c->stats, ST_fallbacks, 1);
@@ -670,6 +728,78 @@ static int fetch_fd_locked(struct cache *c, struct cache_file *e, struct efs_ino
 	return e->fetch_fd;
 }
 
+/* The owner of a BUSY chunk is done with it: VERIFIED if stored, else
+ * ABSENT; waiters are woken.  e->mu held. */
+static void finish_store_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				bool stored, uint64_t hash, uint32_t len, bool prefetched)
+{
+	e->busy--;
+	if (stored) {
+		ch->hash = hash;
+		ch->len = len;
+		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+		ch->unread = prefetched;
+		evict_add(c->ev, &ch->lru, round_block(len), true);
+		stats_add(c->stats, ST_chunks_stored, 1);
+		if (prefetched)
+			stats_add(c->stats, ST_prefetched_chunks, 1);
+	} else {
+		ch->state = CH_ABSENT;
+	}
+	pthread_cond_broadcast(&e->cv);
+}
+
+/* Hand a fetched chunk (BUSY, ours) to the write-behind worker with a copy
+ * of its bytes; the chunk stays BUSY (and counted in e->busy) until the
+ * worker stored it, so readers of it wait and nothing resets the entry
+ * under the write.  False if the queue is full: the caller stores it. */
+static bool write_behind(struct cache *c, struct cache_file *e, struct chunk *ch,
+			 const void *buf, uint32_t len, uint64_t hash)
+{
+	struct prefetch_job job = {.entry = e, .idx = ch->idx, .fd = -1, .len = len, .hash = hash};
+
+	if (!c->wb)
+		return false;
+	job.buf = malloc(len ? len : 1);
+	if (!job.buf)
+		return false;
+	memcpy(job.buf, buf, len);
+	__atomic_fetch_add(&c->wb_pending, 1, __ATOMIC_RELAXED);
+	if (!prefetch_submit(c->wb, &job)) {
+		__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELAXED);
+		free(job.buf);
+		return false;
+	}
+	return true;
+}
+
+static void run_write_behind(const struct prefetch_job *job, void *arg)
+{
+	struct cache *c = arg;
+	struct cache_file *e = job->entry;
+	struct chunk *ch = &e->chunks[job->idx]; /* BUSY: chunks stay put */
+	bool stored = store_chunk(c, e, job->idx, job->buf, job->len, job->hash);
+
+	pthread_mutex_lock(&e->mu);
+	finish_store_locked(c, e, ch, stored, job->hash, job->len, false);
+	release_fds_if_idle_locked(e);
+	pthread_mutex_unlock(&e->mu);
+	free(job->buf);
+	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
+}
+
+static void drop_write_behind(const struct prefetch_job *job, void *arg)
+{
+	struct cache *c = arg;
+	struct cache_file *e = job->entry;
+
+	pthread_mutex_lock(&e->mu);
+	finish_store_locked(c, e, &e->chunks[job->idx], false, 0, 0, false);
+	pthread_mutex_unlock(&e->mu);
+	free(job->buf);
+	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
+}
+
 /* The chunk is BUSY and ours (counted in e->busy); e->mu held on entry and
  * exit, dropped while fetching.  Fetch the whole chunk from the source into
  * buf, store it, leave the chunk VERIFIED (stored) or ABSENT, and wake the
@@ -703,26 +833,19 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 		}
 		if (!changed && (uint32_t)n == want) {
 			hash = csum64(buf, want);
+			/* A reader's own fetch is written behind its reply; a
+			 * prefetch worker has no reply to wait for. */
+			if (!prefetched && write_behind(c, e, ch, buf, want, hash)) {
+				pthread_mutex_lock(&e->mu);
+				return n; /* the chunk stays BUSY until written */
+			}
 			stored = store_chunk(c, e, ch->idx, buf, want, hash);
 		}
 	}
 	pthread_mutex_lock(&e->mu);
-	e->busy--;
-	if (stored) {
-		ch->hash = hash;
-		ch->len = want;
-		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
-		ch->unread = prefetched;
-		evict_add(c->ev, &ch->lru, round_block(want), true);
-		stats_add(c->stats, ST_chunks_stored, 1);
-		if (prefetched)
-			stats_add(c->stats, ST_prefetched_chunks, 1);
-	} else {
-		ch->state = CH_ABSENT;
-	}
 	if (changed)
 		e->bypass = true;
-	pthread_cond_broadcast(&e->cv);
+	finish_store_locked(c, e, ch, stored, hash, want, prefetched);
 	if (n < 0)
 		stats_add(c->stats, ST_source_errors, 1);
 	return n;
@@ -881,8 +1004,7 @@ static void run_prefetch(const struct prefetch_job *job, void *arg)
 	void *buf;
 
 	pthread_mutex_lock(&e->mu);
-	if (!e->loaded || e->bypass || e->gen != job->tag || job->idx >= e->sf.nchunks ||
-	    e->sf.data_fd < 0) {
+	if (!e->loaded || e->bypass || e->gen != job->tag || job->idx >= e->sf.nchunks) {
 		pthread_mutex_unlock(&e->mu);
 		return;
 	}
@@ -1073,6 +1195,8 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	c->window = cfg->prefetch * 2;
 	if (r == 0 && cfg->prefetch)
 		r = prefetch_new(&c->pf, cfg->prefetch, c->window * 64, run_prefetch, c);
+	if (r == 0)
+		r = prefetch_new(&c->wb, WB_WORKERS, WB_QUEUE, run_write_behind, c);
 	if (r < 0 && err[0] == '\0')
 		snprintf(err, errlen, "cannot set up the cache: %s", strerror(-r));
 	if (r < 0) {
@@ -1154,7 +1278,10 @@ int cache_start(struct cache *c)
 	if (r != 0)
 		return -r;
 	c->sweeper_running = true;
-	return c->pf ? prefetch_start(c->pf) : 0;
+	r = prefetch_start(c->wb);
+	if (r == 0 && c->pf)
+		r = prefetch_start(c->pf);
+	return r;
 }
 
 void cache_free(struct cache *c)
@@ -1170,6 +1297,10 @@ void cache_free(struct cache *c)
 	}
 	prefetch_free(c->pf, drop_prefetch);
 	c->pf = NULL;
+	/* What was read before the unmount is on disk after it. */
+	prefetch_drain(c->wb);
+	prefetch_free(c->wb, drop_write_behind);
+	c->wb = NULL;
 	for (size_t b = 0; c->buckets && b < c->nbuckets; b++) {
 		struct cache_file *e = c->buckets[b], *next;
 		for (; e; e = next) {
@@ -1244,9 +1375,11 @@ size_t cache_stats_text(struct cache *c, char *buf, size_t len)
 	pthread_mutex_unlock(&c->table_mu);
 	m = snprintf(buf ? buf + (n < len ? n : len) : NULL, n < len ? len - n : 0,
 		     "cache_entries %llu\ncache_usage_bytes %llu\ncache_size_bytes %llu\n"
-		     "cache_dir %s\n",
+		     "write_behind_pending %llu\ncache_dir %s\n",
 		     (unsigned long long)entries, (unsigned long long)evict_usage(c->ev),
-		     (unsigned long long)evict_limit(c->ev), store_path(c->store));
+		     (unsigned long long)evict_limit(c->ev),
+		     (unsigned long long)__atomic_load_n(&c->wb_pending, __ATOMIC_ACQUIRE),
+		     store_path(c->store));
 	return n + (m > 0 ? (size_t)m : 0);
 }
 

@@ -1392,6 +1392,21 @@ static size_t evict_report(struct cache *c, struct efs_inode *i, char *buf, size
 				(unsigned long long)dropped);
 }
 
+/* Counters: the cache's, then the inode table's. */
+static size_t stats_text(struct efs_fs *fs, char *buf, size_t cap)
+{
+	size_t n = cache_stats_text(fs->cache, buf, cap);
+	struct itab_counts ic;
+	int m;
+
+	itab_counts(fs->itab, &ic);
+	m = snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0,
+		     "inodes %llu\ninode_fds %llu\ninode_fd_budget %llu\ninode_reopens %llu\n",
+		     (unsigned long long)ic.inodes, (unsigned long long)ic.fds,
+		     (unsigned long long)ic.fd_budget, (unsigned long long)ic.reopens);
+	return n + (m > 0 ? (size_t)m : 0);
+}
+
 /* Our own attributes: the window efscachectl looks through. */
 static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char *name,
 				 size_t size)
@@ -1407,7 +1422,7 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 			return;
 		}
 		if (!strcmp(name, XATTR_STATS))
-			need = cache_stats_text(fs->cache, buf, cap);
+			need = stats_text(fs, buf, cap);
 		else if (!strcmp(name, XATTR_STATUS))
 			need = cache_status(fs->cache, i, buf, cap);
 		else if (!strcmp(name, XATTR_VERIFY))

@@ -16,6 +16,8 @@ struct prefetch {
 	pthread_cond_t cv;
 	struct prefetch_job *ring; /* protected by mu */
 	unsigned cap, head, count; /* protected by mu */
+	unsigned running;          /* jobs being run; protected by mu */
+	pthread_cond_t idle_cv;    /* count and running reached 0 */
 	bool stop;                 /* protected by mu */
 	unsigned workers;
 	unsigned started;
@@ -42,6 +44,7 @@ int prefetch_new(struct prefetch **out, unsigned workers, unsigned max_queued,
 	}
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
+	pthread_cond_init(&p->idle_cv, NULL);
 	p->workers = workers;
 	p->run = run;
 	p->arg = arg;
@@ -63,10 +66,14 @@ static void *worker(void *arg)
 		job = p->ring[p->head];
 		p->head = (p->head + 1) % p->cap;
 		p->count--;
+		p->running++;
 		pthread_mutex_unlock(&p->mu);
 		p->run(&job, p->arg);
-		close(job.fd);
+		if (job.fd >= 0)
+			close(job.fd);
 		pthread_mutex_lock(&p->mu);
+		if (!--p->running && !p->count)
+			pthread_cond_broadcast(&p->idle_cv);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
@@ -97,6 +104,16 @@ bool prefetch_submit(struct prefetch *p, const struct prefetch_job *job)
 	return ok;
 }
 
+void prefetch_drain(struct prefetch *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	while (p->started && !p->stop && (p->count || p->running))
+		pthread_cond_wait(&p->idle_cv, &p->mu);
+	pthread_mutex_unlock(&p->mu);
+}
+
 void prefetch_free(struct prefetch *p, void (*drop)(const struct prefetch_job *, void *))
 {
 	if (!p)
@@ -110,11 +127,13 @@ void prefetch_free(struct prefetch *p, void (*drop)(const struct prefetch_job *,
 	while (p->count) {
 		if (drop)
 			drop(&p->ring[p->head], p->arg);
-		close(p->ring[p->head].fd);
+		if (p->ring[p->head].fd >= 0)
+			close(p->ring[p->head].fd);
 		p->head = (p->head + 1) % p->cap;
 		p->count--;
 	}
 	pthread_cond_destroy(&p->cv);
+	pthread_cond_destroy(&p->idle_cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p->ring);
 	free(p->threads);

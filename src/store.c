@@ -473,6 +473,23 @@ err_close:
 	return r;
 }
 
+int store_prepare(const struct store_identity *id, uint32_t chunk_size, struct store_file *f)
+{
+	unsigned char hdr[STORE_HEADER_SIZE];
+	uint64_t n = (id->size + chunk_size - 1) / chunk_size;
+
+	memset(f, 0, sizeof(*f));
+	f->meta_fd = f->data_fd = -1;
+	if (n > UINT32_MAX)
+		return -EFBIG;
+	store_encode_header(id, chunk_size, (uint32_t)n, hdr);
+	f->id = *id;
+	f->chunk_size = chunk_size;
+	f->nchunks = (uint32_t)n;
+	f->hdr_check = (uint32_t)get32(hdr + 60);
+	return 0;
+}
+
 int store_create(struct store *s, const struct store_key *k, const struct store_identity *id,
 		 uint32_t chunk_size, struct store_file *f)
 {

@@ -35,7 +35,8 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "evictions", "evicted_bytes", "validations", "stale_dropped", "fallbacks",
             "cache_enospc", "cache_io_errors", "cache_dir_recreated", "source_errors",
             "prefetched_chunks", "prefetch_unused_bytes", "cache_entries", "cache_usage_bytes",
-            "cache_size_bytes", "cache_dir"]
+            "cache_size_bytes", "write_behind_pending", "cache_dir", "inodes", "inode_fds",
+            "inode_fd_budget", "inode_reopens"]
 SUMMARY = re.compile(r"^warmed (\d+) files?, ([\d.]+) MiB in ([\d.]+) s \(([\d.]+) MiB/s\)(.*)$",
                      re.M)
 SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")

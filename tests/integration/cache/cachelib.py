@@ -309,8 +309,16 @@ class Stack:
         return os.path.join(self.mnt, *p)
 
     # -- counters
-    def stats(self):
-        return parse_lines(os.getxattr(self.mnt, "user.efscache.stats"))
+    def stats(self, settled=True):
+        """efscache's counters.  Chunks a reader fetched are written to cache_dir behind its
+        reply; with settled (the default) wait until none is pending, so counters such as
+        chunks_stored say what the reads before the call did."""
+        deadline = time.monotonic() + 30
+        while True:
+            s = parse_lines(os.getxattr(self.mnt, "user.efscache.stats"))
+            if not settled or not s.get("write_behind_pending") or time.monotonic() > deadline:
+                return s
+            time.sleep(0.01)
 
     def status(self, rel):
         return parse_lines(os.getxattr(self.p(rel), "user.efscache.status"))
