@@ -49,6 +49,8 @@ struct efs_inode {
 	struct efs_inode *next;   /* hash chain */
 	struct efs_inode *parent; /* where the name was last seen; NULL for the root */
 	char *name;               /* its name in parent */
+	struct timespec btime;    /* birth time, if the source records it */
+	bool has_btime;
 	int fd;                   /* O_PATH, O_NOFOLLOW fd of the source object, or -1 */
 	unsigned fd_users;        /* inode_fd_get() without inode_fd_put() */
 	struct efs_inode *lru_prev, *lru_next; /* fd LRU, while fd >= 0 */

@@ -35,6 +35,12 @@ int src_stat_sync_at(int dirfd, const char *name, struct stat *st);
  * fstat of the fd is current.  Returns the fd or -errno. */
 int src_open_at(int dirfd, const char *name, int flags);
 
+/* The birth time of the object behind fd, from what the kernel already
+ * knows (AT_STATX_DONT_SYNC: never a round trip).  -EOPNOTSUPP if the file
+ * system does not record it.  Inode numbers are reused; a birth time tells
+ * a new object under a reused number from the old one. */
+int src_birth(int fd, struct timespec *btime);
+
 /* Open the object behind an O_PATH fd for I/O (flags as for open(2), no
  * O_CREAT).  Returns the new fd or -errno. */
 int src_open(int fd, int flags);

@@ -16,7 +16,8 @@
  *     inode_fd_put() gives it back.  Closing happens outside the lock after
  *     the fd was taken off its inode.
  *   - An fd pins its source object, so (dev, ino) cannot be reused while it
- *     is open; a reopened fd is checked against (dev, ino).
+ *     is open; a reopened fd is checked against (dev, ino) and, where the
+ *     source records it, the birth time (inode numbers are reused).
  * Each inode also keeps the fds through which POSIX lock owners hold their
  * fcntl locks (i->lock_owners, under i->lock), closed when it is freed.
  *
@@ -338,6 +339,8 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 			   int fd, const struct stat *st)
 {
 	struct efs_inode *i, *fresh, *old = NULL;
+	struct timespec btime = {0};
+	bool has_btime;
 	char *nm;
 	int drop[ITAB_TRIM_BATCH];
 	unsigned ndrop = 0;
@@ -348,6 +351,7 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	}
 	/* Allocate outside the lock; most lookups of hot trees find a match. */
 	fresh = calloc(1, sizeof(*fresh));
+	has_btime = src_birth(fd, &btime) == 0;
 	nm = strdup(name);
 	if (!nm) {
 		free(fresh);
@@ -385,6 +389,8 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	fresh->type = st->st_mode & S_IFMT;
 	fresh->nlookup = 1;
 	fresh->fd = -1;
+	fresh->has_btime = has_btime;
+	fresh->btime = btime;
 	pthread_mutex_init(&fresh->lock, NULL);
 	set_place_locked(fresh, parent, nm);
 	{
@@ -508,6 +514,15 @@ int inode_fd_get(struct inode_table *t, struct efs_inode *i)
 	if (st.st_dev != i->dev || st.st_ino != i->ino) {
 		close(fd);
 		return -ESTALE; /* the name now leads to another object */
+	}
+	if (i->has_btime) {
+		struct timespec b;
+
+		if (src_birth(fd, &b) == 0 &&
+		    (b.tv_sec != i->btime.tv_sec || b.tv_nsec != i->btime.tv_nsec)) {
+			close(fd);
+			return -ESTALE; /* a new object under a reused inode number */
+		}
 	}
 	pthread_mutex_lock(&t->lock);
 	t->reopens++;

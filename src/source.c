@@ -70,6 +70,20 @@ int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
 	return 0;
 }
 
+int src_birth(int fd, struct timespec *btime)
+{
+	struct statx sx;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_BTIME,
+		  &sx) < 0)
+		return -errno;
+	if (!(sx.stx_mask & STATX_BTIME))
+		return -EOPNOTSUPP;
+	btime->tv_sec = sx.stx_btime.tv_sec;
+	btime->tv_nsec = sx.stx_btime.tv_nsec;
+	return 0;
+}
+
 int src_open_at(int dirfd, const char *name, int flags)
 {
 	int f;

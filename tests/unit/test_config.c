@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "meta.h"
 
 #define ARGV(...) ((char *const[]){"efscache", __VA_ARGS__, NULL})
 #define ARGC(...) ((int)(sizeof((const char *[]){"efscache", __VA_ARGS__}) / sizeof(char *)))
@@ -109,6 +110,39 @@ static void test_bad_values(void)
 	expect_bad("cache_dir=relative/path", "cache_dir", "absolute");
 	expect_bad("max_threads=0", "max_threads", "1 to 1024");
 	expect_bad("ro=1", "ro", "no value");
+	expect_bad("actimeo=-1", "actimeo", "seconds");
+	expect_bad("acregmin=3s", "acregmin", "3s");
+	expect_bad("acdirmax=", "acdirmax", "needs a value");
+	expect_bad("lookupcache=some", "lookupcache", "all, positive or none");
+	expect_bad("nocto=1", "nocto", "no value");
+	expect_bad("strict=yes", "strict", "no value");
+}
+
+static void test_metadata_options(void)
+{
+	struct efs_config cfg;
+	char err[256];
+
+	CHECK(PARSE(&cfg, err, "/s", "/m") == 0);
+	CHECK(cfg.acregmin == 3 && cfg.acregmax == 60 && cfg.acdirmin == 30 && cfg.acdirmax == 60);
+	CHECK(cfg.lookupcache == LOOKUPCACHE_ALL && !cfg.nocto);
+	config_free(&cfg);
+
+	/* Later options win, as in mount(8). */
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "actimeo=7,acdirmax=90,lookupcache=positive,nocto") ==
+	      0);
+	CHECK(cfg.acregmin == 7 && cfg.acregmax == 7 && cfg.acdirmin == 7 && cfg.acdirmax == 90);
+	CHECK(cfg.lookupcache == LOOKUPCACHE_POSITIVE && cfg.nocto);
+	config_free(&cfg);
+
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "nocto,strict") == 0);
+	CHECK(cfg.acregmin == 0 && cfg.acregmax == 0 && cfg.acdirmin == 0 && cfg.acdirmax == 0);
+	CHECK(cfg.lookupcache == LOOKUPCACHE_NONE && !cfg.nocto);
+	config_free(&cfg);
+
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "lookupcache=none,cto") == 0);
+	CHECK(cfg.lookupcache == LOOKUPCACHE_NONE && !cfg.nocto);
+	config_free(&cfg);
 }
 
 static void test_bad_argv(void)
@@ -216,6 +250,7 @@ int main(void)
 	test_good_values();
 	test_passthrough_and_allow_other();
 	test_bad_values();
+	test_metadata_options();
 	test_bad_argv();
 	test_sizes();
 	test_paths();

@@ -1,0 +1,178 @@
+/* test_inode.c - the inode table over a real temporary directory, no mount:
+ * lookup references, (parent, name) tracking, the fd budget, reopening from
+ * parent + name, ESTALE when a name now leads elsewhere, and parents kept
+ * alive by their children. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "inode.h"
+#include "source.h"
+
+static char root_path[64];
+
+static void path_of(char *buf, size_t len, const char *rel)
+{
+	snprintf(buf, len, "%s/%s", root_path, rel);
+}
+
+static void make(const char *rel, bool dir)
+{
+	char p[256];
+
+	path_of(p, sizeof(p), rel);
+	if (dir) {
+		CHECK(mkdir(p, 0755) == 0);
+	} else {
+		int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+		CHECK(fd >= 0);
+		CHECK(write(fd, rel, strlen(rel)) == (ssize_t)strlen(rel));
+		close(fd);
+	}
+}
+
+/* What fsops' lookup does: resolve name in parent, enter it in the table. */
+static struct efs_inode *lookup(struct inode_table *t, struct efs_inode *parent,
+				const char *name)
+{
+	struct stat st;
+	int pfd = inode_fd_get(t, parent), fd, r;
+
+	if (pfd < 0)
+		return NULL;
+	r = src_lookup(pfd, name, &fd, &st);
+	inode_fd_put(t, parent);
+	return r < 0 ? NULL : itab_get(t, parent, name, fd, &st);
+}
+
+static unsigned open_fds(void)
+{
+	unsigned n = 0;
+
+	for (int fd = 0; fd < 4096; fd++)
+		if (fcntl(fd, F_GETFD) >= 0)
+			n++;
+	return n;
+}
+
+static void test_budget_and_reopen(void)
+{
+	struct inode_table *t;
+	struct efs_inode *dir, *f[40];
+	struct itab_counts n;
+	unsigned before = open_fds();
+	char name[32];
+	int root;
+
+	root = src_open_root(root_path);
+	CHECK(root >= 0);
+	CHECK(itab_new(&t, root, 8) == 0);
+	make("d", true);
+	dir = lookup(t, itab_root(t), "d");
+	CHECK(dir != NULL);
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "d/f%d", i);
+		make(name, false);
+		f[i] = lookup(t, dir, name + 2);
+		CHECK(f[i] != NULL);
+	}
+	itab_counts(t, &n);
+	CHECK(n.inodes == 41);
+	CHECK(n.fds <= 8);                      /* the budget holds */
+	CHECK(open_fds() <= before + 1 + 8);    /* the root's fd + the budget */
+
+	/* The first files' fds were closed: getting them reopens from d + name. */
+	for (int i = 0; i < 40; i++) {
+		struct stat st;
+		int fd = inode_fd_get(t, f[i]);
+
+		CHECK(fd >= 0);
+		CHECK(fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == f[i]->ino);
+		inode_fd_put(t, f[i]);
+	}
+	itab_counts(t, &n);
+	CHECK(n.reopens >= 30);
+	CHECK(n.fds <= 8);
+
+	/* Looking a name up again gives the same inode (hard links too). */
+	CHECK(lookup(t, dir, "f3") == f[3]);
+	itab_forget(t, f[3], 1);
+
+	/* Renamed on the source: the stale name gives ESTALE on reopen... */
+	{
+		char a[256], b[256];
+
+		itab_shrink(t, 0);
+		path_of(a, sizeof(a), "d/f5");
+		path_of(b, sizeof(b), "d/g5");
+		CHECK(rename(a, b) == 0);
+		CHECK(inode_fd_get(t, f[5]) == -ESTALE);
+		/* ...a new lookup under the new name records it, and it works. */
+		CHECK(lookup(t, dir, "g5") == f[5]);
+		CHECK(inode_fd_get(t, f[5]) >= 0);
+		inode_fd_put(t, f[5]);
+		itab_forget(t, f[5], 1);
+		/* Replaced by another file of the same name: ESTALE, not the wrong file. */
+		itab_shrink(t, 0);
+		path_of(a, sizeof(a), "d/f6");
+		CHECK(unlink(a) == 0);
+		make("d/f6", false);
+		CHECK(inode_fd_get(t, f[6]) == -ESTALE);
+	}
+
+	/* A rename through the mount moves the inode's place. */
+	{
+		char a[256], b[256];
+
+		make("e", true);
+		struct efs_inode *e = lookup(t, itab_root(t), "e");
+		CHECK(e != NULL);
+		path_of(a, sizeof(a), "d/f7");
+		path_of(b, sizeof(b), "e/h7");
+		CHECK(rename(a, b) == 0);
+		itab_moved(t, f[7], e, "h7");
+		itab_shrink(t, 0);
+		CHECK(inode_fd_get(t, f[7]) >= 0);
+		inode_fd_put(t, f[7]);
+		itab_forget(t, e, 1); /* e lives on: f7 names it as parent */
+		itab_shrink(t, 0);
+		CHECK(inode_fd_get(t, f[7]) >= 0);
+		inode_fd_put(t, f[7]);
+	}
+
+	/* The kernel forgets the directory first: its children keep it. */
+	itab_forget(t, dir, 1);
+	itab_shrink(t, 0);
+	CHECK(inode_fd_get(t, f[0]) >= 0);
+	inode_fd_put(t, f[0]);
+	for (int i = 0; i < 40; i++)
+		itab_forget(t, f[i], 1);
+	itab_counts(t, &n);
+	CHECK(n.inodes == 0);
+	CHECK(n.fds == 0);
+	itab_free(t);
+	CHECK(open_fds() == before);
+}
+
+int main(void)
+{
+	char tmpl[] = "/tmp/efs-test-inode-XXXXXX";
+
+	if (!mkdtemp(tmpl))
+		return 1;
+	snprintf(root_path, sizeof(root_path), "%s", tmpl);
+	test_budget_and_reopen();
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpl);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", tmpl);
+	}
+	return check_done("test_inode");
+}
