@@ -85,6 +85,7 @@ static void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
 	head->next->prev = h;
 	head->next = h;
 	pthread_mutex_unlock(&fs->handles_mu);
+	stats_add(&fs->stats, ST_open_files, 1);
 }
 
 static void handle_del(struct efs_fs *fs, struct handle *h)
@@ -93,6 +94,7 @@ static void handle_del(struct efs_fs *fs, struct handle *h)
 	h->prev->next = h->next;
 	h->next->prev = h->prev;
 	pthread_mutex_unlock(&fs->handles_mu);
+	stats_sub(&fs->stats, ST_open_files, 1);
 }
 
 static struct efs_inode *inode_of(fuse_req_t req, fuse_ino_t ino)
