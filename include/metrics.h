@@ -45,6 +45,13 @@ void metrics_summary(const char *stats_text, char *buf, size_t len);
 /* s as a JSON string body (no quotes): backslash, quote, controls escaped. */
 void metrics_put_json_string(FILE *f, const char *s);
 
+/* Bytes the readers got that were not read from the source: bytes_served
+ * minus bytes_from_source and bytes_bypassed, 0 if negative.  This is what
+ * EFS would have served without efscache (reads answered by the kernel's
+ * page cache never reach the daemon and are not included).  It can dip for
+ * a moment while prefetched data is not yet read, so it is a gauge. */
+uint64_t metrics_saved_bytes(uint64_t served, uint64_t from_source, uint64_t bypassed);
+
 /* Dollars that bytes would have cost at price_per_gb. */
 double metrics_cost(uint64_t bytes, double price_per_gb);
 

@@ -491,7 +491,7 @@ static int cmd_stats(int argc, char **argv)
 	enum { FMT_TEXT, FMT_RAW, FMT_JSON, FMT_PROM } fmt = FMT_TEXT;
 	double price = METRICS_DEFAULT_PRICE_PER_GB;
 	uint64_t hits = 0, misses = 0, bc = 0, bs = 0, bb = 0, usage = 0, limit = 0;
-	uint64_t fetches = 0, fetch_us = 0;
+	uint64_t fetches = 0, fetch_us = 0, served = 0, saved;
 	const char *path;
 	char *buf, *line;
 	ssize_t n;
@@ -564,6 +564,7 @@ static int cmd_stats(int argc, char **argv)
 	kv_u64(buf, "bytes_bypassed", &bb);
 	kv_u64(buf, "cache_usage_bytes", &usage);
 	kv_u64(buf, "cache_size_bytes", &limit);
+	kv_u64(buf, "bytes_served", &served);
 	kv_u64(buf, "fetch_latency_us_count", &fetches);
 	kv_u64(buf, "fetch_latency_us_sum", &fetch_us);
 	printf("efscache statistics for %s\n\n", path);
@@ -601,8 +602,10 @@ static int cmd_stats(int argc, char **argv)
 		       fetches == 1 ? "" : "es");
 	{
 		char a[32];
+		saved = metrics_saved_bytes(served, bs, bb);
 		printf("%-24s %s, worth $%.2f at $%.4f/GB read (see --price-per-gb)\n",
-		       "EFS reads saved", human(bc, a, sizeof(a)), metrics_cost(bc, price), price);
+		       "EFS reads saved", human(saved, a, sizeof(a)), metrics_cost(saved, price),
+		       price);
 	}
 	free(buf);
 	return fflush(stdout) ? EXIT_FAIL : 0;

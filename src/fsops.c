@@ -581,6 +581,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, (int)-n);
 		return;
 	}
+	stats_add(&fs->stats, ST_bytes_served, (uint64_t)n);
 	bv = calloc(1, sizeof(*bv) + (rd.nseg ? rd.nseg : 1) * sizeof(struct fuse_buf));
 	if (!bv) {
 		cache_read_done(fs->cache, &rd);

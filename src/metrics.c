@@ -126,6 +126,19 @@ static void prom_metric(FILE *f, const char *name, const char *type, const char 
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", name, help, name, type, name, value);
 }
 
+uint64_t metrics_saved_bytes(uint64_t served, uint64_t from_source, uint64_t bypassed)
+{
+	uint64_t read = from_source + bypassed;
+
+	return served > read ? served - read : 0;
+}
+
+static uint64_t saved_of(struct table *t)
+{
+	return metrics_saved_bytes(u64_of(t, "bytes_served"), u64_of(t, "bytes_from_source"),
+				   u64_of(t, "bytes_bypassed"));
+}
+
 double metrics_cost(uint64_t bytes, double price_per_gb)
 {
 	return (double)bytes / GB * price_per_gb;
@@ -183,15 +196,16 @@ static void render_prometheus(FILE *f, struct table *t, double price)
 			u64_of(t, HIST_PREFIX "count"));
 	}
 
-	if ((kv = find(t, "bytes_from_cache"))) {
+	if (find(t, "bytes_served")) {
+		snprintf(v, sizeof(v), "%" PRIu64, saved_of(t));
+		prom_metric(f, "efscache_efs_saved_bytes", "gauge",
+			    "bytes served to readers that were not read from the source (EFS)", v);
 		snprintf(v, sizeof(v), "%.6f", price);
 		prom_metric(f, "efscache_efs_read_price_dollars_per_gb", "gauge",
-			    "EFS read price used to value efscache_efs_saved_dollars_total", v);
-		snprintf(v, sizeof(v), "%.6f",
-			 metrics_cost(strtoull(kv->value, NULL, 10), price));
-		prom_metric(f, "efscache_efs_saved_dollars_total", "counter",
-			    "what the bytes served from the cache would have cost to read from EFS",
-			    v);
+			    "EFS read price used for efscache_efs_saved_dollars", v);
+		snprintf(v, sizeof(v), "%.6f", metrics_cost(saved_of(t), price));
+		prom_metric(f, "efscache_efs_saved_dollars", "gauge",
+			    "what efscache_efs_saved_bytes would have cost to read from EFS", v);
 	}
 
 	for (size_t i = 0; i < t->n; i++) {
@@ -207,7 +221,7 @@ static void render_prometheus(FILE *f, struct table *t, double price)
 static void render_json(FILE *f, struct table *t, double price)
 {
 	static const uint64_t bounds[STATS_FETCH_NBOUNDS] = {STATS_FETCH_BOUNDS_US};
-	uint64_t saved = u64_of(t, "bytes_from_cache");
+	uint64_t saved = saved_of(t);
 	char key[96];
 
 	fputs("{\n  \"version\": \"" EFSCACHE_VERSION "\"", f);

@@ -25,6 +25,8 @@ static void test_prometheus(void)
 
 	stats_add(&s, ST_hits, 3);
 	stats_add(&s, ST_bytes_from_cache, 2ULL << 30);
+	stats_add(&s, ST_bytes_served, 3ULL << 30);
+	stats_add(&s, ST_bytes_from_source, 1ULL << 30);
 	stats_add(&s, ST_open_files, 2);
 	stats_sub(&s, ST_open_files, 1);
 	/* Two fetches: one of 0 us (first bucket), one in the +Inf bucket. */
@@ -46,7 +48,8 @@ static void test_prometheus(void)
 	CHECK_STR_CONTAINS(out, "efscache_fetch_duration_seconds_bucket{le=\"+Inf\"} 2\n");
 	CHECK_STR_CONTAINS(out, "efscache_fetch_duration_seconds_count 2\n");
 	/* 2 GiB at $0.50/GB */
-	CHECK_STR_CONTAINS(out, "efscache_efs_saved_dollars_total 1.000000\n");
+	CHECK_STR_CONTAINS(out, "efscache_efs_saved_bytes 2147483648\n");
+	CHECK_STR_CONTAINS(out, "efscache_efs_saved_dollars 1.000000\n");
 	/* A line it does not know is kept, untyped. */
 	CHECK_STR_CONTAINS(out, "# TYPE efscache_new_counter untyped\nefscache_new_counter 7\n");
 	CHECK(!strstr(out, "fetch_latency_us"));
@@ -86,6 +89,8 @@ static void test_price_and_summary(void)
 	CHECK(metrics_parse_price("nan", &p) < 0);
 	CHECK(metrics_parse_price("0.03$", &p) < 0);
 	CHECK(metrics_cost(1ULL << 30, 0.03) == 0.03);
+	CHECK(metrics_saved_bytes(10, 3, 2) == 5);
+	CHECK(metrics_saved_bytes(10, 8, 4) == 0); /* prefetched, not yet read */
 
 	stats_add(&s, ST_hits, 9);
 	stats_add(&s, ST_bytes_from_source, 3ULL << 20);
