@@ -7,6 +7,11 @@
 # mount goes with it, no "Transport endpoint is not connected") and exits 0.
 # Extra arguments are passed to efscache (e.g. -o metrics=0.0.0.0:9464).
 # "efscachectl ..." as arguments runs that instead (debugging).
+#
+# Bundled mode, "-- COMMAND [ARGS]": mount, run COMMAND beside the daemon in
+# this container (an image built FROM this one, or ECS where bind propagation
+# cannot be set), forward SIGTERM/SIGINT to it, then unmount and exit with its
+# status.
 set -eu
 src=${EFSCACHE_SOURCE:-/efs}
 mnt=${EFSCACHE_MOUNTPOINT:-/mnt/efscache}
@@ -27,4 +32,33 @@ if grep -q " $mnt fuse" /proc/self/mountinfo 2>/dev/null; then
     echo "efscache-entrypoint: clearing a stale mount at $mnt" >&2
     fusermount3 -uz "$mnt" || umount -l "$mnt" || true
 fi
-exec efscache "$src" "$mnt" -f -o "$opts" "$@"
+if [ "${1:-}" != "--" ]; then
+    exec efscache "$src" "$mnt" -f -o "$opts" "$@"
+fi
+
+# Bundled mode.
+shift
+efscache "$src" "$mnt" -f -o "$opts" &
+daemon=$!
+i=0
+until grep -q " $mnt fuse" /proc/self/mountinfo; do
+    if ! kill -0 "$daemon" 2>/dev/null || [ $i -ge 300 ]; then
+        echo "efscache-entrypoint: efscache did not mount $mnt" >&2
+        kill -TERM "$daemon" 2>/dev/null || true
+        exit 1
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+app=
+trap 'if [ -n "$app" ]; then kill -TERM "$app" 2>/dev/null || true; fi' TERM INT
+"$@" &
+app=$!
+rc=0
+# wait returns early (>128) when a trapped signal arrives: wait again.
+while kill -0 "$app" 2>/dev/null; do
+    wait "$app" && rc=0 || rc=$?
+done
+kill -TERM "$daemon" 2>/dev/null || true
+wait "$daemon" || true
+exit "$rc"
