@@ -13,7 +13,7 @@ set -eu
 here=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [ "${1:-}" = "--print-deps" ]; then
-    echo "dpkg-dev debhelper fakeroot lintian meson ninja-build pkg-config gcc libc6-dev" \
+    echo "build-essential dpkg-dev debhelper fakeroot lintian meson ninja-build pkg-config" \
          "libfuse3-dev libxxhash-dev libmicrohttpd-dev scdoc"
     exit 0
 fi
