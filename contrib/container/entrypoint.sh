@@ -13,6 +13,14 @@
 # cannot be set), forward SIGTERM/SIGINT to it, then unmount and exit with its
 # status.
 set -eu
+
+# mounted DIR: a FUSE file system is mounted at DIR (mountinfo field 5 is the
+# mount point, the field after "-" the type).
+mounted() {
+    awk -v d="$1" '$5 == d { for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) ~ /^fuse/) f = 1; break } }
+        END { exit !f }' /proc/self/mountinfo
+}
+
 src=${EFSCACHE_SOURCE:-/efs}
 mnt=${EFSCACHE_MOUNTPOINT:-/mnt/efscache}
 opts=${EFSCACHE_OPTIONS:-cache_dir=/var/cache/efscache,allow_other}
@@ -28,7 +36,7 @@ if [ ! -e /dev/fuse ]; then
 fi
 mkdir -p "$mnt"
 # A mount left by a container that was killed (-9) is dead: clear it first.
-if grep -q " $mnt fuse" /proc/self/mountinfo 2>/dev/null; then
+if mounted "$mnt"; then
     echo "efscache-entrypoint: clearing a stale mount at $mnt" >&2
     fusermount3 -uz "$mnt" || umount -l "$mnt" || true
 fi
@@ -41,7 +49,7 @@ shift
 efscache "$src" "$mnt" -f -o "$opts" &
 daemon=$!
 i=0
-until grep -q " $mnt fuse" /proc/self/mountinfo; do
+until mounted "$mnt"; do
     if ! kill -0 "$daemon" 2>/dev/null || [ $i -ge 300 ]; then
         echo "efscache-entrypoint: efscache did not mount $mnt" >&2
         kill -TERM "$daemon" 2>/dev/null || true
