@@ -38,7 +38,7 @@ deb=$(ls "$work"/efscache_*.deb | head -n1)
 echo "built $out/$(basename "$deb")"
 
 if command -v lintian >/dev/null 2>&1; then
-    lintian --no-tag-display-limit "$deb" > "$out/lintian.txt" 2>&1 || true
+    lintian --tag-display-limit 0 "$deb" > "$out/lintian.txt" 2>&1 || true
     cat "$out/lintian.txt"
     e=$(grep -c '^E: ' "$out/lintian.txt" || true)
     w=$(grep -c '^W: ' "$out/lintian.txt" || true)

@@ -120,7 +120,7 @@ if ! podman run --rm --network none "$base_img" true 2>"$work/run.err"; then
 fi
 
 t=$(now)
-if podman build -q --network host --format docker --build-arg "BASE=$base_img" \
+if podman build -q --layers=false --network host --format docker --build-arg "BASE=$base_img" \
     -f "$here/contrib/container/Containerfile" -t "$img" "$here" >"$work/build.log" 2>&1; then
     ok "image builds (builder stage ran the unit tests and built the .deb)"
 else
