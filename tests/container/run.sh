@@ -68,6 +68,9 @@ events_logger = "file"
 CONF
 fi
 
+# kube play builds podman's pause image on first use: ours to remove then.
+pause_before=$(podman images -q --filter reference='localhost/podman-pause' 2>/dev/null)
+
 base_img=${EFSCACHE_TEST_BASE:-localhost/$tag-base:bookworm}
 img="localhost/$tag:latest"
 efs_ctr="$tag-efs"
@@ -86,6 +89,9 @@ cleanup() {
     if [ "${EFSCACHE_KEEP_IMAGES:-0}" != 1 ]; then
         podman rmi -f "$img" >/dev/null 2>&1
         [ -z "${EFSCACHE_TEST_BASE:-}" ] && podman rmi -f "$base_img" >/dev/null 2>&1
+        # (not -f: a pod started by someone else meanwhile keeps it)
+        [ -z "$pause_before" ] && podman rmi $(podman images -q \
+            --filter reference='localhost/podman-pause') >/dev/null 2>&1
     fi
     rm -rf "$work"
 }
