@@ -39,7 +39,7 @@
 	X(cache_dir_recreated, "times cache_dir vanished and was recreated")                       \
 	X(source_errors, "source reads that failed (returned to the application)")                 \
 	X(prefetched_chunks, "chunks fetched ahead of the reader")                                 \
-	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")           \
+	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")            \
 	X(bytes_served, "bytes returned to read requests (from cache or source)")
 
 #define STATS_GAUGES(X) X(open_files, "files and directories open through the mount")

@@ -185,7 +185,8 @@ static void render_prometheus(FILE *f, struct table *t, double price)
 		      f);
 		for (int i = 0; i < STATS_FETCH_NBOUNDS; i++) {
 			snprintf(key, sizeof(key), HIST_PREFIX "le_%" PRIu64, bounds[i]);
-			fprintf(f, "efscache_fetch_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+			fprintf(f,
+				"efscache_fetch_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
 				(double)bounds[i] / 1e6, u64_of(t, key));
 		}
 		fprintf(f, "efscache_fetch_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
@@ -245,8 +246,8 @@ static void render_json(FILE *f, struct table *t, double price)
 		fputs(",\n  \"fetch_latency_seconds\": {\"buckets\": [", f);
 		for (int i = 0; i < STATS_FETCH_NBOUNDS; i++) {
 			snprintf(key, sizeof(key), HIST_PREFIX "le_%" PRIu64, bounds[i]);
-			fprintf(f, "{\"le\": %g, \"count\": %" PRIu64 "}, ", (double)bounds[i] / 1e6,
-				u64_of(t, key));
+			fprintf(f, "{\"le\": %g, \"count\": %" PRIu64 "}, ",
+				(double)bounds[i] / 1e6, u64_of(t, key));
 		}
 		fprintf(f,
 			"{\"le\": \"+Inf\", \"count\": %" PRIu64 "}], \"count\": %" PRIu64

@@ -90,8 +90,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 }
 
 int metrics_http_start(struct metrics_http **out, const char *host, unsigned port,
-		       double price_per_gb, metrics_text_fn fn, void *arg, char *err,
-		       size_t errlen)
+		       double price_per_gb, metrics_text_fn fn, void *arg, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss = {0};
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
@@ -121,9 +120,8 @@ int metrics_http_start(struct metrics_http **out, const char *host, unsigned por
 	m->fn = fn;
 	m->arg = arg;
 	errno = 0;
-	m->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, m,
-				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
+	m->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, m, MHD_OPTION_SOCK_ADDR,
+				(struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
 	if (!m->d) {
 		int e = errno ? errno : EADDRINUSE;
