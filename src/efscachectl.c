@@ -602,9 +602,13 @@ static int cmd_stats(int argc, char **argv)
 		       fetches == 1 ? "" : "es");
 	{
 		char a[32];
+		double cost;
+
 		saved = metrics_saved_bytes(served, bs, bb);
-		printf("%-24s %s, worth $%.2f at $%.4f/GB read (see --price-per-gb)\n",
-		       "EFS reads saved", human(saved, a, sizeof(a)), metrics_cost(saved, price),
+		cost = metrics_cost(saved, price);
+		/* cents for real money, more digits while it is still small */
+		printf("%-24s %s, worth $%.*f at $%.4f/GB read (see --price-per-gb)\n",
+		       "EFS reads saved", human(saved, a, sizeof(a)), cost >= 1 ? 2 : 4, cost,
 		       price);
 	}
 	free(buf);
