@@ -55,6 +55,9 @@ struct efs_config {
 	bool allow_other;
 	bool show_help;
 	bool show_version;
+	char *metrics_host;      /* -o metrics: IP literal, NULL = no endpoint */
+	unsigned metrics_port;   /* 1..65535 when metrics_host is set */
+	double price_per_gb;     /* USD per GB read from the source (metrics) */
 	/* Options for libfuse, comma-joined without "-o"; never NULL after parse. */
 	char *fuse_opts;
 };

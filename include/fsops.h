@@ -42,6 +42,11 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 int fsops_start(struct efs_fs *fs);
 void fsops_destroy(struct efs_fs *fs);
 
+/* The counters as "name value" lines: the cache's, then the inode
+ * table's (what user.efscache.stats and the metrics endpoint show).
+ * Returns the length needed, like snprintf. */
+size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap);
+
 extern const struct fuse_lowlevel_ops efs_fsops;
 
 #endif

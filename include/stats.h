@@ -2,7 +2,15 @@
  *
  * Lock-free: each counter is a relaxed atomic.  Formatted as "name value"
  * lines for `efscachectl stats` (read through the user.efscache.stats xattr
- * of the mountpoint).
+ * of the mountpoint); metrics.c renders the same lines as Prometheus text
+ * or JSON, for efscachectl and for the daemon's HTTP endpoint.
+ *
+ * Three kinds, one list each:
+ *   STATS_LIST    counters, only ever grow (Prometheus "counter")
+ *   STATS_GAUGES  current values that go up and down ("gauge")
+ *   the fetch latency histogram: one count per STATS_FETCH_BOUNDS_US bucket
+ *                 (not cumulative here; the text form is cumulative) and a
+ *                 sum in microseconds.
  */
 #ifndef EFS_STATS_H
 #define EFS_STATS_H
@@ -31,17 +39,32 @@
 	X(cache_dir_recreated, "times cache_dir vanished and was recreated")                       \
 	X(source_errors, "source reads that failed (returned to the application)")                 \
 	X(prefetched_chunks, "chunks fetched ahead of the reader")                                 \
-	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")
+	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")            \
+	X(bytes_served, "bytes returned to read requests (from cache or source)")
+
+#define STATS_GAUGES(X) X(open_files, "files and directories open through the mount")
+
+/* Upper bounds (microseconds) of the fetch latency buckets; one more bucket
+ * (+Inf) follows the last. */
+#define STATS_FETCH_BOUNDS_US                                                                      \
+	100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,     \
+	    2500000, 10000000
+#define STATS_FETCH_NBOUNDS 15
 
 enum stat_id {
 #define X(name, help) ST_##name,
 	STATS_LIST(X)
+	ST__NCOUNTERS, /* the first gauge has this id too */
+	ST__GAUGE_BASE = ST__NCOUNTERS - 1,
+	STATS_GAUGES(X)
 #undef X
 	ST__COUNT
 };
 
 struct efs_stats {
 	uint64_t v[ST__COUNT]; /* atomic, relaxed */
+	uint64_t fetch_hist[STATS_FETCH_NBOUNDS + 1]; /* atomic, relaxed; last is +Inf */
+	uint64_t fetch_sum_us;                        /* atomic, relaxed */
 };
 
 static inline void stats_add(struct efs_stats *s, enum stat_id id, uint64_t n)
@@ -54,11 +77,24 @@ static inline uint64_t stats_get(const struct efs_stats *s, enum stat_id id)
 	return __atomic_load_n(&s->v[id], __ATOMIC_RELAXED);
 }
 
+/* For gauges (ids from ST__NCOUNTERS on): add a negative amount. */
+static inline void stats_sub(struct efs_stats *s, enum stat_id id, uint64_t n)
+{
+	__atomic_fetch_sub(&s->v[id], n, __ATOMIC_RELAXED);
+}
+
+/* CLOCK_MONOTONIC now, in microseconds: the start of a timed fetch. */
+uint64_t stats_now_us(void);
+/* Count one source fetch that started at start_us (from stats_now_us()). */
+void stats_fetch_done(struct efs_stats *s, uint64_t start_us);
+
 const char *stats_name(enum stat_id id);
 const char *stats_help(enum stat_id id);
 
-/* Append "name value\n" for every counter to buf; returns the length that
- * was needed (like snprintf). */
+/* Append "name value\n" for every counter and gauge, then the histogram as
+ * "fetch_latency_us_le_BOUND N" (cumulative, BOUND "inf" last),
+ * "fetch_latency_us_count N" and "fetch_latency_us_sum N", to buf; returns
+ * the length that was needed (like snprintf). */
 size_t stats_format(const struct efs_stats *s, char *buf, size_t len);
 
 #endif

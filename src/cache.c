@@ -819,7 +819,9 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 	ssize_t n;
 
 	pthread_mutex_unlock(&e->mu);
+	const uint64_t t0 = stats_now_us();
 	n = fetch_read(fd, buf, want, start);
+	stats_fetch_done(c->stats, t0);
 	if (n >= 0) {
 		stats_add(c->stats, ST_misses, 1);
 		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);

@@ -18,6 +18,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+
+#include "metrics.h"
 
 const char config_usage[] =
 	"usage: efscache SOURCE MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]\n"
@@ -70,6 +73,11 @@ const char config_usage[] =
 	"                         use by this daemon (default), on every read, or never\n"
 	"  -o max_threads=N       FUSE worker threads, 1 to 1024 (default 16)\n"
 	"  -o ro                  refuse writes (EROFS)\n"
+	"  -o metrics=[ADDR:]PORT serve Prometheus metrics over HTTP at\n"
+	"                         http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1;\n"
+	"                         [::1]:PORT for IPv6); off by default\n"
+	"  -o price_per_gb=USD    EFS read price used to value the bytes served from\n"
+	"                         the cache (default 0.03, EFS Elastic, us-east-1)\n"
 	"\n"
 	"standard FUSE options are passed to libfuse, e.g. allow_other (which turns\n"
 	"on default_permissions), default_permissions, fsname=NAME, subtype=NAME.\n";
@@ -345,6 +353,44 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 			    val, CONFIG_MAX_PREFETCH);
 		cfg->prefetch = (unsigned)u;
 		r = 0;
+	} else if (!strcmp(opt, "metrics")) {
+		char host[64];
+		const char *port = val;
+		unsigned char addr[16];
+
+		NEED_VALUE();
+		strcpy(host, "127.0.0.1");
+		if (val[0] == '[') { /* [v6]:PORT */
+			const char *end = strchr(val, ']');
+
+			if (!end || end[1] != ':' || (size_t)(end - val - 1) >= sizeof(host))
+				BAD("bad value for option 'metrics': '%s': expected [ADDR]:PORT", val);
+			memcpy(host, val + 1, (size_t)(end - val - 1));
+			host[end - val - 1] = '\0';
+			port = end + 2;
+		} else if (strchr(val, ':')) {
+			const char *colon = strrchr(val, ':');
+
+			if ((size_t)(colon - val) >= sizeof(host))
+				BAD("bad value for option 'metrics': '%s': address too long", val);
+			memcpy(host, val, (size_t)(colon - val));
+			host[colon - val] = '\0';
+			port = colon + 1;
+		}
+		if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+			BAD("bad value for option 'metrics': '%s': '%s' is not an IP address", val,
+			    host);
+		if (parse_uint(port, 1, 65535, &u))
+			BAD("bad value for option 'metrics': '%s': port must be 1 to 65535", val);
+		r = set_string(&cfg->metrics_host, host);
+		cfg->metrics_port = (unsigned)u;
+	} else if (!strcmp(opt, "price_per_gb")) {
+		NEED_VALUE();
+		if (metrics_parse_price(val, &cfg->price_per_gb))
+			BAD("bad value for option 'price_per_gb': '%s': expected a price in USD "
+			    "from 0 to 1000",
+			    val);
+		r = 0;
 	} else if (!strcmp(opt, "max_threads")) {
 		NEED_VALUE();
 		if (parse_uint(val, 1, 1024, &u))
@@ -428,6 +474,7 @@ int config_parse(struct efs_config *cfg, int argc, char *const argv[], char *err
 	cfg->prefetch = CONFIG_DEFAULT_PREFETCH;
 	cfg->max_threads = CONFIG_DEFAULT_MAX_THREADS;
 	cfg->verify = VERIFY_ONCE;
+	cfg->price_per_gb = METRICS_DEFAULT_PRICE_PER_GB;
 	cfg->fuse_opts = calloc(1, 1);
 	cfg->cache_dir = strdup(CONFIG_DEFAULT_CACHE_DIR);
 	if (!cfg->fuse_opts || !cfg->cache_dir) {
@@ -523,6 +570,7 @@ void config_free(struct efs_config *cfg)
 	free(cfg->mountpoint);
 	free(cfg->cache_dir);
 	free(cfg->fuse_opts);
+	free(cfg->metrics_host);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -42,6 +42,7 @@
 
 #include "checksum.h"
 #include "config.h"
+#include "metrics.h"
 #include "stats.h"
 #include "store.h"
 
@@ -68,9 +69,13 @@ static const char usage_text[] =
     "Inspect and control a mounted efscache through its mount point.\n"
     "\n"
     "commands:\n"
-    "  stats [--raw] MOUNTPOINT   counters of the mount's daemon; --raw prints\n"
-    "                             one \"name value\" line each, for scripts\n"
-    "  status PATH...             per file: size, cached bytes, chunks, state,\n"
+    "  stats [--raw|--json|--format=FMT] [--price-per-gb=USD] MOUNTPOINT\n"
+    "                             counters of the mount's daemon and the EFS\n"
+    "                             reads they saved; FMT is text (default), json\n"
+    "                             or prometheus (for node_exporter's textfile\n"
+    "                             collector); --raw prints one \"name value\"\n"
+    "                             line each; USD per GB read (default 0.03)\n"
+    "  status [--json] PATH...    per file: size, cached bytes, chunks, state,\n"
     "                             last validation; directories are recursed\n"
     "                             and get a total line\n"
     "  warm [-j N] PATH...        read files and trees through the mount so the\n"
@@ -457,23 +462,66 @@ static void print_ratio(const char *what, uint64_t part, uint64_t whole, bool by
 	printf("%-24s %5.1f%% (%s of %s)\n", what, 100.0 * (double)part / (double)whole, a, b);
 }
 
+/* Print the stats text rendered by metrics.c; returns the exit status. */
+static int print_rendered(const char *path, const char *text, enum metrics_format fmt,
+			  double price)
+{
+	char *out = metrics_render(text, fmt, price);
+
+	if (!out) {
+		path_error(path, ENOMEM);
+		return EXIT_FAIL;
+	}
+	fputs(out, stdout);
+	free(out);
+	return fflush(stdout) ? EXIT_FAIL : 0;
+}
+
 static int cmd_stats(int argc, char **argv)
 {
+	enum { OPT_FORMAT = 256, OPT_JSON, OPT_PRICE };
 	static const struct option opts[] = {
 	    {"raw", no_argument, NULL, 'r'},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"format", required_argument, NULL, OPT_FORMAT},
+	    {"price-per-gb", required_argument, NULL, OPT_PRICE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	bool raw = false;
+	enum { FMT_TEXT, FMT_RAW, FMT_JSON, FMT_PROM } fmt = FMT_TEXT;
+	double price = METRICS_DEFAULT_PRICE_PER_GB;
 	uint64_t hits = 0, misses = 0, bc = 0, bs = 0, bb = 0, usage = 0, limit = 0;
+	uint64_t fetches = 0, fetch_us = 0, served = 0, saved;
 	const char *path;
 	char *buf, *line;
 	ssize_t n;
-	int c;
+	int c, ret;
 
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (c == 'r') {
-			raw = true;
+			fmt = FMT_RAW;
+		} else if (c == OPT_JSON) {
+			fmt = FMT_JSON;
+		} else if (c == OPT_FORMAT) {
+			if (!strcmp(optarg, "text"))
+				fmt = FMT_TEXT;
+			else if (!strcmp(optarg, "json"))
+				fmt = FMT_JSON;
+			else if (!strcmp(optarg, "prometheus"))
+				fmt = FMT_PROM;
+			else {
+				usage_error("stats: bad --format '%s': expected text, json or "
+					    "prometheus",
+					    optarg);
+				return EXIT_USAGE;
+			}
+		} else if (c == OPT_PRICE) {
+			if (metrics_parse_price(optarg, &price) < 0) {
+				usage_error("stats: bad --price-per-gb '%s': expected USD per GB, "
+					    "0 to 1000",
+					    optarg);
+				return EXIT_USAGE;
+			}
 		} else if (c == 'h') {
 			fputs(usage_text, stdout);
 			return 0;
@@ -498,10 +546,16 @@ static int cmd_stats(int argc, char **argv)
 		free(buf);
 		return EXIT_FAIL;
 	}
-	if (raw) {
+	if (fmt == FMT_RAW) {
 		fputs(buf, stdout);
 		free(buf);
 		return fflush(stdout) ? EXIT_FAIL : 0;
+	}
+	if (fmt == FMT_JSON || fmt == FMT_PROM) {
+		ret = print_rendered(path, buf, fmt == FMT_JSON ? METRICS_JSON : METRICS_PROMETHEUS,
+				     price);
+		free(buf);
+		return ret;
 	}
 	kv_u64(buf, "hits", &hits);
 	kv_u64(buf, "misses", &misses);
@@ -510,6 +564,9 @@ static int cmd_stats(int argc, char **argv)
 	kv_u64(buf, "bytes_bypassed", &bb);
 	kv_u64(buf, "cache_usage_bytes", &usage);
 	kv_u64(buf, "cache_size_bytes", &limit);
+	kv_u64(buf, "bytes_served", &served);
+	kv_u64(buf, "fetch_latency_us_count", &fetches);
+	kv_u64(buf, "fetch_latency_us_sum", &fetch_us);
 	printf("efscache statistics for %s\n\n", path);
 	for (line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
 		char *val = strchr(line, ' ');
@@ -519,6 +576,8 @@ static int cmd_stats(int argc, char **argv)
 		if (!val)
 			continue;
 		*val++ = '\0';
+		if (!strncmp(line, "fetch_latency_us_", 17))
+			continue; /* summarised below */
 		if (is_byte_counter(line) && sscanf(val, "%" SCNu64, &v) == 1) {
 			printf("%-24s %12s  %s\n", line, human(v, hb, sizeof(hb)),
 			       extra_help(line));
@@ -537,6 +596,21 @@ static int cmd_stats(int argc, char **argv)
 		       100.0 * (double)usage / (double)limit, human(usage, a, sizeof(a)),
 		       human(limit, b, sizeof(b)));
 	}
+	if (fetches)
+		printf("%-24s %.2f ms mean over %" PRIu64 " fetch%s\n", "fetch latency",
+		       (double)fetch_us / 1000.0 / (double)fetches, fetches,
+		       fetches == 1 ? "" : "es");
+	{
+		char a[32];
+		double cost;
+
+		saved = metrics_saved_bytes(served, bs, bb);
+		cost = metrics_cost(saved, price);
+		/* cents for real money, more digits while it is still small */
+		printf("%-24s %s, worth $%.*f at $%.4f/GB read (see --price-per-gb)\n",
+		       "EFS reads saved", human(saved, a, sizeof(a)), cost >= 1 ? 2 : 4, cost,
+		       price);
+	}
 	free(buf);
 	return fflush(stdout) ? EXIT_FAIL : 0;
 }
@@ -545,6 +619,8 @@ static int cmd_stats(int argc, char **argv)
 
 struct status_ctx {
 	bool header_done;
+	bool json;      /* one JSON object per file instead of table rows */
+	bool *json_sep; /* a file object was printed: the next needs a comma */
 	uint64_t files, size, cached, chunks, chunks_cached, chunks_verified;
 };
 
@@ -595,12 +671,27 @@ static int status_one(const char *path, const struct stat *sb, void *arg)
 		if (st.chunk_size)
 			st.chunks = (st.size + st.chunk_size - 1) / st.chunk_size;
 	}
+	if (s->json) {
+		printf("%s\n    {\"path\": \"", *s->json_sep ? "," : "");
+		metrics_put_json_string(stdout, path);
+		printf("\", \"size\": %" PRIu64 ", \"cached_bytes\": %" PRIu64
+		       ", \"chunk_size\": %" PRIu64 ", \"chunks\": %" PRIu64
+		       ", \"chunks_cached\": %" PRIu64 ", \"chunks_verified\": %" PRIu64
+		       ", \"state\": \"",
+		       st.size, st.cached, st.chunk_size, st.chunks, st.chunks_cached,
+		       st.chunks_verified);
+		metrics_put_json_string(stdout, st.state);
+		printf("\", \"last_validated\": %" PRIu64 "}", st.last_validated);
+		*s->json_sep = true;
+		goto count;
+	}
 	status_header(s);
 	fmt_pct(st.cached, st.size, pct, sizeof(pct));
 	fmt_when(st.last_validated, when, sizeof(when));
 	snprintf(ch, sizeof(ch), "%" PRIu64 "/%" PRIu64, st.chunks_cached, st.chunks);
 	printf("%10s %10s %4s %11s %8" PRIu64 "  %-11s  %-19s  %s\n", human(st.size, a, sizeof(a)),
 	       human(st.cached, b, sizeof(b)), pct, ch, st.chunks_verified, st.state, when, path);
+count:
 	s->files++;
 	s->size += st.size;
 	s->cached += st.cached;
@@ -613,14 +704,20 @@ static int status_one(const char *path, const struct stat *sb, void *arg)
 static int cmd_status(int argc, char **argv)
 {
 	static const struct option opts[] = {
+	    {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct status_ctx total = {0};
+	bool json = false, json_sep = false, dir_sep = false;
 	unsigned errors = 0;
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (c == 'j') {
+			json = true;
+			continue;
+		}
 		if (c == 'h') {
 			fputs(usage_text, stdout);
 			return 0;
@@ -632,8 +729,21 @@ static int cmd_status(int argc, char **argv)
 		usage_error("status needs at least one PATH");
 		return EXIT_USAGE;
 	}
+	/* JSON: {"files": [...], "directories": [totals...]}; the totals are
+	 * kept until the files are done. */
+	char *dirs_json = NULL;
+	size_t dirs_len = 0;
+	FILE *dirs = json ? open_memstream(&dirs_json, &dirs_len) : NULL;
+
+	if (json && !dirs) {
+		path_error(argv[optind], ENOMEM);
+		return EXIT_FAIL;
+	}
+	if (json)
+		fputs("{\n  \"files\": [", stdout);
 	for (int i = optind; i < argc; i++) {
-		struct status_ctx s = {.header_done = total.header_done};
+		struct status_ctx s = {.header_done = total.header_done, .json = json,
+				       .json_sep = &json_sep};
 		char a[32], b[32], pct[8], ch[32], files[32];
 		bool is_dir;
 
@@ -645,6 +755,18 @@ static int cmd_status(int argc, char **argv)
 		total.header_done = s.header_done;
 		if (!is_dir)
 			continue;
+		if (json) {
+			fprintf(dirs, "%s\n    {\"path\": \"", dir_sep ? "," : "");
+			metrics_put_json_string(dirs, argv[i]);
+			fprintf(dirs,
+				"\", \"files\": %" PRIu64 ", \"size\": %" PRIu64
+				", \"cached_bytes\": %" PRIu64 ", \"chunks\": %" PRIu64
+				", \"chunks_cached\": %" PRIu64 ", \"chunks_verified\": %" PRIu64 "}",
+				s.files, s.size, s.cached, s.chunks, s.chunks_cached,
+				s.chunks_verified);
+			dir_sep = true;
+			continue;
+		}
 		status_header(&total);
 		fmt_pct(s.cached, s.size, pct, sizeof(pct));
 		snprintf(ch, sizeof(ch), "%" PRIu64 "/%" PRIu64, s.chunks_cached, s.chunks);
@@ -653,6 +775,11 @@ static int cmd_status(int argc, char **argv)
 		printf("%10s %10s %4s %11s %8" PRIu64 "  %-11s  %-19s  %s (total)\n",
 		       human(s.size, a, sizeof(a)), human(s.cached, b, sizeof(b)), pct, ch,
 		       s.chunks_verified, files, "", argv[i]);
+	}
+	if (json) {
+		fclose(dirs);
+		printf("\n  ],\n  \"directories\": [%s\n  ]\n}\n", dirs_json ? dirs_json : "");
+		free(dirs_json);
 	}
 	if (fflush(stdout))
 		errors++;

@@ -91,6 +91,7 @@ static void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
 	head->next->prev = h;
 	head->next = h;
 	pthread_mutex_unlock(&fs->handles_mu);
+	stats_add(&fs->stats, ST_open_files, 1);
 }
 
 static void handle_del(struct efs_fs *fs, struct handle *h)
@@ -99,6 +100,7 @@ static void handle_del(struct efs_fs *fs, struct handle *h)
 	h->prev->next = h->next;
 	h->next->prev = h->prev;
 	pthread_mutex_unlock(&fs->handles_mu);
+	stats_sub(&fs->stats, ST_open_files, 1);
 }
 
 static struct efs_inode *inode_of(fuse_req_t req, fuse_ino_t ino)
@@ -902,6 +904,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, (int)-n);
 		return;
 	}
+	stats_add(&fs->stats, ST_bytes_served, (uint64_t)n);
 	bv = calloc(1, sizeof(*bv) + (rd.nseg ? rd.nseg : 1) * sizeof(struct fuse_buf));
 	if (!bv) {
 		cache_read_done(fs->cache, &rd);
@@ -1392,8 +1395,7 @@ static size_t evict_report(struct cache *c, struct efs_inode *i, char *buf, size
 				(unsigned long long)dropped);
 }
 
-/* Counters: the cache's, then the inode table's. */
-static size_t stats_text(struct efs_fs *fs, char *buf, size_t cap)
+size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 {
 	size_t n = cache_stats_text(fs->cache, buf, cap);
 	struct itab_counts ic;
@@ -1422,7 +1424,7 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 			return;
 		}
 		if (!strcmp(name, XATTR_STATS))
-			need = stats_text(fs, buf, cap);
+			need = fsops_stats_text(fs, buf, cap);
 		else if (!strcmp(name, XATTR_STATUS))
 			need = cache_status(fs->cache, i, buf, cap);
 		else if (!strcmp(name, XATTR_VERIFY))

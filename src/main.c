@@ -17,6 +17,9 @@
 #include "config.h"
 #include "fsops.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
+#include "notify.h"
 
 #define EXIT_USAGE 2
 
@@ -114,10 +117,26 @@ static void raise_nofile(void)
 			  strerror(errno));
 }
 
+static size_t stats_text(void *fs, char *buf, size_t len)
+{
+	return fsops_stats_text(fs, buf, len);
+}
+
+/* systemd's STATUS= line: the counters in one line. */
+static void status_line(void *fs, char *buf, size_t len)
+{
+	char text[8192];
+
+	stats_text(fs, text, sizeof(text));
+	metrics_summary(text, buf, len);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *loop;
+	struct metrics_http *http = NULL;
+	struct notify_status *nstatus = NULL;
 	struct fuse_session *se;
 	struct efs_config cfg;
 	struct efs_fs fs;
@@ -184,6 +203,20 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	}
 
+	if (cfg.metrics_host) {
+		r = metrics_http_start(&http, cfg.metrics_host, cfg.metrics_port, cfg.price_per_gb,
+				       stats_text, &fs, err, sizeof(err));
+		if (r < 0) {
+			log_err("%s", err);
+			goto out_unmount;
+		}
+	}
+	/* The kernel has the mount and we are about to answer it: ready. */
+	notify_sendf("READY=1\nSTATUS=serving %s at %s", cfg.source, cfg.mountpoint);
+	r = notify_status_start(&nstatus, 10, status_line, &fs);
+	if (r < 0)
+		log_errno(LOG_LVL_WARN, -r, "cannot start the systemd status thread");
+
 	loop = fuse_loop_cfg_create();
 	if (!loop)
 		goto out_unmount;
@@ -197,6 +230,9 @@ int main(int argc, char *argv[])
 								   : EXIT_FAILURE;
 
 out_unmount:
+	notify_send("STOPPING=1\nSTATUS=unmounting");
+	notify_status_stop(nstatus);
+	metrics_http_stop(http);
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

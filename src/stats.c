@@ -1,20 +1,24 @@
-/* stats.c - names and formatting of the counters in stats.h. */
+/* stats.c - names and formatting of the counters, gauges and the fetch
+ * latency histogram in stats.h. */
 #include "stats.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <time.h>
 
 static const char *const names[] = {
 #define X(name, help) #name,
-	STATS_LIST(X)
+	STATS_LIST(X) STATS_GAUGES(X)
 #undef X
 };
 
 static const char *const helps[] = {
 #define X(name, help) help,
-	STATS_LIST(X)
+	STATS_LIST(X) STATS_GAUGES(X)
 #undef X
 };
+
+static const uint64_t bounds_us[STATS_FETCH_NBOUNDS] = {STATS_FETCH_BOUNDS_US};
 
 const char *stats_name(enum stat_id id)
 {
@@ -26,17 +30,53 @@ const char *stats_help(enum stat_id id)
 	return helps[id];
 }
 
+uint64_t stats_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void stats_fetch_done(struct efs_stats *s, uint64_t start_us)
+{
+	uint64_t now = stats_now_us(), us = now > start_us ? now - start_us : 0;
+	unsigned i = 0;
+
+	while (i < STATS_FETCH_NBOUNDS && us > bounds_us[i])
+		i++;
+	__atomic_fetch_add(&s->fetch_hist[i], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->fetch_sum_us, us, __ATOMIC_RELAXED);
+}
+
+/* snprintf at buf+used, clipped to len; returns the new used length. */
+#define APPEND(fmt, ...)                                                                           \
+	do {                                                                                       \
+		int n_ = snprintf(buf ? buf + (used < len ? used : len) : NULL,                    \
+				  used < len ? len - used : 0, fmt, __VA_ARGS__);                  \
+		if (n_ > 0)                                                                        \
+			used += (size_t)n_;                                                        \
+	} while (0)
+
 size_t stats_format(const struct efs_stats *s, char *buf, size_t len)
 {
+	uint64_t cum = 0;
 	size_t used = 0;
 	int i;
 
 	for (i = 0; i < ST__COUNT; i++) {
-		int n = snprintf(buf ? buf + (used < len ? used : len) : NULL,
-				 used < len ? len - used : 0, "%s %" PRIu64 "\n", names[i],
-				 stats_get(s, (enum stat_id)i));
-		if (n > 0)
-			used += (size_t)n;
+		APPEND("%s %" PRIu64 "\n", stats_name((enum stat_id)i),
+		       stats_get(s, (enum stat_id)i));
 	}
+	for (i = 0; i <= STATS_FETCH_NBOUNDS; i++) {
+		cum += __atomic_load_n(&s->fetch_hist[i], __ATOMIC_RELAXED);
+		if (i < STATS_FETCH_NBOUNDS)
+			APPEND("fetch_latency_us_le_%" PRIu64 " %" PRIu64 "\n", bounds_us[i], cum);
+		else
+			APPEND("fetch_latency_us_le_inf %" PRIu64 "\n", cum);
+	}
+	APPEND("fetch_latency_us_count %" PRIu64 "\n", cum);
+	APPEND("fetch_latency_us_sum %" PRIu64 "\n",
+	       __atomic_load_n(&s->fetch_sum_us, __ATOMIC_RELAXED));
 	return used;
 }

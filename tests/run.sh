@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # tests/run.sh - install what the tests need, build twice (plain and
 # ASan+UBSan, warnings as errors), run every test in both, and print one
-# closing line "N passed, N failed, N skipped".
+# closing line "N passed, N failed, N skipped".  Then the container test
+# (tests/container/run.sh: image build, sidecar pattern with podman) once.
 #
 # Usage: tests/run.sh [meson test args...]   (e.g. --suite unit)
-# Environment: EFSCACHE_SKIP_APT=1 skips the package step.
+# Environment: EFSCACHE_SKIP_APT=1 skips the package step;
+# EFSCACHE_SKIP_CONTAINER=1 skips the container test (it is also skipped when
+# meson test args are given).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 packages=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libxxhash-dev python3
-          attr util-linux procps fio scdoc)
+          attr util-linux procps fio scdoc
+          libmicrohttpd-dev python3-prometheus-client python3-yaml
+          podman runc mmdebstrap uidmap
+          build-essential dpkg-dev debhelper fakeroot lintian)
 
 install_packages() {
     local missing=() p
@@ -87,6 +93,19 @@ run_config plain -Dbuildtype=debugoptimized
 # request several times dearer, so the sanitizer build walks 50,000.
 EFSCACHE_BIGTREE_FILES=50000 \
 run_config sanitize -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+# The container test builds an image from the source tree (minutes): once,
+# not per configuration.  77 = skipped (podman cannot run containers here).
+if [ "${EFSCACHE_SKIP_CONTAINER:-0}" != 1 ] && [ ${#test_args[@]} -eq 0 ]; then
+    echo "=== container test (tests/container/run.sh)"
+    timeout 1800 "$here/tests/container/run.sh"
+    rc=$?
+    case $rc in
+    0) passed=$((passed + 1)) ;;
+    77) skipped=$((skipped + 1)) ;;
+    *) echo "run.sh: container test failed ($rc)" >&2; failed=$((failed + 1)) ;;
+    esac
+fi
 
 # Sanitizer reports from daemonized processes go to files, not to a test's
 # stderr: any report is a failure.

@@ -34,9 +34,12 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "bytes_bypassed", "chunks_stored", "checksum_mismatches", "chunks_verified",
             "evictions", "evicted_bytes", "validations", "stale_dropped", "fallbacks",
             "cache_enospc", "cache_io_errors", "cache_dir_recreated", "source_errors",
-            "prefetched_chunks", "prefetch_unused_bytes", "cache_entries", "cache_usage_bytes",
-            "cache_size_bytes", "write_behind_pending", "cache_dir", "inodes", "inode_fds",
-            "inode_fd_budget", "inode_reopens"]
+            "prefetched_chunks", "prefetch_unused_bytes", "bytes_served", "open_files"] + \
+    ["fetch_latency_us_le_%d" % b for b in (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
+                                            100000, 250000, 500000, 1000000, 2500000, 10000000)] + \
+    ["fetch_latency_us_le_inf", "fetch_latency_us_count", "fetch_latency_us_sum",
+     "cache_entries", "cache_usage_bytes", "cache_size_bytes", "write_behind_pending",
+     "cache_dir", "inodes", "inode_fds", "inode_fd_budget", "inode_reopens"]
 SUMMARY = re.compile(r"^warmed (\d+) files?, ([\d.]+) MiB in ([\d.]+) s \(([\d.]+) MiB/s\)(.*)$",
                      re.M)
 SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")

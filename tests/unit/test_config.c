@@ -244,8 +244,38 @@ static void test_paths(void)
 	rmdir(dir);
 }
 
+static void test_metrics_options(void)
+{
+	struct efs_config cfg;
+	char err[256];
+
+	CHECK(PARSE(&cfg, err, "/src", "/mnt") == 0);
+	CHECK(cfg.metrics_host == NULL); /* off by default */
+	CHECK(cfg.price_per_gb == 0.03);
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "metrics=9100,price_per_gb=0.25") == 0);
+	CHECK(cfg.metrics_host && !strcmp(cfg.metrics_host, "127.0.0.1")); /* loopback */
+	CHECK(cfg.metrics_port == 9100 && cfg.price_per_gb == 0.25);
+	CHECK(!strstr(cfg.fuse_opts, "metrics"));
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "metrics=0.0.0.0:9101") == 0);
+	CHECK(!strcmp(cfg.metrics_host, "0.0.0.0") && cfg.metrics_port == 9101);
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "metrics=[::1]:9102") == 0);
+	CHECK(!strcmp(cfg.metrics_host, "::1") && cfg.metrics_port == 9102);
+	config_free(&cfg);
+	expect_bad("metrics=localhost:9100", "metrics", "not an IP address");
+	expect_bad("metrics=0", "metrics", "1 to 65535");
+	expect_bad("metrics=127.0.0.1:70000", "metrics", "1 to 65535");
+	expect_bad("metrics=[::1]9100", "metrics", "[ADDR]:PORT");
+	expect_bad("metrics", "metrics", NULL);
+	expect_bad("price_per_gb=-1", "price_per_gb", "-1");
+	expect_bad("price_per_gb=cheap", "price_per_gb", "USD");
+}
+
 int main(void)
 {
+	test_metrics_options();
 	test_defaults();
 	test_good_values();
 	test_passthrough_and_allow_other();

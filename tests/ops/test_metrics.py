@@ -1,0 +1,307 @@
+"""Prometheus and JSON metrics, read the way a monitoring system reads them.
+
+Stack: SOURCE dir --efs-emu--> emu mount --efscache (-o metrics=127.0.0.1:PORT)--> mount.
+The output of `efscachectl stats --format=prometheus` and of the daemon's HTTP endpoint is
+parsed with python3-prometheus-client's text parser (a real parser, not our regexes), and
+the counters must move as a cold and then a warm read happen, with efs-emu's read counter
+as the independent witness of what came from "EFS".  Built on ../integration/harness.py.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(_HERE, "..", "integration"))
+import harness as h  # noqa: E402  (path set above)
+
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:
+    # Debian's python3-prometheus-client, when python3 is not Debian's (pyenv, venv)
+    sys.path.append("/usr/lib/python3/dist-packages")
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:  # the package is installed by tests/run.sh
+    print("not ok - python3-prometheus-client is not installed")
+    sys.exit(1)
+
+MiB = 1 << 20
+SIZE = 12 * MiB
+CHUNK = MiB
+CTL = os.environ.get("EFSCACHECTL_BIN") or os.path.join(os.path.dirname(h.EFSCACHE_BIN),
+                                                        "efscachectl")
+S = {}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def ctl(*args):
+    return subprocess.run([CTL] + list(args), capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def parse(text):
+    """{sample name (with labels for buckets): value} and {family: type}."""
+    samples, types = {}, {}
+    for fam in text_string_to_metric_families(text):
+        types[fam.name] = fam.type
+        for smp in fam.samples:
+            key = smp.name
+            if "le" in smp.labels:
+                key += '{le="%s"}' % smp.labels["le"]
+            samples[key] = smp.value
+    return samples, types
+
+
+def scrape_ctl():
+    r = ctl("stats", "--format=prometheus", S["mnt"])
+    h.check("efscachectl stats --format=prometheus: rc 0", r.returncode == 0, r.stderr)
+    return parse(r.stdout)
+
+
+def http_get(path):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (S["port"], path), timeout=10) as f:
+        return f.status, f.headers.get("Content-Type"), f.read().decode()
+
+
+def scrape_http():
+    status, ctype, body = http_get("/metrics")
+    h.check("GET /metrics: 200, Prometheus text 0.0.4",
+            status == 200 and ctype.startswith("text/plain; version=0.0.4"), (status, ctype))
+    return parse(body)
+
+
+def drop_page_cache(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def read_all(path):
+    with open(path, "rb") as f:
+        return h.hashlib.sha256(f.read()).hexdigest()
+
+
+def setup():
+    base = h.tmpdir()
+    S["src"], S["emu"], S["mnt"] = (os.path.join(base, d) for d in ("src", "emu", "mnt"))
+    h.mkdirs(S["src"])
+    h.make_random_file(os.path.join(S["src"], "model.bin"), SIZE, seed=10)
+    S["sha"] = h.sha256_file(os.path.join(S["src"], "model.bin"))
+    h.mount_emu(S["src"], S["emu"], "latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0",
+                "timeout=0")
+    S["port"] = free_port()
+    S["m"] = h.mount_efscache(S["emu"], S["mnt"], "metrics=%d" % S["port"],
+                              "chunk_size=%d" % CHUNK, "price_per_gb=0.5")
+
+
+EXPECTED_TYPES = {
+    "efscache_reads": "counter", "efscache_hits": "counter", "efscache_misses": "counter",
+    "efscache_from_cache_bytes": "counter", "efscache_from_source_bytes": "counter",
+    "efscache_validations": "counter", "efscache_stale_dropped": "counter",
+    "efscache_checksum_mismatches": "counter", "efscache_evictions": "counter",
+    "efscache_prefetch_unused_bytes": "counter", "efscache_open_files": "gauge",
+    "efscache_cache_usage_bytes": "gauge", "efscache_cache_limit_bytes": "gauge",
+    "efscache_fetch_duration_seconds": "histogram", "efscache_efs_saved_dollars": "gauge",
+    "efscache_efs_saved_bytes": "gauge", "efscache_served_bytes": "counter",
+    "efscache_info": "gauge",
+}
+
+
+def test_families():
+    smp, types = scrape_ctl()
+    for fam, typ in EXPECTED_TYPES.items():
+        h.eq("family %s is a %s" % (fam, typ), types.get(fam), typ)
+    h.eq("before any read: no hits", smp.get("efscache_hits_total"), 0.0)
+    h.eq("cache limit is the default 10G", smp.get("efscache_cache_limit_bytes"),
+         float(10 << 30))
+    hsmp, htypes = scrape_http()
+    h.eq("HTTP endpoint: the same families as efscachectl", sorted(htypes), sorted(types))
+
+
+def test_cold_then_warm():
+    path = os.path.join(S["mnt"], "model.bin")
+    before, _ = scrape_http()
+    emu0 = h.emu_stats(S["emu"])["read_bytes"]
+    h.eq("cold read: right bytes", read_all(path), S["sha"])
+    cold, _ = scrape_http()
+    emu1 = h.emu_stats(S["emu"])["read_bytes"]
+    d = {k: cold[k] - before.get(k, 0) for k in cold}
+    h.eq("cold read: from_source_bytes grew by the file size",
+         d["efscache_from_source_bytes_total"], float(SIZE))
+    h.eq("cold read: efs-emu saw the same bytes", emu1 - emu0, SIZE)
+    h.eq("cold read: one miss per chunk", d["efscache_misses_total"], float(SIZE // CHUNK))
+    h.eq("cold read: one histogram observation per fetch",
+         d["efscache_fetch_duration_seconds_count"], float(SIZE // CHUNK))
+    h.check("cold read: fetch time summed", d["efscache_fetch_duration_seconds_sum"] > 0, d)
+    h.eq("cold read: +Inf bucket equals count", cold['efscache_fetch_duration_seconds_bucket{le="+Inf"}'],
+         cold["efscache_fetch_duration_seconds_count"])
+    h.check("cold read: cache usage grew by about the file size",
+            cold["efscache_cache_usage_bytes"] - before["efscache_cache_usage_bytes"] >= SIZE,
+            d)
+    h.check("cold read: validations counted", d["efscache_validations_total"] >= 1, d)
+    h.eq("cold read: served_bytes grew by the file size", d["efscache_served_bytes_total"],
+         float(SIZE))
+    h.eq("cold read: no EFS bytes saved (all came from EFS)", d["efscache_efs_saved_bytes"],
+         0.0)
+    S["cold_excerpt"] = ctl("stats", "--format=prometheus", S["mnt"]).stdout
+
+    drop_page_cache(path)
+    h.eq("warm read: right bytes", read_all(path), S["sha"])
+    warm, _ = scrape_http()
+    emu2 = h.emu_stats(S["emu"])["read_bytes"]
+    d = {k: warm[k] - cold.get(k, 0) for k in warm}
+    h.eq("warm read: nothing from the source", d["efscache_from_source_bytes_total"], 0.0)
+    h.eq("warm read: efs-emu saw nothing", emu2 - emu1, 0)
+    h.eq("warm read: from_cache_bytes grew by the file size",
+         d["efscache_from_cache_bytes_total"], float(SIZE))
+    h.check("warm read: hits grew", d["efscache_hits_total"] >= SIZE // CHUNK, d)
+    h.eq("warm read: no new misses", d["efscache_misses_total"], 0.0)
+    h.eq("warm read: EFS bytes saved grew by the file size", d["efscache_efs_saved_bytes"],
+         float(SIZE))
+    saved = warm["efscache_efs_saved_bytes"] / (1 << 30) * 0.5
+    h.check("saved dollars = saved bytes at -o price_per_gb=0.5",
+            abs(warm["efscache_efs_saved_dollars"] - saved) < 1e-6,
+            (warm["efscache_efs_saved_dollars"], saved))
+    S["warm_excerpt"] = ctl("stats", "--format=prometheus", S["mnt"]).stdout
+    wanted = ("efscache_hits_total", "efscache_misses_total", "efscache_from_cache_bytes_total",
+              "efscache_from_source_bytes_total", "efscache_fetch_duration_seconds_count",
+              "efscache_cache_usage_bytes", "efscache_served_bytes_total",
+              "efscache_efs_saved_bytes", "efscache_efs_saved_dollars")
+    for name, text in (("after the cold read", S["cold_excerpt"]),
+                       ("after the warm read", S["warm_excerpt"])):
+        h.note("scrape excerpt %s:" % name)
+        h.note("\n".join(ln for ln in text.splitlines() if ln.split(" ")[0] in wanted))
+
+
+def test_ctl_matches_http_and_raw():
+    csmp, _ = scrape_ctl()
+    hsmp, _ = scrape_http()
+    for k in ("efscache_hits_total", "efscache_from_cache_bytes_total",
+              "efscache_fetch_duration_seconds_count"):
+        h.eq("efscachectl and HTTP agree on %s" % k, csmp.get(k), hsmp.get(k))
+    raw = dict(line.split(" ", 1) for line in ctl("stats", "--raw", S["mnt"]).stdout.splitlines())
+    r = ctl("stats", "--json", S["mnt"])
+    js = json.loads(r.stdout)
+    h.eq("stats --json: hits as in --raw", js.get("hits"), int(raw["hits"]))
+    h.eq("stats --json: cache_dir is a string", js.get("cache_dir"), raw["cache_dir"])
+    h.eq("stats --json: efs_saved.bytes is served - from_source - bypassed",
+         js["efs_saved"]["bytes"], max(0, int(raw["bytes_served"]) -
+                                       int(raw["bytes_from_source"]) -
+                                       int(raw["bytes_bypassed"])))
+    h.eq("stats --format=json is --json", json.loads(ctl("stats", "--format=json",
+                                                          S["mnt"]).stdout)["hits"], js["hits"])
+    status, ctype, body = http_get("/metrics.json")
+    h.check("GET /metrics.json: JSON with the counters",
+            status == 200 and ctype == "application/json" and "hits" in json.loads(body), body)
+    r = ctl("stats", "--price-per-gb=2", "--format=prometheus", S["mnt"])
+    smp, _ = parse(r.stdout)
+    h.check("--price-per-gb values the saved bytes",
+            abs(smp["efscache_efs_saved_dollars"] -
+                smp["efscache_efs_saved_bytes"] / (1 << 30) * 2) < 1e-6, r.stdout)
+    r = ctl("stats", S["mnt"])
+    h.check("stats text: EFS reads saved line with the price",
+            "EFS reads saved" in r.stdout and "$0.0300/GB" in r.stdout, r.stdout)
+    for bad in (("--price-per-gb=-1",), ("--format=xml",)):
+        r = ctl("stats", *bad, S["mnt"])
+        h.eq("stats %s: usage error" % bad[0], r.returncode, 2)
+
+
+def test_status_json():
+    r = ctl("status", "--json", S["mnt"])
+    js = json.loads(r.stdout)
+    f = [x for x in js["files"] if x["path"].endswith("model.bin")]
+    h.check("status --json: the file, fully cached",
+            r.returncode == 0 and f and f[0]["cached_bytes"] == SIZE and f[0]["state"] == "valid",
+            r.stdout)
+    h.eq("status --json: the directory total", js["directories"][0]["cached_bytes"], SIZE)
+
+
+def test_open_files_gauge():
+    path = os.path.join(S["mnt"], "model.bin")
+    base = scrape_http()[0]["efscache_open_files"]
+    fds = [os.open(path, os.O_RDONLY) for _ in range(3)]
+    try:
+        h.eq("open files gauge: +3 while three files are open",
+             scrape_http()[0]["efscache_open_files"], base + 3)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    # release is asynchronous in FUSE: give it a moment
+    for _ in range(50):
+        if scrape_http()[0]["efscache_open_files"] == base:
+            break
+        h.time.sleep(0.1)
+    h.eq("open files gauge: back after close", scrape_http()[0]["efscache_open_files"], base)
+
+
+def listening_ports(pid):
+    """TCP ports the process listens on, as (hex addr, port)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if t.startswith("socket:["):
+            inodes.add(t[8:-1])
+    res = []
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(f) as fh:
+            for line in fh.readlines()[1:]:
+                p = line.split()
+                if p[3] == "0A" and p[9] in inodes:
+                    addr, port = p[1].split(":")
+                    res.append((addr, int(port, 16)))
+    return res
+
+
+def test_endpoint_scope():
+    pids = h.find_daemon_pids(h.EFSCACHE_BIN, S["m"].mnt)
+    pid = pids[0] if pids else None
+    if h.check("found the daemon's pid", pid is not None):
+        h.eq("metrics=PORT listens on 127.0.0.1 only", listening_ports(pid),
+             [("0100007F", S["port"])])
+    status = None
+    try:
+        http_get("/nothing")
+    except urllib.error.HTTPError as e:
+        status = e.code
+    h.eq("unknown path: 404", status, 404)
+    # Off by default: a mount without -o metrics listens nowhere.
+    base = h.tmpdir()
+    h.mkdirs(os.path.join(base, "src"))
+    m2 = h.mount_efscache(os.path.join(base, "src"), os.path.join(base, "mnt"))
+    pids = h.find_daemon_pids(h.EFSCACHE_BIN, m2.mnt)
+    if h.check("found the second daemon's pid", pids):
+        h.eq("no -o metrics: no listening socket", listening_ports(pids[0]), [])
+    h.unmount(m2)
+    # A port in use: refused, nothing left mounted.
+    mnt3 = os.path.join(base, "mnt3")
+    h.mkdirs(mnt3)
+    p = subprocess.run([h.EFSCACHE_BIN, os.path.join(base, "src"), mnt3, "-f", "-o",
+                        "cache_dir=%s/c3,metrics=%d" % (base, S["port"])],
+                       capture_output=True, text=True, timeout=30)
+    h.check("port in use: exit 1 with the reason, nothing mounted",
+            p.returncode == 1 and "cannot listen" in p.stderr and not h.is_mounted(mnt3),
+            (p.returncode, p.stderr))
+
+
+if __name__ == "__main__":
+    h.require_fuse()
+    setup()
+    h.run_tests([test_families, test_cold_then_warm, test_ctl_matches_http_and_raw,
+                 test_status_json, test_open_files_gauge, test_endpoint_scope])
