@@ -17,12 +17,19 @@
  *   everything else    meta_latency_ms (not forget, release, releasedir or the
  *                      user.efsemu.* control xattrs)
  *
+ * Caching is NFS-like (README.md, "NFS-like caching"): replies carry the attribute and entry
+ * timeouts of acregmin/acdirmin/lookupcache (or timeout=SEC), missing names are negative
+ * entries, and OPEN revalidates close-to-open: changed attributes are invalidated in the
+ * kernel, and a regular file with no name left on SOURCE and no open handle is ESTALE (to
+ * GETATTR too), so the kernel looks the name up again.
+ *
  * It counts requests and bytes, in total and per file, and injects faults (EIO/ENOENT by glob,
  * EIO after N bytes); tests read and steer both through xattrs on the mount (see README.md).
  *
  * State, all in one struct emu passed as the session's userdata:
  *   inodes    hash of struct emu_inode keyed by (st_dev, st_ino) so hard links share a node;
- *             each holds an O_PATH fd and the kernel's lookup count. A fuse_ino_t is the
+ *             each holds an O_PATH fd, the kernel's lookup count, its number of open
+ *             handles and the attributes last replied to the kernel. A fuse_ino_t is the
  *             node's address (FUSE_ROOT_ID for SOURCE itself).
  *   fstats    hash of per-file counters keyed by (st_dev, st_ino). Entries live until exit, so
  *             counters survive the kernel forgetting an inode (drop_caches); reset zeroes them.
@@ -36,6 +43,7 @@
  *   link_lock    link_free and streams[]
  *   glob_lock    fail_eio and fail_enoent (rwlock)
  *   h->lock      one open directory stream
+ *   in->alock    what the kernel was last told about one inode (in->reported)
  */
 
 #include <fuse_lowlevel.h>
@@ -160,6 +168,7 @@ struct emu_inode {
 	uint64_t nlookup;   /* protected by inode_lock */
 	struct emu_fstats *st;
 	_Atomic int nopen;	 /* open file handles (OPEN/CREATE not yet released) */
+	_Atomic bool silly;	 /* unlinked or renamed over through the mount while open */
 	pthread_mutex_t alock;	 /* reported, has_reported */
 	struct emu_attrs reported; /* protected by alock */
 	bool has_reported;	   /* protected by alock */
@@ -414,13 +423,19 @@ static bool emu_attrs_changed(struct emu_inode *in, const struct stat *st)
 
 /*
  * A regular file whose source object has no name left (removed, or replaced by a rename
- * over its name) and that efs-emu has no open handle of: an NFS client's file handle for it
- * is dead and the server answers ESTALE. (The client's own open files survive by
- * silly-rename, hence the nopen exception.) Counts the ESTALE it makes the caller send.
+ * over its name) has a dead NFS file handle: the server answers ESTALE. Exceptions, as on
+ * NFS: GETATTR while efs-emu has the file open (the server keeps an open file), and OPEN of
+ * a file this mount unlinked while it was open and that is still open (the client's own
+ * silly-rename). An OPEN by name on NFSv4 re-resolves the name, so an OPEN of a file
+ * replaced on SOURCE is stale even while other handles of it are open. Counts the ESTALE.
  */
-static bool emu_is_stale(struct emu *e, struct emu_inode *in, const struct stat *st)
+static bool emu_is_stale(struct emu *e, struct emu_inode *in, const struct stat *st, bool open)
 {
-	if (!S_ISREG(st->st_mode) || st->st_nlink != 0 || atomic_load(&in->nopen) > 0)
+	int nopen = atomic_load(&in->nopen);
+
+	if (!S_ISREG(st->st_mode) || st->st_nlink != 0)
+		return false;
+	if (nopen > 0 && (!open || atomic_load(&in->silly)))
 		return false;
 	ctr_add(e, C_ESTALE, 1);
 	return true;
@@ -1033,7 +1048,7 @@ static void emu_reply_attr(fuse_req_t req, struct emu *e, struct emu_inode *in, 
 		fuse_reply_err(req, errno);
 		return;
 	}
-	if (stale_check && emu_is_stale(e, in, &st)) {
+	if (stale_check && emu_is_stale(e, in, &st, false)) {
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
@@ -1197,12 +1212,33 @@ static void emu_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const ch
 	emu_reply_entry(req, e, &ent);
 }
 
+/*
+ * 'name' under directory fd 'dfd' is about to be unlinked or renamed over through the
+ * mount: if efs-emu has it open, the NFS client would silly-rename it, so its open handles
+ * (and re-opens while one is open) stay valid. Takes inode_lock.
+ */
+static void emu_mark_silly(struct emu *e, int dfd, const char *name)
+{
+	struct emu_inode *in;
+	struct stat st;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return;
+	pthread_mutex_lock(&e->inode_lock);
+	in = (struct emu_inode *)htab_find(&e->inodes, st.st_dev, st.st_ino);
+	if (in && atomic_load(&in->nopen) > 0)
+		atomic_store(&in->silly, true);
+	pthread_mutex_unlock(&e->inode_lock);
+}
+
 static void emu_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct emu *e = emu_of(req);
+	int dfd = emu_inode(e, parent)->fd;
 
 	emu_meta(e, C_OPS);
-	fuse_reply_err(req, unlinkat(emu_inode(e, parent)->fd, name, 0) < 0 ? errno : 0);
+	emu_mark_silly(e, dfd, name);
+	fuse_reply_err(req, unlinkat(dfd, name, 0) < 0 ? errno : 0);
 }
 
 static void emu_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1220,6 +1256,8 @@ static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 	int r;
 
 	emu_meta(e, C_OPS);
+	if (!(flags & RENAME_EXCHANGE))
+		emu_mark_silly(e, emu_inode(e, newparent)->fd, newname);
 	r = renameat2(emu_inode(e, parent)->fd, name, emu_inode(e, newparent)->fd, newname, flags);
 	fuse_reply_err(req, r < 0 ? errno : 0);
 }
@@ -1252,7 +1290,7 @@ static int emu_open_revalidate(struct emu *e, fuse_ino_t ino, struct emu_inode *
 
 	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		return errno;
-	if (emu_is_stale(e, in, &st))
+	if (emu_is_stale(e, in, &st, true))
 		return ESTALE;
 	if (emu_attrs_changed(in, &st) && e->se &&
 	    fuse_lowlevel_notify_inval_inode(e->se, ino, -1, 0) == 0)
