@@ -167,9 +167,9 @@ struct emu_inode {
 	int fd;		    /* O_PATH | O_NOFOLLOW, owned */
 	uint64_t nlookup;   /* protected by inode_lock */
 	struct emu_fstats *st;
-	_Atomic int nopen;	 /* open file handles (OPEN/CREATE not yet released) */
-	_Atomic bool silly;	 /* unlinked or renamed over through the mount while open */
-	pthread_mutex_t alock;	 /* reported, has_reported */
+	_Atomic int nopen;	   /* open file handles (OPEN/CREATE not yet released) */
+	_Atomic bool silly;	   /* unlinked or renamed over through the mount while open */
+	pthread_mutex_t alock;	   /* reported, has_reported */
 	struct emu_attrs reported; /* protected by alock */
 	bool has_reported;	   /* protected by alock */
 };
@@ -199,9 +199,9 @@ struct emu {
 	char *root_path; /* realpath(SOURCE), "" for "/" */
 	size_t root_len;
 	struct emu_inode root;
-	char *stats_file; /* absolute, or NULL */
+	char *stats_file;	 /* absolute, or NULL */
 	struct fuse_session *se; /* for attribute invalidations at OPEN */
-	bool is_root;	  /* running as uid 0: create objects as the caller */
+	bool is_root;		 /* running as uid 0: create objects as the caller */
 
 	pthread_mutex_t inode_lock;
 	struct emu_htab inodes;
@@ -218,10 +218,10 @@ struct emu {
 	_Atomic uint64_t fault_bytes;	   /* read since fail_after_bytes was set */
 	_Atomic bool serial_reads;
 	/* NFS-like caching: timeouts in ns given to the kernel (see emu_attr_timeout) */
-	_Atomic uint64_t acreg_ns;    /* attributes of everything but directories */
-	_Atomic uint64_t acdir_ns;    /* attributes of directories; names, positive and negative */
-	_Atomic uint64_t timeout_ns;  /* EMU_UNSET, or every timeout (timeout=SEC) */
-	_Atomic int lookupcache;      /* enum emu_lookupcache */
+	_Atomic uint64_t acreg_ns;   /* attributes of everything but directories */
+	_Atomic uint64_t acdir_ns;   /* attributes of directories; names, positive and negative */
+	_Atomic uint64_t timeout_ns; /* EMU_UNSET, or every timeout (timeout=SEC) */
+	_Atomic int lookupcache;     /* enum emu_lookupcache */
 	pthread_rwlock_t glob_lock;
 	char *fail_eio;	   /* protected by glob_lock */
 	char *fail_enoent; /* protected by glob_lock */
@@ -914,8 +914,8 @@ static size_t emu_fmt_config(struct emu *e, char *buf, size_t size)
 		     (double)atomic_load(&e->meta_latency_ns) / 1e6,
 		     (double)atomic_load(&e->bw_bps) / EMU_MIB, (int)atomic_load(&e->serial_reads),
 		     atomic_load(&e->fail_after_bytes), ns_to_s(atomic_load(&e->acreg_ns)),
-		     ns_to_s(atomic_load(&e->acdir_ns)), lc_names[atomic_load(&e->lookupcache)], tbuf,
-		     e->fail_eio ? e->fail_eio : "", e->fail_enoent ? e->fail_enoent : "");
+		     ns_to_s(atomic_load(&e->acdir_ns)), lc_names[atomic_load(&e->lookupcache)],
+		     tbuf, e->fail_eio ? e->fail_eio : "", e->fail_enoent ? e->fail_enoent : "");
 	pthread_rwlock_unlock(&e->glob_lock);
 	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
