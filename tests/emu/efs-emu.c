@@ -37,13 +37,14 @@
  *   link      link_free and the per-thread read streams above.
  * Open files and directories are a struct emu_handle in fi->fh.
  *
- * Locks (never nested; counters and numeric settings are atomics):
+ * Locks (counters and numeric settings are atomics):
  *   inode_lock   the inode hash and every nlookup
  *   fstats_lock  the per-file counter hash (not the counters themselves)
  *   link_lock    link_free and streams[]
  *   glob_lock    fail_eio and fail_enoent (rwlock)
  *   h->lock      one open directory stream
- *   in->alock    what the kernel was last told about one inode (in->reported)
+ *   in->alock    what the kernel was last told about one inode (reported, name)
+ * Only nesting: inode_lock before an in->alock (emu_renamed).
  */
 
 #include <fuse_lowlevel.h>
@@ -172,6 +173,10 @@ struct emu_inode {
 	pthread_mutex_t alock;	   /* reported, has_reported */
 	struct emu_attrs reported; /* protected by alock */
 	bool has_reported;	   /* protected by alock */
+	/* regular files: the name the kernel last learned for it (NFSv4 OPEN re-resolves it) */
+	dev_t pdev; /* parent's (dev, ino); protected by alock */
+	ino_t pino; /* protected by alock */
+	char *name; /* NULL if unknown; protected by alock */
 };
 
 struct emu_handle {
@@ -626,8 +631,59 @@ static void emu_inode_unref(struct emu *e, struct emu_inode *in, uint64_t n)
 	if (gone) {
 		close(in->fd);
 		pthread_mutex_destroy(&in->alock);
+		free(in->name);
 		free(in);
 	}
+}
+
+/* Remember that the kernel knows regular file 'in' as 'name' in directory 'dir' (best
+ * effort: on ENOMEM the name stays unknown and OPEN does not re-resolve it). Takes alock. */
+static void emu_note_name(struct emu_inode *in, struct emu_inode *dir, const char *name)
+{
+	char *copy = strdup(name);
+
+	pthread_mutex_lock(&in->alock);
+	free(in->name);
+	in->name = copy;
+	in->pdev = dir->h.dev;
+	in->pino = dir->h.ino;
+	pthread_mutex_unlock(&in->alock);
+}
+
+/*
+ * NFSv4 OPEN is by parent + name: true if the name the kernel last learned for regular file
+ * 'in' no longer leads to it on SOURCE (renamed away, removed, replaced; the kernel's
+ * dentry is stale). Unknown name or parent: false. Takes alock, then inode_lock.
+ */
+static bool emu_name_moved(struct emu *e, struct emu_inode *in)
+{
+	struct emu_inode *dir;
+	struct stat st;
+	char *name;
+	dev_t pdev;
+	ino_t pino;
+	bool moved = false;
+	int r;
+
+	pthread_mutex_lock(&in->alock);
+	name = in->name ? strdup(in->name) : NULL;
+	pdev = in->pdev;
+	pino = in->pino;
+	pthread_mutex_unlock(&in->alock);
+	if (!name)
+		return false;
+	pthread_mutex_lock(&e->inode_lock); /* keeps dir->fd open */
+	dir = (struct emu_inode *)htab_find(&e->inodes, pdev, pino);
+	if (dir) {
+		r = fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW);
+		if (r < 0)
+			moved = errno == ENOENT || errno == ENOTDIR;
+		else
+			moved = st.st_dev != in->h.dev || st.st_ino != in->h.ino;
+	}
+	pthread_mutex_unlock(&e->inode_lock);
+	free(name);
+	return moved;
 }
 
 /* Look 'name' up under 'parent' in the source and fill *ent; takes a lookup reference. */
@@ -654,6 +710,8 @@ static int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name,
 	if (!in)
 		return -ENOMEM;
 	emu_note_reported(in, &ent->attr);
+	if (S_ISREG(ent->attr.st_mode))
+		emu_note_name(in, dir, name);
 	ent->ino = emu_ino(e, in);
 	ent->attr_timeout = emu_attr_timeout(e, ent->attr.st_mode);
 	ent->entry_timeout = emu_entry_timeout(e);
@@ -1249,6 +1307,22 @@ static void emu_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, unlinkat(emu_inode(e, parent)->fd, name, AT_REMOVEDIR) < 0 ? errno : 0);
 }
 
+/* A regular file now named 'name' in 'dir' through the mount: record it. Takes inode_lock
+ * (then the file's alock). */
+static void emu_renamed(struct emu *e, struct emu_inode *dir, const char *name)
+{
+	struct emu_inode *in;
+	struct stat st;
+
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return;
+	pthread_mutex_lock(&e->inode_lock);
+	in = (struct emu_inode *)htab_find(&e->inodes, st.st_dev, st.st_ino);
+	if (in)
+		emu_note_name(in, dir, name);
+	pthread_mutex_unlock(&e->inode_lock);
+}
+
 static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		       const char *newname, unsigned int flags)
 {
@@ -1259,7 +1333,15 @@ static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 	if (!(flags & RENAME_EXCHANGE))
 		emu_mark_silly(e, emu_inode(e, newparent)->fd, newname);
 	r = renameat2(emu_inode(e, parent)->fd, name, emu_inode(e, newparent)->fd, newname, flags);
-	fuse_reply_err(req, r < 0 ? errno : 0);
+	if (r < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	/* the kernel moves its dentries: a later OPEN is by the new name */
+	emu_renamed(e, emu_inode(e, newparent), newname);
+	if (flags & RENAME_EXCHANGE)
+		emu_renamed(e, emu_inode(e, parent), name);
+	fuse_reply_err(req, 0);
 }
 
 static struct emu_handle *emu_handle_new(int fd)
@@ -1292,6 +1374,11 @@ static int emu_open_revalidate(struct emu *e, fuse_ino_t ino, struct emu_inode *
 		return errno;
 	if (emu_is_stale(e, in, &st, true))
 		return ESTALE;
+	if (S_ISREG(st.st_mode) && !(atomic_load(&in->silly) && atomic_load(&in->nopen) > 0) &&
+	    emu_name_moved(e, in)) {
+		ctr_add(e, C_ESTALE, 1);
+		return ESTALE;
+	}
 	if (emu_attrs_changed(in, &st) && e->se &&
 	    fuse_lowlevel_notify_inval_inode(e->se, ino, -1, 0) == 0)
 		ctr_add(e, C_ATTR_INVALS, 1);
@@ -2226,6 +2313,7 @@ static void emu_free_state(struct emu *e)
 			next = p->next;
 			if (p != &e->root.h) {
 				close(((struct emu_inode *)p)->fd);
+				free(((struct emu_inode *)p)->name);
 				free(p);
 			}
 		}
