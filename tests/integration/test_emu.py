@@ -294,31 +294,33 @@ def test_nfs_attr_cache_window():
     try:
         nraw("attr/f", b"12345")
         os.stat(os.path.join(N, "attr/f"))  # LOOKUP: name and attributes cached
-        pin = pinned("attr/f")
-        pin.__enter__()
-        time.sleep(1.2)                       # attributes expired, name still valid (30 s)
-        h.emu_reset(N)
-        a = os.stat(os.path.join(N, "attr/f"))
-        b = os.stat(os.path.join(N, "attr/f"))
-        t = ntot()
-        h.eq("two stats after acregmin expired: one GETATTR, no LOOKUP",
-             (t["getattrs"], t["lookups"]), (1, 0), t)
-        h.eq("the stats return the source's size", (a.st_size, b.st_size), (5, 5))
-        time.sleep(1.2)
-        os.stat(os.path.join(N, "attr/f"))
-        t = ntot()
-        h.eq("a stat after the next window expired: one more GETATTR", t["getattrs"], 2, t)
-        f = nfile("attr/f")
-        h.eq("per-file counters: getattrs 2, lookups 0, opens 0",
-             (f["getattrs"], f["lookups"], f["opens"]), (2, 0, 0), f)
-        # directories are cached for acdirmin (30 s), not acregmin
-        os.stat(os.path.join(N, "attr"))
-        t = ntot()
-        h.eq("a directory stat 2.4 s after its lookup is answered by the kernel (acdirmin)",
-             t["getattrs"], 2, t)
-        pin.__exit__(None, None, None)
+        with pinned("attr/f"):
+            _attr_cache_window()
     finally:
         nset("acregmin", 3)
+
+
+def _attr_cache_window():
+    time.sleep(1.2)  # attributes expired, name still valid (30 s)
+    h.emu_reset(N)
+    a = os.stat(os.path.join(N, "attr/f"))
+    b = os.stat(os.path.join(N, "attr/f"))
+    t = ntot()
+    h.eq("two stats after acregmin expired: one GETATTR, no LOOKUP",
+         (t["getattrs"], t["lookups"]), (1, 0), t)
+    h.eq("the stats return the source's size", (a.st_size, b.st_size), (5, 5))
+    time.sleep(1.2)
+    os.stat(os.path.join(N, "attr/f"))
+    t = ntot()
+    h.eq("a stat after the next window expired: one more GETATTR", t["getattrs"], 2, t)
+    f = nfile("attr/f")
+    h.eq("per-file counters: getattrs 2, lookups 0, opens 0",
+         (f["getattrs"], f["lookups"], f["opens"]), (2, 0, 0), f)
+    # directories are cached for acdirmin (30 s), not acregmin
+    os.stat(os.path.join(N, "attr"))
+    t = ntot()
+    h.eq("a directory stat 2.4 s after its lookup is answered by the kernel (acdirmin)",
+         t["getattrs"], 2, t)
 
 
 def test_nfs_force_sync_statx():
