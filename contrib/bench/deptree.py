@@ -174,6 +174,15 @@ SETUP_ORDER = ["local-cold", "local-warm", "efs", "efs-warm",
                "rclone-cold", "rclone-warm-disk", "rclone-warm-page"]
 
 
+def _notes(rs):
+    """Distinct notes of a row's runs; drops by others are summed up in one note."""
+    drops = [r for r in rs if (r.get("note") or "").startswith("caches dropped")]
+    other = sorted({r["note"] for r in rs if r.get("note") and r not in drops})
+    if drops:
+        other.insert(0, "others dropped the caches during %d of %d runs" % (len(drops), len(rs)))
+    return other
+
+
 def _medians(rows):
     groups = {}
     for r in rows:
@@ -191,7 +200,7 @@ def _medians(rows):
                     "max": max(secs) if secs else None,
                     "req": {k: med(k) for k in ("lookups", "getattrs", "opens", "readdirs",
                                                 "estale")},
-                    "notes": sorted({r["note"] for r in rs if r.get("note")})}
+                    "notes": _notes(rs)}
     return out
 
 
