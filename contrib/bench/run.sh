@@ -5,6 +5,7 @@
 #
 #     contrib/bench/run.sh              # full run: SIZE=2G, RUNS=3 (~25 min)
 #     QUICK=1 contrib/bench/run.sh      # smoke test: SIZE=256M, 1 run (~3 min)
+#     contrib/bench/run.sh --only deptree   # only the dependency-tree rows (deptree.sh)
 #
 # Setups, all over the same data in a scratch directory SRC on the main disk:
 #   limit     fio on the file in SRC (cold-disk: page cache dropped; warm-page)
@@ -13,17 +14,19 @@
 #   rclone    rclone mount EMU RMNT --vfs-cache-mode full (cold, warm-disk, warm-page)
 #   efscache  efscache EMU MNT -o cache_dir=X (cold, warm-disk, warm-page)
 # Workloads: contrib/fio/*.fio (seq1, seq4, rand4k, rand4k-direct[, -qd16]), a whole-file
-# model load in 64 MiB reads, a Python import of a generated dependency tree,
-# `efscachectl warm`, and the copy's own cp time.
+# model load in 64 MiB reads, `efscachectl warm`, and the copy's own cp time; then
+# deptree.sh (its own rounds, its own emulator mount): a Python import of a generated
+# site-packages-like tree of 3,800 modules in 4 sys.path entries and a find + stat of it.
 #
-# Writes OUT_DIR (docs/bench/): results.md, results.png, results.json, raw.csv.
+# Writes OUT_DIR (docs/bench/): results.md, results.png, results.json, raw.csv, and
+# deptree.md, deptree.csv.
 #
 # Environment (defaults in brackets):
 #   RUNS [3]  SIZE [2G]  RAND_RUNTIME [10] seconds per random-read run
 #   QUICK=1   SIZE=256M RUNS=1 RAND_RUNTIME=2, smaller import
 #   RAND_QD16 [0]  1 adds the libaio iodepth=16 O_DIRECT job
-#   DEPTREE [1]  DEPTREE_PKGS [2000] x DEPTREE_MODS [10] files generated,
-#                DEPTREE_IMPORT [50] packages imported (each with all its modules)
+#   DEPTREE [1]  1 runs deptree.sh afterwards (same RUNS, QUICK, build, EMU_OPTS,
+#                EFSCACHE_OPTS, RCLONE_OPTS; RELAXED_OPTS and the tree shape: see deptree.sh)
 #   SETUPS ["limit efs copy rclone efscache"]  a subset, for debugging
 #   STEP_TIMEOUT [600] seconds before a hung measurement is killed
 #   EFSCACHE_BUILD  use this meson build dir instead of building build-bench
@@ -38,13 +41,19 @@ FIO_DIR=$REPO/contrib/fio
 # shellcheck source=lib.sh
 . "$BENCH_DIR/lib.sh"
 
+if [ "${1:-}" = --only ]; then
+	case ${2:-} in
+	deptree) exec "$BENCH_DIR/deptree.sh" ;;
+	*) die "--only: unknown part '${2:-}' (known: deptree)" ;;
+	esac
+fi
+[ $# -eq 0 ] || die "usage: $0 [--only deptree]"
+
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	SIZE=${SIZE:-256M}
 	RUNS=${RUNS:-1}
 	RAND_RUNTIME=${RAND_RUNTIME:-2}
-	DEPTREE_PKGS=${DEPTREE_PKGS:-200}
-	DEPTREE_IMPORT=${DEPTREE_IMPORT:-10}
 fi
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-2G}
@@ -52,9 +61,6 @@ RAND_RUNTIME=${RAND_RUNTIME:-10}
 RAND_QD16=${RAND_QD16:-0}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 DEPTREE=${DEPTREE:-1}
-DEPTREE_PKGS=${DEPTREE_PKGS:-2000}
-DEPTREE_MODS=${DEPTREE_MODS:-10}
-DEPTREE_IMPORT=${DEPTREE_IMPORT:-50}
 SETUPS=${SETUPS:-"limit efs copy rclone efscache"}
 OUT_DIR=${OUT_DIR:-$REPO/docs/bench}
 EMU_OPTS=${EMU_OPTS:-}
@@ -65,7 +71,6 @@ NOTES=()
 SIZE_BYTES=$(parse_size "$SIZE")
 [ $((SIZE_BYTES % (4 << 20))) -eq 0 ] || die "SIZE must be a multiple of 4 MiB"
 PART=$((SIZE_BYTES / 4))
-[ "$DEPTREE_IMPORT" -le "$DEPTREE_PKGS" ] || DEPTREE_IMPORT=$DEPTREE_PKGS
 
 has_setup() { [[ " $SETUPS " == *" $1 "* ]]; }
 
@@ -114,15 +119,6 @@ measure() {
 			R_VALUE=$(mibps "$R_BYTES" "$R_SECS")
 			[ "$R_BYTES" = "$SIZE_BYTES" ] || { log "  short read: $R_BYTES bytes"; rc=1; }
 		else
-			rc=1
-		fi
-		;;
-	deptree)
-		if out=$(timeout -k 10 "$STEP_TIMEOUT" "$PY" -B -S "$BENCH_DIR/benchlib.py" imports "$dir/tree" "$DEPTREE_IMPORT" "$DEPTREE_MODS" 2>"$WORK/logs/imports.err"); then
-			read -r R_SECS R_BYTES <<<"$out" # R_BYTES: files imported
-			R_BYTES="" R_VALUE=$R_SECS R_UNIT=s
-		else
-			tail -n 3 "$WORK/logs/imports.err" >&2 || true
 			rc=1
 		fi
 		;;
@@ -193,22 +189,10 @@ pin_stop() {
 # dropping the page cache cannot evict it: the file itself for limit, copy and
 # efscache, which keep a file's pages across opens, but rclone's cache files
 # for rclone, whose mount drops the file's pages at every open (the kernel
-# would drop them again at fio's open).  The import tree cannot be pinned file
-# by file cheaply; a deptree run during which someone dropped the page cache
-# (drop_pagecache in /proc/vmstat moved) gets a note.
+# would drop them again at fio's open).
 run_warm_page() {
-	local setup=$1 wl=$2 dir=$3 pid=${4:-} d0 d1 note="" res files=()
+	local setup=$1 wl=$2 dir=$3 pid=${4:-} note="" res files=()
 	CUR_SETUP=$setup
-	if [ "$wl" = deptree ]; then
-		timeout -k 10 "$STEP_TIMEOUT" "$PY" -B -S "$BENCH_DIR/benchlib.py" imports "$dir/tree" \
-			"$DEPTREE_IMPORT" "$DEPTREE_MODS" >/dev/null 2>&1 || true
-		d0=$(drop_count)
-		measure "$wl" "$dir" "$pid" || note="failed"
-		d1=$(drop_count)
-		[ "$d0" = "$d1" ] || note="${note:+$note; }page cache dropped by someone else during the run"
-		record "$setup" "$wl" "$note"
-		return 0
-	fi
 	if [[ $setup == rclone-* ]]; then
 		mapfile -t files < <(find "$RCACHE" -type f -size +0)
 	else
@@ -229,7 +213,6 @@ run_warm_page() {
 
 big_wls_cold() { echo seq1 seq4 load; }
 direct_wls() { echo rand4k-direct; [ "$RAND_QD16" = 1 ] && echo rand4k-direct-qd16; return 0; }
-tree_wl() { [ "$DEPTREE" = 1 ] && echo deptree; return 0; }
 
 round_limit() {
 	local wl
@@ -242,16 +225,12 @@ round_limit() {
 		run_cold limit-cold "$wl" "$SRC"
 	done
 	run_warm_page limit-warm rand4k "$SRC"
-	if [ "$DEPTREE" = 1 ]; then
-		run_cold limit-cold deptree "$SRC"
-		run_warm_page limit-warm deptree "$SRC"
-	fi
 }
 
 round_efs() {
 	local wl
 	log "round $ROUND: efs"
-	for wl in $(big_wls_cold) rand4k $(direct_wls) $(tree_wl); do
+	for wl in $(big_wls_cold) rand4k $(direct_wls); do
 		run_cold efs "$wl" "$EMU"
 	done
 }
@@ -315,15 +294,6 @@ cache_umount() {
 round_cache() {
 	local kind=$1 wl
 	log "round $ROUND: $kind"
-	if [ "$DEPTREE" = 1 ]; then
-		if cache_mount "$kind" fresh; then
-			run_cold "$kind-cold" deptree "$CACHE_MNT" "$CACHE_PID"
-			run_cold "$kind-warm-disk" deptree "$CACHE_MNT" "$CACHE_PID"
-			run_warm_page "$kind-warm-page" deptree "$CACHE_MNT" "$CACHE_PID"
-		else
-			NOTES+=("round $ROUND: $kind did not mount; its deptree rows are missing")
-		fi
-	fi
 	# cold rows, each on an empty cache; seq1 last so the big file stays cached
 	for wl in load seq4 seq1; do
 		if cache_mount "$kind" fresh; then
@@ -380,10 +350,6 @@ main() {
 
 	log "scratch dir $WORK; writing a $SIZE file"
 	make_file "$SRC/big" "$SIZE_BYTES"
-	if [ "$DEPTREE" = 1 ]; then
-		log "generating the dependency tree: $DEPTREE_PKGS packages x $DEPTREE_MODS modules"
-		$PY "$BENCH_DIR/benchlib.py" gentree "$SRC/tree" "$DEPTREE_PKGS" "$DEPTREE_MODS"
-	fi
 	sync
 
 	# shellcheck disable=SC2086
@@ -422,10 +388,10 @@ except Exception:
 	[ "${#NOTES[@]}" -gt 0 ] && notes_json=$(printf '%s\n' "${NOTES[@]}") || notes_json=""
 	QUICK=$QUICK SIZE_H=$SIZE SIZE_BYTES=$SIZE_BYTES RUNS=$RUNS RAND_RUNTIME=$RAND_RUNTIME \
 	DUR=$dur GIT=$git TMPDIR_USED=$WORK EMU_BW=$EMU_BW NOTES_TEXT=$notes_json FIO_DIR=$FIO_DIR \
-	EMU_CMD="efs-emu SRC EMU -f${EMU_OPTS:+ $EMU_OPTS}  (defaults: latency_ms=1, meta_latency_ms=0.5, bw_mib=500, serial_reads=1, timeout=1)" \
+	EMU_CMD="efs-emu SRC EMU -f${EMU_OPTS:+ $EMU_OPTS}  (defaults: latency_ms=1, meta_latency_ms=0.5, bw_mib=500, serial_reads=1, NFS-like caching acregmin=3 acdirmin=30 lookupcache=all)" \
 	RCLONE_CMD="rclone mount EMU MNT --vfs-cache-mode full --cache-dir CACHE${RCLONE_OPTS:+ $RCLONE_OPTS}" \
 	EFSCACHE_CMD="efscache EMU MNT -f -o cache_dir=CACHE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}  (build: $(basename "$BUILD"), $("$EFSCACHE_BIN" -V 2>/dev/null | head -n1))" \
-	DEPTREE_DESC=$([ "$DEPTREE" = 1 ] && echo "$DEPTREE_PKGS packages x ($DEPTREE_MODS modules + __init__.py) = $((DEPTREE_PKGS * (DEPTREE_MODS + 1))) files generated; \`python3 -B -S\` imports every module of the first $DEPTREE_IMPORT packages ($((DEPTREE_IMPORT * (DEPTREE_MODS + 1))) files) and reports the import loop's seconds. The full tree is ~20k files as in a site-packages, but importing all of it costs ~15 s of CPU even from the page cache on this machine and ~3 min through the emulator per run, so only a slice is imported." || echo "not run (DEPTREE=0)") \
+	DEPTREE_DESC=$([ "$DEPTREE" = 1 ] && echo "see deptree.md (contrib/bench/deptree.sh, run after these rounds)" || echo "not run (DEPTREE=0)") \
 	TMP_FS=$(stat -f -c %T "$WORK") RAND_QD16=$RAND_QD16 PART=$PART \
 	$PY - "$WORK/meta.json" <<'EOF'
 import json, os, sys, datetime
@@ -454,6 +420,12 @@ EOF
 	$PY "$BENCH_DIR/benchlib.py" report "$OUT_DIR/raw.csv" "$WORK/meta.json" "$OUT_DIR"
 	sed -i "s|$REPO/||g" "$OUT_DIR/results.md" "$OUT_DIR/results.json" "$OUT_DIR/results.gp"
 	log "wrote $OUT_DIR/results.md (took $dur min)"
+	if [ "$DEPTREE" = 1 ]; then
+		log "dependency-tree rows: contrib/bench/deptree.sh"
+		EFSCACHE_BUILD=$BUILD OUT_DIR=$OUT_DIR RUNS=$RUNS QUICK=$QUICK EMU_OPTS=$EMU_OPTS \
+			EFSCACHE_OPTS=$EFSCACHE_OPTS RCLONE_OPTS=$RCLONE_OPTS STEP_TIMEOUT=$STEP_TIMEOUT \
+			"$BENCH_DIR/deptree.sh" || NOTES+=("deptree.sh failed")
+	fi
 }
 
 main "$@"

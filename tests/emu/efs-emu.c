@@ -17,12 +17,19 @@
  *   everything else    meta_latency_ms (not forget, release, releasedir or the
  *                      user.efsemu.* control xattrs)
  *
+ * Caching is NFS-like (README.md, "NFS-like caching"): replies carry the attribute and entry
+ * timeouts of acregmin/acdirmin/lookupcache (or timeout=SEC), missing names are negative
+ * entries, and OPEN revalidates close-to-open: changed attributes are invalidated in the
+ * kernel, and a regular file with no name left on SOURCE and no open handle is ESTALE (to
+ * GETATTR too), so the kernel looks the name up again.
+ *
  * It counts requests and bytes, in total and per file, and injects faults (EIO/ENOENT by glob,
  * EIO after N bytes); tests read and steer both through xattrs on the mount (see README.md).
  *
  * State, all in one struct emu passed as the session's userdata:
  *   inodes    hash of struct emu_inode keyed by (st_dev, st_ino) so hard links share a node;
- *             each holds an O_PATH fd and the kernel's lookup count. A fuse_ino_t is the
+ *             each holds an O_PATH fd, the kernel's lookup count, its number of open
+ *             handles and the attributes last replied to the kernel. A fuse_ino_t is the
  *             node's address (FUSE_ROOT_ID for SOURCE itself).
  *   fstats    hash of per-file counters keyed by (st_dev, st_ino). Entries live until exit, so
  *             counters survive the kernel forgetting an inode (drop_caches); reset zeroes them.
@@ -30,12 +37,14 @@
  *   link      link_free and the per-thread read streams above.
  * Open files and directories are a struct emu_handle in fi->fh.
  *
- * Locks (never nested; counters and numeric settings are atomics):
+ * Locks (counters and numeric settings are atomics):
  *   inode_lock   the inode hash and every nlookup
  *   fstats_lock  the per-file counter hash (not the counters themselves)
  *   link_lock    link_free and streams[]
  *   glob_lock    fail_eio and fail_enoent (rwlock)
  *   h->lock      one open directory stream
+ *   in->alock    what the kernel was last told about one inode (reported, name)
+ * Only nesting: inode_lock before an in->alock (emu_renamed).
  */
 
 #include <fuse_lowlevel.h>
@@ -94,6 +103,9 @@ enum emu_ctr {
 	C_WRITE_OPS,
 	C_WRITE_BYTES,
 	C_FAULTS,
+	C_ESTALE,
+	C_NEG_ENTRIES,
+	C_ATTR_INVALS,
 	C_NR
 };
 
@@ -101,15 +113,25 @@ enum emu_ctr {
 static const char *const ctr_names[C_NR] = {
 	"ops", "lookups", "getattrs", "readdirs", "opens",
 	"read_ops", "read_bytes", "write_ops", "write_bytes", "faults",
+	"estale", "neg_entries", "attr_invals",
 };
 /* clang-format on */
 
 /* Per-file counters; the keys of user.efsemu.stats on a file. */
-enum emu_fctr { F_OPENS, F_READ_OPS, F_READ_BYTES, F_WRITE_OPS, F_WRITE_BYTES, F_NR };
+enum emu_fctr {
+	F_OPENS,
+	F_READ_OPS,
+	F_READ_BYTES,
+	F_WRITE_OPS,
+	F_WRITE_BYTES,
+	F_GETATTRS,
+	F_LOOKUPS,
+	F_NR
+};
 
 /* clang-format off */
 static const char *const fctr_names[F_NR] = {
-	"opens", "read_ops", "read_bytes", "write_ops", "write_bytes",
+	"opens", "read_ops", "read_bytes", "write_ops", "write_bytes", "getattrs", "lookups",
 };
 /* clang-format on */
 
@@ -131,11 +153,30 @@ struct emu_fstats {
 	_Atomic uint64_t v[F_NR];
 };
 
+/* What efs-emu last told the kernel about an inode (close-to-open check at OPEN). */
+struct emu_attrs {
+	mode_t mode;
+	nlink_t nlink;
+	uid_t uid;
+	gid_t gid;
+	off_t size;
+	struct timespec mtim, ctim;
+};
+
 struct emu_inode {
 	struct emu_hnode h; /* first; protected by inode_lock */
 	int fd;		    /* O_PATH | O_NOFOLLOW, owned */
 	uint64_t nlookup;   /* protected by inode_lock */
 	struct emu_fstats *st;
+	_Atomic int nopen;	   /* open file handles (OPEN/CREATE not yet released) */
+	_Atomic bool silly;	   /* unlinked or renamed over through the mount while open */
+	pthread_mutex_t alock;	   /* reported, has_reported */
+	struct emu_attrs reported; /* protected by alock */
+	bool has_reported;	   /* protected by alock */
+	/* regular files: the name the kernel last learned for it (NFSv4 OPEN re-resolves it) */
+	dev_t pdev; /* parent's (dev, ino); protected by alock */
+	ino_t pino; /* protected by alock */
+	char *name; /* NULL if unknown; protected by alock */
 };
 
 struct emu_handle {
@@ -148,6 +189,11 @@ struct emu_handle {
 	_Atomic uint64_t lock_owner; /* the owner that set it */
 };
 
+/* lookupcache=: which lookup results the kernel may cache (as the NFS mount option). */
+enum emu_lookupcache { LC_ALL, LC_POSITIVE, LC_NONE };
+
+#define EMU_UNSET UINT64_MAX
+
 /* The read stream of one calling thread (serial_reads). */
 struct emu_stream {
 	pid_t tid;
@@ -158,9 +204,9 @@ struct emu {
 	char *root_path; /* realpath(SOURCE), "" for "/" */
 	size_t root_len;
 	struct emu_inode root;
-	double timeout;	  /* entry and attribute timeout given to the kernel */
-	char *stats_file; /* absolute, or NULL */
-	bool is_root;	  /* running as uid 0: create objects as the caller */
+	char *stats_file;	 /* absolute, or NULL */
+	struct fuse_session *se; /* for attribute invalidations at OPEN */
+	bool is_root;		 /* running as uid 0: create objects as the caller */
 
 	pthread_mutex_t inode_lock;
 	struct emu_htab inodes;
@@ -176,6 +222,11 @@ struct emu {
 	_Atomic uint64_t fail_after_bytes; /* 0 = off */
 	_Atomic uint64_t fault_bytes;	   /* read since fail_after_bytes was set */
 	_Atomic bool serial_reads;
+	/* NFS-like caching: timeouts in ns given to the kernel (see emu_attr_timeout) */
+	_Atomic uint64_t acreg_ns;   /* attributes of everything but directories */
+	_Atomic uint64_t acdir_ns;   /* attributes of directories; names, positive and negative */
+	_Atomic uint64_t timeout_ns; /* EMU_UNSET, or every timeout (timeout=SEC) */
+	_Atomic int lookupcache;     /* enum emu_lookupcache */
 	pthread_rwlock_t glob_lock;
 	char *fail_eio;	   /* protected by glob_lock */
 	char *fail_enoent; /* protected by glob_lock */
@@ -295,6 +346,104 @@ static void emu_meta(struct emu *e, enum emu_ctr kind)
 		ctr_add(e, kind, 1);
 	if (lat)
 		emu_sleep_until(emu_now() + lat);
+}
+
+/* ---- NFS-like caching: timeouts, what the kernel was told, stale handles ---- */
+
+static double ns_to_s(uint64_t ns)
+{
+	return (double)ns / 1e9;
+}
+
+/* Attribute timeout for an object of type 'mode': timeout=SEC if given, else acdirmin for
+ * directories and acregmin for everything else (as the NFS client). */
+static double emu_attr_timeout(struct emu *e, mode_t mode)
+{
+	uint64_t t = atomic_load(&e->timeout_ns);
+
+	if (t == EMU_UNSET)
+		t = atomic_load(S_ISDIR(mode) ? &e->acdir_ns : &e->acreg_ns);
+	return ns_to_s(t);
+}
+
+/* Entry (name) timeout of a positive lookup: 0 with lookupcache=none, else timeout=SEC if
+ * given, else acdirmin (NFS revalidates names with their directory's attributes). */
+static double emu_entry_timeout(struct emu *e)
+{
+	uint64_t t = atomic_load(&e->timeout_ns);
+
+	if (atomic_load(&e->lookupcache) == LC_NONE)
+		return 0;
+	return ns_to_s(t == EMU_UNSET ? atomic_load(&e->acdir_ns) : t);
+}
+
+/* How long a "no such name" may be cached: only with lookupcache=all; 0 = not at all. */
+static double emu_negative_timeout(struct emu *e)
+{
+	return atomic_load(&e->lookupcache) == LC_ALL ? emu_entry_timeout(e) : 0;
+}
+
+static void emu_attrs_of(struct emu_attrs *a, const struct stat *st)
+{
+	memset(a, 0, sizeof(*a));
+	a->mode = st->st_mode;
+	a->nlink = st->st_nlink;
+	a->uid = st->st_uid;
+	a->gid = st->st_gid;
+	a->size = st->st_size;
+	a->mtim = st->st_mtim;
+	a->ctim = st->st_ctim;
+}
+
+static bool ts_eq(struct timespec a, struct timespec b)
+{
+	return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/* Remember that the kernel was just given *st for 'in'. Takes in->alock. */
+static void emu_note_reported(struct emu_inode *in, const struct stat *st)
+{
+	pthread_mutex_lock(&in->alock);
+	emu_attrs_of(&in->reported, st);
+	in->has_reported = true;
+	pthread_mutex_unlock(&in->alock);
+}
+
+/* True if *st differs from what the kernel was last told about 'in' (or it was told
+ * nothing). Atime is left out: reads change it. Takes in->alock. */
+static bool emu_attrs_changed(struct emu_inode *in, const struct stat *st)
+{
+	struct emu_attrs now;
+	bool changed;
+
+	emu_attrs_of(&now, st);
+	pthread_mutex_lock(&in->alock);
+	changed = !in->has_reported || in->reported.mode != now.mode ||
+		  in->reported.nlink != now.nlink || in->reported.uid != now.uid ||
+		  in->reported.gid != now.gid || in->reported.size != now.size ||
+		  !ts_eq(in->reported.mtim, now.mtim) || !ts_eq(in->reported.ctim, now.ctim);
+	pthread_mutex_unlock(&in->alock);
+	return changed;
+}
+
+/*
+ * A regular file whose source object has no name left (removed, or replaced by a rename
+ * over its name) has a dead NFS file handle: the server answers ESTALE. Exceptions, as on
+ * NFS: GETATTR while efs-emu has the file open (the server keeps an open file), and OPEN of
+ * a file this mount unlinked while it was open and that is still open (the client's own
+ * silly-rename). An OPEN by name on NFSv4 re-resolves the name, so an OPEN of a file
+ * replaced on SOURCE is stale even while other handles of it are open. Counts the ESTALE.
+ */
+static bool emu_is_stale(struct emu *e, struct emu_inode *in, const struct stat *st, bool open)
+{
+	int nopen = atomic_load(&in->nopen);
+
+	if (!S_ISREG(st->st_mode) || st->st_nlink != 0)
+		return false;
+	if (nopen > 0 && (!open || atomic_load(&in->silly)))
+		return false;
+	ctr_add(e, C_ESTALE, 1);
+	return true;
 }
 
 /* ---- (dev, ino) hash ---- */
@@ -454,6 +603,7 @@ static struct emu_inode *emu_inode_ref(struct emu *e, int fd, const struct stat 
 		fresh->fd = fd;
 		fresh->nlookup = 1;
 		fresh->st = fs;
+		pthread_mutex_init(&fresh->alock, NULL);
 		htab_insert(&e->inodes, &fresh->h);
 		in = fresh;
 		fresh = NULL;
@@ -480,8 +630,60 @@ static void emu_inode_unref(struct emu *e, struct emu_inode *in, uint64_t n)
 	pthread_mutex_unlock(&e->inode_lock);
 	if (gone) {
 		close(in->fd);
+		pthread_mutex_destroy(&in->alock);
+		free(in->name);
 		free(in);
 	}
+}
+
+/* Remember that the kernel knows regular file 'in' as 'name' in directory 'dir' (best
+ * effort: on ENOMEM the name stays unknown and OPEN does not re-resolve it). Takes alock. */
+static void emu_note_name(struct emu_inode *in, struct emu_inode *dir, const char *name)
+{
+	char *copy = strdup(name);
+
+	pthread_mutex_lock(&in->alock);
+	free(in->name);
+	in->name = copy;
+	in->pdev = dir->h.dev;
+	in->pino = dir->h.ino;
+	pthread_mutex_unlock(&in->alock);
+}
+
+/*
+ * NFSv4 OPEN is by parent + name: true if the name the kernel last learned for regular file
+ * 'in' no longer leads to it on SOURCE (renamed away, removed, replaced; the kernel's
+ * dentry is stale). Unknown name or parent: false. Takes alock, then inode_lock.
+ */
+static bool emu_name_moved(struct emu *e, struct emu_inode *in)
+{
+	struct emu_inode *dir;
+	struct stat st;
+	char *name;
+	dev_t pdev;
+	ino_t pino;
+	bool moved = false;
+	int r;
+
+	pthread_mutex_lock(&in->alock);
+	name = in->name ? strdup(in->name) : NULL;
+	pdev = in->pdev;
+	pino = in->pino;
+	pthread_mutex_unlock(&in->alock);
+	if (!name)
+		return false;
+	pthread_mutex_lock(&e->inode_lock); /* keeps dir->fd open */
+	dir = (struct emu_inode *)htab_find(&e->inodes, pdev, pino);
+	if (dir) {
+		r = fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW);
+		if (r < 0)
+			moved = errno == ENOENT || errno == ENOTDIR;
+		else
+			moved = st.st_dev != in->h.dev || st.st_ino != in->h.ino;
+	}
+	pthread_mutex_unlock(&e->inode_lock);
+	free(name);
+	return moved;
 }
 
 /* Look 'name' up under 'parent' in the source and fill *ent; takes a lookup reference. */
@@ -507,9 +709,12 @@ static int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name,
 	in = emu_inode_ref(e, fd, &ent->attr);
 	if (!in)
 		return -ENOMEM;
+	emu_note_reported(in, &ent->attr);
+	if (S_ISREG(ent->attr.st_mode))
+		emu_note_name(in, dir, name);
 	ent->ino = emu_ino(e, in);
-	ent->attr_timeout = e->timeout;
-	ent->entry_timeout = e->timeout;
+	ent->attr_timeout = emu_attr_timeout(e, ent->attr.st_mode);
+	ent->entry_timeout = emu_entry_timeout(e);
 	return 0;
 }
 
@@ -632,40 +837,92 @@ static int emu_set_glob(struct emu *e, char **slot, const char *val)
 	return 0;
 }
 
+/* Seconds (fractions allowed, 0 to 1e6) as ns; -EINVAL with *why set otherwise. */
+static int parse_secs(const char *val, uint64_t *ns, const char **why)
+{
+	double d;
+
+	if (parse_double(val, 1e6, &d)) {
+		*why = "expected a number of seconds from 0 to 1000000 (fractions allowed)";
+		return -EINVAL;
+	}
+	*ns = (uint64_t)(d * 1e9 + 0.5);
+	return 0;
+}
+
 /*
  * Apply setting 'key' (without the user.efsemu. prefix) = 'val'. Shared by -o parsing and
- * setxattr. Returns 0, -EINVAL for a bad value, -ENOENT for an unknown key.
+ * setxattr. Returns 0, -EINVAL for a bad value (*why says what was expected), -ENOENT for
+ * an unknown key, -ENOMEM.
  */
-static int emu_set(struct emu *e, const char *key, const char *val)
+static int emu_set(struct emu *e, const char *key, const char *val, const char **why)
 {
 	double d;
 	uint64_t u;
 
+	*why = "";
 	if (!strcmp(key, "latency_ms") || !strcmp(key, "meta_latency_ms")) {
-		if (parse_double(val, 3600e3, &d))
+		if (parse_double(val, 3600e3, &d)) {
+			*why = "expected milliseconds from 0 to 3600000 (fractions allowed)";
 			return -EINVAL;
+		}
 		atomic_store(key[0] == 'l' ? &e->latency_ns : &e->meta_latency_ns,
 			     (uint64_t)(d * 1e6 + 0.5));
 		return 0;
 	}
 	if (!strcmp(key, "bw_mib")) {
-		if (parse_double(val, 1e9, &d))
+		if (parse_double(val, 1e9, &d)) {
+			*why = "expected MiB/s from 0 (unlimited) to 1e9";
 			return -EINVAL;
+		}
 		atomic_store(&e->bw_bps, (uint64_t)(d * EMU_MIB + 0.5));
 		return 0;
 	}
 	if (!strcmp(key, "fail_after_bytes")) {
-		if (parse_u64(val, &u))
+		if (parse_u64(val, &u)) {
+			*why = "expected a decimal number of bytes (0 = off)";
 			return -EINVAL;
+		}
 		atomic_store(&e->fail_after_bytes, 0);
 		atomic_store(&e->fault_bytes, 0);
 		atomic_store(&e->fail_after_bytes, u);
 		return 0;
 	}
 	if (!strcmp(key, "serial_reads")) {
-		if (strcmp(val, "0") && strcmp(val, "1"))
+		if (strcmp(val, "0") && strcmp(val, "1")) {
+			*why = "expected 0 or 1";
 			return -EINVAL;
+		}
 		atomic_store(&e->serial_reads, val[0] == '1');
+		return 0;
+	}
+	if (!strcmp(key, "acregmin") || !strcmp(key, "acdirmin")) {
+		if (parse_secs(val, &u, why))
+			return -EINVAL;
+		atomic_store(key[2] == 'r' ? &e->acreg_ns : &e->acdir_ns, u);
+		return 0;
+	}
+	if (!strcmp(key, "timeout")) {
+		if (!*val) { /* empty: back to acregmin/acdirmin */
+			atomic_store(&e->timeout_ns, EMU_UNSET);
+			return 0;
+		}
+		if (parse_secs(val, &u, why))
+			return -EINVAL;
+		atomic_store(&e->timeout_ns, u);
+		return 0;
+	}
+	if (!strcmp(key, "lookupcache")) {
+		if (!strcmp(val, "all"))
+			atomic_store(&e->lookupcache, LC_ALL);
+		else if (!strcmp(val, "positive") || !strcmp(val, "pos"))
+			atomic_store(&e->lookupcache, LC_POSITIVE);
+		else if (!strcmp(val, "none"))
+			atomic_store(&e->lookupcache, LC_NONE);
+		else {
+			*why = "expected all, positive or none";
+			return -EINVAL;
+		}
 		return 0;
 	}
 	if (!strcmp(key, "fail_eio"))
@@ -699,17 +956,24 @@ static size_t emu_fmt_file(const struct emu_fstats *st, char *buf, size_t size)
 
 static size_t emu_fmt_config(struct emu *e, char *buf, size_t size)
 {
+	static const char *const lc_names[] = {"all", "positive", "none"};
+	uint64_t t = atomic_load(&e->timeout_ns);
+	char tbuf[32] = "";
 	int n;
 
+	if (t != EMU_UNSET)
+		snprintf(tbuf, sizeof(tbuf), "%g", ns_to_s(t));
 	pthread_rwlock_rdlock(&e->glob_lock);
 	n = snprintf(buf, size,
 		     "latency_ms=%g meta_latency_ms=%g bw_mib=%g serial_reads=%d "
-		     "fail_after_bytes=%" PRIu64 " timeout=%g fail_eio=%s fail_enoent=%s",
+		     "fail_after_bytes=%" PRIu64 " acregmin=%g acdirmin=%g lookupcache=%s "
+		     "timeout=%s fail_eio=%s fail_enoent=%s",
 		     (double)atomic_load(&e->latency_ns) / 1e6,
 		     (double)atomic_load(&e->meta_latency_ns) / 1e6,
 		     (double)atomic_load(&e->bw_bps) / EMU_MIB, (int)atomic_load(&e->serial_reads),
-		     atomic_load(&e->fail_after_bytes), e->timeout, e->fail_eio ? e->fail_eio : "",
-		     e->fail_enoent ? e->fail_enoent : "");
+		     atomic_load(&e->fail_after_bytes), ns_to_s(atomic_load(&e->acreg_ns)),
+		     ns_to_s(atomic_load(&e->acdir_ns)), lc_names[atomic_load(&e->lookupcache)],
+		     tbuf, e->fail_eio ? e->fail_eio : "", e->fail_enoent ? e->fail_enoent : "");
 	pthread_rwlock_unlock(&e->glob_lock);
 	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
@@ -799,10 +1063,19 @@ static void emu_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	err = emu_do_lookup(e, parent, name, &ent);
+	if (err == -ENOENT && emu_negative_timeout(e) > 0) {
+		/* a negative entry: the kernel caches "no such name" for the timeout */
+		memset(&ent, 0, sizeof(ent));
+		ent.entry_timeout = emu_negative_timeout(e);
+		ctr_add(e, C_NEG_ENTRIES, 1);
+		fuse_reply_entry(req, &ent);
+		return;
+	}
 	if (err) {
 		fuse_reply_err(req, -err);
 		return;
 	}
+	fctr_add(emu_inode(e, ent.ino), F_LOOKUPS, 1);
 	emu_reply_entry(req, e, &ent);
 }
 
@@ -824,7 +1097,8 @@ static void emu_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_da
 	fuse_reply_none(req);
 }
 
-static void emu_reply_attr(fuse_req_t req, struct emu *e, struct emu_inode *in)
+/* Reply with the source's attributes of 'in'; with 'stale_check', ESTALE for a dead handle. */
+static void emu_reply_attr(fuse_req_t req, struct emu *e, struct emu_inode *in, bool stale_check)
 {
 	struct stat st;
 
@@ -832,16 +1106,23 @@ static void emu_reply_attr(fuse_req_t req, struct emu *e, struct emu_inode *in)
 		fuse_reply_err(req, errno);
 		return;
 	}
-	fuse_reply_attr(req, &st, e->timeout);
+	if (stale_check && emu_is_stale(e, in, &st, false)) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	emu_note_reported(in, &st);
+	fuse_reply_attr(req, &st, emu_attr_timeout(e, st.st_mode));
 }
 
 static void emu_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
+	struct emu_inode *in = emu_inode(e, ino);
 
 	(void)fi;
 	emu_meta(e, C_GETATTRS);
-	emu_reply_attr(req, e, emu_inode(e, ino));
+	fctr_add(in, F_GETATTRS, 1);
+	emu_reply_attr(req, e, in, true);
 }
 
 static void emu_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
@@ -887,7 +1168,7 @@ static void emu_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int v
 		if (r < 0)
 			goto out_err;
 	}
-	emu_reply_attr(req, e, in);
+	emu_reply_attr(req, e, in, false);
 	return;
 
 out_err:
@@ -982,18 +1263,40 @@ static void emu_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const ch
 	pthread_mutex_lock(&e->inode_lock);
 	in->nlookup++;
 	pthread_mutex_unlock(&e->inode_lock);
+	emu_note_reported(in, &ent.attr);
 	ent.ino = ino;
-	ent.attr_timeout = e->timeout;
-	ent.entry_timeout = e->timeout;
+	ent.attr_timeout = emu_attr_timeout(e, ent.attr.st_mode);
+	ent.entry_timeout = emu_entry_timeout(e);
 	emu_reply_entry(req, e, &ent);
+}
+
+/*
+ * 'name' under directory fd 'dfd' is about to be unlinked or renamed over through the
+ * mount: if efs-emu has it open, the NFS client would silly-rename it, so its open handles
+ * (and re-opens while one is open) stay valid. Takes inode_lock.
+ */
+static void emu_mark_silly(struct emu *e, int dfd, const char *name)
+{
+	struct emu_inode *in;
+	struct stat st;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return;
+	pthread_mutex_lock(&e->inode_lock);
+	in = (struct emu_inode *)htab_find(&e->inodes, st.st_dev, st.st_ino);
+	if (in && atomic_load(&in->nopen) > 0)
+		atomic_store(&in->silly, true);
+	pthread_mutex_unlock(&e->inode_lock);
 }
 
 static void emu_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct emu *e = emu_of(req);
+	int dfd = emu_inode(e, parent)->fd;
 
 	emu_meta(e, C_OPS);
-	fuse_reply_err(req, unlinkat(emu_inode(e, parent)->fd, name, 0) < 0 ? errno : 0);
+	emu_mark_silly(e, dfd, name);
+	fuse_reply_err(req, unlinkat(dfd, name, 0) < 0 ? errno : 0);
 }
 
 static void emu_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1004,6 +1307,22 @@ static void emu_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, unlinkat(emu_inode(e, parent)->fd, name, AT_REMOVEDIR) < 0 ? errno : 0);
 }
 
+/* A regular file now named 'name' in 'dir' through the mount: record it. Takes inode_lock
+ * (then the file's alock). */
+static void emu_renamed(struct emu *e, struct emu_inode *dir, const char *name)
+{
+	struct emu_inode *in;
+	struct stat st;
+
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return;
+	pthread_mutex_lock(&e->inode_lock);
+	in = (struct emu_inode *)htab_find(&e->inodes, st.st_dev, st.st_ino);
+	if (in)
+		emu_note_name(in, dir, name);
+	pthread_mutex_unlock(&e->inode_lock);
+}
+
 static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		       const char *newname, unsigned int flags)
 {
@@ -1011,8 +1330,18 @@ static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 	int r;
 
 	emu_meta(e, C_OPS);
+	if (!(flags & RENAME_EXCHANGE))
+		emu_mark_silly(e, emu_inode(e, newparent)->fd, newname);
 	r = renameat2(emu_inode(e, parent)->fd, name, emu_inode(e, newparent)->fd, newname, flags);
-	fuse_reply_err(req, r < 0 ? errno : 0);
+	if (r < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	/* the kernel moves its dentries: a later OPEN is by the new name */
+	emu_renamed(e, emu_inode(e, newparent), newname);
+	if (flags & RENAME_EXCHANGE)
+		emu_renamed(e, emu_inode(e, parent), name);
+	fuse_reply_err(req, 0);
 }
 
 static struct emu_handle *emu_handle_new(int fd)
@@ -1030,6 +1359,32 @@ static int emu_open_flags(int flags)
 	return (flags & ~(O_NOFOLLOW | O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC;
 }
 
+/*
+ * Close-to-open, as the GETATTR in an NFS OPEN compound: a file with a dead handle is
+ * ESTALE (the kernel then looks the name up again), and if the source's attributes differ
+ * from what the kernel was last told, its cached attributes are invalidated (off < 0: the
+ * page cache is left alone, so this is safe inside a request) and the next stat asks again.
+ * Returns 0 or a positive errno.
+ */
+static int emu_open_revalidate(struct emu *e, fuse_ino_t ino, struct emu_inode *in)
+{
+	struct stat st;
+
+	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return errno;
+	if (emu_is_stale(e, in, &st, true))
+		return ESTALE;
+	if (S_ISREG(st.st_mode) && !(atomic_load(&in->silly) && atomic_load(&in->nopen) > 0) &&
+	    emu_name_moved(e, in)) {
+		ctr_add(e, C_ESTALE, 1);
+		return ESTALE;
+	}
+	if (emu_attrs_changed(in, &st) && e->se &&
+	    fuse_lowlevel_notify_inval_inode(e->se, ino, -1, 0) == 0)
+		ctr_add(e, C_ATTR_INVALS, 1);
+	return 0;
+}
+
 static void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
@@ -1041,6 +1396,11 @@ static void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	emu_meta(e, C_OPENS);
 	fctr_add(in, F_OPENS, 1);
 	err = emu_inode_fault(e, in);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	err = emu_open_revalidate(e, ino, in);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
@@ -1060,7 +1420,9 @@ static void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* No keep_cache: every open drops the kernel's page cache for the file, as NFS does
 	 * close-to-open, so a read after open is served (and counted) here. */
 	fi->fh = (uintptr_t)h;
+	atomic_fetch_add(&in->nopen, 1);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
+		atomic_fetch_sub(&in->nopen, 1);
 		close(fd);
 		free(h);
 	}
@@ -1095,7 +1457,9 @@ static void emu_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		goto out_close;
 	}
 	fi->fh = (uintptr_t)h;
+	atomic_fetch_add(&emu_inode(e, ent.ino)->nopen, 1);
 	if (fuse_reply_create(req, &ent, fi) == -ENOENT) {
+		atomic_fetch_sub(&emu_inode(e, ent.ino)->nopen, 1);
 		emu_forget_one(e, ent.ino, 1);
 		close(fd);
 		free(h);
@@ -1207,10 +1571,10 @@ static void emu_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct emu *e = emu_of(req);
 	struct emu_handle *h = emu_handle(fi);
 
-	(void)ino;
 	/* Not delayed: the kernel sends RELEASE after close() has returned, and flock
 	 * locks held through this handle stay visible to others until it is served. */
 	ctr_add(e, C_OPS, 1);
+	atomic_fetch_sub(&emu_inode(e, ino)->nopen, 1);
 	if (fi->flock_release)
 		flock(h->fd, LOCK_UN);
 	close(h->fd);
@@ -1553,6 +1917,7 @@ static void emu_ctl_set(fuse_req_t req, struct emu *e, struct emu_inode *in, con
 			const char *value, size_t size)
 {
 	char val[PATH_MAX];
+	const char *why;
 	int err;
 
 	if (in != &e->root) {
@@ -1572,7 +1937,7 @@ static void emu_ctl_set(fuse_req_t req, struct emu *e, struct emu_inode *in, con
 	val[size] = '\0';
 	while (size && (val[size - 1] == '\n' || val[size - 1] == '\0'))
 		val[--size] = '\0';
-	err = emu_set(e, key, val);
+	err = emu_set(e, key, val, &why);
 	fuse_reply_err(req, err == -ENOENT ? EINVAL : -err);
 }
 
@@ -1727,7 +2092,7 @@ struct emu_cli {
 	bool max_threads_set;
 };
 
-enum { K_SETTING, K_STATS_FILE, K_TIMEOUT, K_MAX_THREADS };
+enum { K_SETTING, K_STATS_FILE, K_MAX_THREADS };
 
 /* clang-format off */
 static const struct fuse_opt emu_opt_spec[] = {
@@ -1739,7 +2104,10 @@ static const struct fuse_opt emu_opt_spec[] = {
 	FUSE_OPT_KEY("fail_enoent=", K_SETTING),
 	FUSE_OPT_KEY("fail_after_bytes=", K_SETTING),
 	FUSE_OPT_KEY("stats_file=", K_STATS_FILE),
-	FUSE_OPT_KEY("timeout=", K_TIMEOUT),
+	FUSE_OPT_KEY("timeout=", K_SETTING),
+	FUSE_OPT_KEY("acregmin=", K_SETTING),
+	FUSE_OPT_KEY("acdirmin=", K_SETTING),
+	FUSE_OPT_KEY("lookupcache=", K_SETTING),
 	FUSE_OPT_KEY("max_threads=", K_MAX_THREADS),
 	FUSE_OPT_END,
 };
@@ -1765,7 +2133,9 @@ static int emu_opt_proc(void *data, const char *arg, int key, struct fuse_args *
 	const char *eq = strchr(arg, '=');
 	const char *val = eq ? eq + 1 : "";
 	int namelen = eq ? (int)(eq - arg) : (int)strlen(arg);
+	const char *why = "";
 	char key_name[64];
+	int err;
 
 	(void)outargs;
 	switch (key) {
@@ -1777,26 +2147,33 @@ static int emu_opt_proc(void *data, const char *arg, int key, struct fuse_args *
 		return 1;
 	case K_SETTING:
 		snprintf(key_name, sizeof(key_name), "%.*s", namelen, arg);
-		if (emu_set(e, key_name, val) == 0)
+		if (!*val && strcmp(key_name, "fail_eio") && strcmp(key_name, "fail_enoent")) {
+			why = "empty value";
+			break;
+		}
+		err = emu_set(e, key_name, val, &why);
+		if (err == 0)
 			return 0;
+		if (err == -ENOMEM) {
+			emu_err("out of memory");
+			return -1;
+		}
 		break;
 	case K_STATS_FILE:
-		if (!*val)
+		if (!*val) {
+			why = "empty path";
 			break;
+		}
 		free(e->stats_file);
 		e->stats_file = emu_abspath(val);
 		return e->stats_file ? 0 : -1;
-	case K_TIMEOUT:
-		if (parse_double(val, 1e6, &e->timeout) == 0)
-			return 0;
-		break;
 	case K_MAX_THREADS:
 		cli->max_threads_set = true;
 		return 1;
 	default:
 		return 1;
 	}
-	emu_err("invalid value '%s' for option %.*s", val, namelen, arg);
+	emu_err("invalid value '%s' for option %.*s: %s", val, namelen, arg, why);
 	return -1;
 }
 
@@ -1808,7 +2185,7 @@ static void emu_help(const char *prog)
 	       "Amazon EFS (NFS) mount: requests are delayed, aggregate read bandwidth is\n"
 	       "capped, faults can be injected and operations are counted.\n"
 	       "\n"
-	       "efs-emu options (the first seven can be changed at run time, see below):\n"
+	       "efs-emu options (all but stats_file can be changed at run time, see below):\n"
 	       "    -o latency_ms=MS        delay added to each read and write request\n"
 	       "                            (default: 1; fractions allowed; 0 = none)\n"
 	       "    -o meta_latency_ms=MS   delay added to every other request (default: 0.5)\n"
@@ -1827,17 +2204,33 @@ static void emu_help(const char *prog)
 	       "                            further read fails with EIO (default: 0 = off)\n"
 	       "    -o stats_file=PATH      write the total counters to PATH on SIGUSR1\n"
 	       "                            and at exit\n"
-	       "    -o timeout=SEC          how long the kernel may cache names and\n"
-	       "                            attributes (default: 1; 0 = ask every time)\n"
+	       "\n",
+	       prog);
+	printf("NFS-like caching (as the Linux NFS client with EFS's mount options; seconds,\n"
+	       "fractions allowed):\n"
+	       "    -o acregmin=SEC         how long the kernel caches the attributes of files,\n"
+	       "                            symlinks, ... (default: 3)\n"
+	       "    -o acdirmin=SEC         how long it caches directory attributes and names,\n"
+	       "                            found and not found (default: 30)\n"
+	       "    -o lookupcache=MODE     all (default): cache names and \"no such name\";\n"
+	       "                            positive: names only; none: no names\n"
+	       "    -o timeout=SEC          every attribute and name timeout is SEC,\n"
+	       "                            whatever acregmin/acdirmin say (lookupcache\n"
+	       "                            still applies); 0 = ask efs-emu every time\n"
+	       "    Every OPEN revalidates (close-to-open): changed attributes are invalidated\n"
+	       "    in the kernel, and a file removed or replaced on SOURCE that efs-emu has\n"
+	       "    no open handle of fails GETATTR and OPEN with ESTALE, so the kernel\n"
+	       "    looks its name up again.\n"
 	       "\n"
 	       "Counters and control (xattrs, never passed to SOURCE or listed):\n"
 	       "    getxattr user.efsemu.stats   on MOUNTPOINT: totals; on a file: its\n"
 	       "                                 counters (\"key=value key=value ...\")\n"
 	       "    getxattr user.efsemu.config  on MOUNTPOINT: the current settings\n"
 	       "    setxattr user.efsemu.reset   on MOUNTPOINT: zero all counters\n"
-	       "    setxattr user.efsemu.NAME    on MOUNTPOINT: change setting NAME (one of\n"
-	       "                                 the first seven options above; an empty\n"
-	       "                                 glob or 0 clears a fault)\n"
+	       "    setxattr user.efsemu.NAME    on MOUNTPOINT: change setting NAME (any\n"
+	       "                                 option above but stats_file; an empty\n"
+	       "                                 glob or 0 clears a fault, an empty\n"
+	       "                                 timeout unsets it)\n"
 	       "\n"
 	       "Generic options:\n"
 	       "    -h   --help            print help\n"
@@ -1857,7 +2250,7 @@ static void emu_help(const char *prog)
 	       "    -o default_permissions let the kernel check permissions (efs-emu runs\n"
 	       "                           as root and does not check them itself)\n"
 	       "Other -o options (fsname=, subtype=, ro, ...) are passed to libfuse.\n",
-	       prog, EMU_THREADS);
+	       EMU_THREADS);
 }
 
 /* Open SOURCE as the root node. */
@@ -1883,6 +2276,7 @@ static int emu_open_root(struct emu *e, const char *source)
 	e->root.h.dev = st.st_dev;
 	e->root.h.ino = st.st_ino;
 	e->root.nlookup = 2;
+	pthread_mutex_init(&e->root.alock, NULL);
 	e->root.st = emu_fstats_get(e, st.st_dev, st.st_ino);
 	htab_insert(&e->inodes, &e->root.h);
 	return 0;
@@ -1892,7 +2286,10 @@ static int emu_init_state(struct emu *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->root.fd = -1;
-	e->timeout = 1.0;
+	atomic_store(&e->acreg_ns, 3 * NSEC);
+	atomic_store(&e->acdir_ns, 30 * NSEC);
+	atomic_store(&e->timeout_ns, EMU_UNSET);
+	atomic_store(&e->lookupcache, LC_ALL);
 	e->is_root = geteuid() == 0;
 	atomic_store(&e->latency_ns, 1000000);
 	atomic_store(&e->meta_latency_ns, 500000);
@@ -1916,6 +2313,7 @@ static void emu_free_state(struct emu *e)
 			next = p->next;
 			if (p != &e->root.h) {
 				close(((struct emu_inode *)p)->fd);
+				free(((struct emu_inode *)p)->name);
 				free(p);
 			}
 		}
@@ -2011,6 +2409,7 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, &emu_ops, sizeof(emu_ops), &e);
 	if (!se)
 		goto out_free;
+	e.se = se;
 	/* A shell starts background jobs with SIGINT ignored, and libfuse then leaves it so;
 	 * tests expect SIGINT as well as SIGTERM to unmount. */
 	signal(SIGINT, SIG_DFL);

@@ -698,6 +698,36 @@ def _raise_errno(what, path=None):
     raise OSError(e, "%s: %s" % (what, os.strerror(e)), path)
 
 
+AT_STATX_FORCE_SYNC = 0x2000
+AT_STATX_DONT_SYNC = 0x4000
+STATX_BASIC_STATS = 0x7ff
+
+
+class Statx(ctypes.Structure):
+    """struct statx (linux/stat.h), 256 bytes."""
+    _fields_ = [("mask", ctypes.c_uint32), ("blksize", ctypes.c_uint32),
+                ("attributes", ctypes.c_uint64), ("nlink", ctypes.c_uint32),
+                ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("mode", ctypes.c_uint16),
+                ("_pad0", ctypes.c_uint16), ("ino", ctypes.c_uint64), ("size", ctypes.c_uint64),
+                ("blocks", ctypes.c_uint64), ("attributes_mask", ctypes.c_uint64),
+                ("atime_sec", ctypes.c_int64), ("atime_nsec", ctypes.c_uint32),
+                ("_pad1", ctypes.c_int32), ("btime_sec", ctypes.c_int64),
+                ("btime_nsec", ctypes.c_uint32), ("_pad2", ctypes.c_int32),
+                ("ctime_sec", ctypes.c_int64), ("ctime_nsec", ctypes.c_uint32),
+                ("_pad3", ctypes.c_int32), ("mtime_sec", ctypes.c_int64),
+                ("mtime_nsec", ctypes.c_uint32), ("_pad4", ctypes.c_int32),
+                ("_rest", ctypes.c_uint64 * 16)]
+
+
+def statx(path, flags=0, mask=STATX_BASIC_STATS, dirfd=AT_FDCWD):
+    """glibc statx(2) (Python 3.11 has no os.statx); returns a Statx. flags e.g.
+    AT_STATX_FORCE_SYNC | AT_SYMLINK_NOFOLLOW; path "" needs AT_EMPTY_PATH (0x1000)."""
+    buf = Statx()
+    if libc.statx(dirfd, os.fsencode(path), flags, mask, ctypes.byref(buf)) != 0:
+        _raise_errno("statx", path)
+    return buf
+
+
 def renameat2(old, new, flags):
     libc.syscall.restype = ctypes.c_long
     r = libc.syscall(ctypes.c_long(_SYS_renameat2), ctypes.c_int(AT_FDCWD),
