@@ -23,6 +23,9 @@ int src_open_root(const char *path);
 
 /* openat(dirfd, name, O_PATH|O_NOFOLLOW) and its stat.  *fd is O_PATH. */
 int src_lookup(int dirfd, const char *name, int *fd, struct stat *st);
+/* The stat of an fd as the source's client knows it, atime excepted (no
+ * round trip while the client's attributes are valid; a read marks a
+ * network file's atime stale, and asking for it would cost one). */
 int src_stat(int fd, struct stat *st);
 /* The stat of name in dirfd (not following a final symlink) that really
  * reaches the server: statx with AT_STATX_FORCE_SYNC, which an NFS client

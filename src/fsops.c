@@ -203,6 +203,11 @@ static int source_stat_named(void *arg, struct efs_inode *i, struct stat *st)
 	if (pfd >= 0)
 		ifd_put(fs, parent);
 	itab_parent_put(fs->itab, parent, name);
+	/* No link left: the name was removed or now names another file on
+	 * the server, and the client still had this one's handle (NFS answers
+	 * GETATTR of a file it holds open with nlink 0). */
+	if (r == 0 && !S_ISDIR(st->st_mode) && st->st_nlink == 0)
+		r = -ESTALE;
 	return r == -ENOENT ? -ESTALE : r;
 }
 
@@ -329,6 +334,24 @@ void fsops_destroy(struct efs_fs *fs)
 
 /* ---- lookup and attributes -------------------------------------------- */
 
+/* The source's client still resolved name to a file that has no link left
+ * (an NFS client trusts its cached name for acdirmin; the file was removed
+ * or replaced on the server).  An open by name makes an NFSv4 client ask the
+ * server (OPEN re-resolves the name; a stale handle makes the kernel redo
+ * the walk), after which a lookup sees what the name is now.  fd is
+ * replaced.  Returns 0 or -errno (-ENOENT: the name is gone). */
+static int lookup_again(int pfd, const char *name, int *fd, struct stat *st)
+{
+	int ofd = src_open_at(pfd, name, O_RDONLY | O_NONBLOCK);
+
+	close(*fd);
+	*fd = -1;
+	if (ofd < 0)
+		return ofd;
+	close(ofd);
+	return src_lookup(pfd, name, fd, st);
+}
+
 /* Look name up in parent and take a lookup reference.  Returns 0 or -errno. */
 static int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 		     struct fuse_entry_param *e)
@@ -349,6 +372,8 @@ static int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *na
 		note_no_fds(fs, r, "a lookup");
 		r = src_lookup(pfd, name, &fd, &e->attr);
 	}
+	if (r == 0 && S_ISREG(e->attr.st_mode) && e->attr.st_nlink == 0)
+		r = lookup_again(pfd, name, &fd, &e->attr);
 	ifd_put(fs, parent);
 	if (r < 0)
 		return r;

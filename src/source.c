@@ -38,17 +38,24 @@ int src_open_root(const char *path)
 	return fd < 0 ? -errno : fd;
 }
 
+static int statx_to_stat(int dirfd, const char *name, int flags, unsigned mask,
+			 struct stat *st);
+
+/* Everything but atime is asked for: a network or FUSE client marks atime
+ * stale after every read, and asking for it would cost a GETATTR where the
+ * rest of the attributes are still valid (atime is then the cached one). */
 int src_stat(int fd, struct stat *st)
 {
-	return neg(fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+	return statx_to_stat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+			     STATX_BASIC_STATS & ~STATX_ATIME, st);
 }
 
-int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
+/* statx with the given flags and mask into a struct stat. */
+static int statx_to_stat(int dirfd, const char *name, int flags, unsigned mask, struct stat *st)
 {
 	struct statx sx;
 
-	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS,
-		  &sx) < 0)
+	if (statx(dirfd, name, flags, mask, &sx) < 0)
 		return -errno;
 	memset(st, 0, sizeof(*st));
 	st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
@@ -68,6 +75,12 @@ int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
 	st->st_ctim.tv_sec = sx.stx_ctime.tv_sec;
 	st->st_ctim.tv_nsec = sx.stx_ctime.tv_nsec;
 	return 0;
+}
+
+int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
+{
+	return statx_to_stat(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
+			     STATX_BASIC_STATS, st);
 }
 
 int src_birth(int fd, struct timespec *btime)

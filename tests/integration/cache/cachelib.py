@@ -26,12 +26,11 @@ import harness as h  # noqa: E402  (path set above)
 KiB = 1024
 MiB = 1024 * 1024
 
-# Fast emulator: low latency, no bandwidth cap, no kernel attribute caching (so every stat
-# through the emu reaches SOURCE and every read is counted once page caches are dropped).
-# EFSCACHE_TEST_EMU_NFS=1 keeps efs-emu's NFS-like caching instead (acregmin=3, acdirmin=30,
-# close-to-open, ESTALE: tests/emu/README.md), where a validation answered from the client's
-# cache instead of the "server" is caught, as issue 7 asks of the daemon.
-EMU_NFS = os.environ.get("EFSCACHE_TEST_EMU_NFS") == "1"
+# Fast emulator: low latency, no bandwidth cap.  By default efs-emu runs in its NFS-like mode (acregmin=3, acdirmin=30, close-to-open,
+# ESTALE: tests/emu/README.md), as the daemon meets EFS: a validation answered from the
+# client's cache instead of the "server" is caught.  EFSCACHE_TEST_EMU_NFS=0 runs the cache
+# tests against an uncached source instead (timeout=0), as before issue 7.
+EMU_NFS = os.environ.get("EFSCACHE_TEST_EMU_NFS", "1") == "1"
 EMU_FAST = ("latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0") + (
     () if EMU_NFS else ("timeout=0",))
 
@@ -39,6 +38,11 @@ EMU_FAST = ("latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0") + (
 # default, as the NFS client does with lookupcache=all).  Tests that make a name vanish and
 # come back use a 1 s window and wait it out with wait_dir_window().
 SHORT_DIR_WINDOW = ("acdirmin=1", "acdirmax=1")
+# The emulated NFS client caches missing names for its acdirmin too: the same 1 s.
+EMU_SHORT_DIR = EMU_FAST + (("acdirmin=1",) if EMU_NFS else ())
+# An uncached source, for tests about how source errors reach the application rather than
+# about caching (with NFS-like caching the emulated client answers from its caches).
+EMU_UNCACHED = ("latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0", "timeout=0")
 
 
 def wait_dir_window():

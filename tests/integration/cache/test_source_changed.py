@@ -130,7 +130,7 @@ def test_truncate_extend():
 
 
 def test_deleted():
-    st = cl.Stack(cache_opts=cl.SHORT_DIR_WINDOW)
+    st = cl.Stack(cache_opts=cl.SHORT_DIR_WINDOW, emu_opts=cl.EMU_SHORT_DIR)
     cl.make_file(st.s("f"), SIZE, seed=9)
     cl.check_content("(d) first read", st.p("f"), st.s("f"))
     cl.check_content("(d) second read", st.p("f"), st.s("f"))
