@@ -14,6 +14,7 @@
 
 /* Everything the ops need; passed as the session's userdata. */
 struct handle;
+struct control;
 
 /* Largest read request we accept: just under 1 MiB, so that a reply (data,
  * header and libfuse's slack of a page per segment) fits in a 1 MiB pipe
@@ -28,6 +29,7 @@ struct efs_fs {
 	double entry_timeout; /* seconds the kernel may cache names */
 	double attr_timeout;  /* seconds the kernel may cache attributes */
 	struct cache *cache;
+	struct control *ctl; /* the control socket (control.c) */
 	struct efs_stats stats;
 	pthread_mutex_t handles_mu;
 	struct handle *handles; /* open files and dirs; protected by handles_mu */

@@ -109,6 +109,7 @@ struct cache {
 	bool poke;   /* protected by sweep_mu: check cache_dir now */
 
 	bool logged_nospace, logged_io, logged_dir, logged_store; /* log once each */
+	bool lost_lock; /* atomic: another daemon holds the recreated cache_dir */
 };
 
 #define BLOCK 4096ULL
@@ -312,13 +313,14 @@ static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
 	if (!e) {
 		struct store_key k;
 
-		store_key_of(c->cfg->source, (uint64_t)ino->ino, &k);
-		pthread_mutex_lock(&c->table_mu);
-		e = table_get_locked(c, &k, &created);
-		if (e)
-			e->refs++;
-		pthread_mutex_unlock(&c->table_mu);
-		ino->cf = e;
+		if (store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
+			pthread_mutex_lock(&c->table_mu);
+			e = table_get_locked(c, &k, &created);
+			if (e)
+				e->refs++;
+			pthread_mutex_unlock(&c->table_mu);
+			ino->cf = e;
+		}
 	}
 	pthread_mutex_unlock(&ino->lock);
 	return e;
@@ -957,7 +959,7 @@ int cache_new(struct cache **out, const struct efs_config *cfg, struct efs_stats
 	c->window = cfg->prefetch * 2;
 	if (r == 0 && cfg->prefetch)
 		r = prefetch_new(&c->pf, cfg->prefetch, c->window * 64, run_prefetch, c);
-	if (r < 0 && err[0] == '\0')
+	if (r < 0 && err && errlen && err[0] == '\0')
 		snprintf(err, errlen, "cannot set up the cache: %s", strerror(-r));
 	if (r < 0) {
 		cache_free(c);
@@ -1008,6 +1010,9 @@ static void *sweeper_main(void *arg)
 		pthread_mutex_unlock(&c->sweep_mu);
 
 		r = store_check_dir(c->store);
+		if (r >= 0 && __atomic_exchange_n(&c->lost_lock, false, __ATOMIC_RELAXED))
+			log_warn("cache: got the lock of cache_dir '%s' back; caching again",
+				 store_path(c->store));
 		if (r == 1) {
 			/* Everything we knew lives in deleted files: start over. */
 			__atomic_fetch_add(&c->store_gen, 1, __ATOMIC_RELEASE);
@@ -1015,6 +1020,19 @@ static void *sweeper_main(void *arg)
 			stats_add(c->stats, ST_cache_dir_recreated, 1);
 			log_warn("cache: cache_dir '%s' vanished; recreated it empty",
 				 store_path(c->store));
+		} else if (r == -EBUSY) {
+			/* Another daemon took the recreated cache_dir: sharing it
+			 * would corrupt both caches.  Forget everything and read
+			 * from the source (every record call fails) until the
+			 * lock comes back. */
+			if (!__atomic_exchange_n(&c->lost_lock, true, __ATOMIC_RELAXED)) {
+				__atomic_fetch_add(&c->store_gen, 1, __ATOMIC_RELEASE);
+				evict_reset(c->ev);
+				log_err("cache: cache_dir '%s' was recreated and another efscache "
+					"holds its lock now; caching stops, files are read from "
+					"the source until that daemon exits",
+					store_path(c->store));
+			}
 		} else if (r < 0) {
 			log_once(c->logged_dir, LOG_LVL_WARN,
 				 "cache: cache_dir '%s' is gone and cannot be recreated: %s",
@@ -1132,48 +1150,94 @@ size_t cache_stats_text(struct cache *c, char *buf, size_t len)
 	return n + (m > 0 ? (size_t)m : 0);
 }
 
-int cache_evict_file(struct cache *c, struct efs_inode *ino, uint64_t *dropped)
+const char *cache_dir_path(const struct cache *c)
+{
+	return store_path(c->store);
+}
+
+bool cache_dir_owned(const struct cache *c)
+{
+	return !__atomic_load_n(&c->lost_lock, __ATOMIC_RELAXED);
+}
+
+/* The entry of the source file with inode number src_ino, made if needed
+ * (entries live until the daemon exits).  NULL without a key or memory. */
+static struct cache_file *entry_of_src_ino(struct cache *c, uint64_t src_ino)
 {
 	struct cache_file *e;
+	struct store_key k;
+	bool created;
 
-	if (!S_ISREG(ino->type))
-		return 0;
-	e = entry_of_inode(c, ino);
+	if (store_key_of(c->cfg->source, src_ino, &k) < 0)
+		return NULL;
+	pthread_mutex_lock(&c->table_mu);
+	e = table_get_locked(c, &k, &created);
+	pthread_mutex_unlock(&c->table_mu);
+	return e;
+}
+
+int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t *chunks)
+{
+	struct cache_file *e = entry_of_src_ino(c, src_ino);
+
 	if (!e)
 		return -ENOMEM;
 	pthread_mutex_lock(&e->mu);
 	load_locked(c, e, false);
+	check_store_gen_locked(c, e);
 	wait_quiet_locked(e);
-	if (e->loaded) {
-		for (uint32_t i = 0; i < e->sf.nchunks; i++) {
-			struct chunk *ch = &e->chunks[i];
-			if (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)
-				continue;
-			store_drop_chunk(&e->sf, i);
-			evict_del(c->ev, &ch->lru);
-			if (dropped)
-				*dropped += ch->len;
-			ch->state = CH_ABSENT;
-			ch->len = 0;
-		}
+	for (uint32_t i = 0; e->loaded && i < e->sf.nchunks; i++) {
+		struct chunk *ch = &e->chunks[i];
+
+		if (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)
+			continue;
+		store_drop_chunk(&e->sf, i);
+		evict_del(c->ev, &ch->lru);
+		*bytes += ch->len;
+		(*chunks)++;
+		ch->state = CH_ABSENT;
+		ch->len = 0;
 	}
 	pthread_mutex_unlock(&e->mu);
 	return 0;
 }
 
-/* Verify the chunks of one entry; e->mu held. */
-static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t *checked,
-				uint64_t *bad, uint64_t *bytes)
+void cache_source_gone(struct cache *c, uint64_t src_ino)
+{
+	struct cache_file *e = entry_of_src_ino(c, src_ino);
+	int r;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->mu);
+	e->load_tried = true; /* the startup index must not load it back */
+	if (e->loaded)
+		unload_locked(c, e); /* gives back its chunks' and metadata's space */
+	r = store_remove(c->store, &e->key);
+	if (r < 0 && r != -EBUSY)
+		log_debug("cache: removing record %s failed: %s", e->key.hex, strerror(-r));
+	/* Fds still open on the deleted file read it from the source; an open
+	 * of a new file that gets the inode number validates and starts over. */
+	e->bypass = true;
+	e->validated = false;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Verify the chunks of one entry; e->mu held.  Returns fn's non-zero
+ * result if it asked to stop. */
+static int verify_entry_locked(struct cache *c, struct cache_file *e,
+			       struct cache_verify_report *rep, cache_progress_fn fn, void *arg)
 {
 	void *buf = NULL;
+	int stop = 0;
 
 	check_store_gen_locked(c, e);
 	if (!e->loaded)
-		return;
+		return 0;
 	buf = malloc(e->sf.chunk_size);
 	if (!buf)
-		return;
-	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
+		return 0;
+	for (uint32_t i = 0; i < e->sf.nchunks && !stop; i++) {
 		struct chunk *ch = &e->chunks[i];
 		uint8_t was;
 		bool ok;
@@ -1190,13 +1254,14 @@ static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t 
 		r = store_read_chunk(&e->sf, i, buf, ch->len);
 		ok = r == 0 && csum64(buf, ch->len) == ch->hash;
 		pthread_mutex_lock(&e->mu);
-		(*checked)++;
-		*bytes += ch->len;
+		rep->chunks_checked++;
+		rep->bytes_checked += ch->len;
+		stats_add(c->stats, ST_chunks_verified, 1);
 		if (ok) {
 			ch->state = was == CH_PRESENT && c->cfg->verify != VERIFY_ALWAYS ? CH_VERIFIED
 										    : was;
 		} else {
-			(*bad)++;
+			rep->chunks_bad++;
 			stats_add(c->stats, ST_checksum_mismatches, 1);
 			store_drop_chunk(&e->sf, i);
 			evict_del(c->ev, &ch->lru);
@@ -1205,17 +1270,23 @@ static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t 
 		}
 		e->busy--;
 		pthread_cond_broadcast(&e->cv);
+		if (fn) {
+			/* Without the entry's lock: fn may write to a socket. */
+			pthread_mutex_unlock(&e->mu);
+			stop = fn(rep, arg);
+			pthread_mutex_lock(&e->mu);
+		}
 	}
 	free(buf);
+	return stop;
 }
 
-size_t cache_verify_all(struct cache *c, char *buf, size_t len)
+/* The entries now in the table (never freed while the daemon runs). */
+static struct cache_file **snapshot_entries(struct cache *c, size_t *count)
 {
-	uint64_t checked = 0, bad = 0, bytes = 0;
 	struct cache_file **list = NULL;
 	size_t n = 0, cap = 0;
 
-	/* Snapshot the entries: they are never freed while the daemon runs. */
 	pthread_mutex_lock(&c->table_mu);
 	for (size_t b = 0; b < c->nbuckets; b++) {
 		for (struct cache_file *e = c->buckets[b]; e; e = e->next) {
@@ -1223,23 +1294,47 @@ size_t cache_verify_all(struct cache *c, char *buf, size_t len)
 				size_t ncap = cap ? cap * 2 : 256;
 				struct cache_file **nl = realloc(list, ncap * sizeof(*nl));
 				if (!nl)
-					break;
+					goto out_unlock;
 				list = nl;
 				cap = ncap;
 			}
 			list[n++] = e;
 		}
 	}
+out_unlock:
 	pthread_mutex_unlock(&c->table_mu);
+	*count = n;
+	return list;
+}
+
+int cache_verify_all(struct cache *c, struct cache_verify_report *rep, cache_progress_fn fn,
+		     void *arg)
+{
+	size_t n;
+	struct cache_file **list = snapshot_entries(c, &n);
+	int stop = 0;
+
+	memset(rep, 0, sizeof(*rep));
+	if (!list)
+		return 0;
 	for (size_t i = 0; i < n; i++) {
+		struct cache_file *e = list[i];
+
+		pthread_mutex_lock(&e->mu);
+		load_locked(c, e, false);
+		check_store_gen_locked(c, e);
+		for (uint32_t k = 0; e->loaded && k < e->sf.nchunks; k++)
+			if (e->chunks[k].state == CH_PRESENT || e->chunks[k].state == CH_VERIFIED)
+				rep->chunks_total++;
+		pthread_mutex_unlock(&e->mu);
+	}
+	if (fn)
+		stop = fn(rep, arg);
+	for (size_t i = 0; i < n && !stop; i++) {
 		pthread_mutex_lock(&list[i]->mu);
-		load_locked(c, list[i], false);
-		verify_entry_locked(c, list[i], &checked, &bad, &bytes);
+		stop = verify_entry_locked(c, list[i], rep, fn, arg);
 		pthread_mutex_unlock(&list[i]->mu);
 	}
 	free(list);
-	stats_add(c->stats, ST_chunks_verified, checked);
-	return (size_t)snprintf(buf, len, "chunks_checked %llu\nchunks_bad %llu\nbytes_checked %llu\n",
-				(unsigned long long)checked, (unsigned long long)bad,
-				(unsigned long long)bytes);
+	return stop;
 }

@@ -24,14 +24,16 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "control.h"
+#include "ctlproto.h"
 #include "log.h"
 #include "source.h"
 
-#define RESERVED_XATTR_PREFIX "user.efscache."
-#define XATTR_STATS RESERVED_XATTR_PREFIX "stats"   /* counters, on any inode */
-#define XATTR_STATUS RESERVED_XATTR_PREFIX "status" /* a file's cache state */
-#define XATTR_EVICT RESERVED_XATTR_PREFIX "evict"   /* set or get: drop a file's chunks */
-#define XATTR_VERIFY RESERVED_XATTR_PREFIX "verify" /* get: re-hash the whole cache */
+/* Our reserved xattr names (ctlproto.h) are queries only: reading them has
+ * no side effect, and they cannot be set or removed.  Actions (evict,
+ * verify) go through the control socket (control.c), which only root and
+ * the mount's owner can reach. */
+#define RESERVED_XATTR_PREFIX CTL_XATTR_PREFIX
 
 /* Sent to a parked lock wait to make its blocking call return EINTR. */
 #define LOCK_WAKE_SIGNAL SIGURG
@@ -168,7 +170,12 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 
 int fsops_start(struct efs_fs *fs)
 {
-	return cache_start(fs->cache);
+	int r = cache_start(fs->cache);
+
+	if (r < 0)
+		return r;
+	/* Actions on the cache: a socket in cache_dir, for root and the owner. */
+	return control_start(&fs->ctl, fs->cache, geteuid());
 }
 
 void fsops_destroy(struct efs_fs *fs)
@@ -188,6 +195,8 @@ void fsops_destroy(struct efs_fs *fs)
 	}
 	free(head);
 	fs->handles = NULL;
+	control_stop(fs->ctl); /* before the cache it acts on */
+	fs->ctl = NULL;
 	if (fs->itab)
 		itab_free(fs->itab);
 	fs->itab = NULL;
@@ -451,9 +460,43 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	reply_entry_or_err(req, r, &e);
 }
 
+/* Space comes back: before an unlink or a rename over name, an O_PATH fd
+ * of the regular file that may lose its last name there, or -1. */
+static int victim_open(int dirfd, const char *name)
+{
+	struct stat st;
+	int fd;
+
+	if (src_lookup(dirfd, name, &fd, &st) < 0)
+		return -1;
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* After the call: a file left with no name (its fd tells, so a hard link
+ * made meanwhile keeps the record) loses its cache record now. */
+static void victim_done(struct efs_fs *fs, int fd, int r)
+{
+	struct stat st;
+
+	if (fd < 0)
+		return;
+	if (r == 0 && src_stat(fd, &st) == 0 && st.st_nlink == 0)
+		cache_source_gone(fs->cache, (uint64_t)st.st_ino);
+	close(fd);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -src_unlink(inode_of(req, parent)->fd, name));
+	int dirfd = inode_of(req, parent)->fd;
+	int victim = victim_open(dirfd, name);
+	int r = src_unlink(dirfd, name);
+
+	victim_done(fs_of(req), victim, r);
+	fuse_reply_err(req, -r);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -464,12 +507,17 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
+	int newdir = inode_of(req, newparent)->fd, victim = -1, r;
+
 	if (bad_name(name) || bad_name(newname)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	fuse_reply_err(req, -src_rename(inode_of(req, parent)->fd, name,
-					inode_of(req, newparent)->fd, newname, flags));
+	if (!(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
+		victim = victim_open(newdir, newname);
+	r = src_rename(inode_of(req, parent)->fd, name, newdir, newname, flags);
+	victim_done(fs_of(req), victim, r);
+	fuse_reply_err(req, -r);
 }
 
 /* ---- files -------------------------------------------------------------- */
@@ -1017,16 +1065,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 /* ---- extended attributes ----------------------------------------------- */
 
-static size_t evict_report(struct cache *c, struct efs_inode *i, char *buf, size_t cap)
-{
-	uint64_t dropped = 0;
-	int r = cache_evict_file(c, i, &dropped);
-
-	return (size_t)snprintf(buf, cap, "result %d\ndropped_bytes %llu\n", r,
-				(unsigned long long)dropped);
-}
-
-/* Our own attributes: the window efscachectl looks through. */
+/* Our own attributes: queries only (efscachectl stats and status). */
 static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char *name,
 				 size_t size)
 {
@@ -1040,16 +1079,10 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		if (!strcmp(name, XATTR_STATS))
+		if (!strcmp(name, CTL_XATTR_STATS))
 			need = cache_stats_text(fs->cache, buf, cap);
-		else if (!strcmp(name, XATTR_STATUS))
+		else if (!strcmp(name, CTL_XATTR_STATUS))
 			need = cache_status(fs->cache, i, buf, cap);
-		else if (!strcmp(name, XATTR_VERIFY))
-			need = cache_verify_all(fs->cache, buf, cap);
-		else if (!strcmp(name, XATTR_EVICT))
-			/* The getxattr form works on ro mounts too, where the kernel
-			 * refuses setxattr before asking us. */
-			need = evict_report(fs->cache, i, buf, cap);
 		else {
 			free(buf);
 			fuse_reply_err(req, ENODATA);
@@ -1151,10 +1184,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	struct efs_inode *i = inode_of(req, ino);
 
 	if (reserved_xattr(name)) {
-		if (!strcmp(name, XATTR_EVICT))
-			fuse_reply_err(req, -cache_evict_file(fs_of(req)->cache, i, NULL));
-		else
-			fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, EPERM);
 		return;
 	}
 	fuse_reply_err(req, -src_setxattr(i->fd, i->type, name, value, size, flags));
