@@ -703,10 +703,11 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			 struct fuse_file_info *fi)
 {
-	int r = fallocate(file_of(fi)->fd, mode, off, len);
+	int r = fallocate(file_of(fi)->fd, mode, off, len) < 0 ? errno : 0;
 
+	/* errno first: cache_written takes locks and may change it. */
 	cache_written(fs_of(req)->cache, inode_of(req, ino));
-	fuse_reply_err(req, r < 0 ? errno : 0);
+	fuse_reply_err(req, r);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -726,11 +727,11 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 {
 	ssize_t n = copy_file_range(file_of(fi_in)->fd, &off_in, file_of(fi_out)->fd, &off_out,
 				    len, (unsigned)flags);
+	int err = n < 0 ? errno : 0; /* before cache_written, which may change it */
 
 	cache_written(fs_of(req)->cache, inode_of(req, ino_out));
-
 	if (n < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, err);
 	else
 		fuse_reply_write(req, (size_t)n);
 }
