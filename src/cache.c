@@ -1160,16 +1160,32 @@ bool cache_dir_owned(const struct cache *c)
 	return !__atomic_load_n(&c->lost_lock, __ATOMIC_RELAXED);
 }
 
-/* The entry of the source file with inode number src_ino, made if needed
- * (entries live until the daemon exits).  NULL without a key or memory. */
+/* The entry of the source file with inode number src_ino, or NULL.  If
+ * the table has none, one is made only when the file has a record on disk
+ * (not yet indexed): asking about files we never cached (every unlink, an
+ * evict of a big tree) must not grow the table, whose entries live until
+ * the daemon exits. */
 static struct cache_file *entry_of_src_ino(struct cache *c, uint64_t src_ino)
 {
-	struct cache_file *e;
+	struct store_slot *slots = NULL;
+	struct cache_file *e = NULL;
+	struct store_file sf;
 	struct store_key k;
 	bool created;
 
 	if (store_key_of(c->cfg->source, src_ino, &k) < 0)
 		return NULL;
+	pthread_mutex_lock(&c->table_mu);
+	for (e = c->buckets[bucket_of(c, &k)]; e; e = e->next)
+		if (!memcmp(e->key.hex, k.hex, sizeof(k.hex)))
+			break;
+	pthread_mutex_unlock(&c->table_mu);
+	if (e)
+		return e;
+	if (store_load(c->store, &k, &sf, &slots) == -ENOENT)
+		return NULL;
+	free(slots);
+	store_file_close(&sf);
 	pthread_mutex_lock(&c->table_mu);
 	e = table_get_locked(c, &k, &created);
 	pthread_mutex_unlock(&c->table_mu);
@@ -1181,7 +1197,7 @@ int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t
 	struct cache_file *e = entry_of_src_ino(c, src_ino);
 
 	if (!e)
-		return -ENOMEM;
+		return 0; /* nothing cached */
 	pthread_mutex_lock(&e->mu);
 	load_locked(c, e, false);
 	check_store_gen_locked(c, e);

@@ -222,8 +222,10 @@ static void *client_main(void *arg)
 	ctl_reader_init(&rd, cl->fd);
 	while (!stopping(ctl) && (r = ctl_recv(&rd, &req)) != -ECONNRESET) {
 		if (r == -EBADMSG) {
+			/* Not our protocol: say so and hang up (the rest of an
+			 * overlong line must not be read as messages). */
 			send_done(cl->fd, EBADMSG);
-			continue;
+			break;
 		}
 		if (r < 0)
 			break;
@@ -270,7 +272,7 @@ static void reap_clients(struct control *ctl)
 static void accept_one(struct control *ctl)
 {
 	struct timeval tv = {.tv_sec = SEND_TIMEOUT_S};
-	struct ucred cred;
+	struct ucred cred = {.uid = (uid_t)-1};
 	socklen_t len = sizeof(cred);
 	struct client *cl = NULL;
 	int fd = accept4(ctl->listen_fd, NULL, NULL, SOCK_CLOEXEC);

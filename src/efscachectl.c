@@ -61,6 +61,7 @@
 #define WARM_SEGMENT (16 << 20) /* a bigger file is split into segments this size */
 #define WARM_DEFAULT_JOBS 4
 #define WARM_MAX_JOBS 256
+#define CONNECT_TRIES 30 /* 100 ms apart: while the daemon binds its socket */
 #define RATE_SAMPLES 20 /* progress redraws the rate is averaged over (5 s) */
 
 static const char usage_text[] =
@@ -369,7 +370,14 @@ static int ctl_open(const char *what, const char *path, struct ctl_conn *cc)
 		r = -EBADMSG;
 		goto out_free;
 	}
-	r = ctl_connect(cc->cache_dir);
+	/* The daemon binds its socket just after mounting, and again within a
+	 * second when cache_dir was recreated: give it that long. */
+	for (int tries = 0; tries < CONNECT_TRIES; tries++) {
+		r = ctl_connect(cc->cache_dir);
+		if (r != -ENOENT && r != -ECONNREFUSED)
+			break;
+		usleep(100 * 1000);
+	}
 	if (r == -EACCES || r == -EPERM) {
 		denied(what, path, cc->cache_dir);
 		r = -EPERM;
