@@ -76,7 +76,8 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 size_t cache_stats_text(struct cache *c, char *buf, size_t len);
 /* cache_dir's path (where the control socket lives). */
 const char *cache_dir_path(const struct cache *c);
-/* False while another daemon holds the lock of a recreated cache_dir (the
+/* True while cache_dir's path names the directory whose lock we hold; false
+ * while it is gone, not yet recreated, or taken by another daemon (the
  * cache is then off, and nothing of ours may be put in that directory). */
 bool cache_dir_owned(const struct cache *c);
 

@@ -93,6 +93,9 @@ const char *store_path(const struct store *s);
  * store is then unusable (store_load/store_create fail with -EBUSY) until a
  * later call gets the lock. */
 int store_check_dir(struct store *s);
+/* True while the directory at cache_dir's path is the one we hold the lock
+ * of (not removed, not replaced, not taken by another daemon). */
+bool store_dir_ok(const struct store *s);
 
 /* The key of source file ino under source_root.  0, or -ENAMETOOLONG if
  * source_root is not shorter than PATH_MAX (no key is made up then). */

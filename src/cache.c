@@ -1157,7 +1157,7 @@ const char *cache_dir_path(const struct cache *c)
 
 bool cache_dir_owned(const struct cache *c)
 {
-	return !__atomic_load_n(&c->lost_lock, __ATOMIC_RELAXED);
+	return !__atomic_load_n(&c->lost_lock, __ATOMIC_RELAXED) && store_dir_ok(c->store);
 }
 
 /* The entry of the source file with inode number src_ino, or NULL.  If

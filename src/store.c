@@ -349,15 +349,22 @@ static bool is_lost(const struct store *s)
 	return __atomic_load_n(&s->lost, __ATOMIC_ACQUIRE);
 }
 
-int store_check_dir(struct store *s)
+bool store_dir_ok(const struct store *s)
 {
 	struct stat st, now;
+
+	return !is_lost(s) && fstat(s->dir_fd, &st) == 0 && st.st_nlink > 0 &&
+	       stat(s->path, &now) == 0 && now.st_dev == s->dev && now.st_ino == s->ino &&
+	       fstat(s->layout_fd, &st) == 0 && st.st_nlink > 0;
+}
+
+int store_check_dir(struct store *s)
+{
+	struct stat st;
 	char err[256];
 	int fd;
 
-	if (!is_lost(s) && fstat(s->dir_fd, &st) == 0 && st.st_nlink > 0 &&
-	    stat(s->path, &now) == 0 && now.st_dev == s->dev && now.st_ino == s->ino &&
-	    fstat(s->layout_fd, &st) == 0 && st.st_nlink > 0)
+	if (store_dir_ok(s))
 		return 0;
 	/* Gone or replaced (or lost before): open or make it again, with the
 	 * same checks as at start. */
