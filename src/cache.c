@@ -1227,8 +1227,12 @@ void cache_source_gone(struct cache *c, uint64_t src_ino)
 		return;
 	pthread_mutex_lock(&e->mu);
 	e->load_tried = true; /* the startup index must not load it back */
-	if (e->loaded)
-		unload_locked(c, e); /* gives back its chunks' and metadata's space */
+	/* Give back its chunks' and metadata's space now, unless a fetch or a
+	 * reply uses the record: an unlink must not wait for a slow source.
+	 * Then the files lose their names below, and their chunks go with
+	 * the LRU (or the next reset of the entry). */
+	if (e->loaded && !e->busy && !e->pins)
+		unload_locked(c, e);
 	r = store_remove(c->store, &e->key);
 	if (r < 0 && r != -EBUSY)
 		log_debug("cache: removing record %s failed: %s", e->key.hex, strerror(-r));
