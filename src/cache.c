@@ -1093,44 +1093,94 @@ void cache_free(struct cache *c)
 
 /* ---- introspection ------------------------------------------------------ */
 
+/* The entry of key if the table has one; never makes one. */
+static struct cache_file *table_find(struct cache *c, const struct store_key *k)
+{
+	struct cache_file *e;
+
+	pthread_mutex_lock(&c->table_mu);
+	for (e = c->buckets[bucket_of(c, k)]; e; e = e->next)
+		if (!memcmp(e->key.hex, k->hex, sizeof(k->hex)))
+			break;
+	pthread_mutex_unlock(&c->table_mu);
+	return e;
+}
+
+struct file_status {
+	const char *state;
+	uint64_t size, cached;
+	uint32_t present, verified, total, cs;
+	time_t when;
+};
+
+/* A record on disk that no entry has loaded: read, not loaded, so that a
+ * query neither grows the table nor moves chunks in the LRU. */
+static void status_from_disk(struct cache *c, const struct store_key *k, struct file_status *fs)
+{
+	struct store_slot *slots = NULL;
+	struct store_file sf;
+
+	if (store_load(c->store, k, &sf, &slots) < 0)
+		return;
+	if (sf.chunk_size == c->cfg->chunk_size) {
+		fs->state = "unvalidated";
+		fs->size = sf.id.size;
+		fs->total = sf.nchunks;
+		fs->cs = sf.chunk_size;
+		for (uint32_t i = 0; i < sf.nchunks; i++) {
+			if (!slots[i].len)
+				continue;
+			fs->present++;
+			fs->cached += slots[i].len;
+		}
+	}
+	free(slots);
+	store_file_close(&sf);
+}
+
 size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len)
 {
-	struct cache_file *e = S_ISREG(ino->type) ? entry_of_inode(c, ino) : NULL;
-	uint64_t cached = 0, size = 0;
-	uint32_t present = 0, verified = 0, total = 0, cs = (uint32_t)c->cfg->chunk_size;
-	const char *state = "uncached";
-	time_t when = 0;
+	struct file_status fs = {.state = "uncached", .cs = (uint32_t)c->cfg->chunk_size};
+	struct cache_file *e = NULL;
+	struct store_key k;
+	bool have_key = false;
+	bool tried = false;
 	struct stat st;
 
 	if (src_stat(ino->fd, &st) == 0)
-		size = (uint64_t)st.st_size; /* the record's size wins if there is one */
-
+		fs.size = (uint64_t)st.st_size; /* the record's size wins if there is one */
+	if (S_ISREG(ino->type) && store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
+		have_key = true;
+		e = table_find(c, &k);
+	}
 	if (e) {
 		pthread_mutex_lock(&e->mu);
-		load_locked(c, e, false);
 		if (e->loaded) {
-			size = e->sf.id.size;
-			total = e->sf.nchunks;
-			cs = e->sf.chunk_size;
-			for (uint32_t i = 0; i < total; i++) {
+			fs.size = e->sf.id.size;
+			fs.total = e->sf.nchunks;
+			fs.cs = e->sf.chunk_size;
+			for (uint32_t i = 0; i < fs.total; i++) {
 				if (e->chunks[i].state == CH_ABSENT || !e->chunks[i].len)
 					continue;
-				present++;
-				cached += e->chunks[i].len;
+				fs.present++;
+				fs.cached += e->chunks[i].len;
 				if (e->chunks[i].state == CH_VERIFIED)
-					verified++;
+					fs.verified++;
 			}
-			state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
+			fs.state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
 		}
-		when = e->validated_wall;
+		fs.when = e->validated_wall;
+		tried = e->load_tried;
 		pthread_mutex_unlock(&e->mu);
 	}
+	if (have_key && !strcmp(fs.state, "uncached") && !tried)
+		status_from_disk(c, &k, &fs);
 	return (size_t)snprintf(buf, len,
 				"state %s\nsize %llu\ncached_bytes %llu\nchunk_size %u\n"
 				"chunks %u\nchunks_cached %u\nchunks_verified %u\n"
 				"last_validated %lld\n",
-				state, (unsigned long long)size, (unsigned long long)cached, cs,
-				total, present, verified, (long long)when);
+				fs.state, (unsigned long long)fs.size, (unsigned long long)fs.cached,
+				fs.cs, fs.total, fs.present, fs.verified, (long long)fs.when);
 }
 
 size_t cache_stats_text(struct cache *c, char *buf, size_t len)

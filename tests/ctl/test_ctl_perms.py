@@ -109,6 +109,22 @@ def test_old_xattrs_gone():
             not any(n.startswith("user.efscache.") for n in os.listxattr(big)))
 
 
+def test_status_no_side_effect():
+    """A status query of files never read makes no cache entries (they live until the
+    daemon exits: a query of a big tree would grow the daemon for good)."""
+    d = os.path.join(S["src"], "fresh")
+    os.makedirs(d, exist_ok=True)
+    for i in range(30):
+        h.write_file(os.path.join(d, "n%02d" % i), b"x" * (100 + i))
+    e0 = counters()["cache_entries"]
+    r = ctl_as_nobody("status", tc.mpath("fresh"))
+    h.check("nobody: status of 30 unread files: rc 0, all uncached",
+            r.rc == 0 and r.out.count("uncached") == 30, r)
+    r = tc.ctl("status", tc.mpath("fresh"))
+    h.eq("root: status of the same: rc 0", r.rc, 0)
+    h.eq("status made no cache entries", counters()["cache_entries"], e0)
+
+
 def test_peercred():
     """Open the directory and the socket to everyone: the daemon still refuses nobody."""
     sock = os.path.join(S["cache"], "ctl.sock")
@@ -165,7 +181,7 @@ def main():
         h.finish()
     setup()
     h.run_tests([test_socket_is_private, test_nobody_cannot_act, test_old_xattrs_gone,
-                 test_peercred, test_root_acts])
+                 test_status_no_side_effect, test_peercred, test_root_acts])
 
 
 if __name__ == "__main__":
