@@ -174,8 +174,14 @@ int fsops_start(struct efs_fs *fs)
 
 	if (r < 0)
 		return r;
-	/* Actions on the cache: a socket in cache_dir, for root and the owner. */
-	return control_start(&fs->ctl, fs->cache, geteuid());
+	/* Actions on the cache: a socket in cache_dir, for root and the owner.
+	 * Without it the mount still serves; only evict and verify are off. */
+	r = control_start(&fs->ctl, fs->cache, geteuid());
+	if (r < 0)
+		log_warn("cannot listen on the control socket in cache_dir '%s': %s; "
+			 "efscachectl evict and verify will not work",
+			 cache_dir_path(fs->cache), strerror(-r));
+	return 0;
 }
 
 void fsops_destroy(struct efs_fs *fs)
