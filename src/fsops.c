@@ -467,8 +467,9 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 }
 
 /* Space comes back: before an unlink or a rename over name, an O_PATH fd
- * of the regular file that may lose its last name there, or -1. */
-static int victim_open(int dirfd, const char *name)
+ * of the regular file that may lose its last name there (and its inode
+ * number in *ino), or -1. */
+static int victim_open(int dirfd, const char *name, uint64_t *ino)
 {
 	struct stat st;
 	int fd;
@@ -479,29 +480,36 @@ static int victim_open(int dirfd, const char *name)
 		close(fd);
 		return -1;
 	}
+	*ino = (uint64_t)st.st_ino;
 	return fd;
 }
 
-/* After the call: a file left with no name (its fd tells, so a hard link
- * made meanwhile keeps the record) loses its cache record now. */
-static void victim_done(struct efs_fs *fs, int fd, int r)
+/* After the call: a file left with no name loses its cache record now.  Its
+ * fd tells (so a hard link made meanwhile keeps the record): a link count
+ * of 0, or, on NFS, a handle the server no longer knows. */
+static void victim_done(struct efs_fs *fs, int fd, uint64_t ino, int r)
 {
 	struct stat st;
+	int sr;
 
 	if (fd < 0)
 		return;
-	if (r == 0 && src_stat(fd, &st) == 0 && st.st_nlink == 0)
-		cache_source_gone(fs->cache, (uint64_t)st.st_ino);
+	if (r == 0) {
+		sr = src_stat(fd, &st);
+		if ((sr == 0 && st.st_nlink == 0) || sr == -ESTALE || sr == -ENOENT)
+			cache_source_gone(fs->cache, ino);
+	}
 	close(fd);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	int dirfd = inode_of(req, parent)->fd;
-	int victim = victim_open(dirfd, name);
+	uint64_t ino = 0;
+	int victim = victim_open(dirfd, name, &ino);
 	int r = src_unlink(dirfd, name);
 
-	victim_done(fs_of(req), victim, r);
+	victim_done(fs_of(req), victim, ino, r);
 	fuse_reply_err(req, -r);
 }
 
@@ -514,15 +522,16 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		      const char *newname, unsigned int flags)
 {
 	int newdir = inode_of(req, newparent)->fd, victim = -1, r;
+	uint64_t ino = 0;
 
 	if (bad_name(name) || bad_name(newname)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	if (!(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
-		victim = victim_open(newdir, newname);
+		victim = victim_open(newdir, newname, &ino);
 	r = src_rename(inode_of(req, parent)->fd, name, newdir, newname, flags);
-	victim_done(fs_of(req), victim, r);
+	victim_done(fs_of(req), victim, ino, r);
 	fuse_reply_err(req, -r);
 }
 
