@@ -105,13 +105,38 @@ void cache_written(struct cache *c, struct efs_inode *ino);
 size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len);
 /* Text for `efscachectl stats` (counters plus usage); returns length needed. */
 size_t cache_stats_text(struct cache *c, char *buf, size_t len);
-/* Drop every cached chunk of the file (efscachectl evict); adds the bytes
- * dropped to *dropped if not NULL.  0 or -errno. */
-int cache_evict_file(struct cache *c, struct efs_inode *ino, uint64_t *dropped);
+/* cache_dir's path (where the control socket lives). */
+const char *cache_dir_path(const struct cache *c);
+/* True while cache_dir's path names the directory whose lock we hold; false
+ * while it is gone, not yet recreated, or taken by another daemon (the
+ * cache is then off, and nothing of ours may be put in that directory). */
+bool cache_dir_owned(const struct cache *c);
 
-/* Re-hash every cached chunk now; drop (and count) the bad ones.  Writes a
- * report ("chunks_checked N\nchunks_bad N\nbytes_checked N\n") into buf and
- * returns its length. */
-size_t cache_verify_all(struct cache *c, char *buf, size_t len);
+/* Drop every cached chunk of the source file with inode number src_ino
+ * (efscachectl evict); adds what was dropped to *bytes and *chunks.
+ * 0 or -errno. */
+int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t *chunks);
+
+/* The source file with inode number src_ino lost its last name through the
+ * mount (unlink, rename over it): remove its record now and give its space
+ * back.  Readers still holding it open read from the source. */
+void cache_source_gone(struct cache *c, uint64_t src_ino);
+
+struct cache_verify_report {
+	uint64_t chunks_total;   /* cached when the run started */
+	uint64_t chunks_checked;
+	uint64_t chunks_bad;     /* dropped; they will be fetched again */
+	uint64_t bytes_checked;
+};
+
+/* Called by cache_verify_all after each chunk, with no lock held; a
+ * non-zero return stops the run. */
+typedef int (*cache_progress_fn)(const struct cache_verify_report *rep, void *arg);
+
+/* Re-hash every cached chunk now; drop (and count) the bad ones.  Runs on
+ * the caller's thread for as long as it takes (the control thread, never a
+ * FUSE worker).  Returns 0, or fn's non-zero value if it stopped the run. */
+int cache_verify_all(struct cache *c, struct cache_verify_report *rep, cache_progress_fn fn,
+		     void *arg);
 
 #endif

@@ -15,6 +15,7 @@
 
 /* Everything the ops need; passed as the session's userdata. */
 struct handle;
+struct control;
 
 /* Largest read request we accept: just under 1 MiB, so that a reply (data,
  * header and libfuse's slack of a page per segment) fits in a 1 MiB pipe
@@ -30,6 +31,7 @@ struct efs_fs {
 	struct fuse_session *se;   /* for attribute invalidations; set by main */
 	struct cache *cache;
 	bool logged_nofile;        /* fd exhaustion was logged */
+	struct control *ctl; /* the control socket (control.c) */
 	struct efs_stats stats;
 	pthread_mutex_t handles_mu;
 	struct handle *handles; /* open files and dirs; protected by handles_mu */

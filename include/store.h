@@ -87,11 +87,19 @@ void store_close(struct store *s);
 void store_note_pid(struct store *s);
 const char *store_path(const struct store *s);
 
-/* If cache_dir was removed (or replaced), create it again.  Returns 1 if it
- * was recreated, 0 if it was fine, -errno if it cannot be made. */
+/* If cache_dir was removed (or replaced), create it again and take its lock.
+ * Returns 1 if it was recreated, 0 if it was fine, -errno if it cannot be
+ * made, or -EBUSY if another daemon holds the new directory's lock: the
+ * store is then unusable (store_load/store_create fail with -EBUSY) until a
+ * later call gets the lock. */
 int store_check_dir(struct store *s);
+/* True while the directory at cache_dir's path is the one we hold the lock
+ * of (not removed, not replaced, not taken by another daemon). */
+bool store_dir_ok(const struct store *s);
 
-void store_key_of(const char *source_root, uint64_t ino, struct store_key *k);
+/* The key of source file ino under source_root.  0, or -ENAMETOOLONG if
+ * source_root is not shorter than PATH_MAX (no key is made up then). */
+int store_key_of(const char *source_root, uint64_t ino, struct store_key *k);
 
 /* Load the record of key.  On success the caller owns f's fds and slots
  * (an array of f->nchunks, free()).  -ENOENT if absent, -EBADMSG if the

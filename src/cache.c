@@ -115,6 +115,7 @@ struct cache {
 	bool poke;   /* protected by sweep_mu: check cache_dir now */
 
 	bool logged_nospace, logged_io, logged_dir, logged_store; /* log once each */
+	bool lost_lock; /* atomic: another daemon holds the recreated cache_dir */
 };
 
 #define BLOCK 4096ULL
@@ -343,13 +344,14 @@ static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
 	if (!e) {
 		struct store_key k;
 
-		store_key_of(c->cfg->source, (uint64_t)ino->ino, &k);
-		pthread_mutex_lock(&c->table_mu);
-		e = table_get_locked(c, &k, &created);
-		if (e)
-			e->refs++;
-		pthread_mutex_unlock(&c->table_mu);
-		ino->cf = e;
+		if (store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
+			pthread_mutex_lock(&c->table_mu);
+			e = table_get_locked(c, &k, &created);
+			if (e)
+				e->refs++;
+			pthread_mutex_unlock(&c->table_mu);
+			ino->cf = e;
+		}
 	}
 	pthread_mutex_unlock(&ino->lock);
 	return e;
@@ -1199,7 +1201,7 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 		r = prefetch_new(&c->pf, cfg->prefetch, c->window * 64, run_prefetch, c);
 	if (r == 0)
 		r = prefetch_new(&c->wb, WB_WORKERS, WB_QUEUE, run_write_behind, c);
-	if (r < 0 && err[0] == '\0')
+	if (r < 0 && err && errlen && err[0] == '\0')
 		snprintf(err, errlen, "cannot set up the cache: %s", strerror(-r));
 	if (r < 0) {
 		cache_free(c);
@@ -1251,6 +1253,9 @@ static void *sweeper_main(void *arg)
 		pthread_mutex_unlock(&c->sweep_mu);
 
 		r = store_check_dir(c->store);
+		if (r >= 0 && __atomic_exchange_n(&c->lost_lock, false, __ATOMIC_RELAXED))
+			log_warn("cache: got the lock of cache_dir '%s' back; caching again",
+				 store_path(c->store));
 		if (r == 1) {
 			/* Everything we knew lives in deleted files: start over. */
 			__atomic_fetch_add(&c->store_gen, 1, __ATOMIC_RELEASE);
@@ -1258,6 +1263,19 @@ static void *sweeper_main(void *arg)
 			stats_add(c->stats, ST_cache_dir_recreated, 1);
 			log_warn("cache: cache_dir '%s' vanished; recreated it empty",
 				 store_path(c->store));
+		} else if (r == -EBUSY) {
+			/* Another daemon took the recreated cache_dir: sharing it
+			 * would corrupt both caches.  Forget everything and read
+			 * from the source (every record call fails) until the
+			 * lock comes back. */
+			if (!__atomic_exchange_n(&c->lost_lock, true, __ATOMIC_RELAXED)) {
+				__atomic_fetch_add(&c->store_gen, 1, __ATOMIC_RELEASE);
+				evict_reset(c->ev);
+				log_err("cache: cache_dir '%s' was recreated and another efscache "
+					"holds its lock now; caching stops, files are read from "
+					"the source until that daemon exits",
+					store_path(c->store));
+			}
 		} else if (r < 0) {
 			log_once(c->logged_dir, LOG_LVL_WARN,
 				 "cache: cache_dir '%s' is gone and cannot be recreated: %s",
@@ -1325,45 +1343,95 @@ void cache_free(struct cache *c)
 
 /* ---- introspection ------------------------------------------------------ */
 
+/* The entry of key if the table has one; never makes one. */
+static struct cache_file *table_find(struct cache *c, const struct store_key *k)
+{
+	struct cache_file *e;
+
+	pthread_mutex_lock(&c->table_mu);
+	for (e = c->buckets[bucket_of(c, k)]; e; e = e->next)
+		if (!memcmp(e->key.hex, k->hex, sizeof(k->hex)))
+			break;
+	pthread_mutex_unlock(&c->table_mu);
+	return e;
+}
+
+struct file_status {
+	const char *state;
+	uint64_t size, cached;
+	uint32_t present, verified, total, cs;
+	time_t when;
+};
+
+/* A record on disk that no entry has loaded: read, not loaded, so that a
+ * query neither grows the table nor moves chunks in the LRU. */
+static void status_from_disk(struct cache *c, const struct store_key *k, struct file_status *fs)
+{
+	struct store_slot *slots = NULL;
+	struct store_file sf;
+
+	if (store_load(c->store, k, &sf, &slots) < 0)
+		return;
+	if (sf.chunk_size == c->cfg->chunk_size) {
+		fs->state = "unvalidated";
+		fs->size = sf.id.size;
+		fs->total = sf.nchunks;
+		fs->cs = sf.chunk_size;
+		for (uint32_t i = 0; i < sf.nchunks; i++) {
+			if (!slots[i].len)
+				continue;
+			fs->present++;
+			fs->cached += slots[i].len;
+		}
+	}
+	free(slots);
+	store_file_close(&sf);
+}
+
 size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len)
 {
-	struct cache_file *e = S_ISREG(ino->type) ? entry_of_inode(c, ino) : NULL;
-	uint64_t cached = 0, size = 0;
-	uint32_t present = 0, verified = 0, total = 0, cs = (uint32_t)c->cfg->chunk_size;
-	const char *state = "uncached";
-	time_t when = 0;
+	struct file_status fs = {.state = "uncached", .cs = (uint32_t)c->cfg->chunk_size};
+	struct cache_file *e = NULL;
+	struct store_key k;
+	bool have_key = false;
+	bool tried = false;
 	struct stat st;
 
+	/* The record's size wins if there is one. */
 	if (S_ISREG(ino->type) && c->src.stat_named(c->src.arg, ino, &st) == 0)
-		size = (uint64_t)st.st_size; /* the record's size wins if there is one */
-
+		fs.size = (uint64_t)st.st_size;
+	if (S_ISREG(ino->type) && store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
+		have_key = true;
+		e = table_find(c, &k);
+	}
 	if (e) {
 		pthread_mutex_lock(&e->mu);
-		load_locked(c, e, false);
 		if (e->loaded) {
-			size = e->sf.id.size;
-			total = e->sf.nchunks;
-			cs = e->sf.chunk_size;
-			for (uint32_t i = 0; i < total; i++) {
+			fs.size = e->sf.id.size;
+			fs.total = e->sf.nchunks;
+			fs.cs = e->sf.chunk_size;
+			for (uint32_t i = 0; i < fs.total; i++) {
 				if (e->chunks[i].state == CH_ABSENT || !e->chunks[i].len)
 					continue;
-				present++;
-				cached += e->chunks[i].len;
+				fs.present++;
+				fs.cached += e->chunks[i].len;
 				if (e->chunks[i].state == CH_VERIFIED)
-					verified++;
+					fs.verified++;
 			}
-			state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
+			fs.state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
 		}
-		release_fds_if_idle_locked(e);
-		when = e->validated_wall;
+		fs.when = e->validated_wall;
+		tried = e->load_tried;
 		pthread_mutex_unlock(&e->mu);
 	}
+	if (have_key && !strcmp(fs.state, "uncached") && !tried)
+		status_from_disk(c, &k, &fs);
 	return (size_t)snprintf(buf, len,
 				"state %s\nsize %llu\ncached_bytes %llu\nchunk_size %u\n"
 				"chunks %u\nchunks_cached %u\nchunks_verified %u\n"
 				"last_validated %lld\n",
-				state, (unsigned long long)size, (unsigned long long)cached, cs,
-				total, present, verified, (long long)when);
+				fs.state, (unsigned long long)fs.size, (unsigned long long)fs.cached,
+				fs.cs, fs.total, fs.present, fs.verified, (long long)fs.when);
 }
 
 size_t cache_stats_text(struct cache *c, char *buf, size_t len)
@@ -1385,50 +1453,116 @@ size_t cache_stats_text(struct cache *c, char *buf, size_t len)
 	return n + (m > 0 ? (size_t)m : 0);
 }
 
-int cache_evict_file(struct cache *c, struct efs_inode *ino, uint64_t *dropped)
+const char *cache_dir_path(const struct cache *c)
 {
-	struct cache_file *e;
+	return store_path(c->store);
+}
 
-	if (!S_ISREG(ino->type))
-		return 0;
-	e = entry_of_inode(c, ino);
+bool cache_dir_owned(const struct cache *c)
+{
+	return !__atomic_load_n(&c->lost_lock, __ATOMIC_RELAXED) && store_dir_ok(c->store);
+}
+
+/* The entry of the source file with inode number src_ino, or NULL.  If
+ * the table has none, one is made only when the file has a record on disk
+ * (not yet indexed): asking about files we never cached (every unlink, an
+ * evict of a big tree) must not grow the table, whose entries live until
+ * the daemon exits. */
+static struct cache_file *entry_of_src_ino(struct cache *c, uint64_t src_ino)
+{
+	struct store_slot *slots = NULL;
+	struct cache_file *e = NULL;
+	struct store_file sf;
+	struct store_key k;
+	bool created;
+
+	if (store_key_of(c->cfg->source, src_ino, &k) < 0)
+		return NULL;
+	pthread_mutex_lock(&c->table_mu);
+	for (e = c->buckets[bucket_of(c, &k)]; e; e = e->next)
+		if (!memcmp(e->key.hex, k.hex, sizeof(k.hex)))
+			break;
+	pthread_mutex_unlock(&c->table_mu);
+	if (e)
+		return e;
+	if (store_load(c->store, &k, &sf, &slots) == -ENOENT)
+		return NULL;
+	free(slots);
+	store_file_close(&sf);
+	pthread_mutex_lock(&c->table_mu);
+	e = table_get_locked(c, &k, &created);
+	pthread_mutex_unlock(&c->table_mu);
+	return e;
+}
+
+int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t *chunks)
+{
+	struct cache_file *e = entry_of_src_ino(c, src_ino);
+
 	if (!e)
-		return -ENOMEM;
+		return 0; /* nothing cached */
 	pthread_mutex_lock(&e->mu);
 	load_locked(c, e, false);
+	check_store_gen_locked(c, e);
 	wait_quiet_locked(e);
 	reopen_locked(c, e);
-	if (e->loaded) {
-		for (uint32_t i = 0; i < e->sf.nchunks; i++) {
-			struct chunk *ch = &e->chunks[i];
-			if (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)
-				continue;
-			store_drop_chunk(&e->sf, i);
-			evict_del(c->ev, &ch->lru);
-			if (dropped)
-				*dropped += ch->len;
-			ch->state = CH_ABSENT;
-			ch->len = 0;
-		}
+	for (uint32_t i = 0; e->loaded && i < e->sf.nchunks; i++) {
+		struct chunk *ch = &e->chunks[i];
+
+		if (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)
+			continue;
+		store_drop_chunk(&e->sf, i);
+		evict_del(c->ev, &ch->lru);
+		*bytes += ch->len;
+		(*chunks)++;
+		ch->state = CH_ABSENT;
+		ch->len = 0;
 	}
 	release_fds_if_idle_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	return 0;
 }
 
-/* Verify the chunks of one entry; e->mu held. */
-static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t *checked,
-				uint64_t *bad, uint64_t *bytes)
+void cache_source_gone(struct cache *c, uint64_t src_ino)
+{
+	struct cache_file *e = entry_of_src_ino(c, src_ino);
+	int r;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->mu);
+	e->load_tried = true; /* the startup index must not load it back */
+	/* Give back its chunks' and metadata's space now, unless a fetch or a
+	 * reply uses the record: an unlink must not wait for a slow source.
+	 * Then the files lose their names below, and their chunks go with
+	 * the LRU (or the next reset of the entry). */
+	if (e->loaded && !e->busy && !e->pins)
+		unload_locked(c, e);
+	r = store_remove(c->store, &e->key);
+	if (r < 0 && r != -EBUSY)
+		log_debug("cache: removing record %s failed: %s", e->key.hex, strerror(-r));
+	/* Fds still open on the deleted file read it from the source; an open
+	 * of a new file that gets the inode number validates and starts over. */
+	e->bypass = true;
+	e->validated = false;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Verify the chunks of one entry; e->mu held.  Returns fn's non-zero
+ * result if it asked to stop. */
+static int verify_entry_locked(struct cache *c, struct cache_file *e,
+			       struct cache_verify_report *rep, cache_progress_fn fn, void *arg)
 {
 	void *buf = NULL;
+	int stop = 0;
 
 	check_store_gen_locked(c, e);
 	if (reopen_locked(c, e) < 0 || !e->loaded)
-		return;
+		return 0;
 	buf = malloc(e->sf.chunk_size);
 	if (!buf)
-		return;
-	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
+		return 0;
+	for (uint32_t i = 0; i < e->sf.nchunks && !stop; i++) {
 		struct chunk *ch = &e->chunks[i];
 		uint8_t was;
 		bool ok;
@@ -1445,13 +1579,14 @@ static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t 
 		r = store_read_chunk(&e->sf, i, buf, ch->len);
 		ok = r == 0 && csum64(buf, ch->len) == ch->hash;
 		pthread_mutex_lock(&e->mu);
-		(*checked)++;
-		*bytes += ch->len;
+		rep->chunks_checked++;
+		rep->bytes_checked += ch->len;
+		stats_add(c->stats, ST_chunks_verified, 1);
 		if (ok) {
 			ch->state = was == CH_PRESENT && c->cfg->verify != VERIFY_ALWAYS ? CH_VERIFIED
 										    : was;
 		} else {
-			(*bad)++;
+			rep->chunks_bad++;
 			stats_add(c->stats, ST_checksum_mismatches, 1);
 			store_drop_chunk(&e->sf, i);
 			evict_del(c->ev, &ch->lru);
@@ -1460,18 +1595,24 @@ static void verify_entry_locked(struct cache *c, struct cache_file *e, uint64_t 
 		}
 		e->busy--;
 		pthread_cond_broadcast(&e->cv);
+		if (fn) {
+			/* Without the entry's lock: fn may write to a socket. */
+			pthread_mutex_unlock(&e->mu);
+			stop = fn(rep, arg);
+			pthread_mutex_lock(&e->mu);
+		}
 	}
 	release_fds_if_idle_locked(e);
 	free(buf);
+	return stop;
 }
 
-size_t cache_verify_all(struct cache *c, char *buf, size_t len)
+/* The entries now in the table (never freed while the daemon runs). */
+static struct cache_file **snapshot_entries(struct cache *c, size_t *count)
 {
-	uint64_t checked = 0, bad = 0, bytes = 0;
 	struct cache_file **list = NULL;
 	size_t n = 0, cap = 0;
 
-	/* Snapshot the entries: they are never freed while the daemon runs. */
 	pthread_mutex_lock(&c->table_mu);
 	for (size_t b = 0; b < c->nbuckets; b++) {
 		for (struct cache_file *e = c->buckets[b]; e; e = e->next) {
@@ -1479,23 +1620,47 @@ size_t cache_verify_all(struct cache *c, char *buf, size_t len)
 				size_t ncap = cap ? cap * 2 : 256;
 				struct cache_file **nl = realloc(list, ncap * sizeof(*nl));
 				if (!nl)
-					break;
+					goto out_unlock;
 				list = nl;
 				cap = ncap;
 			}
 			list[n++] = e;
 		}
 	}
+out_unlock:
 	pthread_mutex_unlock(&c->table_mu);
+	*count = n;
+	return list;
+}
+
+int cache_verify_all(struct cache *c, struct cache_verify_report *rep, cache_progress_fn fn,
+		     void *arg)
+{
+	size_t n;
+	struct cache_file **list = snapshot_entries(c, &n);
+	int stop = 0;
+
+	memset(rep, 0, sizeof(*rep));
+	if (!list)
+		return 0;
 	for (size_t i = 0; i < n; i++) {
+		struct cache_file *e = list[i];
+
+		pthread_mutex_lock(&e->mu);
+		load_locked(c, e, false);
+		check_store_gen_locked(c, e);
+		for (uint32_t k = 0; e->loaded && k < e->sf.nchunks; k++)
+			if (e->chunks[k].state == CH_PRESENT || e->chunks[k].state == CH_VERIFIED)
+				rep->chunks_total++;
+		pthread_mutex_unlock(&e->mu);
+	}
+	if (fn)
+		stop = fn(rep, arg);
+	for (size_t i = 0; i < n && !stop; i++) {
 		pthread_mutex_lock(&list[i]->mu);
-		load_locked(c, list[i], false);
-		verify_entry_locked(c, list[i], &checked, &bad, &bytes);
+		stop = verify_entry_locked(c, list[i], rep, fn, arg);
 		pthread_mutex_unlock(&list[i]->mu);
 	}
 	free(list);
-	stats_add(c->stats, ST_chunks_verified, checked);
-	return (size_t)snprintf(buf, len, "chunks_checked %llu\nchunks_bad %llu\nbytes_checked %llu\n",
-				(unsigned long long)checked, (unsigned long long)bad,
-				(unsigned long long)bytes);
+	return stop;
 }

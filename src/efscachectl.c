@@ -1,9 +1,11 @@
 /* efscachectl.c - inspect and steer a running efscache, or check a cache_dir.
  *
- * Talks to the daemon only through the reserved xattrs of the mount
- * (fsops.c): user.efscache.stats, .status, .evict and .verify.  A path whose
- * file system does not know them answers ENODATA or ENOTSUP, which is how a
- * path that is not on an efscache mount is recognised.  `verify CACHE_DIR`
+ * Queries (stats, status) are getxattr of the mount's reserved names
+ * (ctlproto.h); a path whose file system does not know them answers ENODATA
+ * or ENOTSUP, which is how a path that is not on an efscache mount is
+ * recognised.  Actions (evict, verify) go to the daemon's control socket in
+ * its cache_dir, whose path the stats query gives; only root and the mount's
+ * owner can reach it (control.c).  `verify CACHE_DIR`
  * is the one offline command: it opens the cache_dir with store_open(),
  * which takes the daemon's lock, so it never runs beside a daemon.
  *
@@ -43,15 +45,14 @@
 #include "checksum.h"
 #include "config.h"
 #include "metrics.h"
+#include "ctlproto.h"
 #include "stats.h"
 #include "store.h"
 
 #define PROG "efscachectl"
 
-#define XATTR_STATS "user.efscache.stats"
-#define XATTR_STATUS "user.efscache.status"
-#define XATTR_EVICT "user.efscache.evict"
-#define XATTR_VERIFY "user.efscache.verify"
+#define XATTR_STATS CTL_XATTR_STATS
+#define XATTR_STATUS CTL_XATTR_STATUS
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -61,6 +62,7 @@
 #define WARM_SEGMENT (16 << 20) /* a bigger file is split into segments this size */
 #define WARM_DEFAULT_JOBS 4
 #define WARM_MAX_JOBS 256
+#define CONNECT_TRIES 30 /* 100 ms apart: while the daemon binds its socket */
 #define RATE_SAMPLES 20 /* progress redraws the rate is averaged over (5 s) */
 
 static const char usage_text[] =
@@ -81,17 +83,21 @@ static const char usage_text[] =
     "  warm [-j N] PATH...        read files and trees through the mount so the\n"
     "                             daemon caches them, with N parallel readers\n"
     "                             (default 4)\n"
-    "  evict PATH...              drop the cached data of files and trees\n"
+    "  evict PATH...              drop the cached data of files and trees (*)\n"
     "  verify MOUNTPOINT          re-hash every cached chunk in the daemon; bad\n"
-    "                             chunks are removed\n"
+    "                             chunks are removed; shows progress on a TTY;\n"
+    "                             joins a verify already running (*)\n"
     "  verify CACHE_DIR           the same offline, on a cache_dir no daemon uses\n"
     "\n"
     "options:\n"
     "  -h, --help                 print this help and exit\n"
     "  -V, --version              print the version and exit\n"
     "\n"
-    "PATH may be any path on an efscache mount.  Exit status: 0 on success, 1 if\n"
-    "anything failed (or verify found bad data), 2 on a usage error.\n";
+    "PATH may be any path on an efscache mount.  (*) acts on the cache: only root\n"
+    "and the mount's owner may (others get \"Operation not permitted\"); stats\n"
+    "and status are open to anyone who can see the path and change nothing.\n"
+    "Exit status: 0 on success, 1 if anything failed (or verify found bad data),\n"
+    "2 on a usage error.\n";
 
 /* ---- output helpers ----------------------------------------------------- */
 
@@ -318,6 +324,136 @@ static bool probe_mount(const char *path)
 	else if (r < 0)
 		xattr_error(path, -r);
 	return r == 0;
+}
+
+/* ---- the control socket (evict, verify) ----------------------------------- */
+
+struct ctl_conn {
+	int fd;
+	struct ctl_reader rd;
+	char *cache_dir;
+};
+
+/* Say why `what` on path is refused, and what to do. */
+static void denied(const char *what, const char *path, const char *cache_dir)
+{
+	struct stat st;
+	char owner[48] = "the mount's owner";
+
+	if (cache_dir && stat(cache_dir, &st) == 0)
+		snprintf(owner, sizeof(owner), "the mount's owner (uid %ld)", (long)st.st_uid);
+	report("%s %s: %s: only root and %s may %s; queries (stats, status) are open to "
+	       "all. Run it as one of them, e.g. with sudo",
+	       what, path, strerror(EPERM), owner, what);
+}
+
+/* Connect to the daemon serving path (any path on its mount).  Reports and
+ * returns -errno on failure; -EPERM when the caller may not act. */
+static int ctl_open(const char *what, const char *path, struct ctl_conn *cc)
+{
+	char *buf = malloc(REPLY_MAX);
+	const char *v;
+	size_t vlen;
+	ssize_t n;
+	int r;
+
+	memset(cc, 0, sizeof(*cc));
+	cc->fd = -1;
+	if (!buf) {
+		path_error(path, ENOMEM);
+		return -ENOMEM;
+	}
+	n = get_reserved(path, XATTR_STATS, buf, REPLY_MAX);
+	if (n < 0) {
+		xattr_error(path, (int)-n);
+		r = (int)n;
+		goto out_free;
+	}
+	v = kv_find(buf, "cache_dir", &vlen);
+	if (!v || !(cc->cache_dir = strndup(v, vlen))) {
+		not_on_mount(path);
+		r = -EBADMSG;
+		goto out_free;
+	}
+	/* The daemon binds its socket just after mounting, and again within a
+	 * second when cache_dir was recreated: give it that long. */
+	for (int tries = 0; tries < CONNECT_TRIES; tries++) {
+		r = ctl_connect(cc->cache_dir);
+		if (r != -ENOENT && r != -ECONNREFUSED)
+			break;
+		usleep(100 * 1000);
+	}
+	if (r == -EACCES || r == -EPERM) {
+		denied(what, path, cc->cache_dir);
+		r = -EPERM;
+	} else if (r < 0) {
+		report("%s %s: cannot reach the daemon's control socket in '%s': %s", what, path,
+		       cc->cache_dir, strerror(-r));
+	} else {
+		cc->fd = r;
+		ctl_reader_init(&cc->rd, r);
+		r = 0;
+	}
+out_free:
+	free(buf);
+	return r;
+}
+
+static void ctl_close(struct ctl_conn *cc)
+{
+	if (cc->fd >= 0)
+		close(cc->fd);
+	free(cc->cache_dir);
+	cc->fd = -1;
+	cc->cache_dir = NULL;
+}
+
+/* Read replies to a request until `done`; progress messages go to fn. */
+static int ctl_wait_done(struct ctl_conn *cc, struct ctl_msg *done,
+			 void (*fn)(const struct ctl_msg *m, void *arg), void *arg)
+{
+	for (;;) {
+		int r = ctl_recv(&cc->rd, done);
+
+		if (r < 0)
+			return r;
+		if (done->kind == CTL_DONE)
+			return 0;
+		if (done->kind == CTL_PROGRESS && fn)
+			fn(done, arg);
+	}
+}
+
+/* Send req and read replies until `done`.  A daemon that refused the
+ * connection has sent its `done` and closed: read it even if sending
+ * failed.  0 or -errno. */
+static int ctl_request(struct ctl_conn *cc, const struct ctl_msg *req, struct ctl_msg *done,
+		       void (*fn)(const struct ctl_msg *m, void *arg), void *arg)
+{
+	int r = ctl_send(cc->fd, req);
+
+	if (r == 0 || r == -EPIPE || r == -ECONNRESET) {
+		int w = ctl_wait_done(cc, done, fn, arg);
+		r = w == 0 ? 0 : r < 0 ? r : w;
+	}
+	return r;
+}
+
+/* The daemon's answer to a request: 0 or -errno (reported). */
+static int ctl_result(const char *what, const char *path, struct ctl_conn *cc, int r,
+		      const struct ctl_msg *done)
+{
+	int err = r < 0 ? -r : (int)ctl_get(done, CTL_F_error);
+
+	if (r == -ECONNRESET) {
+		report("%s %s: the daemon closed the control connection (unmounted?)", what, path);
+		return r;
+	}
+	if (err == EPERM)
+		denied(what, path, cc->cache_dir);
+	else if (err)
+		report("%s %s: %s", what, path, strerror(err));
+	return -err;
 }
 
 /* ---- walking trees ------------------------------------------------------- */
@@ -789,57 +925,48 @@ static int cmd_status(int argc, char **argv)
 /* ---- evict ---------------------------------------------------------------- */
 
 struct evict_ctx {
+	struct ctl_conn cc;
 	uint64_t files, files_dropped, bytes, chunks;
+	bool denied; /* stop at the first refusal: every file would say the same */
 };
 
 static int evict_one(const char *path, const struct stat *sb, void *arg)
 {
 	struct evict_ctx *ev = arg;
-	struct file_status before, after;
+	struct ctl_msg req, done;
+	uint64_t bytes, chunks;
+	bool transport;
 	char hb[32];
 	int r;
 
-	/* Ask first: on another file system setxattr would just store the name. */
-	r = get_status(path, -1, &before);
-	if (r == -EBADMSG) {
-		not_on_mount(path);
+	if (ev->denied)
 		return -1;
-	}
-	if (r < 0) {
-		xattr_error(path, -r);
-		return -1;
+	if (ev->cc.fd < 0) {
+		r = ctl_open("evict", path, &ev->cc);
+		ev->denied = r == -EPERM;
+		if (r < 0)
+			return -1;
 	}
 	ev->files++;
-	/* The getxattr form: unlike setxattr it also works on ro mounts. */
-	{
-		char res[128];
-		ssize_t n = getxattr(path, XATTR_EVICT, res, sizeof(res) - 1);
-		int rc = 0;
-
-		if (n < 0) {
-			xattr_error(path, errno);
-			return -1;
-		}
-		res[n] = '\0';
-		if (sscanf(res, "result %d", &rc) == 1 && rc < 0) {
-			xattr_error(path, -rc);
-			return -1;
-		}
-	}
-	r = get_status(path, -1, &after);
+	/* st_ino through the mount is the source's: the daemon's cache key. */
+	ctl_msg_init(&req, CTL_EVICT);
+	ctl_set(&req, CTL_F_ino, (uint64_t)sb->st_ino);
+	r = ctl_request(&ev->cc, &req, &done, NULL, NULL);
+	transport = r < 0;
+	r = ctl_result("evict", path, &ev->cc, r, &done);
 	if (r < 0) {
-		xattr_error(path, r == -EBADMSG ? ENODATA : -r);
+		ev->denied = r == -EPERM;
+		if (transport)
+			ctl_close(&ev->cc); /* connect again for the next file */
 		return -1;
 	}
-	if (after.cached < before.cached) {
-		uint64_t chunks = before.chunks_cached > after.chunks_cached
-				      ? before.chunks_cached - after.chunks_cached
-				      : 0;
-		printf("dropped %s (%" PRIu64 " chunk%s): %s\n",
-		       human(before.cached - after.cached, hb, sizeof(hb)), chunks,
-		       chunks == 1 ? "" : "s", path);
+	bytes = ctl_get(&done, CTL_F_bytes_dropped);
+	chunks = ctl_get(&done, CTL_F_chunks_dropped);
+	if (bytes) {
+		printf("dropped %s (%" PRIu64 " chunk%s): %s\n", human(bytes, hb, sizeof(hb)),
+		       chunks, chunks == 1 ? "" : "s", path);
 		ev->files_dropped++;
-		ev->bytes += before.cached - after.cached;
+		ev->bytes += bytes;
 		ev->chunks += chunks;
 	}
 	return 0;
@@ -851,7 +978,7 @@ static int cmd_evict(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct evict_ctx ev = {0};
+	struct evict_ctx ev = {.cc.fd = -1};
 	unsigned errors = 0;
 	char hb[32];
 	int c;
@@ -871,11 +998,18 @@ static int cmd_evict(int argc, char **argv)
 	for (int i = optind; i < argc; i++) {
 		bool is_dir;
 
+		if (ev.denied)
+			break;
 		if (!probe_mount(argv[i])) {
 			errors++;
 			continue;
 		}
 		errors += walk(argv[i], evict_one, &ev, &is_dir);
+	}
+	ctl_close(&ev.cc);
+	if (ev.denied) {
+		fflush(stdout);
+		return EXIT_FAIL;
 	}
 	printf("evicted %s (%" PRIu64 " chunk%s) from %" PRIu64 " of %" PRIu64 " file%s\n",
 	       human(ev.bytes, hb, sizeof(hb)), ev.chunks, ev.chunks == 1 ? "" : "s",
@@ -1315,16 +1449,47 @@ static int cmd_warm(int argc, char **argv)
 
 /* ---- verify --------------------------------------------------------------- */
 
-static int verify_mount(const char *path, const char *reply)
+static void verify_progress(const struct ctl_msg *m, void *arg)
 {
-	uint64_t checked, bad, bytes;
+	uint64_t total = ctl_get(m, CTL_F_chunks_total), done = ctl_get(m, CTL_F_chunks_checked);
 	char hb[32];
 
-	if (!kv_u64(reply, "chunks_checked", &checked) || !kv_u64(reply, "chunks_bad", &bad) ||
-	    !kv_u64(reply, "bytes_checked", &bytes)) {
-		not_on_mount(path);
+	(void)arg;
+	pthread_mutex_lock(&out_mu);
+	fprintf(stderr, "\r\033[Kverify: %" PRIu64 "/%" PRIu64 " chunks (%.0f%%), %s, %" PRIu64
+		" bad", done, total, total ? 100.0 * (double)done / (double)total : 100.0,
+		human(ctl_get(m, CTL_F_bytes_checked), hb, sizeof(hb)),
+		ctl_get(m, CTL_F_chunks_bad));
+	fflush(stderr);
+	out_line_shown = true;
+	pthread_mutex_unlock(&out_mu);
+}
+
+/* Verify through the daemon's control socket, progress on a TTY. */
+static int verify_mount(const char *path)
+{
+	struct ctl_conn cc;
+	struct ctl_msg req, done;
+	uint64_t checked, bad, bytes;
+	char hb[32];
+	int r;
+
+	if (ctl_open("verify", path, &cc) < 0)
 		return EXIT_FAIL;
-	}
+	ctl_msg_init(&req, CTL_VERIFY);
+	r = ctl_request(&cc, &req, &done, isatty(STDERR_FILENO) ? verify_progress : NULL, NULL);
+	pthread_mutex_lock(&out_mu);
+	clear_line_locked();
+	pthread_mutex_unlock(&out_mu);
+	r = ctl_result("verify", path, &cc, r, &done);
+	ctl_close(&cc);
+	if (r < 0)
+		return EXIT_FAIL;
+	checked = ctl_get(&done, CTL_F_chunks_checked);
+	bad = ctl_get(&done, CTL_F_chunks_bad);
+	bytes = ctl_get(&done, CTL_F_bytes_checked);
+	if (ctl_get(&done, CTL_F_joined))
+		printf("joined a verify that was already running\n");
 	printf("chunks checked  %" PRIu64 "\n", checked);
 	printf("bytes checked   %s\n", human(bytes, hb, sizeof(hb)));
 	printf("chunks bad      %" PRIu64 "%s\n", bad,
@@ -1520,10 +1685,10 @@ static int cmd_verify(int argc, char **argv)
 		path_error(path, ENOMEM);
 		return EXIT_FAIL;
 	}
-	/* One call with room to spare: a size probe would verify twice. */
-	n = get_reserved(path, XATTR_VERIFY, buf, REPLY_MAX);
+	/* The stats query tells a mount (and its cache_dir) from anything else. */
+	n = get_reserved(path, XATTR_STATS, buf, REPLY_MAX);
 	if (n >= 0) {
-		ret = verify_mount(path, buf);
+		ret = verify_mount(path);
 	} else if (not_ours((int)-n) && is_cache_dir(path)) {
 		ret = verify_cache_dir(path);
 	} else if (not_ours((int)-n)) {

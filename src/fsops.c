@@ -26,14 +26,16 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "control.h"
+#include "ctlproto.h"
 #include "log.h"
 #include "source.h"
 
-#define RESERVED_XATTR_PREFIX "user.efscache."
-#define XATTR_STATS RESERVED_XATTR_PREFIX "stats"   /* counters, on any inode */
-#define XATTR_STATUS RESERVED_XATTR_PREFIX "status" /* a file's cache state */
-#define XATTR_EVICT RESERVED_XATTR_PREFIX "evict"   /* set or get: drop a file's chunks */
-#define XATTR_VERIFY RESERVED_XATTR_PREFIX "verify" /* get: re-hash the whole cache */
+/* Our reserved xattr names (ctlproto.h) are queries only: reading them has
+ * no side effect, and they cannot be set or removed.  Actions (evict,
+ * verify) go through the control socket (control.c), which only root and
+ * the mount's owner can reach. */
+#define RESERVED_XATTR_PREFIX CTL_XATTR_PREFIX
 
 /* Sent to a parked lock wait to make its blocking call return EINTR. */
 #define LOCK_WAKE_SIGNAL SIGURG
@@ -236,6 +238,7 @@ static int source_open_named(void *arg, struct efs_inode *i, int flags)
 static int source_open_object(void *arg, struct efs_inode *i, int flags)
 {
 	struct efs_fs *fs = arg;
+	struct stat st;
 	int fd = ifd(fs, i), r;
 
 	if (fd < 0)
@@ -246,6 +249,16 @@ static int source_open_object(void *arg, struct efs_inode *i, int flags)
 		r = src_open(fd, flags);
 	}
 	ifd_put(fs, i);
+	if (r != -ESTALE)
+		return r;
+	/* An NFS client opens even an fd's object by the name it knows it by
+	 * (OPEN with CLAIM_NULL), and that name may be gone while another
+	 * link, the one we know now, still leads to the same file. */
+	r = source_open_named(fs, i, flags);
+	if (r >= 0 && (src_stat(r, &st) < 0 || st.st_dev != i->dev || st.st_ino != i->ino)) {
+		close(r);
+		r = -ESTALE;
+	}
 	return r;
 }
 
@@ -301,7 +314,18 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 
 int fsops_start(struct efs_fs *fs)
 {
-	return cache_start(fs->cache);
+	int r = cache_start(fs->cache);
+
+	if (r < 0)
+		return r;
+	/* Actions on the cache: a socket in cache_dir, for root and the owner.
+	 * Without it the mount still serves; only evict and verify are off. */
+	r = control_start(&fs->ctl, fs->cache, geteuid());
+	if (r < 0)
+		log_warn("cannot listen on the control socket in cache_dir '%s': %s; "
+			 "efscachectl evict and verify will not work",
+			 cache_dir_path(fs->cache), strerror(-r));
+	return 0;
 }
 
 void fsops_destroy(struct efs_fs *fs)
@@ -325,6 +349,8 @@ void fsops_destroy(struct efs_fs *fs)
 	}
 	free(head);
 	fs->handles = NULL;
+	control_stop(fs->ctl); /* before the cache it acts on */
+	fs->ctl = NULL;
 	if (fs->itab)
 		itab_free(fs->itab);
 	fs->itab = NULL;
@@ -676,14 +702,57 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	reply_entry_or_err(req, r, &e);
 }
 
+/* Space comes back: before an unlink or a rename over name, an O_PATH fd
+ * of the regular file that may lose its last name there (and its inode
+ * number in *ino), or -1. */
+static int victim_open(int dirfd, const char *name, uint64_t *ino)
+{
+	struct stat st;
+	int fd;
+
+	if (src_lookup(dirfd, name, &fd, &st) < 0)
+		return -1;
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -1;
+	}
+	*ino = (uint64_t)st.st_ino;
+	return fd;
+}
+
+/* After the call: a file left with no name loses its cache record now.  Its
+ * fd tells (so a hard link made meanwhile keeps the record): a link count
+ * of 0, or, on NFS, a handle the server no longer knows. */
+static void victim_done(struct efs_fs *fs, int fd, uint64_t ino, int r)
+{
+	struct stat st;
+	int sr;
+
+	if (fd < 0)
+		return;
+	if (r == 0) {
+		sr = src_stat(fd, &st);
+		if ((sr == 0 && st.st_nlink == 0) || sr == -ESTALE || sr == -ENOENT)
+			cache_source_gone(fs->cache, ino);
+	}
+	close(fd);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
-	int fd = ifd(fs, dir), r = fd < 0 ? fd : src_unlink(fd, name);
+	uint64_t ino = 0;
+	int fd = ifd(fs, dir), victim = -1, r;
 
-	if (fd >= 0)
+	if (fd >= 0) {
+		victim = victim_open(fd, name, &ino);
+		r = src_unlink(fd, name);
+		victim_done(fs, victim, ino, r);
 		ifd_put(fs, dir);
+	} else {
+		r = fd;
+	}
 	fuse_reply_err(req, -r);
 }
 
@@ -714,7 +783,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent), *ndir = inode_of(req, newparent);
 	struct efs_inode *moved = NULL, *swapped = NULL;
-	int fd, nfd, r;
+	int fd, nfd, r, victim = -1;
+	uint64_t ino = 0;
 
 	if (bad_name(name) || bad_name(newname)) {
 		fuse_reply_err(req, EINVAL);
@@ -736,7 +806,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	moved = known_child(fs, fd, name);
 	if (flags & RENAME_EXCHANGE)
 		swapped = known_child(fs, nfd, newname);
+	else if (!(flags & RENAME_NOREPLACE))
+		victim = victim_open(nfd, newname, &ino);
 	r = src_rename(fd, name, nfd, newname, flags);
+	victim_done(fs, victim, ino, r);
 	if (r == 0 && moved)
 		itab_moved(fs->itab, moved, ndir, newname);
 	if (r == 0 && swapped)
@@ -1024,6 +1097,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 {
 	struct efs_inode *i = inode_of(req, ino);
 	int fd = file_fd(fs_of(req), i, file_of(fi));
+	/* -errno in r before cache_written, which takes locks. */
 	int r = fd < 0 ? fd : src_fallocate(fd, mode, off, len);
 
 	cache_written(fs_of(req)->cache, i);
@@ -1411,15 +1485,6 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 /* ---- extended attributes ----------------------------------------------- */
 
-static size_t evict_report(struct cache *c, struct efs_inode *i, char *buf, size_t cap)
-{
-	uint64_t dropped = 0;
-	int r = cache_evict_file(c, i, &dropped);
-
-	return (size_t)snprintf(buf, cap, "result %d\ndropped_bytes %llu\n", r,
-				(unsigned long long)dropped);
-}
-
 size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 {
 	size_t n = cache_stats_text(fs->cache, buf, cap);
@@ -1434,7 +1499,7 @@ size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 	return n + (m > 0 ? (size_t)m : 0);
 }
 
-/* Our own attributes: the window efscachectl looks through. */
+/* Our own attributes: queries only (efscachectl stats and status). */
 static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char *name,
 				 size_t size)
 {
@@ -1448,16 +1513,10 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		if (!strcmp(name, XATTR_STATS))
+		if (!strcmp(name, CTL_XATTR_STATS))
 			need = fsops_stats_text(fs, buf, cap);
-		else if (!strcmp(name, XATTR_STATUS))
+		else if (!strcmp(name, CTL_XATTR_STATUS))
 			need = cache_status(fs->cache, i, buf, cap);
-		else if (!strcmp(name, XATTR_VERIFY))
-			need = cache_verify_all(fs->cache, buf, cap);
-		else if (!strcmp(name, XATTR_EVICT))
-			/* The getxattr form works on ro mounts too, where the kernel
-			 * refuses setxattr before asking us. */
-			need = evict_report(fs->cache, i, buf, cap);
 		else {
 			free(buf);
 			fuse_reply_err(req, ENODATA);
@@ -1567,10 +1626,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	struct efs_inode *i = inode_of(req, ino);
 
 	if (reserved_xattr(name)) {
-		if (!strcmp(name, XATTR_EVICT))
-			fuse_reply_err(req, -cache_evict_file(fs_of(req)->cache, i, NULL));
-		else
-			fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, EPERM);
 		return;
 	}
 	{

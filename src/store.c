@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@ struct store {
 	int dir_fd;    /* cache_dir */
 	int layout_fd; /* cache_dir/v1 */
 	int lock_fd;
+	bool lost;     /* atomic: cache_dir was recreated and another daemon
+			* holds its lock; every record call fails with -EBUSY */
 	dev_t dev;
 	ino_t ino;
 };
@@ -239,7 +242,7 @@ static int open_layout(struct store *s)
 	return fd < 0 ? -errno : fd;
 }
 
-static int take_lock(struct store *s, char *err, size_t errlen)
+static int take_lock(struct store *s, int grace_ms, char *err, size_t errlen)
 {
 	char pid[32] = "";
 	int fd = openat(s->dir_fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -251,7 +254,7 @@ static int take_lock(struct store *s, char *err, size_t errlen)
 	/* A daemon that was just unmounted may still be tearing down: give it
 	 * a moment before calling the cache_dir busy. */
 	for (int tries = 0; flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK &&
-			    tries < LOCK_GRACE_MS / 100;
+			    tries < grace_ms / 100;
 	     tries++)
 		usleep(100 * 1000);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -305,7 +308,7 @@ int store_open(struct store **out, const char *cache_dir, char *err, size_t errl
 	fstat(s->dir_fd, &st);
 	s->dev = st.st_dev;
 	s->ino = st.st_ino;
-	r = take_lock(s, err, errlen);
+	r = take_lock(s, LOCK_GRACE_MS, err, errlen);
 	if (r < 0)
 		goto err_free;
 	r = open_layout(s);
@@ -341,17 +344,30 @@ const char *store_path(const struct store *s)
 	return s->path;
 }
 
-int store_check_dir(struct store *s)
+static bool is_lost(const struct store *s)
+{
+	return __atomic_load_n(&s->lost, __ATOMIC_ACQUIRE);
+}
+
+bool store_dir_ok(const struct store *s)
 {
 	struct stat st, now;
-	char err[256];
-	int fd, lfd;
 
-	if (fstat(s->dir_fd, &st) == 0 && st.st_nlink > 0 && stat(s->path, &now) == 0 &&
-	    now.st_dev == s->dev && now.st_ino == s->ino && fstat(s->layout_fd, &st) == 0 &&
-	    st.st_nlink > 0)
+	return !is_lost(s) && fstat(s->dir_fd, &st) == 0 && st.st_nlink > 0 &&
+	       stat(s->path, &now) == 0 && now.st_dev == s->dev && now.st_ino == s->ino &&
+	       fstat(s->layout_fd, &st) == 0 && st.st_nlink > 0;
+}
+
+int store_check_dir(struct store *s)
+{
+	struct stat st;
+	char err[256];
+	int fd;
+
+	if (store_dir_ok(s))
 		return 0;
-	/* Gone or replaced: make a new one, with the same checks as at start. */
+	/* Gone or replaced (or lost before): open or make it again, with the
+	 * same checks as at start. */
 	fd = open_cache_dir(s->path, err, sizeof(err));
 	if (fd < 0)
 		return fd;
@@ -360,39 +376,49 @@ int store_check_dir(struct store *s)
 	fstat(fd, &st);
 	s->dev = st.st_dev;
 	s->ino = st.st_ino;
-	/* Keep holding the old lock fd: re-take the lock in the new directory. */
-	lfd = s->lock_fd;
+	/* The old lock guards a directory nobody can reach by its name any
+	 * more.  Without the new one we must not touch the new directory:
+	 * another daemon may have made it its cache_dir meanwhile. */
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
 	s->lock_fd = -1;
-	if (take_lock(s, err, sizeof(err)) < 0)
-		s->lock_fd = lfd;
-	else if (lfd >= 0)
-		close(lfd);
+	if (take_lock(s, 0, err, sizeof(err)) < 0)
+		goto err_lost;
 	fd = open_layout(s);
-	if (fd < 0)
+	if (fd < 0) {
+		close(s->lock_fd);
+		s->lock_fd = -1;
 		return fd;
-	close(s->layout_fd);
+	}
+	if (s->layout_fd >= 0)
+		close(s->layout_fd);
 	s->layout_fd = fd;
+	__atomic_store_n(&s->lost, false, __ATOMIC_RELEASE);
 	return 1;
+
+err_lost:
+	__atomic_store_n(&s->lost, true, __ATOMIC_RELEASE);
+	return -EBUSY;
 }
 
 /* ---- records ---------------------------------------------------------- */
 
-void store_key_of(const char *source_root, uint64_t ino, struct store_key *k)
+int store_key_of(const char *source_root, uint64_t ino, struct store_key *k)
 {
+	/* On the stack: a fallback key for a failed malloc would name the same
+	 * file differently (or two files alike) depending on memory pressure. */
+	unsigned char buf[PATH_MAX + 1 + 8];
 	size_t n = strlen(source_root);
-	unsigned char *buf = malloc(n + 1 + 8);
-	uint64_t h[2] = {0, 0};
+	uint64_t h[2];
 
-	if (buf) {
-		memcpy(buf, source_root, n);
-		buf[n] = '\0';
-		put64(buf + n + 1, ino);
-		csum128(buf, n + 9, h);
-		free(buf);
-	} else {
-		h[0] = ino; /* still unique per inode; only the root path is lost */
-	}
+	if (n >= PATH_MAX)
+		return -ENAMETOOLONG;
+	memcpy(buf, source_root, n);
+	buf[n] = '\0';
+	put64(buf + n + 1, ino);
+	csum128(buf, n + 9, h);
 	snprintf(k->hex, sizeof(k->hex), "%016" PRIx64 "%016" PRIx64, h[0], h[1]);
+	return 0;
 }
 
 /* "XX/KEY.ext" relative to the layout dir. */
@@ -431,11 +457,15 @@ int store_load(struct store *s, const struct store_key *k, struct store_file *f,
 
 	memset(f, 0, sizeof(*f));
 	f->meta_fd = f->data_fd = -1;
+	if (is_lost(s))
+		return -EBUSY;
 	r = open_rel(s, k, "meta", O_RDWR);
 	if (r < 0)
 		return r;
 	f->meta_fd = r;
 	r = read_full(f->meta_fd, hdr, sizeof(hdr), 0);
+	if (r == -ENODATA)
+		r = -EBADMSG; /* records are renamed into place whole: short = corrupt */
 	if (r < 0)
 		goto err_close;
 	r = store_decode_header(hdr, &f->id, &f->chunk_size, &f->nchunks, &f->hdr_check);
@@ -500,6 +530,8 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 
 	memset(f, 0, sizeof(*f));
 	f->meta_fd = f->data_fd = -1;
+	if (is_lost(s))
+		return -EBUSY;
 	if (n > UINT32_MAX)
 		return -EFBIG;
 	snprintf(sub, sizeof(sub), "%.2s", k->hex);
@@ -577,6 +609,8 @@ int store_remove(struct store *s, const struct store_key *k)
 	char name[64];
 	int r = 0;
 
+	if (is_lost(s))
+		return -EBUSY;
 	rel_name(k, "meta", name, sizeof(name));
 	if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
 		r = -errno;
@@ -652,10 +686,14 @@ static bool parse_name(const char *name, struct store_key *k, const char **ext)
 
 int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg), void *arg)
 {
-	int lfd = fcntl(s->layout_fd, F_DUPFD_CLOEXEC, 0);
-	DIR *top = lfd >= 0 ? fdopendir(lfd) : NULL;
+	int lfd;
+	DIR *top;
 	struct dirent *d;
 
+	if (is_lost(s))
+		return -EBUSY;
+	lfd = fcntl(s->layout_fd, F_DUPFD_CLOEXEC, 0);
+	top = lfd >= 0 ? fdopendir(lfd) : NULL;
 	if (!top) {
 		if (lfd >= 0)
 			close(lfd);

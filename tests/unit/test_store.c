@@ -1,6 +1,7 @@
 /* test_store.c - on-disk record format and cache_dir safety, no mount. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -196,9 +197,74 @@ static void test_records(const char *base)
 		CHECK(store_load(s, &k, &g, &slots) == -EBADMSG);
 		CHECK(store_remove(s, &k) == 0);
 		CHECK(access(name, F_OK) < 0);
+
+		/* A header cut short is corrupt too (records are renamed into
+		 * place whole), so the cache removes it; -ENODATA kept it forever. */
+		fd = open(name, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		CHECK(fd >= 0 && write(fd, "EFSCMETA\1\0\0\0", 12) == 12);
+		close(fd);
+		CHECK(store_load(s, &k, &g, &slots) == -EBADMSG);
+		fd = open(name, O_WRONLY | O_TRUNC);
+		close(fd);
+		CHECK(store_load(s, &k, &g, &slots) == -EBADMSG);
+		CHECK(store_remove(s, &k) == 0);
 	}
 
 	store_close(s);
+	free(dir);
+}
+
+/* The key depends only on the root and the inode; a root too long to hash
+ * whole is refused, never replaced by a key made of less. */
+static void test_keys(void)
+{
+	struct store_key a, b;
+	char *longroot = malloc(PATH_MAX + 10);
+
+	CHECK(store_key_of("/src", 42, &a) == 0 && store_key_of("/src", 42, &b) == 0);
+	CHECK(!strcmp(a.hex, b.hex));
+	CHECK(store_key_of("/src", 43, &b) == 0 && strcmp(a.hex, b.hex));
+	CHECK(store_key_of("/other", 42, &b) == 0 && strcmp(a.hex, b.hex));
+	CHECK(longroot != NULL);
+	if (!longroot)
+		return;
+	memset(longroot, 'a', PATH_MAX + 9);
+	longroot[0] = '/';
+	longroot[PATH_MAX + 9] = '\0';
+	CHECK(store_key_of(longroot, 42, &b) == -ENAMETOOLONG);
+	free(longroot);
+}
+
+/* cache_dir removed, and another daemon made the new one its own before our
+ * sweep noticed: we must not use it (two daemons in one cache_dir). */
+static void test_lost_lock(const char *base)
+{
+	char err[512], cmd[600], *dir = mkpath(base, "lost");
+	struct store_identity id = ID;
+	struct store *a, *b;
+	struct store_file f;
+	struct store_key k;
+
+	CHECK(store_key_of("/src", 7, &k) == 0);
+	CHECK(store_open(&a, dir, err, sizeof(err)) == 0);
+	CHECK(store_check_dir(a) == 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+	CHECK(store_open(&b, dir, err, sizeof(err)) == 0);
+	CHECK(store_check_dir(a) == -EBUSY);
+	CHECK(store_create(a, &k, &id, 1 << 20, &f) == -EBUSY);
+	CHECK(f.meta_fd == -1 && f.data_fd == -1);
+	CHECK(store_check_dir(a) == -EBUSY);
+	/* The other daemon exits: the lock is ours again. */
+	store_close(b);
+	CHECK(store_check_dir(a) == 1);
+	CHECK(store_create(a, &k, &id, 1 << 20, &f) == 0);
+	store_file_close(&f);
+	CHECK(store_check_dir(a) == 0);
+	/* Plain recreation (nobody else) still works. */
+	CHECK(system(cmd) == 0);
+	CHECK(store_check_dir(a) == 1);
+	store_close(a);
 	free(dir);
 }
 
@@ -251,6 +317,8 @@ int main(void)
 	test_cache_dir_safety(base);
 	test_records(base);
 	test_scan(base);
+	test_keys();
+	test_lost_lock(base);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", base);

@@ -15,6 +15,7 @@ Built on ../harness.py (mounting, check/report API, cleanup of mounts and daemon
 import glob
 import hashlib
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -235,6 +236,45 @@ def records(cache_dir):
 
 
 # ---------------------------------------------------------------------------------------
+# the daemon's control socket (include/ctlproto.h): one "KIND FIELD=VALUE ..." line per
+# message; a request is answered by "progress" lines (verify) and one "done".
+
+def ctl_request(cache_dir, line, timeout=60, progress=None):
+    """Send one request to the daemon of cache_dir; returns the fields of its "done" reply
+    as a dict of ints.  progress(fields) is called for each "progress" line.  Waits a few
+    seconds for the socket (it is bound again after cache_dir is recreated)."""
+    path = os.path.join(cache_dir, "ctl.sock")
+    deadline = time.monotonic() + 5
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with s:
+        s.settimeout(timeout)
+        s.sendall(line.encode() + b"\n")
+        buf = b""
+        while True:
+            data = s.recv(4096)
+            if not data:
+                raise ConnectionError("control socket closed before 'done'")
+            buf += data
+            while b"\n" in buf:
+                msg, buf = buf.split(b"\n", 1)
+                kind, *fields = msg.decode().split(" ")
+                vals = {k: int(v) for k, v in (f.split("=", 1) for f in fields)}
+                if kind == "done":
+                    return vals
+                if kind == "progress" and progress:
+                    progress(vals)
+
+
+# ---------------------------------------------------------------------------------------
 # the emu + efscache stack
 
 def no_readahead(m):
@@ -333,10 +373,13 @@ class Stack:
         return parse_lines(os.getxattr(self.p(rel), "user.efscache.status"))
 
     def evict(self, rel):
-        os.setxattr(self.p(rel), "user.efscache.evict", b"1")
+        r = ctl_request(self.cache_dir, "evict ino=%d" % os.stat(self.p(rel)).st_ino)
+        if r.get("error"):
+            raise OSError(r["error"], os.strerror(r["error"]), self.p(rel))
+        return r
 
     def verify_all(self):
-        return parse_lines(os.getxattr(self.mnt, "user.efscache.verify"))
+        return ctl_request(self.cache_dir, "verify", timeout=300)
 
     def emu_stats(self):
         return h.emu_stats(self.emu)

@@ -5,7 +5,7 @@ the right bytes, not an error.  Damage done while unmounted: one flipped byte in
 a punched-out chunk, a damaged slot in the .meta record, a damaged record header, a
 truncated or deleted .data file, a record copied over another file's record.  Damage done
 while mounted with verify=always: caught at the next read.  With verify=once, the
-user.efscache.verify xattr finds and removes bad chunks."""
+verify request on the control socket finds and removes bad chunks."""
 
 import os
 import shutil

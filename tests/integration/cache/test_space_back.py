@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Space comes back: a file deleted or replaced through the mount (unlink, rename over it)
+loses its cache record at once, and efscache's cache_usage_bytes drops by what it held.
+Witnesses: the record's files in cache_dir (found by the source inode in their header)
+and the daemon's cache_usage_bytes.  A file that keeps another name (hard link), or whose
+rename is an exchange, keeps its record; a reader that still holds the deleted file open
+goes on reading the right bytes."""
+
+import ctypes
+import os
+
+import cachelib as cl
+from cachelib import MiB, h
+
+SIZE = 3 * MiB
+
+
+def cached(st, rel, seed):
+    """Create rel on the source, read it through the mount, return (want, ino, record)."""
+    want = cl.make_file(st.s(rel), SIZE, seed=seed)
+    cl.drop_caches()
+    cl.check_content("%s: first read" % rel, st.p(rel), st.s(rel), want)
+    ino = os.stat(st.e(rel)).st_ino
+    rec = st.record_of(rel)
+    h.check("%s: has a record in cache_dir" % rel, rec is not None and os.path.exists(rec[0]))
+    return want, ino, rec
+
+
+def usage(st):
+    return st.stats()["cache_usage_bytes"]
+
+
+def gone(rec):
+    return not os.path.exists(rec[0]) and not os.path.exists(rec[1])
+
+
+def test_unlink():
+    st = cl.Stack()
+    _, _, rec = cached(st, "a", 1)
+    u0 = usage(st)
+    h.check("a cached: usage >= file size", u0 >= SIZE, "usage %d" % u0)
+    os.unlink(st.p("a"))
+    h.check("unlink: record files removed at once", gone(rec), str(rec))
+    h.check("unlink: cache_usage_bytes dropped by the file's data", usage(st) <= u0 - SIZE,
+            "usage %d -> %d" % (u0, usage(st)))
+    h.eq("unlink: no records left in cache_dir", cl.records(st.cache_dir), [])
+
+    # A second name keeps the file, and its record.
+    want, _, rec = cached(st, "b", 2)
+    os.link(st.p("b"), st.p("b2"))
+    os.unlink(st.p("b"))
+    h.check("unlink of one of two links: record kept", not gone(rec), str(rec))
+    # (link and rename change the inode's ctime, so the next open refetches: rule 2)
+    cl.check_content("the other link still reads", st.p("b2"), st.s("b2"), want)
+    os.unlink(st.p("b2"))
+    h.check("unlink of the last link: record removed", gone(rec), str(rec))
+
+    # Open, delete, keep reading: the bytes stay right (served from the source).
+    want, _, rec = cached(st, "c", 3)
+    with open(st.p("c"), "rb") as f:
+        os.unlink(st.p("c"))
+        h.check("unlink while open: record removed", gone(rec), str(rec))
+        h.eq("unlink while open: the open file still reads its bytes", cl.sha(f.read()),
+             want)
+    h.check("clean unmount", not st.umount())
+
+
+def test_rename_over():
+    st = cl.Stack()
+    _, _, rec_old = cached(st, "old", 4)
+    want_new, _, rec_new = cached(st, "new", 5)
+    u0 = usage(st)
+    os.rename(st.p("new"), st.p("old"))  # replaces "old"
+    h.check("rename over: the replaced file's record is removed", gone(rec_old), str(rec_old))
+    h.check("rename over: the moved file's record is kept", not gone(rec_new), str(rec_new))
+    h.check("rename over: cache_usage_bytes dropped by the replaced file",
+            usage(st) <= u0 - SIZE, "usage %d -> %d" % (u0, usage(st)))
+    cl.check_content("rename over: the new content reads", st.p("old"), st.s("old"), want_new)
+
+    # RENAME_EXCHANGE deletes nothing: both records stay.
+    _, _, rec_x = cached(st, "x", 6)
+    _, _, rec_y = cached(st, "y", 7)
+    libc = ctypes.CDLL(None, use_errno=True)
+    RENAME_EXCHANGE = 2
+    r = libc.renameat2(-100, st.p("x").encode(), -100, st.p("y").encode(), RENAME_EXCHANGE)
+    if r != 0 and ctypes.get_errno() in (22, 38, 95):
+        h.skip("rename exchange keeps both records", "renameat2 EXCHANGE unsupported")
+    else:
+        h.eq("rename exchange: rc", r, 0)
+        h.check("rename exchange: both records kept", not gone(rec_x) and not gone(rec_y))
+    h.check("clean unmount", not st.umount())
+
+
+if __name__ == "__main__":
+    cl.main([test_unlink, test_rename_over])
