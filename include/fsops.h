@@ -31,6 +31,7 @@ struct efs_fs {
 	struct fuse_session *se;   /* for attribute invalidations; set by main */
 	struct cache *cache;
 	bool logged_nofile;        /* fd exhaustion was logged */
+	bool logged_nomem;         /* an inode allocation failure was logged */
 	struct control *ctl; /* the control socket (control.c) */
 	struct efs_stats stats;
 	pthread_mutex_t handles_mu;

@@ -27,6 +27,10 @@ int src_lookup(int dirfd, const char *name, int *fd, struct stat *st);
  * round trip while the client's attributes are valid; a read marks a
  * network file's atime stale, and asking for it would cost one). */
 int src_stat(int fd, struct stat *st);
+/* What the source's client has cached for fd, never a round trip
+ * (AT_STATX_DONT_SYNC).  Only for attributes the server confirmed recently
+ * through another call (a forced stat by name of the same object). */
+int src_stat_cached(int fd, struct stat *st);
 /* The stat of name in dirfd (not following a final symlink) that really
  * reaches the server: statx with AT_STATX_FORCE_SYNC, which an NFS client
  * sends as a GETATTR instead of answering from its attribute cache (a plain

@@ -24,6 +24,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -75,6 +76,8 @@ struct efs_dir {
 	DIR *dp;
 	off_t offset;           /* telldir cookie of the entry after `entry` */
 	struct dirent *entry;   /* read but not yet returned, or NULL */
+	bool eof;               /* readdir(3) returned the end at offset: another
+				 * call would only ask the source again */
 };
 
 static struct efs_fs *fs_of(fuse_req_t req)
@@ -210,6 +213,10 @@ static int source_stat_named(void *arg, struct efs_inode *i, struct stat *st)
 	 * GETATTR of a file it holds open with nlink 0). */
 	if (r == 0 && !S_ISDIR(st->st_mode) && st->st_nlink == 0)
 		r = -ESTALE;
+	/* The server just confirmed these attributes: a getattr inside the
+	 * window can take them from the source's client without asking. */
+	if (r == 0 && st->st_dev == i->dev && st->st_ino == i->ino)
+		itab_observe(fs->itab, i, &fs->policy, st);
 	return r == -ENOENT ? -ESTALE : r;
 }
 
@@ -404,8 +411,13 @@ static int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *na
 	if (r < 0)
 		return r;
 	i = itab_get(fs->itab, parent, name, fd, &e->attr);
-	if (!i)
+	if (!i) {
+		log_once(fs->logged_nomem, LOG_LVL_WARN,
+			 "out of memory for a new inode (lookup of '%s'): the lookup fails with "
+			 "ENOMEM",
+			 name);
 		return -ENOMEM;
+	}
 	e->ino = ino_id(fs, i);
 	e->attr_timeout = itab_observe(fs->itab, i, &fs->policy, &e->attr);
 	e->entry_timeout = itab_entry_timeout(fs->itab, parent, &fs->policy, false);
@@ -487,11 +499,25 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
+	struct meta_attr a;
+	struct timespec now;
+	double age = -1;
 	struct stat st;
 	int fd = ifd(fs, i), r;
 
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
+		return;
+	}
+	itab_attr(fs->itab, i, &a);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (a.seen)
+		age = meta_elapsed(&a.at, &now);
+	/* Confirmed by the server inside the window (an open's forced stat):
+	 * what its client cached is that answer, no need to ask again. */
+	if (age >= 0 && age < a.timeo && src_stat_cached(fd, &st) == 0) {
+		ifd_put(fs, i);
+		fuse_reply_attr(req, &st, a.timeo - age);
 		return;
 	}
 	r = src_stat(fd, &st);
@@ -1396,16 +1422,20 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		seekdir(d->dp, offset);
 		d->entry = NULL;
 		d->offset = offset;
+		d->eof = false;
 	}
 	for (;;) {
 		struct fuse_entry_param e;
 		size_t n;
 
 		if (!d->entry) {
+			if (d->eof)
+				break;
 			errno = 0;
 			d->entry = readdir(d->dp);
 			if (!d->entry) {
 				err = errno; /* 0 at the end of the directory */
+				d->eof = !err;
 				break;
 			}
 		}

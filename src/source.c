@@ -77,6 +77,12 @@ static int statx_to_stat(int dirfd, const char *name, int flags, unsigned mask, 
 	return 0;
 }
 
+int src_stat_cached(int fd, struct stat *st)
+{
+	return statx_to_stat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
+			     STATX_BASIC_STATS & ~STATX_ATIME, st);
+}
+
 int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
 {
 	return statx_to_stat(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
