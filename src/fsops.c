@@ -192,22 +192,40 @@ static void ifd_put(struct efs_fs *fs, struct efs_inode *i)
 	inode_fd_put(fs->itab, i);
 }
 
+/* The fd of i's parent and i's name there, for a call that resolves the
+ * name again.  Returns the fd or -errno (-ESTALE: the root, or a parent
+ * that cannot be reached); on success release with at_parent_end(). */
+static int at_parent_begin(struct efs_fs *fs, struct efs_inode *i, struct efs_inode **parent,
+			   char **name)
+{
+	int r = itab_parent_get(fs->itab, i, parent, name);
+
+	if (r < 0)
+		return r == -ENOENT ? -ESTALE : r;
+	r = ifd(fs, *parent);
+	if (r < 0)
+		itab_parent_put(fs->itab, *parent, *name);
+	return r;
+}
+
+static void at_parent_end(struct efs_fs *fs, struct efs_inode *parent, char *name)
+{
+	ifd_put(fs, parent);
+	itab_parent_put(fs->itab, parent, name);
+}
+
 /* The cache's view of the source (struct cache_source). */
 static int source_stat_named(void *arg, struct efs_inode *i, struct stat *st)
 {
 	struct efs_fs *fs = arg;
 	struct efs_inode *parent;
 	char *name;
-	int pfd, r;
+	int pfd = at_parent_begin(fs, i, &parent, &name), r;
 
-	r = itab_parent_get(fs->itab, i, &parent, &name);
-	if (r < 0)
-		return r == -ENOENT ? -ESTALE : r;
-	pfd = ifd(fs, parent);
-	r = pfd < 0 ? pfd : src_stat_sync_at(pfd, name, st);
-	if (pfd >= 0)
-		ifd_put(fs, parent);
-	itab_parent_put(fs->itab, parent, name);
+	if (pfd < 0)
+		return pfd;
+	r = src_stat_sync_at(pfd, name, st);
+	at_parent_end(fs, parent, name);
 	/* No link left: the name was removed or now names another file on
 	 * the server, and the client still had this one's handle (NFS answers
 	 * GETATTR of a file it holds open with nlink 0). */
@@ -225,20 +243,16 @@ static int source_open_named(void *arg, struct efs_inode *i, int flags)
 	struct efs_fs *fs = arg;
 	struct efs_inode *parent;
 	char *name;
-	int pfd, r;
+	int pfd = at_parent_begin(fs, i, &parent, &name), r;
 
-	r = itab_parent_get(fs->itab, i, &parent, &name);
-	if (r < 0)
-		return r == -ENOENT ? -ESTALE : r;
-	pfd = ifd(fs, parent);
-	r = pfd < 0 ? pfd : src_open_at(pfd, name, flags);
+	if (pfd < 0)
+		return pfd;
+	r = src_open_at(pfd, name, flags);
 	if (out_of_fds(r)) {
 		note_no_fds(fs, r, "an open");
 		r = src_open_at(pfd, name, flags);
 	}
-	if (pfd >= 0)
-		ifd_put(fs, parent);
-	itab_parent_put(fs->itab, parent, name);
+	at_parent_end(fs, parent, name);
 	return r == -ENOENT ? -ESTALE : r;
 }
 

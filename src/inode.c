@@ -294,9 +294,10 @@ static bool unhash_if_dead_locked(struct inode_table *t, struct efs_inode *i, in
 	return true;
 }
 
-/* Drop one reference of i (refs), freeing it and, in turn, parents that
- * nothing holds any more. */
-static void unref(struct inode_table *t, struct efs_inode *i)
+/* Drop n lookup references of i (or, with n == 0, one reference from a
+ * child or a caller), freeing it and, in turn, parents that nothing holds
+ * any more. */
+static void drop(struct inode_table *t, struct efs_inode *i, uint64_t n)
 {
 	while (i && i != &t->root) {
 		struct efs_inode *parent;
@@ -304,7 +305,10 @@ static void unref(struct inode_table *t, struct efs_inode *i)
 		int fd;
 
 		pthread_mutex_lock(&t->lock);
-		i->refs--;
+		if (n)
+			i->nlookup = i->nlookup > n ? i->nlookup - n : 0;
+		else
+			i->refs--;
 		dead = unhash_if_dead_locked(t, i, &fd);
 		parent = i->parent;
 		pthread_mutex_unlock(&t->lock);
@@ -313,8 +317,14 @@ static void unref(struct inode_table *t, struct efs_inode *i)
 		if (fd >= 0)
 			close(fd);
 		inode_destroy(t, i);
-		i = parent;
+		i = parent; /* its child's reference goes with the child */
+		n = 0;
 	}
+}
+
+static void unref(struct inode_table *t, struct efs_inode *i)
+{
+	drop(t, i, 0);
 }
 
 /* Point i at (parent, name), moving its reference on the parent.  Returns
@@ -409,23 +419,8 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 
 void itab_forget(struct inode_table *t, struct efs_inode *i, uint64_t n)
 {
-	struct efs_inode *parent;
-	bool dead;
-	int fd;
-
-	if (i == &t->root)
-		return;
-	pthread_mutex_lock(&t->lock);
-	i->nlookup = i->nlookup > n ? i->nlookup - n : 0;
-	dead = unhash_if_dead_locked(t, i, &fd);
-	parent = i->parent;
-	pthread_mutex_unlock(&t->lock);
-	if (!dead)
-		return;
-	if (fd >= 0)
-		close(fd);
-	inode_destroy(t, i);
-	unref(t, parent);
+	if (n)
+		drop(t, i, n);
 }
 
 void itab_moved(struct inode_table *t, struct efs_inode *i, struct efs_inode *newparent,
