@@ -525,19 +525,20 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 {
 	unsigned char hdr[STORE_HEADER_SIZE];
 	char sub[3], tmp[80], name[64];
-	uint64_t n = (id->size + chunk_size - 1) / chunk_size;
+	struct store_file prep;
 	int fd, r;
 
 	memset(f, 0, sizeof(*f));
 	f->meta_fd = f->data_fd = -1;
 	if (is_lost(s))
 		return -EBUSY;
-	if (n > UINT32_MAX)
-		return -EFBIG;
+	r = store_prepare(id, chunk_size, &prep);
+	if (r < 0)
+		return r;
 	snprintf(sub, sizeof(sub), "%.2s", k->hex);
 	if (mkdirat(s->layout_fd, sub, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	store_encode_header(id, chunk_size, (uint32_t)n, hdr);
+	store_encode_header(id, chunk_size, prep.nchunks, hdr);
 	/* The pid marks it as ours: the startup scan removes only others'. */
 	snprintf(tmp, sizeof(tmp), "%s/%s.meta.tmp.%ld", sub, k->hex, (long)getpid());
 	fd = openat(s->layout_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -545,7 +546,7 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 		return -errno;
 	r = io_pwrite_full(fd, hdr, sizeof(hdr), 0);
 	/* Slots all zero = all empty: a sparse tail costs no blocks. */
-	if (r == 0 && ftruncate(fd, STORE_HEADER_SIZE + (off_t)n * STORE_SLOT_SIZE) < 0)
+	if (r == 0 && ftruncate(fd, STORE_HEADER_SIZE + (off_t)prep.nchunks * STORE_SLOT_SIZE) < 0)
 		r = -errno;
 	rel_name(k, "meta", name, sizeof(name));
 	if (r == 0 && renameat(s->layout_fd, tmp, s->layout_fd, name) < 0)
@@ -555,6 +556,7 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 		unlinkat(s->layout_fd, tmp, 0);
 		return r;
 	}
+	*f = prep;
 	f->meta_fd = fd;
 	/* Only now drop the old bytes: the new record already disowns them. */
 	r = open_rel(s, k, "data", O_RDWR | O_CREAT);
@@ -568,10 +570,6 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 		store_file_close(f);
 		return r;
 	}
-	f->id = *id;
-	f->chunk_size = chunk_size;
-	f->nchunks = (uint32_t)n;
-	f->hdr_check = (uint32_t)get32(hdr + 60);
 	return 0;
 }
 
