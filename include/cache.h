@@ -24,6 +24,9 @@ struct stat;
 struct cache;
 struct cache_file;
 
+/* Alignment of the buffers the cache reads the source into (O_DIRECT). */
+#define CACHE_BUF_ALIGN 4096
+
 /* How the cache reaches a file on the source.  Supplied by the layer that
  * knows names and fds (fsops.c over inode.c and source.c); unit tests give
  * a fake.  All return -errno on failure. */
@@ -37,6 +40,15 @@ struct cache_source {
 	int (*open_named)(void *arg, struct efs_inode *ino, int flags);
 	/* Open the very object of ino, without resolving a name. */
 	int (*open_object)(void *arg, struct efs_inode *ino, int flags);
+	/* The attributes of the object behind fd (an fd these ops returned),
+	 * as current as the last round trip on it (fstat). */
+	int (*stat_open)(void *arg, int fd, struct stat *st);
+	/* Read len bytes at off from fd (an fd these ops returned) into buf;
+	 * short only at the end of the file.  buf is aligned to
+	 * CACHE_BUF_ALIGN and len may be rounded up to it, so an O_DIRECT fd
+	 * can be read; a source that refuses O_DIRECT is read buffered.
+	 * Returns the byte count or -errno. */
+	ssize_t (*read)(void *arg, int fd, void *buf, size_t len, off_t off);
 	void *arg;
 };
 

@@ -51,6 +51,13 @@ int src_birth(int fd, struct timespec *btime);
 /* Open the object behind an O_PATH fd for I/O (flags as for open(2), no
  * O_CREAT).  Returns the new fd or -errno. */
 int src_open(int fd, int flags);
+/* Read len bytes at off from an open fd into buf, retrying short reads and
+ * EINTR; short only at the end of the file.  With an O_DIRECT fd, buf must
+ * be aligned to 4096 and len is rounded up to it for the read; a file
+ * system that refuses a direct read, or returns a short direct read before
+ * the end, is read on buffered (O_DIRECT is turned off on the fd).
+ * Returns the byte count (at most len) or -errno. */
+ssize_t src_read(int fd, void *buf, size_t len, off_t off);
 /* Create and open name in dirfd.  Returns the open fd or -errno. */
 int src_create(int dirfd, const char *name, int flags, mode_t mode);
 

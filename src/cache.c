@@ -40,7 +40,6 @@
 
 #include "checksum.h"
 #include "evict.h"
-#include "io.h"
 #include "log.h"
 #include "prefetch.h"
 #include "source.h"
@@ -471,12 +470,12 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 
 	/* One round trip, without holding the entry: the source may be slow. */
 	if (open_fd >= 0) {
-		r = src_stat(open_fd, &st);
+		r = c->src.stat_open(c->src.arg, open_fd, &st);
 	} else if (full) {
 		r = c->src.stat_named(c->src.arg, ino, &st);
 	} else {
 		fd = open_fetch(c, ino, true, size_hint);
-		r = fd < 0 ? fd : src_stat(fd, &st);
+		r = fd < 0 ? fd : c->src.stat_open(c->src.arg, fd, &st);
 	}
 	if (r == 0 && (st.st_ino != ino->ino || st.st_dev != ino->dev))
 		r = -ESTALE;
@@ -549,6 +548,16 @@ static void add_mem(struct cache_read *rd, void *buf, const void *mem, size_t le
 		rd->seg[rd->nseg++] = (struct cache_seg){.fd = -1, .mem = mem, .len = len};
 }
 
+#define ALIGN ((uint64_t)CACHE_BUF_ALIGN)
+
+/* Chunk buffers are aligned for O_DIRECT and sized to whole blocks. */
+static void *chunk_buf(uint64_t len)
+{
+	void *p = NULL;
+
+	return posix_memalign(&p, ALIGN, (len + ALIGN - 1) & ~(ALIGN - 1)) ? NULL : p;
+}
+
 /* Read straight from the source, caching nothing. */
 static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
 			   struct cache_read *rd)
@@ -558,10 +567,10 @@ static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
 
 	if (src_fd < 0)
 		return -EBADFD; /* the caller opens the handle's own fd */
-	buf = malloc(size ? size : 1);
+	buf = chunk_buf(size ? size : 1);
 	if (!buf)
 		return -ENOMEM;
-	n = io_pread_full(src_fd, buf, size, off);
+	n = c->src.read(c->src.arg, src_fd, buf, size, off);
 	if (n < 0) {
 		free(buf);
 		stats_add(c->stats, ST_source_errors, 1);
@@ -661,51 +670,6 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	return true;
 }
 
-#define ALIGN 4096ULL
-
-/* Chunk buffers are aligned for O_DIRECT and sized to whole blocks. */
-static void *chunk_buf(uint64_t len)
-{
-	void *p = NULL;
-
-	return posix_memalign(&p, ALIGN, (len + ALIGN - 1) & ~(ALIGN - 1)) ? NULL : p;
-}
-
-/* Read `want` bytes at start (aligned) into buf (a chunk_buf).  With an
- * O_DIRECT fd, lengths are rounded up to blocks; the source returns short at
- * its end.  If the source refuses a direct read, O_DIRECT is turned off on
- * the fd and the read goes on buffered. */
-static ssize_t fetch_read(int fd, void *buf, uint32_t want, uint64_t start)
-{
-	int fl = fcntl(fd, F_GETFL);
-	bool direct = fl >= 0 && (fl & O_DIRECT);
-	size_t done = 0, len = direct ? (size_t)((want + ALIGN - 1) & ~(ALIGN - 1)) : want;
-
-	while (done < want) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(start + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if ((n < 0 && errno == EINVAL && direct) ||
-		    (n > 0 && direct && ((done + (size_t)n) % ALIGN) && done + (size_t)n < want)) {
-			/* Unaligned leftovers, a source without O_DIRECT, or a
-			 * short direct read mid-file: go buffered. */
-			if (fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
-				return -errno;
-			direct = false;
-			len = want;
-			if (n > 0)
-				done += (size_t)n;
-			continue;
-		}
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)(done < want ? done : want);
-}
 
 /* The fetch fd of the entry, opened (by the object, not the name: the
  * handles that read it opened this very file) if it has none.  The caller
@@ -822,7 +786,7 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 
 	pthread_mutex_unlock(&e->mu);
 	const uint64_t t0 = stats_now_us();
-	n = fetch_read(fd, buf, want, start);
+	n = c->src.read(c->src.arg, fd, buf, want, (off_t)start);
 	stats_fetch_done(c->stats, t0);
 	if (n >= 0) {
 		stats_add(c->stats, ST_misses, 1);
@@ -831,7 +795,7 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 		 * the source holds now, so serve them, but store nothing. */
 		if ((uint32_t)n != want) {
 			changed = true;
-		} else if (src_stat(fd, &st) == 0) {
+		} else if (c->src.stat_open(c->src.arg, fd, &st) == 0) {
 			identity_of(&st, &now_id);
 			changed = !identity_equal(&now_id, &e->sf.id);
 		}

@@ -283,6 +283,18 @@ static int source_open_object(void *arg, struct efs_inode *i, int flags)
 	return r;
 }
 
+static int source_stat_open(void *arg, int fd, struct stat *st)
+{
+	(void)arg;
+	return src_stat(fd, st);
+}
+
+static ssize_t source_read(void *arg, int fd, void *buf, size_t len, off_t off)
+{
+	(void)arg;
+	return src_read(fd, buf, len, off);
+}
+
 int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_t errlen)
 {
 	int fd, r;
@@ -320,6 +332,8 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 			.stat_named = source_stat_named,
 			.open_named = source_open_named,
 			.open_object = source_open_object,
+			.stat_open = source_stat_open,
+			.read = source_read,
 			.arg = fs,
 		};
 

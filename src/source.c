@@ -138,6 +138,43 @@ int src_open(int fd, int flags)
 	return f < 0 ? -errno : f;
 }
 
+#define DIRECT_ALIGN 4096u /* O_DIRECT granularity we read in */
+
+ssize_t src_read(int fd, void *buf, size_t len, off_t off)
+{
+	const int fl = fcntl(fd, F_GETFL);
+	bool direct = fl >= 0 && (fl & O_DIRECT);
+	/* A direct read asks for whole blocks; the file ends where it ends. */
+	size_t ask = direct ? (len + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1) : len;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, ask - done, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (direct && ((n < 0 && errno == EINVAL) ||
+			       (n > 0 && (done + (size_t)n) % DIRECT_ALIGN &&
+				done + (size_t)n < len))) {
+			/* No O_DIRECT on this file system, or a short direct
+			 * read before the end: go on buffered. */
+			if (fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+				return -errno;
+			direct = false;
+			ask = len;
+			if (n > 0)
+				done += (size_t)n;
+			continue;
+		}
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)(done < len ? done : len);
+}
+
 int src_create(int dirfd, const char *name, int flags, mode_t mode)
 {
 	int f = openat(dirfd, name, (flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW, mode);
