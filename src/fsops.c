@@ -11,7 +11,7 @@
  * never tie up the session's worker threads; a FUSE interrupt wakes that
  * thread with a signal and the waiter gets EINTR.
  */
-#include "fsops.h"
+#include "fsops_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -42,23 +42,6 @@
 #define LOCK_WAKE_SIGNAL SIGURG
 static void lock_wake_handler(int sig);
 
-/* Every open file and directory is on fs->handles, so that those the kernel
- * never released (unmount with files open) are freed at exit. */
-struct handle {
-	struct handle *prev, *next; /* protected by fs->handles_mu */
-	bool is_dir;
-};
-
-struct efs_file {
-	struct handle h;        /* first */
-	pthread_mutex_t mu;     /* serialises the lazy open of fd */
-	int fd;                 /* source fd opened for I/O, or -1: read-only
-				 * handles get one only when they need it */
-	int flags;              /* open(2) flags, for that lazy open */
-	bool cached;            /* cache_open succeeded: cache_close at release */
-	off_t next_off;         /* atomic: where a sequential reader reads next */
-};
-
 /* Reads within this distance of the previous one's end count as sequential:
  * the kernel's readahead sends several requests at once, slightly out of
  * order. */
@@ -71,21 +54,7 @@ static bool note_sequential(struct efs_file *f, off_t off, size_t size)
 	return off == 0 || (off >= prev - SEQ_SLACK && off <= prev + SEQ_SLACK);
 }
 
-struct efs_dir {
-	struct handle h;        /* first */
-	DIR *dp;
-	off_t offset;           /* telldir cookie of the entry after `entry` */
-	struct dirent *entry;   /* read but not yet returned, or NULL */
-	bool eof;               /* readdir(3) returned the end at offset: another
-				 * call would only ask the source again */
-};
-
-static struct efs_fs *fs_of(fuse_req_t req)
-{
-	return fuse_req_userdata(req);
-}
-
-static void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
+void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
 {
 	struct handle *head = fs->handles;
 
@@ -99,7 +68,7 @@ static void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
 	stats_add(&fs->stats, ST_open_files, 1);
 }
 
-static void handle_del(struct efs_fs *fs, struct handle *h)
+void handle_del(struct efs_fs *fs, struct handle *h)
 {
 	pthread_mutex_lock(&fs->handles_mu);
 	h->prev->next = h->next;
@@ -108,31 +77,9 @@ static void handle_del(struct efs_fs *fs, struct handle *h)
 	stats_sub(&fs->stats, ST_open_files, 1);
 }
 
-static struct efs_inode *inode_of(fuse_req_t req, fuse_ino_t ino)
-{
-	if (ino == FUSE_ROOT_ID)
-		return itab_root(fs_of(req)->itab);
-	return (struct efs_inode *)(uintptr_t)ino;
-}
-
-static fuse_ino_t ino_id(struct efs_fs *fs, struct efs_inode *i)
-{
-	return i == itab_root(fs->itab) ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)i;
-}
-
-static struct efs_file *file_of(struct fuse_file_info *fi)
-{
-	return (struct efs_file *)(uintptr_t)fi->fh;
-}
-
 static bool reserved_xattr(const char *name)
 {
 	return !strncmp(name, RESERVED_XATTR_PREFIX, sizeof(RESERVED_XATTR_PREFIX) - 1);
-}
-
-static bool bad_name(const char *name)
-{
-	return !strcmp(name, ".") || !strcmp(name, "..") || strchr(name, '/');
 }
 
 /* ---- fds ----------------------------------------------------------------- */
@@ -158,7 +105,7 @@ static unsigned fd_budget(const struct efs_config *cfg)
 }
 
 /* The process ran out of fds: give back idle inode fds; log it once. */
-static void note_no_fds(struct efs_fs *fs, int r, const char *what)
+void note_no_fds(struct efs_fs *fs, int r, const char *what)
 {
 	struct itab_counts n;
 
@@ -170,13 +117,8 @@ static void note_no_fds(struct efs_fs *fs, int r, const char *what)
 		 what, strerror(-r), (unsigned long long)n.fds);
 }
 
-static bool out_of_fds(int r)
-{
-	return r == -EMFILE || r == -ENFILE;
-}
-
 /* Callers of inode_fd_get hold the fd until inode_fd_put. */
-static int ifd(struct efs_fs *fs, struct efs_inode *i)
+int ifd(struct efs_fs *fs, struct efs_inode *i)
 {
 	int fd = inode_fd_get(fs->itab, i);
 
@@ -187,7 +129,7 @@ static int ifd(struct efs_fs *fs, struct efs_inode *i)
 	return fd;
 }
 
-static void ifd_put(struct efs_fs *fs, struct efs_inode *i)
+void ifd_put(struct efs_fs *fs, struct efs_inode *i)
 {
 	inode_fd_put(fs->itab, i);
 }
@@ -256,7 +198,7 @@ static int source_open_named(void *arg, struct efs_inode *i, int flags)
 	return r == -ENOENT ? -ESTALE : r;
 }
 
-static int source_open_object(void *arg, struct efs_inode *i, int flags)
+int source_open_object(void *arg, struct efs_inode *i, int flags)
 {
 	struct efs_fs *fs = arg;
 	struct stat st;
@@ -414,7 +356,7 @@ static int lookup_again(int pfd, const char *name, int *fd, struct stat *st)
 }
 
 /* Look name up in parent and take a lookup reference.  Returns 0 or -errno. */
-static int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
+int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 		     struct fuse_entry_param *e)
 {
 	struct efs_inode *i;
@@ -452,7 +394,7 @@ static int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *na
 	return 0;
 }
 
-static void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e)
+void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e)
 {
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -491,7 +433,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		log_warn("kernel lacks remote POSIX lock support: fcntl locks are local");
 }
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
@@ -508,13 +450,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry_or_err(req, r, &e);
 }
 
-static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	itab_forget(fs_of(req)->itab, inode_of(req, ino), nlookup);
 	fuse_reply_none(req);
 }
 
-static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	size_t k;
 
@@ -523,7 +465,7 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
@@ -556,7 +498,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, itab_observe(fs->itab, i, &fs->policy, &st));
 }
 
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		       struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -610,7 +552,7 @@ out_err:
 	fuse_reply_err(req, -r);
 }
 
-static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
@@ -633,7 +575,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, buf);
 }
 
-static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
@@ -644,7 +586,7 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	fuse_reply_err(req, -r);
 }
 
-static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
@@ -666,7 +608,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 enum mk_kind { MK_NODE, MK_DIR, MK_SYMLINK };
 
 /* Switch to the caller's uid, gid and supplementary groups. */
-static void enter_caller(fuse_req_t req, struct src_cred *saved)
+void enter_caller(fuse_req_t req, struct src_cred *saved)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	gid_t groups[SRC_MAX_GROUPS];
@@ -714,23 +656,23 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, enum 
 	reply_entry_or_err(req, r, &e);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		     dev_t rdev)
 {
 	make_node(req, parent, name, MK_NODE, mode, rdev, NULL);
 }
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	make_node(req, parent, name, MK_DIR, S_IFDIR | mode, 0, NULL);
 }
 
-static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	make_node(req, parent, name, MK_SYMLINK, 0, 0, link);
 }
 
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
@@ -792,7 +734,7 @@ static void victim_done(struct efs_fs *fs, int fd, uint64_t ino, int r)
 	close(fd);
 }
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
@@ -810,7 +752,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -r);
 }
 
-static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
@@ -831,7 +773,7 @@ static struct efs_inode *known_child(struct efs_fs *fs, int dfd, const char *nam
 	return itab_find(fs->itab, st.st_dev, st.st_ino);
 }
 
-static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -908,7 +850,7 @@ static int source_flags(int flags)
 
 /* The handle's own source fd, opened on first need (read-only handles of
  * cached files never need one).  Returns it or -errno. */
-static int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
+int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
 {
 	int fd;
 
@@ -932,7 +874,7 @@ static void inval_attrs(struct efs_fs *fs, fuse_ino_t ino)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 }
 
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
@@ -977,7 +919,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 }
 
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -1034,7 +976,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -1081,7 +1023,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	cache_read_done(fs->cache, &rd);
 }
 
-static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
 			 struct fuse_file_info *fi)
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -1104,7 +1046,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		fuse_reply_write(req, (size_t)n);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
 	int fd, r = 0;
@@ -1123,7 +1065,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, -r);
 }
 
-static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
 
@@ -1133,7 +1075,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_err(req, 0);
 }
 
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
 	int r = 0;
@@ -1146,7 +1088,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	fuse_reply_err(req, -r);
 }
 
-static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			 struct fuse_file_info *fi)
 {
 	struct efs_inode *i = inode_of(req, ino);
@@ -1158,7 +1100,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	fuse_reply_err(req, -r);
 }
 
-static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
 	int fd = file_fd(fs_of(req), inode_of(req, ino), file_of(fi));
@@ -1170,7 +1112,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_lseek(req, r);
 }
 
-static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
 			       struct fuse_file_info *fi_out, size_t len, int flags)
 {
@@ -1307,7 +1249,7 @@ static struct lock_wait *lock_wait_new(int fd)
 	return w;
 }
 
-static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock)
 {
 	/* Through the owner's fd, so the owner's own locks are no conflict. */
@@ -1326,7 +1268,7 @@ static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_lock(req, lock);
 }
 
-static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock, int sleep)
 {
 	struct efs_inode *i = inode_of(req, ino);
@@ -1360,7 +1302,7 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	park_lock_wait(req, w);
 }
 
-static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
 {
 	struct efs_file *f = file_of(fi);
 	struct lock_wait *w;
@@ -1383,12 +1325,7 @@ static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 
 /* ---- directories ---------------------------------------------------------- */
 
-static struct efs_dir *dir_of(struct fuse_file_info *fi)
-{
-	return (struct efs_dir *)(uintptr_t)fi->fh;
-}
-
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
@@ -1511,19 +1448,19 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 	free(buf);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		       struct fuse_file_info *fi)
 {
 	do_readdir(req, ino, size, offset, fi, false);
 }
 
-static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 			   struct fuse_file_info *fi)
 {
 	do_readdir(req, ino, size, offset, fi, true);
 }
 
-static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_dir *d = dir_of(fi);
 
@@ -1533,7 +1470,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	int fd = dirfd(dir_of(fi)->dp);
 	int r = datasync ? fdatasync(fd) : fsync(fd);
@@ -1594,7 +1531,7 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 	free(buf);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct efs_inode *i = inode_of(req, ino);
 	char *buf = NULL;
@@ -1643,7 +1580,7 @@ static size_t filter_xattr_list(char *list, size_t len)
 	return (size_t)(out - list);
 }
 
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct efs_inode *i = inode_of(req, ino);
 	ssize_t n;
@@ -1678,7 +1615,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(buf);
 }
 
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	struct efs_inode *i = inode_of(req, ino);
@@ -1697,7 +1634,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	}
 }
 
-static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct efs_inode *i = inode_of(req, ino);
 

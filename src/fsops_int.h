@@ -1,0 +1,178 @@
+/* fsops_int.h - what the fsops_*.c files share, and nothing else includes.
+ *
+ * The FUSE ops are split by what they act on: fsops.c (init, destroy, the
+ * ops table, the helpers below), fsops_entry.c (names and attributes),
+ * fsops_file.c (open files and their I/O), fsops_lock.c (flock and fcntl
+ * locks, waits in lockwait.c), fsops_dir.c (directory listings) and
+ * fsops_xattr.c (extended attributes, our reserved names among them).
+ *
+ * Conventions of every op: decode the request, call inode/cache/source,
+ * reply exactly once; errors travel as -errno and are replied with
+ * fuse_reply_err(req, -r).  The FUSE inode number of an inode is its
+ * address, except the root which is FUSE_ROOT_ID.  Open files carry a
+ * struct efs_file in fi->fh, directories a struct efs_dir.
+ *
+ * Locks: fs->handles_mu guards the handle list only, and nothing is called
+ * with it held.  f->mu guards an open file's lazy source fd; it is held
+ * across the source open and fsync/flush of that fd, never while taking
+ * another lock of ours.  Inode and cache locks are taken inside their own
+ * modules, never held by an op across a call into another module.
+ */
+#ifndef EFS_FSOPS_INT_H
+#define EFS_FSOPS_INT_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fsops.h"
+#include "source.h"
+
+/* Every open file and directory is on fs->handles, so that those the kernel
+ * never released (unmount with files open) are freed at exit. */
+struct handle {
+	struct handle *prev, *next; /* protected by fs->handles_mu */
+	bool is_dir;
+};
+
+struct efs_file {
+	struct handle h;        /* first */
+	pthread_mutex_t mu;     /* serialises the lazy open of fd */
+	int fd;                 /* source fd opened for I/O, or -1: read-only
+				 * handles get one only when they need it */
+	int flags;              /* open(2) flags, for that lazy open */
+	bool cached;            /* cache_open succeeded: cache_close at release */
+	off_t next_off;         /* atomic: where a sequential reader reads next */
+};
+
+struct efs_dir {
+	struct handle h;        /* first */
+	DIR *dp;
+	off_t offset;           /* telldir cookie of the entry after `entry` */
+	struct dirent *entry;   /* read but not yet returned, or NULL */
+	bool eof;               /* readdir(3) returned the end at offset: another
+				 * call would only ask the source again */
+};
+
+static inline struct efs_fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static inline struct efs_inode *inode_of(fuse_req_t req, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return itab_root(fs_of(req)->itab);
+	return (struct efs_inode *)(uintptr_t)ino;
+}
+
+static inline fuse_ino_t ino_id(struct efs_fs *fs, struct efs_inode *i)
+{
+	return i == itab_root(fs->itab) ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)i;
+}
+
+static inline struct efs_file *file_of(struct fuse_file_info *fi)
+{
+	return (struct efs_file *)(uintptr_t)fi->fh;
+}
+
+static inline struct efs_dir *dir_of(struct fuse_file_info *fi)
+{
+	return (struct efs_dir *)(uintptr_t)fi->fh;
+}
+
+static inline bool bad_name(const char *name)
+{
+	return !strcmp(name, ".") || !strcmp(name, "..") || strchr(name, '/');
+}
+
+static inline bool out_of_fds(int r)
+{
+	return r == -EMFILE || r == -ENFILE;
+}
+
+/* Put h on (take it off) fs->handles; counts open_files. */
+void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir);
+void handle_del(struct efs_fs *fs, struct handle *h);
+
+/* The process ran out of fds (r is -EMFILE or -ENFILE) during `what`: give
+ * back idle inode fds and log it once. */
+void note_no_fds(struct efs_fs *fs, int r, const char *what);
+/* i's O_PATH fd, held until ifd_put; retried once after giving back idle
+ * fds.  Returns the fd or -errno. */
+int ifd(struct efs_fs *fs, struct efs_inode *i);
+void ifd_put(struct efs_fs *fs, struct efs_inode *i);
+
+/* Open the source object of i for I/O (flags as open(2), no O_CREAT),
+ * following it by name if its handle went stale.  arg is the struct efs_fs.
+ * Returns the fd or -errno. */
+int source_open_object(void *arg, struct efs_inode *i, int flags);
+
+/* Look name up in parent and take a lookup reference.  Returns 0 or -errno. */
+int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
+	      struct fuse_entry_param *e);
+void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e);
+/* Switch the thread to the caller's uid, gid and groups (src_cred_enter). */
+void enter_caller(fuse_req_t req, struct src_cred *saved);
+
+/* The handle's own source fd, opened on first need (read-only handles of
+ * cached files never need one).  Returns it (owned by f) or -errno. */
+int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f);
+
+/* The ops, by file; the table is in fsops.c. */
+/* fsops_entry.c */
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+		struct fuse_file_info *fi);
+void op_readlink(fuse_req_t req, fuse_ino_t ino);
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask);
+void op_statfs(fuse_req_t req, fuse_ino_t ino);
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	       const char *newname, unsigned int flags);
+/* fsops_file.c */
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	       struct fuse_file_info *fi);
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+		  struct fuse_file_info *fi);
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+		  struct fuse_file_info *fi);
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi);
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			struct fuse_file_info *fi_out, size_t len, int flags);
+/* fsops_lock.c */
+void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock);
+void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+	      int sleep);
+void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op);
+/* fsops_dir.c */
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		struct fuse_file_info *fi);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		    struct fuse_file_info *fi);
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+/* fsops_xattr.c */
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		 size_t size, int flags);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+#endif
