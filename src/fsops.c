@@ -29,12 +29,9 @@
 
 #include "control.h"
 #include "ctlproto.h"
+#include "lockwait.h"
 #include "log.h"
 #include "source.h"
-
-/* Sent to a parked lock wait to make its blocking call return EINTR. */
-#define LOCK_WAKE_SIGNAL SIGURG
-static void lock_wake_handler(int sig);
 
 /* Reads within this distance of the previous one's end count as sequential:
  * the kernel's readahead sends several requests at once, slightly out of
@@ -240,13 +237,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 	}
 	fs->handles->next = fs->handles->prev = fs->handles;
 	meta_policy_init(&fs->policy, cfg);
-	{
-		struct sigaction sa = {.sa_handler = lock_wake_handler};
-
-		/* No SA_RESTART: a parked lock wait must see EINTR. */
-		sigemptyset(&sa.sa_mask);
-		sigaction(LOCK_WAKE_SIGNAL, &sa, NULL);
-	}
+	lockwait_setup();
 	fd = src_open_root(cfg->source);
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot open SOURCE '%s': %s", cfg->source, strerror(-fd));
@@ -1117,199 +1108,6 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
-}
-
-/* ---- locks ---------------------------------------------------------------- */
-
-/* A blocking lock request parked on its own thread.  Live waits are on a
- * list under waits_mu; the interrupt callback only touches a wait it finds
- * there, so a wait that already finished and was freed is never used. */
-struct lock_wait {
-	fuse_req_t req;
-	int fd;                  /* dup of the file's fd, owned by the wait */
-	bool is_flock;
-	int flock_op;
-	struct flock lk;
-	pthread_t thread;
-	bool started;            /* protected by waits_mu */
-	bool interrupted;        /* protected by waits_mu */
-	struct lock_wait *next;  /* protected by waits_mu */
-};
-
-static pthread_mutex_t waits_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct lock_wait *waits; /* protected by waits_mu */
-
-static void lock_wake_handler(int sig)
-{
-	(void)sig; /* only there to make the blocking call return EINTR */
-}
-
-static void lock_wait_interrupt(fuse_req_t req, void *data)
-{
-	struct lock_wait *w;
-
-	pthread_mutex_lock(&waits_mu);
-	for (w = waits; w; w = w->next) {
-		if (w != data)
-			continue;
-		w->interrupted = true;
-		if (w->started)
-			pthread_kill(w->thread, LOCK_WAKE_SIGNAL);
-		break;
-	}
-	pthread_mutex_unlock(&waits_mu);
-}
-
-static void lock_wait_unlist(struct lock_wait *w)
-{
-	struct lock_wait **pp;
-
-	pthread_mutex_lock(&waits_mu);
-	for (pp = &waits; *pp; pp = &(*pp)->next) {
-		if (*pp == w) {
-			*pp = w->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&waits_mu);
-}
-
-static void *lock_wait_thread(void *arg)
-{
-	struct lock_wait *w = arg;
-	bool stop;
-	int r;
-
-	pthread_mutex_lock(&waits_mu);
-	stop = w->interrupted;
-	pthread_mutex_unlock(&waits_mu);
-	if (stop)
-		r = -EINTR;
-	else if (w->is_flock)
-		r = src_flock(w->fd, w->flock_op);
-	else
-		r = src_setlk(w->fd, &w->lk, true);
-	lock_wait_unlist(w);
-	fuse_reply_err(w->req, -r);
-	close(w->fd);
-	free(w);
-	return NULL;
-}
-
-/* Reply to req from a new thread once the lock is granted or interrupted. */
-static void park_lock_wait(fuse_req_t req, struct lock_wait *w)
-{
-	pthread_attr_t attr;
-	int r;
-
-	w->req = req;
-	pthread_mutex_lock(&waits_mu);
-	w->next = waits;
-	waits = w;
-	pthread_mutex_unlock(&waits_mu);
-	fuse_req_interrupt_func(req, lock_wait_interrupt, w);
-
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_mutex_lock(&waits_mu);
-	r = pthread_create(&w->thread, &attr, lock_wait_thread, w);
-	w->started = (r == 0);
-	pthread_mutex_unlock(&waits_mu);
-	pthread_attr_destroy(&attr);
-	if (r != 0) {
-		lock_wait_unlist(w);
-		close(w->fd);
-		free(w);
-		fuse_reply_err(req, r);
-	}
-}
-
-static struct lock_wait *lock_wait_new(int fd)
-{
-	struct lock_wait *w = calloc(1, sizeof(*w));
-
-	if (!w)
-		return NULL;
-	w->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (w->fd < 0) {
-		free(w);
-		return NULL;
-	}
-	return w;
-}
-
-void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		     struct flock *lock)
-{
-	/* Through the owner's fd, so the owner's own locks are no conflict. */
-	struct efs_fs *fs = fs_of(req);
-	struct efs_inode *i = inode_of(req, ino);
-	int fd = inode_lock_owner_fd(fs->itab, i, fi->lock_owner, false);
-	int r;
-
-	if (fd < 0)
-		fd = file_fd(fs, i, file_of(fi));
-	r = fd < 0 ? fd : src_getlk(fd, lock);
-
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else
-		fuse_reply_lock(req, lock);
-}
-
-void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		     struct flock *lock, int sleep)
-{
-	struct efs_inode *i = inode_of(req, ino);
-	struct lock_wait *w;
-	int fd, r;
-
-	fd = inode_lock_owner_fd(fs_of(req)->itab, i, fi->lock_owner, lock->l_type != F_UNLCK);
-	if (fd == -ENOENT) {
-		fuse_reply_err(req, 0); /* unlocking what was never locked */
-		return;
-	}
-	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		return;
-	}
-	r = src_setlk(fd, lock, false);
-	if (r != -EAGAIN && r != -EACCES) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-	if (!sleep) {
-		fuse_reply_err(req, EAGAIN);
-		return;
-	}
-	w = lock_wait_new(fd);
-	if (!w) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	w->lk = *lock;
-	park_lock_wait(req, w);
-}
-
-void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
-{
-	struct efs_file *f = file_of(fi);
-	struct lock_wait *w;
-	int fd = file_fd(fs_of(req), inode_of(req, ino), f), r;
-
-	r = fd < 0 ? fd : src_flock(fd, op | LOCK_NB);
-	if (r != -EWOULDBLOCK || (op & LOCK_NB)) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-	w = lock_wait_new(fd);
-	if (!w) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	w->is_flock = true;
-	w->flock_op = op;
-	park_lock_wait(req, w);
 }
 
 /* ---- counters ------------------------------------------------------------- */
