@@ -1,0 +1,345 @@
+/* fsops_file.c - open files: open, create, read, write, flush, release,
+ * fsync, fallocate, lseek, copy_file_range.
+ *
+ * A struct efs_file (fi->fh) has a source fd opened for I/O, or -1: a
+ * reader of a cached regular file opens none unless a read must go to the
+ * source (file_fd opens it on first need).  Reads go through cache_read,
+ * which answers with segments of cache files (spliced to the kernel) or
+ * memory; every change made through a handle is applied to SOURCE first and
+ * then reported to the cache (cache_written), which forgets what it had.
+ * open decides whether the kernel keeps its page cache (the identity is
+ * unchanged since the last open) and otherwise drops its attributes.
+ *
+ * Locks: f->mu serialises the lazy open of f->fd and is held across the
+ * flush and fsync of that fd, nothing else; next_off is an atomic.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fsops_int.h"
+
+/* Reads within this distance of the previous one's end count as sequential:
+ * the kernel's readahead sends several requests at once, slightly out of
+ * order. */
+#define SEQ_SLACK (4 << 20)
+
+static bool note_sequential(struct efs_file *f, off_t off, size_t size)
+{
+	off_t prev = __atomic_exchange_n(&f->next_off, off + (off_t)size, __ATOMIC_RELAXED);
+
+	return off == 0 || (off >= prev - SEQ_SLACK && off <= prev + SEQ_SLACK);
+}
+
+static int file_new(struct efs_fs *fs, int fd, struct fuse_file_info *fi)
+{
+	struct efs_file *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_init(&f->mu, NULL);
+	handle_add(fs, &f->h, false);
+	f->fd = fd;
+	f->flags = fi->flags;
+	f->next_off = -1;
+	fi->fh = (uint64_t)(uintptr_t)f;
+	return 0;
+}
+
+static void file_free(struct efs_fs *fs, struct efs_file *f)
+{
+	if (f->fd >= 0)
+		close(f->fd); /* also drops flock locks held through it */
+	handle_del(fs, &f->h);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+}
+
+/* Flags for the source fd: O_DIRECT alignment is the application's business
+ * with the kernel, not something the source must honour. */
+static int source_flags(int flags)
+{
+	return flags & ~(O_DIRECT | O_TRUNC | O_CREAT | O_EXCL);
+}
+
+/* The handle's own source fd, opened on first need (read-only handles of
+ * cached files never need one).  Returns it or -errno. */
+int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
+{
+	int fd;
+
+	pthread_mutex_lock(&f->mu);
+	if (f->fd < 0) {
+		fd = source_open_object(fs, i, source_flags(f->flags));
+		if (fd >= 0)
+			f->fd = fd;
+	}
+	fd = f->fd >= 0 ? f->fd : fd;
+	pthread_mutex_unlock(&f->mu);
+	return fd;
+}
+
+/* The file changed on the source: make the kernel ask for its attributes
+ * (size above all) again instead of trusting its cache.  Attributes only,
+ * so it is safe from inside a request. */
+static void inval_attrs(struct efs_fs *fs, fuse_ino_t ino)
+{
+	if (fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	bool ro = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC);
+	struct meta_attr attr;
+	bool keep = false;
+	int fd = -1, r;
+
+	if (!ro || !S_ISREG(i->type)) {
+		/* Writers (and O_TRUNC) need the source file now.  After the
+		 * open, O_TRUNC has already changed the identity. */
+		fd = source_open_object(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL));
+		if (fd < 0) {
+			fuse_reply_err(req, -fd);
+			return;
+		}
+	}
+	/* A reader of a cached file costs one round trip here, and none more
+	 * unless a chunk must be fetched (cache.h). */
+	itab_attr(fs->itab, i, &attr);
+	r = cache_open(fs->cache, i, fd, &attr, &keep);
+	if (r == 0) {
+		r = file_new(fs, fd, fi);
+		if (r < 0)
+			cache_close(fs->cache, i);
+		else
+			file_of(fi)->cached = true;
+	}
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->keep_cache = keep;
+	if (!keep && S_ISREG(i->type))
+		inval_attrs(fs, ino);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* The opener was interrupted and is gone; no release will come. */
+		cache_close(fs->cache, i);
+		file_free(fs, file_of(fi));
+	}
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
+	struct fuse_entry_param e;
+	struct src_cred saved;
+	int fd, r;
+
+	if (bad_name(name)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	{
+		int dfd = ifd(fs, dir);
+
+		if (dfd < 0) {
+			fuse_reply_err(req, -dfd);
+			return;
+		}
+		enter_caller(req, &saved);
+		fd = src_create(dfd, name, fi->flags & ~O_DIRECT, mode);
+		src_cred_leave(&saved);
+		ifd_put(fs, dir);
+	}
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	r = do_lookup(fs, dir, name, &e);
+	if (r == 0) {
+		struct efs_inode *i = inode_of(req, e.ino);
+		struct meta_attr attr;
+		bool keep;
+
+		itab_attr(fs->itab, i, &attr);
+		r = file_new(fs, fd, fi);
+		if (r == 0 && cache_open(fs->cache, i, fd, &attr, &keep) == 0)
+			file_of(fi)->cached = true;
+		if (r < 0)
+			itab_forget(fs->itab, i, 1);
+	}
+	if (r < 0) {
+		close(fd);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		struct efs_inode *i = inode_of(req, e.ino);
+
+		if (file_of(fi)->cached)
+			cache_close(fs->cache, i);
+		file_free(fs, file_of(fi));
+		itab_forget(fs->itab, i, 1);
+	}
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct cache_read rd;
+	struct fuse_bufvec *bv;
+	ssize_t n;
+
+	struct efs_inode *i = inode_of(req, ino);
+	bool seq = note_sequential(file_of(fi), off, size);
+
+	n = cache_read(fs->cache, i, file_of(fi)->fd, off, size, seq, &rd);
+	if (n == -EBADFD) {
+		/* The read must go to the source: give the handle its fd. */
+		int fd = file_fd(fs, i, file_of(fi));
+
+		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, &rd);
+	}
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	stats_add(&fs->stats, ST_bytes_served, (uint64_t)n);
+	bv = calloc(1, sizeof(*bv) + (rd.nseg ? rd.nseg : 1) * sizeof(struct fuse_buf));
+	if (!bv) {
+		cache_read_done(fs->cache, &rd);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	bv->count = rd.nseg;
+	for (unsigned k = 0; k < rd.nseg; k++) {
+		struct fuse_buf *b = &bv->buf[k];
+
+		b->size = rd.seg[k].len;
+		if (rd.seg[k].fd >= 0) {
+			b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+			b->fd = rd.seg[k].fd;
+			b->pos = rd.seg[k].pos;
+		} else {
+			b->mem = (void *)rd.seg[k].mem;
+		}
+	}
+	fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+	free(bv);
+	cache_read_done(fs->cache, &rd);
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+			 struct fuse_file_info *fi)
+{
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = file_fd(fs_of(req), i, file_of(fi));
+	ssize_t n;
+
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = fd;
+	out.buf[0].pos = off;
+	n = fuse_buf_copy(&out, in, 0);
+	cache_written(fs_of(req)->cache, i);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct efs_file *f = file_of(fi);
+	int fd, r = 0;
+
+	inode_lock_owner_release(inode_of(req, ino), fi->lock_owner);
+	/* Closing a duplicate makes NFS-like sources report deferred write
+	 * errors now, where close(2) returns them, not at release.  A handle
+	 * that never opened the source has nothing to report. */
+	pthread_mutex_lock(&f->mu);
+	if (f->fd >= 0) {
+		fd = dup(f->fd);
+		if (fd < 0 || close(fd) < 0)
+			r = -errno;
+	}
+	pthread_mutex_unlock(&f->mu);
+	fuse_reply_err(req, -r);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct efs_file *f = file_of(fi);
+
+	if (f->cached)
+		cache_close(fs_of(req)->cache, inode_of(req, ino));
+	file_free(fs_of(req), f);
+	fuse_reply_err(req, 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct efs_file *f = file_of(fi);
+	int r = 0;
+
+	/* A handle that never opened the source wrote nothing through it. */
+	pthread_mutex_lock(&f->mu);
+	if (f->fd >= 0)
+		r = src_fsync(f->fd, datasync);
+	pthread_mutex_unlock(&f->mu);
+	fuse_reply_err(req, -r);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = file_fd(fs_of(req), i, file_of(fi));
+	/* -errno in r before cache_written, which takes locks. */
+	int r = fd < 0 ? fd : src_fallocate(fd, mode, off, len);
+
+	cache_written(fs_of(req)->cache, i);
+	fuse_reply_err(req, -r);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	int fd = file_fd(fs_of(req), inode_of(req, ino), file_of(fi));
+	off_t r = fd < 0 ? fd : src_lseek(fd, off, whence);
+
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	struct efs_fs *fs = fs_of(req);
+	int in = file_fd(fs, inode_of(req, ino_in), file_of(fi_in));
+	int out = in < 0 ? in : file_fd(fs, inode_of(req, ino_out), file_of(fi_out));
+	ssize_t n = in < 0 ? in : out < 0 ? out
+					  : src_copy_file_range(in, &off_in, out, &off_out, len,
+								(unsigned)flags);
+
+	cache_written(fs->cache, inode_of(req, ino_out));
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
