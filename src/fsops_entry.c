@@ -1,0 +1,472 @@
+/* fsops_entry.c - names and attributes: lookup, forget, getattr, setattr,
+ * readlink, access, statfs, and the namespace changes (mknod, mkdir,
+ * symlink, link, unlink, rmdir, rename).
+ *
+ * A lookup resolves the name on the source (openat relative to the
+ * parent's O_PATH fd) and takes a reference on the inode in inode.c, which
+ * also decides how long the kernel may cache the entry and the attributes
+ * (meta.c).  Objects are created as the caller (src_cred_enter), so the
+ * source sets owner and group and checks the caller's groups.  An unlink or
+ * a rename over a regular file that leaves it with no name drops its cache
+ * record at once; a rename updates where the inode table has the names.
+ *
+ * Locks: none of its own; inode fds are held (ifd) across each source call
+ * and the inode table's lock is taken inside inode.c only.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fsops_int.h"
+#include "log.h"
+
+/* The source's client still resolved name to a file that has no link left
+ * (an NFS client trusts its cached name for acdirmin; the file was removed
+ * or replaced on the server).  An open by name makes an NFSv4 client ask the
+ * server (OPEN re-resolves the name; a stale handle makes the kernel redo
+ * the walk), after which a lookup sees what the name is now.  fd is
+ * replaced.  Returns 0 or -errno (-ENOENT: the name is gone). */
+static int lookup_again(int pfd, const char *name, int *fd, struct stat *st)
+{
+	int ofd = src_open_at(pfd, name, O_RDONLY | O_NONBLOCK);
+
+	close(*fd);
+	*fd = -1;
+	if (ofd < 0)
+		return ofd;
+	close(ofd);
+	return src_lookup(pfd, name, fd, st);
+}
+
+/* Look name up in parent and take a lookup reference.  Returns 0 or -errno. */
+int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
+		     struct fuse_entry_param *e)
+{
+	struct efs_inode *i;
+	int fd, r;
+
+	int pfd;
+
+	if (bad_name(name))
+		return -EINVAL;
+	memset(e, 0, sizeof(*e));
+	pfd = ifd(fs, parent);
+	if (pfd < 0)
+		return pfd;
+	r = src_lookup(pfd, name, &fd, &e->attr);
+	if (out_of_fds(r)) {
+		note_no_fds(fs, r, "a lookup");
+		r = src_lookup(pfd, name, &fd, &e->attr);
+	}
+	if (r == 0 && S_ISREG(e->attr.st_mode) && e->attr.st_nlink == 0)
+		r = lookup_again(pfd, name, &fd, &e->attr);
+	ifd_put(fs, parent);
+	if (r < 0)
+		return r;
+	i = itab_get(fs->itab, parent, name, fd, &e->attr);
+	if (!i) {
+		log_once(fs->logged_nomem, LOG_LVL_WARN,
+			 "out of memory for a new inode (lookup of '%s'): the lookup fails with "
+			 "ENOMEM",
+			 name);
+		return -ENOMEM;
+	}
+	e->ino = ino_id(fs, i);
+	e->attr_timeout = itab_observe(fs->itab, i, &fs->policy, &e->attr);
+	e->entry_timeout = itab_entry_timeout(fs->itab, parent, &fs->policy, false);
+	return 0;
+}
+
+void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e)
+{
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_entry(req, e);
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
+	struct fuse_entry_param e;
+	int r = do_lookup(fs, dir, name, &e);
+
+	if (r == -ENOENT) {
+		/* A negative entry: the kernel remembers the name is absent. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = itab_entry_timeout(fs->itab, dir, &fs->policy, true);
+		if (e.entry_timeout > 0)
+			r = 0;
+	}
+	reply_entry_or_err(req, r, &e);
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	itab_forget(fs_of(req)->itab, inode_of(req, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	size_t k;
+
+	for (k = 0; k < count; k++)
+		itab_forget(fs_of(req)->itab, inode_of(req, forgets[k].ino), forgets[k].nlookup);
+	fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	struct meta_attr a;
+	struct timespec now;
+	double age = -1;
+	struct stat st;
+	int fd = ifd(fs, i), r;
+
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	itab_attr(fs->itab, i, &a);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (a.seen)
+		age = meta_elapsed(&a.at, &now);
+	/* Confirmed by the server inside the window (an open's forced stat):
+	 * what its client cached is that answer, no need to ask again. */
+	if (age >= 0 && age < a.timeo && src_stat_cached(fd, &st) == 0) {
+		ifd_put(fs, i);
+		fuse_reply_attr(req, &st, a.timeo - age);
+		return;
+	}
+	r = src_stat(fd, &st);
+	ifd_put(fs, i);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, itab_observe(fs->itab, i, &fs->policy, &st));
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+		       struct fuse_file_info *fi)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	int openfd = fi ? file_of(fi)->fd : -1;
+	int r = 0, fd = ifd(fs, i);
+
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	if (valid & FUSE_SET_ATTR_MODE) {
+		r = src_chmod(fd, openfd, attr->st_mode);
+		if (r < 0)
+			goto out_err;
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+
+		r = src_chown(fd, uid, gid);
+		if (r < 0)
+			goto out_err;
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		r = src_truncate(fd, openfd, attr->st_size);
+		cache_written(fs->cache, i);
+		if (r < 0)
+			goto out_err;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		r = src_utimens(fd, openfd, i->type, ts);
+		if (r < 0)
+			goto out_err;
+	}
+	ifd_put(fs, i);
+	op_getattr(req, ino, fi);
+	return;
+out_err:
+	ifd_put(fs, i);
+	fuse_reply_err(req, -r);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	char buf[PATH_MAX + 1];
+	int fd = ifd(fs, i);
+	ssize_t n = fd < 0 ? fd : src_readlink(fd, buf, sizeof(buf));
+
+	if (fd >= 0)
+		ifd_put(fs, i);
+
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	if ((size_t)n >= sizeof(buf)) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	buf[n] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = ifd(fs, i), r = fd < 0 ? fd : src_access(fd, mask);
+
+	if (fd >= 0)
+		ifd_put(fs, i);
+	fuse_reply_err(req, -r);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	struct statvfs st;
+	int fd = ifd(fs, i), r = fd < 0 ? fd : src_statfs(fd, &st);
+
+	if (fd >= 0)
+		ifd_put(fs, i);
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+/* ---- namespace changes ------------------------------------------------- */
+
+/* The kinds of object a request can create. */
+enum mk_kind { MK_NODE, MK_DIR, MK_SYMLINK };
+
+/* Switch to the caller's uid, gid and supplementary groups. */
+void enter_caller(fuse_req_t req, struct src_cred *saved)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[SRC_MAX_GROUPS];
+	int n = fuse_req_getgroups(req, SRC_MAX_GROUPS, groups);
+
+	if (n > SRC_MAX_GROUPS)
+		n = SRC_MAX_GROUPS; /* the first ones; the source decides */
+	src_cred_enter(saved, ctx->uid, ctx->gid, groups, n);
+}
+
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, enum mk_kind kind,
+		      mode_t mode, dev_t rdev, const char *target)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
+	struct fuse_entry_param e;
+	struct src_cred saved;
+	int r, dfd;
+
+	if (bad_name(name)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	dfd = ifd(fs, dir);
+	if (dfd < 0) {
+		fuse_reply_err(req, -dfd);
+		return;
+	}
+	enter_caller(req, &saved);
+	switch (kind) {
+	case MK_DIR:
+		r = src_mkdir(dfd, name, mode);
+		break;
+	case MK_SYMLINK:
+		r = src_symlink(target, dfd, name);
+		break;
+	default:
+		r = src_mknod(dfd, name, mode, rdev);
+		break;
+	}
+	src_cred_leave(&saved);
+	ifd_put(fs, dir);
+	if (r == 0)
+		r = do_lookup(fs_of(req), dir, name, &e);
+	reply_entry_or_err(req, r, &e);
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	make_node(req, parent, name, MK_NODE, mode, rdev, NULL);
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	make_node(req, parent, name, MK_DIR, S_IFDIR | mode, 0, NULL);
+}
+
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	make_node(req, parent, name, MK_SYMLINK, 0, 0, link);
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	struct fuse_entry_param e;
+	int r;
+
+	if (bad_name(newname)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	{
+		struct efs_inode *np = inode_of(req, newparent);
+		int fd = ifd(fs, i), nfd = fd < 0 ? -1 : ifd(fs, np);
+
+		r = fd < 0 ? fd : nfd < 0 ? nfd : src_link(fd, nfd, newname);
+		if (nfd >= 0)
+			ifd_put(fs, np);
+		if (fd >= 0)
+			ifd_put(fs, i);
+	}
+	if (r == 0)
+		r = do_lookup(fs, inode_of(req, newparent), newname, &e);
+	reply_entry_or_err(req, r, &e);
+}
+
+/* Space comes back: before an unlink or a rename over name, an O_PATH fd
+ * of the regular file that may lose its last name there (and its inode
+ * number in *ino), or -1. */
+static int victim_open(int dirfd, const char *name, uint64_t *ino)
+{
+	struct stat st;
+	int fd;
+
+	if (src_lookup(dirfd, name, &fd, &st) < 0)
+		return -1;
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -1;
+	}
+	*ino = (uint64_t)st.st_ino;
+	return fd;
+}
+
+/* After the call: a file left with no name loses its cache record now.  Its
+ * fd tells (so a hard link made meanwhile keeps the record): a link count
+ * of 0, or, on NFS, a handle the server no longer knows. */
+static void victim_done(struct efs_fs *fs, int fd, uint64_t ino, int r)
+{
+	struct stat st;
+	int sr;
+
+	if (fd < 0)
+		return;
+	if (r == 0) {
+		sr = src_stat(fd, &st);
+		if ((sr == 0 && st.st_nlink == 0) || sr == -ESTALE || sr == -ENOENT)
+			cache_source_gone(fs->cache, ino);
+	}
+	close(fd);
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
+	uint64_t ino = 0;
+	int fd = ifd(fs, dir), victim = -1, r;
+
+	if (fd >= 0) {
+		victim = victim_open(fd, name, &ino);
+		r = src_unlink(fd, name);
+		victim_done(fs, victim, ino, r);
+		ifd_put(fs, dir);
+	} else {
+		r = fd;
+	}
+	fuse_reply_err(req, -r);
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent);
+	int fd = ifd(fs, dir), r = fd < 0 ? fd : src_rmdir(fd, name);
+
+	if (fd >= 0)
+		ifd_put(fs, dir);
+	fuse_reply_err(req, -r);
+}
+
+/* The inode (if the kernel knows it) of name in the directory behind dfd. */
+static struct efs_inode *known_child(struct efs_fs *fs, int dfd, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return NULL;
+	return itab_find(fs->itab, st.st_dev, st.st_ino);
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *dir = inode_of(req, parent), *ndir = inode_of(req, newparent);
+	struct efs_inode *moved = NULL, *swapped = NULL;
+	int fd, nfd, r, victim = -1;
+	uint64_t ino = 0;
+
+	if (bad_name(name) || bad_name(newname)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fd = ifd(fs, dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	nfd = ifd(fs, ndir);
+	if (nfd < 0) {
+		ifd_put(fs, dir);
+		fuse_reply_err(req, -nfd);
+		return;
+	}
+	/* Inodes record where their names are: follow the move.  The kernel
+	 * serialises renames against lookups of these names. */
+	moved = known_child(fs, fd, name);
+	if (flags & RENAME_EXCHANGE)
+		swapped = known_child(fs, nfd, newname);
+	else if (!(flags & RENAME_NOREPLACE))
+		victim = victim_open(nfd, newname, &ino);
+	r = src_rename(fd, name, nfd, newname, flags);
+	victim_done(fs, victim, ino, r);
+	if (r == 0 && moved)
+		itab_moved(fs->itab, moved, ndir, newname);
+	if (r == 0 && swapped)
+		itab_moved(fs->itab, swapped, dir, name);
+	ifd_put(fs, ndir);
+	ifd_put(fs, dir);
+	fuse_reply_err(req, -r);
+}
