@@ -68,6 +68,9 @@ int src_unlink(int dirfd, const char *name);
 int src_rmdir(int dirfd, const char *name);
 int src_rename(int olddir, const char *oldname, int newdir, const char *newname,
 	       unsigned int flags);
+/* The stat of name in dirfd, not following a final symlink, as the
+ * source's client knows it (no forced round trip). */
+int src_stat_at(int dirfd, const char *name, struct stat *st);
 /* Hard link the object behind fd as newdir/newname. */
 int src_link(int fd, int newdir, const char *newname);
 /* Returns the target length (not NUL-terminated) or -errno. */
@@ -91,6 +94,12 @@ int src_removexattr(int fd, mode_t type, const char *name);
 
 /* I/O on an fd opened for I/O. */
 int src_fsync(int openfd, bool datasync);
+/* What close(2) of one of several fds of openfd's description would report
+ * (an NFS client flushes and returns deferred write errors there), without
+ * closing openfd. */
+int src_flush(int openfd);
+/* Another fd (close-on-exec) of the same open file description. */
+int src_dup(int openfd);
 int src_fallocate(int openfd, int mode, off_t off, off_t len);
 off_t src_lseek(int openfd, off_t off, int whence);
 ssize_t src_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len,
@@ -98,6 +107,13 @@ ssize_t src_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out
 
 /* A directory stream of the directory behind an O_PATH fd. */
 int src_opendir(int fd, DIR **out);
+/* The next entry of dp in *ent (NULL at the end).  Returns 0 or -errno. */
+int src_readdir(DIR *dp, struct dirent **ent);
+/* Go back to a position telldir(3) returned (an entry's d_off). */
+void src_seekdir(DIR *dp, off_t off);
+void src_closedir(DIR *dp);
+/* fsync(2) or fdatasync(2) of an open directory stream. */
+int src_fsyncdir(DIR *dp, bool datasync);
 
 /* Locks on an fd opened for I/O.  Record locks are OFD locks, owned by the
  * open file description, so they work across processes and across hosts

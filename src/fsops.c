@@ -277,7 +277,7 @@ void fsops_destroy(struct efs_fs *fs)
 	for (h = head ? head->next : NULL; h && h != head; h = next) {
 		next = h->next;
 		if (h->is_dir) {
-			closedir(((struct efs_dir *)h)->dp);
+			src_closedir(((struct efs_dir *)h)->dp);
 		} else {
 			struct efs_file *f = (struct efs_file *)h;
 

@@ -53,7 +53,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	handle_add(fs_of(req), &d->h, true);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		handle_del(fs_of(req), &d->h);
-		closedir(d->dp);
+		src_closedir(d->dp);
 		free(d);
 	}
 }
@@ -78,7 +78,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		return;
 	}
 	if (offset != d->offset) {
-		seekdir(d->dp, offset);
+		src_seekdir(d->dp, offset);
 		d->entry = NULL;
 		d->offset = offset;
 		d->eof = false;
@@ -90,11 +90,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		if (!d->entry) {
 			if (d->eof)
 				break;
-			errno = 0;
-			d->entry = readdir(d->dp);
+			err = -src_readdir(d->dp, &d->entry);
 			if (!d->entry) {
-				err = errno; /* 0 at the end of the directory */
-				d->eof = !err;
+				d->eof = !err; /* no error: the end of the directory */
 				break;
 			}
 		}
@@ -159,15 +157,12 @@ void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct efs_dir *d = dir_of(fi);
 
 	handle_del(fs_of(req), &d->h);
-	closedir(d->dp);
+	src_closedir(d->dp);
 	free(d);
 	fuse_reply_err(req, 0);
 }
 
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	int fd = dirfd(dir_of(fi)->dp);
-	int r = datasync ? fdatasync(fd) : fsync(fd);
-
-	fuse_reply_err(req, r < 0 ? errno : 0);
+	fuse_reply_err(req, -src_fsyncdir(dir_of(fi)->dp, datasync));
 }

@@ -424,7 +424,7 @@ static struct efs_inode *known_child(struct efs_fs *fs, int dfd, const char *nam
 {
 	struct stat st;
 
-	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (src_stat_at(dfd, name, &st) < 0)
 		return NULL;
 	return itab_find(fs->itab, st.st_dev, st.st_ino);
 }

@@ -263,18 +263,15 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t 
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
-	int fd, r = 0;
+	int r = 0;
 
 	inode_lock_owner_release(inode_of(req, ino), fi->lock_owner);
 	/* Closing a duplicate makes NFS-like sources report deferred write
 	 * errors now, where close(2) returns them, not at release.  A handle
 	 * that never opened the source has nothing to report. */
 	pthread_mutex_lock(&f->mu);
-	if (f->fd >= 0) {
-		fd = dup(f->fd);
-		if (fd < 0 || close(fd) < 0)
-			r = -errno;
-	}
+	if (f->fd >= 0)
+		r = src_flush(f->fd);
 	pthread_mutex_unlock(&f->mu);
 	fuse_reply_err(req, -r);
 }

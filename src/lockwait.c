@@ -121,7 +121,7 @@ struct lock_wait *lock_wait_new(int fd)
 
 	if (!w)
 		return NULL;
-	w->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	w->fd = src_dup(fd);
 	if (w->fd < 0) {
 		free(w);
 		return NULL;

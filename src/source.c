@@ -213,6 +213,11 @@ int src_rename(int olddir, const char *oldname, int newdir, const char *newname,
 	return neg(renameat2(olddir, oldname, newdir, newname, flags));
 }
 
+int src_stat_at(int dirfd, const char *name, struct stat *st)
+{
+	return neg(fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW));
+}
+
 int src_link(int fd, int newdir, const char *newname)
 {
 	char p[PROC_FD_LEN];
@@ -317,6 +322,22 @@ int src_fsync(int openfd, bool datasync)
 	return neg(datasync ? fdatasync(openfd) : fsync(openfd));
 }
 
+int src_flush(int openfd)
+{
+	int fd = dup(openfd);
+
+	if (fd < 0)
+		return -errno;
+	return neg(close(fd));
+}
+
+int src_dup(int openfd)
+{
+	int fd = fcntl(openfd, F_DUPFD_CLOEXEC, 0);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int src_fallocate(int openfd, int mode, off_t off, off_t len)
 {
 	return neg(fallocate(openfd, mode, off, len));
@@ -352,6 +373,28 @@ int src_opendir(int fd, DIR **out)
 	}
 	*out = dp;
 	return 0;
+}
+
+int src_readdir(DIR *dp, struct dirent **ent)
+{
+	errno = 0;
+	*ent = readdir(dp);
+	return *ent || !errno ? 0 : -errno; /* NULL with errno 0: the end */
+}
+
+void src_seekdir(DIR *dp, off_t off)
+{
+	seekdir(dp, off);
+}
+
+void src_closedir(DIR *dp)
+{
+	closedir(dp);
+}
+
+int src_fsyncdir(DIR *dp, bool datasync)
+{
+	return src_fsync(dirfd(dp), datasync);
 }
 
 int src_access(int fd, int mask)
