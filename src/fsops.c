@@ -58,6 +58,11 @@ void handle_del(struct efs_fs *fs, struct handle *h)
  * limit was raised to the hard one at start (main.c). */
 #define FD_RESERVE 128
 #define FD_BUDGET_MIN 16
+/* The budget without a limit (RLIM_INFINITY), and its ceiling: the LRU of
+ * inode fds is walked on a trim, and a million O_PATH fds is already more
+ * than a source's client serves well. */
+#define FD_BUDGET_UNLIMITED (1u << 16)
+#define FD_BUDGET_MAX (1u << 20)
 
 static unsigned fd_budget(const struct efs_config *cfg)
 {
@@ -66,10 +71,10 @@ static unsigned fd_budget(const struct efs_config *cfg)
 
 	(void)cfg;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-		return 1u << 16;
+		return FD_BUDGET_UNLIMITED;
 	n = rl.rlim_cur > 2 * FD_RESERVE ? (rl.rlim_cur - FD_RESERVE) / 2 : rl.rlim_cur / 4;
-	if (n > (1u << 20))
-		n = 1u << 20;
+	if (n > FD_BUDGET_MAX)
+		n = FD_BUDGET_MAX;
 	return n < FD_BUDGET_MIN ? FD_BUDGET_MIN : (unsigned)n;
 }
 
@@ -300,6 +305,19 @@ void fsops_destroy(struct efs_fs *fs)
 
 /* ---- session -------------------------------------------------------------- */
 
+/* Largest write request and kernel readahead window: 1 MiB, the rsize and
+ * wsize an EFS client uses, so one request is at most one source call of
+ * the size the source prefers. */
+#define EFS_MAX_WRITE (1u << 20)
+#define EFS_MAX_READAHEAD (1u << 20)
+/* Background requests (readahead, async reads) the kernel keeps in flight,
+ * against its default of 12: a sequential reader's 1 MiB requests then
+ * overlap with the source's round trips.  Above the congestion threshold
+ * (three quarters, as the kernel's own default ratio) the kernel marks the
+ * mount congested and readahead backs off. */
+#define EFS_MAX_BACKGROUND 64
+#define EFS_CONGESTION_THRESHOLD (EFS_MAX_BACKGROUND * 3 / 4)
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	unsigned want = FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_ATOMIC_O_TRUNC |
@@ -317,14 +335,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * identity is unchanged), which is what close-to-open promises, so
 	 * page-cache hits need not wait for the daemon. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-	if (conn->max_write < (1u << 20))
-		conn->max_write = 1u << 20;
-	conn->max_readahead = 1u << 20;
+	if (conn->max_write < EFS_MAX_WRITE)
+		conn->max_write = EFS_MAX_WRITE;
+	conn->max_readahead = EFS_MAX_READAHEAD;
 	conn->max_read = EFS_MAX_READ;
-	/* Let the kernel keep more readahead and async requests in flight than
-	 * its default 12: a sequential reader's 1 MiB requests then overlap. */
-	conn->max_background = 64;
-	conn->congestion_threshold = 48;
+	conn->max_background = EFS_MAX_BACKGROUND;
+	conn->congestion_threshold = EFS_CONGESTION_THRESHOLD;
 	if (!(conn->capable & FUSE_CAP_FLOCK_LOCKS))
 		log_warn("kernel lacks remote flock support: flock() is local to this host");
 	if (!(conn->capable & FUSE_CAP_POSIX_LOCKS))

@@ -98,7 +98,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		}
 		memset(&e, 0, sizeof(e));
 		e.attr.st_ino = d->entry->d_ino;
-		e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+		e.attr.st_mode = DTTOIF(d->entry->d_type);
 		if (plus && !is_dot_or_dotdot(d->entry->d_name)) {
 			err = -do_lookup(fs, dir, d->entry->d_name, &e);
 			if (err == ENOENT) {

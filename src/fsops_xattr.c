@@ -29,12 +29,17 @@ static bool reserved_xattr(const char *name)
 	return !strncmp(name, RESERVED_XATTR_PREFIX, sizeof(RESERVED_XATTR_PREFIX) - 1);
 }
 
+/* The first buffer for a reserved attribute's text, enough for the
+ * counters' text today; a longer text is built again in a buffer of the
+ * size it reported. */
+#define RESERVED_TEXT_FIRST_CAP 8192
+
 /* Our own attributes: queries only (efscachectl stats and status). */
 static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char *name,
 				 size_t size)
 {
 	struct efs_fs *fs = fs_of(req);
-	size_t need, cap = 8192;
+	size_t need, cap = RESERVED_TEXT_FIRST_CAP;
 	char *buf;
 
 	for (;;) {
