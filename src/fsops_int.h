@@ -14,9 +14,10 @@
  *
  * Locks: fs->handles_mu guards the handle list only, and nothing is called
  * with it held.  f->mu guards an open file's lazy source fd; it is held
- * across the source open and fsync/flush of that fd, never while taking
- * another lock of ours.  Inode and cache locks are taken inside their own
- * modules, never held by an op across a call into another module.
+ * across the source open and fsync/flush of that fd, and only the inode
+ * table's locks are taken under it (by that open).  Inode and cache locks
+ * are taken inside their own modules, never held by an op across a call
+ * into another module.
  */
 #ifndef EFS_FSOPS_INT_H
 #define EFS_FSOPS_INT_H
