@@ -4,8 +4,8 @@ Contract:
 - check()/eq()/check_errno() print one "ok - NAME" or "not ok - NAME: DETAIL" line each
   (thread-safe) and return the condition; skip() and note() print "# ..." lines.
 - run_tests() runs test functions (an exception becomes a failed check), then finish():
-  cleanup, the sanitizer-report check over every daemon noted with note_daemon_pids() or
-  note_stderr_file(), and os._exit(1) when any check failed, 0 otherwise.
+  cleanup, the sanitizer-report check (ASan, UBSan, TSan, valgrind) over every daemon
+  noted with note_daemon_pids() or note_stderr_file(), and os._exit(1) when any check failed, 0 otherwise.
 - cleanup() runs the hooks other modules registered with on_cleanup(stage, fn) in stage
   order (workers 10, mounts 20, temp dirs 30), only in the process that imported us (never
   in a forked child), at exit, on SIGTERM/SIGHUP, and from the watchdog.
@@ -18,6 +18,8 @@ import atexit
 import errno
 import faulthandler
 import os
+import re
+import shlex
 import signal
 import sys
 import threading
@@ -151,11 +153,35 @@ def note_stderr_file(path):
     _stderr_files.append(path)
 
 
+# A memcheck error: in the summary, or its header (a daemon killed by SIGKILL writes none).
+VALGRIND_ERROR = re.compile(r"ERROR SUMMARY: [1-9]|== (Invalid (read|write|free)|Mismatched free|"
+                            r"Conditional jump|Use of uninitialised|Syscall param|"
+                            r"Source and destination overlap)")
+
+
+def _valgrind_log_patterns():
+    """The --log-file=...%p patterns of EFSCACHE_WRAPPER (tests/race.sh runs the daemons
+    under valgrind that way)."""
+    return [a[len("--log-file="):] for a in shlex.split(os.environ.get("EFSCACHE_WRAPPER", ""))
+            if a.startswith("--log-file=") and "%p" in a]
+
+
 def check_sanitizer_reports():
     """Sanitizer reports of the daemons we started: in their captured stderr, or (when
-    ASAN_OPTIONS/UBSAN_OPTIONS set log_path=PREFIX, as tests/run.sh does for daemons that
-    lose their stderr) in PREFIX.PID files."""
+    ASAN_OPTIONS/UBSAN_OPTIONS/TSAN_OPTIONS set log_path=PREFIX, as tests/run.sh does for
+    daemons that lose their stderr) in PREFIX.PID files, or in the valgrind logs of
+    EFSCACHE_WRAPPER's --log-file=...%p with a non-zero ERROR SUMMARY."""
     found = []
+    for pattern in _valgrind_log_patterns():
+        for pid in sorted(_all_daemons):
+            p = pattern.replace("%p", str(pid))
+            try:
+                with open(p, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if VALGRIND_ERROR.search(text):
+                found.append("%s:\n%s" % (p, text[-6000:]))
     for path in _stderr_files:
         try:
             with open(path, errors="replace") as f:
@@ -177,7 +203,8 @@ def check_sanitizer_reports():
                             found.append("%s:\n%s" % (p, f.read()[:3000]))
                 except OSError:
                     pass
-    if found or any(os.environ.get(v) for v in ("ASAN_OPTIONS", "UBSAN_OPTIONS")) or \
+    if found or any(os.environ.get(v) for v in ("ASAN_OPTIONS", "UBSAN_OPTIONS",
+                                                 "TSAN_OPTIONS", "EFSCACHE_WRAPPER")) or \
             _stderr_files:
         check("no sanitizer reports from the daemons started by this test", not found,
               "\n".join(found))

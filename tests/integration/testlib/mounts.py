@@ -8,6 +8,7 @@ Contract:
   /proc/self/mountinfo, or raise MountError with the command and the daemon's stderr.
   Each daemon's stderr goes to a file in a per-script log dir; every daemon PID is noted
   for the sanitizer-report check.  A fresh cache_dir is added unless one is given.
+  EFSCACHE_WRAPPER (environment, word-split) prefixes the efscache daemons' command line.
 - Daemons are found and signalled by PID (binary + our unique mountpoint), never by name.
 - Mount.umount() unmounts (lazily if busy), waits for the daemon, then SIGTERM/SIGKILL by
   PID, and returns the list of problems; cleanup (stage 20) unmounts every Mount still
@@ -17,6 +18,7 @@ Contract:
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from .checks import (_emit, check, finish, note_daemon_pids, note_stderr_file, o
 from .mountinfo import canon, fuse_mounts_at
 from .trees import mkdirs, tmpdir
 
-__all__ = ["SRC_DIR", "EFSCACHE_BIN", "EFS_EMU_BIN", "require_fuse", "find_daemon_pids",
+__all__ = ["SRC_DIR", "EFSCACHE_BIN", "EFS_EMU_BIN", "EFSCACHE_WRAPPER", "require_fuse", "find_daemon_pids",
            "wait_pid_gone", "MountError", "Mount", "mount_efscache", "mount_emu",
            "adopt_mount", "unmount", "setup", "emu_stats", "emu_reset"]
 
@@ -54,6 +56,12 @@ def _find_bin(envname, relpaths):
 
 EFSCACHE_BIN = _find_bin("EFSCACHE_BIN", ["src/efscache"])
 EFS_EMU_BIN = _find_bin("EFS_EMU_BIN", ["tests/emu/efs-emu"])
+# A command that efscache daemons started by mount_efscache() run under, e.g.
+# "valgrind --log-file=DIR/vg.%p" (tests/race.sh).  Such a daemon's /proc/PID/exe is the
+# wrapper's, so find_daemon_pids() then also accepts the binary among the arguments, and
+# the daemon gets more time to exit after its unmount.
+EFSCACHE_WRAPPER = shlex.split(os.environ.get("EFSCACHE_WRAPPER", ""))
+EXIT_TIMEOUT = 120 if EFSCACHE_WRAPPER else 10
 
 
 def require_fuse():
@@ -107,9 +115,9 @@ def find_daemon_pids(binary, mountpoint):
             continue
         if exe.endswith(" (deleted)"):
             exe = exe[:-10]
-        if exe != want:  # /proc/PID/exe is already resolved
-            continue
         sargs = [a.decode(errors="replace") for a in args]
+        if exe != want and not (EFSCACHE_WRAPPER and (want in sargs or binary in sargs)):
+            continue  # /proc/PID/exe is already resolved
         if mountpoint in sargs or mp in sargs or any(
                 a.startswith("/") and canon(a) == mp for a in sargs):
             if _pid_alive(pid):
@@ -177,9 +185,11 @@ class Mount:
             note_daemon_pids([p])
         return pids
 
-    def umount(self, timeout=10):
+    def umount(self, timeout=None):
         """fusermount3 -u (lazy -z if busy), wait for the daemon to exit, then SIGTERM and
         SIGKILL it by PID if it did not.  Returns a list of problems (empty when clean)."""
+        if timeout is None:
+            timeout = EXIT_TIMEOUT
         problems = []
         if not self.foreground and not self.pids:
             self.pids = find_daemon_pids(self.binary, self.mnt)
@@ -255,6 +265,9 @@ def _launch(kind, binary, src, mnt, opts, foreground, extra_args, env, timeout, 
     mnt = os.path.realpath(mnt)
     before = {m["id"] for m in fuse_mounts_at(mnt)}
     args = [binary, src, mnt]
+    if kind == "efscache" and EFSCACHE_WRAPPER:
+        args = EFSCACHE_WRAPPER + args
+        timeout = max(timeout, 120)  # valgrind starts slowly
     if "-d" in extra_args:
         foreground = True  # -d implies -f
     elif foreground:
