@@ -16,7 +16,8 @@ packages=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libxxhash-dev pyth
           attr util-linux procps fio scdoc
           libmicrohttpd-dev python3-prometheus-client python3-yaml
           podman runc mmdebstrap uidmap
-          build-essential dpkg-dev debhelper fakeroot lintian)
+          build-essential dpkg-dev debhelper fakeroot lintian
+          clang valgrind git)
 
 install_packages() {
     local missing=() p
@@ -83,6 +84,16 @@ run_config() {
 }
 
 test_args=("$@")
+
+# One indentation style per language, as .editorconfig says (whole tree, seconds).
+if [ ${#test_args[@]} -eq 0 ] && git -C "$here" rev-parse --git-dir >/dev/null 2>&1; then
+    echo "=== style: contrib/lint/indent.py"
+    if "$here/contrib/lint/indent.py"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+fi
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:log_path=$san_dir/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$san_dir/ubsan"

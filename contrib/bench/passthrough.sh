@@ -25,8 +25,8 @@ FIO_DIR=$REPO/contrib/fio
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-	SIZE=${SIZE:-256M}
-	RUNS=${RUNS:-1}
+    SIZE=${SIZE:-256M}
+    RUNS=${RUNS:-1}
 fi
 SIZE=${SIZE:-2G}
 RUNS=${RUNS:-3}
@@ -36,69 +36,69 @@ TARGET=0.6
 
 # seq1 DIR -> MiB/s of seq1.fio on DIR/big (empty on failure)
 seq1() {
-	local json=$WORK/seq1-$1-$RANDOM.json out
-	if FILENAME=$2/big SIZE=$SIZE_BYTES fio --output-format=json --output="$json" \
-		"$FIO_DIR/seq1.fio" >"$json.log" 2>&1 &&
-		out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
-		echo "${out%% *}"
-	else
-		tail -n 3 "$json.log" >&2 || true
-		echo ""
-	fi
+    local json=$WORK/seq1-$1-$RANDOM.json out
+    if FILENAME=$2/big SIZE=$SIZE_BYTES fio --output-format=json --output="$json" \
+        "$FIO_DIR/seq1.fio" >"$json.log" 2>&1 &&
+        out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
+        echo "${out%% *}"
+    else
+        tail -n 3 "$json.log" >&2 || true
+        echo ""
+    fi
 }
 
 mount_efscache() {
-	# shellcheck disable=SC2086
-	start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$SRC" "$MNT" -f \
-		-o "cache_dir=$CACHE" $EFSCACHE_OPTS
-	EPID=$DAEMON_PID
+    # shellcheck disable=SC2086
+    start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$SRC" "$MNT" -f \
+        -o "cache_dir=$CACHE" $EFSCACHE_OPTS
+    EPID=$DAEMON_PID
 }
 
 main() {
-	local r v kind
-	install_deps
-	build_project
-	SIZE_BYTES=$(parse_size "$SIZE")
-	bench_mktemp
-	trap bench_cleanup EXIT
-	trap 'exit 130' INT TERM
-	WORK=$BENCH_TMP SRC=$BENCH_TMP/src MNT=$BENCH_TMP/mnt CACHE=$BENCH_TMP/cache
-	mkdir -p "$SRC" "$MNT"
-	bench_check_drop
-	log "scratch dir $WORK; writing a $SIZE file"
-	make_file "$SRC/big" "$SIZE_BYTES"
-	sync
-	CSV=$WORK/passthrough.csv
-	echo "run,setup,mibps" >"$CSV"
-	EPID=""
-	for ((r = 1; r <= RUNS; r++)); do
-		drop_caches
-		v=$(seq1 direct "$SRC")
-		echo "$r,direct,$v" >>"$CSV"
-		log "run $r direct: ${v:-FAILED} MiB/s"
+    local r v kind
+    install_deps
+    build_project
+    SIZE_BYTES=$(parse_size "$SIZE")
+    bench_mktemp
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+    WORK=$BENCH_TMP SRC=$BENCH_TMP/src MNT=$BENCH_TMP/mnt CACHE=$BENCH_TMP/cache
+    mkdir -p "$SRC" "$MNT"
+    bench_check_drop
+    log "scratch dir $WORK; writing a $SIZE file"
+    make_file "$SRC/big" "$SIZE_BYTES"
+    sync
+    CSV=$WORK/passthrough.csv
+    echo "run,setup,mibps" >"$CSV"
+    EPID=""
+    for ((r = 1; r <= RUNS; r++)); do
+        drop_caches
+        v=$(seq1 direct "$SRC")
+        echo "$r,direct,$v" >>"$CSV"
+        log "run $r direct: ${v:-FAILED} MiB/s"
 
-		[ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
-		rm -rf "$CACHE"
-		mount_efscache || die "efscache did not mount"
-		for kind in cold warm-disk; do
-			drop_caches
-			if is_mounted "$MNT" && kill -0 "$EPID" 2>/dev/null; then
-				v=$(seq1 "$kind" "$MNT")
-			else
-				v=""
-			fi
-			echo "$r,$kind,$v" >>"$CSV"
-			log "run $r efscache $kind: ${v:-FAILED} MiB/s"
-		done
-	done
-	stop_daemon "$MNT" "$EPID"
+        [ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
+        rm -rf "$CACHE"
+        mount_efscache || die "efscache did not mount"
+        for kind in cold warm-disk; do
+            drop_caches
+            if is_mounted "$MNT" && kill -0 "$EPID" 2>/dev/null; then
+                v=$(seq1 "$kind" "$MNT")
+            else
+                v=""
+            fi
+            echo "$r,$kind,$v" >>"$CSV"
+            log "run $r efscache $kind: ${v:-FAILED} MiB/s"
+        done
+    done
+    stop_daemon "$MNT" "$EPID"
 
-	mkdir -p "$OUT_DIR"
-	cp "$CSV" "$OUT_DIR/passthrough.csv"
-	QUICK=$QUICK SIZE_H=$SIZE RUNS=$RUNS TARGET=$TARGET \
-	CMD="efscache SRC MNT -f -o cache_dir=CACHE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
-	GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
-	"$PY" - "$CSV" "$OUT_DIR/passthrough.md" <<'EOF'
+    mkdir -p "$OUT_DIR"
+    cp "$CSV" "$OUT_DIR/passthrough.csv"
+    QUICK=$QUICK SIZE_H=$SIZE RUNS=$RUNS TARGET=$TARGET \
+    CMD="efscache SRC MNT -f -o cache_dir=CACHE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
+    GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
+    "$PY" - "$CSV" "$OUT_DIR/passthrough.md" <<'EOF'
 import csv, datetime, os, platform, statistics, sys
 e = os.environ
 vals = {}
@@ -139,7 +139,7 @@ for k, label in (("direct", "direct (no FUSE)"),
 open(sys.argv[2], "w").write("\n".join(L) + "\n")
 print("\n".join(out))
 EOF
-	log "wrote $OUT_DIR/passthrough.md"
+    log "wrote $OUT_DIR/passthrough.md"
 }
 
 main "$@"

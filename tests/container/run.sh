@@ -224,13 +224,9 @@ check "bundled mode: the command reads the right bytes and exits 0" \
 kube_yaml="$work/pod.yaml"
 mkdir -p "$work/kshared" "$work/kcache"
 mount --bind "$work/kshared" "$work/kshared" && mount --make-rshared "$work/kshared"
-if python3 - "$here/contrib/k8s/efscache-daemonset.yaml" "$kube_yaml" "$img" "$work" <<'PY'
+if /usr/bin/python3 - "$here/contrib/k8s/efscache-daemonset.yaml" "$kube_yaml" "$img" "$work" <<'PY'
 import sys
-try:
-    import yaml
-except ImportError:
-    sys.path.append("/usr/lib/python3/dist-packages")
-    import yaml
+import yaml  # Debian's python3-yaml: this is Debian's python3
 src, out, img, work = sys.argv[1:]
 ds = yaml.safe_load(open(src))
 tpl = ds["spec"]["template"]

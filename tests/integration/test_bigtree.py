@@ -9,14 +9,12 @@ EFSCACHE_BIGTREE_FILES sets the size (default 200,000 files: 200 packages x 10 m
 
 import os
 import resource
-import sys
 import time
 
 N_FILES = int(os.environ.get("EFSCACHE_BIGTREE_FILES", "200000"))
 # Generating, walking cold and walking warm 200k files takes minutes, not the default 280 s.
 os.environ.setdefault("EFSCACHE_TEST_TIMEOUT", "1700")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 NOFILE = 1024

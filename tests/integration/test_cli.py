@@ -7,9 +7,7 @@ unmount and exit 0; relative paths; fsname; -o ro gives EROFS."""
 import os
 import signal
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

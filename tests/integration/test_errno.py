@@ -4,9 +4,7 @@ fresh copy of a small fixture tree; the errno values must be equal (and the expe
 EACCES/EPERM cases as a non-root user are in test_perms.py."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

@@ -8,10 +8,8 @@ import hashlib
 import mmap
 import os
 import random
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

@@ -9,10 +9,8 @@ files, never with timing thresholds."""
 import errno
 import fcntl
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

@@ -16,9 +16,7 @@ and `umount MNT` for each, after which the daemon must exit."""
 import os
 import shutil
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

@@ -8,10 +8,8 @@ made directly on SOURCE seen through the mount (ttl=0)."""
 import os
 import stat
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

@@ -8,9 +8,7 @@ allow_other the user cannot even stat the mount (EACCES)."""
 import os
 import pwd
 import stat
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

@@ -5,9 +5,7 @@ errno parity (ENODATA, EEXIST, EOPNOTSUPP, symlinks), and the reserved user.efsc
 names (refused by setxattr/removexattr, hidden from listxattr)."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 h.require_fuse()

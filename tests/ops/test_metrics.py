@@ -15,16 +15,9 @@ import sys
 import urllib.error
 import urllib.request
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(_HERE, "..", "integration"))
-import harness as h  # noqa: E402  (path set above)
+import harness as h
 
-try:
-    from prometheus_client.parser import text_string_to_metric_families
-except ImportError:
-    # Debian's python3-prometheus-client, when python3 is not Debian's (pyenv, venv)
-    sys.path.append("/usr/lib/python3/dist-packages")
-try:
+try:  # Debian's python3-prometheus-client; meson runs the tests with Debian's python3
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError:  # the package is installed by tests/run.sh
     print("not ok - python3-prometheus-client is not installed")

@@ -11,12 +11,9 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(_HERE, "..", "integration"))
-import harness as h  # noqa: E402  (path set above)
+import harness as h
 
 
 def start(base, name, sock_addr):

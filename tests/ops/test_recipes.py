@@ -12,17 +12,10 @@ import configparser
 import json
 import os
 import subprocess
-import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(_HERE, "..", "integration"))
-import harness as h  # noqa: E402  (path set above)
+import harness as h
 
-try:
-    import yaml
-except ImportError:
-    sys.path.append("/usr/lib/python3/dist-packages")  # Debian's python3-yaml
-    import yaml
+import yaml  # Debian's python3-yaml; meson runs the tests with Debian's python3
 
 C = os.path.join(h.SRC_DIR, "contrib")
 

@@ -18,11 +18,9 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import harness as h  # noqa: E402  (path set above)
+import harness as h
 
 KiB = 1024
 MiB = 1024 * 1024

@@ -6,7 +6,7 @@ Stack (as the cache tests build it):
     (base/src)                (base/emu)                (base/mnt, cache_dir base/cache)
 
 efs-emu's read counters are the independent witness that `warm` made the daemon fetch
-and that a second `warm` did not.  Built on ../integration/harness.py.
+and that a second `warm` did not.  Built on ../harness.py.
 
 Environment: EFSCACHECTL_BIN (set by meson; otherwise looked up next to EFSCACHE_BIN),
 plus what harness.py reads.  CTL_BIG_MIB sizes the big file (default 40: enough for
@@ -19,12 +19,9 @@ import pty
 import re
 import select
 import subprocess
-import sys
 import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(_HERE, "..", "integration"))
-import harness as h  # noqa: E402  (path set above)
+import harness as h
 
 MiB = 1 << 20
 NSMALL = 200

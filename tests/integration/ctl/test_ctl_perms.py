@@ -15,11 +15,8 @@ import os
 import pwd
 import re
 import subprocess
-import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _HERE)
-import test_ctl as tc  # noqa: E402  (ctl(), ctl_tty(), raw_stats(), status_of(), h)
+import test_ctl as tc  # ctl(), ctl_tty(), raw_stats(), status_of(), h
 
 h = tc.h
 MiB = 1 << 20
