@@ -1,539 +1,25 @@
-/* cache.c - cache entries, validation at open, the read path.
- *
- * State
- *   c->table: store key -> struct cache_file, under c->table_mu.  Entries
- *   live until the daemon exits; an entry's record files may be removed by
- *   eviction and recreated by a later open.
- *   Each entry: identity and record fds (e->sf), one struct chunk per chunk,
- *   under e->mu.  Chunk states:
- *
- *     ABSENT --fetch--> BUSY --stored--> VERIFIED --evict--> ABSENT
- *     PRESENT (on disk, not yet checked by this daemon) --verify--> BUSY
- *         --ok--> VERIFIED, --mismatch--> refetch as above
- *
- *   BUSY belongs to exactly one thread; other readers of that chunk wait on
- *   e->cv and then use its result (one fetch per chunk).
- *
- * Invariants
- *   - A chunk's bytes are served from the data file only in VERIFIED (or
- *     PRESENT with verify=never), and only while pinned (ch->pins, e->pins).
- *   - e->sf fds and e->chunks change only in reset/drop, which first wait
- *     until no chunk is BUSY or pinned.
- *   - Data is never served for an identity other than the one validated at
- *     the last open: a change found at open resets the record (new header,
- *     all slots empty) before any chunk of the new identity is stored.
- *
- * Locks: e->mu -> c->table_mu, and e->mu -> LRU lock (evict.c).  Eviction
- * runs with the LRU lock held and only trylocks entries.
- */
-#include "cache.h"
+/* cache.c - the read path, setup and sweep, admin (being split:
+ * see cache_int.h). */
+#include "cache_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checksum.h"
-#include "evict.h"
 #include "log.h"
-#include "prefetch.h"
 #include "source.h"
-#include "store.h"
 
-enum chunk_state { CH_ABSENT, CH_PRESENT, CH_VERIFIED, CH_BUSY };
-
-struct chunk {
-	struct lru_node lru; /* first: eviction gets back here from the node */
-	struct cache_file *e;
-	uint64_t hash;       /* slot: XXH3 of the chunk's bytes */
-	uint32_t len;        /* slot: bytes in the chunk */
-	uint32_t idx;
-	uint16_t pins;       /* replies in flight from the data file */
-	uint8_t state;
-	bool queued;         /* a prefetch job for it is pending */
-	bool unread;         /* stored by prefetch, not read since */
-};
-
-struct cache_file {
-	struct store_key key;
-	struct cache_file *next; /* table chain; protected by c->table_mu */
-	unsigned refs;           /* inodes using it; protected by c->table_mu */
-
-	pthread_mutex_t mu;
-	pthread_cond_t cv;       /* chunk left BUSY, or pins dropped */
-	/* All below protected by mu. */
-	bool load_tried;         /* the on-disk record was looked for */
-	bool loaded;             /* sf and chunks are valid */
-	bool bypass;             /* serve from the source, cache nothing */
-	bool validated;          /* checked against the source by this daemon */
-	struct timespec validated_at; /* CLOCK_MONOTONIC */
-	time_t validated_wall;
-	struct store_file sf;
-	struct chunk *chunks;    /* sf.nchunks of them */
-	uint64_t store_gen;      /* c->store_gen when sf was opened */
-	uint64_t meta_bytes;     /* accounted for the record's metadata */
-	uint64_t gen;             /* bumped whenever sf/chunks are replaced */
-	int fetch_fd;             /* source fd for fetches (O_DIRECT if allowed),
-				   * open while file handles use the entry; -1 */
-	unsigned opens;           /* file handles (cache_open without cache_close) */
-	bool need_create;         /* sf is prepared in memory, not yet on disk */
-	bool creating;            /* a thread is writing it (others wait on cv) */
-	unsigned pins;
-	unsigned busy;
-};
-
-struct cache {
-	const struct efs_config *cfg;
-	struct cache_source src;
-	struct meta_policy policy;
-	struct efs_stats *stats;
-	struct store *store;
-	struct evict *ev;
-	struct prefetch *pf;
-	struct prefetch *wb; /* write-behind: stores chunks after the reply */
-	uint64_t wb_pending; /* atomic: chunks queued or being written behind */
-	unsigned window; /* chunks to keep queued ahead of a sequential reader */
-
-	pthread_mutex_t table_mu;
-	struct cache_file **buckets; /* protected by table_mu */
-	size_t nbuckets;
-	uint64_t nentries;           /* protected by table_mu */
-
-	uint64_t store_gen; /* atomic: bumped when cache_dir was recreated */
-
-	pthread_t sweeper;
-	bool sweeper_running;
-	pthread_mutex_t sweep_mu;
-	pthread_cond_t sweep_cv;
-	bool stop;   /* protected by sweep_mu */
-	bool poke;   /* protected by sweep_mu: check cache_dir now */
-
-	bool logged_nospace, logged_io, logged_dir, logged_store; /* log once each */
-	bool lost_lock; /* atomic: another daemon holds the recreated cache_dir */
-};
-
-#define BLOCK 4096ULL
 /* Write-behind: one writer keeps the disk busy without competing with the
  * FUSE workers for the 2-4 cores of a typical host; 256 chunks queued
  * (at most 256 MiB with 1 MiB chunks, far less for small files) before
  * readers store their chunks themselves. */
 #define WB_WORKERS 1
 #define WB_QUEUE 256
-
-static uint64_t round_block(uint64_t n)
-{
-	return (n + BLOCK - 1) & ~(BLOCK - 1);
-}
-
-static uint64_t gen_now(struct cache *c)
-{
-	return __atomic_load_n(&c->store_gen, __ATOMIC_ACQUIRE);
-}
-
-/* ---- entries ---------------------------------------------------------- */
-
-static size_t bucket_of(const struct cache *c, const struct store_key *k)
-{
-	size_t h = 0;
-
-	for (int i = 0; i < 16; i++)
-		h = h * 31 + (unsigned char)k->hex[i];
-	return h & (c->nbuckets - 1);
-}
-
-/* Find or add the entry of key; with take_ref, count a reference.  Caller
- * holds table_mu. */
-static struct cache_file *table_get_locked(struct cache *c, const struct store_key *k,
-					   bool *created)
-{
-	size_t b = bucket_of(c, k);
-	struct cache_file *e;
-
-	*created = false;
-	for (e = c->buckets[b]; e; e = e->next)
-		if (!memcmp(e->key.hex, k->hex, sizeof(k->hex)))
-			return e;
-	e = calloc(1, sizeof(*e));
-	if (!e)
-		return NULL;
-	e->key = *k;
-	e->sf.meta_fd = e->sf.data_fd = -1;
-	e->fetch_fd = -1;
-	pthread_mutex_init(&e->mu, NULL);
-	pthread_cond_init(&e->cv, NULL);
-	e->next = c->buckets[b];
-	c->buckets[b] = e;
-	c->nentries++;
-	*created = true;
-	return e;
-}
-
-static void free_chunks_locked(struct cache *c, struct cache_file *e)
-{
-	if (e->chunks)
-		for (uint32_t i = 0; i < e->sf.nchunks; i++)
-			evict_del(c->ev, &e->chunks[i].lru);
-	free(e->chunks);
-	e->chunks = NULL;
-}
-
-static int alloc_chunks_locked(struct cache_file *e)
-{
-	e->chunks = calloc(e->sf.nchunks ? e->sf.nchunks : 1, sizeof(*e->chunks));
-	if (!e->chunks)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
-		e->chunks[i].e = e;
-		e->chunks[i].idx = i;
-	}
-	return 0;
-}
-
-/* Wait until nothing uses the entry's files or chunks. */
-static void wait_quiet_locked(struct cache_file *e)
-{
-	while (e->busy || e->pins)
-		pthread_cond_wait(&e->cv, &e->mu);
-}
-
-/* Nothing uses the entry: give back its fds (the record's and the fetch
- * fd), so that only files in use hold fds however many the cache knows.
- * They are opened again by the next cache_open. */
-static void release_fds_if_idle_locked(struct cache_file *e)
-{
-	if (e->opens || e->busy || e->pins || e->creating)
-		return;
-	store_file_close(&e->sf);
-	if (e->fetch_fd >= 0) {
-		close(e->fetch_fd);
-		e->fetch_fd = -1;
-	}
-}
-
-/* Forget the record in memory (its files stay as they are). */
-static void unload_locked(struct cache *c, struct cache_file *e)
-{
-	wait_quiet_locked(e);
-	free_chunks_locked(c, e);
-	store_file_close(&e->sf);
-	e->gen++;
-	if (e->meta_bytes)
-		evict_account(c->ev, -(int64_t)e->meta_bytes);
-	e->meta_bytes = 0;
-	e->loaded = false;
-	e->need_create = false;
-}
-
-/* Account the record's metadata file (its data is accounted per chunk). */
-static void account_meta_locked(struct cache *c, struct cache_file *e)
-{
-	struct store_file m = e->sf;
-
-	m.data_fd = -1;
-	e->meta_bytes = store_file_usage(&m);
-	if (e->meta_bytes < BLOCK)
-		e->meta_bytes = BLOCK;
-	evict_account(c->ev, (int64_t)e->meta_bytes);
-}
-
-/* Load the on-disk record once.  Chunks found go to the cold end of the LRU
- * when `cold` (startup index), else the hot end. */
-static void load_locked(struct cache *c, struct cache_file *e, bool cold)
-{
-	struct store_slot *slots = NULL;
-	int r;
-
-	if (e->load_tried)
-		return;
-	e->load_tried = true;
-	r = store_load(c->store, &e->key, &e->sf, &slots);
-	if (r == -EBADMSG) {
-		log_debug("cache: record %s is corrupt, removing it", e->key.hex);
-		store_remove(c->store, &e->key);
-	}
-	if (r < 0)
-		return;
-	if (e->sf.chunk_size != c->cfg->chunk_size || alloc_chunks_locked(e) < 0) {
-		/* Another chunk_size: the next open replaces the record. */
-		free(slots);
-		store_file_close(&e->sf);
-		return;
-	}
-	e->store_gen = gen_now(c);
-	e->loaded = true;
-	account_meta_locked(c, e);
-	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
-		struct chunk *ch = &e->chunks[i];
-
-		if (!slots[i].len)
-			continue;
-		ch->hash = slots[i].hash;
-		ch->len = slots[i].len;
-		ch->state = CH_PRESENT;
-		if (cold)
-			evict_add_cold(c->ev, &ch->lru, round_block(ch->len));
-		else
-			evict_add(c->ev, &ch->lru, round_block(ch->len), false);
-	}
-	free(slots);
-}
-
-static void identity_of(const struct stat *st, struct store_identity *id)
-{
-	id->ino = st->st_ino;
-	id->size = (uint64_t)st->st_size;
-	id->mtime_sec = st->st_mtim.tv_sec;
-	id->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
-	id->ctime_sec = st->st_ctim.tv_sec;
-	id->ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
-}
-
-/* Coherency check: stale unless every field matches. */
-static bool identity_equal(const struct store_identity *a, const struct store_identity *b)
-{
-	return a->ino == b->ino && a->size == b->size && a->mtime_sec == b->mtime_sec &&
-	       a->mtime_nsec == b->mtime_nsec && a->ctime_sec == b->ctime_sec &&
-	       a->ctime_nsec == b->ctime_nsec;
-}
-
-/* Replace the record with an empty one for id. */
-static void reset_locked(struct cache *c, struct cache_file *e, const struct store_identity *id)
-{
-	int r;
-
-	if (e->loaded) {
-		unload_locked(c, e);
-		stats_add(c->stats, ST_stale_dropped, 1);
-	}
-	e->bypass = false;
-	e->store_gen = gen_now(c);
-	/* The record is written with its first chunk (ensure_record), off the
-	 * open's reply path: a file opened and never read costs no disk. */
-	r = store_prepare(id, (uint32_t)c->cfg->chunk_size, &e->sf);
-	if (r == 0)
-		r = alloc_chunks_locked(e);
-	if (r < 0) {
-		/* Cache trouble: this file is read from the source for now. */
-		log_once(c->logged_store, LOG_LVL_WARN,
-			 "cache: cannot create a record in cache_dir '%s': %s; reading from the "
-			 "source until it works again",
-			 store_path(c->store), strerror(-r));
-		stats_add(c->stats, r == -ENOSPC ? ST_cache_enospc : ST_cache_io_errors, 1);
-		e->bypass = true;
-		return;
-	}
-	e->loaded = true;
-	e->need_create = true;
-	e->meta_bytes = BLOCK;
-	evict_account(c->ev, (int64_t)e->meta_bytes);
-}
-
-static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
-{
-	struct cache_file *e;
-	bool created;
-
-	pthread_mutex_lock(&ino->lock);
-	e = ino->cf;
-	if (!e) {
-		struct store_key k;
-
-		if (store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
-			pthread_mutex_lock(&c->table_mu);
-			e = table_get_locked(c, &k, &created);
-			if (e)
-				e->refs++;
-			pthread_mutex_unlock(&c->table_mu);
-			ino->cf = e;
-		}
-	}
-	pthread_mutex_unlock(&ino->lock);
-	return e;
-}
-
-void cache_inode_release(struct efs_inode *ino, void *arg)
-{
-	struct cache *c = arg;
-	struct cache_file *e = ino->cf;
-	bool last;
-
-	if (!e)
-		return;
-	ino->cf = NULL;
-	pthread_mutex_lock(&c->table_mu);
-	last = --e->refs == 0;
-	pthread_mutex_unlock(&c->table_mu);
-	if (!last)
-		return;
-	/* No inode uses the entry: give back its fetch fd once no fetch runs. */
-	pthread_mutex_lock(&e->mu);
-	wait_quiet_locked(e);
-	pthread_mutex_lock(&c->table_mu);
-	last = e->refs == 0;
-	pthread_mutex_unlock(&c->table_mu);
-	if (last)
-		release_fds_if_idle_locked(e);
-	pthread_mutex_unlock(&e->mu);
-}
-
-/* Caller holds e->mu.  Forget files of a cache_dir that was recreated. */
-static void check_store_gen_locked(struct cache *c, struct cache_file *e)
-{
-	if (e->loaded && e->store_gen != gen_now(c))
-		unload_locked(c, e);
-}
-
-/* The record's fds, reopened if they were given back.  A record that is
- * gone from disk is forgotten (the next open creates a new one). */
-static int reopen_locked(struct cache *c, struct cache_file *e)
-{
-	int r;
-
-	if (!e->loaded || e->need_create || e->creating ||
-	    (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0))
-		return 0;
-	r = store_file_reopen(c->store, &e->key, &e->sf);
-	if (r < 0) {
-		unload_locked(c, e);
-		e->load_tried = false;
-	}
-	return r;
-}
-
-static bool fully_cached_locked(const struct cache_file *e)
-{
-	if (!e->loaded || e->bypass)
-		return false;
-	for (uint32_t i = 0; i < e->sf.nchunks; i++)
-		if (e->chunks[i].state == CH_ABSENT || e->chunks[i].state == CH_BUSY)
-			return false;
-	return true;
-}
-
-/* Fetches read the source with O_DIRECT where it allows it: the bytes go
- * into our chunk buffer without a copy in the source's page cache, which
- * would only hold a third copy of data we cache ourselves (and on NFS a
- * direct read of a chunk is sent as parallel RPCs).  Small files are read
- * buffered: one request either way. */
-static int open_fetch(struct cache *c, struct efs_inode *ino, bool named, uint64_t size_hint)
-{
-	int (*op)(void *, struct efs_inode *, int) = named ? c->src.open_named : c->src.open_object;
-	int fd = -EINVAL;
-
-	if (size_hint > c->cfg->chunk_size)
-		fd = op(c->src.arg, ino, O_RDONLY | O_DIRECT);
-	if (fd == -EINVAL)
-		fd = op(c->src.arg, ino, O_RDONLY);
-	return fd;
-}
-
-int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct meta_attr *attr,
-	       bool *keep_cache)
-{
-	struct store_identity id;
-	struct cache_file *e;
-	struct timespec now;
-	uint64_t size_hint;
-	struct stat st;
-	bool trusted, full;
-	int r, fd = -1;
-
-	*keep_cache = false;
-	if (!S_ISREG(ino->type))
-		return 0;
-	e = entry_of_inode(c, ino);
-	if (!e)
-		return 0; /* no memory for an entry: the file is read uncached */
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	pthread_mutex_lock(&e->mu);
-	load_locked(c, e, false);
-	check_store_gen_locked(c, e);
-	reopen_locked(c, e);
-	trusted = e->loaded && !e->bypass &&
-		  meta_open_trusts(&c->policy, attr,
-				   e->validated ? meta_elapsed(&e->validated_at, &now) : -1.0, &now);
-	if (trusted)
-		e->opens++;
-	full = fully_cached_locked(e);
-	size_hint = e->loaded ? e->sf.id.size : (uint64_t)(attr->seen ? attr->size : 0);
-	pthread_mutex_unlock(&e->mu);
-	if (trusted) {
-		*keep_cache = true;
-		return 0;
-	}
-
-	/* One round trip, without holding the entry: the source may be slow. */
-	if (open_fd >= 0) {
-		r = c->src.stat_open(c->src.arg, open_fd, &st);
-	} else if (full) {
-		r = c->src.stat_named(c->src.arg, ino, &st);
-	} else {
-		fd = open_fetch(c, ino, true, size_hint);
-		r = fd < 0 ? fd : c->src.stat_open(c->src.arg, fd, &st);
-	}
-	if (r == 0 && (st.st_ino != ino->ino || st.st_dev != ino->dev))
-		r = -ESTALE;
-	if (r < 0) {
-		if (fd >= 0)
-			close(fd);
-		return r; /* EIO etc. delete nothing */
-	}
-	identity_of(&st, &id);
-
-	pthread_mutex_lock(&e->mu);
-	stats_add(c->stats, ST_validations, 1);
-	check_store_gen_locked(c, e);
-	reopen_locked(c, e);
-	if (e->loaded && !e->bypass && identity_equal(&e->sf.id, &id)) {
-		*keep_cache = true;
-	} else {
-		reset_locked(c, e, &id);
-		*keep_cache = false;
-	}
-	e->validated = true;
-	e->validated_at = now;
-	e->validated_wall = time(NULL);
-	if (fd >= 0 && e->fetch_fd < 0) {
-		e->fetch_fd = fd;
-		fd = -1;
-	}
-	e->opens++;
-	pthread_mutex_unlock(&e->mu);
-	if (fd >= 0)
-		close(fd);
-	return 0;
-}
-
-void cache_close(struct cache *c, struct efs_inode *ino)
-{
-	struct cache_file *e = ino->cf;
-
-	(void)c;
-	if (!e || !S_ISREG(ino->type))
-		return;
-	pthread_mutex_lock(&e->mu);
-	if (e->opens)
-		e->opens--;
-	release_fds_if_idle_locked(e);
-	pthread_mutex_unlock(&e->mu);
-}
-
-void cache_written(struct cache *c, struct efs_inode *ino)
-{
-	struct cache_file *e = ino->cf;
-
-	if (!e)
-		return;
-	pthread_mutex_lock(&e->mu);
-	e->bypass = true;
-	pthread_mutex_unlock(&e->mu);
-}
 
 /* ---- the read path ------------------------------------------------------ */
 
@@ -616,7 +102,7 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 	while (e->creating)
 		pthread_cond_wait(&e->cv, &e->mu);
 	if (!e->need_create) {
-		r = reopen_locked(c, e);
+		r = entry_reopen_locked(c, e);
 		if (r == 0 && (e->sf.meta_fd < 0 || e->sf.data_fd < 0))
 			r = -EBADF;
 		pthread_mutex_unlock(&e->mu);
@@ -683,7 +169,7 @@ static int fetch_fd_locked(struct cache *c, struct cache_file *e, struct efs_ino
 	if (e->fetch_fd >= 0)
 		return e->fetch_fd;
 	pthread_mutex_unlock(&e->mu);
-	fd = open_fetch(c, ino, false, size);
+	fd = cache_open_fetch(c, ino, false, size);
 	pthread_mutex_lock(&e->mu);
 	if (fd < 0)
 		return fd;
@@ -739,7 +225,7 @@ static bool write_behind(struct cache *c, struct cache_file *e, struct chunk *ch
 	return true;
 }
 
-static void run_write_behind(const struct prefetch_job *job, void *arg)
+void cache_run_write_behind(const struct prefetch_job *job, void *arg)
 {
 	struct cache *c = arg;
 	struct cache_file *e = job->entry;
@@ -748,13 +234,13 @@ static void run_write_behind(const struct prefetch_job *job, void *arg)
 
 	pthread_mutex_lock(&e->mu);
 	finish_store_locked(c, e, ch, stored, job->hash, job->len, false);
-	release_fds_if_idle_locked(e);
+	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	free(job->buf);
 	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
 }
 
-static void drop_write_behind(const struct prefetch_job *job, void *arg)
+void cache_drop_write_behind(const struct prefetch_job *job, void *arg)
 {
 	struct cache *c = arg;
 	struct cache_file *e = job->entry;
@@ -796,8 +282,8 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 		if ((uint32_t)n != want) {
 			changed = true;
 		} else if (c->src.stat_open(c->src.arg, fd, &st) == 0) {
-			identity_of(&st, &now_id);
-			changed = !identity_equal(&now_id, &e->sf.id);
+			cache_identity_of(&st, &now_id);
+			changed = !cache_identity_equal(&now_id, &e->sf.id);
 		}
 		if (!changed && (uint32_t)n == want) {
 			hash = csum64(buf, want);
@@ -964,7 +450,7 @@ static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint
 }
 
 /* A prefetch worker's job: fetch one chunk unless someone else did. */
-static void run_prefetch(const struct prefetch_job *job, void *arg)
+void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 {
 	struct cache *c = arg;
 	struct cache_file *e = job->entry;
@@ -1000,12 +486,12 @@ static void run_prefetch(const struct prefetch_job *job, void *arg)
 			fetch_owned_locked(c, e, ch, job->fd, buf, true);
 		}
 	}
-	release_fds_if_idle_locked(e);
+	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	free(buf);
 }
 
-static void drop_prefetch(const struct prefetch_job *job, void *arg)
+void cache_drop_prefetch(const struct prefetch_job *job, void *arg)
 {
 	struct cache_file *e = job->entry;
 
@@ -1029,8 +515,8 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 		return read_direct(c, src_fd, off, size, rd);
 
 	pthread_mutex_lock(&e->mu);
-	check_store_gen_locked(c, e);
-	reopen_locked(c, e);
+	entry_check_store_gen_locked(c, e);
+	entry_reopen_locked(c, e);
 	fsize = e->sf.id.size;
 	if (!e->loaded || e->bypass || (uint64_t)off >= fsize) {
 		/* Uncached, or past the size we validated (the file grew). */
@@ -1094,13 +580,14 @@ void cache_read_done(struct cache *c, struct cache_read *rd)
 		e->pins -= rd->pins;
 		if (!e->pins)
 			pthread_cond_broadcast(&e->cv);
-		release_fds_if_idle_locked(e);
+		entry_release_fds_locked(e);
 		pthread_mutex_unlock(&e->mu);
 	}
 	for (unsigned i = 0; i < rd->nbufs; i++)
 		free(rd->bufs[i]);
 	memset(rd, 0, sizeof(*rd));
 }
+
 /* ---- eviction callback ------------------------------------------------ */
 
 /* Called by evict.c with the LRU lock held: drop one chunk if it is idle. */
@@ -1114,7 +601,7 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 	if (pthread_mutex_trylock(&e->mu) != 0)
 		return -EBUSY;
 	if (ch->pins || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED) ||
-	    reopen_locked(c, e) < 0 || !e->loaded) {
+	    entry_reopen_locked(c, e) < 0 || !e->loaded) {
 		pthread_mutex_unlock(&e->mu);
 		return -EBUSY;
 	}
@@ -1126,7 +613,7 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 	ch->len = 0;
 	freed = (int64_t)node->bytes;
 	evict_unlink_locked(c->ev, node);
-	release_fds_if_idle_locked(e);
+	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	return freed;
 }
@@ -1162,9 +649,9 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	/* Keep twice as many chunks queued as there are workers, so none idles. */
 	c->window = cfg->prefetch * 2;
 	if (r == 0 && cfg->prefetch)
-		r = prefetch_new(&c->pf, cfg->prefetch, c->window * 64, run_prefetch, c);
+		r = prefetch_new(&c->pf, cfg->prefetch, c->window * 64, cache_run_prefetch, c);
 	if (r == 0)
-		r = prefetch_new(&c->wb, WB_WORKERS, WB_QUEUE, run_write_behind, c);
+		r = prefetch_new(&c->wb, WB_WORKERS, WB_QUEUE, cache_run_write_behind, c);
 	if (r < 0 && err && errlen && err[0] == '\0')
 		snprintf(err, errlen, "cannot set up the cache: %s", strerror(-r));
 	if (r < 0) {
@@ -1182,13 +669,13 @@ static void scan_one(const struct store_key *k, void *arg)
 	bool created;
 
 	pthread_mutex_lock(&c->table_mu);
-	e = table_get_locked(c, k, &created);
+	e = cache_table_get_locked(c, k, &created);
 	pthread_mutex_unlock(&c->table_mu);
 	if (!e || !created)
 		return; /* an open got there first and loaded it */
 	pthread_mutex_lock(&e->mu);
-	load_locked(c, e, true);
-	release_fds_if_idle_locked(e);
+	entry_load_locked(c, e, true);
+	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);
 }
 
@@ -1279,17 +766,17 @@ void cache_free(struct cache *c)
 		pthread_mutex_unlock(&c->sweep_mu);
 		pthread_join(c->sweeper, NULL);
 	}
-	prefetch_free(c->pf, drop_prefetch);
+	prefetch_free(c->pf, cache_drop_prefetch);
 	c->pf = NULL;
 	/* What was read before the unmount is on disk after it. */
 	prefetch_drain(c->wb);
-	prefetch_free(c->wb, drop_write_behind);
+	prefetch_free(c->wb, cache_drop_write_behind);
 	c->wb = NULL;
 	for (size_t b = 0; c->buckets && b < c->nbuckets; b++) {
 		struct cache_file *e = c->buckets[b], *next;
 		for (; e; e = next) {
 			next = e->next;
-			free_chunks_locked(c, e);
+			entry_free_chunks_locked(c, e);
 			store_file_close(&e->sf);
 			pthread_mutex_destroy(&e->mu);
 			pthread_cond_destroy(&e->cv);
@@ -1306,19 +793,6 @@ void cache_free(struct cache *c)
 }
 
 /* ---- introspection ------------------------------------------------------ */
-
-/* The entry of key if the table has one; never makes one. */
-static struct cache_file *table_find(struct cache *c, const struct store_key *k)
-{
-	struct cache_file *e;
-
-	pthread_mutex_lock(&c->table_mu);
-	for (e = c->buckets[bucket_of(c, k)]; e; e = e->next)
-		if (!memcmp(e->key.hex, k->hex, sizeof(k->hex)))
-			break;
-	pthread_mutex_unlock(&c->table_mu);
-	return e;
-}
 
 struct file_status {
 	const char *state;
@@ -1366,7 +840,7 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 		fs.size = (uint64_t)st.st_size;
 	if (S_ISREG(ino->type) && store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
 		have_key = true;
-		e = table_find(c, &k);
+		e = cache_table_find(c, &k);
 	}
 	if (e) {
 		pthread_mutex_lock(&e->mu);
@@ -1442,11 +916,7 @@ static struct cache_file *entry_of_src_ino(struct cache *c, uint64_t src_ino)
 
 	if (store_key_of(c->cfg->source, src_ino, &k) < 0)
 		return NULL;
-	pthread_mutex_lock(&c->table_mu);
-	for (e = c->buckets[bucket_of(c, &k)]; e; e = e->next)
-		if (!memcmp(e->key.hex, k.hex, sizeof(k.hex)))
-			break;
-	pthread_mutex_unlock(&c->table_mu);
+	e = cache_table_find(c, &k);
 	if (e)
 		return e;
 	if (store_load(c->store, &k, &sf, &slots) == -ENOENT)
@@ -1454,7 +924,7 @@ static struct cache_file *entry_of_src_ino(struct cache *c, uint64_t src_ino)
 	free(slots);
 	store_file_close(&sf);
 	pthread_mutex_lock(&c->table_mu);
-	e = table_get_locked(c, &k, &created);
+	e = cache_table_get_locked(c, &k, &created);
 	pthread_mutex_unlock(&c->table_mu);
 	return e;
 }
@@ -1466,10 +936,10 @@ int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t
 	if (!e)
 		return 0; /* nothing cached */
 	pthread_mutex_lock(&e->mu);
-	load_locked(c, e, false);
-	check_store_gen_locked(c, e);
-	wait_quiet_locked(e);
-	reopen_locked(c, e);
+	entry_load_locked(c, e, false);
+	entry_check_store_gen_locked(c, e);
+	entry_wait_quiet_locked(e);
+	entry_reopen_locked(c, e);
 	for (uint32_t i = 0; e->loaded && i < e->sf.nchunks; i++) {
 		struct chunk *ch = &e->chunks[i];
 
@@ -1482,7 +952,7 @@ int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t
 		ch->state = CH_ABSENT;
 		ch->len = 0;
 	}
-	release_fds_if_idle_locked(e);
+	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	return 0;
 }
@@ -1501,7 +971,7 @@ void cache_source_gone(struct cache *c, uint64_t src_ino)
 	 * Then the files lose their names below, and their chunks go with
 	 * the LRU (or the next reset of the entry). */
 	if (e->loaded && !e->busy && !e->pins)
-		unload_locked(c, e);
+		entry_unload_locked(c, e);
 	r = store_remove(c->store, &e->key);
 	if (r < 0 && r != -EBUSY)
 		log_debug("cache: removing record %s failed: %s", e->key.hex, strerror(-r));
@@ -1520,8 +990,8 @@ static int verify_entry_locked(struct cache *c, struct cache_file *e,
 	void *buf = NULL;
 	int stop = 0;
 
-	check_store_gen_locked(c, e);
-	if (reopen_locked(c, e) < 0 || !e->loaded)
+	entry_check_store_gen_locked(c, e);
+	if (entry_reopen_locked(c, e) < 0 || !e->loaded)
 		return 0;
 	buf = malloc(e->sf.chunk_size);
 	if (!buf)
@@ -1566,7 +1036,7 @@ static int verify_entry_locked(struct cache *c, struct cache_file *e,
 			pthread_mutex_lock(&e->mu);
 		}
 	}
-	release_fds_if_idle_locked(e);
+	entry_release_fds_locked(e);
 	free(buf);
 	return stop;
 }
@@ -1611,8 +1081,8 @@ int cache_verify_all(struct cache *c, struct cache_verify_report *rep, cache_pro
 		struct cache_file *e = list[i];
 
 		pthread_mutex_lock(&e->mu);
-		load_locked(c, e, false);
-		check_store_gen_locked(c, e);
+		entry_load_locked(c, e, false);
+		entry_check_store_gen_locked(c, e);
 		for (uint32_t k = 0; e->loaded && k < e->sf.nchunks; k++)
 			if (e->chunks[k].state == CH_PRESENT || e->chunks[k].state == CH_VERIFIED)
 				rep->chunks_total++;
