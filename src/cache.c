@@ -47,14 +47,8 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 		pthread_mutex_unlock(&e->mu);
 		return -EBUSY;
 	}
-	store_drop_chunk(&e->sf, ch->idx);
-	if (ch->unread)
-		stats_add(c->stats, ST_prefetch_unused_bytes, ch->len);
-	ch->unread = false;
-	ch->state = CH_ABSENT;
-	ch->len = 0;
 	freed = (int64_t)node->bytes;
-	evict_unlink_locked(c->ev, node);
+	entry_drop_chunk_locked(c, e, ch, true);
 	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);
 	return freed;

@@ -165,12 +165,8 @@ int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t
 
 		if (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)
 			continue;
-		store_drop_chunk(&e->sf, i);
-		evict_del(c->ev, &ch->lru);
-		*bytes += ch->len;
+		*bytes += entry_drop_chunk_locked(c, e, ch, false);
 		(*chunks)++;
-		ch->state = CH_ABSENT;
-		ch->len = 0;
 	}
 	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);
@@ -218,8 +214,8 @@ static int verify_entry_locked(struct cache *c, struct cache_file *e,
 		return 0;
 	for (uint32_t i = 0; i < e->sf.nchunks && !stop; i++) {
 		struct chunk *ch = &e->chunks[i];
+		struct store_slot slot;
 		uint8_t was;
-		bool ok;
 		int r;
 
 		while (ch->state == CH_BUSY || ch->pins)
@@ -229,23 +225,23 @@ static int verify_entry_locked(struct cache *c, struct cache_file *e,
 		was = ch->state;
 		ch->state = CH_BUSY;
 		e->busy++;
+		slot = (struct store_slot){.hash = ch->hash, .len = ch->len};
 		pthread_mutex_unlock(&e->mu);
-		r = store_read_chunk(&e->sf, i, buf, ch->len);
-		ok = r == 0 && csum64(buf, ch->len) == ch->hash;
+		r = store_verify_chunk(&e->sf, i, &slot, buf, NULL);
 		pthread_mutex_lock(&e->mu);
 		rep->chunks_checked++;
-		rep->bytes_checked += ch->len;
+		rep->bytes_checked += slot.len;
 		stats_add(c->stats, ST_chunks_verified, 1);
-		if (ok) {
-			ch->state = was == CH_PRESENT && c->cfg->verify != VERIFY_ALWAYS ? CH_VERIFIED
-										    : was;
+		ch->state = was;
+		if (r == 0) {
+			if (was == CH_PRESENT && c->cfg->verify != VERIFY_ALWAYS)
+				ch->state = CH_VERIFIED;
 		} else {
+			/* A read error counts as bad too: the chunk is fetched
+			 * again rather than trusted. */
 			rep->chunks_bad++;
 			stats_add(c->stats, ST_checksum_mismatches, 1);
-			store_drop_chunk(&e->sf, i);
-			evict_del(c->ev, &ch->lru);
-			ch->state = CH_ABSENT;
-			ch->len = 0;
+			entry_drop_chunk_locked(c, e, ch, false);
 		}
 		e->busy--;
 		pthread_cond_broadcast(&e->cv);

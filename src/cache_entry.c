@@ -102,6 +102,25 @@ void entry_release_fds_locked(struct cache_file *e)
 	}
 }
 
+uint32_t entry_drop_chunk_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				 bool lru_locked)
+{
+	const uint32_t len = ch->len;
+
+	store_drop_chunk(&e->sf, ch->idx);
+	if (lru_locked)
+		evict_unlink_locked(c->ev, &ch->lru);
+	else
+		evict_del(c->ev, &ch->lru);
+	if (ch->unread)
+		stats_add(c->stats, ST_prefetch_unused_bytes, len);
+	ch->unread = false;
+	ch->len = 0;
+	if (ch->state != CH_BUSY)
+		ch->state = CH_ABSENT;
+	return len;
+}
+
 /* Forget the record in memory (its files stay as they are). */
 void entry_unload_locked(struct cache *c, struct cache_file *e)
 {

@@ -168,6 +168,14 @@ void entry_release_fds_locked(struct cache_file *e);
 void entry_unload_locked(struct cache *c, struct cache_file *e);
 /* Load the on-disk record once; chunks go to the LRU's cold end if cold. */
 void entry_load_locked(struct cache *c, struct cache_file *e, bool cold);
+/* Drop chunk ch from the record (empty slot, blocks released) and from
+ * the LRU: the one way a stored chunk leaves the cache (eviction,
+ * efscachectl evict, a failed check).  Counts a prefetched chunk never
+ * read.  The chunk becomes ABSENT unless it is BUSY (its owner refetches
+ * it).  lru_locked: the caller holds the LRU mutex (the eviction
+ * callback).  Returns the chunk's length. */
+uint32_t entry_drop_chunk_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				 bool lru_locked);
 /* Forget the record if cache_dir was recreated since it was opened. */
 void entry_check_store_gen_locked(struct cache *c, struct cache_file *e);
 /* Reopen the record's fds if they were given back; 0 or -errno (the

@@ -264,9 +264,7 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 				  int fd, void *buf, bool prefetched)
 {
 	const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
-	const uint32_t want = (uint32_t)(e->sf.id.size - start < e->sf.chunk_size
-						 ? e->sf.id.size - start
-						 : e->sf.chunk_size);
+	const uint32_t want = store_chunk_len(&e->sf, ch->idx);
 	bool stored = false, changed = false;
 	struct store_identity now_id;
 	uint64_t hash = 0;
@@ -314,31 +312,28 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
  * is returned; on a mismatch it is dropped (slot, blocks, LRU) and stays
  * BUSY and ours, for the caller to fetch. */
 static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
-				void *buf, uint32_t want)
+				void *buf)
 {
-	bool ok;
+	const struct store_slot slot = {.hash = ch->hash, .len = ch->len};
 	int r;
 
 	pthread_mutex_unlock(&e->mu);
-	r = ch->len == want ? store_read_chunk(&e->sf, ch->idx, buf, want) : -EBADMSG;
-	ok = r == 0 && csum64(buf, want) == ch->hash;
+	r = store_verify_chunk(&e->sf, ch->idx, &slot, buf, NULL);
 	pthread_mutex_lock(&e->mu);
 	stats_add(c->stats, ST_chunks_verified, 1);
-	if (ok) {
+	if (r == 0) {
 		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
 		evict_touch(c->ev, &ch->lru);
 		return true;
 	}
-	if (r == 0 || r == -EBADMSG) {
+	if (r == -EBADMSG) {
 		stats_add(c->stats, ST_checksum_mismatches, 1);
 		log_debug("cache: chunk %u of %s failed its checksum; refetching", ch->idx,
 			  e->key.hex);
 	} else {
 		note_cache_error(c, r);
 	}
-	store_drop_chunk(&e->sf, ch->idx);
-	evict_del(c->ev, &ch->lru);
-	ch->len = 0;
+	entry_drop_chunk_locked(c, e, ch, false);
 	return false;
 }
 
@@ -349,11 +344,9 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 				 struct efs_inode *ino, size_t from, size_t to,
 				 struct cache_read *rd)
 {
-	const uint64_t cs = e->sf.chunk_size;
-	const uint64_t start = (uint64_t)idx * cs;
+	const uint64_t start = (uint64_t)idx * e->sf.chunk_size;
 	struct chunk *ch = &e->chunks[idx];
-	const uint32_t want =
-		(uint32_t)(e->sf.id.size - start < cs ? e->sf.id.size - start : cs);
+	const uint32_t want = store_chunk_len(&e->sf, idx);
 	ssize_t n;
 	void *buf;
 
@@ -388,7 +381,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 
 	if (ch->len) {
 		/* PRESENT: check the bytes on disk before their first use. */
-		if (verify_owned_locked(c, e, ch, buf, want)) {
+		if (verify_owned_locked(c, e, ch, buf)) {
 			e->busy--;
 			pthread_cond_broadcast(&e->cv);
 			stats_add(c->stats, ST_hits, 1);
@@ -474,15 +467,11 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 	}
 	buf = chunk_buf(e->sf.chunk_size);
 	if (buf) {
-		const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
-		const uint32_t want = (uint32_t)(e->sf.id.size - start < e->sf.chunk_size
-							 ? e->sf.id.size - start
-							 : e->sf.chunk_size);
 		bool was_present = ch->state == CH_PRESENT;
 
 		ch->state = CH_BUSY;
 		e->busy++;
-		if (was_present && verify_owned_locked(c, e, ch, buf, want)) {
+		if (was_present && verify_owned_locked(c, e, ch, buf)) {
 			e->busy--;
 			pthread_cond_broadcast(&e->cv);
 		} else {

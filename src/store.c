@@ -634,6 +634,34 @@ int store_read_chunk(struct store_file *f, uint32_t idx, void *buf, uint32_t len
 	return r == -ENODATA ? -EBADMSG : r;
 }
 
+uint32_t store_chunk_len(const struct store_file *f, uint32_t idx)
+{
+	const uint64_t start = (uint64_t)idx * f->chunk_size;
+
+	if (start >= f->id.size)
+		return 0;
+	return (uint32_t)(f->id.size - start < f->chunk_size ? f->id.size - start : f->chunk_size);
+}
+
+int store_verify_chunk(struct store_file *f, uint32_t idx, const struct store_slot *slot,
+		       void *buf, const char **why)
+{
+	const char *bad = NULL;
+	int r = 0;
+
+	if (slot->len > f->chunk_size)
+		bad = "longer than a chunk";
+	else if (slot->len != store_chunk_len(f, idx))
+		bad = "not the length of its chunk";
+	else if ((r = read_full(f->data_fd, buf, slot->len, (off_t)idx * f->chunk_size)) == -ENODATA)
+		bad = "data missing";
+	else if (r == 0 && csum64(buf, slot->len) != slot->hash)
+		bad = "checksum mismatch";
+	if (why)
+		*why = bad;
+	return bad ? -EBADMSG : r;
+}
+
 int store_set_slot(struct store_file *f, uint32_t idx, const struct store_slot *slot)
 {
 	unsigned char raw[STORE_SLOT_SIZE];
