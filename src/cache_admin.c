@@ -24,16 +24,10 @@
 
 /* ---- introspection ------------------------------------------------------ */
 
-struct file_status {
-	const char *state;
-	uint64_t size, cached;
-	uint32_t present, verified, total, cs;
-	time_t when;
-};
-
 /* A record on disk that no entry has loaded: read, not loaded, so that a
  * query neither grows the table nor moves chunks in the LRU. */
-static void status_from_disk(struct cache *c, const struct store_key *k, struct file_status *fs)
+static void status_from_disk(struct cache *c, const struct store_key *k,
+			     struct cache_file_status *fs)
 {
 	struct store_slot *slots = NULL;
 	struct store_file sf;
@@ -41,33 +35,34 @@ static void status_from_disk(struct cache *c, const struct store_key *k, struct 
 	if (store_load(c->store, k, &sf, &slots) < 0)
 		return;
 	if (sf.chunk_size == c->cfg->chunk_size) {
-		fs->state = "unvalidated";
+		fs->state = CACHE_FILE_UNVALIDATED;
 		fs->size = sf.id.size;
-		fs->total = sf.nchunks;
-		fs->cs = sf.chunk_size;
+		fs->chunks = sf.nchunks;
+		fs->chunk_size = sf.chunk_size;
 		for (uint32_t i = 0; i < sf.nchunks; i++) {
 			if (!slots[i].len)
 				continue;
-			fs->present++;
-			fs->cached += slots[i].len;
+			fs->chunks_cached++;
+			fs->cached_bytes += slots[i].len;
 		}
 	}
 	free(slots);
 	store_file_close(&sf);
 }
 
-size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len)
+void cache_status(struct cache *c, struct efs_inode *ino, struct cache_file_status *fs)
 {
-	struct file_status fs = {.state = "uncached", .cs = (uint32_t)c->cfg->chunk_size};
 	struct cache_file *e = NULL;
 	struct store_key k;
 	bool have_key = false;
 	bool tried = false;
 	struct stat st;
 
+	*fs = (struct cache_file_status){.state = CACHE_FILE_UNCACHED,
+					 .chunk_size = (uint32_t)c->cfg->chunk_size};
 	/* The record's size wins if there is one. */
 	if (S_ISREG(ino->type) && c->src.stat_named(c->src.arg, ino, &st) == 0)
-		fs.size = (uint64_t)st.st_size;
+		fs->size = (uint64_t)st.st_size;
 	if (S_ISREG(ino->type) && store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
 		have_key = true;
 		e = cache_table_find(c, &k);
@@ -75,50 +70,50 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 	if (e) {
 		pthread_mutex_lock(&e->mu);
 		if (e->loaded) {
-			fs.size = e->sf.id.size;
-			fs.total = e->sf.nchunks;
-			fs.cs = e->sf.chunk_size;
-			for (uint32_t i = 0; i < fs.total; i++) {
+			fs->size = e->sf.id.size;
+			fs->chunks = e->sf.nchunks;
+			fs->chunk_size = e->sf.chunk_size;
+			for (uint32_t i = 0; i < fs->chunks; i++) {
 				if (e->chunks[i].state == CH_ABSENT || !e->chunks[i].len)
 					continue;
-				fs.present++;
-				fs.cached += e->chunks[i].len;
+				fs->chunks_cached++;
+				fs->cached_bytes += e->chunks[i].len;
 				if (e->chunks[i].state == CH_VERIFIED)
-					fs.verified++;
+					fs->chunks_verified++;
 			}
-			fs.state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
+			fs->state = e->bypass	   ? CACHE_FILE_STALE
+				    : e->validated ? CACHE_FILE_VALID
+						   : CACHE_FILE_UNVALIDATED;
 		}
-		fs.when = e->validated_wall;
+		fs->last_validated = e->validated_wall;
 		tried = e->load_tried;
 		pthread_mutex_unlock(&e->mu);
 	}
-	if (have_key && !strcmp(fs.state, "uncached") && !tried)
-		status_from_disk(c, &k, &fs);
-	return (size_t)snprintf(buf, len,
-				"state %s\nsize %llu\ncached_bytes %llu\nchunk_size %u\n"
-				"chunks %u\nchunks_cached %u\nchunks_verified %u\n"
-				"last_validated %lld\n",
-				fs.state, (unsigned long long)fs.size, (unsigned long long)fs.cached,
-				fs.cs, fs.total, fs.present, fs.verified, (long long)fs.when);
+	if (have_key && fs->state == CACHE_FILE_UNCACHED && !tried)
+		status_from_disk(c, &k, fs);
 }
 
-size_t cache_stats_text(struct cache *c, char *buf, size_t len)
+const char *cache_file_state_name(enum cache_file_state s)
 {
-	size_t n = stats_format(c->stats, buf, len);
-	uint64_t entries;
-	int m;
+	static const char *const names[] = {
+		[CACHE_FILE_UNCACHED] = "uncached",
+		[CACHE_FILE_UNVALIDATED] = "unvalidated",
+		[CACHE_FILE_VALID] = "valid",
+		[CACHE_FILE_STALE] = "stale",
+	};
 
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+void cache_usage(struct cache *c, struct cache_usage *u)
+{
 	pthread_mutex_lock(&c->table_mu);
-	entries = c->nentries;
+	u->entries = c->nentries;
 	pthread_mutex_unlock(&c->table_mu);
-	m = snprintf(buf ? buf + (n < len ? n : len) : NULL, n < len ? len - n : 0,
-		     "cache_entries %llu\ncache_usage_bytes %llu\ncache_size_bytes %llu\n"
-		     "write_behind_pending %llu\ncache_dir %s\n",
-		     (unsigned long long)entries, (unsigned long long)evict_usage(c->ev),
-		     (unsigned long long)evict_limit(c->ev),
-		     (unsigned long long)__atomic_load_n(&c->wb_pending, __ATOMIC_ACQUIRE),
-		     store_path(c->store));
-	return n + (m > 0 ? (size_t)m : 0);
+	u->usage_bytes = evict_usage(c->ev);
+	u->size_bytes = evict_limit(c->ev);
+	u->write_behind_pending = __atomic_load_n(&c->wb_pending, __ATOMIC_ACQUIRE);
+	u->cache_dir = store_path(c->store);
 }
 
 /* The entry of the source file with inode number src_ino, or NULL.  If
