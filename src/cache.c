@@ -19,9 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checksum.h"
 #include "log.h"
-#include "source.h"
 
 /* Write-behind: one writer keeps the disk busy without competing with the
  * FUSE workers for the 2-4 cores of a typical host; 256 chunks queued
@@ -29,6 +27,14 @@
  * readers store their chunks themselves. */
 #define WB_WORKERS 1
 #define WB_QUEUE 256
+/* The entry table has a fixed number of buckets: it is looked up at open,
+ * evict and status only (a read has its entry through the inode), so a
+ * chain of ~50 entries at 200,000 cached files costs nothing that shows. */
+#define TABLE_BUCKETS 4096
+/* Prefetch jobs queued at most, in windows (prefetch workers x 2 chunks):
+ * room for that many sequential readers at once before readers fetch the
+ * chunks themselves. */
+#define PF_QUEUE_WINDOWS 64
 
 /* ---- eviction callback ------------------------------------------------ */
 
@@ -70,7 +76,7 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	c->src = *src;
 	meta_policy_init(&c->policy, cfg);
 	c->stats = stats;
-	c->nbuckets = 4096;
+	c->nbuckets = TABLE_BUCKETS;
 	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
 	if (!c->buckets) {
 		free(c);
@@ -85,7 +91,7 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	/* Keep twice as many chunks queued as there are workers, so none idles. */
 	c->window = cfg->prefetch * 2;
 	if (r == 0 && cfg->prefetch)
-		r = prefetch_new(&c->pf, cfg->prefetch, c->window * 64, cache_run_prefetch, c);
+		r = prefetch_new(&c->pf, cfg->prefetch, c->window * PF_QUEUE_WINDOWS, cache_run_prefetch, c);
 	if (r == 0)
 		r = prefetch_new(&c->wb, WB_WORKERS, WB_QUEUE, cache_run_write_behind, c);
 	if (r < 0 && err && errlen && err[0] == '\0')

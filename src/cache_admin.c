@@ -18,9 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checksum.h"
 #include "log.h"
-#include "source.h"
 
 /* ---- introspection ------------------------------------------------------ */
 

@@ -28,6 +28,8 @@ static size_t bucket_of(const struct cache *c, const struct store_key *k)
 {
 	size_t h = 0;
 
+	/* The key is a hash already: half of its digits spread it enough;
+	 * nbuckets is a power of two. */
 	for (int i = 0; i < 16; i++)
 		h = h * 31 + (unsigned char)k->hex[i];
 	return h & (c->nbuckets - 1);

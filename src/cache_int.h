@@ -136,6 +136,8 @@ struct cache {
 	bool lost_lock; /* atomic: another daemon holds the recreated cache_dir */
 };
 
+/* Space is accounted in file-system blocks: a chunk of len bytes uses
+ * round_block(len), a record's metadata at least one block. */
 #define BLOCK 4096ULL
 
 static inline uint64_t round_block(uint64_t n)

@@ -25,7 +25,11 @@
 #include "io.h"
 
 #define LAYOUT_DIR "v1"
+/* At start, how long a cache_dir locked by a daemon that is exiting (just
+ * unmounted) is waited for before it is called busy, and how often its lock
+ * is tried meanwhile. */
 #define LOCK_GRACE_MS 3000
+#define LOCK_POLL_MS 100
 static const unsigned char magic[8] = {'E', 'F', 'S', 'C', 'M', 'E', 'T', 'A'};
 
 struct store {
@@ -71,6 +75,8 @@ static uint64_t get64(const unsigned char *p)
 	return v;
 }
 
+/* The byte offsets below are the header's and the slot's fields as the
+ * table in store.h lists them. */
 void store_encode_header(const struct store_identity *id, uint32_t chunk_size, uint32_t nchunks,
 			 unsigned char out[STORE_HEADER_SIZE])
 {
@@ -254,9 +260,9 @@ static int take_lock(struct store *s, int grace_ms, char *err, size_t errlen)
 	/* A daemon that was just unmounted may still be tearing down: give it
 	 * a moment before calling the cache_dir busy. */
 	for (int tries = 0; flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK &&
-			    tries < grace_ms / 100;
+			    tries < grace_ms / LOCK_POLL_MS;
 	     tries++)
-		usleep(100 * 1000);
+		usleep(LOCK_POLL_MS * 1000);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int e = errno;
 		n = pread(fd, pid, sizeof(pid) - 1, 0);
