@@ -35,8 +35,8 @@ static size_t bucket_of(const struct cache *c, const struct store_key *k)
 	return h & (c->nbuckets - 1);
 }
 
-/* Find or add the entry of key; with take_ref, count a reference.  Caller
- * holds table_mu. */
+/* Find or add the entry of key (references are counted by the caller).
+ * Caller holds table_mu. */
 struct cache_file *cache_table_get_locked(struct cache *c, const struct store_key *k,
 					   bool *created)
 {

@@ -89,8 +89,6 @@ static void note_cache_error(struct cache *c, int r)
 	}
 }
 
-/* Store a fetched chunk.  Called without e->mu; the chunk is BUSY (ours).
- * Returns true if it is now on disk with its slot. */
 /* Make sure the record exists on disk with its fds open before a chunk is
  * written: create it if it was only prepared (one thread creates, others
  * wait), reopen it if its fds were given back.  Called without e->mu by
@@ -127,6 +125,8 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 	return r;
 }
 
+/* Store a fetched chunk.  Called without e->mu; the chunk is BUSY (ours).
+ * Returns true if it is now on disk with its slot. */
 static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, const void *buf,
 			uint32_t len, uint64_t hash)
 {
