@@ -113,10 +113,39 @@ void cache_read_done(struct cache *c, struct cache_read *rd);
  * until the next open revalidates it. */
 void cache_written(struct cache *c, struct efs_inode *ino);
 
-/* Text for `efscachectl status`; returns the length needed. */
-size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len);
-/* Text for `efscachectl stats` (counters plus usage); returns length needed. */
-size_t cache_stats_text(struct cache *c, char *buf, size_t len);
+enum cache_file_state {
+	CACHE_FILE_UNCACHED,    /* no record */
+	CACHE_FILE_UNVALIDATED, /* a record not checked by this daemon yet */
+	CACHE_FILE_VALID,       /* checked at an open by this daemon */
+	CACHE_FILE_STALE,       /* changed or written: read from the source */
+};
+
+/* One file's cache state (`efscachectl status`). */
+struct cache_file_status {
+	enum cache_file_state state;
+	uint64_t size;         /* bytes: the record's, else the source's */
+	uint64_t cached_bytes;
+	uint32_t chunk_size;
+	uint32_t chunks;
+	uint32_t chunks_cached;
+	uint32_t chunks_verified;
+	int64_t last_validated; /* wall-clock seconds, 0 if never */
+};
+
+/* The cache's own figures (`efscachectl stats`, beside the counters). */
+struct cache_usage {
+	uint64_t entries;
+	uint64_t usage_bytes;
+	uint64_t size_bytes; /* cache_size */
+	uint64_t write_behind_pending;
+	const char *cache_dir; /* lives as long as the cache */
+};
+
+/* Fill *st for the file of ino; never adds an entry or loads a record. */
+void cache_status(struct cache *c, struct efs_inode *ino, struct cache_file_status *st);
+/* "uncached", "unvalidated", "valid" or "stale". */
+const char *cache_file_state_name(enum cache_file_state s);
+void cache_usage(struct cache *c, struct cache_usage *u);
 /* cache_dir's path (where the control socket lives). */
 const char *cache_dir_path(const struct cache *c);
 /* True while cache_dir's path names the directory whose lock we hold; false

@@ -1,6 +1,7 @@
 /* log.h - the project's small logging API.
  *
- * Four levels, printf-checked, with an errno-appending variant.  The sink is
+ * Four levels (nothing logs at info today: log_msg(LOG_LVL_INFO, ...) if
+ * needed), printf-checked, with an errno-appending variant.  The sink is
  * pluggable: stderr in the foreground, syslog once daemonized, a capture
  * buffer in unit tests.  Only top layers (main, fsops) log at warning or
  * error; modules return -errno and log at debug at most.
@@ -22,7 +23,6 @@ enum log_level log_get_level(void);
 void log_set_sink(log_sink_fn fn, void *arg);
 /* Route to syslog(3) with the given identity (after daemonizing). */
 void log_use_syslog(const char *ident);
-void log_set_prefix(const char *prefix);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
@@ -30,7 +30,6 @@ void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...)                                                                             \
 	do {                                                                                       \
 		if (log_get_level() >= LOG_LVL_DEBUG)                                              \

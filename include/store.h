@@ -125,6 +125,16 @@ int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint3
 		      bool sync);
 int store_read_chunk(struct store_file *f, uint32_t idx, void *buf, uint32_t len);
 int store_set_slot(struct store_file *f, uint32_t idx, const struct store_slot *slot);
+/* Bytes in chunk idx of f's source file: chunk_size, less for the last
+ * chunk, 0 past the end. */
+uint32_t store_chunk_len(const struct store_file *f, uint32_t idx);
+/* Check chunk idx against its slot: the slot's length is the chunk's, the
+ * bytes are on disk, and their XXH3 is the slot's hash.  buf receives the
+ * bytes (room for store_chunk_len(f, idx)).  Returns 0 if good; -EBADMSG if
+ * bad, with *why (if why is not NULL) saying how ("checksum mismatch",
+ * "data missing", ...); else the -errno of a failed read (*why NULL). */
+int store_verify_chunk(struct store_file *f, uint32_t idx, const struct store_slot *slot,
+		       void *buf, const char **why);
 /* Empty a slot and release the chunk's blocks. */
 int store_drop_chunk(struct store_file *f, uint32_t idx);
 

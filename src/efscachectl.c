@@ -1617,18 +1617,11 @@ static int verify_cache_dir(const char *path)
 			if (!slots[c].len)
 				continue;
 			checked++;
-			if (slots[c].len > f.chunk_size) {
-				why = "longer than a chunk";
-			} else {
-				r = store_read_chunk(&f, c, buf, slots[c].len);
+			if (slots[c].len <= f.chunk_size)
 				bytes += slots[c].len;
-				if (r == -EBADMSG)
-					why = "data missing";
-				else if (r < 0)
-					why = strerror(-r);
-				else if (csum64(buf, slots[c].len) != slots[c].hash)
-					why = "checksum mismatch";
-			}
+			r = store_verify_chunk(&f, c, &slots[c], buf, &why);
+			if (r < 0 && !why)
+				why = strerror(-r);
 			if (!why)
 				continue;
 			bad++;

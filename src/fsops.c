@@ -349,12 +349,43 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 /* ---- counters ------------------------------------------------------------- */
 
-size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
+/* The cache's part of the query xattrs, as efscachectl parses it: the
+ * usage lines of the stats text (u), or one file's status (st).  Appends
+ * at buf + n; returns the length needed in all (like snprintf). */
+size_t cache_query_text(const struct cache_usage *u, const struct cache_file_status *st,
+			char *buf, size_t n, size_t cap)
 {
-	size_t n = cache_stats_text(fs->cache, buf, cap);
-	struct itab_counts ic;
 	int m;
 
+	buf += n < cap ? n : cap;
+	cap = n < cap ? cap - n : 0;
+	if (u)
+		m = snprintf(buf, cap,
+			     "cache_entries %llu\ncache_usage_bytes %llu\ncache_size_bytes %llu\n"
+			     "write_behind_pending %llu\ncache_dir %s\n",
+			     (unsigned long long)u->entries, (unsigned long long)u->usage_bytes,
+			     (unsigned long long)u->size_bytes,
+			     (unsigned long long)u->write_behind_pending, u->cache_dir);
+	else
+		m = snprintf(buf, cap,
+			     "state %s\nsize %llu\ncached_bytes %llu\nchunk_size %u\n"
+			     "chunks %u\nchunks_cached %u\nchunks_verified %u\n"
+			     "last_validated %lld\n",
+			     cache_file_state_name(st->state), (unsigned long long)st->size,
+			     (unsigned long long)st->cached_bytes, st->chunk_size, st->chunks,
+			     st->chunks_cached, st->chunks_verified, (long long)st->last_validated);
+	return n + (m > 0 ? (size_t)m : 0);
+}
+
+size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
+{
+	struct cache_usage u;
+	struct itab_counts ic;
+	size_t n;
+	int m;
+
+	cache_usage(fs->cache, &u);
+	n = cache_query_text(&u, NULL, buf, stats_format(&fs->stats, buf, cap), cap);
 	itab_counts(fs->itab, &ic);
 	m = snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0,
 		     "inodes %llu\ninode_fds %llu\ninode_fd_budget %llu\ninode_reopens %llu\n",

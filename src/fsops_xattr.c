@@ -39,8 +39,12 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 				 size_t size)
 {
 	struct efs_fs *fs = fs_of(req);
+	struct cache_file_status st;
 	size_t need, cap = RESERVED_TEXT_FIRST_CAP;
 	char *buf;
+
+	if (!strcmp(name, CTL_XATTR_STATUS))
+		cache_status(fs->cache, i, &st);
 
 	for (;;) {
 		buf = malloc(cap);
@@ -51,7 +55,7 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 		if (!strcmp(name, CTL_XATTR_STATS))
 			need = fsops_stats_text(fs, buf, cap);
 		else if (!strcmp(name, CTL_XATTR_STATUS))
-			need = cache_status(fs->cache, i, buf, cap);
+			need = cache_query_text(NULL, &st, buf, 0, cap);
 		else {
 			free(buf);
 			fuse_reply_err(req, ENODATA);

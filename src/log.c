@@ -1,6 +1,6 @@
 /* log.c - leveled logging with a pluggable sink.
  *
- * State: the level, the sink and a prefix, all set at startup before threads
+ * State: the level and the sink, both set at startup before threads
  * exist.  Each line is formatted into a stack buffer and handed to the sink
  * in one call, so lines from concurrent threads do not interleave.
  */
@@ -14,7 +14,6 @@
 static enum log_level max_level = LOG_LVL_INFO;
 static log_sink_fn sink;
 static void *sink_arg;
-static const char *prefix = "efscache";
 
 void log_set_level(enum log_level max)
 {
@@ -32,11 +31,6 @@ void log_set_sink(log_sink_fn fn, void *arg)
 	sink_arg = arg;
 }
 
-void log_set_prefix(const char *p)
-{
-	prefix = p;
-}
-
 static void syslog_sink(enum log_level lvl, const char *line, void *arg)
 {
 	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
@@ -52,7 +46,7 @@ void log_use_syslog(const char *ident)
 
 void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 {
-	char line[1024];
+	char line[1024]; /* a longer message is cut: lines name a path or two */
 
 	if (lvl > max_level)
 		return;
@@ -61,7 +55,7 @@ void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 		sink(lvl, line, sink_arg);
 		return;
 	}
-	fprintf(stderr, "%s: %s\n", prefix, line);
+	fprintf(stderr, "efscache: %s\n", line);
 }
 
 void log_msg(enum log_level lvl, const char *fmt, ...)

@@ -25,7 +25,11 @@
 #include "io.h"
 
 #define LAYOUT_DIR "v1"
+/* At start, how long a cache_dir locked by a daemon that is exiting (just
+ * unmounted) is waited for before it is called busy, and how often its lock
+ * is tried meanwhile. */
 #define LOCK_GRACE_MS 3000
+#define LOCK_POLL_MS 100
 static const unsigned char magic[8] = {'E', 'F', 'S', 'C', 'M', 'E', 'T', 'A'};
 
 struct store {
@@ -71,6 +75,8 @@ static uint64_t get64(const unsigned char *p)
 	return v;
 }
 
+/* The byte offsets below are the header's and the slot's fields as the
+ * table in store.h lists them. */
 void store_encode_header(const struct store_identity *id, uint32_t chunk_size, uint32_t nchunks,
 			 unsigned char out[STORE_HEADER_SIZE])
 {
@@ -254,9 +260,9 @@ static int take_lock(struct store *s, int grace_ms, char *err, size_t errlen)
 	/* A daemon that was just unmounted may still be tearing down: give it
 	 * a moment before calling the cache_dir busy. */
 	for (int tries = 0; flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK &&
-			    tries < grace_ms / 100;
+			    tries < grace_ms / LOCK_POLL_MS;
 	     tries++)
-		usleep(100 * 1000);
+		usleep(LOCK_POLL_MS * 1000);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int e = errno;
 		n = pread(fd, pid, sizeof(pid) - 1, 0);
@@ -632,6 +638,34 @@ int store_read_chunk(struct store_file *f, uint32_t idx, void *buf, uint32_t len
 	int r = read_full(f->data_fd, buf, len, (off_t)idx * f->chunk_size);
 
 	return r == -ENODATA ? -EBADMSG : r;
+}
+
+uint32_t store_chunk_len(const struct store_file *f, uint32_t idx)
+{
+	const uint64_t start = (uint64_t)idx * f->chunk_size;
+
+	if (start >= f->id.size)
+		return 0;
+	return (uint32_t)(f->id.size - start < f->chunk_size ? f->id.size - start : f->chunk_size);
+}
+
+int store_verify_chunk(struct store_file *f, uint32_t idx, const struct store_slot *slot,
+		       void *buf, const char **why)
+{
+	const char *bad = NULL;
+	int r = 0;
+
+	if (slot->len > f->chunk_size)
+		bad = "longer than a chunk";
+	else if (slot->len != store_chunk_len(f, idx))
+		bad = "not the length of its chunk";
+	else if ((r = read_full(f->data_fd, buf, slot->len, (off_t)idx * f->chunk_size)) == -ENODATA)
+		bad = "data missing";
+	else if (r == 0 && csum64(buf, slot->len) != slot->hash)
+		bad = "checksum mismatch";
+	if (why)
+		*why = bad;
+	return bad ? -EBADMSG : r;
 }
 
 int store_set_slot(struct store_file *f, uint32_t idx, const struct store_slot *slot)

@@ -408,16 +408,19 @@ static uint64_t st(struct env *v, enum stat_id id)
 	return stats_get(&v->stats, id);
 }
 
-/* A "name value" line of cache_stats_text. */
+/* One of the cache's own figures (cache_usage), by its stats name. */
 static uint64_t stat_line(struct env *v, const char *name)
 {
-	char buf[8192], key[80];
-	const char *p;
+	struct cache_usage u;
 
-	cache_stats_text(v->c, buf, sizeof(buf));
-	snprintf(key, sizeof(key), "\n%s ", name);
-	p = strstr(buf, key);
-	return p ? strtoull(p + strlen(key), NULL, 10) : UINT64_MAX;
+	cache_usage(v->c, &u);
+	if (!strcmp(name, "write_behind_pending"))
+		return u.write_behind_pending;
+	if (!strcmp(name, "cache_usage_bytes"))
+		return u.usage_bytes;
+	if (!strcmp(name, "cache_entries"))
+		return u.entries;
+	return UINT64_MAX;
 }
 
 /* Write-behind done: every fetched chunk is stored (or given up). */

@@ -1,0 +1,581 @@
+/* cache_read.c - the read path.
+ *
+ * A read is split at chunk boundaries.  A VERIFIED chunk is served from the
+ * data file, pinned until the reply is sent (cache_read_done).  A missing
+ * chunk is fetched whole by the one thread that marks it BUSY; other
+ * readers wait on e->cv (single flight).  A reader's fetched chunk is
+ * stored by the write-behind worker after the reply; a sequential reader
+ * gets the next chunks queued to the prefetch workers.  A chunk found on
+ * disk is hashed before its first use (verify=once).  Locks: e->mu, which
+ * the owner of a BUSY chunk drops for every source or cache_dir read and
+ * write (order: cache_int.h).
+ */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checksum.h"
+#include "log.h"
+#include "source.h"
+
+/* ---- the read path ------------------------------------------------------ */
+
+/* Append a memory segment; buf (if not NULL) is freed by cache_read_done.
+ * Callers keep nseg below CACHE_MAX_SEGS (a request spans at most
+ * 1 MiB / 64 KiB + 1 chunks). */
+static void add_mem(struct cache_read *rd, void *buf, const void *mem, size_t len)
+{
+	if (buf)
+		rd->bufs[rd->nbufs++] = buf;
+	if (len)
+		rd->seg[rd->nseg++] = (struct cache_seg){.fd = -1, .mem = mem, .len = len};
+}
+
+#define ALIGN ((uint64_t)CACHE_BUF_ALIGN)
+
+/* Chunk buffers are aligned for O_DIRECT and sized to whole blocks. */
+static void *chunk_buf(uint64_t len)
+{
+	void *p = NULL;
+
+	return posix_memalign(&p, ALIGN, (len + ALIGN - 1) & ~(ALIGN - 1)) ? NULL : p;
+}
+
+/* Read straight from the source, caching nothing. */
+static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
+			   struct cache_read *rd)
+{
+	void *buf;
+	ssize_t n;
+
+	if (src_fd < 0)
+		return -EBADFD; /* the caller opens the handle's own fd */
+	buf = chunk_buf(size ? size : 1);
+	if (!buf)
+		return -ENOMEM;
+	n = c->src.read(c->src.arg, src_fd, buf, size, off);
+	if (n < 0) {
+		free(buf);
+		stats_add(c->stats, ST_source_errors, 1);
+		return n;
+	}
+	stats_add(c->stats, ST_bytes_bypassed, (uint64_t)n);
+	add_mem(rd, buf, buf, (size_t)n);
+	return n;
+}
+
+static void note_cache_error(struct cache *c, int r)
+{
+	if (r == -ENOSPC || r == -EDQUOT) {
+		stats_add(c->stats, ST_cache_enospc, 1);
+		log_once(c->logged_nospace, LOG_LVL_WARN,
+			 "cache: cache_dir '%s' is full (%s); reading from the source",
+			 store_path(c->store), strerror(-r));
+	} else {
+		stats_add(c->stats, ST_cache_io_errors, 1);
+		log_once(c->logged_io, LOG_LVL_WARN,
+			 "cache: I/O on cache_dir '%s' failed (%s); reading from the source",
+			 store_path(c->store), strerror(-r));
+		pthread_mutex_lock(&c->sweep_mu);
+		c->poke = true;
+		pthread_cond_signal(&c->sweep_cv);
+		pthread_mutex_unlock(&c->sweep_mu);
+	}
+}
+
+/* Make sure the record exists on disk with its fds open before a chunk is
+ * written: create it if it was only prepared (one thread creates, others
+ * wait), reopen it if its fds were given back.  Called without e->mu by
+ * the owner of a BUSY chunk, so the entry cannot be reset meanwhile. */
+static int ensure_record(struct cache *c, struct cache_file *e)
+{
+	struct store_identity id;
+	struct store_file nf;
+	int r;
+
+	pthread_mutex_lock(&e->mu);
+	while (e->creating)
+		pthread_cond_wait(&e->cv, &e->mu);
+	if (!e->need_create) {
+		r = entry_reopen_locked(c, e);
+		if (r == 0 && (e->sf.meta_fd < 0 || e->sf.data_fd < 0))
+			r = -EBADF;
+		pthread_mutex_unlock(&e->mu);
+		return r;
+	}
+	e->creating = true;
+	id = e->sf.id;
+	pthread_mutex_unlock(&e->mu);
+	r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+	pthread_mutex_lock(&e->mu);
+	e->creating = false;
+	if (r == 0) {
+		e->sf.meta_fd = nf.meta_fd;
+		e->sf.data_fd = nf.data_fd;
+		e->need_create = false;
+	}
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
+/* Store a fetched chunk.  Called without e->mu; the chunk is BUSY (ours).
+ * Returns true if it is now on disk with its slot. */
+static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, const void *buf,
+			uint32_t len, uint64_t hash)
+{
+	struct store_slot slot = {.hash = hash, .len = len};
+	uint64_t bytes = round_block(len);
+	int r;
+
+	r = ensure_record(c, e);
+	if (r < 0) {
+		stats_add(c->stats, ST_fallbacks, 1);
+		note_cache_error(c, r);
+		return false;
+	}
+	r = evict_reserve(c->ev, bytes);
+	if (r < 0) {
+		stats_add(c->stats, ST_fallbacks, 1);
+		note_cache_error(c, r);
+		return false;
+	}
+	r = store_write_chunk(&e->sf, idx, buf, len, c->cfg->verify == VERIFY_NEVER);
+	if (r == 0)
+		r = store_set_slot(&e->sf, idx, &slot);
+	if (r < 0) {
+		store_drop_chunk(&e->sf, idx);
+		evict_unreserve(c->ev, bytes);
+		stats_add(c->stats, ST_fallbacks, 1);
+		note_cache_error(c, r);
+		return false;
+	}
+	return true;
+}
+
+
+/* The fetch fd of the entry, opened (by the object, not the name: the
+ * handles that read it opened this very file) if it has none.  The caller
+ * owns a BUSY chunk, so the entry cannot be reset meanwhile; e->mu held on
+ * entry and exit, dropped while opening. */
+static int fetch_fd_locked(struct cache *c, struct cache_file *e, struct efs_inode *ino)
+{
+	uint64_t size = e->sf.id.size;
+	int fd;
+
+	if (e->fetch_fd >= 0)
+		return e->fetch_fd;
+	pthread_mutex_unlock(&e->mu);
+	fd = cache_open_fetch(c, ino, false, size);
+	pthread_mutex_lock(&e->mu);
+	if (fd < 0)
+		return fd;
+	if (e->fetch_fd >= 0)
+		close(fd);
+	else
+		e->fetch_fd = fd;
+	return e->fetch_fd;
+}
+
+/* The owner of a BUSY chunk is done with it: VERIFIED if stored, else
+ * ABSENT; waiters are woken.  e->mu held. */
+static void finish_store_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				bool stored, uint64_t hash, uint32_t len, bool prefetched)
+{
+	e->busy--;
+	if (stored) {
+		ch->hash = hash;
+		ch->len = len;
+		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+		ch->unread = prefetched;
+		evict_add(c->ev, &ch->lru, round_block(len), true);
+		stats_add(c->stats, ST_chunks_stored, 1);
+		if (prefetched)
+			stats_add(c->stats, ST_prefetched_chunks, 1);
+	} else {
+		ch->state = CH_ABSENT;
+	}
+	pthread_cond_broadcast(&e->cv);
+}
+
+/* Hand a fetched chunk (BUSY, ours) to the write-behind worker with a copy
+ * of its bytes; the chunk stays BUSY (and counted in e->busy) until the
+ * worker stored it, so readers of it wait and nothing resets the entry
+ * under the write.  False if the queue is full: the caller stores it. */
+static bool write_behind(struct cache *c, struct cache_file *e, struct chunk *ch,
+			 const void *buf, uint32_t len, uint64_t hash)
+{
+	struct prefetch_job job = {.entry = e, .idx = ch->idx, .fd = -1, .len = len, .hash = hash};
+
+	if (!c->wb)
+		return false;
+	job.buf = malloc(len ? len : 1);
+	if (!job.buf)
+		return false;
+	memcpy(job.buf, buf, len);
+	__atomic_fetch_add(&c->wb_pending, 1, __ATOMIC_RELAXED);
+	if (!prefetch_submit(c->wb, &job)) {
+		__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELAXED);
+		free(job.buf);
+		return false;
+	}
+	return true;
+}
+
+void cache_run_write_behind(const struct prefetch_job *job, void *arg)
+{
+	struct cache *c = arg;
+	struct cache_file *e = job->entry;
+	struct chunk *ch = &e->chunks[job->idx]; /* BUSY: chunks stay put */
+	bool stored = store_chunk(c, e, job->idx, job->buf, job->len, job->hash);
+
+	pthread_mutex_lock(&e->mu);
+	finish_store_locked(c, e, ch, stored, job->hash, job->len, false);
+	entry_release_fds_locked(e);
+	pthread_mutex_unlock(&e->mu);
+	free(job->buf);
+	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
+}
+
+void cache_drop_write_behind(const struct prefetch_job *job, void *arg)
+{
+	struct cache *c = arg;
+	struct cache_file *e = job->entry;
+
+	pthread_mutex_lock(&e->mu);
+	finish_store_locked(c, e, &e->chunks[job->idx], false, 0, 0, false);
+	pthread_mutex_unlock(&e->mu);
+	free(job->buf);
+	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
+}
+
+/* The chunk is BUSY and ours (counted in e->busy); e->mu held on entry and
+ * exit, dropped while fetching.  Fetch the whole chunk from the source into
+ * buf, store it, leave the chunk VERIFIED (stored) or ABSENT, and wake the
+ * waiters.  Returns the bytes fetched (short only if the source shrank) or
+ * -errno from the source. */
+static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				  int fd, void *buf, bool prefetched)
+{
+	const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
+	const uint32_t want = store_chunk_len(&e->sf, ch->idx);
+	bool stored = false, changed = false;
+	struct store_identity now_id;
+	uint64_t hash = 0;
+	struct stat st;
+	ssize_t n;
+
+	pthread_mutex_unlock(&e->mu);
+	const uint64_t t0 = stats_now_us();
+	n = c->src.read(c->src.arg, fd, buf, want, (off_t)start);
+	stats_fetch_done(c->stats, t0);
+	if (n >= 0) {
+		stats_add(c->stats, ST_misses, 1);
+		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);
+		/* Short, or the identity moved while we read: the bytes are what
+		 * the source holds now, so serve them, but store nothing. */
+		if ((uint32_t)n != want) {
+			changed = true;
+		} else if (c->src.stat_open(c->src.arg, fd, &st) == 0) {
+			cache_identity_of(&st, &now_id);
+			changed = !cache_identity_equal(&now_id, &e->sf.id);
+		}
+		if (!changed && (uint32_t)n == want) {
+			hash = csum64(buf, want);
+			/* A reader's own fetch is written behind its reply; a
+			 * prefetch worker has no reply to wait for. */
+			if (!prefetched && write_behind(c, e, ch, buf, want, hash)) {
+				pthread_mutex_lock(&e->mu);
+				return n; /* the chunk stays BUSY until written */
+			}
+			stored = store_chunk(c, e, ch->idx, buf, want, hash);
+		}
+	}
+	pthread_mutex_lock(&e->mu);
+	if (changed)
+		e->bypass = true;
+	finish_store_locked(c, e, ch, stored, hash, want, prefetched);
+	if (n < 0)
+		stats_add(c->stats, ST_source_errors, 1);
+	return n;
+}
+
+/* The chunk is PRESENT on disk, BUSY and ours; e->mu held on entry and
+ * exit, dropped while reading.  Read it into buf and check its checksum: on
+ * success it becomes VERIFIED (PRESENT again with verify=always) and true
+ * is returned; on a mismatch it is dropped (slot, blocks, LRU) and stays
+ * BUSY and ours, for the caller to fetch. */
+static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				void *buf)
+{
+	const struct store_slot slot = {.hash = ch->hash, .len = ch->len};
+	int r;
+
+	pthread_mutex_unlock(&e->mu);
+	r = store_verify_chunk(&e->sf, ch->idx, &slot, buf, NULL);
+	pthread_mutex_lock(&e->mu);
+	stats_add(c->stats, ST_chunks_verified, 1);
+	if (r == 0) {
+		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
+		evict_touch(c->ev, &ch->lru);
+		return true;
+	}
+	if (r == -EBADMSG) {
+		stats_add(c->stats, ST_checksum_mismatches, 1);
+		log_debug("cache: chunk %u of %s failed its checksum; refetching", ch->idx,
+			  e->key.hex);
+	} else {
+		note_cache_error(c, r);
+	}
+	entry_drop_chunk_locked(c, e, ch, false);
+	return false;
+}
+
+/* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
+ * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
+ * look at the entry again: it may have been reset meanwhile), or -errno. */
+static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t idx,
+				 struct efs_inode *ino, size_t from, size_t to,
+				 struct cache_read *rd)
+{
+	const uint64_t start = (uint64_t)idx * e->sf.chunk_size;
+	struct chunk *ch = &e->chunks[idx];
+	const uint32_t want = store_chunk_len(&e->sf, idx);
+	ssize_t n;
+	void *buf;
+
+	if (ch->state == CH_BUSY) {
+		stats_add(c->stats, ST_fetch_waits, 1);
+		pthread_cond_wait(&e->cv, &e->mu);
+		return -EAGAIN;
+	}
+	if (rd->nseg + 1 >= CACHE_MAX_SEGS)
+		return -E2BIG;
+
+	if (ch->state == CH_VERIFIED ||
+	    (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER)) {
+		ch->pins++;
+		e->pins++;
+		rd->pinned = e;
+		rd->pins++;
+		rd->seg[rd->nseg++] = (struct cache_seg){
+			.fd = e->sf.data_fd, .pos = (off_t)(start + from), .len = to - from};
+		ch->unread = false;
+		stats_add(c->stats, ST_hits, 1);
+		stats_add(c->stats, ST_bytes_from_cache, to - from);
+		evict_touch(c->ev, &ch->lru);
+		return (ssize_t)(to - from);
+	}
+
+	buf = chunk_buf(want ? want : 1);
+	if (!buf)
+		return -ENOMEM;
+	ch->state = CH_BUSY;
+	e->busy++;
+
+	if (ch->len) {
+		/* PRESENT: check the bytes on disk before their first use. */
+		if (verify_owned_locked(c, e, ch, buf)) {
+			e->busy--;
+			pthread_cond_broadcast(&e->cv);
+			stats_add(c->stats, ST_hits, 1);
+			stats_add(c->stats, ST_bytes_from_cache, to - from);
+			add_mem(rd, buf, (char *)buf + from, to - from);
+			return (ssize_t)(to - from);
+		}
+	}
+
+	/* ABSENT: fetch the whole chunk from the source, once. */
+	n = fetch_fd_locked(c, e, ino);
+	if (n >= 0)
+		n = fetch_owned_locked(c, e, ch, (int)n, buf, false);
+	else {
+		e->busy--;
+		ch->state = CH_ABSENT;
+		pthread_cond_broadcast(&e->cv);
+	}
+	if (n < 0) {
+		free(buf);
+		return n;
+	}
+	if ((size_t)n <= from) {
+		free(buf);
+		return 0;
+	}
+	if ((size_t)n < to)
+		to = (size_t)n;
+	add_mem(rd, buf, (char *)buf + from, to - from);
+	return (ssize_t)(to - from);
+}
+
+/* Queue fetches of the chunks after idx for a sequential reader; e->mu held. */
+static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint32_t idx)
+{
+	uint32_t last = idx + c->window;
+
+	if (!c->pf || e->bypass || !e->loaded || e->fetch_fd < 0)
+		return;
+	if (last >= e->sf.nchunks)
+		last = e->sf.nchunks ? e->sf.nchunks - 1 : 0;
+	for (uint32_t i = idx + 1; i <= last && i < e->sf.nchunks; i++) {
+		struct chunk *ch = &e->chunks[i];
+		struct prefetch_job job = {.entry = e, .idx = i, .tag = e->gen};
+
+		/* Fetch what is missing; verify ahead what a new daemon found on
+		 * disk, so a reader after a restart does not hash each chunk in
+		 * its own time. */
+		if (ch->queued ||
+		    !(ch->state == CH_ABSENT ||
+		      (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE)))
+			continue;
+		job.fd = fcntl(e->fetch_fd, F_DUPFD_CLOEXEC, 0);
+		if (job.fd < 0)
+			return;
+		if (!prefetch_submit(c->pf, &job)) {
+			close(job.fd);
+			return; /* queue full: the reader fetches what it needs */
+		}
+		ch->queued = true;
+	}
+}
+
+/* A prefetch worker's job: fetch one chunk unless someone else did. */
+void cache_run_prefetch(const struct prefetch_job *job, void *arg)
+{
+	struct cache *c = arg;
+	struct cache_file *e = job->entry;
+	struct chunk *ch;
+	void *buf;
+
+	pthread_mutex_lock(&e->mu);
+	if (!e->loaded || e->bypass || e->gen != job->tag || job->idx >= e->sf.nchunks) {
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	ch = &e->chunks[job->idx];
+	ch->queued = false;
+	if (ch->state != CH_ABSENT &&
+	    !(ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE)) {
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	buf = chunk_buf(e->sf.chunk_size);
+	if (buf) {
+		bool was_present = ch->state == CH_PRESENT;
+
+		ch->state = CH_BUSY;
+		e->busy++;
+		if (was_present && verify_owned_locked(c, e, ch, buf)) {
+			e->busy--;
+			pthread_cond_broadcast(&e->cv);
+		} else {
+			fetch_owned_locked(c, e, ch, job->fd, buf, true);
+		}
+	}
+	entry_release_fds_locked(e);
+	pthread_mutex_unlock(&e->mu);
+	free(buf);
+}
+
+void cache_drop_prefetch(const struct prefetch_job *job, void *arg)
+{
+	struct cache_file *e = job->entry;
+
+	(void)arg;
+	pthread_mutex_lock(&e->mu);
+	if (e->loaded && e->gen == job->tag && job->idx < e->sf.nchunks)
+		e->chunks[job->idx].queued = false;
+	pthread_mutex_unlock(&e->mu);
+}
+
+ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
+		   bool sequential, struct cache_read *rd)
+{
+	struct cache_file *e = ino->cf;
+	uint64_t end, pos, cs, fsize, gen;
+	ssize_t total = 0;
+
+	memset(rd, 0, sizeof(*rd));
+	stats_add(c->stats, ST_reads, 1);
+	if (!e)
+		return read_direct(c, src_fd, off, size, rd);
+
+	pthread_mutex_lock(&e->mu);
+	entry_check_store_gen_locked(c, e);
+	entry_reopen_locked(c, e);
+	fsize = e->sf.id.size;
+	if (!e->loaded || e->bypass || (uint64_t)off >= fsize) {
+		/* Uncached, or past the size we validated (the file grew). */
+		pthread_mutex_unlock(&e->mu);
+		return read_direct(c, src_fd, off, size, rd);
+	}
+	gen = e->gen;
+	cs = e->sf.chunk_size;
+	end = (uint64_t)off + size < fsize ? (uint64_t)off + size : fsize;
+	for (pos = (uint64_t)off; pos < end;) {
+		uint32_t idx = (uint32_t)(pos / cs);
+		uint64_t cstart = (uint64_t)idx * cs;
+		size_t from = (size_t)(pos - cstart);
+		size_t to = (size_t)(end - cstart < cs ? end - cstart : cs);
+		ssize_t n;
+
+		if (!e->loaded || e->bypass || e->gen != gen) {
+			/* Reset or found changed meanwhile: finish from the source. */
+			if (src_fd < 0) {
+				total = -EBADFD; /* start over with the handle's fd */
+				break;
+			}
+			pthread_mutex_unlock(&e->mu);
+			n = read_direct(c, src_fd, (off_t)pos, (size_t)(end - pos), rd);
+			pthread_mutex_lock(&e->mu);
+			total = n < 0 ? (total ? total : n) : total + n;
+			break;
+		}
+		n = read_chunk_locked(c, e, idx, ino, from, to, rd);
+		if (n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			total = n;
+			break;
+		}
+		total += n;
+		if ((size_t)n < to - from)
+			break; /* EOF: the source is shorter than we knew */
+		pos += (uint64_t)n;
+	}
+	if (sequential && total > 0 && e->gen == gen && e->loaded)
+		schedule_prefetch_locked(c, e, (uint32_t)((end - 1) / cs));
+	pthread_mutex_unlock(&e->mu);
+	if (total < 0)
+		cache_read_done(c, rd);
+	return total;
+}
+
+void cache_read_done(struct cache *c, struct cache_read *rd)
+{
+	struct cache_file *e = rd->pinned;
+
+	if (e) {
+		pthread_mutex_lock(&e->mu);
+		for (unsigned i = 0; i < rd->nseg; i++) {
+			struct cache_seg *s = &rd->seg[i];
+			if (s->fd < 0)
+				continue;
+			e->chunks[s->pos / e->sf.chunk_size].pins--;
+		}
+		e->pins -= rd->pins;
+		if (!e->pins)
+			pthread_cond_broadcast(&e->cv);
+		entry_release_fds_locked(e);
+		pthread_mutex_unlock(&e->mu);
+	}
+	for (unsigned i = 0; i < rd->nbufs; i++)
+		free(rd->bufs[i]);
+	memset(rd, 0, sizeof(*rd));
+}
