@@ -1006,7 +1006,7 @@ static void test_evict_record_gone(void)
 	h_close(&v, &ha);
 
 	signal(SIGALRM, on_hang);
-	alarm(10);
+	alarm(5);
 	for (unsigned i = 0; i < 4; i++) {
 		CHECK(read_check(&v, &hb, (uint64_t)i * CS, CS, 2) == CS);
 		wait_stored(&v);
