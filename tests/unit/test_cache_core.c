@@ -35,7 +35,11 @@
 
 /* ---- the fake source ----------------------------------------------------- */
 
-enum change { CHG_NONE, CHG_MTIME, CHG_SIZE };
+/* How a read changes the file's identity.  An fd cannot move to another
+ * inode on a local file system, so CHG_INODE is told by the fake itself:
+ * the next stat of an open fd reports another inode number, as a server
+ * would whose file handle now leads elsewhere. */
+enum change { CHG_NONE, CHG_MTIME, CHG_SIZE, CHG_INODE };
 
 struct fake {
 	int root;               /* O_PATH fd of the source directory */
@@ -46,6 +50,7 @@ struct fake {
 	unsigned reads;         /* read calls */
 	unsigned stat_opens;    /* stat_open calls */
 	int fail;               /* errno every call fails with; 0 = none */
+	bool other_ino;         /* the next stat_open reports another inode */
 	bool hold;              /* reads wait at the gate until it opens */
 	unsigned held;          /* reads waiting at the gate now */
 	enum change change;     /* done once, after the next read's bytes */
@@ -130,12 +135,19 @@ static int fake_stat_open(void *arg, int fd, struct stat *st)
 {
 	struct fake *f = arg;
 	int r = fake_fail(f);
+	bool other;
 
 	pthread_mutex_lock(&f->mu);
 	f->stat_opens++;
+	other = f->other_ino;
+	f->other_ino = false;
 	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
-	return r < 0 ? r : src_stat(fd, st);
+	if (r == 0)
+		r = src_stat(fd, st);
+	if (r == 0 && other)
+		st->st_ino++;
+	return r;
 }
 
 static ssize_t fake_read(void *arg, int fd, void *buf, size_t len, off_t off)
@@ -153,8 +165,10 @@ static ssize_t fake_read(void *arg, int fd, void *buf, size_t len, off_t off)
 	pthread_mutex_lock(&f->mu);
 	how = f->change;
 	f->change = CHG_NONE;
+	if (how == CHG_INODE)
+		f->other_ino = true;
 	pthread_mutex_unlock(&f->mu);
-	if (how != CHG_NONE)
+	if (how == CHG_MTIME || how == CHG_SIZE)
 		change_file(f, how, f->change_name);
 	return n;
 }
@@ -235,7 +249,8 @@ static void env_down(struct env *v)
 	v->c = NULL;
 }
 
-static void env_init_pf(struct env *v, uint64_t cache_size, unsigned prefetch)
+static void env_init_full(struct env *v, uint64_t cache_size, unsigned prefetch,
+			  enum verify_mode verify)
 {
 	memset(v, 0, sizeof(*v));
 	snprintf(v->src, sizeof(v->src), "/tmp/efs-test-core-src-XXXXXX");
@@ -248,7 +263,7 @@ static void env_init_pf(struct env *v, uint64_t cache_size, unsigned prefetch)
 	v->cfg.min_free_pct = 0;
 	v->cfg.chunk_size = CS;
 	v->cfg.prefetch = prefetch;
-	v->cfg.verify = VERIFY_ONCE;
+	v->cfg.verify = verify;
 	v->f.root = src_open_root(v->src);
 	CHECK(v->f.root >= 0);
 	pthread_mutex_init(&v->f.mu, NULL);
@@ -258,7 +273,7 @@ static void env_init_pf(struct env *v, uint64_t cache_size, unsigned prefetch)
 
 static void env_init(struct env *v, uint64_t cache_size)
 {
-	env_init_pf(v, cache_size, 0);
+	env_init_full(v, cache_size, 0, VERIFY_ONCE);
 }
 
 static void env_fini(struct env *v)
@@ -927,7 +942,7 @@ static void test_size_under_concurrent_fills(void)
 	const uint64_t size = (uint64_t)FILL_FILES * FILL_CHUNKS * CS / 4 + FILL_FILES * BLK;
 	uint64_t stored, evicted, fallbacks;
 
-	env_init_pf(&v, size, FILL_PREFETCH);
+	env_init_full(&v, size, FILL_PREFETCH, VERIFY_ONCE);
 	for (unsigned i = 0; i < FILL_FILES; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "f%u", i);
@@ -965,6 +980,78 @@ static void test_size_under_concurrent_fills(void)
 			(unsigned long long)size);
 	for (unsigned i = 0; i < FILL_FILES; i++)
 		h_close(&v, &h[i]);
+	env_fini(&v);
+}
+
+/* ---- the name leads to another file at open ----------------------------- */
+
+static void test_replaced_at_open(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino, *ino2;
+	char a[128], b[128];
+
+	env_init(&v, 64u << 20);
+	ino = make_file(&v, "rep", 2 * CS, 1);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(read_check(&v, &h, 0, 2 * CS, 1) == 2 * CS);
+	wait_stored(&v);
+	h_close(&v, &h);
+
+	/* Another client renames a new file over the name. */
+	write_file(&v, "rep.new", 2 * CS, 2);
+	snprintf(a, sizeof(a), "%s/rep.new", v.src);
+	snprintf(b, sizeof(b), "%s/rep", v.src);
+	CHECK(rename(a, b) == 0);
+	CHECK(h_open(&v, ino, &h, NULL) == -ESTALE); /* the kernel looks it up again */
+	CHECK(disk_slot_len(&v, ino, 0) == CS);      /* the old record is left alone */
+
+	/* The new file is its own entry: its bytes, never the old ones. */
+	ino2 = lookup(&v, "rep");
+	CHECK(ino2 != ino);
+	CHECK(h_open(&v, ino2, &h, NULL) == 0);
+	CHECK(read_check(&v, &h, 0, 2 * CS, 2) == 2 * CS);
+	CHECK(fake_reads(&v.f) == 4);
+	wait_stored(&v);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- verify=always: corruption found in a running daemon ----------------- */
+
+static void test_corrupt_verify_always(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	unsigned char byte;
+	char p[256];
+	int fd;
+
+	env_init_full(&v, 64u << 20, 0, VERIFY_ALWAYS);
+	ino = make_file(&v, "alw", CS, 1);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS);
+	wait_stored(&v);
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS); /* checked, good */
+	CHECK(fake_reads(&v.f) == 1);
+	CHECK(st(&v, ST_chunks_verified) == 1);
+
+	record_path(&v, (uint64_t)ino->ino, "data", p, sizeof(p));
+	fd = open(p, O_RDWR);
+	CHECK(fd >= 0 && pread(fd, &byte, 1, 777) == 1);
+	byte = (unsigned char)~byte;
+	CHECK(fd >= 0 && pwrite(fd, &byte, 1, 777) == 1);
+	if (fd >= 0)
+		close(fd);
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS);
+	CHECK(fake_reads(&v.f) == 2);
+	CHECK(st(&v, ST_checksum_mismatches) == 1);
+	wait_stored(&v);
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS);
+	CHECK(fake_reads(&v.f) == 2);
+	h_close(&v, &h);
 	env_fini(&v);
 }
 
@@ -1009,7 +1096,7 @@ static void test_evict_record_gone(void)
 	h_close(&v, &ha);
 
 	signal(SIGALRM, on_hang);
-	alarm(10);
+	alarm(5);
 	for (unsigned i = 0; i < 4; i++) {
 		CHECK(read_check(&v, &hb, (uint64_t)i * CS, CS, 2) == CS);
 		wait_stored(&v);
@@ -1030,6 +1117,9 @@ int main(int argc, char **argv)
 	test_single_flight();
 	test_change_mid_fetch(CHG_MTIME);
 	test_change_mid_fetch(CHG_SIZE);
+	test_change_mid_fetch(CHG_INODE);
+	test_replaced_at_open();
+	test_corrupt_verify_always();
 	test_eio_keeps_cache();
 	test_corrupt_chunk();
 	test_evict_skips_pinned();

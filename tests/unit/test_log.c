@@ -46,7 +46,7 @@ static void test_levels(void)
 	CHECK(log_get_level() == LOG_LVL_INFO); /* the default */
 	log_err("e %d", 1);
 	log_warn("w %s", "two");
-	log_info("i");
+	log_msg(LOG_LVL_INFO, "i");
 	log_debug("d %d", side_effect());
 	CHECK(cap.n == 3);
 	CHECK(cap.lvl[0] == LOG_LVL_ERR && !strcmp(cap.line[0], "e 1"));
@@ -61,7 +61,7 @@ static void test_levels(void)
 
 	log_set_level(LOG_LVL_ERR);
 	log_warn("dropped");
-	log_info("dropped");
+	log_msg(LOG_LVL_INFO, "dropped");
 	log_msg(LOG_LVL_ERR, "kept");
 	CHECK(cap.n == 5);
 	CHECK(!strcmp(cap.line[4], "kept"));
@@ -101,7 +101,7 @@ static void test_long_line(void)
 	memset(big, 'x', 4999);
 	big[4999] = '\0';
 	log_set_sink(capture_sink, &cap);
-	log_info("%s", big);
+	log_msg(LOG_LVL_INFO, "%s", big);
 	log_errno(LOG_LVL_ERR, EIO, "%s", big);
 	CHECK(cap.n == 2);
 	CHECK(strlen(cap.line[0]) == 1023);
@@ -162,7 +162,7 @@ static void *logger_main(void *arg)
 	long id = (long)arg;
 
 	for (int i = 0; i < NPERTHREAD; i++)
-		log_info("thread %ld line %d %s", id, i,
+		log_msg(LOG_LVL_INFO, "thread %ld line %d %s", id, i,
 			 "................................................................");
 	return NULL;
 }
