@@ -38,7 +38,9 @@
 
 /* ---- eviction callback ------------------------------------------------ */
 
-/* Called by evict.c with the LRU lock held: drop one chunk if it is idle. */
+/* Called by evict.c with the LRU lock held: drop one chunk if it is idle.
+ * Nothing here may take the LRU lock again (evict_del, evict_account: both
+ * in entry_unload_locked) or wait for the entry to go quiet. */
 static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 {
 	struct cache *c = arg;
@@ -48,12 +50,26 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 
 	if (pthread_mutex_trylock(&e->mu) != 0)
 		return -EBUSY;
-	if (ch->pins || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED) ||
-	    entry_reopen_locked(c, e) < 0 || !e->loaded) {
+	if (ch->pins || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED) || !e->loaded ||
+	    e->need_create || e->creating) {
 		pthread_mutex_unlock(&e->mu);
 		return -EBUSY;
 	}
 	freed = (int64_t)node->bytes;
+	if (store_file_reopen(c->store, &e->key, &e->sf) < 0) {
+		/* The record is gone from disk (removed by cache_source_gone
+		 * while a reply held the entry, or by a cleaner of cache_dir)
+		 * and its bytes with it: forget this chunk now.  The entry is
+		 * forgotten by its next entry_reopen_locked, outside this lock. */
+		evict_unlink_locked(c->ev, node);
+		if (ch->unread)
+			stats_add(c->stats, ST_prefetch_unused_bytes, ch->len);
+		ch->unread = false;
+		ch->len = 0;
+		ch->state = CH_ABSENT;
+		pthread_mutex_unlock(&e->mu);
+		return freed;
+	}
 	entry_drop_chunk_locked(c, e, ch, true);
 	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);

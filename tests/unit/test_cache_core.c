@@ -1055,11 +1055,11 @@ static void test_corrupt_verify_always(void)
 	env_fini(&v);
 }
 
-/* ---- known bugs (run with --known-bugs; meson expects them to fail) ---- */
+/* ---- a record gone from disk while its chunks are on the LRU ---------- */
 
 static void on_hang(int sig)
 {
-	static const char msg[] = "test_cache_core: hung (deadlock): known bug still there\n";
+	static const char msg[] = "test_cache_core: hung (deadlock) evicting a chunk whose record is gone\n";
 
 	(void)sig;
 	if (write(2, msg, sizeof(msg) - 1) < 0)
@@ -1070,11 +1070,11 @@ static void on_hang(int sig)
 /* A file is unlinked through the mount while a reply of its data is in
  * flight: cache_source_gone removes the record but cannot unload the entry
  * (pinned), so its chunk stays on the LRU.  Once idle, the entry gives its
- * fds back.  Eviction then reaches that chunk: drop_chunk_cb ->
- * reopen_locked fails (the record is gone) -> unload_locked ->
- * free_chunks_locked -> evict_del takes the LRU lock that evict_reserve
- * already holds: the daemon hangs.  Deleting a .meta file under cache_dir
- * (a /tmp cleaner) does the same. */
+ * fds back.  Eviction then reaches that chunk.  drop_chunk_cb once
+ * reopened the record through entry_reopen_locked, which unloads the entry
+ * when the record is gone and so took the LRU lock that evict_reserve
+ * already held: the daemon hung.  Deleting a .meta file under cache_dir (a
+ * /tmp cleaner) did the same. */
 static void test_evict_record_gone(void)
 {
 	struct env v;
@@ -1108,12 +1108,8 @@ static void test_evict_record_gone(void)
 	env_fini(&v);
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
-	if (argc > 1 && !strcmp(argv[1], "--known-bugs")) {
-		test_evict_record_gone();
-		return check_done("test_cache_core --known-bugs");
-	}
 	test_single_flight();
 	test_change_mid_fetch(CHG_MTIME);
 	test_change_mid_fetch(CHG_SIZE);
@@ -1125,5 +1121,6 @@ int main(int argc, char **argv)
 	test_evict_skips_pinned();
 	test_reset_while_pinned();
 	test_size_under_concurrent_fills();
+	test_evict_record_gone();
 	return check_done("test_cache_core");
 }
