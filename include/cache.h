@@ -101,10 +101,13 @@ void cache_read_done(struct cache *c, struct cache_read *rd);
  * until the next open revalidates it. */
 void cache_written(struct cache *c, struct efs_inode *ino);
 
-/* Text for `efscachectl status`; returns the length needed. */
+/* Text for `efscachectl status` (ctl_status_format()); returns the length
+ * needed. */
 size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len);
-/* Text for `efscachectl stats` (counters plus usage); returns length needed. */
-size_t cache_stats_text(struct cache *c, char *buf, size_t len);
+/* The counters plus the cache's usage and cache_dir for `efscachectl
+ * stats`: every field of out but the inode table's (CTL_STATS_INODES). */
+struct ctl_stats;
+void cache_stats(struct cache *c, struct ctl_stats *out);
 /* cache_dir's path (where the control socket lives). */
 const char *cache_dir_path(const struct cache *c);
 /* True while cache_dir's path names the directory whose lock we hold; false

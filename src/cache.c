@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "checksum.h"
+#include "ctlproto.h"
 #include "evict.h"
 #include "io.h"
 #include "log.h"
@@ -1357,7 +1358,7 @@ static struct cache_file *table_find(struct cache *c, const struct store_key *k)
 }
 
 struct file_status {
-	const char *state;
+	enum ctl_file_state state;
 	uint64_t size, cached;
 	uint32_t present, verified, total, cs;
 	time_t when;
@@ -1373,7 +1374,7 @@ static void status_from_disk(struct cache *c, const struct store_key *k, struct 
 	if (store_load(c->store, k, &sf, &slots) < 0)
 		return;
 	if (sf.chunk_size == c->cfg->chunk_size) {
-		fs->state = "unvalidated";
+		fs->state = CTL_STATE_UNVALIDATED;
 		fs->size = sf.id.size;
 		fs->total = sf.nchunks;
 		fs->cs = sf.chunk_size;
@@ -1390,7 +1391,7 @@ static void status_from_disk(struct cache *c, const struct store_key *k, struct 
 
 size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t len)
 {
-	struct file_status fs = {.state = "uncached", .cs = (uint32_t)c->cfg->chunk_size};
+	struct file_status fs = {.state = CTL_STATE_UNCACHED, .cs = (uint32_t)c->cfg->chunk_size};
 	struct cache_file *e = NULL;
 	struct store_key k;
 	bool have_key = false;
@@ -1418,39 +1419,36 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 				if (e->chunks[i].state == CH_VERIFIED)
 					fs.verified++;
 			}
-			fs.state = e->bypass ? "stale" : e->validated ? "valid" : "unvalidated";
+			fs.state = e->bypass ? CTL_STATE_STALE
+				   : e->validated ? CTL_STATE_VALID : CTL_STATE_UNVALIDATED;
 		}
 		fs.when = e->validated_wall;
 		tried = e->load_tried;
 		pthread_mutex_unlock(&e->mu);
 	}
-	if (have_key && !strcmp(fs.state, "uncached") && !tried)
+	if (have_key && fs.state == CTL_STATE_UNCACHED && !tried)
 		status_from_disk(c, &k, &fs);
-	return (size_t)snprintf(buf, len,
-				"state %s\nsize %llu\ncached_bytes %llu\nchunk_size %u\n"
-				"chunks %u\nchunks_cached %u\nchunks_verified %u\n"
-				"last_validated %lld\n",
-				fs.state, (unsigned long long)fs.size, (unsigned long long)fs.cached,
-				fs.cs, fs.total, fs.present, fs.verified, (long long)fs.when);
+	return ctl_status_format(&(struct ctl_file_status){.state = fs.state,
+							   .size = fs.size,
+							   .cached_bytes = fs.cached,
+							   .chunk_size = fs.cs,
+							   .chunks = fs.total,
+							   .chunks_cached = fs.present,
+							   .chunks_verified = fs.verified,
+							   .last_validated = fs.when > 0 ? (uint64_t)fs.when : 0},
+				 buf, len);
 }
 
-size_t cache_stats_text(struct cache *c, char *buf, size_t len)
+void cache_stats(struct cache *c, struct ctl_stats *out)
 {
-	size_t n = stats_format(c->stats, buf, len);
-	uint64_t entries;
-	int m;
-
+	stats_snapshot(c->stats, out);
 	pthread_mutex_lock(&c->table_mu);
-	entries = c->nentries;
+	out->cache_entries = c->nentries;
 	pthread_mutex_unlock(&c->table_mu);
-	m = snprintf(buf ? buf + (n < len ? n : len) : NULL, n < len ? len - n : 0,
-		     "cache_entries %llu\ncache_usage_bytes %llu\ncache_size_bytes %llu\n"
-		     "write_behind_pending %llu\ncache_dir %s\n",
-		     (unsigned long long)entries, (unsigned long long)evict_usage(c->ev),
-		     (unsigned long long)evict_limit(c->ev),
-		     (unsigned long long)__atomic_load_n(&c->wb_pending, __ATOMIC_ACQUIRE),
-		     store_path(c->store));
-	return n + (m > 0 ? (size_t)m : 0);
+	out->cache_usage_bytes = evict_usage(c->ev);
+	out->cache_size_bytes = evict_limit(c->ev);
+	out->write_behind_pending = __atomic_load_n(&c->wb_pending, __ATOMIC_ACQUIRE);
+	snprintf(out->cache_dir, sizeof(out->cache_dir), "%s", store_path(c->store));
 }
 
 const char *cache_dir_path(const struct cache *c)

@@ -1531,16 +1531,17 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 {
-	size_t n = cache_stats_text(fs->cache, buf, cap);
+	struct ctl_stats st; /* a few KiB, most of it cache_dir's room */
 	struct itab_counts ic;
-	int m;
 
+	memset(&st, 0, sizeof(st));
+	cache_stats(fs->cache, &st);
 	itab_counts(fs->itab, &ic);
-	m = snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0,
-		     "inodes %llu\ninode_fds %llu\ninode_fd_budget %llu\ninode_reopens %llu\n",
-		     (unsigned long long)ic.inodes, (unsigned long long)ic.fds,
-		     (unsigned long long)ic.fd_budget, (unsigned long long)ic.reopens);
-	return n + (m > 0 ? (size_t)m : 0);
+	st.inodes = ic.inodes;
+	st.inode_fds = ic.fds;
+	st.inode_fd_budget = ic.fd_budget;
+	st.inode_reopens = ic.reopens;
+	return ctl_stats_format(&st, buf, cap);
 }
 
 /* Our own attributes: queries only (efscachectl stats and status). */
