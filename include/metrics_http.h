@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 /* Writes the stats text into buf; returns the length needed (like
- * cache_stats_text()). */
+ * fsops_stats_text()). */
 typedef size_t (*metrics_text_fn)(void *arg, char *buf, size_t len);
 
 struct metrics_http;

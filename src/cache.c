@@ -1419,8 +1419,10 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 				if (e->chunks[i].state == CH_VERIFIED)
 					fs.verified++;
 			}
-			fs.state = e->bypass ? CTL_STATE_STALE
-				   : e->validated ? CTL_STATE_VALID : CTL_STATE_UNVALIDATED;
+			if (e->bypass)
+				fs.state = CTL_STATE_STALE;
+			else
+				fs.state = e->validated ? CTL_STATE_VALID : CTL_STATE_UNVALIDATED;
 		}
 		fs.when = e->validated_wall;
 		tried = e->load_tried;
@@ -1428,15 +1430,16 @@ size_t cache_status(struct cache *c, struct efs_inode *ino, char *buf, size_t le
 	}
 	if (have_key && fs.state == CTL_STATE_UNCACHED && !tried)
 		status_from_disk(c, &k, &fs);
-	return ctl_status_format(&(struct ctl_file_status){.state = fs.state,
-							   .size = fs.size,
-							   .cached_bytes = fs.cached,
-							   .chunk_size = fs.cs,
-							   .chunks = fs.total,
-							   .chunks_cached = fs.present,
-							   .chunks_verified = fs.verified,
-							   .last_validated = fs.when > 0 ? (uint64_t)fs.when : 0},
-				 buf, len);
+	struct ctl_file_status out = {.state = fs.state,
+				      .size = fs.size,
+				      .cached_bytes = fs.cached,
+				      .chunk_size = fs.cs,
+				      .chunks = fs.total,
+				      .chunks_cached = fs.present,
+				      .chunks_verified = fs.verified,
+				      .last_validated = fs.when > 0 ? (uint64_t)fs.when : 0};
+
+	return ctl_status_format(&out, buf, len);
 }
 
 void cache_stats(struct cache *c, struct ctl_stats *out)
