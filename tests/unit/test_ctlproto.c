@@ -4,6 +4,7 @@
  * text -> struct, unknown names skipped, truncated or garbled text
  * refused).  No mount. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,17 @@ static char *status_text(const struct ctl_file_status *st)
 	return buf;
 }
 
+/* Field by field: the structs' padding is not theirs to compare. */
+static bool status_eq(const struct ctl_file_status *a, const struct ctl_file_status *b)
+{
+	bool eq = a->state == b->state;
+
+#define X(name, what) eq = eq && a->name == b->name;
+	CTL_STATUS_FIELDS(X)
+#undef X
+	return eq;
+}
+
 static void test_status_text(void)
 {
 	struct ctl_file_status st = sample_status(), back;
@@ -156,7 +168,7 @@ static void test_status_text(void)
 		st.state = (enum ctl_file_state)s;
 		text = status_text(&st);
 		CHECK(ctl_status_parse(text, &back) == 0);
-		CHECK(!memcmp(&back, &st, sizeof(st)));
+		CHECK(status_eq(&back, &st));
 		free(text);
 	}
 	CHECK(!strcmp(ctl_state_name(CTL_STATE_UNCACHED), "uncached"));
