@@ -143,8 +143,6 @@ struct cache_usage {
 
 /* Fill *st for the file of ino; never adds an entry or loads a record. */
 void cache_status(struct cache *c, struct efs_inode *ino, struct cache_file_status *st);
-/* "uncached", "unvalidated", "valid" or "stale". */
-const char *cache_file_state_name(enum cache_file_state s);
 void cache_usage(struct cache *c, struct cache_usage *u);
 /* cache_dir's path (where the control socket lives). */
 const char *cache_dir_path(const struct cache *c);

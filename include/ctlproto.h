@@ -1,9 +1,17 @@
 /* ctlproto.h - the control protocol between efscachectl and the daemon.
  *
+ * Contract: everything both sides of the control channel must agree on is
+ * defined here, once, and encoded and decoded by ctlproto.c for both: the
+ * reserved xattr names, the text of the two queries (struct <-> text), and
+ * the socket messages.  No state, no locks; a ctl_reader belongs to one
+ * thread.
+ *
  * Two channels, split by what they may do (docs/design.md, "Control"):
  *
  *   queries   getxattr of CTL_XATTR_STATS / CTL_XATTR_STATUS on any path of
  *             the mount.  Open to whoever can see the path; no side effects.
+ *             The value is "name value\n" lines (below: struct ctl_stats,
+ *             struct ctl_file_status).
  *   actions   evict and verify, over the Unix stream socket
  *             CACHE_DIR/CTL_SOCKET_NAME.  cache_dir is 0700 and owned by the
  *             daemon's user, so only that user and root can reach it; the
@@ -30,9 +38,96 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stats.h"
+
 #define CTL_XATTR_PREFIX "user.efscache."
 #define CTL_XATTR_STATS CTL_XATTR_PREFIX "stats"   /* query: counters, on any inode */
 #define CTL_XATTR_STATUS CTL_XATTR_PREFIX "status" /* query: one file's cache state */
+
+/* ---- queries: the xattrs' text ------------------------------------------
+ *
+ * Both are "name value\n" lines, value running to the end of the line.  A
+ * decoder ignores names it does not know (either side may add some) and
+ * refuses (-EBADMSG) text that lacks a name it knows, has a line without a
+ * value or without its '\n' (truncated), or a number that is not one. */
+
+/* A file's state in the status query: X(id, word, what). */
+#define CTL_FILE_STATES(X)                                                                         \
+	X(UNCACHED, "uncached", "nothing cached (no record)")                                      \
+	X(UNVALIDATED, "unvalidated", "a record not yet checked against the source")               \
+	X(VALID, "valid", "checked against the source by the last open")                           \
+	X(STALE, "stale", "written through the mount: cached data unused until the next open")
+
+enum ctl_file_state {
+#define X(id, word, what) CTL_STATE_##id,
+	CTL_FILE_STATES(X)
+#undef X
+	CTL__NSTATES
+};
+
+/* The numbers of the status query, after "state WORD": X(name, what). */
+#define CTL_STATUS_FIELDS(X)                                                                       \
+	X(size, "bytes: the record's size, else the source's")                                     \
+	X(cached_bytes, "bytes of data cached")                                                    \
+	X(chunk_size, "bytes per chunk")                                                           \
+	X(chunks, "chunks of the file")                                                            \
+	X(chunks_cached, "chunks cached")                                                          \
+	X(chunks_verified, "cached chunks re-hashed since the daemon loaded the record")           \
+	X(last_validated, "epoch seconds of the last check against the source, 0: never")
+
+/* The status query (CTL_XATTR_STATUS) of one file. */
+struct ctl_file_status {
+	enum ctl_file_state state;
+#define X(name, what) uint64_t name;
+	CTL_STATUS_FIELDS(X)
+#undef X
+};
+
+const char *ctl_state_name(enum ctl_file_state s);
+/* Encode st as its lines into buf; returns the length needed (like
+ * snprintf: the text is whole when it is < len). */
+size_t ctl_status_format(const struct ctl_file_status *st, char *buf, size_t len);
+/* Decode text (NUL-terminated).  0 or -EBADMSG. */
+int ctl_status_parse(const char *text, struct ctl_file_status *st);
+
+/* The stats query (CTL_XATTR_STATS): lines in this order, all numbers but
+ * cache_dir's path:
+ *   the counters and gauges of stats.h (STATS_LIST, STATS_GAUGES),
+ *   fetch_latency_us_le_BOUND (cumulative, BOUND "inf" last),
+ *   fetch_latency_us_count, fetch_latency_us_sum,
+ *   CTL_STATS_CACHE, cache_dir, CTL_STATS_INODES. */
+#define CTL_STATS_CACHE(X)                                                                         \
+	X(cache_entries, "files the daemon has a cache entry for")                                 \
+	X(cache_usage_bytes, "disk space used by cached data and metadata")                        \
+	X(cache_size_bytes, "the cache_size limit")                                                \
+	X(write_behind_pending, "chunks fetched but not yet written to cache_dir")
+#define CTL_STATS_INODES(X)                                                                        \
+	X(inodes, "inodes the daemon knows")                                                       \
+	X(inode_fds, "source fds the inodes hold open")                                            \
+	X(inode_fd_budget, "most source fds the inodes may hold")                                  \
+	X(inode_reopens, "source fds closed for the budget and opened again")
+#define CTL_STATS_DIR_HELP "where the cache lives"
+#define CTL_PATH_MAX 4096
+
+struct ctl_stats {
+	uint64_t counter[ST__COUNT];                /* stats.h's ids */
+	uint64_t fetch_le[STATS_FETCH_NBOUNDS + 1]; /* cumulative; the last is +Inf */
+	uint64_t fetch_count, fetch_sum_us;
+#define X(name, what) uint64_t name;
+	CTL_STATS_CACHE(X)
+#undef X
+	char cache_dir[CTL_PATH_MAX];
+#define X(name, what) uint64_t name;
+	CTL_STATS_INODES(X)
+#undef X
+};
+
+size_t ctl_stats_format(const struct ctl_stats *st, char *buf, size_t len);
+int ctl_stats_parse(const char *text, struct ctl_stats *st);
+/* What the stats line `name` counts, for people; "" if unknown. */
+const char *ctl_stats_help(const char *name);
+
+/* ---- actions: the socket --------------------------------------------- */
 
 #define CTL_SOCKET_NAME "ctl.sock"
 #define CTL_LINE_MAX 512

@@ -1,8 +1,8 @@
 /* metrics.h - the stats text as Prometheus text exposition or JSON.
  *
- * Input is the daemon's "name value" lines (stats_format() plus the cache's
- * usage lines, as fsops_stats_text() writes them and the user.efscache.stats
- * xattr carries them), so efscachectl and the daemon's HTTP endpoint render
+ * Input is the daemon's "name value" lines (struct ctl_stats as
+ * ctl_stats_format() writes them and the user.efscache.stats xattr carries
+ * them), so efscachectl and the daemon's HTTP endpoint render
  * exactly the same thing from one list (STATS_LIST/STATS_GAUGES in stats.h).
  *
  * Prometheus names: efscache_NAME_total for counters, with a leading

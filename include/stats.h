@@ -1,9 +1,10 @@
 /* stats.h - the daemon's counters.
  *
- * Lock-free: each counter is a relaxed atomic.  Formatted as "name value"
- * lines for `efscachectl stats` (read through the user.efscache.stats xattr
- * of the mountpoint); metrics.c renders the same lines as Prometheus text
- * or JSON, for efscachectl and for the daemon's HTTP endpoint.
+ * Lock-free: each counter is a relaxed atomic.  stats_snapshot() copies
+ * them into struct ctl_stats, which ctlproto.c formats as the "name value"
+ * lines of `efscachectl stats` (the user.efscache.stats xattr of the
+ * mountpoint); metrics.c renders the same lines as Prometheus text or JSON,
+ * for efscachectl and for the daemon's HTTP endpoint.
  *
  * Three kinds, one list each:
  *   STATS_LIST    counters, only ever grow (Prometheus "counter")
@@ -91,10 +92,9 @@ void stats_fetch_done(struct efs_stats *s, uint64_t start_us);
 const char *stats_name(enum stat_id id);
 const char *stats_help(enum stat_id id);
 
-/* Append "name value\n" for every counter and gauge, then the histogram as
- * "fetch_latency_us_le_BOUND N" (cumulative, BOUND "inf" last),
- * "fetch_latency_us_count N" and "fetch_latency_us_sum N", to buf; returns
- * the length that was needed (like snprintf). */
-size_t stats_format(const struct efs_stats *s, char *buf, size_t len);
+/* Copy the counters, gauges and the histogram (made cumulative) into the
+ * stats query's struct (ctlproto.h), which formats them as text. */
+struct ctl_stats;
+void stats_snapshot(const struct efs_stats *s, struct ctl_stats *out);
 
 #endif

@@ -91,18 +91,6 @@ void cache_status(struct cache *c, struct efs_inode *ino, struct cache_file_stat
 		status_from_disk(c, &k, fs);
 }
 
-const char *cache_file_state_name(enum cache_file_state s)
-{
-	static const char *const names[] = {
-		[CACHE_FILE_UNCACHED] = "uncached",
-		[CACHE_FILE_UNVALIDATED] = "unvalidated",
-		[CACHE_FILE_VALID] = "valid",
-		[CACHE_FILE_STALE] = "stale",
-	};
-
-	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
-}
-
 void cache_usage(struct cache *c, struct cache_usage *u)
 {
 	pthread_mutex_lock(&c->table_mu);

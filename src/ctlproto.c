@@ -1,13 +1,15 @@
-/* ctlproto.c - encode, decode, send and receive control messages; connect
- * and listen on the control socket.  Used by both the daemon (control.c)
- * and efscachectl, so the names of kinds and fields exist once, in
- * ctlproto.h.  No state, no locks: a ctl_reader belongs to one thread.
+/* ctlproto.c - encode and decode the query text (status, stats) and the
+ * socket messages, send and receive them, connect and listen on the control
+ * socket.  Used by both the daemon (fsops.c, control.c) and efscachectl, so
+ * every name and format of the control channel exists once, in ctlproto.h.
+ * No state, no locks: a ctl_reader belongs to one thread.
  */
 #include "ctlproto.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,318 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+/* ---- query text ----------------------------------------------------------- */
+
+/* snprintf at buf+used, clipped to len; adds to used what it needed. */
+#define APPEND(fmt, ...)                                                                           \
+	do {                                                                                       \
+		int n_ = snprintf(buf ? buf + (used < len ? used : len) : NULL,                    \
+				  used < len ? len - used : 0, fmt, __VA_ARGS__);                  \
+		if (n_ > 0)                                                                        \
+			used += (size_t)n_;                                                        \
+	} while (0)
+
+/* The keys of a query, numbered 0..nkeys-1 in the order of the text.  name
+ * writes key i's name into buf (or returns a constant); slot gives where
+ * its number goes, or NULL for a key with a text value, which set_text
+ * stores. */
+struct kv_schema {
+	unsigned nkeys;
+	const char *(*name)(unsigned i, char *buf, size_t len);
+	uint64_t *(*slot)(void *obj, unsigned i);
+	int (*set_text)(void *obj, unsigned i, const char *v, size_t vlen);
+	const char *(*get_text)(const void *obj, unsigned i);
+};
+
+#define KV_NAME_MAX 64
+#define KV_KEYS_MAX 128 /* room for stats.h's lists to grow */
+
+static size_t kv_format(const struct kv_schema *ks, const void *obj, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (unsigned i = 0; i < ks->nkeys; i++) {
+		char nb[KV_NAME_MAX];
+		const char *name = ks->name(i, nb, sizeof(nb));
+		uint64_t *v = ks->slot((void *)obj, i);
+
+		if (v)
+			APPEND("%s %" PRIu64 "\n", name, *v);
+		else
+			APPEND("%s %s\n", name, ks->get_text(obj, i));
+	}
+	return used;
+}
+
+static int kv_key(const struct kv_schema *ks, const char *key, size_t klen)
+{
+	for (unsigned i = 0; i < ks->nkeys; i++) {
+		char nb[KV_NAME_MAX];
+		const char *name = ks->name(i, nb, sizeof(nb));
+
+		if (strlen(name) == klen && !memcmp(name, key, klen))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* A decimal u64 of exactly vlen bytes. */
+static bool parse_u64(const char *v, size_t vlen, uint64_t *out)
+{
+	char tmp[32], *end;
+
+	if (!vlen || vlen >= sizeof(tmp) || v[0] < '0' || v[0] > '9')
+		return false;
+	memcpy(tmp, v, vlen);
+	tmp[vlen] = '\0';
+	errno = 0;
+	*out = strtoull(tmp, &end, 10);
+	return !errno && *end == '\0';
+}
+
+static int kv_parse(const struct kv_schema *ks, const char *text, void *obj)
+{
+	bool seen[KV_KEYS_MAX] = {false};
+	const char *p = text;
+
+	while (*p) {
+		const char *eol = strchr(p, '\n'), *sp;
+		size_t n;
+		int i;
+
+		if (!eol)
+			return -EBADMSG; /* truncated */
+		n = (size_t)(eol - p);
+		sp = memchr(p, ' ', n);
+		if (!sp || sp == p)
+			return -EBADMSG;
+		i = kv_key(ks, p, (size_t)(sp - p));
+		if (i >= 0) {
+			const char *v = sp + 1;
+			size_t vlen = (size_t)(eol - v);
+			uint64_t *slot = ks->slot(obj, (unsigned)i);
+
+			if (slot ? !parse_u64(v, vlen, slot)
+				 : ks->set_text(obj, (unsigned)i, v, vlen) < 0)
+				return -EBADMSG;
+			seen[i] = true;
+		}
+		p = eol + 1;
+	}
+	for (unsigned i = 0; i < ks->nkeys; i++)
+		if (!seen[i])
+			return -EBADMSG;
+	return 0;
+}
+
+/* status: "state", then CTL_STATUS_FIELDS. */
+
+static const char *const state_names[] = {
+#define X(id, word, what) word,
+    CTL_FILE_STATES(X)
+#undef X
+};
+
+static const char *const status_names[] = {
+    "state",
+#define X(name, what) #name,
+    CTL_STATUS_FIELDS(X)
+#undef X
+};
+
+static const size_t status_offsets[] = {
+    0,
+#define X(name, what) offsetof(struct ctl_file_status, name),
+    CTL_STATUS_FIELDS(X)
+#undef X
+};
+
+#define STATUS_NKEYS (sizeof(status_names) / sizeof(status_names[0]))
+
+const char *ctl_state_name(enum ctl_file_state s)
+{
+	return s < CTL__NSTATES ? state_names[s] : "?";
+}
+
+static const char *status_name(unsigned i, char *buf, size_t len)
+{
+	(void)buf;
+	(void)len;
+	return status_names[i];
+}
+
+static uint64_t *status_slot(void *obj, unsigned i)
+{
+	return i ? (uint64_t *)((char *)obj + status_offsets[i]) : NULL;
+}
+
+static int status_set_state(void *obj, unsigned i, const char *v, size_t vlen)
+{
+	struct ctl_file_status *st = obj;
+
+	(void)i;
+	for (int s = 0; s < CTL__NSTATES; s++) {
+		if (strlen(state_names[s]) == vlen && !memcmp(state_names[s], v, vlen)) {
+			st->state = (enum ctl_file_state)s;
+			return 0;
+		}
+	}
+	return -EBADMSG;
+}
+
+static const char *status_get_state(const void *obj, unsigned i)
+{
+	(void)i;
+	return ctl_state_name(((const struct ctl_file_status *)obj)->state);
+}
+
+static const struct kv_schema status_schema = {
+    STATUS_NKEYS, status_name, status_slot, status_set_state, status_get_state,
+};
+
+size_t ctl_status_format(const struct ctl_file_status *st, char *buf, size_t len)
+{
+	return kv_format(&status_schema, st, buf, len);
+}
+
+int ctl_status_parse(const char *text, struct ctl_file_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	return kv_parse(&status_schema, text, st);
+}
+
+/* stats: the keys in the order of ctlproto.h. */
+
+enum {
+#define X(name, what) SK_CACHE_##name,
+	CTL_STATS_CACHE(X)
+#undef X
+	SK_NCACHE
+};
+
+enum {
+#define X(name, what) SK_INODE_##name,
+	CTL_STATS_INODES(X)
+#undef X
+	SK_NINODES
+};
+
+enum {
+	SK_COUNTER = 0,
+	SK_FETCH_LE = SK_COUNTER + ST__COUNT,
+	SK_FETCH_COUNT = SK_FETCH_LE + STATS_FETCH_NBOUNDS + 1,
+	SK_FETCH_SUM,
+	SK_CACHE,
+	SK_DIR = SK_CACHE + SK_NCACHE,
+	SK_INODES,
+	SK__N = SK_INODES + SK_NINODES
+};
+
+_Static_assert(SK__N <= KV_KEYS_MAX, "raise KV_KEYS_MAX");
+
+static const uint64_t fetch_bounds_us[STATS_FETCH_NBOUNDS] = {STATS_FETCH_BOUNDS_US};
+
+static const char *const stats_extra_names[] = {
+#define X(name, what) #name,
+    CTL_STATS_CACHE(X) "cache_dir", CTL_STATS_INODES(X)
+#undef X
+};
+
+static const char *const stats_extra_helps[] = {
+#define X(name, what) what,
+    CTL_STATS_CACHE(X) CTL_STATS_DIR_HELP, CTL_STATS_INODES(X)
+#undef X
+};
+
+static const size_t stats_extra_offsets[] = {
+#define X(name, what) offsetof(struct ctl_stats, name),
+    CTL_STATS_CACHE(X) 0, CTL_STATS_INODES(X)
+#undef X
+};
+
+static const char *stats_key_name(unsigned i, char *buf, size_t len)
+{
+	if (i < SK_FETCH_LE)
+		return stats_name((enum stat_id)i);
+	if (i < SK_FETCH_LE + STATS_FETCH_NBOUNDS) {
+		snprintf(buf, len, "fetch_latency_us_le_%" PRIu64,
+			 fetch_bounds_us[i - SK_FETCH_LE]);
+		return buf;
+	}
+	if (i < SK_FETCH_COUNT)
+		return "fetch_latency_us_le_inf";
+	if (i == SK_FETCH_COUNT)
+		return "fetch_latency_us_count";
+	if (i == SK_FETCH_SUM)
+		return "fetch_latency_us_sum";
+	return stats_extra_names[i - SK_CACHE];
+}
+
+static uint64_t *stats_slot(void *obj, unsigned i)
+{
+	struct ctl_stats *st = obj;
+
+	if (i < SK_FETCH_LE)
+		return &st->counter[i];
+	if (i < SK_FETCH_COUNT)
+		return &st->fetch_le[i - SK_FETCH_LE];
+	if (i == SK_FETCH_COUNT)
+		return &st->fetch_count;
+	if (i == SK_FETCH_SUM)
+		return &st->fetch_sum_us;
+	if (i == SK_DIR)
+		return NULL;
+	return (uint64_t *)((char *)st + stats_extra_offsets[i - SK_CACHE]);
+}
+
+static int stats_set_dir(void *obj, unsigned i, const char *v, size_t vlen)
+{
+	struct ctl_stats *st = obj;
+
+	(void)i;
+	if (!vlen || vlen >= sizeof(st->cache_dir))
+		return -EBADMSG;
+	memcpy(st->cache_dir, v, vlen);
+	st->cache_dir[vlen] = '\0';
+	return 0;
+}
+
+static const char *stats_get_dir(const void *obj, unsigned i)
+{
+	(void)i;
+	return ((const struct ctl_stats *)obj)->cache_dir;
+}
+
+static const struct kv_schema stats_schema = {
+    SK__N, stats_key_name, stats_slot, stats_set_dir, stats_get_dir,
+};
+
+size_t ctl_stats_format(const struct ctl_stats *st, char *buf, size_t len)
+{
+	return kv_format(&stats_schema, st, buf, len);
+}
+
+int ctl_stats_parse(const char *text, struct ctl_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	return kv_parse(&stats_schema, text, st);
+}
+
+const char *ctl_stats_help(const char *name)
+{
+	for (int i = 0; i < ST__COUNT; i++)
+		if (!strcmp(stats_name((enum stat_id)i), name))
+			return stats_help((enum stat_id)i);
+	for (size_t i = 0; i < sizeof(stats_extra_names) / sizeof(stats_extra_names[0]); i++)
+		if (!strcmp(stats_extra_names[i], name))
+			return stats_extra_helps[i];
+	return "";
+}
+
+/* ---- socket messages -------------------------------------------------------- */
 
 static const char *const kind_names[] = {
 #define X(id, word, what) word,

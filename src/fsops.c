@@ -13,6 +13,7 @@
  * to link or unlink one.  The inode fds handed out by ifd are reference
  * counted in inode.c under its own lock.
  */
+#include "ctlproto.h"
 #include "fsops_int.h"
 
 #include <errno.h>
@@ -349,49 +350,28 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 /* ---- counters ------------------------------------------------------------- */
 
-/* The cache's part of the query xattrs, as efscachectl parses it: the
- * usage lines of the stats text (u), or one file's status (st).  Appends
- * at buf + n; returns the length needed in all (like snprintf). */
-size_t cache_query_text(const struct cache_usage *u, const struct cache_file_status *st,
-			char *buf, size_t n, size_t cap)
-{
-	int m;
-
-	buf += n < cap ? n : cap;
-	cap = n < cap ? cap - n : 0;
-	if (u)
-		m = snprintf(buf, cap,
-			     "cache_entries %llu\ncache_usage_bytes %llu\ncache_size_bytes %llu\n"
-			     "write_behind_pending %llu\ncache_dir %s\n",
-			     (unsigned long long)u->entries, (unsigned long long)u->usage_bytes,
-			     (unsigned long long)u->size_bytes,
-			     (unsigned long long)u->write_behind_pending, u->cache_dir);
-	else
-		m = snprintf(buf, cap,
-			     "state %s\nsize %llu\ncached_bytes %llu\nchunk_size %u\n"
-			     "chunks %u\nchunks_cached %u\nchunks_verified %u\n"
-			     "last_validated %lld\n",
-			     cache_file_state_name(st->state), (unsigned long long)st->size,
-			     (unsigned long long)st->cached_bytes, st->chunk_size, st->chunks,
-			     st->chunks_cached, st->chunks_verified, (long long)st->last_validated);
-	return n + (m > 0 ? (size_t)m : 0);
-}
-
+/* The stats query's text (ctlproto.h): the counters, the cache's usage
+ * and the inode table's figures. */
 size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 {
+	struct ctl_stats st; /* a few KiB, most of it cache_dir's room */
 	struct cache_usage u;
 	struct itab_counts ic;
-	size_t n;
-	int m;
 
+	memset(&st, 0, sizeof(st));
+	stats_snapshot(&fs->stats, &st);
 	cache_usage(fs->cache, &u);
-	n = cache_query_text(&u, NULL, buf, stats_format(&fs->stats, buf, cap), cap);
+	st.cache_entries = u.entries;
+	st.cache_usage_bytes = u.usage_bytes;
+	st.cache_size_bytes = u.size_bytes;
+	st.write_behind_pending = u.write_behind_pending;
+	snprintf(st.cache_dir, sizeof(st.cache_dir), "%s", u.cache_dir);
 	itab_counts(fs->itab, &ic);
-	m = snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0,
-		     "inodes %llu\ninode_fds %llu\ninode_fd_budget %llu\ninode_reopens %llu\n",
-		     (unsigned long long)ic.inodes, (unsigned long long)ic.fds,
-		     (unsigned long long)ic.fd_budget, (unsigned long long)ic.reopens);
-	return n + (m > 0 ? (size_t)m : 0);
+	st.inodes = ic.inodes;
+	st.inode_fds = ic.fds;
+	st.inode_fd_budget = ic.fd_budget;
+	st.inode_reopens = ic.reopens;
+	return ctl_stats_format(&st, buf, cap);
 }
 
 const struct fuse_lowlevel_ops efs_fsops = {

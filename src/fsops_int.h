@@ -94,10 +94,6 @@ static inline bool out_of_fds(int r)
 }
 
 /* Put h on (take it off) fs->handles; counts open_files. */
-/* The cache's part of the query xattrs' text (usage lines, or a file's
- * status); appends at buf + n, returns the length needed in all. */
-size_t cache_query_text(const struct cache_usage *u, const struct cache_file_status *st,
-			char *buf, size_t n, size_t cap);
 void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir);
 void handle_del(struct efs_fs *fs, struct handle *h);
 

@@ -34,17 +34,39 @@ static bool reserved_xattr(const char *name)
  * size it reported. */
 #define RESERVED_TEXT_FIRST_CAP 8192
 
+/* The status query's text (ctlproto.h) of one file. */
+static size_t status_text(struct efs_fs *fs, struct efs_inode *i, char *buf, size_t cap)
+{
+	static const enum ctl_file_state state[] = {
+		[CACHE_FILE_UNCACHED] = CTL_STATE_UNCACHED,
+		[CACHE_FILE_UNVALIDATED] = CTL_STATE_UNVALIDATED,
+		[CACHE_FILE_VALID] = CTL_STATE_VALID,
+		[CACHE_FILE_STALE] = CTL_STATE_STALE,
+	};
+	struct cache_file_status cs;
+	struct ctl_file_status st;
+
+	cache_status(fs->cache, i, &cs);
+	st = (struct ctl_file_status){
+		.state = state[cs.state],
+		.size = cs.size,
+		.cached_bytes = cs.cached_bytes,
+		.chunk_size = cs.chunk_size,
+		.chunks = cs.chunks,
+		.chunks_cached = cs.chunks_cached,
+		.chunks_verified = cs.chunks_verified,
+		.last_validated = cs.last_validated > 0 ? (uint64_t)cs.last_validated : 0,
+	};
+	return ctl_status_format(&st, buf, cap);
+}
+
 /* Our own attributes: queries only (efscachectl stats and status). */
 static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char *name,
 				 size_t size)
 {
 	struct efs_fs *fs = fs_of(req);
-	struct cache_file_status st;
 	size_t need, cap = RESERVED_TEXT_FIRST_CAP;
 	char *buf;
-
-	if (!strcmp(name, CTL_XATTR_STATUS))
-		cache_status(fs->cache, i, &st);
 
 	for (;;) {
 		buf = malloc(cap);
@@ -55,7 +77,7 @@ static void reply_reserved_xattr(fuse_req_t req, struct efs_inode *i, const char
 		if (!strcmp(name, CTL_XATTR_STATS))
 			need = fsops_stats_text(fs, buf, cap);
 		else if (!strcmp(name, CTL_XATTR_STATUS))
-			need = cache_query_text(NULL, &st, buf, 0, cap);
+			need = status_text(fs, i, buf, cap);
 		else {
 			free(buf);
 			fuse_reply_err(req, ENODATA);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctlproto.h"
 #include "stats.h"
 
 #define HIST_PREFIX "fetch_latency_us_"
@@ -30,12 +31,12 @@ struct table {
 	size_t n;
 };
 
-/* Lines the cache adds after the counters: name, Prometheus name, help. */
-static const char *const extra_gauges[][3] = {
-    {"cache_entries", "efscache_cache_entries", "files the daemon has a cache entry for"},
-    {"cache_usage_bytes", "efscache_cache_usage_bytes",
-     "disk space used by cached data and metadata"},
-    {"cache_size_bytes", "efscache_cache_limit_bytes", "the cache_size limit"},
+/* Lines the cache adds after the counters: name, Prometheus name (the help
+ * is ctlproto's, ctl_stats_help()). */
+static const char *const extra_gauges[][2] = {
+    {"cache_entries", "efscache_cache_entries"},
+    {"cache_usage_bytes", "efscache_cache_usage_bytes"},
+    {"cache_size_bytes", "efscache_cache_limit_bytes"},
 };
 
 /* Split text (modified in place) into the table; 0 or -ENOMEM. */
@@ -176,7 +177,8 @@ static void render_prometheus(FILE *f, struct table *t, double price)
 		if (!(kv = find(t, extra_gauges[i][0])))
 			continue;
 		kv->used = true;
-		prom_metric(f, extra_gauges[i][1], "gauge", extra_gauges[i][2], kv->value);
+		prom_metric(f, extra_gauges[i][1], "gauge", ctl_stats_help(extra_gauges[i][0]),
+			    kv->value);
 	}
 
 	if (find(t, HIST_PREFIX "count")) {

@@ -1,9 +1,9 @@
-/* stats.c - names and formatting of the counters, gauges and the fetch
- * latency histogram in stats.h. */
+/* stats.c - names and snapshots of the counters, gauges and the fetch
+ * latency histogram in stats.h (their text is ctlproto.c's). */
 #include "stats.h"
 
-#include <inttypes.h>
-#include <stdio.h>
+#include "ctlproto.h"
+
 #include <time.h>
 
 static const char *const names[] = {
@@ -49,34 +49,16 @@ void stats_fetch_done(struct efs_stats *s, uint64_t start_us)
 	__atomic_fetch_add(&s->fetch_sum_us, us, __ATOMIC_RELAXED);
 }
 
-/* snprintf at buf+used, clipped to len; returns the new used length. */
-#define APPEND(fmt, ...)                                                                           \
-	do {                                                                                       \
-		int n_ = snprintf(buf ? buf + (used < len ? used : len) : NULL,                    \
-				  used < len ? len - used : 0, fmt, __VA_ARGS__);                  \
-		if (n_ > 0)                                                                        \
-			used += (size_t)n_;                                                        \
-	} while (0)
-
-size_t stats_format(const struct efs_stats *s, char *buf, size_t len)
+void stats_snapshot(const struct efs_stats *s, struct ctl_stats *out)
 {
 	uint64_t cum = 0;
-	size_t used = 0;
-	int i;
 
-	for (i = 0; i < ST__COUNT; i++) {
-		APPEND("%s %" PRIu64 "\n", stats_name((enum stat_id)i),
-		       stats_get(s, (enum stat_id)i));
-	}
-	for (i = 0; i <= STATS_FETCH_NBOUNDS; i++) {
+	for (int i = 0; i < ST__COUNT; i++)
+		out->counter[i] = stats_get(s, (enum stat_id)i);
+	for (int i = 0; i <= STATS_FETCH_NBOUNDS; i++) {
 		cum += __atomic_load_n(&s->fetch_hist[i], __ATOMIC_RELAXED);
-		if (i < STATS_FETCH_NBOUNDS)
-			APPEND("fetch_latency_us_le_%" PRIu64 " %" PRIu64 "\n", bounds_us[i], cum);
-		else
-			APPEND("fetch_latency_us_le_inf %" PRIu64 "\n", cum);
+		out->fetch_le[i] = cum;
 	}
-	APPEND("fetch_latency_us_count %" PRIu64 "\n", cum);
-	APPEND("fetch_latency_us_sum %" PRIu64 "\n",
-	       __atomic_load_n(&s->fetch_sum_us, __ATOMIC_RELAXED));
-	return used;
+	out->fetch_count = cum;
+	out->fetch_sum_us = __atomic_load_n(&s->fetch_sum_us, __ATOMIC_RELAXED);
 }

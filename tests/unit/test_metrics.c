@@ -1,20 +1,25 @@
 /* test_metrics.c - metrics.c's Prometheus and JSON rendering, the price
- * parser and the summary line, from stats text built by stats_format(). */
+ * parser and the summary line, from stats text built by ctl_stats_format(). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "ctlproto.h"
 #include "metrics.h"
 #include "stats.h"
 
-/* Stats text as the daemon writes it: the counters plus the cache's lines. */
-static char *daemon_text(struct efs_stats *s, const char *extra)
+/* Stats text as the daemon writes it (ctl_stats_format): the counters of s,
+ * the cache's fields of x, then the lines more. */
+static char *daemon_text(struct efs_stats *s, struct ctl_stats *x, const char *more)
 {
-	size_t n = stats_format(s, NULL, 0);
-	char *buf = malloc(n + strlen(extra) + 1);
+	size_t n;
+	char *buf;
 
-	stats_format(s, buf, n + 1);
-	strcpy(buf + n, extra);
+	stats_snapshot(s, x);
+	n = ctl_stats_format(x, NULL, 0);
+	buf = malloc(n + strlen(more) + 1);
+	ctl_stats_format(x, buf, n + 1);
+	strcpy(buf + n, more);
 	return buf;
 }
 
@@ -32,8 +37,12 @@ static void test_prometheus(void)
 	/* Two fetches: one of 0 us (first bucket), one in the +Inf bucket. */
 	stats_fetch_done(&s, stats_now_us());
 	stats_fetch_done(&s, stats_now_us() - 20000000);
-	text = daemon_text(&s, "cache_entries 4\ncache_usage_bytes 8192\ncache_size_bytes 1024\n"
-			       "cache_dir /var/cache/\"q\"\nnew_counter 7\n");
+	text = daemon_text(&s,
+			   &(struct ctl_stats){.cache_entries = 4,
+					       .cache_usage_bytes = 8192,
+					       .cache_size_bytes = 1024,
+					       .cache_dir = "/var/cache/\"q\""},
+			   "new_counter 7\n");
 	out = metrics_render(text, METRICS_PROMETHEUS, 0.5);
 	CHECK(out != NULL);
 	CHECK_STR_CONTAINS(out, "# TYPE efscache_hits_total counter\nefscache_hits_total 3\n");
@@ -63,7 +72,7 @@ static void test_json(void)
 	char *text, *out;
 
 	stats_add(&s, ST_misses, 5);
-	text = daemon_text(&s, "cache_dir /c\\d\n");
+	text = daemon_text(&s, &(struct ctl_stats){.cache_dir = "/c\\d"}, "");
 	out = metrics_render(text, METRICS_JSON, 0.03);
 	CHECK(out != NULL);
 	CHECK_STR_CONTAINS(out, "\"misses\": 5,");
@@ -94,7 +103,11 @@ static void test_price_and_summary(void)
 
 	stats_add(&s, ST_hits, 9);
 	stats_add(&s, ST_bytes_from_source, 3ULL << 20);
-	text = daemon_text(&s, "cache_usage_bytes 1048576\ncache_size_bytes 10737418240\n");
+	text = daemon_text(&s,
+			   &(struct ctl_stats){.cache_usage_bytes = 1048576,
+					       .cache_size_bytes = 10737418240ULL,
+					       .cache_dir = "/c"},
+			   "");
 	metrics_summary(text, line, sizeof(line));
 	CHECK_STR_CONTAINS(line, "9 hits, 0 misses");
 	CHECK_STR_CONTAINS(line, "3.0M from source");
