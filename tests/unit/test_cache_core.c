@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -42,19 +43,19 @@
 enum change { CHG_NONE, CHG_MTIME, CHG_SIZE, CHG_INODE };
 
 struct fake {
-	int root;               /* O_PATH fd of the source directory */
-	struct inode_table *t;  /* for open_object */
+	int root;	       /* O_PATH fd of the source directory */
+	struct inode_table *t; /* for open_object */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	/* All below protected by mu. */
-	unsigned reads;         /* read calls */
-	unsigned stat_opens;    /* stat_open calls */
-	int fail;               /* errno every call fails with; 0 = none */
-	bool other_ino;         /* the next stat_open reports another inode */
-	bool hold;              /* reads wait at the gate until it opens */
-	unsigned held;          /* reads waiting at the gate now */
-	enum change change;     /* done once, after the next read's bytes */
-	char change_name[64];   /* the file it is done to */
+	unsigned reads;	      /* read calls */
+	unsigned stat_opens;  /* stat_open calls */
+	int fail;	      /* errno every call fails with; 0 = none */
+	bool other_ino;	      /* the next stat_open reports another inode */
+	bool hold;	      /* reads wait at the gate until it opens */
+	unsigned held;	      /* reads waiting at the gate now */
+	enum change change;   /* done once, after the next read's bytes */
+	char change_name[64]; /* the file it is done to */
 };
 
 static void fake_wait_gate(struct fake *f)
@@ -83,7 +84,8 @@ static int fake_fail(struct fake *f)
 static void change_file(struct fake *f, enum change how, const char *name)
 {
 	if (how == CHG_MTIME) {
-		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = 1000000000, .tv_nsec = 7}};
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT},
+					 {.tv_sec = 1000000000, .tv_nsec = 7}};
 		CHECK(utimensat(f->root, name, ts, 0) == 0);
 	} else if (how == CHG_SIZE) {
 		int fd = openat(f->root, name, O_WRONLY | O_APPEND);
@@ -221,12 +223,12 @@ static void env_up(struct env *v)
 {
 	char err[256] = "";
 	const struct cache_source src = {
-		.stat_named = fake_stat_named,
-		.open_named = fake_open_named,
-		.open_object = fake_open_object,
-		.stat_open = fake_stat_open,
-		.read = fake_read,
-		.arg = &v->f,
+	    .stat_named = fake_stat_named,
+	    .open_named = fake_open_named,
+	    .open_object = fake_open_object,
+	    .stat_open = fake_stat_open,
+	    .read = fake_read,
+	    .arg = &v->f,
 	};
 	int root = src_open_root(v->src);
 
@@ -412,8 +414,7 @@ static ssize_t read_check_seq(struct env *v, struct handle *h, uint64_t off, siz
 	return n;
 }
 
-static ssize_t read_check(struct env *v, struct handle *h, uint64_t off, size_t len,
-			  unsigned seed)
+static ssize_t read_check(struct env *v, struct handle *h, uint64_t off, size_t len, unsigned seed)
 {
 	return read_check_seq(v, h, off, len, seed, false);
 }
@@ -474,7 +475,7 @@ static uint32_t disk_slot_len(struct env *v, struct efs_inode *ino, uint32_t idx
 	ok = pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
 	     store_decode_header(hdr, &id, &cs, &n, &check) == 0 && idx < n &&
 	     pread(fd, raw, sizeof(raw), STORE_HEADER_SIZE + (off_t)idx * STORE_SLOT_SIZE) ==
-		     (ssize_t)sizeof(raw) &&
+		 (ssize_t)sizeof(raw) &&
 	     store_decode_slot(check, idx, raw, &slot);
 	close(fd);
 	return ok ? slot.len : 0;
@@ -575,7 +576,7 @@ static void test_change_mid_fetch(enum change how)
 	CHECK(read_check(&v, &h, 0, CS, 1) == CS); /* the bytes read are served */
 	wait_stored(&v);
 	CHECK(fake_reads(&v.f) == 1);
-	CHECK(st(&v, ST_chunks_stored) == 0);      /* ...and nothing is stored */
+	CHECK(st(&v, ST_chunks_stored) == 0); /* ...and nothing is stored */
 	CHECK(disk_slot_len(&v, ino, 0) == 0);
 	CHECK(disk_data_bytes(&v, ino) == 0);
 
@@ -620,7 +621,7 @@ static void test_eio_keeps_cache(void)
 	CHECK(disk_slot_len(&v, ino, 0) == CS);
 
 	fake_set_fail(&v.f, EIO);
-	CHECK(read_check(&v, &h, 0, CS, 1) == CS);  /* cached: no source call */
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS); /* cached: no source call */
 	CHECK(fake_reads(&v.f) == 1);
 	CHECK(read_check(&v, &h, CS, CS, 1) == -EIO); /* absent: the source's errno */
 	CHECK(st(&v, ST_source_errors) == 1);
@@ -680,9 +681,9 @@ static void test_corrupt_chunk(void)
 	pthread_mutex_unlock(&v.f.mu);
 
 	CHECK(h_open(&v, ino, &h, NULL) == 0);
-	CHECK(read_check(&v, &h, 0, CS, 1) == CS);        /* verified, good */
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS); /* verified, good */
 	CHECK(fake_reads(&v.f) == 0);
-	CHECK(read_check(&v, &h, CS, CS, 1) == CS);       /* right bytes anyway */
+	CHECK(read_check(&v, &h, CS, CS, 1) == CS); /* right bytes anyway */
 	CHECK(fake_reads(&v.f) == 1);
 	CHECK(st(&v, ST_chunks_verified) == 2);
 	CHECK(st(&v, ST_checksum_mismatches) == 1);
@@ -703,8 +704,7 @@ static void test_corrupt_chunk(void)
 
 /* ---- eviction never drops a pinned chunk -------------------------------- */
 
-static bool pinned_bytes_right(const struct cache_read *rd, uint64_t off, size_t len,
-			       unsigned seed)
+static bool pinned_bytes_right(const struct cache_read *rd, uint64_t off, size_t len, unsigned seed)
 {
 	unsigned char *b = malloc(len);
 	bool ok;
@@ -1005,7 +1005,7 @@ static void test_replaced_at_open(void)
 	snprintf(b, sizeof(b), "%s/rep", v.src);
 	CHECK(rename(a, b) == 0);
 	CHECK(h_open(&v, ino, &h, NULL) == -ESTALE); /* the kernel looks it up again */
-	CHECK(disk_slot_len(&v, ino, 0) == CS);      /* the old record is left alone */
+	CHECK(disk_slot_len(&v, ino, 0) == CS);	     /* the old record is left alone */
 
 	/* The new file is its own entry: its bytes, never the old ones. */
 	ino2 = lookup(&v, "rep");
@@ -1057,13 +1057,24 @@ static void test_corrupt_verify_always(void)
 
 /* ---- a record gone from disk while its chunks are on the LRU ---------- */
 
+static struct env *hung_env; /* its directories are removed on a hang */
+
 static void on_hang(int sig)
 {
 	static const char msg[] = "test_cache_core: hung (deadlock) evicting a chunk whose record is gone\n";
+	pid_t pid;
 
 	(void)sig;
 	if (write(2, msg, sizeof(msg) - 1) < 0)
 		_exit(1);
+	/* Only async-signal-safe calls: the cache's locks are held. */
+	pid = hung_env ? fork() : -1;
+	if (pid == 0) {
+		execl("/bin/rm", "rm", "-rf", hung_env->src, hung_env->cdir, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
 	_exit(1);
 }
 
@@ -1095,6 +1106,7 @@ static void test_evict_record_gone(void)
 	cache_read_done(v.c, &rd);
 	h_close(&v, &ha);
 
+	hung_env = &v;
 	signal(SIGALRM, on_hang);
 	alarm(5);
 	for (unsigned i = 0; i < 4; i++) {

@@ -163,7 +163,7 @@ static void *logger_main(void *arg)
 
 	for (int i = 0; i < NPERTHREAD; i++)
 		log_msg(LOG_LVL_INFO, "thread %ld line %d %s", id, i,
-			 "................................................................");
+			"................................................................");
 	return NULL;
 }
 

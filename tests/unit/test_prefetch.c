@@ -21,9 +21,9 @@
 struct rec {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	bool gate_closed;       /* jobs with idx 0 wait while set */
-	unsigned at_gate;       /* jobs waiting at the gate */
-	unsigned ran[MAXJOBS];  /* times job idx was run */
+	bool gate_closed;      /* jobs with idx 0 wait while set */
+	unsigned at_gate;      /* jobs waiting at the gate */
+	unsigned ran[MAXJOBS]; /* times job idx was run */
 	unsigned dropped[MAXJOBS];
 	unsigned bad_fields;
 };
@@ -244,7 +244,8 @@ static void test_shutdown_with_queued(void)
 	f = (struct freer){.p = p, .r = &r};
 	CHECK(pthread_create(&th, NULL, free_main, &f) == 0);
 	for (;;) {
-		struct prefetch_job j = job_of(&r, submitted + 1, fcntl(pfd[1], F_DUPFD_CLOEXEC, 0));
+		struct prefetch_job j =
+		    job_of(&r, submitted + 1, fcntl(pfd[1], F_DUPFD_CLOEXEC, 0));
 		if (!prefetch_submit(p, &j)) {
 			close(j.fd); /* refused: still ours */
 			break;
@@ -264,7 +265,7 @@ static void test_shutdown_with_queued(void)
 		twice += r.ran[i] + r.dropped[i] != 1;
 	}
 	CHECK(twice == 0);
-	CHECK(ran == 0);            /* stopped before the gate opened */
+	CHECK(ran == 0); /* stopped before the gate opened */
 	CHECK(dropped == submitted);
 	CHECK(r.dropped[0] == 0);
 	CHECK(all_write_ends_closed(pfd[0]));
