@@ -4,8 +4,9 @@
  * fd; a POSIX lock owner's record locks become OFD locks on a source fd of
  * its own (inode_lock_owner_fd), so two mounts of one SOURCE exclude each
  * other.  A request is first tried without waiting on the FUSE worker; only
- * one that must wait is parked (lockwait.c).  getlk asks through the
- * owner's fd, so the owner's own locks are no conflict.
+ * one that must wait is parked (lockwait.c), and a lock released or
+ * weakened through this mount kicks the parked waits of its file.  getlk
+ * asks through the owner's fd, so the owner's own locks are no conflict.
  *
  * Locks: none of its own (the owner table is under the inode's lock in
  * inode.c; waits under lockwait.c's).
@@ -36,14 +37,44 @@ void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_lock(req, lock);
 }
 
+static void wait_done(void *arg, int r)
+{
+	fuse_reply_err((fuse_req_t)arg, -r);
+}
+
+static void wait_interrupt(fuse_req_t req, void *data)
+{
+	lockwait_interrupt(fs_of(req)->locks, data, req);
+}
+
+/* Park req's lock on fd (lk, or flock_op if lk is NULL) until it is
+ * granted or interrupted; replies to req in any case. */
+static void park(fuse_req_t req, struct efs_inode *i, int fd, const struct flock *lk,
+		 int flock_op)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct lw_wait *w;
+	int r;
+
+	w = lockwait_prepare(fs->locks, fd, lk, flock_op, i, wait_done, req, &r);
+	if (!w) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	/* Listed before the callback is registered: an interrupt that came
+	 * already is delivered from in here and finds the wait. */
+	fuse_req_interrupt_func(req, wait_interrupt, w);
+	lockwait_start(fs->locks, w);
+}
+
 void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock, int sleep)
 {
+	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	struct lock_wait *w;
 	int fd, r;
 
-	fd = inode_lock_owner_fd(fs_of(req)->itab, i, fi->lock_owner, lock->l_type != F_UNLCK);
+	fd = inode_lock_owner_fd(fs->itab, i, fi->lock_owner, lock->l_type != F_UNLCK);
 	if (fd == -ENOENT) {
 		fuse_reply_err(req, 0); /* unlocking what was never locked */
 		return;
@@ -52,7 +83,10 @@ void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_err(req, -fd);
 		return;
 	}
+	/* On this worker, without waiting: most locks are granted here. */
 	r = src_setlk(fd, lock, false);
+	if (r == 0 && lock->l_type != F_WRLCK)
+		lockwait_kick(fs->locks, i); /* a range freed or shared */
 	if (r != -EAGAIN && r != -EACCES) {
 		fuse_reply_err(req, -r);
 		return;
@@ -61,32 +95,21 @@ void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_err(req, EAGAIN);
 		return;
 	}
-	w = lock_wait_new(fd);
-	if (!w) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	w->lk = *lock;
-	park_lock_wait(req, w);
+	park(req, i, fd, lock, 0);
 }
 
 void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
 {
-	struct efs_file *f = file_of(fi);
-	struct lock_wait *w;
-	int fd = file_fd(fs_of(req), inode_of(req, ino), f), r;
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	int fd = file_fd(fs, i, file_of(fi)), r;
 
 	r = fd < 0 ? fd : src_flock(fd, op | LOCK_NB);
+	if (r == 0 && !(op & LOCK_EX))
+		lockwait_kick(fs->locks, i); /* unlocked, or shared */
 	if (r != -EWOULDBLOCK || (op & LOCK_NB)) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	w = lock_wait_new(fd);
-	if (!w) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	w->is_flock = true;
-	w->flock_op = op;
-	park_lock_wait(req, w);
+	park(req, i, fd, NULL, op);
 }
