@@ -246,6 +246,8 @@ void lockwait_start(struct lockwait *lw, struct lw_wait *w)
 	if (!lw->stop && !lw->started) {
 		r = -pthread_create(&lw->thread, NULL, waiter, lw);
 		lw->started = (r == 0);
+		if (r == 0)
+			pthread_setname_np(lw->thread, "efs-lockwait");
 	}
 	if (lw->stop || r < 0) {
 		unlink_wait(lw, w);
