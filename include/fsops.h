@@ -17,6 +17,7 @@
 struct handle;
 struct control;
 struct lockwait;
+struct lockdep;
 
 /* Largest read request we accept: just under 1 MiB, so that a reply (data,
  * header and libfuse's slack of a page per segment) fits in a 1 MiB pipe
@@ -35,6 +36,7 @@ struct efs_fs {
 	bool logged_nomem;         /* an inode allocation failure was logged */
 	struct control *ctl; /* the control socket (control.c) */
 	struct lockwait *locks; /* lock requests that must wait (lockwait.c) */
+	struct lockdep *lockdep; /* who holds and waits for which ranges */
 	struct efs_stats stats;
 	pthread_mutex_t handles_mu;
 	struct handle *handles; /* open files and dirs; protected by handles_mu */

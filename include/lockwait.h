@@ -38,19 +38,19 @@ void lockwait_free(struct lockwait *lw);
  * the open file description keeps it alive): for the record lock *lk if lk
  * is not NULL (an OFD lock), else for flock(2) operation flock_op.  key
  * names the file (kicks of the same key retry it at once), arg is passed to
- * done.  The wait is listed but not tried until lockwait_start, so that an
+ * done, id names the request for lockwait_interrupt.  The wait is listed but not tried until lockwait_start, so that an
  * interrupt arriving in between finds it.  Returns NULL with *err = -errno.
  */
 struct lw_wait *lockwait_prepare(struct lockwait *lw, int fd, const struct flock *lk,
 				 int flock_op, const void *key, lockwait_done_fn done, void *arg,
-				 int *err);
+				 const void *id, int *err);
 /* Let the waiter try w.  From here on w may be answered and freed at any
  * moment by another thread. */
 void lockwait_start(struct lockwait *lw, struct lw_wait *w);
-/* The wait w with that arg, if it is still parked, answers -EINTR (or 0 if
+/* The wait w of request id, if it is still parked, answers -EINTR (or 0 if
  * its lock is granted first).  w may already be freed: it is only compared
  * against the parked waits, never dereferenced otherwise. */
-void lockwait_interrupt(struct lockwait *lw, const struct lw_wait *w, const void *arg);
+void lockwait_interrupt(struct lockwait *lw, const struct lw_wait *w, const void *id);
 /* A lock on key was released or weakened through this mount: try its parked
  * waits now. */
 void lockwait_kick(struct lockwait *lw, const void *key);

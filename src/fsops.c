@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "lockdep.h"
 #include "lockwait.h"
 #include "log.h"
 #include "source.h"
@@ -231,6 +232,8 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return fd;
 	}
 	r = lockwait_new(&fs->locks);
+	if (r == 0)
+		r = lockdep_new(&fs->lockdep);
 	if (r < 0) {
 		close(fd);
 		snprintf(err, errlen, "cannot set up lock waits: %s", strerror(-r));
@@ -291,6 +294,8 @@ void fsops_destroy(struct efs_fs *fs)
 	/* Waits hold dups of source fds: answered and closed first. */
 	lockwait_free(fs->locks);
 	fs->locks = NULL;
+	lockdep_free(fs->lockdep);
+	fs->lockdep = NULL;
 
 	/* Handles the kernel never released: the mount went away with files
 	 * still open. */

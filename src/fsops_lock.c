@@ -5,17 +5,21 @@
  * its own (inode_lock_owner_fd), so two mounts of one SOURCE exclude each
  * other.  A request is first tried without waiting on the FUSE worker; only
  * one that must wait is parked (lockwait.c), and a lock released or
- * weakened through this mount kicks the parked waits of its file.  getlk
+ * weakened through this mount kicks the parked waits of its file.  A
+ * record lock wait that would close a cycle of this mount's owners waiting
+ * for each other is answered EDEADLK, as the source's kernel answers its
+ * POSIX locks (lockdep.c; OFD locks have no such check).  getlk
  * asks through the owner's fd, so the owner's own locks are no conflict.
  *
  * Locks: none of its own (the owner table is under the inode's lock in
- * inode.c; waits under lockwait.c's).
+ * inode.c; waits under lockwait.c's, holds under lockdep.c's).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/file.h>
 
 #include "fsops_int.h"
+#include "lockdep.h"
 #include "lockwait.h"
 
 void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
@@ -37,9 +41,24 @@ void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_lock(req, lock);
 }
 
+/* A parked request: what its answer must update. */
+struct parked {
+	fuse_req_t req;
+	struct efs_fs *fs;
+	struct efs_inode *i;
+	uint64_t owner;
+	bool posix;          /* a record lock (lockdep knows the wait) */
+	struct flock lk;
+};
+
 static void wait_done(void *arg, int r)
 {
-	fuse_reply_err((fuse_req_t)arg, -r);
+	struct parked *p = arg;
+
+	if (p->posix)
+		lockdep_wait_end(p->fs->lockdep, p->i, p->owner, &p->lk, r == 0);
+	fuse_reply_err(p->req, -r);
+	free(p);
 }
 
 static void wait_interrupt(fuse_req_t req, void *data)
@@ -49,15 +68,34 @@ static void wait_interrupt(fuse_req_t req, void *data)
 
 /* Park req's lock on fd (lk, or flock_op if lk is NULL) until it is
  * granted or interrupted; replies to req in any case. */
-static void park(fuse_req_t req, struct efs_inode *i, int fd, const struct flock *lk,
-		 int flock_op)
+static void park(fuse_req_t req, struct efs_inode *i, uint64_t owner, int fd,
+		 const struct flock *lk, int flock_op)
 {
 	struct efs_fs *fs = fs_of(req);
+	struct parked *p = calloc(1, sizeof(*p));
 	struct lw_wait *w;
 	int r;
 
-	w = lockwait_prepare(fs->locks, fd, lk, flock_op, i, wait_done, req, &r);
+	if (!p) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	*p = (struct parked){.req = req, .fs = fs, .i = i, .owner = owner, .posix = lk != NULL};
+	if (lk) {
+		p->lk = *lk;
+		/* Where the source would answer EDEADLK, so do we. */
+		r = lockdep_wait_begin(fs->lockdep, i, owner, lk);
+		if (r < 0) {
+			free(p);
+			fuse_reply_err(req, -r);
+			return;
+		}
+	}
+	w = lockwait_prepare(fs->locks, fd, lk, flock_op, i, wait_done, p, req, &r);
 	if (!w) {
+		if (lk)
+			lockdep_wait_end(fs->lockdep, i, owner, lk, false);
+		free(p);
 		fuse_reply_err(req, -r);
 		return;
 	}
@@ -85,8 +123,11 @@ void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	}
 	/* On this worker, without waiting: most locks are granted here. */
 	r = src_setlk(fd, lock, false);
-	if (r == 0 && lock->l_type != F_WRLCK)
-		lockwait_kick(fs->locks, i); /* a range freed or shared */
+	if (r == 0) {
+		lockdep_granted(fs->lockdep, i, fi->lock_owner, lock);
+		if (lock->l_type != F_WRLCK)
+			lockwait_kick(fs->locks, i); /* a range freed or shared */
+	}
 	if (r != -EAGAIN && r != -EACCES) {
 		fuse_reply_err(req, -r);
 		return;
@@ -95,7 +136,7 @@ void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_err(req, EAGAIN);
 		return;
 	}
-	park(req, i, fd, lock, 0);
+	park(req, i, fi->lock_owner, fd, lock, 0);
 }
 
 void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
@@ -111,5 +152,5 @@ void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	park(req, i, fd, NULL, op);
+	park(req, i, 0, fd, NULL, op);
 }

@@ -55,6 +55,7 @@ struct lw_wait {
 	const void *key;
 	lockwait_done_fn done;
 	void *arg;
+	const void *id;              /* the request, for interrupts */
 	bool ready;                  /* started; protected by lw->mu */
 	bool interrupted;            /* protected by lw->mu */
 	bool kicked;                 /* kicked during a try; protected by lw->mu */
@@ -207,7 +208,7 @@ static void *waiter(void *arg)
 
 struct lw_wait *lockwait_prepare(struct lockwait *lw, int fd, const struct flock *lk,
 				 int flock_op, const void *key, lockwait_done_fn done, void *arg,
-				 int *err)
+				 const void *id, int *err)
 {
 	struct lw_wait *w = calloc(1, sizeof(*w));
 
@@ -230,6 +231,7 @@ struct lw_wait *lockwait_prepare(struct lockwait *lw, int fd, const struct flock
 	w->key = key;
 	w->done = done;
 	w->arg = arg;
+	w->id = id;
 	w->backoff_ms = LOCKWAIT_POLL_MIN_MS;
 	pthread_mutex_lock(&lw->mu);
 	link_tail(lw, w);
@@ -262,13 +264,13 @@ void lockwait_start(struct lockwait *lw, struct lw_wait *w)
 	pthread_mutex_unlock(&lw->mu);
 }
 
-void lockwait_interrupt(struct lockwait *lw, const struct lw_wait *w, const void *arg)
+void lockwait_interrupt(struct lockwait *lw, const struct lw_wait *w, const void *id)
 {
 	struct lw_wait *x;
 
 	pthread_mutex_lock(&lw->mu);
 	for (x = lw->head.next; x != &lw->head; x = x->next) {
-		if (x == w && x->arg == arg) {
+		if (x == w && x->id == id) {
 			x->interrupted = true;
 			pthread_cond_signal(&lw->cv);
 			break;

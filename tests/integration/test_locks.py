@@ -595,8 +595,45 @@ def test_stop_with_waiters():
         h.unmount(m)
 
 
+def w_setlkw(state, ltype, start, length):
+    h.fcntl_lock(state["fd"], fcntl.F_SETLKW, ltype, start, length)
+    return True
+
+
+def deadlock_sequence(path):
+    """Two processes each hold a range and then wait for the other's.  Returns what the
+    second waiter got and whether the first was then granted once the second gave up."""
+    p1, p2 = worker_on(path), worker_on(path)
+    try:
+        try_call(p1, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 10)
+        try_call(p2, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 10, 10)
+        p1.call_async(w_setlkw, fcntl.F_WRLCK, 10, 10)
+        first_waits = not p1.ready(0.3)
+        second = h.ename(try_call(p2, w_setlkw, fcntl.F_WRLCK, 0, 10))
+        try_call(p2, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 0, 0)
+        kind, val = p1.result_raw(timeout=20)
+        return first_waits, second, (kind, val)
+    finally:
+        p1.close()
+        p2.close()
+
+
+def test_fcntl_deadlock_detected():
+    s, a, b = new_file("deadlock")
+    s2 = os.path.join(SRC, "deadlock-ref")
+    h.write_file(s2, b"\0" * 4096)
+    ref = deadlock_sequence(s2)
+    got = deadlock_sequence(a)
+    h.check("on SOURCE the second of two processes waiting for each other gets EDEADLK "
+            "(the reference)", ref[1] == h.ename(errno.EDEADLK), ref)
+    h.eq("through the mount, the second of two processes waiting for each other's range "
+         "gets what it gets on SOURCE, and the first is granted once the second unlocks",
+         got, ref)
+
+
 h.run_tests([test_flock_exclusive, test_flock_shared, test_flock_blocking,
              test_flock_release_on_close_and_exit, test_fcntl_ranges, test_fcntl_setlkw_blocks,
              test_fcntl_release_on_close_and_exit, test_fcntl_posix_owner,
              test_grantable_lock_creates_no_thread, test_blocked_waiters_share_one_thread,
-             test_interrupt_blocked_waiter, test_stop_with_waiters])
+             test_interrupt_blocked_waiter, test_stop_with_waiters,
+             test_fcntl_deadlock_detected])

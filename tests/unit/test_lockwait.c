@@ -101,7 +101,7 @@ static void test_kick_grants(void)
 	lockwait_counts(lw, &threads, &waits);
 	CHECK(threads == 0); /* no thread before the first wait */
 	CHECK(ofd_lock(holder, F_WRLCK) == 0);
-	w = lockwait_prepare(lw, waiter, &want_wr, 0, &key, done, &res, &err);
+	w = lockwait_prepare(lw, waiter, &want_wr, 0, &key, done, &res, &res, &err);
 	CHECK(w != NULL);
 	lockwait_start(lw, w);
 	usleep(20000); /* a few retries, all refused */
@@ -131,7 +131,7 @@ static void test_release_without_kick(void)
 	result_init(&res);
 	CHECK(lockwait_new(&lw) == 0);
 	CHECK(flock(holder, LOCK_EX | LOCK_NB) == 0);
-	w = lockwait_prepare(lw, waiter, NULL, LOCK_EX, &lw, done, &res, &err);
+	w = lockwait_prepare(lw, waiter, NULL, LOCK_EX, &lw, done, &res, &res, &err);
 	CHECK(w != NULL);
 	lockwait_start(lw, w);
 	CHECK(flock(holder, LOCK_UN) == 0);
@@ -154,8 +154,8 @@ static void test_interrupt(void)
 	result_init(&other);
 	CHECK(lockwait_new(&lw) == 0);
 	CHECK(ofd_lock(holder, F_WRLCK) == 0);
-	w = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &res, &err);
-	w2 = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &other, &err);
+	w = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &res, &res, &err);
+	w2 = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &other, &other, &err);
 	CHECK(w && w2);
 	/* Interrupted before it started (FUSE delivers an early interrupt
 	 * from inside fuse_req_interrupt_func): not lost. */
@@ -193,7 +193,7 @@ static void test_many_then_stop(void)
 	CHECK(ofd_lock(holder, F_WRLCK) == 0);
 	for (k = 0; k < NWAITS; k++) {
 		result_init(&res[k]);
-		w = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &res[k], &err);
+		w = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &res[k], &res[k], &err);
 		CHECK(w != NULL);
 		if (w)
 			lockwait_start(lw, w);
@@ -209,7 +209,7 @@ static void test_many_then_stop(void)
 	CHECK(threads == 0 && waits == 0);
 	/* After the stop a new wait is answered at once. */
 	result_init(&late);
-	w = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &late, &err);
+	w = lockwait_prepare(lw, waiter, &want_wr, 0, lw, done, &late, &late, &err);
 	CHECK(w != NULL);
 	if (w)
 		lockwait_start(lw, w);
@@ -227,7 +227,7 @@ static void test_bad_fd(void)
 
 	result_init(&res);
 	CHECK(lockwait_new(&lw) == 0);
-	CHECK(lockwait_prepare(lw, -1, &want_wr, 0, lw, done, &res, &err) == NULL);
+	CHECK(lockwait_prepare(lw, -1, &want_wr, 0, lw, done, &res, &res, &err) == NULL);
 	CHECK(err == -EBADF);
 	CHECK(res.calls == 0);
 	lockwait_free(lw);
