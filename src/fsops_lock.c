@@ -55,8 +55,11 @@ static void wait_done(void *arg, int r)
 {
 	struct parked *p = arg;
 
+	/* Granted to an owner that closed the file meanwhile (FLUSH closed
+	 * its fd): the lock lives on the wait's dup only, and goes with it. */
 	if (p->posix)
-		lockdep_wait_end(p->fs->lockdep, p->i, p->owner, &p->lk, r == 0);
+		lockdep_wait_end(p->fs->lockdep, p->i, p->owner, &p->lk,
+				 r == 0 && inode_lock_owner_fd(p->fs->itab, p->i, p->owner, false) >= 0);
 	fuse_reply_err(p->req, -r);
 	free(p);
 }
