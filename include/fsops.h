@@ -16,6 +16,8 @@
 /* Everything the ops need; passed as the session's userdata. */
 struct handle;
 struct control;
+struct lockwait;
+struct lockdep;
 
 /* Largest read request we accept: just under 1 MiB, so that a reply (data,
  * header and libfuse's slack of a page per segment) fits in a 1 MiB pipe
@@ -33,6 +35,8 @@ struct efs_fs {
 	bool logged_nofile;        /* fd exhaustion was logged */
 	bool logged_nomem;         /* an inode allocation failure was logged */
 	struct control *ctl; /* the control socket (control.c) */
+	struct lockwait *locks; /* lock requests that must wait (lockwait.c) */
+	struct lockdep *lockdep; /* who holds and waits for which ranges */
 	struct efs_stats stats;
 	pthread_mutex_t handles_mu;
 	struct handle *handles; /* open files and dirs; protected by handles_mu */
@@ -43,6 +47,10 @@ struct efs_fs {
 int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_t errlen);
 /* Start background work; after daemonizing. */
 int fsops_start(struct efs_fs *fs);
+/* The session loop ended: answer the requests still parked (lock waits,
+ * with EINTR) while the session can still carry the replies.  Before
+ * fuse_session_destroy; idempotent. */
+void fsops_stop(struct efs_fs *fs);
 void fsops_destroy(struct efs_fs *fs);
 
 /* The counters as "name value" lines: the cache's, then the inode

@@ -128,8 +128,9 @@ void itab_counts(struct inode_table *t, struct itab_counts *out);
  * owner `owner` holds its fcntl locks on i; owned by the inode.  -ENOENT if
  * the owner holds none and !create, else -errno. */
 int inode_lock_owner_fd(struct inode_table *t, struct efs_inode *i, uint64_t owner, bool create);
-/* close(2) semantics: drop all of owner's fcntl locks on i. */
-void inode_lock_owner_release(struct efs_inode *i, uint64_t owner);
+/* close(2) semantics: drop all of owner's fcntl locks on i.  Returns
+ * whether owner held any (had an fd here). */
+bool inode_lock_owner_release(struct efs_inode *i, uint64_t owner);
 
 /* Hook called with an inode about to be freed (the cache drops its state). */
 void itab_set_release_hook(struct inode_table *t, void (*fn)(struct efs_inode *, void *),

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "lockdep.h"
 #include "lockwait.h"
 #include "log.h"
 #include "source.h"
@@ -226,11 +227,18 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 	}
 	fs->handles->next = fs->handles->prev = fs->handles;
 	meta_policy_init(&fs->policy, cfg);
-	lockwait_setup();
 	fd = src_open_root(cfg->source);
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot open SOURCE '%s': %s", cfg->source, strerror(-fd));
 		return fd;
+	}
+	r = lockwait_new(&fs->locks);
+	if (r == 0)
+		r = lockdep_new(&fs->lockdep);
+	if (r < 0) {
+		close(fd);
+		snprintf(err, errlen, "cannot set up lock waits: %s", strerror(-r));
+		return r;
 	}
 	r = itab_new(&fs->itab, fd, fd_budget(cfg));
 	if (r < 0) {
@@ -274,9 +282,21 @@ int fsops_start(struct efs_fs *fs)
 	return 0;
 }
 
+void fsops_stop(struct efs_fs *fs)
+{
+	if (fs->locks)
+		lockwait_stop(fs->locks);
+}
+
 void fsops_destroy(struct efs_fs *fs)
 {
 	struct handle *head = fs->handles, *h, *next;
+
+	/* Waits hold dups of source fds: answered and closed first. */
+	lockwait_free(fs->locks);
+	fs->locks = NULL;
+	lockdep_free(fs->lockdep);
+	fs->lockdep = NULL;
 
 	/* Handles the kernel never released: the mount went away with files
 	 * still open. */

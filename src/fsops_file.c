@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "fsops_int.h"
+#include "lockdep.h"
+#include "lockwait.h"
 
 /* Reads within this distance of the previous one's end count as sequential:
  * the kernel's readahead sends several requests at once, slightly out of
@@ -265,7 +267,12 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct efs_file *f = file_of(fi);
 	int r = 0;
 
-	inode_lock_owner_release(inode_of(req, ino), fi->lock_owner);
+	/* The owner's fcntl locks go with any close of the file: parked
+	 * waits for them may go on. */
+	if (inode_lock_owner_release(inode_of(req, ino), fi->lock_owner)) {
+		lockdep_forget(fs_of(req)->lockdep, inode_of(req, ino), fi->lock_owner);
+		lockwait_kick(fs_of(req)->locks, inode_of(req, ino));
+	}
 	/* Closing a duplicate makes NFS-like sources report deferred write
 	 * errors now, where close(2) returns them, not at release.  A handle
 	 * that never opened the source has nothing to report. */
@@ -282,7 +289,8 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (f->cached)
 		cache_close(fs_of(req)->cache, inode_of(req, ino));
-	file_free(fs_of(req), f);
+	file_free(fs_of(req), f); /* its flock locks go with its fd */
+	lockwait_kick(fs_of(req)->locks, inode_of(req, ino));
 	fuse_reply_err(req, 0);
 }
 

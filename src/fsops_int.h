@@ -3,7 +3,8 @@
  * The FUSE ops are split by what they act on: fsops.c (init, destroy, the
  * ops table, the helpers below), fsops_entry.c (names and attributes),
  * fsops_file.c (open files and their I/O), fsops_lock.c (flock and fcntl
- * locks, waits in lockwait.c), fsops_dir.c (directory listings) and
+ * locks; waits in lockwait.c, deadlocks in lockdep.c), fsops_dir.c
+ * (directory listings) and
  * fsops_xattr.c (extended attributes, our reserved names among them).
  *
  * Conventions of every op: decode the request, call inode/cache/source,

@@ -665,7 +665,7 @@ int inode_lock_owner_fd(struct inode_table *t, struct efs_inode *i, uint64_t own
 }
 
 /* close(2) drops all the closing process's fcntl locks on the file. */
-void inode_lock_owner_release(struct efs_inode *i, uint64_t owner)
+bool inode_lock_owner_release(struct efs_inode *i, uint64_t owner)
 {
 	struct efs_lock_owner **pp, *o = NULL;
 
@@ -678,8 +678,9 @@ void inode_lock_owner_release(struct efs_inode *i, uint64_t owner)
 		}
 	}
 	pthread_mutex_unlock(&i->lock);
-	if (o) {
-		close(o->fd); /* the last fd of its description: its locks go */
-		free(o);
-	}
+	if (!o)
+		return false;
+	close(o->fd); /* the last fd of its description: its locks go */
+	free(o);
+	return true;
 }

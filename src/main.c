@@ -225,6 +225,8 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_idle_threads(loop, cfg.max_threads);
 	r = fuse_session_loop_mt(se, loop);
 	fuse_loop_cfg_destroy(loop);
+	/* Parked lock waits get EINTR while the session can carry it. */
+	fsops_stop(&fs);
 	/* libfuse's signal handler leaves the signal number as the result. */
 	ret = (r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP) ? EXIT_SUCCESS
 								   : EXIT_FAILURE;

@@ -9,6 +9,7 @@ files, never with timing thresholds."""
 import errno
 import fcntl
 import os
+import signal
 import time
 
 import harness as h  # noqa: E402
@@ -397,6 +398,240 @@ def test_fcntl_posix_owner():
                                   for st, g, r in zip(steps, got, ref) if g != r))
 
 
+# --- locks at FUSE speed: no thread per lock, cheap waits (issue 8 item 5) ---------------
+
+def daemon_threads(m):
+    """The daemon's threads now: (count, how many are the lock waiter)."""
+    pids = m.daemon_pids()
+    if not pids:
+        return -1, -1
+    names = []
+    for t in os.listdir("/proc/%d/task" % pids[0]):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pids[0], t)) as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return len(names), names.count("efs-lockwait")
+
+
+_one_worker = []
+
+
+def one_worker_mount():
+    """A mount of its own with ONE FUSE worker thread (max_threads=1), so libfuse's pool
+    cannot grow: every thread the daemon gains is one the lock code made, and a wait that
+    occupied the worker would stall the whole mount."""
+    if not _one_worker:
+        src = os.path.join(BASE, "src-1w")
+        h.mkdirs(src)
+        _one_worker.append((src, h.mount_efscache(src, os.path.join(BASE, "mnt-1w"),
+                                                  "max_threads=1",
+                                                  cache_dir=os.path.join(BASE, "cache-1w"))))
+    return _one_worker[0]
+
+
+def w_lock_cycle(state, n):
+    """n rounds of locks that are free: both the non-blocking and the blocking forms."""
+    for _ in range(n):
+        for cmd in (fcntl.F_SETLK, fcntl.F_SETLKW):
+            h.fcntl_lock(state["fd"], cmd, fcntl.F_WRLCK, 0, 10)
+            h.fcntl_lock(state["fd"], cmd, fcntl.F_UNLCK, 0, 10)
+        for op in (fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX, fcntl.LOCK_SH):
+            fcntl.flock(state["fd"], op)
+            fcntl.flock(state["fd"], fcntl.LOCK_UN)
+    return True
+
+
+def test_grantable_lock_creates_no_thread():
+    src, m = one_worker_mount()
+    h.write_file(os.path.join(src, "no-thread"), b"\0" * 4096)
+    wa = worker_on(m.path("no-thread"))
+    try:
+        wa.call(w_lock_cycle, 2)
+        before = daemon_threads(m)
+        wa.call(w_lock_cycle, 200)
+        after = daemon_threads(m)
+        h.check("1,400 lock calls that are granted at once (F_SETLK, F_SETLKW, flock with and "
+                "without LOCK_NB) start no thread in the daemon",
+                before[0] > 0 and after == before, "threads (all, lock waiter) before %s, "
+                "after %s" % (before, after))
+    finally:
+        wa.close()
+
+
+def test_blocked_waiters_share_one_thread():
+    src, m = one_worker_mount()
+    h.write_file(os.path.join(src, "many-waiters"), b"\0" * 4096)
+    a = m.path("many-waiters")
+    marker = os.path.join(BASE, "many-waiters-marker")
+    n = 8
+    holder = worker_on(a)
+    waiters = []
+    try:
+        h.eq("F_SETLK F_WRLCK [0,100) via A", try_call(holder, w_setlk, fcntl.F_SETLK,
+                                                       fcntl.F_WRLCK, 0, 100), 0)
+        before = daemon_threads(m)
+        for _ in range(n):
+            w = worker_on(a)
+            waiters.append(w)
+            w.call_async(w_setlkw_then_check, marker)
+        h.check("%d F_SETLKW all wait while the holder has the range" % n,
+                not any(w.ready(0.3) for w in waiters))
+        during = daemon_threads(m)
+        h.check("%d blocked waiters add one lock waiter thread to the daemon, not a thread "
+                "each" % n, during[0] <= before[0] + 1 and during[1] == 1,
+                "threads (all, lock waiter) before %s, with %d waiters %s"
+                % (before, n, during))
+        h.check("with every waiter parked, the mount's one FUSE worker still serves others",
+                try_call(holder, w_getlk, fcntl.F_WRLCK, 0, 1) == 0)
+        holder.call(w_unlock_after_marker, marker, "fcntl")
+        left, order_ok, granted = list(waiters), True, 0
+        while left:
+            got = [w for w in left if w.ready(0.05)]
+            deadline = time.monotonic() + 20
+            while not got and time.monotonic() < deadline:
+                got = [w for w in left if w.ready(0.05)]
+            if not got:
+                break
+            if len(got) != 1:
+                order_ok = False
+            w = got[0]
+            kind, val = w.result_raw(timeout=5)
+            granted += kind == "ok" and val is True
+            left.remove(w)
+            w.close()  # releases its lock: the next waiter's turn
+        h.check("each of the %d waiters is granted the range in turn, one at a time, after "
+                "the holder released it" % n, granted == n and order_ok,
+                "granted %d, more than one at once: %s" % (granted, not order_ok))
+    finally:
+        holder.close()
+        for w in waiters:
+            w.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _on_alarm(sig, frame):
+    raise _Interrupted()
+
+
+def w_wait_interrupted(state, kind, start, length):
+    """Block in F_SETLKW (or flock LOCK_EX) until SIGALRM; the handler raises, so the call
+    only returns here if the blocking system call itself returned (EINTR)."""
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        if kind == "flock":
+            fcntl.flock(state["fd"], fcntl.LOCK_EX)
+        else:
+            h.fcntl_lock(state["fd"], fcntl.F_SETLKW, fcntl.F_WRLCK, start, length)
+        return "granted"
+    except _Interrupted:
+        return "interrupted"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_interrupt_blocked_waiter():
+    for kind in ("fcntl", "flock"):
+        s, a, b = new_file("interrupt-" + kind)
+        holder, waiter, probe = worker_on(a), worker_on(a), worker_on(b)
+        try:
+            if kind == "flock":
+                try_call(holder, w_flock, fcntl.LOCK_EX)
+            else:
+                try_call(holder, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 100)
+            kind_, val = waiter.call_raw(w_wait_interrupted, kind, 0, 100, timeout=20)
+            h.check("a signal to a process blocked in %s via the mount ends its wait: the "
+                    "call returns EINTR" % ("F_SETLKW" if kind == "fcntl" else "flock"),
+                    (kind_, val) == ("ok", "interrupted"), (kind_, val))
+            if kind == "flock":
+                try_call(holder, w_flock, fcntl.LOCK_UN)
+                r = eventually(lambda: flock_probe(probe))
+            else:
+                try_call(holder, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 0, 0)
+                r = eventually(lambda: fcntl_probe(probe))
+            h.check("after the interrupt the %s wait holds nothing: another process gets the "
+                    "lock once the holder releases it" % kind, r == 0, h.ename(r))
+        finally:
+            for w in (holder, waiter, probe):
+                w.close()
+
+
+def test_stop_with_waiters():
+    src = os.path.join(BASE, "src-stop")
+    h.mkdirs(src)
+    h.write_file(os.path.join(src, "f"), b"\0" * 4096)
+    m = h.mount_efscache(src, os.path.join(BASE, "mnt-stop"), foreground=True,
+                         cache_dir=os.path.join(BASE, "cache-stop"))
+    holder = worker_on(m.path("f"))
+    waiters = []
+    try:
+        try_call(holder, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 100)
+        for _ in range(3):
+            w = worker_on(m.path("f"))
+            w.call_async(w_setlkw_then_check, os.path.join(BASE, "stop-marker"))
+            waiters.append(w)
+        h.check("three F_SETLKW wait on the mount", not any(w.ready(0.3) for w in waiters))
+        m.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = m.proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001
+            rc = "still running 30 s after SIGTERM"
+        h.eq("the daemon stops on SIGTERM with lock waiters parked, exit 0", rc, 0)
+        res = [w.result_raw(timeout=20) for w in waiters]
+        h.check("every blocked waiter's call returns with an error when the daemon stops",
+                all(k == "errno" for k, _ in res), res)
+    finally:
+        holder.close()
+        for w in waiters:
+            w.close()
+        h.unmount(m)
+
+
+def w_setlkw(state, ltype, start, length):
+    h.fcntl_lock(state["fd"], fcntl.F_SETLKW, ltype, start, length)
+    return True
+
+
+def deadlock_sequence(path):
+    """Two processes each hold a range and then wait for the other's.  Returns what the
+    second waiter got and whether the first was then granted once the second gave up."""
+    p1, p2 = worker_on(path), worker_on(path)
+    try:
+        try_call(p1, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 10)
+        try_call(p2, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 10, 10)
+        p1.call_async(w_setlkw, fcntl.F_WRLCK, 10, 10)
+        first_waits = not p1.ready(0.3)
+        second = h.ename(try_call(p2, w_setlkw, fcntl.F_WRLCK, 0, 10))
+        try_call(p2, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 0, 0)
+        kind, val = p1.result_raw(timeout=20)
+        return first_waits, second, (kind, val)
+    finally:
+        p1.close()
+        p2.close()
+
+
+def test_fcntl_deadlock_detected():
+    s, a, b = new_file("deadlock")
+    s2 = os.path.join(SRC, "deadlock-ref")
+    h.write_file(s2, b"\0" * 4096)
+    ref = deadlock_sequence(s2)
+    got = deadlock_sequence(a)
+    h.check("on SOURCE the second of two processes waiting for each other gets EDEADLK "
+            "(the reference)", ref[1] == h.ename(errno.EDEADLK), ref)
+    h.eq("through the mount, the second of two processes waiting for each other's range "
+         "gets what it gets on SOURCE, and the first is granted once the second unlocks",
+         got, ref)
+
+
 h.run_tests([test_flock_exclusive, test_flock_shared, test_flock_blocking,
              test_flock_release_on_close_and_exit, test_fcntl_ranges, test_fcntl_setlkw_blocks,
-             test_fcntl_release_on_close_and_exit, test_fcntl_posix_owner])
+             test_fcntl_release_on_close_and_exit, test_fcntl_posix_owner,
+             test_grantable_lock_creates_no_thread, test_blocked_waiters_share_one_thread,
+             test_interrupt_blocked_waiter, test_stop_with_waiters,
+             test_fcntl_deadlock_detected])
