@@ -43,6 +43,7 @@ _all_daemons = set()  # every daemon PID seen, for sanitizer reports
 _stderr_files = []  # captured stderr of every daemon we started
 _finished = [False]
 _cleanups = []  # (stage, fn)
+_cleanup_lock = threading.RLock()
 _watchdog_hooks = []
 
 
@@ -246,8 +247,18 @@ def cleanup():
     the hooks registered with on_cleanup(), in stage order."""
     if os.getpid() != _main_pid:
         return
-    for _, fn in list(_cleanups):
-        fn()
+    # One at a time: the watchdog thread and the main thread may both get here.  The
+    # watchdog must not wait forever behind a main thread stuck in a hung mount.
+    locked = _cleanup_lock.acquire(timeout=60)
+    try:
+        for _, fn in list(_cleanups):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - the next stages must still run
+                check("cleanup: %s" % fn.__name__, False, "%s: %s" % (type(e).__name__, e))
+    finally:
+        if locked:
+            _cleanup_lock.release()
 
 
 atexit.register(cleanup)
