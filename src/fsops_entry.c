@@ -159,7 +159,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	int openfd = fi ? file_of(fi)->fd : -1;
+	int openfd = fi ? file_fd_now(file_of(fi)) : -1;
 	int r = 0, fd = ifd(fs, i);
 
 	if (fd < 0) {

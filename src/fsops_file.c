@@ -74,7 +74,7 @@ int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
 	if (f->fd < 0) {
 		fd = source_open_object(fs, i, source_flags(f->flags));
 		if (fd >= 0)
-			f->fd = fd;
+			__atomic_store_n(&f->fd, fd, __ATOMIC_RELEASE);
 	}
 	fd = f->fd >= 0 ? f->fd : fd;
 	pthread_mutex_unlock(&f->mu);
@@ -203,7 +203,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct efs_inode *i = inode_of(req, ino);
 	bool seq = note_sequential(file_of(fi), off, size);
 
-	n = cache_read(fs->cache, i, file_of(fi)->fd, off, size, seq, &rd);
+	n = cache_read(fs->cache, i, file_fd_now(file_of(fi)), off, size, seq, &rd);
 	if (n == -EBADFD) {
 		/* The read must go to the source: give the handle its fd. */
 		int fd = file_fd(fs, i, file_of(fi));

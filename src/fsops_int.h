@@ -79,6 +79,14 @@ static inline struct efs_file *file_of(struct fuse_file_info *fi)
 	return (struct efs_file *)(uintptr_t)fi->fh;
 }
 
+/* The handle's source fd as it is now, or -1, for readers that do not hold
+ * f->mu: file_fd() may set it on another thread meanwhile (atomic, so
+ * they see -1 or the open fd, never a torn value). */
+static inline int file_fd_now(struct efs_file *f)
+{
+	return __atomic_load_n(&f->fd, __ATOMIC_ACQUIRE);
+}
+
 static inline struct efs_dir *dir_of(struct fuse_file_info *fi)
 {
 	return (struct efs_dir *)(uintptr_t)fi->fh;

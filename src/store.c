@@ -1,9 +1,14 @@
 /* store.c - cache_dir layout, metadata records, chunk I/O.
  *
  * State: an fd of cache_dir (every path below it is opened relative to
- * it), the lock fd, and the fd of the v1/ directory.  No locks of its own:
- * callers serialize access to one record (the cache entry's lock); distinct
- * records are independent files.  See store.h for the format.
+ * it), the lock fd, and the fd of the v1/ directory.  Callers serialize
+ * access to one record (the cache entry's lock); distinct records are
+ * independent files.  One lock of its own, fds_mu, a leaf: the sweeper
+ * replaces the three fds when cache_dir is recreated (store_check_dir,
+ * write-locked) while readers, writers and the control thread use them
+ * (read-locked for the one call that takes the fd), so no call ever gets
+ * an fd that was closed, or reused for another file, under it.  See
+ * store.h for the format.
  */
 #include "store.h"
 
@@ -12,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +47,19 @@ struct store {
 			* holds its lock; every record call fails with -EBUSY */
 	dev_t dev;
 	ino_t ino;
+	pthread_rwlock_t fds_mu; /* dir_fd, layout_fd, lock_fd, dev, ino */
 };
+
+/* Read-lock the fds for one call that uses them (see the top comment). */
+static void fds_rdlock(struct store *s)
+{
+	pthread_rwlock_rdlock(&s->fds_mu);
+}
+
+static void fds_unlock(struct store *s)
+{
+	pthread_rwlock_unlock(&s->fds_mu);
+}
 
 /* ---- little-endian encoding ------------------------------------------- */
 
@@ -301,6 +319,7 @@ int store_open(struct store **out, const char *cache_dir, char *err, size_t errl
 
 	if (!s)
 		return -ENOMEM;
+	pthread_rwlock_init(&s->fds_mu, NULL);
 	s->dir_fd = s->layout_fd = s->lock_fd = -1;
 	s->path = strdup(cache_dir);
 	if (!s->path) {
@@ -341,6 +360,7 @@ void store_close(struct store *s)
 		close(s->lock_fd);
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
+	pthread_rwlock_destroy(&s->fds_mu);
 	free(s->path);
 	free(s);
 }
@@ -357,18 +377,26 @@ static bool is_lost(const struct store *s)
 
 bool store_dir_ok(const struct store *s)
 {
+	struct store *w = (struct store *)s; /* the lock only */
 	struct stat st, now;
+	bool ok;
 
-	return !is_lost(s) && fstat(s->dir_fd, &st) == 0 && st.st_nlink > 0 &&
-	       stat(s->path, &now) == 0 && now.st_dev == s->dev && now.st_ino == s->ino &&
-	       fstat(s->layout_fd, &st) == 0 && st.st_nlink > 0;
+	if (is_lost(s))
+		return false;
+	fds_rdlock(w);
+	ok = fstat(s->dir_fd, &st) == 0 && st.st_nlink > 0 && stat(s->path, &now) == 0 &&
+	     now.st_dev == s->dev && now.st_ino == s->ino && fstat(s->layout_fd, &st) == 0 &&
+	     st.st_nlink > 0;
+	fds_unlock(w);
+	return ok;
 }
+
+static int replace_dir_locked(struct store *s, int fd);
 
 int store_check_dir(struct store *s)
 {
-	struct stat st;
 	char err[256];
-	int fd;
+	int fd, r;
 
 	if (store_dir_ok(s))
 		return 0;
@@ -377,6 +405,19 @@ int store_check_dir(struct store *s)
 	fd = open_cache_dir(s->path, err, sizeof(err));
 	if (fd < 0)
 		return fd;
+	/* Rare (cache_dir was removed): the few calls below run under the
+	 * write lock so that no other thread sees a closed fd. */
+	pthread_rwlock_wrlock(&s->fds_mu);
+	r = replace_dir_locked(s, fd);
+	fds_unlock(s);
+	return r;
+}
+
+static int replace_dir_locked(struct store *s, int fd)
+{
+	struct stat st;
+	char err[256];
+
 	close(s->dir_fd);
 	s->dir_fd = fd;
 	fstat(fd, &st);
@@ -439,8 +480,12 @@ static int open_rel(struct store *s, const struct store_key *k, const char *ext,
 	int fd;
 
 	rel_name(k, ext, name, sizeof(name));
+	fds_rdlock(s);
 	fd = openat(s->layout_fd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		fd = -errno;
+	fds_unlock(s);
+	return fd;
 }
 
 /* The whole range or -ENODATA: a record or chunk is never short. */
@@ -542,26 +587,36 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 	if (r < 0)
 		return r;
 	snprintf(sub, sizeof(sub), "%.2s", k->hex);
-	if (mkdirat(s->layout_fd, sub, 0700) < 0 && errno != EEXIST)
-		return -errno;
 	store_encode_header(id, chunk_size, prep.nchunks, hdr);
 	/* The pid marks it as ours: the startup scan removes only others'. */
 	snprintf(tmp, sizeof(tmp), "%s/%s.meta.tmp.%ld", sub, k->hex, (long)getpid());
+	rel_name(k, "meta", name, sizeof(name));
+	/* Made and renamed in one v1/ directory: the fds stay put meanwhile. */
+	fds_rdlock(s);
+	if (mkdirat(s->layout_fd, sub, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		fds_unlock(s);
+		return r;
+	}
 	fd = openat(s->layout_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		r = -errno;
+		fds_unlock(s);
+		return r;
+	}
 	r = io_pwrite_full(fd, hdr, sizeof(hdr), 0);
 	/* Slots all zero = all empty: a sparse tail costs no blocks. */
 	if (r == 0 && ftruncate(fd, STORE_HEADER_SIZE + (off_t)prep.nchunks * STORE_SLOT_SIZE) < 0)
 		r = -errno;
-	rel_name(k, "meta", name, sizeof(name));
 	if (r == 0 && renameat(s->layout_fd, tmp, s->layout_fd, name) < 0)
 		r = -errno;
 	if (r < 0) {
 		close(fd);
 		unlinkat(s->layout_fd, tmp, 0);
-		return r;
 	}
+	fds_unlock(s);
+	if (r < 0)
+		return r;
 	*f = prep;
 	f->meta_fd = fd;
 	/* Only now drop the old bytes: the new record already disowns them. */
@@ -615,12 +670,14 @@ int store_remove(struct store *s, const struct store_key *k)
 
 	if (is_lost(s))
 		return -EBUSY;
+	fds_rdlock(s);
 	rel_name(k, "meta", name, sizeof(name));
 	if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
 		r = -errno;
 	rel_name(k, "data", name, sizeof(name));
 	if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
 		r = -errno;
+	fds_unlock(s);
 	return r;
 }
 
@@ -724,7 +781,9 @@ int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg)
 
 	if (is_lost(s))
 		return -EBUSY;
+	fds_rdlock(s);
 	lfd = fcntl(s->layout_fd, F_DUPFD_CLOEXEC, 0);
+	fds_unlock(s);
 	top = lfd >= 0 ? fdopendir(lfd) : NULL;
 	if (!top) {
 		if (lfd >= 0)
@@ -738,7 +797,7 @@ int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg)
 
 		if (d->d_name[0] == '.' || strlen(d->d_name) != 2)
 			continue;
-		sfd = openat(s->layout_fd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		sfd = openat(lfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sfd < 0)
 			continue;
 		sub = fdopendir(sfd);
@@ -782,9 +841,13 @@ int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg)
 int store_fs_space(struct store *s, uint64_t *avail, uint64_t *total)
 {
 	struct statvfs v;
+	int r;
 
-	if (fstatvfs(s->dir_fd, &v) < 0)
-		return -errno;
+	fds_rdlock(s);
+	r = fstatvfs(s->dir_fd, &v) < 0 ? -errno : 0;
+	fds_unlock(s);
+	if (r < 0)
+		return r;
 	*avail = (uint64_t)v.f_bavail * v.f_frsize;
 	*total = (uint64_t)v.f_blocks * v.f_frsize;
 	return 0;

@@ -48,7 +48,7 @@ build() {
 run_tests() {
     local dir=$1 name=$2 log; shift 2
     log="$logs/$name.txt"
-    EFSCACHE_TEST_TIMEOUT=$((280 * MULT)) \
+    EFSCACHE_TEST_TIMEOUT=$((280 * MULT)) EFSCACHE_TIMEOUT_SCALE=$MULT \
         meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 \
         --timeout-multiplier "$MULT" "$@" >"$log" 2>&1
     local o f t

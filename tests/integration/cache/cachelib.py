@@ -185,8 +185,9 @@ def read_range(path, off, n):
 
 def wait_for(cond, timeout, step=0.05):
     """Poll cond() until it is true or timeout seconds passed; returns its last value.
-    Only used to wait for an event, never to assert a duration."""
-    deadline = time.monotonic() + timeout
+    Only used to wait for an event, never to assert a duration (so a slow build may
+    multiply it: h.TIMEOUT_SCALE)."""
+    deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
     while True:
         v = cond()
         if v or time.monotonic() > deadline:

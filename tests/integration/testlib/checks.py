@@ -29,16 +29,21 @@ import traceback
 __all__ = ["check", "eq", "skip", "note", "failed", "errno_of", "ename", "check_errno",
            "run_tests", "SANITIZER_MARKERS", "note_daemon_pids", "note_stderr_file",
            "check_sanitizer_reports", "finish", "cleanup", "on_cleanup", "on_watchdog",
-           "start_watchdog"]
+           "start_watchdog", "TIMEOUT_SCALE"]
 
 _failures = []
 _count = 0
 _lock = threading.Lock()
 _main_pid = os.getpid()
+# How much slower than a plain build the daemons run (tests/race.sh: TSan x4, valgrind
+# x10): waits for an event (a worker's answer, cachelib.wait_for) are multiplied by it.
+# Never a threshold on a duration: only how long to wait before calling it a hang.
+TIMEOUT_SCALE = float(os.environ.get("EFSCACHE_TIMEOUT_SCALE", "1"))
 _all_daemons = set()  # every daemon PID seen, for sanitizer reports
 _stderr_files = []  # captured stderr of every daemon we started
 _finished = [False]
 _cleanups = []  # (stage, fn)
+_cleanup_lock = threading.RLock()
 _watchdog_hooks = []
 
 
@@ -242,8 +247,18 @@ def cleanup():
     the hooks registered with on_cleanup(), in stage order."""
     if os.getpid() != _main_pid:
         return
-    for _, fn in list(_cleanups):
-        fn()
+    # One at a time: the watchdog thread and the main thread may both get here.  The
+    # watchdog must not wait forever behind a main thread stuck in a hung mount.
+    locked = _cleanup_lock.acquire(timeout=60)
+    try:
+        for _, fn in list(_cleanups):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - the next stages must still run
+                check("cleanup: %s" % fn.__name__, False, "%s: %s" % (type(e).__name__, e))
+    finally:
+        if locked:
+            _cleanup_lock.release()
 
 
 atexit.register(cleanup)

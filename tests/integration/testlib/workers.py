@@ -8,6 +8,7 @@ Contract:
   args and result are pickled (module-level functions only); `state` is a dict kept across
   calls.  call() returns the value or raises OSError(errno); call_async() + ready() +
   result_raw() observe a call that blocks (F_SETLKW).  A worker's fds close when it exits.
+- Waits for an answer (as_user, result_raw, call) are multiplied by TIMEOUT_SCALE.
 - Children never run the parent's cleanup (they leave by os._exit); cleanup (stage 10)
   closes every worker, killing one blocked in a call; the watchdog SIGKILLs them all.
 """
@@ -21,7 +22,7 @@ import sys
 import time
 import traceback
 
-from .checks import on_cleanup, on_watchdog
+from .checks import TIMEOUT_SCALE, on_cleanup, on_watchdog
 
 __all__ = ["drop_privs", "as_user", "Worker"]
 
@@ -60,7 +61,7 @@ def as_user(uid, gid, fn, *args, groups=(), umask=None, timeout=30):
     os.close(w)
     try:
         try:
-            res = _recv(r, time.monotonic() + timeout)
+            res = _recv(r, time.monotonic() + timeout * TIMEOUT_SCALE)
         except TimeoutError:
             res = ("timeout", None)
             os.kill(pid, signal.SIGKILL)
@@ -191,7 +192,7 @@ class Worker:
     def result_raw(self, timeout=30):
         assert self.pending
         try:
-            res = _recv(self.rfd, time.monotonic() + timeout)
+            res = _recv(self.rfd, time.monotonic() + timeout * TIMEOUT_SCALE)
         except TimeoutError:
             return ("timeout", None)
         self.pending = False
