@@ -160,8 +160,32 @@ static void test_records(const char *base)
 		CHECK(slots[0].len == 0 && slots[1].len == sizeof(chunk) && slots[1].hash == sl.hash);
 		{
 			static char back[sizeof(chunk)];
+			struct store_slot bad = sl;
+			const char *why = "";
+
 			CHECK(store_read_chunk(&g, 1, back, sizeof(back)) == 0);
 			CHECK(!memcmp(back, chunk, sizeof(chunk)));
+			/* The one chunk check: length, presence, hash. */
+			CHECK(store_chunk_len(&g, 0) == sizeof(chunk));
+			CHECK(store_chunk_len(&g, 3) == 5);
+			CHECK(store_chunk_len(&g, 4) == 0);
+			memset(back, 0, sizeof(back));
+			CHECK(store_verify_chunk(&g, 1, &sl, back, &why) == 0 && why == NULL);
+			CHECK(!memcmp(back, chunk, sizeof(chunk)));
+			bad.hash ^= 1;
+			CHECK(store_verify_chunk(&g, 1, &bad, back, &why) == -EBADMSG);
+			CHECK(why && !strcmp(why, "checksum mismatch"));
+			bad = sl;
+			bad.len = sizeof(chunk) - 1;
+			CHECK(store_verify_chunk(&g, 1, &bad, back, &why) == -EBADMSG);
+			CHECK(why && !strcmp(why, "not the length of its chunk"));
+			bad.len = sizeof(chunk) + 1;
+			CHECK(store_verify_chunk(&g, 1, &bad, back, &why) == -EBADMSG);
+			CHECK(why && !strcmp(why, "longer than a chunk"));
+			/* Chunk 3 lies past the end of the data file: missing. */
+			CHECK(store_verify_chunk(&g, 3, &(struct store_slot){.hash = 0, .len = 5}, back,
+						 &why) == -EBADMSG);
+			CHECK(why && !strcmp(why, "data missing"));
 		}
 		free(slots);
 		/* Dropping a chunk empties its slot. */
