@@ -46,7 +46,9 @@ struct efs_inode {
 	uint64_t nlookup;         /* the kernel's references */
 	uint64_t refs;            /* children whose parent this is, and callers
 				   * inside inode_fd_get() */
-	struct efs_inode *next;   /* hash chain */
+	struct efs_inode *next;   /* hash chain, or the list of superseded inodes */
+	bool superseded;          /* its number now names another object: out of
+				   * the hash, alive until the kernel forgets it */
 	struct efs_inode *parent; /* where the name was last seen; NULL for the root */
 	char *name;               /* its name in parent */
 	struct timespec btime;    /* birth time, if the source records it */

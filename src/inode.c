@@ -47,6 +47,7 @@ struct inode_table {
 	struct efs_inode **buckets; /* protected by lock */
 	size_t nbuckets;            /* power of two; protected by lock */
 	uint64_t count;             /* protected by lock */
+	struct efs_inode *superseded; /* inodes out of the hash (itab_get); lock */
 	struct efs_inode lru;       /* list head: next = most recent */
 	uint64_t nfds;              /* protected by lock */
 	uint64_t reopens;           /* protected by lock */
@@ -221,6 +222,12 @@ void itab_free(struct inode_table *t)
 			inode_destroy(t, i);
 		}
 	}
+	while (t->superseded) {
+		struct efs_inode *i = t->superseded;
+
+		t->superseded = i->next;
+		inode_destroy(t, i);
+	}
 	if (t->release)
 		t->release(&t->root, t->release_arg);
 	close_lock_owners(&t->root);
@@ -283,7 +290,8 @@ static bool unhash_if_dead_locked(struct inode_table *t, struct efs_inode *i, in
 	*fd = -1;
 	if (i == &t->root || i->nlookup || i->refs)
 		return false;
-	pp = &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
+	pp = i->superseded ? &t->superseded
+			   : &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
 	while (*pp && *pp != i)
 		pp = &(*pp)->next;
 	if (*pp)
@@ -345,6 +353,32 @@ static struct efs_inode *set_place_locked(struct efs_inode *i, struct efs_inode 
 	return old;
 }
 
+/* Is the object of st (with its birth time, if known) another object than
+ * the one i was made for, under the same inode number? */
+static bool is_other_object(const struct efs_inode *i, const struct stat *st, bool has_btime,
+			    const struct timespec *btime)
+{
+	if (i->type != (st->st_mode & S_IFMT))
+		return true;
+	return has_btime && i->has_btime &&
+	       (i->btime.tv_sec != btime->tv_sec || i->btime.tv_nsec != btime->tv_nsec);
+}
+
+/* Move i from the hash to the list of superseded inodes.  Caller holds
+ * t->lock; i is not the root. */
+static void supersede_locked(struct inode_table *t, struct efs_inode *i)
+{
+	struct efs_inode **pp = &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
+
+	while (*pp && *pp != i)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = i->next;
+	i->superseded = true;
+	i->next = t->superseded;
+	t->superseded = i;
+}
+
 struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, const char *name,
 			   int fd, const struct stat *st)
 {
@@ -370,6 +404,14 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	}
 	pthread_mutex_lock(&t->lock);
 	i = find_locked(t, st->st_dev, st->st_ino);
+	if (i && is_other_object(i, st, has_btime, &btime)) {
+		/* The number was reused for a new object (the old one is gone
+		 * but the kernel still holds its inode): the old inode leaves
+		 * the hash and lives on until it is forgotten; the new object
+		 * gets an inode of its own. */
+		supersede_locked(t, i);
+		i = NULL;
+	}
 	if (i) {
 		i->nlookup++;
 		old = set_place_locked(i, parent, nm);
