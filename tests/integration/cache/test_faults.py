@@ -134,6 +134,8 @@ def test_estale_replaced():
     st = fy.st
     cl.check_content("f cached", st.p("f"), st.s("f"), fy.want["f"])
     fd_old = os.open(st.p("f"), os.O_RDONLY)
+    s0 = st.stats()
+    old_ino = os.stat(st.e("f")).st_ino
     new = cl.make_file(st.s(".f.new"), 3 * MiB + 5, seed=13)
     os.rename(st.s(".f.new"), st.s("f"))
     e0 = st.emu_stats()
@@ -148,6 +150,10 @@ def test_estale_replaced():
             (err == 0 and cl.sha(data) == fy.want["f"]) or err in (errno.ESTALE, errno.EIO),
             ename(err))
     os.close(fd_old)
+    h.note("replaced on another host: the old file's record %s" % (
+        "was freed" if cl.delta(st.stats(), s0, "cache_entries") < 0 or not any(
+            cl.read_header(m)["ino"] == old_ino for m, _ in cl.records(st.cache_dir)
+            if cl.read_header(m)) else "stays until evicted"))
     fy.other_served("replaced")
     cl.drop_caches()
     e0 = st.emu_file_stats("f").get("read_bytes", 0)
@@ -269,13 +275,21 @@ def test_hang_interrupted():
     h.check("buffered reader + SIGKILL while the source still hangs: it dies", died)
     h.check("the source was still hanging", st.emu_stats()["hung_now"] >= 1)
     fy.other_served("after the interrupts")
+    # unmount while a worker still waits in the source: the mount goes at once, the
+    # daemon stays until the source answers (nothing interrupts a hard mount's call)
+    r = cl.run(["fusermount3", "-u", st.mnt], timeout=60)
+    h.check("unmount while the source hangs: fusermount3 -u returns and the mount is gone",
+            r.returncode == 0 and not h.is_mounted(st.mnt), r.stderr)
+    h.check("... the daemon waits for the source in one thread",
+            len(threads_in_source(pid)) >= 1, str(threads_in_source(pid)))
     st.emu_set("hang", "")
-    left = cl.wait_for(lambda: not threads_in_source(pid), 60)
-    h.check("source answered: no daemon thread left waiting in the source", left,
-            str(threads_in_source(pid)))
+    gone = cl.wait_for(lambda: not st.m.daemon_pids(), 60)
+    h.check("source answered: the daemon exits", gone)
+    h.check("clean unmount", not st.umount())
+    st.mount()
     cl.drop_caches()
     cl.check_content("source answered: f reads right", st.p("f"), st.s("f"), fy.want["f"])
-    h.check("clean unmount (the daemon exits)", not st.umount())
+    h.check("clean unmount", not st.umount())
 
 
 def test_enotconn():
