@@ -376,10 +376,12 @@ def test_bytes_change_between_reads():
     exactly what the source holds: no page of an earlier version comes from the cache."""
     fy = Faulty()
     st = fy.st
-    orig = src_bytes(st, "f")
-    st.emu_set("flip_reads", "f")
+    # a file of its own, 1 MiB: every read request rewrites all of it
+    cl.make_file(st.s("c"), MiB + 4096, seed=15)
+    orig = src_bytes(st, "c")
+    st.emu_set("flip_reads", "c")
     for rnd in range(3):
-        err, data = attempt(read_all, st.p("f"))
+        err, data = attempt(read_all, st.p("c"))
         h.check("round %d: the read succeeds with the file's length" % rnd,
                 err == 0 and len(data) == len(orig), ename(err))
         if data:
@@ -388,17 +390,17 @@ def test_bytes_change_between_reads():
     h.check("the emu changed the file between reads", st.emu_stats()["faults"] >= 2)
     fy.other_served("bytes changing")
     st.emu_set("flip_reads", "")
-    now = src_bytes(st, "f")
+    now = src_bytes(st, "c")
     for rnd in range(2):
         cl.drop_caches()
-        err, data = attempt(read_all, st.p("f"))
+        err, data = attempt(read_all, st.p("c"))
         h.check("changes stopped, open %d: exactly the source's bytes" % rnd,
                 err == 0 and data == now,
                 "%s, %d pages differ" % (ename(err), sum(
                     1 for i in range(0, len(now), 4096)
                     if not data or data[i:i + 4096] != now[i:i + 4096])))
     cl.drop_caches()
-    fy.still_cached("bytes changed", "f", 4 * MiB)
+    fy.still_cached("bytes changed", "c", MiB + 4096)
     h.check("clean unmount", not st.umount())
 
 
