@@ -86,6 +86,10 @@ void itab_forget(struct inode_table *t, struct efs_inode *ino, uint64_t n);
 /* The inode of (dev, ino) if the kernel knows it, else NULL; no reference
  * is taken, so only for callers that hold one another way. */
 struct efs_inode *itab_find(struct inode_table *t, dev_t dev, ino_t ino);
+/* Keep i in the table without a lookup reference (a worker that goes on
+ * using it after its request was answered); itab_unhold gives it back. */
+void itab_hold(struct inode_table *t, struct efs_inode *i);
+void itab_unhold(struct inode_table *t, struct efs_inode *i);
 /* The object was renamed through the mount: it now lives in newparent. */
 void itab_moved(struct inode_table *t, struct efs_inode *ino, struct efs_inode *newparent,
 		const char *newname);

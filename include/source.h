@@ -35,7 +35,7 @@ int src_stat_cached(int fd, struct stat *st);
  * reaches the server: statx with AT_STATX_FORCE_SYNC, which an NFS client
  * sends as a GETATTR instead of answering from its attribute cache (a plain
  * fstat may be up to acregmax old).  One round trip. */
-int src_stat_sync_at(int dirfd, const char *name, struct stat *st);
+int src_stat_sync_at(int dirfd, const char *name, struct stat *st); /* "": dirfd itself */
 /* open(2) of name in dirfd for reading or writing (no O_CREAT), never
  * following a final symlink.  On NFSv4 an open by name re-resolves the name
  * at the server and refreshes the attributes: one round trip, after which
@@ -55,8 +55,11 @@ int src_open(int fd, int flags);
  * EINTR; short only at the end of the file.  With an O_DIRECT fd, buf must
  * be aligned to 4096 and len is rounded up to it for the read; a file
  * system that refuses a direct read, or returns a short direct read before
- * the end, is read on buffered (O_DIRECT is turned off on the fd).
- * Returns the byte count (at most len) or -errno. */
+ * the end, is read on buffered (O_DIRECT is turned off on the fd).  A read
+ * still short while a stat that reaches the server says the file goes on
+ * (a source answering short, not a file that shrank) is tried once more,
+ * then fails with -EIO: passed on, it would truncate the file for the
+ * application.  Returns the byte count (at most len) or -errno. */
 ssize_t src_read(int fd, void *buf, size_t len, off_t off);
 /* Create and open name in dirfd.  Returns the open fd or -errno. */
 int src_create(int dirfd, const char *name, int flags, mode_t mode);

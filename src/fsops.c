@@ -356,6 +356,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * identity is unchanged), which is what close-to-open promises, so
 	 * page-cache hits need not wait for the daemon. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	/* With async_dio the kernel sends an O_DIRECT read as background
+	 * requests and waits for them uninterruptibly: a reader blocked on a
+	 * hung source could not even be killed.  Without it the request is the
+	 * reader's own, a signal sends FUSE_INTERRUPT and op_read answers
+	 * EINTR.  (Reads up to max_read, 1 MiB, are one request either way.) */
+	conn->want &= ~FUSE_CAP_ASYNC_DIO;
 	if (conn->max_write < EFS_MAX_WRITE)
 		conn->max_write = EFS_MAX_WRITE;
 	conn->max_readahead = EFS_MAX_READAHEAD;

@@ -14,6 +14,8 @@
  * flush and fsync of that fd, nothing else; next_off is an atomic.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -192,23 +194,98 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 }
 
+/*
+ * A read may wait for the source, which can hang for as long as a `hard` NFS
+ * mount's server is away.  A FUSE interrupt (the reader got a signal) is
+ * answered EINTR at once by the interrupt callback, on libfuse's thread;
+ * the worker keeps waiting for the source (the kernel gives it no way out),
+ * then drops its answer (a chunk it fetched is still stored).  Whoever
+ * claims the request first answers it.
+ */
+struct read_claim {
+	pthread_t worker;
+	struct efs_fs *fs;
+	struct efs_inode *ino;
+	int owner; /* atomic: 0 nobody yet, 1 the worker, 2 the interrupt */
+};
+
+static void read_interrupt(fuse_req_t req, void *data)
+{
+	struct read_claim *rc = data;
+	int none = 0;
+
+	/* Called by fuse_req_interrupt_func itself (the interrupt came first):
+	 * a reply here would free req under libfuse's lock, so the worker
+	 * answers, having seen fuse_req_interrupted(). */
+	if (pthread_equal(rc->worker, pthread_self()))
+		return;
+	/* Once answered, the kernel may release the file and forget the inode
+	 * while the worker still uses it: hold the inode (the worker lets
+	 * go).  The worker may free rc as soon as the exchange is done, so it
+	 * is read before. */
+	struct efs_fs *fs = rc->fs;
+	struct efs_inode *ino = rc->ino;
+
+	itab_hold(fs->itab, ino);
+	if (__atomic_compare_exchange_n(&rc->owner, &none, 2, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		fuse_reply_err(req, EINTR);
+	else
+		itab_unhold(fs->itab, ino);
+}
+
+/* May the worker answer req?  If so, no callback runs or will run. */
+static bool read_claim(fuse_req_t req, struct read_claim *rc)
+{
+	int none = 0;
+
+	if (!__atomic_compare_exchange_n(&rc->owner, &none, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		/* answered EINTR already: req is gone, the inode held for us */
+		itab_unhold(rc->fs->itab, rc->ino);
+		return false;
+	}
+	/* Takes req's lock: waits for a callback running now (it lost). */
+	fuse_req_interrupt_func(req, NULL, NULL);
+	return true;
+}
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	struct read_claim rc = {.worker = pthread_self(), .fs = fs, .ino = i};
 	struct cache_read rd;
 	struct fuse_bufvec *bv;
+	bool claimed = false;
 	ssize_t n;
 
-	struct efs_inode *i = inode_of(req, ino);
 	bool seq = note_sequential(file_of(fi), off, size);
 
+	fuse_req_interrupt_func(req, read_interrupt, &rc);
+	if (fuse_req_interrupted(req)) {
+		if (read_claim(req, &rc))
+			fuse_reply_err(req, EINTR);
+		return;
+	}
 	n = cache_read(fs->cache, i, file_fd_now(file_of(fi)), off, size, seq, &rd);
 	if (n == -EBADFD) {
-		/* The read must go to the source: give the handle its fd. */
-		int fd = file_fd(fs, i, file_of(fi));
+		/* The read must go to the source: give the handle its fd.  Only
+		 * while the request is ours: once answered the handle may be
+		 * released. */
+		int fd;
 
+		if (!read_claim(req, &rc))
+			return;
+		claimed = true;
+		fd = file_fd(fs, i, file_of(fi));
 		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, &rd);
+	}
+	if (!claimed && !read_claim(req, &rc)) {
+		if (n >= 0)
+			cache_read_done(fs->cache, &rd);
+		return;
 	}
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);

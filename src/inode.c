@@ -9,7 +9,8 @@
  * Invariants
  *   - An inode is in the table while nlookup > 0 or refs > 0; the root is
  *     never removed.  refs counts the children whose parent it is and the
- *     callers inside inode_fd_get(), so a parent outlives its children.
+ *     callers inside inode_fd_get() or holding it (itab_hold), so a parent
+ *     outlives its children.
  *   - fd >= 0 exactly while the inode is on the LRU list; t->nfds counts
  *     them (the root's fd is neither counted nor listed).
  *   - An fd with fd_users > 0 is never closed: inode_fd_get() hands it out,
@@ -333,6 +334,20 @@ static void drop(struct inode_table *t, struct efs_inode *i, uint64_t n)
 static void unref(struct inode_table *t, struct efs_inode *i)
 {
 	drop(t, i, 0);
+}
+
+void itab_hold(struct inode_table *t, struct efs_inode *i)
+{
+	if (i == &t->root)
+		return;
+	pthread_mutex_lock(&t->lock);
+	i->refs++;
+	pthread_mutex_unlock(&t->lock);
+}
+
+void itab_unhold(struct inode_table *t, struct efs_inode *i)
+{
+	unref(t, i);
 }
 
 /* Point i at (parent, name), moving its reference on the parent.  Returns

@@ -85,7 +85,8 @@ int src_stat_cached(int fd, struct stat *st)
 
 int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
 {
-	return statx_to_stat(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
+	return statx_to_stat(dirfd, name,
+			     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
 			     STATX_BASIC_STATS, st);
 }
 
@@ -140,7 +141,7 @@ int src_open(int fd, int flags)
 
 #define DIRECT_ALIGN 4096u /* O_DIRECT granularity we read in */
 
-ssize_t src_read(int fd, void *buf, size_t len, off_t off)
+static ssize_t read_to_end(int fd, void *buf, size_t len, off_t off)
 {
 	const int fl = fcntl(fd, F_GETFL);
 	bool direct = fl >= 0 && (fl & O_DIRECT);
@@ -173,6 +174,31 @@ ssize_t src_read(int fd, void *buf, size_t len, off_t off)
 		done += (size_t)n;
 	}
 	return (ssize_t)(done < len ? done : len);
+}
+
+/*
+ * A read that came back short of len: the file shrank (another host
+ * truncated it), or the source answered short before its end.  The second
+ * must not pass for the first: FUSE takes a short reply for the end of the
+ * file, and the application would see it truncated.  A stat that reaches
+ * the server tells them apart: true if the file still extends past got.
+ */
+static bool short_is_fault(int fd, uint64_t got)
+{
+	struct stat st;
+
+	return src_stat_sync_at(fd, "", &st) == 0 && (uint64_t)st.st_size > got;
+}
+
+ssize_t src_read(int fd, void *buf, size_t len, off_t off)
+{
+	ssize_t n = read_to_end(fd, buf, len, off);
+
+	/* Short before the server's end of the file: once more, then EIO. */
+	for (int tries = 0;
+	     n >= 0 && (size_t)n < len && short_is_fault(fd, (uint64_t)off + (uint64_t)n); tries++)
+		n = tries < 1 ? read_to_end(fd, buf, len, off) : -EIO;
+	return n;
 }
 
 int src_create(int dirfd, const char *name, int flags, mode_t mode)

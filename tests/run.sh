@@ -102,7 +102,9 @@ export LSAN_OPTIONS="suppressions=$here/tests/lsan.supp:print_suppressions=0"
 run_config plain -Dbuildtype=debugoptimized
 # The 200,000-file tree test runs in full in the plain build; ASan makes every
 # request several times dearer, so the sanitizer build walks 50,000.
-EFSCACHE_BIGTREE_FILES=50000 \
+# The soak (tests/integration/cache/test_soak.py) runs 180 s in the plain build, 60 s
+# under ASan.
+EFSCACHE_BIGTREE_FILES=50000 EFSCACHE_SOAK_SECONDS=60 \
 run_config sanitize -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 
 # The container test builds an image from the source tree (minutes): once,

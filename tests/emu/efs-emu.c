@@ -106,6 +106,7 @@ enum emu_ctr {
 	C_ESTALE,
 	C_NEG_ENTRIES,
 	C_ATTR_INVALS,
+	C_HANGS,
 	C_NR
 };
 
@@ -113,7 +114,7 @@ enum emu_ctr {
 static const char *const ctr_names[C_NR] = {
 	"ops", "lookups", "getattrs", "readdirs", "opens",
 	"read_ops", "read_bytes", "write_ops", "write_bytes", "faults",
-	"estale", "neg_entries", "attr_invals",
+	"estale", "neg_entries", "attr_invals", "hangs",
 };
 /* clang-format on */
 
@@ -230,6 +231,13 @@ struct emu {
 	pthread_rwlock_t glob_lock;
 	char *fail_eio;	   /* protected by glob_lock */
 	char *fail_enoent; /* protected by glob_lock */
+	/* Faults of a misbehaving server (emu_extra_fault, emu_read_shape), by glob too. */
+	char *fail_estale; /* protected by glob_lock */
+	char *hang;	   /* protected by glob_lock */
+	char *short_reads; /* protected by glob_lock */
+	char *flip_reads;  /* protected by glob_lock */
+	_Atomic uint64_t hang_ns; /* 0: a hang lasts until the glob is cleared */
+	_Atomic uint64_t hung_now; /* requests hanging right now (a gauge, not reset) */
 	_Atomic bool have_globs;
 
 	pthread_mutex_t link_lock;
@@ -791,6 +799,128 @@ static int emu_lookup_fault(struct emu *e, struct emu_inode *parent, const char 
 	return emu_glob_fault(e, path, false);
 }
 
+/*
+ * Faults of a misbehaving server (issue 8), each by glob on the path relative to SOURCE:
+ *   fail_estale   OPEN, GETATTR and READ answer ESTALE (the handle is dead, as when another
+ *                 host replaced the file and the server forgot it)
+ *   hang          OPEN, GETATTR and READ wait (a `hard` NFS mount whose server is away)
+ *                 for hang_ms, or until the glob is cleared if hang_ms is 0; an interrupted
+ *                 request (the caller got a signal) answers EINTR at once
+ *   short_reads   READ returns at most half of what was asked (never 0 before EOF)
+ *   flip_reads    before each READ, every byte of the file on SOURCE is inverted (another
+ *                 host rewriting it between reads): two reads of one range never return the
+ *                 same bytes, and its mtime and ctime change
+ */
+
+/* Does the glob in *slot match 'rel'?  Takes glob_lock. */
+static bool emu_glob_matches(struct emu *e, char *const *slot, const char *rel)
+{
+	bool m;
+
+	pthread_rwlock_rdlock(&e->glob_lock);
+	m = *slot && fnmatch(*slot, rel, 0) == 0;
+	pthread_rwlock_unlock(&e->glob_lock);
+	return m;
+}
+
+/* Hang the request while 'rel' matches the hang glob; 0 or EINTR. */
+static int emu_hang(fuse_req_t req, struct emu *e, const char *rel)
+{
+	uint64_t t0 = emu_now(), limit = atomic_load(&e->hang_ns);
+	int err = 0;
+
+	if (!emu_glob_matches(e, &e->hang, rel))
+		return 0;
+	ctr_add(e, C_HANGS, 1);
+	atomic_fetch_add(&e->hung_now, 1);
+	while (emu_glob_matches(e, &e->hang, rel) && (!limit || emu_now() - t0 < limit) &&
+	       !atomic_load(&e->stopping)) {
+		if (fuse_req_interrupted(req)) {
+			err = EINTR;
+			break;
+		}
+		emu_sleep_until(emu_now() + 10 * 1000 * 1000);
+	}
+	atomic_fetch_sub(&e->hung_now, 1);
+	return err;
+}
+
+/* hang and fail_estale for an OPEN, GETATTR or READ of 'in'; 0 or the errno to answer. */
+static int emu_extra_fault(fuse_req_t req, struct emu *e, struct emu_inode *in)
+{
+	char buf[PATH_MAX + 16];
+	const char *rel;
+	int err;
+
+	if (!atomic_load(&e->have_globs) || in == &e->root)
+		return 0;
+	rel = emu_relpath(e, in->fd, buf, sizeof(buf));
+	if (!rel)
+		return 0;
+	err = emu_hang(req, e, rel);
+	if (!err && emu_glob_matches(e, &e->fail_estale, rel)) {
+		ctr_add(e, C_FAULTS, 1);
+		err = ESTALE;
+	}
+	return err;
+}
+
+/* Invert every byte of the file of 'in' on SOURCE. */
+static void emu_flip_file(struct emu_inode *in)
+{
+	char proc[64];
+	char *b = malloc(EMU_MIB);
+	off_t off = 0;
+	ssize_t n;
+	int fd;
+
+	emu_procname(proc, sizeof(proc), in->fd);
+	fd = open(proc, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || !b)
+		goto out;
+	while ((n = pread(fd, b, EMU_MIB, off)) > 0) {
+		/* by words: this runs for every read of a matching file */
+		for (ssize_t i = 0; i + 8 <= n; i += 8) {
+			uint64_t w;
+
+			memcpy(&w, b + i, 8);
+			w = ~w;
+			memcpy(b + i, &w, 8);
+		}
+		for (ssize_t i = n & ~(ssize_t)7; i < n; i++)
+			b[i] = (char)~b[i];
+		if (pwrite(fd, b, (size_t)n, off) != n)
+			break;
+		off += n;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(b);
+}
+
+/* short_reads and flip_reads for a READ of 'size' bytes of 'in': the size to serve. */
+static size_t emu_read_shape(struct emu *e, struct emu_inode *in, size_t size)
+{
+	char buf[PATH_MAX + 16];
+	const char *rel;
+
+	if (!atomic_load(&e->have_globs))
+		return size;
+	rel = emu_relpath(e, in->fd, buf, sizeof(buf));
+	if (!rel)
+		return size;
+	if (emu_glob_matches(e, &e->flip_reads, rel)) {
+		ctr_add(e, C_FAULTS, 1);
+		emu_flip_file(in);
+	}
+	if (size > 1 && emu_glob_matches(e, &e->short_reads, rel)) {
+		ctr_add(e, C_FAULTS, 1);
+		size = size > 8192 ? (size / 2) & ~(size_t)4095 : size / 2;
+	}
+	return size;
+}
+
 /* ---- settings ---- */
 
 static int parse_double(const char *val, double max, double *out)
@@ -831,7 +961,8 @@ static int emu_set_glob(struct emu *e, char **slot, const char *val)
 	pthread_rwlock_wrlock(&e->glob_lock);
 	old = *slot;
 	*slot = glob;
-	atomic_store(&e->have_globs, e->fail_eio || e->fail_enoent);
+	atomic_store(&e->have_globs, e->fail_eio || e->fail_enoent || e->fail_estale || e->hang ||
+					     e->short_reads || e->flip_reads);
 	pthread_rwlock_unlock(&e->glob_lock);
 	free(old);
 	return 0;
@@ -848,6 +979,31 @@ static int parse_secs(const char *val, uint64_t *ns, const char **why)
 	}
 	*ns = (uint64_t)(d * 1e9 + 0.5);
 	return 0;
+}
+
+/* Settings of the faults above (emu_set's tail); -ENOENT for an unknown key. */
+static int emu_set_extra(struct emu *e, const char *key, const char *val, const char **why)
+{
+	double d;
+
+	if (!strcmp(key, "hang_ms")) {
+		if (parse_double(val, 3600e3, &d)) {
+			*why = "expected milliseconds from 0 (until the hang glob is cleared) to "
+			       "3600000";
+			return -EINVAL;
+		}
+		atomic_store(&e->hang_ns, (uint64_t)(d * 1e6 + 0.5));
+		return 0;
+	}
+	if (!strcmp(key, "fail_estale"))
+		return emu_set_glob(e, &e->fail_estale, val);
+	if (!strcmp(key, "hang"))
+		return emu_set_glob(e, &e->hang, val);
+	if (!strcmp(key, "short_reads"))
+		return emu_set_glob(e, &e->short_reads, val);
+	if (!strcmp(key, "flip_reads"))
+		return emu_set_glob(e, &e->flip_reads, val);
+	return -ENOENT;
 }
 
 /*
@@ -929,7 +1085,7 @@ static int emu_set(struct emu *e, const char *key, const char *val, const char *
 		return emu_set_glob(e, &e->fail_eio, val);
 	if (!strcmp(key, "fail_enoent"))
 		return emu_set_glob(e, &e->fail_enoent, val);
-	return -ENOENT;
+	return emu_set_extra(e, key, val, why);
 }
 
 /* ---- key=value text for the stats xattr, the stats file and the config xattr ---- */
@@ -941,6 +1097,9 @@ static size_t emu_fmt_totals(struct emu *e, char *buf, size_t size)
 	for (int c = 0; c < C_NR && n < size; c++)
 		n += (size_t)snprintf(buf + n, size - n, "%s%s=%" PRIu64, c ? " " : "",
 				      ctr_names[c], atomic_load(&e->ctr[c]));
+	if (n < size)
+		n += (size_t)snprintf(buf + n, size - n, " hung_now=%" PRIu64,
+				      atomic_load(&e->hung_now));
 	return n < size ? n : size - 1;
 }
 
@@ -1118,10 +1277,16 @@ static void emu_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 {
 	struct emu *e = emu_of(req);
 	struct emu_inode *in = emu_inode(e, ino);
+	int err;
 
 	(void)fi;
 	emu_meta(e, C_GETATTRS);
 	fctr_add(in, F_GETATTRS, 1);
+	err = emu_extra_fault(req, e, in);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
 	emu_reply_attr(req, e, in, true);
 }
 
@@ -1396,6 +1561,8 @@ static void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	emu_meta(e, C_OPENS);
 	fctr_add(in, F_OPENS, 1);
 	err = emu_inode_fault(e, in);
+	if (!err)
+		err = emu_extra_fault(req, e, in);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
@@ -1488,6 +1655,10 @@ static void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ctr_add(e, C_READ_OPS, 1);
 	fctr_add(in, F_READ_OPS, 1);
 	err = emu_inode_fault(e, in);
+	if (!err)
+		err = emu_extra_fault(req, e, in);
+	if (!err)
+		buf.buf[0].size = size = emu_read_shape(e, in, size);
 	limit = atomic_load(&e->fail_after_bytes);
 	if (!err && limit && atomic_load(&e->fault_bytes) >= limit) {
 		ctr_add(e, C_FAULTS, 1);
@@ -2103,6 +2274,11 @@ static const struct fuse_opt emu_opt_spec[] = {
 	FUSE_OPT_KEY("fail_eio=", K_SETTING),
 	FUSE_OPT_KEY("fail_enoent=", K_SETTING),
 	FUSE_OPT_KEY("fail_after_bytes=", K_SETTING),
+	FUSE_OPT_KEY("fail_estale=", K_SETTING),
+	FUSE_OPT_KEY("hang=", K_SETTING),
+	FUSE_OPT_KEY("hang_ms=", K_SETTING),
+	FUSE_OPT_KEY("short_reads=", K_SETTING),
+	FUSE_OPT_KEY("flip_reads=", K_SETTING),
 	FUSE_OPT_KEY("stats_file=", K_STATS_FILE),
 	FUSE_OPT_KEY("timeout=", K_SETTING),
 	FUSE_OPT_KEY("acregmin=", K_SETTING),
@@ -2123,6 +2299,12 @@ static char *emu_abspath(const char *path)
 	if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, path) < 0)
 		return NULL;
 	return abs;
+}
+
+static bool emu_is_glob_key(const char *k)
+{
+	return !strcmp(k, "fail_estale") || !strcmp(k, "hang") || !strcmp(k, "short_reads") ||
+	       !strcmp(k, "flip_reads");
 }
 
 /* fuse_opt callback: 1 keeps the argument for libfuse, 0 consumes it, -1 fails. */
@@ -2147,7 +2329,8 @@ static int emu_opt_proc(void *data, const char *arg, int key, struct fuse_args *
 		return 1;
 	case K_SETTING:
 		snprintf(key_name, sizeof(key_name), "%.*s", namelen, arg);
-		if (!*val && strcmp(key_name, "fail_eio") && strcmp(key_name, "fail_enoent")) {
+		if (!*val && strcmp(key_name, "fail_eio") && strcmp(key_name, "fail_enoent") &&
+		    !emu_is_glob_key(key_name)) {
 			why = "empty value";
 			break;
 		}
@@ -2202,6 +2385,18 @@ static void emu_help(const char *prog)
 	       "                            with ENOENT\n"
 	       "    -o fail_after_bytes=N   once N bytes have been read in total, every\n"
 	       "                            further read fails with EIO (default: 0 = off)\n"
+	       "    -o fail_estale=GLOB     open, getattr and read of matching files fail\n"
+	       "                            with ESTALE\n"
+	       "    -o hang=GLOB            open, getattr and read of matching files hang\n"
+	       "                            (a hard mount whose server is away) for\n"
+	       "                            hang_ms, or until cleared; a signal to the\n"
+	       "                            caller ends the wait with EINTR\n"
+	       "    -o hang_ms=MS           how long a hang lasts (default: 0 = until the\n"
+	       "                            hang glob is cleared)\n"
+	       "    -o short_reads=GLOB     reads of matching files return at most half\n"
+	       "                            of what was asked\n"
+	       "    -o flip_reads=GLOB      before each read of a matching file, invert\n"
+	       "                            every byte of it on SOURCE\n"
 	       "    -o stats_file=PATH      write the total counters to PATH on SIGUSR1\n"
 	       "                            and at exit\n"
 	       "\n",
@@ -2334,6 +2529,10 @@ static void emu_free_state(struct emu *e)
 	free(e->stats_file);
 	free(e->fail_eio);
 	free(e->fail_enoent);
+	free(e->fail_estale);
+	free(e->hang);
+	free(e->short_reads);
+	free(e->flip_reads);
 }
 
 /* Waits for SIGUSR1 (blocked in every other thread) and writes the stats file. */

@@ -1,0 +1,538 @@
+#!/usr/bin/env python3
+"""Soak: everything at once, for a bounded time, with zero wrong bytes and zero hangs.
+
+    readers     READERS processes (buffered, O_DIRECT and mmap reads, page-aligned) over a
+                tree of FILES files on efs-emu (NFS-like caching, its default)
+    mutator     rewrites files in place (same inode, new size), truncates them, replaces them
+                (a new file renamed over the name) and deletes them (re-created later), all
+                directly in SOURCE, as another host would
+    corrupter   flips bytes of the cache's data and metadata files: while the daemon is down
+                (any verify mode must catch them) and, in epochs mounted with
+                verify=always, while it runs
+    eviction    cache_size is a fraction of the tree
+    kills       the daemon is SIGKILLed at 1/6, 2/6 and 3/6 of the run, its dead mount
+                lazily unmounted, and efscache mounted again on the same cache_dir
+
+What a read may return.  Every version of every file is written with a pattern that names
+it: each 4 KiB page p of version v of file f is the 16 bytes (MAGIC, f, v, p) repeated, so a
+page read is attributed by its own first bytes and checked whole.  A version is "held" by
+the source from the moment its bytes start to reach SOURCE (first write in place, or the
+rename that publishes it) until the change that replaces it is complete (last write of the
+next version, the rename over it, the unlink).  NFS semantics (close-to-open, with the
+attribute caching efs-emu emulates by default): an open sees at least what the source held
+when the open started, and a reader may keep seeing that version, or any later one, until it
+closes (an fd opened before a rename over the name reads the old file to the end).  So each
+page of a read must belong to a version the source held at some moment between the start of
+its open() and the end of the read.  A page that is not a page of its file at its offset,
+or whose version was not held then, is a wrong page; the test fails on any.
+
+Every operation runs under a timeout: readers publish when their current operation started
+and the main loop counts any older than OP_TIMEOUT as a hang.  At the end the last daemon's
+open fds and RSS are compared with their values after its warm-up.
+
+EFSCACHE_SOAK_SECONDS sets the duration (default 180; the sanitizer build in tests/run.sh
+uses less), EFSCACHE_SOAK_SEED the random seed."""
+
+import collections
+import errno
+import mmap
+import multiprocessing
+import os
+import random
+import signal
+import struct
+import subprocess
+import threading
+import time
+
+DURATION = float(os.environ.get("EFSCACHE_SOAK_SECONDS", "180"))
+# the harness watchdog must outlast the soak (set before it is imported)
+os.environ.setdefault("EFSCACHE_TEST_TIMEOUT", str(int(DURATION * 2 + 300)))
+
+import cachelib as cl  # noqa: E402
+from cachelib import KiB, MiB, h  # noqa: E402
+
+FILES = 36
+DIRS = 3
+READERS = 6
+MIN_SIZE = 64 * KiB          # every version is at least this big: mmap readers stay below
+MAX_SIZE = 2 * MiB
+PAGE = 4096
+MAGIC = 0x4B414F53           # "SOAK"
+HDR = struct.Struct("<IIII")
+# Epochs: 0 (verify=once, the cache fills), 1 and 2 (verify=always, live corruption),
+# then the last daemon (verify=once) for the second half, measured from its middle on.
+EPOCH = DURATION / 6.0
+KILLS = 3
+OP_TIMEOUT = 60.0
+CACHE_SIZE = "12M"           # ~1/3 of the tree
+
+
+def rel_of(fid):
+    return os.path.join("d%d" % (fid % DIRS), "f%02d" % fid)
+
+
+def page_bytes(fid, v, p):
+    return HDR.pack(MAGIC, fid, v, p) * (PAGE // HDR.size)
+
+
+def version_bytes(fid, v, size):
+    return b"".join(page_bytes(fid, v, p) for p in range((size + PAGE - 1) // PAGE))[:size]
+
+
+def check_pages(fid, off, data):
+    """(set of versions the pages claim, number of wrong pages).  off is page-aligned."""
+    vers = set()
+    bad = 0
+    for i in range(0, len(data), PAGE):
+        sl = data[i:i + PAGE]
+        p = (off + i) // PAGE
+        if len(sl) < HDR.size:
+            bad += 1
+            continue
+        magic, f, v, pp = HDR.unpack_from(sl)
+        if magic != MAGIC or f != fid or pp != p or sl != page_bytes(fid, v, p)[:len(sl)]:
+            bad += 1
+            continue
+        vers.add(v)
+    return vers, bad
+
+
+# ---------------------------------------------------------------------------------------
+# readers (separate processes: a read stuck in the kernel cannot stall the test)
+
+def reader_main(idx, mnt, deadline, seed, since, logpath):
+    rng = random.Random(seed)
+    buf = mmap.mmap(-1, 512 * KiB)
+    out = open(logpath, "w")
+    while time.monotonic() < deadline:
+        fid = rng.randrange(FILES)
+        path = os.path.join(mnt, rel_of(fid))
+        mode = rng.choice(("buffered", "direct", "mmap"))
+        since[idx] = time.monotonic()
+        t_open = time.monotonic()
+        fd = -1
+        try:
+            fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if mode == "direct" else 0))
+            size = os.fstat(fd).st_size
+            for _ in range(rng.randrange(1, 5)):
+                if mode == "mmap":
+                    span = min(size, MIN_SIZE)
+                    if span <= 0:
+                        break
+                    with mmap.mmap(fd, span, prot=mmap.PROT_READ) as m:
+                        off = rng.randrange(0, span, PAGE)
+                        data = m[off:min(span, off + rng.randrange(1, 9) * PAGE)]
+                else:
+                    off = rng.randrange(0, max(size, PAGE), PAGE)
+                    n = rng.randrange(1, 129) * PAGE
+                    if mode == "direct":
+                        view = memoryview(buf)[:n]
+                        got = os.preadv(fd, [view], off)
+                        data = bytes(view[:got])
+                        view.release()
+                    else:
+                        data = os.pread(fd, n, off)
+                t_end = time.monotonic()
+                vers, bad = check_pages(fid, off, data)
+                out.write("R %d %s %.6f %.6f %d %d %s\n" % (
+                    fid, mode, t_open, t_end, off, bad,
+                    ",".join(str(v) for v in sorted(vers)) or "-"))
+                if bad:
+                    out.write("BAD %d %s off=%d len=%d first=%r\n" % (
+                        fid, mode, off, len(data), data[:HDR.size]))
+        except OSError as e:
+            out.write("E %d %s %s %.6f\n" % (fid, mode, errno.errorcode.get(e.errno, e.errno),
+                                             time.monotonic()))
+            time.sleep(0.02)  # a deleted file or a dead mount: do not spin
+        finally:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            since[idx] = 0.0
+    out.close()
+
+
+# ---------------------------------------------------------------------------------------
+# the source's history
+
+class History:
+    """Per file: list of [version, held_from, held_until or None]."""
+
+    def __init__(self):
+        self.mu = threading.Lock()
+        self.v = collections.defaultdict(list)
+        self.next_v = collections.defaultdict(int)
+
+    def new_version(self, fid):
+        with self.mu:
+            self.next_v[fid] += 1
+            return self.next_v[fid]
+
+    def begin(self, fid, v, t):
+        with self.mu:
+            self.v[fid].append([v, t, None])
+
+    def end_others(self, fid, keep, t):
+        """Every held version but keep stops being held at t."""
+        with self.mu:
+            for rec in self.v[fid]:
+                if rec[0] != keep and rec[2] is None:
+                    rec[2] = t
+
+    def held_between(self, fid, v, t0, t1):
+        with self.mu:
+            for ver, a, b in self.v[fid]:
+                if ver == v and a <= t1 and (b is None or b >= t0):
+                    return True
+        return False
+
+
+def write_version(path, data, in_place):
+    if in_place:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def rand_size(rng):
+    return rng.randrange(MIN_SIZE // 512, MAX_SIZE // 512 + 1) * 512
+
+
+def mutator(st, hist, rng, stop, counts):
+    present = set(range(FILES))
+    while not stop.is_set():
+        fid = rng.randrange(FILES)
+        path = st.s(rel_of(fid))
+        op = rng.choice(("rewrite", "rewrite", "truncate", "replace", "replace", "delete"))
+        if fid not in present:
+            op = "create"
+        try:
+            if op in ("rewrite", "create"):
+                v = hist.new_version(fid)
+                data = version_bytes(fid, v, rand_size(rng))
+                hist.begin(fid, v, time.monotonic())
+                write_version(path, data, in_place=(op == "rewrite"))
+                hist.end_others(fid, v, time.monotonic())
+                present.add(fid)
+            elif op == "truncate":
+                # a prefix of what is there: no new bytes, the held versions go on
+                size = os.stat(path).st_size
+                new = max(MIN_SIZE, (size // 2) // 512 * 512)
+                if new < size:
+                    os.truncate(path, new)
+            elif op == "replace":
+                v = hist.new_version(fid)
+                tmp = path + ".new"
+                write_version(tmp, version_bytes(fid, v, rand_size(rng)), in_place=False)
+                hist.begin(fid, v, time.monotonic())
+                os.rename(tmp, path)
+                hist.end_others(fid, v, time.monotonic())
+            elif op == "delete":
+                os.unlink(path)
+                hist.end_others(fid, None, time.monotonic())
+                present.discard(fid)
+            counts[op] += 1
+        except OSError as e:
+            counts["mutator_errors"] += 1
+            h.note("mutator: %s of %s: %s" % (op, path, e))
+        stop.wait(rng.uniform(0.05, 0.4))
+
+
+def flip_random(rng, cache_dir, kinds):
+    """XOR one byte of a random cache file of the given kinds ('.data', '.meta')."""
+    files = [p for m, d in cl.records(cache_dir) for p in (m, d) if p.endswith(kinds)]
+    rng.shuffle(files)
+    for p in files:
+        try:
+            size = os.stat(p).st_size
+            if size <= 0:
+                continue
+            cl.flip_byte(p, rng.randrange(size))
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def corrupter(st, rng, stop, live, counts):
+    while not stop.is_set():
+        stop.wait(rng.uniform(0.2, 0.8))
+        if live.is_set() and flip_random(rng, st.cache_dir, (".data",)):
+            counts["corruptions_live"] += 1
+
+
+def daemon_fds_rss(pid):
+    try:
+        fds = len(os.listdir("/proc/%d/fd" % pid))
+        with open("/proc/%d/status" % pid) as f:
+            rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+        return fds, rss
+    except (OSError, StopIteration):
+        return None, None
+
+
+SUMMED = ("reads", "hits", "misses", "checksum_mismatches", "chunks_verified", "stale_dropped",
+          "evictions", "source_errors", "fallbacks", "cache_source_gone")
+
+
+def add_daemon_stats(acc, st):
+    try:
+        s = st.stats(settled=False)
+    except OSError:
+        return
+    for k in SUMMED:
+        if isinstance(s.get(k), int):
+            acc[k] += s[k]
+
+
+def asan(st):
+    try:
+        with open("/proc/%d/maps" % st.daemon_pid()) as f:
+            return "libasan" in f.read()
+    except (OSError, TypeError):
+        return False
+
+
+def kstack(pid):
+    try:
+        with open("/proc/%d/stack" % pid) as f:
+            return " | ".join(line.split()[1] for line in f if line.strip())
+    except (OSError, IndexError):
+        return "?"
+
+
+def daemon_wchans(st):
+    pid = st.daemon_pid()
+    if not pid:
+        return "no daemon"
+    res = collections.Counter()
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/wchan" % (pid, t)) as f:
+                res[f.read().strip()] += 1
+        except OSError:
+            pass
+    return dict(res)
+
+
+def kill_and_lazy_unmount(st):
+    pid = st.daemon_pid()
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+    try:
+        st.m.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    cl.run(["fusermount3", "-u", "-z", st.mnt])
+    st.m.umount()  # bookkeeping: nothing left to stop
+    st.m = None
+
+
+def test_soak():
+    seed = int(os.environ.get("EFSCACHE_SOAK_SEED", "0")) or random.randrange(1 << 30)
+    h.note("soak: %.0f s, seed %d (EFSCACHE_SOAK_SEED to repeat)" % (DURATION, seed))
+    rng = random.Random(seed)
+    # 1 s name windows (efscache and the emulated NFS client): a deleted and re-created
+    # file is seen again soon, as names are on NFS after acdirmin
+    st = cl.Stack(cache_opts=("cache_size=" + CACHE_SIZE,) + cl.SHORT_DIR_WINDOW,
+                  emu_opts=cl.EMU_SHORT_DIR, chunk_size="64K")
+    hist = History()
+    for d in range(DIRS):
+        os.makedirs(st.s("d%d" % d), exist_ok=True)
+    for fid in range(FILES):
+        v = hist.new_version(fid)
+        hist.begin(fid, v, time.monotonic())
+        write_version(st.s(rel_of(fid)), version_bytes(fid, v, rand_size(rng)), False)
+
+    counts = collections.Counter()
+    daemon_counts = collections.Counter()  # efscache's counters, summed over the daemons
+    stop = threading.Event()
+    live = threading.Event()   # live corruption allowed (verify=always epochs)
+    start = time.monotonic()
+    deadline = start + DURATION
+    logdir = h.tmpdir("efscache-soak-logs-")
+    ctx = multiprocessing.get_context("fork")
+    since = ctx.Array("d", READERS, lock=False)
+    logs = []
+    procs = [None] * READERS
+
+    def spawn(i):
+        path = os.path.join(logdir, "r%d.%d" % (i, len(logs)))
+        logs.append(path)
+        p = ctx.Process(target=reader_main, args=(i, st.mnt, deadline, rng.randrange(1 << 30),
+                                                  since, path))
+        p.start()
+        procs[i] = p
+
+    for i in range(READERS):
+        spawn(i)
+    down = []  # [killed at, mounted again at] of each kill
+    threads = [threading.Thread(target=mutator, args=(st, hist, random.Random(rng.random()),
+                                                      stop, counts)),
+               threading.Thread(target=corrupter, args=(st, random.Random(rng.random()), stop,
+                                                        live, counts))]
+    for t in threads:
+        t.start()
+
+    hangs = 0
+    epoch = 0
+    warm = None
+    series = []  # (time, fds, rss) of the last daemon after its warm-up
+    final_start = start + KILLS * EPOCH
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = time.monotonic()
+            for i in range(READERS):
+                p = procs[i]
+                if p.exitcode is not None and now < deadline - 1:
+                    # an mmap read whose page the daemon could not supply gets SIGBUS:
+                    # expected while the daemon is down, a failure otherwise
+                    t0 = since[i] or now
+                    in_kill = any(a <= now + 1 and (b is None or b >= t0 - 1)
+                                  for a, b in down)
+                    key = "SIGBUS" if p.exitcode == -signal.SIGBUS else "exit %s" % p.exitcode
+                    counts["reader " + key + (" (daemon down)" if in_kill else "")] += 1
+                    since[i] = 0.0
+                    spawn(i)
+                    continue
+                if since[i] and now - since[i] > OP_TIMEOUT:
+                    hangs += 1
+                    h.note("reader %d: an operation has run for %.0f s; its stack: %s; "
+                           "daemon threads: %s" % (i, now - since[i], kstack(p.pid),
+                                                   daemon_wchans(st)))
+                    since[i] = 0.0
+            final = counts["kills"] >= KILLS
+            if final and now > (final_start + deadline) / 2:
+                sample = daemon_fds_rss(st.daemon_pid())
+                if warm is None:
+                    warm = sample
+                if sample[0] is not None and (not series or now - series[-1][0] >= 5):
+                    series.append((now, sample[0], sample[1]))
+            if final or now < start + (counts["kills"] + 1) * EPOCH:
+                continue
+            # kill, corrupt what the dead daemon left, remount (epochs 1 and 2 with
+            # verify=always and live corruption)
+            live.clear()
+            add_daemon_stats(daemon_counts, st)
+            down.append([time.monotonic(), None])
+            kill_and_lazy_unmount(st)
+            counts["kills"] += 1
+            for _ in range(rng.randrange(1, 6)):
+                if flip_random(rng, st.cache_dir, (".data", ".meta")):
+                    counts["corruptions_down"] += 1
+            epoch += 1
+            always = epoch < KILLS
+            st.mount(["verify=always"] if always else None)
+            down[-1][1] = time.monotonic()
+            if always:
+                live.set()
+            if epoch == KILLS:
+                final_start = time.monotonic()
+    finally:
+        stop.set()
+        live.clear()
+        for t in threads:
+            t.join(60)
+        for p in procs:
+            p.join(OP_TIMEOUT)
+            if p.is_alive():
+                hangs += 1
+                h.note("reader pid %d did not finish: killed" % p.pid)
+                p.kill()
+                p.join(10)
+
+    # the final daemon: fds and RSS after the load against after its warm-up
+    end = daemon_fds_rss(st.daemon_pid())
+    st.stats()  # write-behind settled
+
+    reads = wrong = not_held = 0
+    modes = collections.Counter()
+    errs = collections.Counter()
+    samples = []
+    for path in logs:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if parts[0] == "R":
+                    fid, mode, t0, t1, off, bad, vers = parts[1:8]
+                    fid, t0, t1, bad = int(fid), float(t0), float(t1), int(bad)
+                    reads += 1
+                    modes[mode] += 1
+                    wrong += bad
+                    for v in ([] if vers == "-" else vers.split(",")):
+                        if not hist.held_between(fid, int(v), t0, t1):
+                            not_held += 1
+                            if len(samples) < 5:
+                                samples.append("file %d version %s read in [%.3f, %.3f]: "
+                                               "held %s" % (fid, v, t0, t1, hist.v[fid]))
+                elif parts[0] == "BAD" and len(samples) < 5:
+                    samples.append(line.strip())
+                elif parts[0] == "E":
+                    errs[parts[3]] += 1
+    add_daemon_stats(daemon_counts, st)
+    s = daemon_counts
+    h.note("soak counts: reads checked %d (%s), source mutations %d (%s), corruptions "
+           "injected %d (%d while down, %d live), kills %d, wrong pages %d, pages of a "
+           "version not held %d, hangs %d" % (
+               reads, ", ".join("%s %d" % kv for kv in sorted(modes.items())),
+               sum(counts[k] for k in ("rewrite", "truncate", "replace", "delete", "create")),
+               ", ".join("%s %d" % (k, counts[k]) for k in ("rewrite", "truncate", "replace",
+                                                            "delete", "create")),
+               counts["corruptions_down"] + counts["corruptions_live"],
+               counts["corruptions_down"], counts["corruptions_live"], counts["kills"],
+               wrong, not_held, hangs))
+    h.note("reader errors: %s; reader processes that died: %s" % (
+        dict(errs) or "none", {k: v for k, v in counts.items() if k.startswith("reader ")}
+        or "none"))
+    h.note("efscache, all daemons: %s" % ", ".join("%s %d" % (k, s[k]) for k in SUMMED))
+    for x in samples:
+        h.note("  " + x)
+    h.check("reads were checked", reads > 100 and all(modes[m] for m in
+                                                      ("buffered", "direct", "mmap")),
+            str(modes))
+    h.check("the source changed under the readers", counts["replace"] and counts["rewrite"]
+            and counts["delete"])
+    h.check("corruptions were injected", counts["corruptions_down"] > 0)
+    h.eq("the daemon was killed and remounted", counts["kills"], KILLS)
+    h.eq("wrong pages", wrong, 0)
+    h.eq("pages of a version the source did not hold during the open", not_held, 0)
+    h.eq("hangs", hangs, 0)
+    h.eq("mutator errors", counts["mutator_errors"], 0)
+    # errors a reader may see: the daemon killed under it (ENOTCONN, ECONNABORTED), a name
+    # deleted or replaced on the source (ENOENT, ESTALE)
+    odd = {k: v for k, v in errs.items() if k not in ("ENOTCONN", "ECONNABORTED", "ENOENT",
+                                                       "ESTALE")}
+    h.check("readers saw no other errors", not odd, str(odd))
+    died = {k: v for k, v in counts.items()
+            if k.startswith("reader ") and not k.endswith("(daemon down)")}
+    h.check("no reader died while the daemon was up", not died, str(died))
+    if warm and warm[0] is not None and end[0] is not None:
+        h.note("last daemon: fds %d -> %d, RSS %.1f -> %.1f MiB (after warm-up -> end); "
+               "every 5 s: fds %s, RSS MiB %s" % (
+                   warm[0], end[0], warm[1] / MiB, end[1] / MiB,
+                   " ".join(str(x[1]) for x in series),
+                   " ".join("%.0f" % (x[2] / MiB) for x in series)))
+        h.check("fds flat", end[0] <= warm[0] + 8, "%d -> %d" % (warm[0], end[0]))
+        if asan(st):
+            h.note("ASan build: RSS includes its quarantine (up to 256 MiB), not checked")
+        else:
+            h.check("RSS flat", end[1] <= warm[1] * 1.25 + 16 * MiB,
+                    "%d -> %d" % (warm[1], end[1]))
+    else:
+        h.check("fds and RSS of the last daemon measured", False, "%r %r" % (warm, end))
+    probs = st.umount()
+    h.check("clean unmount", not probs, "; ".join(probs))
+
+
+if __name__ == "__main__":
+    cl.main([test_soak])
