@@ -357,8 +357,9 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 /* Space comes back: before an unlink or a rename over name, an O_PATH fd
  * of the regular file that may lose its last name there (and its inode
  * number in *ino), or -1. */
-static int victim_open(int dirfd, const char *name, uint64_t *ino)
+static int victim_open(struct efs_fs *fs, int dirfd, const char *name, uint64_t *ino)
 {
+	struct efs_inode *open_ino;
 	struct stat st;
 	int fd;
 
@@ -369,6 +370,9 @@ static int victim_open(int dirfd, const char *name, uint64_t *ino)
 		return -1;
 	}
 	*ino = (uint64_t)st.st_ino;
+	open_ino = itab_find(fs->itab, st.st_dev, st.st_ino);
+	if (open_ino)
+		files_hold_source(fs, open_ino);
 	return fd;
 }
 
@@ -398,7 +402,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int fd = ifd(fs, dir), victim = -1, r;
 
 	if (fd >= 0) {
-		victim = victim_open(fd, name, &ino);
+		victim = victim_open(fs, fd, name, &ino);
 		r = src_unlink(fd, name);
 		victim_done(fs, victim, ino, r);
 		ifd_put(fs, dir);
@@ -459,7 +463,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (flags & RENAME_EXCHANGE)
 		swapped = known_child(fs, nfd, newname);
 	else if (!(flags & RENAME_NOREPLACE))
-		victim = victim_open(nfd, newname, &ino);
+		victim = victim_open(fs, nfd, newname, &ino);
 	r = src_rename(fd, name, nfd, newname, flags);
 	victim_done(fs, victim, ino, r);
 	if (r == 0 && moved)

@@ -35,17 +35,18 @@ static bool note_sequential(struct efs_file *f, off_t off, size_t size)
 	return off == 0 || (off >= prev - SEQ_SLACK && off <= prev + SEQ_SLACK);
 }
 
-static int file_new(struct efs_fs *fs, int fd, struct fuse_file_info *fi)
+static int file_new(struct efs_fs *fs, struct efs_inode *i, int fd, struct fuse_file_info *fi)
 {
 	struct efs_file *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return -ENOMEM;
 	pthread_mutex_init(&f->mu, NULL);
-	handle_add(fs, &f->h, false);
+	f->ino = i;
 	f->fd = fd;
 	f->flags = fi->flags;
 	f->next_off = -1;
+	handle_add(fs, &f->h, false);
 	fi->fh = (uint64_t)(uintptr_t)f;
 	return 0;
 }
@@ -83,6 +84,20 @@ int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
 	return fd;
 }
 
+void files_hold_source(struct efs_fs *fs, struct efs_inode *i)
+{
+	struct handle *h;
+
+	pthread_mutex_lock(&fs->handles_mu);
+	for (h = fs->handles->next; h != fs->handles; h = h->next) {
+		struct efs_file *f = (struct efs_file *)h;
+
+		if (!h->is_dir && f->ino == i && __atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0)
+			file_fd(fs, i, f);
+	}
+	pthread_mutex_unlock(&fs->handles_mu);
+}
+
 /* The file changed on the source: make the kernel ask for its attributes
  * (size above all) again instead of trusting its cache.  Attributes only,
  * so it is safe from inside a request. */
@@ -115,7 +130,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	itab_attr(fs->itab, i, &attr);
 	r = cache_open(fs->cache, i, fd, &attr, &keep);
 	if (r == 0) {
-		r = file_new(fs, fd, fi);
+		r = file_new(fs, i, fd, fi);
 		if (r < 0)
 			cache_close(fs->cache, i);
 		else
@@ -173,7 +188,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		bool keep;
 
 		itab_attr(fs->itab, i, &attr);
-		r = file_new(fs, fd, fi);
+		r = file_new(fs, i, fd, fi);
 		if (r == 0 && cache_open(fs->cache, i, fd, &attr, &keep) == 0)
 			file_of(fi)->cached = true;
 		if (r < 0)

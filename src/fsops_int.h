@@ -44,6 +44,7 @@ struct efs_file {
 	int fd;                 /* source fd opened for I/O, or -1: read-only
 				 * handles get one only when they need it */
 	int flags;              /* open(2) flags, for that lazy open */
+	struct efs_inode *ino;  /* immutable; the kernel holds it while open */
 	bool cached;            /* cache_open succeeded: cache_close at release */
 	off_t next_off;         /* atomic: where a sequential reader reads next */
 };
@@ -104,6 +105,12 @@ static inline bool out_of_fds(int r)
 
 /* Put h on (take it off) fs->handles; counts open_files. */
 void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir);
+/* The file of i is about to lose a name (unlink, rename over it): every
+ * open handle of it that has no source fd yet opens one now, while the
+ * object can still be reached, so that it reads on as POSIX says after
+ * the name is gone (its cache record goes with the name).  Takes
+ * handles_mu, then each handle's mu (fsops_file.c). */
+void files_hold_source(struct efs_fs *fs, struct efs_inode *i);
 void handle_del(struct efs_fs *fs, struct handle *h);
 
 /* The process ran out of fds (r is -EMFILE or -ENFILE) during `what`: give
