@@ -189,8 +189,10 @@ print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
 	CSV=$WORK/cold.csv
 	echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s" >"$CSV"
 	EPID=""
+	LOADS=()
 	for ((r = 1; r <= RUNS; r++)); do
 		ROUND=$r
+		LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
 		log "round $r of $RUNS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 		row efs seq1 fio_run seq1 "$EMU/big"
 		row efs seq4 fio_run seq4 "$EMU/big"
@@ -215,6 +217,7 @@ print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
 	EFSCACHE_CMD="efscache SOURCE MNT -f -o cache_dir=CACHE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
 	GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
 	DIRTY=$(git -C "$REPO" status --porcelain -- src include tests 2>/dev/null | head -c1) \
+	LOADS="${LOADS[*]}" \
 	"$PY" - "$CSV" "$OUT_DIR/cold.md" <<'EOF'
 import csv, datetime, os, platform, statistics, sys
 e = os.environ
@@ -248,6 +251,8 @@ L = ["# Cold reads at the source's cap" + (" — QUICK smoke run" if e["QUICK"] 
      "`efscachectl warm MNT/tree`, a %s tree of %s files (4 big, the rest 32 KiB–16 MiB)"
      % (e["SIZE_H"], e["TREE_H"], e["TREE_FILES"]),
      "- CPU: seconds of user + system time of the daemon processes during the row (median)",
+     "- machine load average (1 min) at the start of each round: %s; other users of a "
+     "shared machine slow every row alike" % e["LOADS"],
      "",
      "| row | MiB/s (median) | runs | reference | ratio | target | efscache CPU s | efs-emu CPU s |",
      "|---|---:|---|---|---:|---|---:|---:|"]
