@@ -70,6 +70,7 @@
 #include <unistd.h>
 #include <sys/file.h>
 #include <sys/fsuid.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -245,6 +246,7 @@ struct emu {
 	struct emu_stream streams[EMU_STREAMS]; /* protected by link_lock */
 
 	_Atomic bool stopping; /* tells the stats thread to leave */
+	uint64_t splice_max;   /* largest read reply libfuse can splice (emu_splice_max) */
 };
 
 __attribute__((format(printf, 1, 2))) static void emu_err(const char *fmt, ...)
@@ -1638,6 +1640,59 @@ out_close:
 	fuse_reply_err(req, err);
 }
 
+/*
+ * Reads are answered from SOURCE's page cache without a copy in user space. libfuse splices a
+ * reply whose buffer is the backing fd (page references into a pipe, one kernel copy into the
+ * request), but only if header and data fit in its pipe: with 4 KiB pipe slots a 1 MiB read
+ * needs 257 of them, more than a pipe holds without CAP_SYS_RESOURCE (pipe-max-size is 1 MiB),
+ * and libfuse would pread it into a buffer and write that (two copies). Such a reply is written
+ * from a shared mapping of the file instead, so the kernel copies the page-cache pages into
+ * the request once. Returns the largest reply libfuse can splice here.
+ */
+static uint64_t emu_splice_max(void)
+{
+	const uint64_t slack = 3 * 4096 + 16; /* libfuse's estimate: 3 pages + the out header */
+	uint64_t max = 0;
+	FILE *f;
+	int p[2];
+
+	if (pipe(p) == 0) {
+		/* Can pipes grow past pipe-max-size here? Then libfuse splices every reply. */
+		bool grows = fcntl(p[0], F_SETPIPE_SZ, (int)(4 * EMU_MAX_REQ)) >= 0;
+
+		close(p[0]);
+		close(p[1]);
+		if (grows)
+			return UINT64_MAX;
+	}
+	f = fopen("/proc/sys/fs/pipe-max-size", "re");
+	if (f) {
+		if (fscanf(f, "%" SCNu64, &max) != 1)
+			max = 0;
+		fclose(f);
+	}
+	return max > slack ? max - slack : 0;
+}
+
+/* Reply n bytes at off of fd from a mapping of it; false (nothing sent) if it cannot be
+ * mapped. A concurrent truncation of the file below off + n makes this reply fail (EIO to
+ * the reader) where a pread would have been short. */
+static bool emu_reply_mapped(fuse_req_t req, int fd, off_t off, uint64_t n)
+{
+	const off_t pg = (off_t)sysconf(_SC_PAGESIZE);
+	const off_t moff = off - off % pg;
+	const size_t mlen = (size_t)(off - moff) + n;
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(n);
+	void *m = mmap(NULL, mlen, PROT_READ, MAP_SHARED, fd, moff);
+
+	if (m == MAP_FAILED)
+		return false;
+	buf.buf[0].mem = (char *)m + (off - moff);
+	fuse_reply_data(req, &buf, FUSE_BUF_NO_SPLICE);
+	munmap(m, mlen);
+	return true;
+}
+
 static void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -1678,6 +1733,8 @@ static void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	atomic_fetch_add(&e->fault_bytes, n);
 	emu_sleep_until(emu_read_done(e, n, fuse_req_ctx(req)->pid, t0));
 
+	if (n > e->splice_max && emu_reply_mapped(req, h->fd, off, n))
+		return;
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	buf.buf[0].fd = h->fd;
 	buf.buf[0].pos = off;
@@ -2596,11 +2653,12 @@ int main(int argc, char *argv[])
 	}
 	if (emu_open_root(&e, cli.source))
 		goto out_free;
+	e.splice_max = emu_splice_max();
 
 	/*
-	 * A 1 MiB reply does not fit a pipe of the default maximum size, so libfuse copies it
-	 * through a malloc'd buffer. Keep such buffers in the heap: a fresh mmap/munmap per
-	 * request (glibc's default for this size) costs more than the I/O in a VM.
+	 * libfuse's request buffers (1 MiB writes), and a read reply that can be neither spliced
+	 * nor mapped, go through malloc'd buffers. Keep them in the heap: a fresh mmap/munmap
+	 * per request (glibc's default for this size) costs more than the I/O in a VM.
 	 */
 	mallopt(M_MMAP_THRESHOLD, 4 * EMU_MIB);
 	mallopt(M_TRIM_THRESHOLD, 64 * EMU_MIB);

@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# contrib/bench/cold.sh - cold reads at the source's cap (issue 11, item 4).
+#
+#     contrib/bench/cold.sh            # SIZE=2G, TREE=4G, RUNS=3 (~10 min)
+#     QUICK=1 contrib/bench/cold.sh    # SIZE=512M, TREE=1G, RUNS=1
+#
+# Rows, every one on an empty cache and with the page cache dropped first:
+#   efs seq1 / seq4          fio seq1.fio / seq4.fio on EMU/big: the emulator
+#                            read directly (what the cap allows without a cache)
+#   efscache cold seq1/seq4  the same through `efscache EMU MNT` (first read)
+#   efscache warm            `efscachectl warm MNT/tree` of a TREE-sized tree
+#                            (big files and small ones) through a fresh cache
+#   local direct             fio seq1.fio on SRC/big (the local disk, no FUSE)
+#   local efscache cold      fio seq1.fio through `efscache SRC MNT2` (no
+#                            emulator): the first read from a fast local source
+# where EMU is `efs-emu SRC EMU` with its defaults (bw_mib=500, latency_ms=1,
+# serial_reads=1).  Targets (issue 11): efscache cold seq1 and seq4 and warm
+# each >= 0.9 x bw_mib, seq4 >= seq1, local efscache cold >= 0.6 x local direct.
+# CPU seconds of the efscache and efs-emu processes are recorded per row.
+#
+# Writes OUT_DIR/cold.md and cold.csv.  Environment (defaults in brackets):
+#   SIZE [2G]  TREE [4G]  RUNS [3]  QUICK=1  EMU_OPTS  EFSCACHE_OPTS
+#   EFSCACHE_BUILD  BENCH_TMPDIR [/var/tmp]  OUT_DIR [docs/bench]  KEEP_TMP
+#   NO_INSTALL  STEP_TIMEOUT [600]
+#   PERF [0]  1: in the last round, `perf record -g` the daemons during each
+#             cache row and append their top symbols to cold.md
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/../.." && pwd)
+FIO_DIR=$REPO/contrib/fio
+# shellcheck source=lib.sh
+. "$BENCH_DIR/lib.sh"
+
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+	SIZE=${SIZE:-512M}
+	TREE=${TREE:-1G}
+	RUNS=${RUNS:-1}
+fi
+SIZE=${SIZE:-2G}
+TREE=${TREE:-4G}
+RUNS=${RUNS:-3}
+OUT_DIR=${OUT_DIR:-$REPO/docs/bench}
+EMU_OPTS=${EMU_OPTS:-}
+EFSCACHE_OPTS=${EFSCACHE_OPTS:-}
+STEP_TIMEOUT=${STEP_TIMEOUT:-600}
+PERF=${PERF:-0}
+PERF_PID=""
+
+# cpu_of PID -> utime + stime in seconds ("-" if gone)
+cpu_of() {
+	awk -v t="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / t }' \
+		"/proc/$1/stat" 2>/dev/null || echo -
+}
+
+# fio_run JOB FILE -> MiB/s (empty on failure)
+fio_run() {
+	local json=$WORK/fio-$RANDOM$RANDOM.json out
+	if FILENAME=$2 SIZE=$SIZE_BYTES PART=$((SIZE_BYTES / 4)) timeout -k 10 "$STEP_TIMEOUT" \
+		fio --output-format=json --output="$json" "$FIO_DIR/$1.fio" >"$json.log" 2>&1 &&
+		out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
+		echo "${out%% *}"
+	else
+		tail -n 3 "$json.log" >&2 || true
+		echo ""
+	fi
+}
+
+# row SETUP WORKLOAD CMD...: drop caches, run CMD (prints MiB/s), record it
+# with the CPU seconds of $EPID (efscache, if set) and of $EMU_PID.
+row() {
+	local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de=""
+	shift 2
+	drop_caches
+	c0=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
+	e0=$(cpu_of "$EMU_PID")
+	perf_start "$setup" "$wl"
+	v=$("$@") || v=""
+	perf_stop
+	c1=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
+	e1=$(cpu_of "$EMU_PID")
+	[ "$c0" != - ] && [ "$c1" != - ] && dc=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+	[ "$e0" != - ] && [ "$e1" != - ] && de=$(awk -v a="$e0" -v b="$e1" 'BEGIN { printf "%.2f", b - a }')
+	[[ $setup == local* ]] && de=""
+	echo "$ROUND,$setup,$wl,$v,$dc,$de" >>"$CSV"
+	log "  $setup $wl: ${v:-FAILED} MiB/s (efscache cpu ${dc:--} s, efs-emu cpu ${de:--} s)"
+}
+
+# perf_start SETUP WL: with PERF=1, in the last round, profile the daemons
+# (efscache, and efs-emu unless the row is a local one) during the row.
+perf_start() {
+	local pids=$EPID
+	PERF_PID=""
+	[ "$PERF" = 1 ] && [ "$ROUND" = "$RUNS" ] && [ -n "$EPID" ] || return 0
+	[[ $1 == local* ]] || pids="$pids,$EMU_PID"
+	perf record -g -F 499 -e cpu-clock -p "$pids" -o "$WORK/perf-$1-$2.data" \
+		>"$WORK/perf-$1-$2.log" 2>&1 &
+	PERF_PID=$!
+	sleep 0.5
+}
+
+perf_stop() {
+	[ -n "$PERF_PID" ] || return 0
+	kill -INT "$PERF_PID" 2>/dev/null || true
+	wait "$PERF_PID" 2>/dev/null || true
+	PERF_PID=""
+}
+
+# perf_summary: the top symbols of each profile, as markdown, on stdout.
+perf_summary() {
+	local f name
+	for f in "$WORK"/perf-*.data; do
+		[ -e "$f" ] || continue
+		name=${f##*/perf-}
+		name=${name%.data}
+		printf '\n### %s\n\n```\n' "$name"
+		perf report -i "$f" --no-children --sort comm,dso,sym -q -g none --stdio 2>/dev/null |
+			awk 'NF && $1 + 0 >= 0.8' | head -n 25 | cut -c1-110
+		printf '```\n'
+	done
+}
+
+warm_tree() {
+	local t0 t1
+	t0=$(now)
+	timeout -k 10 "$STEP_TIMEOUT" "$CTL_BIN" warm "$1" >"$WORK/warm.log" 2>&1 ||
+		{ tail -n 3 "$WORK/warm.log" >&2; echo ""; return 0; }
+	t1=$(now)
+	mibps "$TREE_BYTES" "$(elapsed "$t0" "$t1")"
+}
+
+# efscache_fresh SOURCE: (re)mount efscache over SOURCE on MNT with an empty cache.
+efscache_fresh() {
+	[ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
+	EPID=""
+	rm -rf "$CACHE"
+	# shellcheck disable=SC2086
+	start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$1" "$MNT" -f \
+		-o "cache_dir=$CACHE" $EFSCACHE_OPTS || die "efscache did not mount over $1"
+	EPID=$DAEMON_PID
+}
+
+efscache_stop() {
+	[ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
+	EPID=""
+}
+
+main() {
+	local r i n per
+	install_deps
+	build_project
+	command -v fio >/dev/null || die "fio is needed"
+	SIZE_BYTES=$(parse_size "$SIZE")
+	TREE_BYTES=$(parse_size "$TREE")
+	[ $((SIZE_BYTES % (4 << 20))) -eq 0 ] || die "SIZE must be a multiple of 4 MiB"
+	bench_mktemp
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT TERM
+	WORK=$BENCH_TMP SRC=$BENCH_TMP/src EMU=$BENCH_TMP/emu MNT=$BENCH_TMP/mnt
+	CACHE=$BENCH_TMP/cache
+	mkdir -p "$SRC/tree/small" "$EMU" "$MNT"
+	bench_check_drop
+	[ "$BENCH_CAN_DROP" = 1 ] || die "cold rows need drop_caches (run as root)"
+
+	# The tree: half in 4 big files, half in 32 KiB..16 MiB files (~ a model
+	# directory next to a package tree).
+	log "scratch dir $WORK; writing a $SIZE file and a $TREE tree"
+	make_file "$SRC/big" "$SIZE_BYTES"
+	per=$((TREE_BYTES / 8))
+	for i in 1 2 3 4; do make_file "$SRC/tree/model-$i.bin" "$per"; done
+	n=0 i=0
+	while [ $n -lt $((TREE_BYTES / 2)) ]; do
+		local sz=$(((32 << 10) << (i % 10)))
+		[ $((n + sz)) -gt $((TREE_BYTES / 2)) ] && sz=$((TREE_BYTES / 2 - n))
+		make_file "$SRC/tree/small/f$i" "$sz"
+		n=$((n + sz)) i=$((i + 1))
+	done
+	TREE_FILES=$((i + 4))
+	sync
+
+	# shellcheck disable=SC2086
+	start_daemon "$EMU" "$WORK/emu.log" "$EMU_BIN" "$SRC" "$EMU" -f $EMU_OPTS ||
+		die "cannot mount the EFS emulator"
+	EMU_PID=$DAEMON_PID
+	EMU_BW=$("$PY" -c 'import os, sys
+v = os.getxattr(sys.argv[1], "user.efsemu.config").decode()
+print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
+	CSV=$WORK/cold.csv
+	echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s" >"$CSV"
+	EPID=""
+	LOADS=()
+	for ((r = 1; r <= RUNS; r++)); do
+		ROUND=$r
+		LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
+		log "round $r of $RUNS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+		row efs seq1 fio_run seq1 "$EMU/big"
+		row efs seq4 fio_run seq4 "$EMU/big"
+		efscache_fresh "$EMU"
+		row efscache-cold seq1 fio_run seq1 "$MNT/big"
+		efscache_fresh "$EMU"
+		row efscache-cold seq4 fio_run seq4 "$MNT/big"
+		efscache_fresh "$EMU"
+		row efscache-cold warm warm_tree "$MNT/tree"
+		efscache_stop
+		row local-direct seq1 fio_run seq1 "$SRC/big"
+		efscache_fresh "$SRC"
+		row local-efscache-cold seq1 fio_run seq1 "$MNT/big"
+		efscache_stop
+	done
+	stop_daemon "$EMU" "$EMU_PID"
+
+	mkdir -p "$OUT_DIR"
+	cp "$CSV" "$OUT_DIR/cold.csv"
+	QUICK=$QUICK SIZE_H=$SIZE TREE_H=$TREE TREE_FILES=$TREE_FILES RUNS=$RUNS EMU_BW=$EMU_BW \
+	EMU_CMD="efs-emu SRC EMU -f${EMU_OPTS:+ $EMU_OPTS}" \
+	EFSCACHE_CMD="efscache SOURCE MNT -f -o cache_dir=CACHE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
+	GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
+	DIRTY=$(git -C "$REPO" status --porcelain -- src include tests 2>/dev/null | head -c1) \
+	LOADS="${LOADS[*]}" \
+	"$PY" - "$CSV" "$OUT_DIR/cold.md" <<'EOF'
+import csv, datetime, os, platform, statistics, sys
+e = os.environ
+vals, cpu, ecpu = {}, {}, {}
+for r in csv.DictReader(open(sys.argv[1])):
+    k = (r["setup"], r["workload"])
+    if r["mibps"]:
+        vals.setdefault(k, []).append(float(r["mibps"]))
+    if r["efscache_cpu_s"]:
+        cpu.setdefault(k, []).append(float(r["efscache_cpu_s"]))
+    if r["emu_cpu_s"]:
+        ecpu.setdefault(k, []).append(float(r["emu_cpu_s"]))
+med = {k: statistics.median(v) for k, v in vals.items()}
+cap = float(e["EMU_BW"])
+direct = med.get(("local-direct", "seq1"))
+mcpu = lambda d, k: "%.1f" % statistics.median(d[k]) if k in d else ""
+proc = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+             if l.startswith("model name")), "?")
+L = ["# Cold reads at the source's cap" + (" — QUICK smoke run" if e["QUICK"] == "1" else ""),
+     "",
+     "`contrib/bench/cold.sh`, %s, tree %s%s. Machine: %s, %d cores (shared), kernel %s. "
+     "Every row starts on an empty cache with the page cache dropped; median of %s run(s) "
+     "in this one run." % (
+         datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), e["GIT"],
+         " + uncommitted changes" if e["DIRTY"] else "", proc, os.cpu_count(),
+         platform.release(), e["RUNS"]),
+     "",
+     "- source: `%s` over a local directory SRC (bw_mib=%s: the cap)" % (e["EMU_CMD"], e["EMU_BW"]),
+     "- cache: `%s`, SOURCE = EMU, or SRC itself for the local rows" % e["EFSCACHE_CMD"],
+     "- seq1 / seq4: `contrib/fio/seq1.fio` / `seq4.fio` on a %s file; warm: "
+     "`efscachectl warm MNT/tree`, a %s tree of %s files (4 big, the rest 32 KiB–16 MiB)"
+     % (e["SIZE_H"], e["TREE_H"], e["TREE_FILES"]),
+     "- CPU: seconds of user + system time of the daemon processes during the row (median)",
+     "- machine load average (1 min) at the start of each round: %s; other users of a "
+     "shared machine slow every row alike" % e["LOADS"],
+     "",
+     "| row | MiB/s (median) | runs | reference | ratio | target | efscache CPU s | efs-emu CPU s |",
+     "|---|---:|---|---|---:|---|---:|---:|"]
+rows = [
+    (("efs", "seq1"), "efs-emu directly, seq1 (no cache)", None),
+    (("efs", "seq4"), "efs-emu directly, seq4 (no cache)", None),
+    (("efscache-cold", "seq1"), "efscache cold seq1 over efs-emu", ("cap", 0.9)),
+    (("efscache-cold", "seq4"), "efscache cold seq4 over efs-emu", ("cap", 0.9)),
+    (("efscache-cold", "warm"), "efscachectl warm of the tree over efs-emu", ("cap", 0.9)),
+    (("local-direct", "seq1"), "local directory directly, seq1 (no FUSE)", None),
+    (("local-efscache-cold", "seq1"), "efscache cold seq1 over the local directory",
+     ("direct", 0.6)),
+]
+summary = []
+for k, label, tgt in rows:
+    m = med.get(k)
+    runs = ", ".join("%.0f" % v for v in vals.get(k, [])) or "failed"
+    ref = ratio = res = ""
+    if tgt and m is not None:
+        base = cap if tgt[0] == "cap" else direct
+        ref = "cap %.0f" % cap if tgt[0] == "cap" else "local direct"
+        if base:
+            ratio = "%.2f" % (m / base)
+            ok = m >= tgt[1] * base
+            res = ("≥ %.1f: **%s**" % (tgt[1], "met" if ok else "missed"))
+            summary.append("%-45s %6.0f MiB/s  %s x %s  %s" % (label, m, ratio, ref,
+                                                              "met" if ok else "MISSED"))
+    L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        label, "%.0f" % m if m is not None else "–", runs, ref, ratio, res,
+        mcpu(cpu, k), mcpu(ecpu, k)))
+s1, s4 = med.get(("efscache-cold", "seq1")), med.get(("efscache-cold", "seq4"))
+if s1 and s4:
+    ok = s4 >= s1
+    L += ["", "4 jobs never below 1 job: seq4 / seq1 = %.2f: **%s**" % (s4 / s1,
+                                                                      "met" if ok else "missed")]
+    summary.append("seq4 / seq1 = %.2f  %s" % (s4 / s1, "met" if ok else "MISSED"))
+open(sys.argv[2], "w").write("\n".join(L) + "\n")
+print("\n".join(summary))
+EOF
+	if [ "$PERF" = 1 ]; then
+		{
+			printf '\n## Profiles (PERF=1, round %s)\n\n' "$RUNS"
+			# shellcheck disable=SC2016 # backquotes for markdown
+			printf '`perf record -g -F 499 -e cpu-clock -p EFSCACHE_PID[,EMU_PID]` during the row; '
+			printf 'share of the samples of those processes, symbols at 0.8%% and above.\n'
+			perf_summary
+		} >>"$OUT_DIR/cold.md"
+	fi
+	log "wrote $OUT_DIR/cold.md"
+}
+
+main "$@"
