@@ -34,9 +34,9 @@ FIO_DIR=$REPO/contrib/fio
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-	SIZE=${SIZE:-512M}
-	TREE=${TREE:-1G}
-	RUNS=${RUNS:-1}
+    SIZE=${SIZE:-512M}
+    TREE=${TREE:-1G}
+    RUNS=${RUNS:-1}
 fi
 SIZE=${SIZE:-2G}
 TREE=${TREE:-4G}
@@ -50,175 +50,175 @@ PERF_PID=""
 
 # cpu_of PID -> utime + stime in seconds ("-" if gone)
 cpu_of() {
-	awk -v t="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / t }' \
-		"/proc/$1/stat" 2>/dev/null || echo -
+    awk -v t="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / t }' \
+        "/proc/$1/stat" 2>/dev/null || echo -
 }
 
 # fio_run JOB FILE -> MiB/s (empty on failure)
 fio_run() {
-	local json=$WORK/fio-$RANDOM$RANDOM.json out
-	if FILENAME=$2 SIZE=$SIZE_BYTES PART=$((SIZE_BYTES / 4)) timeout -k 10 "$STEP_TIMEOUT" \
-		fio --output-format=json --output="$json" "$FIO_DIR/$1.fio" >"$json.log" 2>&1 &&
-		out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
-		echo "${out%% *}"
-	else
-		tail -n 3 "$json.log" >&2 || true
-		echo ""
-	fi
+    local json=$WORK/fio-$RANDOM$RANDOM.json out
+    if FILENAME=$2 SIZE=$SIZE_BYTES PART=$((SIZE_BYTES / 4)) timeout -k 10 "$STEP_TIMEOUT" \
+        fio --output-format=json --output="$json" "$FIO_DIR/$1.fio" >"$json.log" 2>&1 &&
+        out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
+        echo "${out%% *}"
+    else
+        tail -n 3 "$json.log" >&2 || true
+        echo ""
+    fi
 }
 
 # row SETUP WORKLOAD CMD...: drop caches, run CMD (prints MiB/s), record it
 # with the CPU seconds of $EPID (efscache, if set) and of $EMU_PID.
 row() {
-	local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de=""
-	shift 2
-	drop_caches
-	c0=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
-	e0=$(cpu_of "$EMU_PID")
-	perf_start "$setup" "$wl"
-	v=$("$@") || v=""
-	perf_stop
-	c1=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
-	e1=$(cpu_of "$EMU_PID")
-	[ "$c0" != - ] && [ "$c1" != - ] && dc=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
-	[ "$e0" != - ] && [ "$e1" != - ] && de=$(awk -v a="$e0" -v b="$e1" 'BEGIN { printf "%.2f", b - a }')
-	[[ $setup == local* ]] && de=""
-	echo "$ROUND,$setup,$wl,$v,$dc,$de" >>"$CSV"
-	log "  $setup $wl: ${v:-FAILED} MiB/s (efscache cpu ${dc:--} s, efs-emu cpu ${de:--} s)"
+    local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de=""
+    shift 2
+    drop_caches
+    c0=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
+    e0=$(cpu_of "$EMU_PID")
+    perf_start "$setup" "$wl"
+    v=$("$@") || v=""
+    perf_stop
+    c1=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
+    e1=$(cpu_of "$EMU_PID")
+    [ "$c0" != - ] && [ "$c1" != - ] && dc=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+    [ "$e0" != - ] && [ "$e1" != - ] && de=$(awk -v a="$e0" -v b="$e1" 'BEGIN { printf "%.2f", b - a }')
+    [[ $setup == local* ]] && de=""
+    echo "$ROUND,$setup,$wl,$v,$dc,$de" >>"$CSV"
+    log "  $setup $wl: ${v:-FAILED} MiB/s (efscache cpu ${dc:--} s, efs-emu cpu ${de:--} s)"
 }
 
 # perf_start SETUP WL: with PERF=1, in the last round, profile the daemons
 # (efscache, and efs-emu unless the row is a local one) during the row.
 perf_start() {
-	local pids=$EPID
-	PERF_PID=""
-	[ "$PERF" = 1 ] && [ "$ROUND" = "$RUNS" ] && [ -n "$EPID" ] || return 0
-	[[ $1 == local* ]] || pids="$pids,$EMU_PID"
-	perf record -g -F 499 -e cpu-clock -p "$pids" -o "$WORK/perf-$1-$2.data" \
-		>"$WORK/perf-$1-$2.log" 2>&1 &
-	PERF_PID=$!
-	sleep 0.5
+    local pids=$EPID
+    PERF_PID=""
+    [ "$PERF" = 1 ] && [ "$ROUND" = "$RUNS" ] && [ -n "$EPID" ] || return 0
+    [[ $1 == local* ]] || pids="$pids,$EMU_PID"
+    perf record -g -F 499 -e cpu-clock -p "$pids" -o "$WORK/perf-$1-$2.data" \
+        >"$WORK/perf-$1-$2.log" 2>&1 &
+    PERF_PID=$!
+    sleep 0.5
 }
 
 perf_stop() {
-	[ -n "$PERF_PID" ] || return 0
-	kill -INT "$PERF_PID" 2>/dev/null || true
-	wait "$PERF_PID" 2>/dev/null || true
-	PERF_PID=""
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
 }
 
 # perf_summary: the top symbols of each profile, as markdown, on stdout.
 perf_summary() {
-	local f name
-	for f in "$WORK"/perf-*.data; do
-		[ -e "$f" ] || continue
-		name=${f##*/perf-}
-		name=${name%.data}
-		printf '\n### %s\n\n```\n' "$name"
-		perf report -i "$f" --no-children --sort comm,dso,sym -q -g none --stdio 2>/dev/null |
-			awk 'NF && $1 + 0 >= 0.8' | head -n 25 | cut -c1-110
-		printf '```\n'
-	done
+    local f name
+    for f in "$WORK"/perf-*.data; do
+        [ -e "$f" ] || continue
+        name=${f##*/perf-}
+        name=${name%.data}
+        printf '\n### %s\n\n```\n' "$name"
+        perf report -i "$f" --no-children --sort comm,dso,sym -q -g none --stdio 2>/dev/null |
+            awk 'NF && $1 + 0 >= 0.8' | head -n 25 | cut -c1-110
+        printf '```\n'
+    done
 }
 
 warm_tree() {
-	local t0 t1
-	t0=$(now)
-	timeout -k 10 "$STEP_TIMEOUT" "$CTL_BIN" warm "$1" >"$WORK/warm.log" 2>&1 ||
-		{ tail -n 3 "$WORK/warm.log" >&2; echo ""; return 0; }
-	t1=$(now)
-	mibps "$TREE_BYTES" "$(elapsed "$t0" "$t1")"
+    local t0 t1
+    t0=$(now)
+    timeout -k 10 "$STEP_TIMEOUT" "$CTL_BIN" warm "$1" >"$WORK/warm.log" 2>&1 ||
+        { tail -n 3 "$WORK/warm.log" >&2; echo ""; return 0; }
+    t1=$(now)
+    mibps "$TREE_BYTES" "$(elapsed "$t0" "$t1")"
 }
 
 # efscache_fresh SOURCE: (re)mount efscache over SOURCE on MNT with an empty cache.
 efscache_fresh() {
-	[ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
-	EPID=""
-	rm -rf "$CACHE"
-	# shellcheck disable=SC2086
-	start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$1" "$MNT" -f \
-		-o "cache_dir=$CACHE" $EFSCACHE_OPTS || die "efscache did not mount over $1"
-	EPID=$DAEMON_PID
+    [ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
+    EPID=""
+    rm -rf "$CACHE"
+    # shellcheck disable=SC2086
+    start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$1" "$MNT" -f \
+        -o "cache_dir=$CACHE" $EFSCACHE_OPTS || die "efscache did not mount over $1"
+    EPID=$DAEMON_PID
 }
 
 efscache_stop() {
-	[ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
-	EPID=""
+    [ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
+    EPID=""
 }
 
 main() {
-	local r i n per
-	install_deps
-	build_project
-	command -v fio >/dev/null || die "fio is needed"
-	SIZE_BYTES=$(parse_size "$SIZE")
-	TREE_BYTES=$(parse_size "$TREE")
-	[ $((SIZE_BYTES % (4 << 20))) -eq 0 ] || die "SIZE must be a multiple of 4 MiB"
-	bench_mktemp
-	trap bench_cleanup EXIT
-	trap 'exit 130' INT TERM
-	WORK=$BENCH_TMP SRC=$BENCH_TMP/src EMU=$BENCH_TMP/emu MNT=$BENCH_TMP/mnt
-	CACHE=$BENCH_TMP/cache
-	mkdir -p "$SRC/tree/small" "$EMU" "$MNT"
-	bench_check_drop
-	[ "$BENCH_CAN_DROP" = 1 ] || die "cold rows need drop_caches (run as root)"
+    local r i n per
+    install_deps
+    build_project
+    command -v fio >/dev/null || die "fio is needed"
+    SIZE_BYTES=$(parse_size "$SIZE")
+    TREE_BYTES=$(parse_size "$TREE")
+    [ $((SIZE_BYTES % (4 << 20))) -eq 0 ] || die "SIZE must be a multiple of 4 MiB"
+    bench_mktemp
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+    WORK=$BENCH_TMP SRC=$BENCH_TMP/src EMU=$BENCH_TMP/emu MNT=$BENCH_TMP/mnt
+    CACHE=$BENCH_TMP/cache
+    mkdir -p "$SRC/tree/small" "$EMU" "$MNT"
+    bench_check_drop
+    [ "$BENCH_CAN_DROP" = 1 ] || die "cold rows need drop_caches (run as root)"
 
-	# The tree: half in 4 big files, half in 32 KiB..16 MiB files (~ a model
-	# directory next to a package tree).
-	log "scratch dir $WORK; writing a $SIZE file and a $TREE tree"
-	make_file "$SRC/big" "$SIZE_BYTES"
-	per=$((TREE_BYTES / 8))
-	for i in 1 2 3 4; do make_file "$SRC/tree/model-$i.bin" "$per"; done
-	n=0 i=0
-	while [ $n -lt $((TREE_BYTES / 2)) ]; do
-		local sz=$(((32 << 10) << (i % 10)))
-		[ $((n + sz)) -gt $((TREE_BYTES / 2)) ] && sz=$((TREE_BYTES / 2 - n))
-		make_file "$SRC/tree/small/f$i" "$sz"
-		n=$((n + sz)) i=$((i + 1))
-	done
-	TREE_FILES=$((i + 4))
-	sync
+    # The tree: half in 4 big files, half in 32 KiB..16 MiB files (~ a model
+    # directory next to a package tree).
+    log "scratch dir $WORK; writing a $SIZE file and a $TREE tree"
+    make_file "$SRC/big" "$SIZE_BYTES"
+    per=$((TREE_BYTES / 8))
+    for i in 1 2 3 4; do make_file "$SRC/tree/model-$i.bin" "$per"; done
+    n=0 i=0
+    while [ $n -lt $((TREE_BYTES / 2)) ]; do
+        local sz=$(((32 << 10) << (i % 10)))
+        [ $((n + sz)) -gt $((TREE_BYTES / 2)) ] && sz=$((TREE_BYTES / 2 - n))
+        make_file "$SRC/tree/small/f$i" "$sz"
+        n=$((n + sz)) i=$((i + 1))
+    done
+    TREE_FILES=$((i + 4))
+    sync
 
-	# shellcheck disable=SC2086
-	start_daemon "$EMU" "$WORK/emu.log" "$EMU_BIN" "$SRC" "$EMU" -f $EMU_OPTS ||
-		die "cannot mount the EFS emulator"
-	EMU_PID=$DAEMON_PID
-	EMU_BW=$("$PY" -c 'import os, sys
+    # shellcheck disable=SC2086
+    start_daemon "$EMU" "$WORK/emu.log" "$EMU_BIN" "$SRC" "$EMU" -f $EMU_OPTS ||
+        die "cannot mount the EFS emulator"
+    EMU_PID=$DAEMON_PID
+    EMU_BW=$("$PY" -c 'import os, sys
 v = os.getxattr(sys.argv[1], "user.efsemu.config").decode()
 print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
-	CSV=$WORK/cold.csv
-	echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s" >"$CSV"
-	EPID=""
-	LOADS=()
-	for ((r = 1; r <= RUNS; r++)); do
-		ROUND=$r
-		LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
-		log "round $r of $RUNS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-		row efs seq1 fio_run seq1 "$EMU/big"
-		row efs seq4 fio_run seq4 "$EMU/big"
-		efscache_fresh "$EMU"
-		row efscache-cold seq1 fio_run seq1 "$MNT/big"
-		efscache_fresh "$EMU"
-		row efscache-cold seq4 fio_run seq4 "$MNT/big"
-		efscache_fresh "$EMU"
-		row efscache-cold warm warm_tree "$MNT/tree"
-		efscache_stop
-		row local-direct seq1 fio_run seq1 "$SRC/big"
-		efscache_fresh "$SRC"
-		row local-efscache-cold seq1 fio_run seq1 "$MNT/big"
-		efscache_stop
-	done
-	stop_daemon "$EMU" "$EMU_PID"
+    CSV=$WORK/cold.csv
+    echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s" >"$CSV"
+    EPID=""
+    LOADS=()
+    for ((r = 1; r <= RUNS; r++)); do
+        ROUND=$r
+        LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
+        log "round $r of $RUNS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+        row efs seq1 fio_run seq1 "$EMU/big"
+        row efs seq4 fio_run seq4 "$EMU/big"
+        efscache_fresh "$EMU"
+        row efscache-cold seq1 fio_run seq1 "$MNT/big"
+        efscache_fresh "$EMU"
+        row efscache-cold seq4 fio_run seq4 "$MNT/big"
+        efscache_fresh "$EMU"
+        row efscache-cold warm warm_tree "$MNT/tree"
+        efscache_stop
+        row local-direct seq1 fio_run seq1 "$SRC/big"
+        efscache_fresh "$SRC"
+        row local-efscache-cold seq1 fio_run seq1 "$MNT/big"
+        efscache_stop
+    done
+    stop_daemon "$EMU" "$EMU_PID"
 
-	mkdir -p "$OUT_DIR"
-	cp "$CSV" "$OUT_DIR/cold.csv"
-	QUICK=$QUICK SIZE_H=$SIZE TREE_H=$TREE TREE_FILES=$TREE_FILES RUNS=$RUNS EMU_BW=$EMU_BW \
-	EMU_CMD="efs-emu SRC EMU -f${EMU_OPTS:+ $EMU_OPTS}" \
-	EFSCACHE_CMD="efscache SOURCE MNT -f -o cache_dir=CACHE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
-	GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
-	DIRTY=$(git -C "$REPO" status --porcelain -- src include tests 2>/dev/null | head -c1) \
-	LOADS="${LOADS[*]}" \
-	"$PY" - "$CSV" "$OUT_DIR/cold.md" <<'EOF'
+    mkdir -p "$OUT_DIR"
+    cp "$CSV" "$OUT_DIR/cold.csv"
+    QUICK=$QUICK SIZE_H=$SIZE TREE_H=$TREE TREE_FILES=$TREE_FILES RUNS=$RUNS EMU_BW=$EMU_BW \
+    EMU_CMD="efs-emu SRC EMU -f${EMU_OPTS:+ $EMU_OPTS}" \
+    EFSCACHE_CMD="efscache SOURCE MNT -f -o cache_dir=CACHE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
+    GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
+    DIRTY=$(git -C "$REPO" status --porcelain -- src include tests 2>/dev/null | head -c1) \
+    LOADS="${LOADS[*]}" \
+    "$PY" - "$CSV" "$OUT_DIR/cold.md" <<'EOF'
 import csv, datetime, os, platform, statistics, sys
 e = os.environ
 vals, cpu, ecpu = {}, {}, {}
@@ -292,16 +292,16 @@ if s1 and s4:
 open(sys.argv[2], "w").write("\n".join(L) + "\n")
 print("\n".join(summary))
 EOF
-	if [ "$PERF" = 1 ]; then
-		{
-			printf '\n## Profiles (PERF=1, round %s)\n\n' "$RUNS"
-			# shellcheck disable=SC2016 # backquotes for markdown
-			printf '`perf record -g -F 499 -e cpu-clock -p EFSCACHE_PID[,EMU_PID]` during the row; '
-			printf 'share of the samples of those processes, symbols at 0.8%% and above.\n'
-			perf_summary
-		} >>"$OUT_DIR/cold.md"
-	fi
-	log "wrote $OUT_DIR/cold.md"
+    if [ "$PERF" = 1 ]; then
+        {
+            printf '\n## Profiles (PERF=1, round %s)\n\n' "$RUNS"
+            # shellcheck disable=SC2016 # backquotes for markdown
+            printf '`perf record -g -F 499 -e cpu-clock -p EFSCACHE_PID[,EMU_PID]` during the row; '
+            printf 'share of the samples of those processes, symbols at 0.8%% and above.\n'
+            perf_summary
+        } >>"$OUT_DIR/cold.md"
+    fi
+    log "wrote $OUT_DIR/cold.md"
 }
 
 main "$@"

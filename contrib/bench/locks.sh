@@ -26,13 +26,13 @@ TARGET=0.1
 
 # rates DIR TAG -> "lockf fcntl" real-time bogo ops/s of one stress-ng run
 rates() {
-	local dir=$1/stress-$2 yaml=$WORK/$2.yaml
-	mkdir -p "$dir"
-	stress-ng --lockf "$WORKERS" --fcntl "$WORKERS" -t "$SECS" --metrics-brief \
-		--temp-path "$dir" --yaml "$yaml" >"$WORK/$2.log" 2>&1 ||
-		{ tail -n 5 "$WORK/$2.log" >&2; die "stress-ng failed in $dir"; }
-	rm -rf "$dir"
-	"$PY" - "$yaml" <<'EOF'
+    local dir=$1/stress-$2 yaml=$WORK/$2.yaml
+    mkdir -p "$dir"
+    stress-ng --lockf "$WORKERS" --fcntl "$WORKERS" -t "$SECS" --metrics-brief \
+        --temp-path "$dir" --yaml "$yaml" >"$WORK/$2.log" 2>&1 ||
+        { tail -n 5 "$WORK/$2.log" >&2; die "stress-ng failed in $dir"; }
+    rm -rf "$dir"
+    "$PY" - "$yaml" <<'EOF'
 import sys
 rate, cur = {}, None
 for line in open(sys.argv[1]):
@@ -51,61 +51,61 @@ threads() { ls "/proc/$1/task" 2>/dev/null | wc -l; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 main() {
-	local r m s mlk=() mfc=() slk=() sfc=() sampler maxthr lk fc
-	command -v stress-ng >/dev/null || die "missing stress-ng (apt-get install stress-ng)"
-	build_project
-	bench_mktemp
-	trap bench_cleanup EXIT
-	WORK=$BENCH_TMP
-	SRC=$WORK/src
-	MNT=$WORK/mnt
-	mkdir -p "$SRC" "$MNT" "$WORK/cache"
-	# shellcheck disable=SC2086
-	start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$SRC" "$MNT" -f \
-		-o "cache_dir=$WORK/cache" $EFSCACHE_OPTS || die "cannot mount"
-	EPID=$DAEMON_PID
-	echo 0 >"$WORK/maxthr"
-	(
-		mx=0
-		while kill -0 "$EPID" 2>/dev/null; do
-			n=$(threads "$EPID")
-			if [ "$n" -gt "$mx" ]; then mx=$n; echo "$mx" >"$WORK/maxthr"; fi
-			sleep 0.05
-		done
-	) &
-	sampler=$!
-	BENCH_HELPERS+=("$sampler")
-	log "threads at start: $(threads "$EPID")"
-	for ((r = 1; r <= RUNS; r++)); do
-		# Alternate the order, so that neither side always runs first.
-		if ((r % 2)); then
-			read -r lk fc < <(rates "$MNT" "mnt$r"); mlk+=("$lk"); mfc+=("$fc")
-			read -r lk fc < <(rates "$SRC" "src$r"); slk+=("$lk"); sfc+=("$fc")
-		else
-			read -r lk fc < <(rates "$SRC" "src$r"); slk+=("$lk"); sfc+=("$fc")
-			read -r lk fc < <(rates "$MNT" "mnt$r"); mlk+=("$lk"); mfc+=("$fc")
-		fi
-		log "run $r: mount lockf ${mlk[-1]} fcntl ${mfc[-1]}; source lockf ${slk[-1]} fcntl ${sfc[-1]}"
-	done
-	maxthr=$(cat "$WORK/maxthr")
-	{
-		echo "| stressor | mount ops/s | source ops/s | mount/source | target |"
-		echo "|---|---:|---:|---:|---:|"
-		for s in lockf fcntl; do
-			if [ $s = lockf ]; then
-				m=$(median "${mlk[@]}"); r=$(median "${slk[@]}")
-			else
-				m=$(median "${mfc[@]}"); r=$(median "${sfc[@]}")
-			fi
-			awk -v s=$s -v m="$m" -v r="$r" -v t=$TARGET 'BEGIN {
-				printf "| %s | %.0f | %.0f | %.3f | %s |\n", s, m, r, (r > 0 ? m / r : 0), t }'
-		done
-		echo
-		echo "stress-ng --lockf $WORKERS --fcntl $WORKERS -t $SECS, medians of $RUNS runs" \
-			"(mount and source alternating, same run); daemon threads at most $maxthr."
-	} | tee "$WORK/locks.md"
-	mkdir -p "$OUT_DIR"
-	cp "$WORK/locks.md" "$OUT_DIR/locks.md"
+    local r m s mlk=() mfc=() slk=() sfc=() sampler maxthr lk fc
+    command -v stress-ng >/dev/null || die "missing stress-ng (apt-get install stress-ng)"
+    build_project
+    bench_mktemp
+    trap bench_cleanup EXIT
+    WORK=$BENCH_TMP
+    SRC=$WORK/src
+    MNT=$WORK/mnt
+    mkdir -p "$SRC" "$MNT" "$WORK/cache"
+    # shellcheck disable=SC2086
+    start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$SRC" "$MNT" -f \
+        -o "cache_dir=$WORK/cache" $EFSCACHE_OPTS || die "cannot mount"
+    EPID=$DAEMON_PID
+    echo 0 >"$WORK/maxthr"
+    (
+        mx=0
+        while kill -0 "$EPID" 2>/dev/null; do
+            n=$(threads "$EPID")
+            if [ "$n" -gt "$mx" ]; then mx=$n; echo "$mx" >"$WORK/maxthr"; fi
+            sleep 0.05
+        done
+    ) &
+    sampler=$!
+    BENCH_HELPERS+=("$sampler")
+    log "threads at start: $(threads "$EPID")"
+    for ((r = 1; r <= RUNS; r++)); do
+        # Alternate the order, so that neither side always runs first.
+        if ((r % 2)); then
+            read -r lk fc < <(rates "$MNT" "mnt$r"); mlk+=("$lk"); mfc+=("$fc")
+            read -r lk fc < <(rates "$SRC" "src$r"); slk+=("$lk"); sfc+=("$fc")
+        else
+            read -r lk fc < <(rates "$SRC" "src$r"); slk+=("$lk"); sfc+=("$fc")
+            read -r lk fc < <(rates "$MNT" "mnt$r"); mlk+=("$lk"); mfc+=("$fc")
+        fi
+        log "run $r: mount lockf ${mlk[-1]} fcntl ${mfc[-1]}; source lockf ${slk[-1]} fcntl ${sfc[-1]}"
+    done
+    maxthr=$(cat "$WORK/maxthr")
+    {
+        echo "| stressor | mount ops/s | source ops/s | mount/source | target |"
+        echo "|---|---:|---:|---:|---:|"
+        for s in lockf fcntl; do
+            if [ $s = lockf ]; then
+                m=$(median "${mlk[@]}"); r=$(median "${slk[@]}")
+            else
+                m=$(median "${mfc[@]}"); r=$(median "${sfc[@]}")
+            fi
+            awk -v s=$s -v m="$m" -v r="$r" -v t=$TARGET 'BEGIN {
+                printf "| %s | %.0f | %.0f | %.3f | %s |\n", s, m, r, (r > 0 ? m / r : 0), t }'
+        done
+        echo
+        echo "stress-ng --lockf $WORKERS --fcntl $WORKERS -t $SECS, medians of $RUNS runs" \
+            "(mount and source alternating, same run); daemon threads at most $maxthr."
+    } | tee "$WORK/locks.md"
+    mkdir -p "$OUT_DIR"
+    cp "$WORK/locks.md" "$OUT_DIR/locks.md"
 }
 
 main "$@"
