@@ -56,20 +56,12 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 		return -EBUSY;
 	}
 	freed = (int64_t)node->bytes;
-	if (store_file_reopen(c->store, &e->key, &e->sf) < 0) {
-		/* The record is gone from disk (removed by cache_source_gone
-		 * while a reply held the entry, or by a cleaner of cache_dir)
-		 * and its bytes with it: forget this chunk now.  The entry is
-		 * forgotten by its next entry_reopen_locked, outside this lock. */
-		evict_unlink_locked(c->ev, node);
-		if (ch->unread)
-			stats_add(c->stats, ST_prefetch_unused_bytes, ch->len);
-		ch->unread = false;
-		ch->len = 0;
-		ch->state = CH_ABSENT;
-		pthread_mutex_unlock(&e->mu);
-		return freed;
-	}
+	/* Not entry_reopen_locked: when the record is gone from disk (removed
+	 * by cache_source_gone while a reply held the entry, or by a cleaner
+	 * of cache_dir) it unloads the entry, which takes this lock again.
+	 * Such a chunk's bytes went with the record: it is only forgotten,
+	 * and the entry with it at its next reopen, outside this lock. */
+	(void)store_file_reopen(c->store, &e->key, &e->sf);
 	entry_drop_chunk_locked(c, e, ch, true);
 	entry_release_fds_locked(e);
 	pthread_mutex_unlock(&e->mu);

@@ -109,7 +109,8 @@ uint32_t entry_drop_chunk_locked(struct cache *c, struct cache_file *e, struct c
 {
 	const uint32_t len = ch->len;
 
-	store_drop_chunk(&e->sf, ch->idx);
+	if (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0) /* else the record is gone */
+		store_drop_chunk(&e->sf, ch->idx);
 	if (lru_locked)
 		evict_unlink_locked(c->ev, &ch->lru);
 	else

@@ -170,9 +170,10 @@ void entry_release_fds_locked(struct cache_file *e);
 void entry_unload_locked(struct cache *c, struct cache_file *e);
 /* Load the on-disk record once; chunks go to the LRU's cold end if cold. */
 void entry_load_locked(struct cache *c, struct cache_file *e, bool cold);
-/* Drop chunk ch from the record (empty slot, blocks released) and from
- * the LRU: the one way a stored chunk leaves the cache (eviction,
- * efscachectl evict, a failed check).  Counts a prefetched chunk never
+/* Drop chunk ch from the record (empty slot, blocks released; a record
+ * gone from disk, its fds closed, is not touched) and from the LRU: the
+ * one way a stored chunk leaves the cache (eviction, efscachectl evict, a
+ * failed check).  Counts a prefetched chunk never
  * read.  The chunk becomes ABSENT unless it is BUSY (its owner refetches
  * it).  lru_locked: the caller holds the LRU mutex (the eviction
  * callback).  Returns the chunk's length. */
