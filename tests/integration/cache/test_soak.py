@@ -98,6 +98,24 @@ def check_pages(fid, off, data):
     return vers, bad
 
 
+def first_bad_page(fid, off, data):
+    """Where the first wrong page of a read goes wrong, for the report: its page number,
+    the first byte that differs from the page its header names, and the 16 bytes there."""
+    for i in range(0, len(data), PAGE):
+        sl = data[i:i + PAGE]
+        p = (off + i) // PAGE
+        if len(sl) < HDR.size:
+            return "page %d: %d bytes" % (p, len(sl))
+        magic, f, v, pp = HDR.unpack_from(sl)
+        want = page_bytes(fid, v, p)[:len(sl)]
+        if magic != MAGIC or f != fid or pp != p or sl != want:
+            k = next((j for j in range(len(sl)) if sl[j] != want[j]), 0)
+            u = k // HDR.size * HDR.size
+            return "page %d (header v%d): differs at byte %d of %d: %r" % (
+                p, v, k, len(sl), sl[u:u + HDR.size])
+    return "no wrong page found"
+
+
 # ---------------------------------------------------------------------------------------
 # readers (separate processes: a read stuck in the kernel cannot stall the test)
 
@@ -139,8 +157,9 @@ def reader_main(idx, mnt, deadline, seed, since, logpath):
                     fid, mode, t_open, t_end, off, bad,
                     ",".join(str(v) for v in sorted(vers)) or "-"))
                 if bad:
-                    out.write("BAD %d %s off=%d len=%d first=%r\n" % (
-                        fid, mode, off, len(data), data[:HDR.size]))
+                    out.write("BAD %d %s off=%d len=%d size=%d first=%r %s\n" % (
+                        fid, mode, off, len(data), size, data[:HDR.size],
+                        first_bad_page(fid, off, data)))
         except OSError as e:
             out.write("E %d %s %s %.6f\n" % (fid, mode, errno.errorcode.get(e.errno, e.errno),
                                              time.monotonic()))
