@@ -284,19 +284,26 @@ struct efs_inode *itab_find(struct inode_table *t, dev_t dev, ino_t ino)
 
 /* Unhash i if nothing references it; returns true if the caller must
  * destroy it (and then drop its reference on the parent). */
-static bool unhash_if_dead_locked(struct inode_table *t, struct efs_inode *i, int *fd)
+/* Take i off the list it is on: its hash chain, or the superseded list.
+ * Caller holds t->lock. */
+static void unlink_locked(struct inode_table *t, struct efs_inode *i)
 {
-	struct efs_inode **pp;
+	struct efs_inode **pp = i->superseded
+					? &t->superseded
+					: &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
 
-	*fd = -1;
-	if (i == &t->root || i->nlookup || i->refs)
-		return false;
-	pp = i->superseded ? &t->superseded
-			   : &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
 	while (*pp && *pp != i)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = i->next;
+}
+
+static bool unhash_if_dead_locked(struct inode_table *t, struct efs_inode *i, int *fd)
+{
+	*fd = -1;
+	if (i == &t->root || i->nlookup || i->refs)
+		return false;
+	unlink_locked(t, i);
 	t->count--;
 	if (i->fd >= 0)
 		*fd = take_fd_locked(t, i);
@@ -383,12 +390,7 @@ static bool is_other_object(const struct efs_inode *i, const struct stat *st, bo
  * t->lock; i is not the root. */
 static void supersede_locked(struct inode_table *t, struct efs_inode *i)
 {
-	struct efs_inode **pp = &t->buckets[hash_key(i->dev, i->ino) & (t->nbuckets - 1)];
-
-	while (*pp && *pp != i)
-		pp = &(*pp)->next;
-	if (*pp)
-		*pp = i->next;
+	unlink_locked(t, i);
 	i->superseded = true;
 	i->next = t->superseded;
 	t->superseded = i;
