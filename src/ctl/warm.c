@@ -36,6 +36,8 @@
 #define WARM_DEFAULT_JOBS 4
 #define WARM_MAX_JOBS 256
 #define RATE_SAMPLES 20 /* progress redraws the rate is averaged over (5 s) */
+#define SETTLE_POLL_MS 20 /* write-behind drain: stats query interval */
+#define SETTLE_MAX_MS 60000 /* ... and how long to wait before saying so */
 
 struct warm_file {
 	char *path;
@@ -357,6 +359,53 @@ static int warm_queue_file(const char *path, const struct stat *st, void *arg)
 	return 0;
 }
 
+/* Reads are answered before their chunks are written to cache_dir (the
+ * write-behind worker stores them after the reply), so the last files read
+ * may not be cached yet when the workers finish.  Wait until each mount
+ * named has nothing left to write, so that what warm reports as warmed is
+ * in the cache when it returns (status, evict, a kill -9 see it).  Other
+ * readers of a busy mount keep the count above zero; after SETTLE_MAX_MS
+ * that is said and warm ends anyway.  Paths on one mount are polled once. */
+static void warm_settle(int argc, char **argv, int first)
+{
+	char **seen = calloc((size_t)argc, sizeof(*seen));
+	int nseen = 0;
+
+	if (!seen)
+		return;
+	for (int i = first; i < argc; i++) {
+		struct ctl_stats *st;
+		char *text;
+		bool dup = false;
+		int waited = 0;
+
+		if (get_stats(argv[i], &text, &st) < 0)
+			continue; /* already named by the walk */
+		for (int j = 0; j < nseen && !dup; j++)
+			dup = !strcmp(seen[j], st->cache_dir);
+		if (!dup && (seen[nseen] = strdup(st->cache_dir)) != NULL)
+			nseen++;
+		while (!dup && st->write_behind_pending && waited < SETTLE_MAX_MS) {
+			free(text);
+			free(st);
+			usleep(SETTLE_POLL_MS * 1000);
+			waited += SETTLE_POLL_MS;
+			if (get_stats(argv[i], &text, &st) < 0)
+				goto next;
+		}
+		if (!dup && st->write_behind_pending)
+			report("warm %s: %" PRIu64 " chunks still being written to the cache after "
+			       "%d s (other readers of the mount keep it busy)",
+			       argv[i], st->write_behind_pending, SETTLE_MAX_MS / 1000);
+		free(text);
+		free(st);
+next:;
+	}
+	for (int j = 0; j < nseen; j++)
+		free(seen[j]);
+	free(seen);
+}
+
 int cmd_warm(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -428,6 +477,7 @@ int cmd_warm(int argc, char **argv)
 	pthread_mutex_unlock(&w.mu);
 	if (progress_started)
 		pthread_join(progress, NULL);
+	warm_settle(argc, argv, optind);
 
 	el = now_mono() - w.start;
 	printf("warmed %" PRIu64 " file%s, %.1f MiB in %.1f s (%.1f MiB/s)",
