@@ -49,6 +49,13 @@ struct cache_source {
 	 * can be read; a source that refuses O_DIRECT is read buffered.
 	 * Returns the byte count or -errno. */
 	ssize_t (*read)(void *arg, int fd, void *buf, size_t len, off_t off);
+	/* The name of ino no longer leads to it (-ESTALE above): is the
+	 * object itself gone from the source (deleted, or replaced by a
+	 * rename over its name, on another host)?  True only when the server
+	 * says so about the object (its handle is stale, or no link is left);
+	 * false when that cannot be asked or it may live on under another
+	 * name.  May be NULL (never gone). */
+	bool (*object_gone)(void *arg, struct efs_inode *ino);
 	void *arg;
 };
 
@@ -69,7 +76,9 @@ void cache_free(struct cache *c);
  * cached, an open by name (kept for fetching) if not.  *keep_cache says
  * whether the kernel's page cache of the file may be kept.  Returns 0,
  * -ESTALE if the name now leads to another object (the kernel looks it up
- * again), or the source's -errno (EIO etc.: nothing is deleted).  Every
+ * again; if the source's object_gone says the old object is gone, its
+ * record is removed as by cache_source_gone), or the source's -errno (EIO
+ * etc.: nothing is deleted).  Every
  * successful cache_open of a regular file is paired with cache_close. */
 int cache_open(struct cache *c, struct efs_inode *ino, int open_fd,
 	       const struct meta_attr *attr, bool *keep_cache);

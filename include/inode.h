@@ -99,6 +99,9 @@ void itab_moved(struct inode_table *t, struct efs_inode *ino, struct efs_inode *
  * the name now leads to another object, the source's errno otherwise. */
 int inode_fd_get(struct inode_table *t, struct efs_inode *ino);
 void inode_fd_put(struct inode_table *t, struct efs_inode *ino);
+/* The inode's O_PATH fd if one is open now, without reopening it (that
+ * would resolve the name); -1 if none.  Release with inode_fd_put. */
+int inode_fd_peek(struct inode_table *t, struct efs_inode *ino);
 /* Close idle fds until at most `keep` are open (called when the process
  * ran out of fds); returns how many were closed. */
 unsigned itab_shrink(struct inode_table *t, unsigned keep);

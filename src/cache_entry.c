@@ -324,18 +324,21 @@ static bool fully_cached_locked(const struct cache_file *e)
 	return true;
 }
 
-/* Fetches read the source with O_DIRECT where it allows it: the bytes go
- * into our chunk buffer without a copy in the source's page cache, which
- * would only hold a third copy of data we cache ourselves (and on NFS a
- * direct read of a chunk is sent as parallel RPCs).  Small files are read
- * buffered: one request either way. */
-int cache_open_fetch(struct cache *c, struct efs_inode *ino, bool named, uint64_t size_hint)
+/* Fetches read the source with O_DIRECT where it allows it, small files
+ * too.  The bytes then come from the server, not from the source client's
+ * page cache: a fetch fd lives as long as some open of the inode does, and
+ * nothing revalidates that page cache meanwhile, so a buffered fd could
+ * hand a later version's fetch pages read while another host rewrote the
+ * file, and the cache would store them under the new identity.  (It would
+ * also only hold a third copy of data we cache ourselves, and on NFS a
+ * direct read of a chunk is sent as parallel RPCs.)  A source that refuses
+ * O_DIRECT is read buffered. */
+int cache_open_fetch(struct cache *c, struct efs_inode *ino, bool named)
 {
 	int (*op)(void *, struct efs_inode *, int) = named ? c->src.open_named : c->src.open_object;
-	int fd = -EINVAL;
+	int fd;
 
-	if (size_hint > c->cfg->chunk_size)
-		fd = op(c->src.arg, ino, O_RDONLY | O_DIRECT);
+	fd = op(c->src.arg, ino, O_RDONLY | O_DIRECT);
 	if (fd == -EINVAL)
 		fd = op(c->src.arg, ino, O_RDONLY);
 	return fd;
@@ -347,7 +350,6 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	struct store_identity id;
 	struct cache_file *e;
 	struct timespec now;
-	uint64_t size_hint;
 	struct stat st;
 	bool trusted, full;
 	int r, fd = -1;
@@ -370,7 +372,6 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	if (trusted)
 		e->opens++;
 	full = fully_cached_locked(e);
-	size_hint = e->loaded ? e->sf.id.size : (uint64_t)(attr->seen ? attr->size : 0);
 	pthread_mutex_unlock(&e->mu);
 	if (trusted) {
 		*keep_cache = true;
@@ -383,7 +384,7 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	} else if (full) {
 		r = c->src.stat_named(c->src.arg, ino, &st);
 	} else {
-		fd = cache_open_fetch(c, ino, true, size_hint);
+		fd = cache_open_fetch(c, ino, true);
 		r = fd < 0 ? fd : c->src.stat_open(c->src.arg, fd, &st);
 	}
 	if (r == 0 && (st.st_ino != ino->ino || st.st_dev != ino->dev))
@@ -391,6 +392,13 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	if (r < 0) {
 		if (fd >= 0)
 			close(fd);
+		/* Deleted or replaced on another host: give its space back now
+		 * (the kernel may never open this inode again to tell us). */
+		if (r == -ESTALE && c->src.object_gone && c->src.object_gone(c->src.arg, ino)) {
+			log_debug("cache: source file of inode %llu is gone: record removed",
+				  (unsigned long long)ino->ino);
+			cache_source_gone(c, (uint64_t)ino->ino);
+		}
 		return r; /* EIO etc. delete nothing */
 	}
 	cache_identity_of(&st, &id);

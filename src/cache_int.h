@@ -188,9 +188,9 @@ int entry_reopen_locked(struct cache *c, struct cache_file *e);
 void cache_identity_of(const struct stat *st, struct store_identity *id);
 /* Coherency check: stale unless every field matches. */
 bool cache_identity_equal(const struct store_identity *a, const struct store_identity *b);
-/* Open the source file for fetching (O_DIRECT if it is worth it): by name
+/* Open the source file for fetching (O_DIRECT unless it refuses): by name
  * (re-resolving it) or by its object.  Returns the fd or -errno. */
-int cache_open_fetch(struct cache *c, struct efs_inode *ino, bool named, uint64_t size_hint);
+int cache_open_fetch(struct cache *c, struct efs_inode *ino, bool named);
 
 /* ---- cache_read.c ------------------------------------------------------- */
 

@@ -166,13 +166,12 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
  * entry and exit, dropped while opening. */
 static int fetch_fd_locked(struct cache *c, struct cache_file *e, struct efs_inode *ino)
 {
-	uint64_t size = e->sf.id.size;
 	int fd;
 
 	if (e->fetch_fd >= 0)
 		return e->fetch_fd;
 	pthread_mutex_unlock(&e->mu);
-	fd = cache_open_fetch(c, ino, false, size);
+	fd = cache_open_fetch(c, ino, false);
 	pthread_mutex_lock(&e->mu);
 	if (fd < 0)
 		return fd;

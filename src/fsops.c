@@ -213,6 +213,24 @@ static ssize_t source_read(void *arg, int fd, void *buf, size_t len, off_t off)
 	return src_read(fd, buf, len, off);
 }
 
+/* Asked of the object's own O_PATH fd, if one is still open (reopening it
+ * would go by the name, which is what failed): NFS answers GETATTR of a
+ * deleted file's handle with ESTALE, or with nlink 0 while some client
+ * holds it open.  With no fd left there is no way to ask: not gone, the
+ * record goes with the LRU. */
+static bool source_object_gone(void *arg, struct efs_inode *i)
+{
+	struct efs_fs *fs = arg;
+	struct stat st;
+	int fd = inode_fd_peek(fs->itab, i), r;
+
+	if (fd < 0)
+		return false;
+	r = src_stat_sync_at(fd, "", &st);
+	inode_fd_put(fs->itab, i);
+	return r == -ESTALE || r == -ENOENT || (r == 0 && st.st_nlink == 0);
+}
+
 int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_t errlen)
 {
 	int fd, r;
@@ -253,6 +271,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 			.open_object = source_open_object,
 			.stat_open = source_stat_open,
 			.read = source_read,
+			.object_gone = source_object_gone,
 			.arg = fs,
 		};
 

@@ -595,6 +595,21 @@ int inode_fd_get(struct inode_table *t, struct efs_inode *i)
 	return fd;
 }
 
+int inode_fd_peek(struct inode_table *t, struct efs_inode *i)
+{
+	int fd = -1;
+
+	if (i == &t->root)
+		return t->root.fd;
+	pthread_mutex_lock(&t->lock);
+	if (i->fd >= 0) {
+		i->fd_users++; /* not moved in the LRU: a peek is not a use */
+		fd = i->fd;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return fd;
+}
+
 void inode_fd_put(struct inode_table *t, struct efs_inode *i)
 {
 	if (i == &t->root)

@@ -154,23 +154,37 @@ static ssize_t read_to_end(int fd, void *buf, size_t len, off_t off)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (direct && ((n < 0 && errno == EINVAL) ||
-			       (n > 0 && (done + (size_t)n) % DIRECT_ALIGN &&
-				done + (size_t)n < len))) {
-			/* No O_DIRECT on this file system, or a short direct
-			 * read before the end: go on buffered. */
+		if (direct && n < 0 && errno == EINVAL) {
+			/* The file system refuses O_DIRECT reads: buffered from
+			 * now on (its page cache is then the file's own). */
 			if (fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
 				return -errno;
 			direct = false;
 			ask = len;
-			if (n > 0)
-				done += (size_t)n;
 			continue;
 		}
 		if (n < 0)
 			return -errno;
 		if (n == 0)
 			break;
+		if (direct && (done + (size_t)n) % DIRECT_ALIGN && done + (size_t)n < len) {
+			/* Short and unaligned before len: the end of a file that
+			 * shrank, or a source that answers short.  Go on from the
+			 * last whole block, still direct: a buffered read would
+			 * go through the source client's page cache, which a
+			 * long-lived fetch fd never revalidates, and could hand
+			 * back pages of an earlier version.  No whole block more:
+			 * stop, src_read tells the end from a fault. */
+			size_t got = done + (size_t)n;
+			size_t whole = got & ~(size_t)(DIRECT_ALIGN - 1);
+
+			if (whole > done) {
+				done = whole;
+				continue;
+			}
+			done = got;
+			break;
+		}
 		done += (size_t)n;
 	}
 	return (ssize_t)(done < len ? done : len);

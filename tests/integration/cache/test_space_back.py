@@ -94,5 +94,41 @@ def test_rename_over():
     h.check("clean unmount", not st.umount())
 
 
+def test_gone_on_source():
+    """Deleted or replaced on the source by another host: the next open through the mount
+    finds the name gone or leading elsewhere, asks the old file's own handle (stale: gone)
+    and removes its record.  A file renamed on the source lives on: its record stays."""
+    st = cl.Stack()
+    _, _, rec_d = cached(st, "d", 8)
+    os.unlink(st.s("d"))
+    try:
+        open(st.p("d"), "rb").close()
+        h.check("deleted on the source: open fails", False, "it opened")
+    except FileNotFoundError:
+        h.check("deleted on the source: open fails with ENOENT", True)
+    h.check("deleted on the source: the record is removed at that open", gone(rec_d),
+            str(rec_d))
+
+    _, _, rec_r = cached(st, "r", 9)
+    u0 = usage(st)
+    want = cl.make_file(st.s("r.tmp"), SIZE, seed=10)
+    os.rename(st.s("r.tmp"), st.s("r"))  # another host's atomic replace
+    cl.check_content("replaced on the source: the next open reads the new file", st.p("r"),
+                     st.s("r"), want)
+    h.check("replaced on the source: the old file's record is removed", gone(rec_r),
+            str(rec_r))
+    h.check("replaced on the source: cache_usage_bytes gave the old file's data back",
+            usage(st) <= u0, "usage %d -> %d" % (u0, usage(st)))
+
+    _, _, rec_m = cached(st, "m", 11)
+    os.rename(st.s("m"), st.s("m2"))  # moved, not gone: its handle is still good
+    try:
+        open(st.p("m"), "rb").close()
+    except FileNotFoundError:
+        pass
+    h.check("renamed on the source: the record is kept", not gone(rec_m), str(rec_m))
+    h.check("clean unmount", not st.umount())
+
+
 if __name__ == "__main__":
-    cl.main([test_unlink, test_rename_over])
+    cl.main([test_unlink, test_rename_over, test_gone_on_source])
