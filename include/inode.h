@@ -51,6 +51,7 @@ struct efs_inode {
 				   * the hash, alive until the kernel forgets it */
 	struct efs_inode *parent; /* where the name was last seen; NULL for the root */
 	char *name;               /* its name in parent */
+	struct efs_inode *place_next; /* chain of the (parent, name) index */
 	struct timespec btime;    /* birth time, if the source records it */
 	bool has_btime;
 	int fd;                   /* O_PATH, O_NOFOLLOW fd of the source object, or -1 */
@@ -90,6 +91,11 @@ struct efs_inode *itab_find(struct inode_table *t, dev_t dev, ino_t ino);
  * using it after its request was answered); itab_unhold gives it back. */
 void itab_hold(struct inode_table *t, struct efs_inode *i);
 void itab_unhold(struct inode_table *t, struct efs_inode *i);
+/* Inodes other than `except` whose name was last seen as `name` in dir
+ * (the object there was deleted, replaced or renamed since): up to max of
+ * them into out, each held (itab_unhold each).  Returns how many. */
+unsigned itab_others_at(struct inode_table *t, struct efs_inode *dir, const char *name,
+			const struct efs_inode *except, struct efs_inode **out, unsigned max);
 /* The object was renamed through the mount: it now lives in newparent. */
 void itab_moved(struct inode_table *t, struct efs_inode *ino, struct efs_inode *newparent,
 		const char *newname);

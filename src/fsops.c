@@ -218,7 +218,7 @@ static ssize_t source_read(void *arg, int fd, void *buf, size_t len, off_t off)
  * deleted file's handle with ESTALE, or with nlink 0 while some client
  * holds it open.  With no fd left there is no way to ask: not gone, the
  * record goes with the LRU. */
-static bool source_object_gone(void *arg, struct efs_inode *i)
+bool source_object_gone(void *arg, struct efs_inode *i)
 {
 	struct efs_fs *fs = arg;
 	struct stat st;

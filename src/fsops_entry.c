@@ -89,6 +89,30 @@ void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e)
 		fuse_reply_entry(req, e);
 }
 
+/* The name no longer leads where an inode the kernel knows was last seen:
+ * the kernel is revalidating a name whose file was deleted or replaced on
+ * the source (by another host), or renamed there.  A file gone for good
+ * gives its cache space back now; the kernel may never open it again to
+ * tell us.  `now` is what the name leads to now (NULL: nothing).  A
+ * round trip only when such an inode exists and still holds its fd. */
+#define GONE_CHECK_MAX 4 /* inodes checked per lookup; more wait for the LRU */
+static void drop_gone_at(struct efs_fs *fs, struct efs_inode *dir, const char *name,
+			 const struct efs_inode *now)
+{
+	struct efs_inode *old[GONE_CHECK_MAX];
+	unsigned n = itab_others_at(fs->itab, dir, name, now, old, GONE_CHECK_MAX);
+
+	for (unsigned k = 0; k < n; k++) {
+		if (S_ISREG(old[k]->type) && source_object_gone(fs, old[k])) {
+			log_debug("lookup: '%s' no longer leads to inode %llu, gone from the "
+				  "source: its cache record is removed",
+				  name, (unsigned long long)old[k]->ino);
+			cache_source_gone(fs->cache, (uint64_t)old[k]->ino);
+		}
+		itab_unhold(fs->itab, old[k]);
+	}
+}
+
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -96,6 +120,8 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	int r = do_lookup(fs, dir, name, &e);
 
+	if (r == 0 || r == -ENOENT)
+		drop_gone_at(fs, dir, name, r == 0 ? inode_of(req, e.ino) : NULL);
 	if (r == -ENOENT) {
 		/* A negative entry: the kernel remembers the name is absent. */
 		memset(&e, 0, sizeof(e));

@@ -125,6 +125,8 @@ void ifd_put(struct efs_fs *fs, struct efs_inode *i);
  * following it by name if its handle went stale.  arg is the struct efs_fs.
  * Returns the fd or -errno. */
 int source_open_object(void *arg, struct efs_inode *i, int flags);
+/* Is i's object gone from the source (struct cache_source's object_gone)? */
+bool source_object_gone(void *arg, struct efs_inode *i);
 
 /* Look name up in parent and take a lookup reference.  Returns 0 or -errno. */
 int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,

@@ -1,8 +1,9 @@
 /* inode.c - inode table: (st_dev, st_ino) -> struct efs_inode, and the
  * bounded set of O_PATH fds behind it.
  *
- * State: an open-hashing table that grows by doubling, and an LRU list of
- * the inodes that hold an fd, both under one mutex t->lock.  Lookups are
+ * State: an open-hashing table that grows by doubling, an index of where
+ * each inode was last seen ((parent, name) -> inodes, same size), and an
+ * LRU list of the inodes that hold an fd, all under one mutex t->lock.  Lookups are
  * short; the expensive parts (openat and fstat on the source) happen with
  * no lock held.
  *
@@ -47,6 +48,9 @@ struct inode_table {
 	pthread_mutex_t lock;
 	struct efs_inode **buckets; /* protected by lock */
 	size_t nbuckets;            /* power of two; protected by lock */
+	struct efs_inode **places;  /* (parent, name) index, chained by place_next;
+				     * nplaces buckets (power of two); lock */
+	size_t nplaces;
 	uint64_t count;             /* protected by lock */
 	struct efs_inode *superseded; /* inodes out of the hash (itab_get); lock */
 	struct efs_inode lru;       /* list head: next = most recent */
@@ -65,6 +69,16 @@ static size_t hash_key(dev_t dev, ino_t ino)
 	return (size_t)(h ^ (h >> 29));
 }
 
+/* FNV-1a over the name, seeded with the parent's address. */
+static size_t hash_place(const struct efs_inode *parent, const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)parent;
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 0x100000001b3ULL;
+	return (size_t)(h ^ (h >> 29));
+}
+
 int itab_new(struct inode_table **out, int root_fd, unsigned fd_budget)
 {
 	struct inode_table *t = calloc(1, sizeof(*t));
@@ -77,9 +91,12 @@ int itab_new(struct inode_table **out, int root_fd, unsigned fd_budget)
 		free(t);
 		return -e;
 	}
-	t->nbuckets = ITAB_INITIAL_BUCKETS;
+	t->nbuckets = t->nplaces = ITAB_INITIAL_BUCKETS;
 	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
-	if (!t->buckets) {
+	t->places = calloc(t->nplaces, sizeof(*t->places));
+	if (!t->buckets || !t->places) {
+		free(t->buckets);
+		free(t->places);
 		free(t);
 		return -ENOMEM;
 	}
@@ -234,6 +251,7 @@ void itab_free(struct inode_table *t)
 	close_lock_owners(&t->root);
 	close(t->root.fd);
 	free(t->buckets);
+	free(t->places);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -243,9 +261,13 @@ static void grow(struct inode_table *t)
 {
 	size_t n = t->nbuckets * 2, b;
 	struct efs_inode **nb = calloc(n, sizeof(*nb));
+	struct efs_inode **np = calloc(n, sizeof(*np));
 
-	if (!nb)
+	if (!nb || !np) {
+		free(nb);
+		free(np);
 		return; /* keep the longer chains; still correct */
+	}
 	for (b = 0; b < t->nbuckets; b++) {
 		struct efs_inode *i = t->buckets[b], *next;
 		for (; i; i = next) {
@@ -255,9 +277,65 @@ static void grow(struct inode_table *t)
 			nb[h] = i;
 		}
 	}
+	for (b = 0; b < t->nplaces; b++) {
+		struct efs_inode *i = t->places[b], *next;
+		for (; i; i = next) {
+			size_t h = hash_place(i->parent, i->name) & (n - 1);
+			next = i->place_next;
+			i->place_next = np[h];
+			np[h] = i;
+		}
+	}
 	free(t->buckets);
+	free(t->places);
 	t->buckets = nb;
-	t->nbuckets = n;
+	t->places = np;
+	t->nbuckets = t->nplaces = n;
+}
+
+/* ---- the (parent, name) index (t->lock held) ---------------------------- */
+
+/* An inode is in the index exactly while it has a place (parent and name)
+ * and is alive: set_place_locked moves it, unhash_if_dead_locked takes it
+ * out. */
+static void place_link_locked(struct inode_table *t, struct efs_inode *i)
+{
+	size_t h = hash_place(i->parent, i->name) & (t->nplaces - 1);
+
+	i->place_next = t->places[h];
+	t->places[h] = i;
+}
+
+static void place_unlink_locked(struct inode_table *t, struct efs_inode *i)
+{
+	struct efs_inode **pp;
+
+	if (!i->parent || !i->name)
+		return;
+	pp = &t->places[hash_place(i->parent, i->name) & (t->nplaces - 1)];
+	while (*pp && *pp != i)
+		pp = &(*pp)->place_next;
+	if (*pp)
+		*pp = i->place_next;
+	i->place_next = NULL;
+}
+
+unsigned itab_others_at(struct inode_table *t, struct efs_inode *dir, const char *name,
+			const struct efs_inode *except, struct efs_inode **out, unsigned max)
+{
+	struct efs_inode *i;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (i = t->places[hash_place(dir, name) & (t->nplaces - 1)]; i && n < max;
+	     i = i->place_next) {
+		if (i != except && i->parent == dir && !strcmp(i->name, name)) {
+			i->refs++;
+			out[n++] = i;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return n;
 }
 
 static struct efs_inode *find_locked(struct inode_table *t, dev_t dev, ino_t ino)
@@ -304,6 +382,7 @@ static bool unhash_if_dead_locked(struct inode_table *t, struct efs_inode *i, in
 	if (i == &t->root || i->nlookup || i->refs)
 		return false;
 	unlink_locked(t, i);
+	place_unlink_locked(t, i);
 	t->count--;
 	if (i->fd >= 0)
 		*fd = take_fd_locked(t, i);
@@ -359,8 +438,8 @@ void itab_unhold(struct inode_table *t, struct efs_inode *i)
 
 /* Point i at (parent, name), moving its reference on the parent.  Returns
  * the old parent whose reference the caller drops (unref), or NULL. */
-static struct efs_inode *set_place_locked(struct efs_inode *i, struct efs_inode *parent,
-					  char *name)
+static struct efs_inode *set_place_locked(struct inode_table *t, struct efs_inode *i,
+					  struct efs_inode *parent, char *name)
 {
 	struct efs_inode *old = i->parent;
 
@@ -368,10 +447,12 @@ static struct efs_inode *set_place_locked(struct efs_inode *i, struct efs_inode 
 		free(name);
 		return NULL;
 	}
+	place_unlink_locked(t, i);
 	parent->refs++;
 	free(i->name);
 	i->name = name;
 	i->parent = parent;
+	place_link_locked(t, i);
 	return old;
 }
 
@@ -431,7 +512,7 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	}
 	if (i) {
 		i->nlookup++;
-		old = set_place_locked(i, parent, nm);
+		old = set_place_locked(t, i, parent, nm);
 		if (i->fd < 0) {
 			ndrop = adopt_fd_locked(t, i, fd, drop);
 			fd = -1;
@@ -461,7 +542,7 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	fresh->has_btime = has_btime;
 	fresh->btime = btime;
 	pthread_mutex_init(&fresh->lock, NULL);
-	set_place_locked(fresh, parent, nm);
+	set_place_locked(t, fresh, parent, nm);
 	{
 		size_t h = hash_key(st->st_dev, st->st_ino) & (t->nbuckets - 1);
 
@@ -493,7 +574,7 @@ void itab_moved(struct inode_table *t, struct efs_inode *i, struct efs_inode *ne
 		return; /* the next reopen finds the name stale: -ESTALE, relookup */
 	}
 	pthread_mutex_lock(&t->lock);
-	old = set_place_locked(i, newparent, nm);
+	old = set_place_locked(t, i, newparent, nm);
 	pthread_mutex_unlock(&t->lock);
 	unref(t, old);
 }

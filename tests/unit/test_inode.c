@@ -202,6 +202,78 @@ static void test_reused_number(void)
 	itab_free(t);
 }
 
+/* The (parent, name) index: a name replaced on the source leaves the old
+ * inode findable there (what the lookup's gone check asks), a rename
+ * through the mount moves it, a forget takes it out, and the index holds
+ * across the table's growth. */
+static void test_places(void)
+{
+	struct inode_table *t;
+	struct efs_inode *old, *cur, *dir, *out[4], *many[3000];
+	char a[256], b[256], nm[32];
+	unsigned n;
+	int root;
+
+	root = src_open_root(root_path);
+	CHECK(root >= 0);
+	CHECK(itab_new(&t, root, 64) == 0);
+	make("p", true);
+	dir = lookup(t, itab_root(t), "p");
+	CHECK(dir != NULL);
+	make("p/x", false);
+	old = lookup(t, dir, "x");
+	CHECK(old != NULL);
+	CHECK(itab_others_at(t, dir, "x", old, out, 4) == 0); /* only itself */
+	/* replaced on the source: rename a new file over the name */
+	make("p/x.new", false);
+	path_of(a, sizeof(a), "p/x.new");
+	path_of(b, sizeof(b), "p/x");
+	CHECK(rename(a, b) == 0);
+	cur = lookup(t, dir, "x");
+	CHECK(cur != NULL && cur != old);
+	n = itab_others_at(t, dir, "x", cur, out, 4);
+	CHECK(n == 1 && out[0] == old);
+	for (unsigned k = 0; k < n; k++)
+		itab_unhold(t, out[k]);
+	CHECK(itab_others_at(t, dir, "y", NULL, out, 4) == 0);
+	/* moved through the mount: no longer at x */
+	itab_moved(t, old, dir, "x.old");
+	CHECK(itab_others_at(t, dir, "x", cur, out, 4) == 0);
+	n = itab_others_at(t, dir, "x.old", NULL, out, 4);
+	CHECK(n == 1 && out[0] == old);
+	for (unsigned k = 0; k < n; k++)
+		itab_unhold(t, out[k]);
+	/* forgotten: out of the index */
+	itab_forget(t, old, 1);
+	CHECK(itab_others_at(t, dir, "x.old", NULL, out, 4) == 0);
+	/* grow the table (1024 buckets at start) and find them all again */
+	for (unsigned k = 0; k < 3000; k++) {
+		snprintf(nm, sizeof(nm), "p/m%u", k);
+		make(nm, false);
+		many[k] = lookup(t, dir, nm + 2);
+		CHECK(many[k] != NULL);
+	}
+	for (unsigned k = 0; k < 3000; k += 7) {
+		snprintf(nm, sizeof(nm), "m%u", k);
+		n = itab_others_at(t, dir, nm, NULL, out, 4);
+		CHECK(n == 1 && out[0] == many[k]);
+		for (unsigned j = 0; j < n; j++)
+			itab_unhold(t, out[j]);
+	}
+	for (unsigned k = 0; k < 3000; k++)
+		if (many[k])
+			itab_forget(t, many[k], 1);
+	itab_forget(t, cur, 1);
+	itab_forget(t, dir, 1);
+	{
+		struct itab_counts c;
+
+		itab_counts(t, &c);
+		CHECK(c.inodes == 0);
+	}
+	itab_free(t);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/efs-test-inode-XXXXXX";
@@ -210,6 +282,7 @@ int main(void)
 	snprintf(root_path, sizeof(root_path), "%s", tmpl);
 	test_budget_and_reopen();
 	test_reused_number();
+	test_places();
 	{
 		char cmd[128];
 

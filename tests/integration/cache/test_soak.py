@@ -80,8 +80,24 @@ def version_bytes(fid, v, size):
     return b"".join(page_bytes(fid, v, p) for p in range((size + PAGE - 1) // PAGE))[:size]
 
 
+def mixed_page_versions(fid, p, sl):
+    """A page read while a writer rewrote it in place holds records of two versions, cut
+    where the copies crossed (as reading the source itself would return): the versions
+    of its 16-byte records if each one is a record of page p of this file, else None."""
+    if len(sl) % HDR.size:
+        return None
+    vers = set()
+    for magic, f, v, pp in HDR.iter_unpack(sl):
+        if magic != MAGIC or f != fid or pp != p:
+            return None
+        vers.add(v)
+    return vers
+
+
 def check_pages(fid, off, data):
-    """(set of versions the pages claim, number of wrong pages).  off is page-aligned."""
+    """(set of versions the pages claim, number of wrong pages).  off is page-aligned.
+    Each version must be one the source held during the read (checked by the caller),
+    so a page mixed from versions is right only while both were held."""
     vers = set()
     bad = 0
     for i in range(0, len(data), PAGE):
@@ -91,10 +107,14 @@ def check_pages(fid, off, data):
             bad += 1
             continue
         magic, f, v, pp = HDR.unpack_from(sl)
-        if magic != MAGIC or f != fid or pp != p or sl != page_bytes(fid, v, p)[:len(sl)]:
-            bad += 1
+        if magic == MAGIC and f == fid and pp == p and sl == page_bytes(fid, v, p)[:len(sl)]:
+            vers.add(v)
             continue
-        vers.add(v)
+        mixed = mixed_page_versions(fid, p, sl)
+        if mixed is None:
+            bad += 1
+        else:
+            vers |= mixed
     return vers, bad
 
 
@@ -108,7 +128,8 @@ def first_bad_page(fid, off, data):
             return "page %d: %d bytes" % (p, len(sl))
         magic, f, v, pp = HDR.unpack_from(sl)
         want = page_bytes(fid, v, p)[:len(sl)]
-        if magic != MAGIC or f != fid or pp != p or sl != want:
+        if (magic != MAGIC or f != fid or pp != p or sl != want) and \
+                mixed_page_versions(fid, p, sl) is None:
             k = next((j for j in range(len(sl)) if sl[j] != want[j]), 0)
             u = k // HDR.size * HDR.size
             return "page %d (header v%d): differs at byte %d of %d: %r" % (
@@ -157,8 +178,8 @@ def reader_main(idx, mnt, deadline, seed, since, logpath):
                     fid, mode, t_open, t_end, off, bad,
                     ",".join(str(v) for v in sorted(vers)) or "-"))
                 if bad:
-                    out.write("BAD %d %s off=%d len=%d size=%d first=%r %s\n" % (
-                        fid, mode, off, len(data), size, data[:HDR.size],
+                    out.write("BAD %d %s %.6f %.6f off=%d len=%d size=%d first=%r %s\n" % (
+                        fid, mode, t_open, t_end, off, len(data), size, data[:HDR.size],
                         first_bad_page(fid, off, data)))
         except OSError as e:
             out.write("E %d %s %s %.6f\n" % (fid, mode, errno.errorcode.get(e.errno, e.errno),
@@ -184,6 +205,15 @@ class History:
         self.mu = threading.Lock()
         self.v = collections.defaultdict(list)
         self.next_v = collections.defaultdict(int)
+        self.events = collections.defaultdict(list)  # fid -> (t0, t1, op, version, size)
+
+    def event(self, fid, t0, op, v, size):
+        with self.mu:
+            self.events[fid].append((t0, time.monotonic(), op, v, size))
+
+    def events_between(self, fid, t0, t1):
+        with self.mu:
+            return [e for e in self.events[fid] if e[1] >= t0 and e[0] <= t1]
 
     def new_version(self, fid):
         with self.mu:
@@ -234,6 +264,7 @@ def mutator(st, hist, rng, stop, counts):
         op = rng.choice(("rewrite", "rewrite", "truncate", "replace", "replace", "delete"))
         if fid not in present:
             op = "create"
+        t_op = time.monotonic()
         try:
             if op in ("rewrite", "create"):
                 v = hist.new_version(fid)
@@ -241,6 +272,7 @@ def mutator(st, hist, rng, stop, counts):
                 hist.begin(fid, v, time.monotonic())
                 write_version(path, data, in_place=(op == "rewrite"))
                 hist.end_others(fid, v, time.monotonic())
+                hist.event(fid, t_op, op, v, len(data))
                 present.add(fid)
             elif op == "truncate":
                 # a prefix of what is there: no new bytes, the held versions go on
@@ -248,6 +280,7 @@ def mutator(st, hist, rng, stop, counts):
                 new = max(MIN_SIZE, (size // 2) // 512 * 512)
                 if new < size:
                     os.truncate(path, new)
+                    hist.event(fid, t_op, op, None, new)
             elif op == "replace":
                 v = hist.new_version(fid)
                 tmp = path + ".new"
@@ -255,9 +288,11 @@ def mutator(st, hist, rng, stop, counts):
                 hist.begin(fid, v, time.monotonic())
                 os.rename(tmp, path)
                 hist.end_others(fid, v, time.monotonic())
+                hist.event(fid, t_op, op, v, os.stat(path).st_size)
             elif op == "delete":
                 os.unlink(path)
                 hist.end_others(fid, None, time.monotonic())
+                hist.event(fid, t_op, op, None, 0)
                 present.discard(fid)
             counts[op] += 1
         except OSError as e:
@@ -478,6 +513,7 @@ def test_soak():
     modes = collections.Counter()
     errs = collections.Counter()
     samples = []
+    nbad = 0
     for path in logs:
         with open(path) as f:
             for line in f:
@@ -494,8 +530,16 @@ def test_soak():
                             if len(samples) < 5:
                                 samples.append("file %d version %s read in [%.3f, %.3f]: "
                                                "held %s" % (fid, v, t0, t1, hist.v[fid]))
-                elif parts[0] == "BAD" and len(samples) < 5:
+                elif parts[0] == "BAD" and nbad < 3:
+                    nbad += 1
                     samples.append(line.strip())
+                    # what the source went through around the bad read, and the kills
+                    bfid, bt0, bt1 = int(parts[1]), float(parts[3]), float(parts[4])
+                    for ev in hist.events_between(bfid, bt0 - 3, bt1 + 0.5):
+                        samples.append("    source: [%.6f, %.6f] %s v%s size %d" % ev)
+                    for d0, d1 in down:
+                        if d1 is None or (d1 >= bt0 - 3 and d0 <= bt1):
+                            samples.append("    daemon down [%.6f, %s]" % (d0, d1))
                 elif parts[0] == "E":
                     errs[parts[3]] += 1
     add_daemon_stats(daemon_counts, st)
@@ -514,7 +558,7 @@ def test_soak():
         dict(errs) or "none", {k: v for k, v in counts.items() if k.startswith("reader ")}
         or "none"))
     h.note("efscache, all daemons: %s" % ", ".join("%s %d" % (k, s[k]) for k in SUMMED))
-    for x in samples:
+    for x in samples[:60]:
         h.note("  " + x)
     h.check("reads were checked", reads > 100 and all(modes[m] for m in
                                                       ("buffered", "direct", "mmap")),

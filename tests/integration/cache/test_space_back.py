@@ -8,6 +8,7 @@ goes on reading the right bytes."""
 
 import ctypes
 import os
+import time
 
 import cachelib as cl
 from cachelib import MiB, h
@@ -99,7 +100,10 @@ def test_gone_on_source():
     finds the name gone or leading elsewhere, asks the old file's own handle (stale: gone)
     and removes its record.  A file renamed on the source lives on: its record stays."""
     st = cl.Stack()
+    # Each file is held open meanwhile (another process using it): other tests drop the
+    # kernel's caches, and an inode the kernel forgot cannot be asked about any more.
     _, _, rec_d = cached(st, "d", 8)
+    hold_d = open(st.p("d"), "rb")
     os.unlink(st.s("d"))
     try:
         open(st.p("d"), "rb").close()
@@ -110,6 +114,7 @@ def test_gone_on_source():
             str(rec_d))
 
     _, _, rec_r = cached(st, "r", 9)
+    hold_r = open(st.p("r"), "rb")
     u0 = usage(st)
     want = cl.make_file(st.s("r.tmp"), SIZE, seed=10)
     os.rename(st.s("r.tmp"), st.s("r"))  # another host's atomic replace
@@ -121,14 +126,40 @@ def test_gone_on_source():
             usage(st) <= u0, "usage %d -> %d" % (u0, usage(st)))
 
     _, _, rec_m = cached(st, "m", 11)
+    hold_m = open(st.p("m"), "rb")
     os.rename(st.s("m"), st.s("m2"))  # moved, not gone: its handle is still good
     try:
         open(st.p("m"), "rb").close()
     except FileNotFoundError:
         pass
     h.check("renamed on the source: the record is kept", not gone(rec_m), str(rec_m))
+    for f in (hold_d, hold_r, hold_m):
+        f.close()
+    h.check("clean unmount", not st.umount())
+
+
+def test_gone_at_lookup():
+    """Deleted on the source and never opened again: the kernel's name expires, its next
+    lookup finds the name gone, and that lookup removes the old file's record."""
+    st = cl.Stack(cache_opts=cl.SHORT_DIR_WINDOW, emu_opts=cl.EMU_SHORT_DIR)
+    _, _, rec = cached(st, "l", 12)
+    hold_l = open(st.p("l"), "rb")  # as above: the kernel keeps knowing the inode
+    _, _, rec_k = cached(st, "k", 13)
+    hold_k = open(st.p("k"), "rb")
+    os.unlink(st.s("l"))
+    os.rename(st.s("k"), st.s("k2"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (os.path.exists(st.p("l")) or
+                                           os.path.exists(st.p("k"))):
+        time.sleep(0.2)  # the name windows (1 s here) expire
+    h.check("deleted on the source: the name is gone through the mount",
+            not os.path.exists(st.p("l")))
+    h.check("deleted on the source: its lookup removed the record", gone(rec), str(rec))
+    h.check("renamed on the source: its record is kept", not gone(rec_k), str(rec_k))
+    hold_l.close()
+    hold_k.close()
     h.check("clean unmount", not st.umount())
 
 
 if __name__ == "__main__":
-    cl.main([test_unlink, test_rename_over, test_gone_on_source])
+    cl.main([test_unlink, test_rename_over, test_gone_on_source, test_gone_at_lookup])
