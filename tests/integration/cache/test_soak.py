@@ -23,8 +23,13 @@ attribute caching efs-emu emulates by default): an open sees at least what the s
 when the open started, and a reader may keep seeing that version, or any later one, until it
 closes (an fd opened before a rename over the name reads the old file to the end).  So each
 page of a read must belong to a version the source held at some moment between the start of
-its open() and the end of the read.  A page that is not a page of its file at its offset,
-or whose version was not held then, is a wrong page; the test fails on any.
+its open() and the end of the read.  Two races with the source are what reading it
+directly returns too, and are allowed: a page read while the mutator rewrote it in place
+holds records of two versions (each checked as held), and a read racing a truncation to
+size T may see zeros from T on, to the end of the page or large folio the file system
+cut (checked against the truncations during the read).  A page that is not a page of its
+file at its offset, or whose version was not held then, is a wrong page; the test fails
+on any.
 
 Every operation runs under a timeout: readers publish when their current operation started
 and the main loop counts any older than OP_TIMEOUT as a hang.  At the end the last daemon's
@@ -94,12 +99,27 @@ def mixed_page_versions(fid, p, sl):
     return vers
 
 
+def zero_tail(fid, p, sl):
+    """A page that ends in zeros: the file offset-in-page where they start if the bytes
+    before are records of page p of this file (their versions are returned too), else
+    None."""
+    z = len(sl.rstrip(b"\0"))
+    z = (z + HDR.size - 1) // HDR.size * HDR.size
+    if z == len(sl):
+        return None
+    head = mixed_page_versions(fid, p, sl[:z]) if z else set()
+    return None if head is None else (z, head)
+
+
 def check_pages(fid, off, data):
-    """(set of versions the pages claim, number of wrong pages).  off is page-aligned.
-    Each version must be one the source held during the read (checked by the caller),
-    so a page mixed from versions is right only while both were held."""
+    """(set of versions the pages claim, number of wrong pages, file offsets where zero
+    tails start).  off is page-aligned.  Each version must be one the source held during
+    the read, so a page mixed from versions is right only while both were held; a page
+    that turns to zeros is right only at or past the size a concurrent truncation cut
+    the file to (both checked by the caller, which knows the source's history)."""
     vers = set()
     bad = 0
+    zeros = []
     for i in range(0, len(data), PAGE):
         sl = data[i:i + PAGE]
         p = (off + i) // PAGE
@@ -111,11 +131,16 @@ def check_pages(fid, off, data):
             vers.add(v)
             continue
         mixed = mixed_page_versions(fid, p, sl)
-        if mixed is None:
+        if mixed is not None:
+            vers |= mixed
+            continue
+        zt = zero_tail(fid, p, sl)
+        if zt is None:
             bad += 1
         else:
-            vers |= mixed
-    return vers, bad
+            zeros.append(off + i + zt[0])
+            vers |= zt[1]
+    return vers, bad, zeros
 
 
 def first_bad_page(fid, off, data):
@@ -129,7 +154,7 @@ def first_bad_page(fid, off, data):
         magic, f, v, pp = HDR.unpack_from(sl)
         want = page_bytes(fid, v, p)[:len(sl)]
         if (magic != MAGIC or f != fid or pp != p or sl != want) and \
-                mixed_page_versions(fid, p, sl) is None:
+                mixed_page_versions(fid, p, sl) is None and zero_tail(fid, p, sl) is None:
             k = next((j for j in range(len(sl)) if sl[j] != want[j]), 0)
             u = k // HDR.size * HDR.size
             return "page %d (header v%d): differs at byte %d of %d: %r" % (
@@ -173,10 +198,13 @@ def reader_main(idx, mnt, deadline, seed, since, logpath):
                     else:
                         data = os.pread(fd, n, off)
                 t_end = time.monotonic()
-                vers, bad = check_pages(fid, off, data)
+                vers, bad, zeros = check_pages(fid, off, data)
                 out.write("R %d %s %.6f %.6f %d %d %s\n" % (
                     fid, mode, t_open, t_end, off, bad,
                     ",".join(str(v) for v in sorted(vers)) or "-"))
+                for z in zeros:
+                    out.write("Z %d %s %.6f %.6f %d off=%d len=%d size=%d\n" % (
+                        fid, mode, t_open, t_end, z, off, len(data), size))
                 if bad:
                     out.write("BAD %d %s %.6f %.6f off=%d len=%d size=%d first=%r %s\n" % (
                         fid, mode, t_open, t_end, off, len(data), size, data[:HDR.size],
@@ -509,7 +537,7 @@ def test_soak():
     end = daemon_fds_rss(st.daemon_pid())
     st.stats()  # write-behind settled
 
-    reads = wrong = not_held = 0
+    reads = wrong = not_held = zero_cut = 0
     modes = collections.Counter()
     errs = collections.Counter()
     samples = []
@@ -540,20 +568,37 @@ def test_soak():
                     for d0, d1 in down:
                         if d1 is None or (d1 >= bt0 - 3 and d0 <= bt1):
                             samples.append("    daemon down [%.6f, %s]" % (d0, d1))
+                elif parts[0] == "Z":
+                    # Zeros from offset z on: what a read racing a truncation to a size
+                    # <= z may see (the file system zeroes the cut end of the page, or of
+                    # the large folio, it truncates).  Anything else is a wrong page.
+                    zfid, zt0, zt1, z = int(parts[1]), float(parts[3]), float(parts[4]), \
+                        int(parts[5])
+                    cuts = [ev for ev in hist.events_between(zfid, zt0, zt1)
+                            if ev[2] in ("truncate", "rewrite") and ev[4] <= z]
+                    if cuts:
+                        zero_cut += 1
+                    else:
+                        wrong += 1
+                        if nbad < 3:
+                            nbad += 1
+                            samples.append("ZEROS " + line.strip())
+                            for ev in hist.events_between(zfid, zt0 - 3, zt1 + 0.5):
+                                samples.append("    source: [%.6f, %.6f] %s v%s size %d" % ev)
                 elif parts[0] == "E":
                     errs[parts[3]] += 1
     add_daemon_stats(daemon_counts, st)
     s = daemon_counts
     h.note("soak counts: reads checked %d (%s), source mutations %d (%s), corruptions "
            "injected %d (%d while down, %d live), kills %d, wrong pages %d, pages of a "
-           "version not held %d, hangs %d" % (
+           "version not held %d, hangs %d, pages zeroed past a concurrent truncation %d" % (
                reads, ", ".join("%s %d" % kv for kv in sorted(modes.items())),
                sum(counts[k] for k in ("rewrite", "truncate", "replace", "delete", "create")),
                ", ".join("%s %d" % (k, counts[k]) for k in ("rewrite", "truncate", "replace",
                                                             "delete", "create")),
                counts["corruptions_down"] + counts["corruptions_live"],
                counts["corruptions_down"], counts["corruptions_live"], counts["kills"],
-               wrong, not_held, hangs))
+               wrong, not_held, hangs, zero_cut))
     h.note("reader errors: %s; reader processes that died: %s" % (
         dict(errs) or "none", {k: v for k, v in counts.items() if k.startswith("reader ")}
         or "none"))
