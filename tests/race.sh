@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # tests/race.sh - race and memory-error hunting (issue 8 item 4).
 #
-#   tests/race.sh quick      # the CI run (tests/run.sh runs it): 6 to 10 min on 2 cores
+#   tests/race.sh quick      # the CI run (tests/run.sh runs it): 6 to 14 min on 2 cores
 #   tests/race.sh            # the long run, both tools (= all): over an hour on 2 cores
-#   tests/race.sh tsan       # the long ThreadSanitizer run only
-#   tests/race.sh valgrind   # the long valgrind memcheck run only
+#   tests/race.sh tsan       # the long ThreadSanitizer run only (14 min)
+#   tests/race.sh valgrind   # the long valgrind memcheck run only (most of the hour)
 #
 # tsan      clang build with -fsanitize=thread (build-ci-tsan).  Every process, efscache
 #           and efs-emu daemons included, logs to $TSAN_OPTIONS log_path; one report
@@ -14,7 +14,7 @@
 #           quick: the unit suite, integration/test_locks and test_io, and the short
 #                  cache tests with concurrent readers and writers: test_concurrency,
 #                  test_write_coherence, test_faults, test_hit_after_miss
-#                  (4 min with its build).
+#                  (4 to 6 min with its build).
 # valgrind  the plain debug build (build-ci-valgrind), every efscache daemon that the
 #           harness starts (h.mount_efscache) run as
 #           `valgrind --tool=memcheck --leak-check=full --log-file=DIR/vg.%p efscache ...`
@@ -26,7 +26,7 @@
 #           quick: read path (cache/test_hit_after_miss, integration/test_io), write
 #                  path (test_io, cache/test_write_coherence), locks (test_locks),
 #                  threads (cache/test_concurrency) and ctl (ctl/test_ctl,
-#                  test_ctl_perms) (3 to 6 min with its build).
+#                  test_ctl_perms) (3 to 7 min with its build).
 #
 # Suppressions: tests/tsan.supp and tests/valgrind.supp, each entry with the reason.
 # Prints per run: tests passed/failed, reports found, minutes taken; exits 1 on any.

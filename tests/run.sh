@@ -8,7 +8,7 @@
 #
 # Usage: tests/run.sh [meson test args...]   (e.g. --suite unit)
 # Environment: EFSCACHE_SKIP_APT=1 skips the package step;
-# EFSCACHE_SKIP_RACE=1 skips tests/race.sh quick (TSan and valgrind, ~10 min);
+# EFSCACHE_SKIP_RACE=1 skips tests/race.sh quick (TSan and valgrind, 6 to 14 min);
 # EFSCACHE_SKIP_CONTAINER=1 skips the container test (both are also skipped when
 # meson test args are given).
 set -u
@@ -110,7 +110,7 @@ run_config plain -Dbuildtype=debugoptimized
 EFSCACHE_BIGTREE_FILES=50000 EFSCACHE_SOAK_SECONDS=60 \
 run_config sanitize -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 
-# Races and memory errors (tests/race.sh quick, about 10 min): ThreadSanitizer over
+# Races and memory errors (tests/race.sh quick, 6 to 14 min): ThreadSanitizer over
 # the unit, lock, I/O and concurrency tests, valgrind memcheck of the daemon under
 # the read, write, lock and ctl tests.  The long run (tests/race.sh all, over an
 # hour) is not part of CI.  EFSCACHE_SKIP_RACE=1 leaves it out.
