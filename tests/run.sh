@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # tests/run.sh - install what the tests need, build twice (plain and
 # ASan+UBSan, warnings as errors), run every test in both, and print one
-# closing line "N passed, N failed, N skipped".  Then the container test
-# (tests/container/run.sh: image build, sidecar pattern with podman) once.
+# closing line "N passed, N failed, N skipped".  Then tests/race.sh quick
+# (ThreadSanitizer and valgrind memcheck, each one line of summary) and the
+# container test (tests/container/run.sh: image build, sidecar pattern with
+# podman) once.
 #
 # Usage: tests/run.sh [meson test args...]   (e.g. --suite unit)
 # Environment: EFSCACHE_SKIP_APT=1 skips the package step;
-# EFSCACHE_SKIP_CONTAINER=1 skips the container test (it is also skipped when
+# EFSCACHE_SKIP_RACE=1 skips tests/race.sh quick (TSan and valgrind, 6 to 14 min);
+# EFSCACHE_SKIP_CONTAINER=1 skips the container test (both are also skipped when
 # meson test args are given).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -106,6 +109,20 @@ run_config plain -Dbuildtype=debugoptimized
 # under ASan.
 EFSCACHE_BIGTREE_FILES=50000 EFSCACHE_SOAK_SECONDS=60 \
 run_config sanitize -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+# Races and memory errors (tests/race.sh quick, 6 to 14 min): ThreadSanitizer over
+# the unit, lock, I/O and concurrency tests, valgrind memcheck of the daemon under
+# the read, write, lock and ctl tests.  The long run (tests/race.sh all, over an
+# hour) is not part of CI.  EFSCACHE_SKIP_RACE=1 leaves it out.
+if [ "${EFSCACHE_SKIP_RACE:-0}" != 1 ] && [ ${#test_args[@]} -eq 0 ]; then
+    echo "=== races and memory errors (tests/race.sh quick)"
+    if env -u ASAN_OPTIONS -u UBSAN_OPTIONS -u LSAN_OPTIONS "$here/tests/race.sh" quick; then
+        passed=$((passed + 1))
+    else
+        echo "run.sh: tests/race.sh quick failed" >&2
+        failed=$((failed + 1))
+    fi
+fi
 
 # The container test builds an image from the source tree (minutes): once,
 # not per configuration.  77 = skipped (podman cannot run containers here).

@@ -2,6 +2,7 @@
  *
  * CHECK() records a failure and keeps going so one run shows every broken
  * case; check_done() prints the summary and returns the exit status.
+ * The counters are atomic: tests call CHECK() from the threads they start.
  */
 #ifndef EFS_CHECK_H
 #define EFS_CHECK_H
@@ -9,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int check_failures;
-static int check_count;
+static _Atomic int check_failures;
+static _Atomic int check_count;
 
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \

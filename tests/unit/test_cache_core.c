@@ -1025,7 +1025,7 @@ static void test_corrupt_verify_always(void)
 	struct env v;
 	struct handle h;
 	struct efs_inode *ino;
-	unsigned char byte;
+	unsigned char byte = 0;
 	char p[256];
 	int fd;
 
