@@ -165,12 +165,13 @@ def first_bad_page(fid, off, data):
 # ---------------------------------------------------------------------------------------
 # readers (separate processes: a read stuck in the kernel cannot stall the test)
 
-def reader_main(idx, mnt, deadline, seed, since, logpath):
+def reader_main(idx, mnt, deadline, seed, since, cur, logpath):
     rng = random.Random(seed)
     buf = mmap.mmap(-1, 512 * KiB)
     out = open(logpath, "w")
     while time.monotonic() < deadline:
         fid = rng.randrange(FILES)
+        cur[idx] = fid
         path = os.path.join(mnt, rel_of(fid))
         mode = rng.choice(("buffered", "direct", "mmap"))
         since[idx] = time.monotonic()
@@ -444,6 +445,7 @@ def test_soak():
     logdir = h.tmpdir("efscache-soak-logs-")
     ctx = multiprocessing.get_context("fork")
     since = ctx.Array("d", READERS, lock=False)
+    cur = ctx.Array("i", READERS, lock=False)  # the file each reader works on
     logs = []
     procs = [None] * READERS
 
@@ -451,7 +453,7 @@ def test_soak():
         path = os.path.join(logdir, "r%d.%d" % (i, len(logs)))
         logs.append(path)
         p = ctx.Process(target=reader_main, args=(i, st.mnt, deadline, rng.randrange(1 << 30),
-                                                  since, path))
+                                                  since, cur, path))
         p.start()
         procs[i] = p
 
@@ -482,8 +484,15 @@ def test_soak():
                     t0 = since[i] or now
                     in_kill = any(a <= now + 1 and (b is None or b >= t0 - 1)
                                   for a, b in down)
+                    # or the file was deleted or replaced on the source during the open,
+                    # and a chunk evicted since had to be fetched: the source no longer
+                    # opens the old file (NFS: ESTALE; a read(2) reader gets that errno)
+                    gone = any(ev[2] in ("replace", "delete")
+                               for ev in hist.events_between(cur[i], t0 - 1, now))
                     key = "SIGBUS" if p.exitcode == -signal.SIGBUS else "exit %s" % p.exitcode
-                    counts["reader " + key + (" (daemon down)" if in_kill else "")] += 1
+                    counts["reader " + key + (" (daemon down)" if in_kill else
+                                              " (file gone on the source)" if gone and
+                                              key == "SIGBUS" else "")] += 1
                     since[i] = 0.0
                     spawn(i)
                     continue
@@ -622,7 +631,8 @@ def test_soak():
                                                        "ESTALE")}
     h.check("readers saw no other errors", not odd, str(odd))
     died = {k: v for k, v in counts.items()
-            if k.startswith("reader ") and not k.endswith("(daemon down)")}
+            if k.startswith("reader ") and not k.endswith(("(daemon down)",
+                                                           "(file gone on the source)"))}
     h.check("no reader died while the daemon was up", not died, str(died))
     if warm and warm[0] is not None and end[0] is not None:
         h.note("last daemon: fds %d -> %d, RSS %.1f -> %.1f MiB (after warm-up -> end); "
