@@ -80,11 +80,11 @@ static inline bool pt_holds(const struct pt_entry *pe)
 }
 
 /* At startup: want is -o passthrough (auto = true), ro -o ro; stats counts
- * the opens.  Logs once why passthrough is off when the mount is read-write
- * or the build has no passthrough. */
+ * the opens.  Logs nothing. */
 void pt_configure(bool want, bool ro, struct efs_stats *stats);
-/* In the FUSE init callback: ask the kernel for passthrough; logs once if it
- * is refused. */
+/* In the FUSE init callback: ask the kernel for passthrough, or log once
+ * why it is off (read-write mount, libfuse < 3.17 at build time, the kernel
+ * does not offer it). */
 void pt_conn_init(struct fuse_conn_info *conn);
 /* Passthrough may be tried for new opens. */
 bool pt_enabled(void);

@@ -14,7 +14,9 @@
 
 #include "log.h"
 
-static bool pt_want;	       /* -o passthrough=auto on a -o ro mount */
+static bool pt_asked;	       /* -o passthrough=auto */
+static bool pt_ro;	       /* -o ro */
+static bool pt_want;	       /* both: passthrough may be used */
 static bool pt_negotiated;     /* atomic: the kernel agreed at init */
 static bool pt_failed;	       /* atomic: a backing open failed for good */
 static bool pt_logged;	       /* atomic: why it is off was logged */
@@ -23,34 +25,39 @@ static struct efs_stats *pt_stats;
 
 void pt_configure(bool want, bool ro, struct efs_stats *stats)
 {
+	pt_asked = want;
+	pt_ro = ro;
 	pt_want = want && ro;
 	pt_stats = stats;
 	__atomic_store_n(&pt_negotiated, false, __ATOMIC_RELAXED);
 	__atomic_store_n(&pt_failed, false, __ATOMIC_RELAXED);
 	__atomic_store_n(&pt_logged, false, __ATOMIC_RELAXED);
 	__atomic_store_n(&pt_logged_refused, false, __ATOMIC_RELAXED);
+}
+
+/* Why passthrough is off is logged here, at the kernel's INIT, not at
+ * startup: by then a daemon has left the caller's terminal (the log goes to
+ * syslog), so `efscache SRC MNT` prints nothing on success. */
+void pt_conn_init(struct fuse_conn_info *conn)
+{
+	if (!pt_asked)
+		return;
 #ifndef EFS_HAVE_PASSTHROUGH
-	if (want)
-		log_once(pt_logged, LOG_LVL_INFO,
-			 "passthrough: off: built against libfuse %s, passthrough needs 3.17 or "
-			 "later",
-			 fuse_pkgversion());
+	(void)conn;
+	log_once(pt_logged, LOG_LVL_INFO,
+		 "passthrough: off: built against libfuse %s, passthrough needs 3.17 or later",
+		 fuse_pkgversion());
 #else
-	/* While a file has passthrough opens the kernel fails every other open
-	 * of it, a writer's too: on a rw mount that would break POSIX. */
-	if (want && !ro)
+	if (!pt_ro) {
+		/* While a file has passthrough opens the kernel fails every
+		 * other open of it, a writer's too: on a rw mount that would
+		 * break POSIX. */
 		log_once(pt_logged, LOG_LVL_INFO,
 			 "passthrough: off: the mount is read-write (passthrough=auto uses kernel "
 			 "passthrough on -o ro mounts only: beside a passthrough open the kernel "
 			 "would refuse a writer's open of the same file)");
-#endif
-}
-
-void pt_conn_init(struct fuse_conn_info *conn)
-{
-#ifdef EFS_HAVE_PASSTHROUGH
-	if (!pt_want)
 		return;
+	}
 	if (!(conn->capable & FUSE_CAP_PASSTHROUGH)) {
 		log_once(pt_logged, LOG_LVL_INFO,
 			 "passthrough: off: the kernel did not offer FUSE passthrough (Linux 6.9 "
@@ -64,8 +71,6 @@ void pt_conn_init(struct fuse_conn_info *conn)
 	 * of want and fuse_set_feature_flag()'s want_ext. */
 	conn->want |= FUSE_CAP_PASSTHROUGH;
 	__atomic_store_n(&pt_negotiated, true, __ATOMIC_RELAXED);
-#else
-	(void)conn;
 #endif
 }
 
