@@ -8,10 +8,12 @@
 # directories under DIR (-o Dir::Etc::sourcelist=...), so the system's apt
 # sources and lists stay untouched; trixie's binary packages need a newer
 # glibc, its source builds here.  The library only (no fusermount3, no
-# examples): as root, libfuse mounts without fusermount3.  disable-mtab:
-# /etc/mtab is /proc/mounts nowadays, and 3.17 would otherwise fork
-# /bin/mount -f at every mount (a signal during its waitpid failed a mount
-# in test_cli).  Its soname is
+# examples): as root, libfuse mounts without fusermount3.  -DIGNORE_MTAB:
+# /etc/mtab is a link to /proc/mounts nowadays, but 3.17.2 no longer skips
+# a symlinked mtab and forks /bin/mount -f at every mount by root; a signal
+# during its waitpid failed a mount in test_cli ("fuse: waitpid:
+# Interrupted system call").  (Its -Ddisable-mtab option is declared but
+# used nowhere in 3.17.2.)  Its soname is
 # libfuse3.so.4, so it never shadows the system's libfuse3.so.3.
 set -euo pipefail
 
@@ -19,7 +21,7 @@ dir=$(mkdir -p "${1:?usage: $0 DIR}" && cd "$1" && pwd)
 prefix=$dir/prefix
 want=3.17.2
 
-stamp=$prefix/.efscache-build-3  # bump when the build options change
+stamp=$prefix/.efscache-build-4  # bump when the build options change
 if PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --atleast-version=3.17 fuse3 2>/dev/null &&
 	[ -e "$prefix/lib/libfuse3.so.4" ] && [ -e "$stamp" ]; then
 	exit 0
@@ -43,7 +45,7 @@ srcdir=$(find "$dir/src" -maxdepth 1 -type d -name 'fuse3-3.*' | head -n1)
 echo "build-libfuse: building $(basename "$srcdir") into $prefix"
 rm -rf "$srcdir/build" "$prefix"
 meson setup "$srcdir/build" "$srcdir" --prefix="$prefix" --libdir=lib -Dbuildtype=release \
-	-Dutils=false -Dexamples=false -Dtests=false -Ddisable-mtab=true >"$dir/meson-setup.log" 2>&1 ||
+	-Dutils=false -Dexamples=false -Dtests=false -Dc_args=-DIGNORE_MTAB >"$dir/meson-setup.log" 2>&1 ||
 	{ tail -n 20 "$dir/meson-setup.log" >&2; exit 1; }
 ninja -C "$srcdir/build" >"$dir/ninja.log" 2>&1 || { tail -n 20 "$dir/ninja.log" >&2; exit 1; }
 ninja -C "$srcdir/build" install >>"$dir/ninja.log" 2>&1 || { tail -n 20 "$dir/ninja.log" >&2; exit 1; }
