@@ -7,7 +7,8 @@
 # Usage: tests/run.sh [meson test args...]   (e.g. --suite unit)
 # Environment: EFSCACHE_SKIP_APT=1 skips the package step;
 # EFSCACHE_SKIP_CONTAINER=1 skips the container test (it is also skipped when
-# meson test args are given).
+# meson test args are given); EFSCACHE_SKIP_LIBFUSE317=1 the libfuse 3.17
+# configuration (below).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -106,6 +107,35 @@ run_config plain -Dbuildtype=debugoptimized
 # under ASan.
 EFSCACHE_BIGTREE_FILES=50000 EFSCACHE_SOAK_SECONDS=60 \
 run_config sanitize -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+# ---- third configuration: libfuse 3.17 (kernel passthrough) ------------------
+# The plain and sanitizer builds link Debian 12's libfuse 3.14, which has no
+# passthrough: its code (src/passthrough.c, EFS_HAVE_PASSTHROUGH) is compiled
+# and tested only here.  tests/build-libfuse.sh builds libfuse 3.17.2 from
+# Debian trixie's source package into build-ci-libfuse/prefix (~3 min, reused
+# while its stamp matches); the build finds it through meson's
+# pkg_config_path (kept by the build dir across regenerations) and an rpath.
+# Suites: unit, cache (test_passthrough among them, with the soak shortened)
+# and integration (the tree test at 50,000 files).  EFSCACHE_SKIP_LIBFUSE317=1
+# skips this configuration.
+if [ "${EFSCACHE_SKIP_LIBFUSE317:-0}" != 1 ]; then
+    lf317_start=$(date +%s)
+    lf317_prefix="$here/build-ci-libfuse/prefix"
+    if "$here/tests/build-libfuse.sh" "$here/build-ci-libfuse"; then
+        lf317_saved=("${test_args[@]}")
+        [ ${#test_args[@]} -gt 0 ] || test_args=(--suite unit --suite cache --suite integration)
+        EFSCACHE_BIGTREE_FILES=50000 EFSCACHE_SOAK_SECONDS=60 \
+        run_config libfuse317 -Dbuildtype=debugoptimized \
+            "-Dpkg_config_path=$lf317_prefix/lib/pkgconfig" \
+            "-Dc_link_args=-Wl,-rpath,$lf317_prefix/lib"
+        test_args=("${lf317_saved[@]}")
+    else
+        echo "run.sh: building libfuse 3.17 failed: no passthrough configuration" >&2
+        failed=$((failed + 1))
+    fi
+    echo "=== libfuse317: $(( $(date +%s) - lf317_start )) s (libfuse build included)"
+fi
+# ---- end of the libfuse 3.17 configuration -----------------------------------
 
 # The container test builds an image from the source tree (minutes): once,
 # not per configuration.  77 = skipped (podman cannot run containers here).
