@@ -72,6 +72,7 @@ def replace_source(st, rel, size, seed):
 def require_passthrough():
     """Exit 77 when this build has no passthrough (the daemon says so in its log)."""
     st = cl.Stack(cache_opts=RO_PT)
+    st.stats()  # the daemon logs why passthrough is off at the kernel's INIT: done by now
     log = st.stderr()
     why = [ln for ln in log.splitlines() if "passthrough: off: built against libfuse" in ln]
     st.umount()
