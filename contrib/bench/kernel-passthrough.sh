@@ -33,8 +33,8 @@ FIO_DIR=$REPO/contrib/fio
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-	SIZE=${SIZE:-256M}
-	RUNS=${RUNS:-1}
+    SIZE=${SIZE:-256M}
+    RUNS=${RUNS:-1}
 fi
 SIZE=${SIZE:-2G}
 RUNS=${RUNS:-3}
@@ -43,119 +43,119 @@ EFSCACHE_OPTS=${EFSCACHE_OPTS:-}
 
 # seq1 DIR -> MiB/s of seq1.fio on DIR/big (empty on failure)
 seq1() {
-	local json=$WORK/seq1-$RANDOM.json out
-	if FILENAME=$1/big SIZE=$SIZE_BYTES fio --output-format=json --output="$json" \
-		"$FIO_DIR/seq1.fio" >"$json.log" 2>&1 &&
-		out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
-		echo "${out%% *}"
-	else
-		tail -n 3 "$json.log" >&2 || true
-		echo ""
-	fi
+    local json=$WORK/seq1-$RANDOM.json out
+    if FILENAME=$1/big SIZE=$SIZE_BYTES fio --output-format=json --output="$json" \
+        "$FIO_DIR/seq1.fio" >"$json.log" 2>&1 &&
+        out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
+        echo "${out%% *}"
+    else
+        tail -n 3 "$json.log" >&2 || true
+        echo ""
+    fi
 }
 
 cpu_of() { # PID -> CPU seconds so far
-	local s
-	s=$("$PY" "$BENCH_DIR/benchlib.py" snap "$1" -)
-	echo "${s%% *}"
+    local s
+    s=$("$PY" "$BENCH_DIR/benchlib.py" snap "$1" -)
+    echo "${s%% *}"
 }
 
 pin_start() { # FILE: hold it mapped (read in) until pin_stop
-	rm -f "$WORK/pin.ready"
-	"$PY" "$BENCH_DIR/benchlib.py" pin "$WORK/pin.ready" "$1" 2>>"$WORK/pin.log" &
-	PIN_PID=$!
-	BENCH_HELPERS+=("$PIN_PID")
-	local i
-	for ((i = 0; i < 1200; i++)); do
-		[ -e "$WORK/pin.ready" ] && return 0
-		kill -0 "$PIN_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	return 1
+    rm -f "$WORK/pin.ready"
+    "$PY" "$BENCH_DIR/benchlib.py" pin "$WORK/pin.ready" "$1" 2>>"$WORK/pin.log" &
+    PIN_PID=$!
+    BENCH_HELPERS+=("$PIN_PID")
+    local i
+    for ((i = 0; i < 1200; i++)); do
+        [ -e "$WORK/pin.ready" ] && return 0
+        kill -0 "$PIN_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
 }
 
 pin_stop() {
-	kill "$PIN_PID" 2>/dev/null || true
-	wait "$PIN_PID" 2>/dev/null || true
+    kill "$PIN_PID" 2>/dev/null || true
+    wait "$PIN_PID" 2>/dev/null || true
 }
 
 row() { # run setup mibps cpu
-	local load1
-	read -r load1 _ </proc/loadavg
-	echo "$1,$2,$3,$4,$load1" >>"$CSV"
-	log "run $1 $2: ${3:-FAILED} MiB/s${4:+, daemon CPU ${4}s}"
+    local load1
+    read -r load1 _ </proc/loadavg
+    echo "$1,$2,$3,$4,$load1" >>"$CSV"
+    log "run $1 $2: ${3:-FAILED} MiB/s${4:+, daemon CPU ${4}s}"
 }
 
 # measure_mode RUN MODE: mount with passthrough=MODE, fill, warm-disk, warm-page.
 measure_mode() {
-	local r=$1 mode=$2 v c0 c1 pt
-	rm -rf "$CACHE"
-	# shellcheck disable=SC2086
-	start_daemon "$MNT" "$WORK/efscache-$mode.log" "$EFSCACHE_BIN" "$SRC" "$MNT" -f \
-		-o "cache_dir=$CACHE,ro,passthrough=$mode" $EFSCACHE_OPTS || die "efscache did not mount"
-	EPID=$DAEMON_PID
-	cat "$MNT/big" >/dev/null # fill the cache (not measured)
-	sleep 1                   # write-behind
-	drop_caches
-	c0=$(cpu_of "$EPID")
-	v=$(seq1 "$MNT")
-	c1=$(cpu_of "$EPID")
-	row "$r" "$mode-warm-disk" "$v" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')"
-	if pin_start "$MNT/big"; then
-		c0=$(cpu_of "$EPID")
-		v=$(seq1 "$MNT")
-		c1=$(cpu_of "$EPID")
-		pin_stop
-	else
-		v="" c0=0 c1=0
-	fi
-	row "$r" "$mode-warm-page" "$v" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')"
-	pt=$(getfattr --only-values -n user.efscache.stats "$MNT" 2>/dev/null |
-		awk '$1 == "passthrough_opens" { print $2 }')
-	log "run $r $mode: passthrough_opens ${pt:-?}"
-	PT_OPENS[$mode]=${pt:-0}
-	grep -h "passthrough: off" "$WORK/efscache-$mode.log" >&2 || true
-	stop_daemon "$MNT" "$EPID"
+    local r=$1 mode=$2 v c0 c1 pt
+    rm -rf "$CACHE"
+    # shellcheck disable=SC2086
+    start_daemon "$MNT" "$WORK/efscache-$mode.log" "$EFSCACHE_BIN" "$SRC" "$MNT" -f \
+        -o "cache_dir=$CACHE,ro,passthrough=$mode" $EFSCACHE_OPTS || die "efscache did not mount"
+    EPID=$DAEMON_PID
+    cat "$MNT/big" >/dev/null # fill the cache (not measured)
+    sleep 1                   # write-behind
+    drop_caches
+    c0=$(cpu_of "$EPID")
+    v=$(seq1 "$MNT")
+    c1=$(cpu_of "$EPID")
+    row "$r" "$mode-warm-disk" "$v" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')"
+    if pin_start "$MNT/big"; then
+        c0=$(cpu_of "$EPID")
+        v=$(seq1 "$MNT")
+        c1=$(cpu_of "$EPID")
+        pin_stop
+    else
+        v="" c0=0 c1=0
+    fi
+    row "$r" "$mode-warm-page" "$v" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')"
+    pt=$(getfattr --only-values -n user.efscache.stats "$MNT" 2>/dev/null |
+        awk '$1 == "passthrough_opens" { print $2 }')
+    log "run $r $mode: passthrough_opens ${pt:-?}"
+    PT_OPENS[$mode]=${pt:-0}
+    grep -h "passthrough: off" "$WORK/efscache-$mode.log" >&2 || true
+    stop_daemon "$MNT" "$EPID"
 }
 
 main() {
-	local r v
-	declare -gA PT_OPENS=()
-	install_deps
-	build_project
-	SIZE_BYTES=$(parse_size "$SIZE")
-	bench_mktemp
-	trap bench_cleanup EXIT
-	trap 'exit 130' INT TERM
-	WORK=$BENCH_TMP SRC=$BENCH_TMP/src MNT=$BENCH_TMP/mnt CACHE=$BENCH_TMP/cache
-	mkdir -p "$SRC" "$MNT"
-	bench_check_drop
-	log "scratch dir $WORK; writing a $SIZE file"
-	make_file "$SRC/big" "$SIZE_BYTES"
-	sync
-	CSV=$WORK/kernel-passthrough.csv
-	echo "run,setup,mibps,daemon_cpu_s,load1" >"$CSV"
-	for ((r = 1; r <= RUNS; r++)); do
-		drop_caches
-		row "$r" limit-cold-disk "$(seq1 "$SRC")" ""
-		if pin_start "$SRC/big"; then
-			v=$(seq1 "$SRC")
-			pin_stop
-		else
-			v=""
-		fi
-		row "$r" limit-warm-page "$v" ""
-		measure_mode "$r" auto
-		measure_mode "$r" off
-	done
+    local r v
+    declare -gA PT_OPENS=()
+    install_deps
+    build_project
+    SIZE_BYTES=$(parse_size "$SIZE")
+    bench_mktemp
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+    WORK=$BENCH_TMP SRC=$BENCH_TMP/src MNT=$BENCH_TMP/mnt CACHE=$BENCH_TMP/cache
+    mkdir -p "$SRC" "$MNT"
+    bench_check_drop
+    log "scratch dir $WORK; writing a $SIZE file"
+    make_file "$SRC/big" "$SIZE_BYTES"
+    sync
+    CSV=$WORK/kernel-passthrough.csv
+    echo "run,setup,mibps,daemon_cpu_s,load1" >"$CSV"
+    for ((r = 1; r <= RUNS; r++)); do
+        drop_caches
+        row "$r" limit-cold-disk "$(seq1 "$SRC")" ""
+        if pin_start "$SRC/big"; then
+            v=$(seq1 "$SRC")
+            pin_stop
+        else
+            v=""
+        fi
+        row "$r" limit-warm-page "$v" ""
+        measure_mode "$r" auto
+        measure_mode "$r" off
+    done
 
-	mkdir -p "$OUT_DIR"
-	cp "$CSV" "$OUT_DIR/kernel-passthrough.csv"
-	QUICK=$QUICK SIZE_H=$SIZE RUNS=$RUNS PT_AUTO=${PT_OPENS[auto]:-0} \
-	CMD="efscache SRC MNT -f -o cache_dir=CACHE,ro,passthrough=MODE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
-	LIBFUSE=$("$EFSCACHE_BIN" --version 2>&1 | tr '\n' ' ') \
-	GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
-	"$PY" - "$CSV" "$OUT_DIR/kernel-passthrough.md" <<'EOF'
+    mkdir -p "$OUT_DIR"
+    cp "$CSV" "$OUT_DIR/kernel-passthrough.csv"
+    QUICK=$QUICK SIZE_H=$SIZE RUNS=$RUNS PT_AUTO=${PT_OPENS[auto]:-0} \
+    CMD="efscache SRC MNT -f -o cache_dir=CACHE,ro,passthrough=MODE${EFSCACHE_OPTS:+ $EFSCACHE_OPTS}" \
+    LIBFUSE=$("$EFSCACHE_BIN" --version 2>&1 | tr '\n' ' ') \
+    GIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?") \
+    "$PY" - "$CSV" "$OUT_DIR/kernel-passthrough.md" <<'EOF'
 import csv, datetime, os, platform, statistics, sys
 e = os.environ
 vals, cpu, loads = {}, {}, []
@@ -205,7 +205,7 @@ for k, label, ref in rows:
 open(sys.argv[2], "w").write("\n".join(L) + "\n")
 print("\n".join(out))
 EOF
-	log "wrote $OUT_DIR/kernel-passthrough.md"
+    log "wrote $OUT_DIR/kernel-passthrough.md"
 }
 
 main "$@"
