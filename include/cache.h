@@ -118,6 +118,18 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 /* Release what cache_read() pinned and allocated. */
 void cache_read_done(struct cache *c, struct cache_read *rd);
 
+/* Kernel passthrough (passthrough.h): how to answer an open of a file
+ * handle.  A writer (ro false: not read-only, or O_TRUNC) asks before it
+ * opens the source; a reader right after a successful cache_open, with
+ * unchanged = its keep_cache.  req is the open's fuse_req_t.  Returns an
+ * enum pt_mode (*backing_id set for PT_PASSTHROUGH) or -ETXTBSY / -EBUSY:
+ * refuse the open.  At release (or when the open fails later), before
+ * cache_close: cache_pt_close with that mode (req NULL if the open's reply
+ * failed). */
+int cache_pt_open(struct cache *c, struct efs_inode *ino, void *req, bool ro, bool unchanged,
+		  int *backing_id);
+void cache_pt_close(struct cache *c, struct efs_inode *ino, void *req, int mode);
+
 /* The file was written through the mount: stop using cached data for it
  * until the next open revalidates it. */
 void cache_written(struct cache *c, struct efs_inode *ino);
@@ -162,7 +174,7 @@ bool cache_dir_owned(const struct cache *c);
 
 /* Drop every cached chunk of the source file with inode number src_ino
  * (efscachectl evict); adds what was dropped to *bytes and *chunks.
- * 0 or -errno. */
+ * 0 or -errno: -EBUSY while the file has kernel passthrough opens. */
 int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t *chunks);
 
 /* The source file with inode number src_ino lost its last name through the

@@ -49,6 +49,7 @@ struct efs_config {
 	unsigned prefetch;       /* parallel fetch workers */
 	unsigned max_threads;    /* FUSE worker threads */
 	enum verify_mode verify;
+	bool passthrough;        /* -o passthrough=auto (true) or off */
 	bool ro;
 	bool foreground;
 	bool debug;

@@ -41,7 +41,9 @@
 	X(source_errors, "source reads that failed (returned to the application)")                 \
 	X(prefetched_chunks, "chunks fetched ahead of the reader")                                 \
 	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")            \
-	X(bytes_served, "bytes returned to read requests (from cache or source)")
+	X(bytes_served, "bytes returned to read requests (from cache or source)")                 \
+	X(passthrough_opens, "opens served by kernel passthrough to the cache's data file")        \
+	X(passthrough_refused, "opens refused because the file was open with passthrough")
 
 #define STATS_GAUGES(X) X(open_files, "files and directories open through the mount")
 

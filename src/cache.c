@@ -50,8 +50,9 @@ static int64_t drop_chunk_cb(struct lru_node *node, void *arg)
 
 	if (pthread_mutex_trylock(&e->mu) != 0)
 		return -EBUSY;
-	if (ch->pins || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED) || !e->loaded ||
-	    e->need_create || e->creating) {
+	/* A passthrough open's data file keeps its bytes (passthrough.h). */
+	if (ch->pins || pt_holds(&e->pt) || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED) ||
+	    !e->loaded || e->need_create || e->creating) {
 		pthread_mutex_unlock(&e->mu);
 		return -EBUSY;
 	}

@@ -137,6 +137,10 @@ int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t
 	if (!e)
 		return 0; /* nothing cached */
 	pthread_mutex_lock(&e->mu);
+	if (pt_holds(&e->pt)) {
+		pthread_mutex_unlock(&e->mu);
+		return -EBUSY; /* the kernel reads its data file (passthrough) */
+	}
 	entry_load_locked(c, e, false);
 	entry_check_store_gen_locked(c, e);
 	entry_wait_quiet_locked(e);
@@ -222,7 +226,13 @@ static int verify_entry_locked(struct cache *c, struct cache_file *e,
 			 * again rather than trusted. */
 			rep->chunks_bad++;
 			stats_add(c->stats, ST_checksum_mismatches, 1);
-			entry_drop_chunk_locked(c, e, ch, false);
+			if (pt_holds(&e->pt))
+				/* Passthrough reads the data file: it stays as
+				 * it is; new opens are refused (bypass) until
+				 * the record is reset after the last one. */
+				e->bypass = true;
+			else
+				entry_drop_chunk_locked(c, e, ch, false);
 		}
 		e->busy--;
 		pthread_cond_broadcast(&e->cv);

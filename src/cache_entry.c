@@ -215,6 +215,13 @@ static void reset_locked(struct cache *c, struct cache_file *e, const struct sto
 {
 	int r;
 
+	if (pt_holds(&e->pt)) {
+		/* The kernel reads the data file (passthrough): its bytes may
+		 * not change.  Nothing is served from it meanwhile; the first
+		 * open after the last passthrough open resets it. */
+		e->bypass = true;
+		return;
+	}
 	if (e->loaded) {
 		entry_unload_locked(c, e);
 		stats_add(c->stats, ST_stale_dropped, 1);
@@ -449,6 +456,46 @@ void cache_written(struct cache *c, struct efs_inode *ino)
 		return;
 	pthread_mutex_lock(&e->mu);
 	e->bypass = true;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- kernel passthrough (passthrough.h) ------------------------------- */
+
+int cache_pt_open(struct cache *c, struct efs_inode *ino, void *req, bool ro, bool unchanged,
+		  int *backing_id)
+{
+	struct cache_file *e;
+	bool eligible;
+	int mode;
+
+	*backing_id = 0;
+	if (!S_ISREG(ino->type) || !(e = entry_of_inode(c, ino)))
+		return PT_NONE;
+	pthread_mutex_lock(&e->mu);
+	/* Every chunk VERIFIED by this daemon (verify=always checks at every
+	 * read, which the kernel would skip), the record on disk and of the
+	 * current cache_dir. */
+	eligible = ro && unchanged && c->cfg->verify != VERIFY_ALWAYS && e->loaded &&
+		   e->validated && !e->need_create && !e->creating &&
+		   e->store_gen == cache_store_gen(c) && fully_cached_locked(e) &&
+		   entry_reopen_locked(c, e) == 0 && e->loaded;
+	for (uint32_t i = 0; eligible && i < e->sf.nchunks; i++)
+		eligible = e->chunks[i].state == CH_VERIFIED;
+	mode = pt_open_locked(&e->pt, req, ro, unchanged, eligible, e->loaded ? e->sf.data_fd : -1,
+			      e->sf.id.size, backing_id);
+	pthread_mutex_unlock(&e->mu);
+	return mode;
+}
+
+void cache_pt_close(struct cache *c, struct efs_inode *ino, void *req, int mode)
+{
+	struct cache_file *e = ino->cf;
+
+	(void)c;
+	if (!e || mode <= PT_NONE)
+		return;
+	pthread_mutex_lock(&e->mu);
+	pt_release_locked(&e->pt, req, (enum pt_mode)mode);
 	pthread_mutex_unlock(&e->mu);
 }
 

@@ -31,6 +31,10 @@
  *   - Data is never served for an identity other than the one validated at
  *     the last open: a change found at open resets the record (new header,
  *     all slots empty) before any chunk of the new identity is stored.
+ *   - While the entry has kernel passthrough opens (pt_holds(&e->pt)) the
+ *     bytes of its data file do not change: no reset (the entry goes to
+ *     bypass and the open is refused), no eviction, no efscachectl evict,
+ *     no punch by verify (passthrough.h).
  *
  * Lock order (a lock is only taken after those to its left)
  *
@@ -61,6 +65,7 @@
 #include "cache.h"
 #include "evict.h"
 #include "meta.h"
+#include "passthrough.h"
 #include "prefetch.h"
 #include "store.h"
 
@@ -104,6 +109,7 @@ struct cache_file {
 	bool creating;            /* a thread is writing it (others wait on cv) */
 	unsigned pins;
 	unsigned busy;
+	struct pt_entry pt;       /* kernel passthrough opens (passthrough.h) */
 };
 
 struct cache {

@@ -71,6 +71,11 @@ const char config_usage[] =
 	"  -o verify=once|always|never\n"
 	"                         verify a cached chunk's checksum before its first\n"
 	"                         use by this daemon (default), on every read, or never\n"
+	"  -o passthrough=auto|off\n"
+	"                         auto (default): on -o ro mounts, serve reads of fully\n"
+	"                         cached files by kernel passthrough to the cache's data\n"
+	"                         file when libfuse, kernel and privilege allow; off on\n"
+	"                         read-write mounts.  off: never\n"
 	"  -o max_threads=N       FUSE worker threads, 1 to 1024 (default 16)\n"
 	"  -o ro                  refuse writes (EROFS)\n"
 	"  -o metrics=[ADDR:]PORT serve Prometheus metrics over HTTP at\n"
@@ -411,6 +416,15 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 			BAD("bad value for option 'verify': '%s': expected once, always or never",
 			    val);
 		r = 0;
+	} else if (!strcmp(opt, "passthrough")) {
+		NEED_VALUE();
+		if (!strcmp(val, "auto"))
+			cfg->passthrough = true;
+		else if (!strcmp(val, "off"))
+			cfg->passthrough = false;
+		else
+			BAD("bad value for option 'passthrough': '%s': expected auto or off", val);
+		r = 0;
 	} else if (!strcmp(opt, "ro") || !strcmp(opt, "rw")) {
 		if (val)
 			BAD("option '%s' takes no value", opt);
@@ -474,6 +488,7 @@ int config_parse(struct efs_config *cfg, int argc, char *const argv[], char *err
 	cfg->prefetch = CONFIG_DEFAULT_PREFETCH;
 	cfg->max_threads = CONFIG_DEFAULT_MAX_THREADS;
 	cfg->verify = VERIFY_ONCE;
+	cfg->passthrough = true;
 	cfg->price_per_gb = METRICS_DEFAULT_PRICE_PER_GB;
 	cfg->fuse_opts = calloc(1, 1);
 	cfg->cache_dir = strdup(CONFIG_DEFAULT_CACHE_DIR);

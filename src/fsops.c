@@ -28,6 +28,7 @@
 #include "lockdep.h"
 #include "lockwait.h"
 #include "log.h"
+#include "passthrough.h"
 #include "source.h"
 
 void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
@@ -282,6 +283,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return r;
 	}
 	itab_set_release_hook(fs->itab, cache_inode_release, fs->cache);
+	pt_configure(cfg->passthrough, cfg->ro, &fs->stats);
 	return 0;
 }
 
@@ -381,6 +383,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * reader's own, a signal sends FUSE_INTERRUPT and op_read answers
 	 * EINTR.  (Reads up to max_read, 1 MiB, are one request either way.) */
 	conn->want &= ~FUSE_CAP_ASYNC_DIO;
+	pt_conn_init(conn);
 	if (conn->max_write < EFS_MAX_WRITE)
 		conn->max_write = EFS_MAX_WRITE;
 	conn->max_readahead = EFS_MAX_READAHEAD;

@@ -23,6 +23,7 @@
 #include "fsops_int.h"
 #include "lockdep.h"
 #include "lockwait.h"
+#include "passthrough.h"
 
 /* Reads within this distance of the previous one's end count as sequential:
  * the kernel's readahead sends several requests at once, slightly out of
@@ -108,6 +109,21 @@ static void inval_attrs(struct efs_fs *fs, fuse_ino_t ino)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 }
 
+/* Answer the open as cache_pt_open decided (passthrough.h): a passthrough
+ * open may not keep the page cache (the kernel refuses the pair). */
+static void pt_answer(struct efs_file *f, struct fuse_file_info *fi, int mode, int backing_id)
+{
+	f->pt_mode = mode > 0 ? mode : PT_NONE;
+#ifdef EFS_HAVE_PASSTHROUGH
+	if (mode == PT_PASSTHROUGH) {
+		fi->backing_id = backing_id;
+		fi->keep_cache = 0;
+	}
+#else
+	(void)fi, (void)backing_id;
+#endif
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -115,13 +131,18 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool ro = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC);
 	struct meta_attr attr;
 	bool keep = false;
-	int fd = -1, r;
+	int fd = -1, r, mode = PT_NONE, id = 0;
 
 	if (!ro || !S_ISREG(i->type)) {
 		/* Writers (and O_TRUNC) need the source file now.  After the
-		 * open, O_TRUNC has already changed the identity. */
-		fd = source_open_object(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL));
+		 * open, O_TRUNC has already changed the identity.  Beside
+		 * passthrough opens a writer is refused before that (only on
+		 * -o ro mounts, where the kernel refuses writers first). */
+		mode = cache_pt_open(fs->cache, i, req, false, false, &id);
+		fd = mode < 0 ? mode
+			      : source_open_object(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL));
 		if (fd < 0) {
+			cache_pt_close(fs->cache, i, req, mode);
 			fuse_reply_err(req, -fd);
 			return;
 		}
@@ -137,17 +158,28 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else
 			file_of(fi)->cached = true;
 	}
+	if (r == 0 && ro && S_ISREG(i->type)) {
+		mode = cache_pt_open(fs->cache, i, req, true, keep, &id);
+		if (mode < 0) {
+			r = mode;
+			cache_close(fs->cache, i);
+			file_free(fs, file_of(fi)); /* a reader's fd is -1 here */
+		}
+	}
 	if (r < 0) {
+		cache_pt_close(fs->cache, i, req, mode);
 		if (fd >= 0)
 			close(fd);
 		fuse_reply_err(req, -r);
 		return;
 	}
 	fi->keep_cache = keep;
+	pt_answer(file_of(fi), fi, mode, id);
 	if (!keep && S_ISREG(i->type))
 		inval_attrs(fs, ino);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted and is gone; no release will come. */
+		cache_pt_close(fs->cache, i, NULL, file_of(fi)->pt_mode);
 		cache_close(fs->cache, i);
 		file_free(fs, file_of(fi));
 	}
@@ -404,6 +436,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
 
+	cache_pt_close(fs_of(req)->cache, inode_of(req, ino), req, f->pt_mode);
 	if (f->cached)
 		cache_close(fs_of(req)->cache, inode_of(req, ino));
 	file_free(fs_of(req), f); /* its flock locks go with its fd */

@@ -46,6 +46,7 @@ struct efs_file {
 	int flags;              /* open(2) flags, for that lazy open */
 	struct efs_inode *ino;  /* immutable; the kernel holds it while open */
 	bool cached;            /* cache_open succeeded: cache_close at release */
+	int pt_mode;            /* enum pt_mode the open was answered with */
 	off_t next_off;         /* atomic: where a sequential reader reads next */
 };
 

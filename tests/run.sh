@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# tests/run.sh - install what the tests need, build twice (plain and
-# ASan+UBSan, warnings as errors), run every test in both, and print one
-# closing line "N passed, N failed, N skipped".  Then tests/race.sh quick
-# (ThreadSanitizer and valgrind memcheck, each one line of summary) and the
-# container test (tests/container/run.sh: image build, sidecar pattern with
-# podman) once.
+# tests/run.sh - install what the tests need, build twice against Debian's
+# libfuse 3.14 (plain and ASan+UBSan, warnings as errors) and run every test in
+# both; tests/race.sh quick (ThreadSanitizer and valgrind memcheck, each one
+# line of summary); a third build against libfuse 3.17.2 built from Debian's
+# source package (kernel passthrough compiled and tested there); the container
+# test (tests/container/run.sh: image build, sidecar pattern with podman) once.
+# Prints one closing line "N passed, N failed, N skipped".
 #
 # Usage: tests/run.sh [meson test args...]   (e.g. --suite unit)
 # Environment: EFSCACHE_SKIP_APT=1 skips the package step;
 # EFSCACHE_SKIP_RACE=1 skips tests/race.sh quick (TSan and valgrind, 6 to 14 min);
-# EFSCACHE_SKIP_CONTAINER=1 skips the container test (both are also skipped when
-# meson test args are given).
+# EFSCACHE_SKIP_LIBFUSE317=1 the libfuse 3.17 configuration (below);
+# EFSCACHE_SKIP_CONTAINER=1 the container test (race and container are also
+# skipped when meson test args are given).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -123,6 +125,38 @@ if [ "${EFSCACHE_SKIP_RACE:-0}" != 1 ] && [ ${#test_args[@]} -eq 0 ]; then
         failed=$((failed + 1))
     fi
 fi
+
+# ---- third configuration: libfuse 3.17 (kernel passthrough) ------------------
+# The plain and sanitizer builds link Debian 12's libfuse 3.14, which has no
+# passthrough: its code (src/passthrough.c, EFS_HAVE_PASSTHROUGH) is compiled
+# and tested only here.  tests/build-libfuse.sh builds libfuse 3.17.2 from
+# Debian trixie's source package into build-ci-libfuse/prefix (~3 min, reused
+# while its stamp matches); the build finds it through meson's
+# pkg_config_path (kept by the build dir across regenerations) and an rpath.
+# Suites: unit, cache (test_passthrough among them; the soak at 60 s),
+# integration (the tree test at 20,000 files: it tests the inode table, not
+# libfuse), ctl and ops.  Measured on the shared 2-core machine under load
+# (load average 10-20): ~10 min with the libfuse build.
+# EFSCACHE_SKIP_LIBFUSE317=1 skips this configuration.
+if [ "${EFSCACHE_SKIP_LIBFUSE317:-0}" != 1 ]; then
+    lf317_start=$(date +%s)
+    lf317_prefix="$here/build-ci-libfuse/prefix"
+    if "$here/tests/build-libfuse.sh" "$here/build-ci-libfuse"; then
+        lf317_saved=("${test_args[@]}")
+        [ ${#test_args[@]} -gt 0 ] ||
+            test_args=(--suite unit --suite cache --suite integration --suite ctl --suite ops)
+        EFSCACHE_BIGTREE_FILES=20000 EFSCACHE_SOAK_SECONDS=60 \
+        run_config libfuse317 -Dbuildtype=debugoptimized \
+            "-Dpkg_config_path=$lf317_prefix/lib/pkgconfig" \
+            "-Dc_link_args=-Wl,-rpath,$lf317_prefix/lib"
+        test_args=("${lf317_saved[@]}")
+    else
+        echo "run.sh: building libfuse 3.17 failed: no passthrough configuration" >&2
+        failed=$((failed + 1))
+    fi
+    echo "=== libfuse317: $(( $(date +%s) - lf317_start )) s (libfuse build included)"
+fi
+# ---- end of the libfuse 3.17 configuration -----------------------------------
 
 # The container test builds an image from the source tree (minutes): once,
 # not per configuration.  77 = skipped (podman cannot run containers here).

@@ -6,6 +6,8 @@
 #     contrib/bench/run.sh              # full run: SIZE=2G, RUNS=3 (~25 min)
 #     QUICK=1 contrib/bench/run.sh      # smoke test: SIZE=256M, 1 run (~3 min)
 #     contrib/bench/run.sh --only deptree   # only the dependency-tree rows (deptree.sh)
+#     contrib/bench/run.sh --only kernel-passthrough   # kernel-passthrough.sh's rows (needs
+#                                       # EFSCACHE_BUILD against libfuse >= 3.17)
 #
 # Setups, all over the same data in a scratch directory SRC on the main disk:
 #   limit     fio on the file in SRC (cold-disk: page cache dropped; warm-page)
@@ -44,10 +46,11 @@ FIO_DIR=$REPO/contrib/fio
 if [ "${1:-}" = --only ]; then
     case ${2:-} in
     deptree) exec "$BENCH_DIR/deptree.sh" ;;
-    *) die "--only: unknown part '${2:-}' (known: deptree)" ;;
+    kernel-passthrough) exec "$BENCH_DIR/kernel-passthrough.sh" ;;
+    *) die "--only: unknown part '${2:-}' (known: deptree, kernel-passthrough)" ;;
     esac
 fi
-[ $# -eq 0 ] || die "usage: $0 [--only deptree]"
+[ $# -eq 0 ] || die "usage: $0 [--only deptree|kernel-passthrough]"
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then

@@ -37,6 +37,7 @@ static void test_defaults(void)
 	CHECK(cfg.min_free_pct == 10);
 	CHECK(cfg.ttl == 0);
 	CHECK(cfg.verify == VERIFY_ONCE);
+	CHECK(cfg.passthrough);
 	CHECK(cfg.chunk_size >= (1u << 20) && cfg.chunk_size <= (8u << 20));
 	CHECK(!cfg.ro && !cfg.foreground && !cfg.debug);
 	CHECK(cfg.fuse_opts && cfg.fuse_opts[0] == '\0');
@@ -65,6 +66,14 @@ static void test_good_values(void)
 
 	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "ttl=30,verify=never,cache_min_free=0%") == 0);
 	CHECK(cfg.ttl == 30 && cfg.verify == VERIFY_NEVER && cfg.min_free_pct == 0);
+	config_free(&cfg);
+
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "passthrough=off") == 0);
+	CHECK(!cfg.passthrough);
+	CHECK(cfg.fuse_opts[0] == '\0'); /* ours, not handed to libfuse */
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "passthrough=off,passthrough=auto") == 0);
+	CHECK(cfg.passthrough);
 	config_free(&cfg);
 }
 
@@ -102,6 +111,8 @@ static void test_bad_values(void)
 	expect_bad("prefetch=-1", "prefetch", "-1");
 	expect_bad("prefetch=65", "prefetch", "0 to 64");
 	expect_bad("verify=sometimes", "verify", "once, always or never");
+	expect_bad("passthrough=on", "passthrough", "auto or off");
+	expect_bad("passthrough", "passthrough", "passthrough");
 	expect_bad("ttl=-5", "ttl", "-5");
 	expect_bad("ttl=abc", "ttl", "never");
 	expect_bad("cache_min_free=150%", "cache_min_free", "0 to 99");

@@ -31,7 +31,8 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "bytes_bypassed", "chunks_stored", "checksum_mismatches", "chunks_verified",
             "evictions", "evicted_bytes", "validations", "stale_dropped", "fallbacks",
             "cache_enospc", "cache_io_errors", "cache_dir_recreated", "source_errors",
-            "prefetched_chunks", "prefetch_unused_bytes", "bytes_served", "open_files"] + \
+            "prefetched_chunks", "prefetch_unused_bytes", "bytes_served", "passthrough_opens",
+            "passthrough_refused", "open_files"] + \
     ["fetch_latency_us_le_%d" % b for b in (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
                                             100000, 250000, 500000, 1000000, 2500000, 10000000)] + \
     ["fetch_latency_us_le_inf", "fetch_latency_us_count", "fetch_latency_us_sum",
