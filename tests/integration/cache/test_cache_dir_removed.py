@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import time
 
 import cachelib as cl
 from cachelib import MiB, h
@@ -111,8 +112,16 @@ def test_cache_dir_removed():
     decoy = os.path.join(st.base, "decoy")
     os.makedirs(decoy, mode=0o700)
     cl.wait_for(lambda: os.path.isdir(st.cache_dir), timeout=60, step=0.1)
-    shutil.rmtree(st.cache_dir)
-    os.symlink(decoy, st.cache_dir)
+    # the daemon may be writing into (or recreating) cache_dir while it goes: remove
+    # it until the symlink can take its place
+    for _ in range(100):
+        shutil.rmtree(st.cache_dir, ignore_errors=True)
+        try:
+            os.symlink(decoy, st.cache_dir)
+            break
+        except FileExistsError:
+            time.sleep(0.05)
+    h.check("cache_dir replaced by a symlink", os.path.islink(st.cache_dir))
     cl.drop_caches()
     for n in ("a", "b", "c"):
         cl.check_content("cache_dir replaced by a symlink: %s" % n, st.p(n), st.s(n), want[n])
