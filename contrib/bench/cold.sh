@@ -54,19 +54,6 @@ cpu_of() {
         "/proc/$1/stat" 2>/dev/null || echo -
 }
 
-# fio_run JOB FILE -> MiB/s (empty on failure)
-fio_run() {
-    local json=$WORK/fio-$RANDOM$RANDOM.json out
-    if FILENAME=$2 SIZE=$SIZE_BYTES PART=$((SIZE_BYTES / 4)) timeout -k 10 "$STEP_TIMEOUT" \
-        fio --output-format=json --output="$json" "$FIO_DIR/$1.fio" >"$json.log" 2>&1 &&
-        out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
-        echo "${out%% *}"
-    else
-        tail -n 3 "$json.log" >&2 || true
-        echo ""
-    fi
-}
-
 # row SETUP WORKLOAD CMD...: drop caches, run CMD (prints MiB/s), record it
 # with the CPU seconds of $EPID (efscache, if set) and of $EMU_PID.
 row() {
@@ -194,18 +181,18 @@ print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
         ROUND=$r
         LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
         log "round $r of $RUNS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-        row efs seq1 fio_run seq1 "$EMU/big"
-        row efs seq4 fio_run seq4 "$EMU/big"
+        row efs seq1 fio_mibps seq1 "$EMU/big"
+        row efs seq4 fio_mibps seq4 "$EMU/big"
         efscache_fresh "$EMU"
-        row efscache-cold seq1 fio_run seq1 "$MNT/big"
+        row efscache-cold seq1 fio_mibps seq1 "$MNT/big"
         efscache_fresh "$EMU"
-        row efscache-cold seq4 fio_run seq4 "$MNT/big"
+        row efscache-cold seq4 fio_mibps seq4 "$MNT/big"
         efscache_fresh "$EMU"
         row efscache-cold warm warm_tree "$MNT/tree"
         efscache_stop
-        row local-direct seq1 fio_run seq1 "$SRC/big"
+        row local-direct seq1 fio_mibps seq1 "$SRC/big"
         efscache_fresh "$SRC"
-        row local-efscache-cold seq1 fio_run seq1 "$MNT/big"
+        row local-efscache-cold seq1 fio_mibps seq1 "$MNT/big"
         efscache_stop
     done
     stop_daemon "$EMU" "$EMU_PID"

@@ -41,19 +41,6 @@ RUNS=${RUNS:-3}
 OUT_DIR=${OUT_DIR:-$REPO/docs/bench}
 EFSCACHE_OPTS=${EFSCACHE_OPTS:-}
 
-# seq1 DIR -> MiB/s of seq1.fio on DIR/big (empty on failure)
-seq1() {
-    local json=$WORK/seq1-$RANDOM.json out
-    if FILENAME=$1/big SIZE=$SIZE_BYTES fio --output-format=json --output="$json" \
-        "$FIO_DIR/seq1.fio" >"$json.log" 2>&1 &&
-        out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
-        echo "${out%% *}"
-    else
-        tail -n 3 "$json.log" >&2 || true
-        echo ""
-    fi
-}
-
 cpu_of() { # PID -> CPU seconds so far
     local s
     s=$("$PY" "$BENCH_DIR/benchlib.py" snap "$1" -)
@@ -98,12 +85,12 @@ measure_mode() {
     sleep 1                   # write-behind
     drop_caches
     c0=$(cpu_of "$EPID")
-    v=$(seq1 "$MNT")
+    v=$(fio_mibps seq1 "$MNT/big")
     c1=$(cpu_of "$EPID")
     row "$r" "$mode-warm-disk" "$v" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')"
     if pin_start "$MNT/big"; then
         c0=$(cpu_of "$EPID")
-        v=$(seq1 "$MNT")
+        v=$(fio_mibps seq1 "$MNT/big")
         c1=$(cpu_of "$EPID")
         pin_stop
     else
@@ -137,9 +124,9 @@ main() {
     echo "run,setup,mibps,daemon_cpu_s,load1" >"$CSV"
     for ((r = 1; r <= RUNS; r++)); do
         drop_caches
-        row "$r" limit-cold-disk "$(seq1 "$SRC")" ""
+        row "$r" limit-cold-disk "$(fio_mibps seq1 "$SRC/big")" ""
         if pin_start "$SRC/big"; then
-            v=$(seq1 "$SRC")
+            v=$(fio_mibps seq1 "$SRC/big")
             pin_stop
         else
             v=""

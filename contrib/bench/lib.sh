@@ -182,6 +182,23 @@ make_file() {
 # ---- dependencies and build ----
 
 # install_deps: apt-get install what is missing (as root), else fail listing it.
+# fio_mibps JOB FILE -> MiB/s of $FIO_DIR/JOB.fio reading FILE (SIZE_BYTES, a
+# quarter of it per job as PART), empty on failure with fio's last lines on
+# stderr.  Bounded by STEP_TIMEOUT seconds when the script sets it.  Needs
+# WORK, FIO_DIR and SIZE_BYTES.
+fio_mibps() {
+    local json=$WORK/fio-$1-$RANDOM$RANDOM.json out bound=()
+    [ -n "${STEP_TIMEOUT:-}" ] && bound=(timeout -k 10 "$STEP_TIMEOUT")
+    if FILENAME=$2 SIZE=$SIZE_BYTES PART=$((SIZE_BYTES / 4)) "${bound[@]}" \
+        fio --output-format=json --output="$json" "$FIO_DIR/$1.fio" >"$json.log" 2>&1 &&
+        out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
+        echo "${out%% *}"
+    else
+        tail -n 3 "$json.log" >&2 || true
+        echo ""
+    fi
+}
+
 install_deps() {
     local missing=() pkgs=() c
     declare -A pkg_of=([fio]=fio [rclone]=rclone [gnuplot]=gnuplot-nox [fusermount3]=fuse3

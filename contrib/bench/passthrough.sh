@@ -34,19 +34,6 @@ OUT_DIR=${OUT_DIR:-$REPO/docs/bench}
 EFSCACHE_OPTS=${EFSCACHE_OPTS:-}
 TARGET=0.6
 
-# seq1 DIR -> MiB/s of seq1.fio on DIR/big (empty on failure)
-seq1() {
-    local json=$WORK/seq1-$1-$RANDOM.json out
-    if FILENAME=$2/big SIZE=$SIZE_BYTES fio --output-format=json --output="$json" \
-        "$FIO_DIR/seq1.fio" >"$json.log" 2>&1 &&
-        out=$("$PY" "$BENCH_DIR/benchlib.py" fio "$json" 2>>"$json.log"); then
-        echo "${out%% *}"
-    else
-        tail -n 3 "$json.log" >&2 || true
-        echo ""
-    fi
-}
-
 mount_efscache() {
     # shellcheck disable=SC2086
     start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$SRC" "$MNT" -f \
@@ -73,7 +60,7 @@ main() {
     EPID=""
     for ((r = 1; r <= RUNS; r++)); do
         drop_caches
-        v=$(seq1 direct "$SRC")
+        v=$(fio_mibps seq1 "$SRC/big")
         echo "$r,direct,$v" >>"$CSV"
         log "run $r direct: ${v:-FAILED} MiB/s"
 
@@ -83,7 +70,7 @@ main() {
         for kind in cold warm-disk; do
             drop_caches
             if is_mounted "$MNT" && kill -0 "$EPID" 2>/dev/null; then
-                v=$(seq1 "$kind" "$MNT")
+                v=$(fio_mibps seq1 "$MNT/big")
             else
                 v=""
             fi
