@@ -19,8 +19,9 @@
  *
  * Caching is NFS-like (README.md, "NFS-like caching"): replies carry the attribute and entry
  * timeouts of acregmin/acdirmin/lookupcache (or timeout=SEC), missing names are negative
- * entries, and OPEN revalidates close-to-open: changed attributes are invalidated in the
- * kernel, and a regular file with no name left on SOURCE and no open handle is ESTALE (to
+ * entries, and OPEN revalidates close-to-open: the kernel's attributes are invalidated and
+ * the next GETATTR is the OPEN compound's, and a regular file with no name left on SOURCE
+ * and no open handle is ESTALE (to
  * GETATTR too), so the kernel looks the name up again.
  *
  * It counts requests and bytes, in total and per file, and injects faults (EIO/ENOENT by glob,
@@ -107,6 +108,7 @@ enum emu_ctr {
 	C_ESTALE,
 	C_NEG_ENTRIES,
 	C_ATTR_INVALS,
+	C_OPEN_GETATTRS,
 	C_HANGS,
 	C_NR
 };
@@ -115,7 +117,7 @@ enum emu_ctr {
 static const char *const ctr_names[C_NR] = {
 	"ops", "lookups", "getattrs", "readdirs", "opens",
 	"read_ops", "read_bytes", "write_ops", "write_bytes", "faults",
-	"estale", "neg_entries", "attr_invals", "hangs",
+	"estale", "neg_entries", "attr_invals", "open_getattrs", "hangs",
 };
 /* clang-format on */
 
@@ -179,6 +181,9 @@ struct emu_inode {
 	dev_t pdev; /* parent's (dev, ino); protected by alock */
 	ino_t pino; /* protected by alock */
 	char *name; /* NULL if unknown; protected by alock */
+	/* CLOCK_MONOTONIC ns of the last OPEN (0: none unanswered): the next GETATTR within the
+	 * attribute timeout is that OPEN's (see emu_open_revalidate) */
+	_Atomic uint64_t open_at;
 };
 
 struct emu_handle {
@@ -1275,6 +1280,14 @@ static void emu_reply_attr(fuse_req_t req, struct emu *e, struct emu_inode *in, 
 	fuse_reply_attr(req, &st, emu_attr_timeout(e, st.st_mode));
 }
 
+/* Is this GETATTR the one of an OPEN compound (emu_open_revalidate)? Consumes it. */
+static bool emu_open_getattr(struct emu *e, struct emu_inode *in)
+{
+	uint64_t at = atomic_exchange(&in->open_at, 0);
+
+	return at && emu_now() - at < (uint64_t)(emu_attr_timeout(e, S_IFREG) * 1e9);
+}
+
 static void emu_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
@@ -1282,8 +1295,12 @@ static void emu_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	int err;
 
 	(void)fi;
-	emu_meta(e, C_GETATTRS);
-	fctr_add(in, F_GETATTRS, 1);
+	if (emu_open_getattr(e, in)) {
+		ctr_add(e, C_OPEN_GETATTRS, 1);
+	} else {
+		emu_meta(e, C_GETATTRS);
+		fctr_add(in, F_GETATTRS, 1);
+	}
 	err = emu_extra_fault(req, e, in);
 	if (err) {
 		fuse_reply_err(req, err);
@@ -1546,9 +1563,19 @@ static int emu_open_revalidate(struct emu *e, fuse_ino_t ino, struct emu_inode *
 		ctr_add(e, C_ESTALE, 1);
 		return ESTALE;
 	}
-	if (emu_attrs_changed(in, &st) && e->se &&
-	    fuse_lowlevel_notify_inval_inode(e->se, ino, -1, 0) == 0)
+	/*
+	 * NFS's OPEN compound carries a GETATTR whose answer the client always takes. A FUSE
+	 * open reply carries no attributes, so the kernel's are dropped at every OPEN and the
+	 * next GETATTR stands in for the compound's: no latency, counted in open_getattrs, not
+	 * getattrs. Dropping them only when they differ from what efs-emu last told the kernel
+	 * is not enough: the kernel discards an attribute reply that raced with another change
+	 * of the inode (its attr_version), and may still hold older attributes than those.
+	 * attr_invals counts the OPENs that found a change.
+	 */
+	if (emu_attrs_changed(in, &st))
 		ctr_add(e, C_ATTR_INVALS, 1);
+	if (S_ISREG(st.st_mode) && e->se && fuse_lowlevel_notify_inval_inode(e->se, ino, -1, 0) == 0)
+		atomic_store(&in->open_at, emu_now());
 	return 0;
 }
 
@@ -2469,8 +2496,9 @@ static void emu_help(const char *prog)
 	       "    -o timeout=SEC          every attribute and name timeout is SEC,\n"
 	       "                            whatever acregmin/acdirmin say (lookupcache\n"
 	       "                            still applies); 0 = ask efs-emu every time\n"
-	       "    Every OPEN revalidates (close-to-open): changed attributes are invalidated\n"
-	       "    in the kernel, and a file removed or replaced on SOURCE that efs-emu has\n"
+	       "    Every OPEN revalidates (close-to-open): the kernel's attributes are\n"
+	       "    invalidated and the next GETATTR is the OPEN's (no latency), and a file\n"
+	       "    removed or replaced on SOURCE that efs-emu has\n"
 	       "    no open handle of fails GETATTR and OPEN with ESTALE, so the kernel\n"
 	       "    looks its name up again.\n"
 	       "\n"
