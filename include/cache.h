@@ -56,6 +56,11 @@ struct cache_source {
 	 * false when that cannot be asked or it may live on under another
 	 * name.  May be NULL (never gone). */
 	bool (*object_gone)(void *arg, struct efs_inode *ino);
+	/* An open just validated ino against st (stat_open of an fd it
+	 * opened: the attributes its OPEN brought from the server).  Lets
+	 * the layer above answer attributes consistent with what the cache
+	 * now serves.  May be NULL. */
+	void (*validated)(void *arg, struct efs_inode *ino, const struct stat *st);
 	void *arg;
 };
 

@@ -54,6 +54,8 @@ void meta_policy_init(struct meta_policy *p, const struct efs_config *cfg);
  * attribute timeout to give the kernel. */
 double meta_observe(const struct meta_policy *p, struct meta_attr *a, const struct stat *st,
 		    const struct timespec *now);
+/* Does st show the size, mtime and ctime last seen in a? */
+bool meta_attr_same(const struct meta_attr *a, const struct stat *st);
 /* Timeout for a name (positive entry) found in a directory whose state is
  * dir. */
 double meta_entry_timeout(const struct meta_policy *p, const struct meta_attr *dir);

@@ -406,9 +406,16 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 				  (unsigned long long)ino->ino);
 			cache_source_gone(c, (uint64_t)ino->ino);
 		}
+		/* The record's fds, opened above, are not kept for a failed open. */
+		pthread_mutex_lock(&e->mu);
+		entry_release_fds_locked(e);
+		pthread_mutex_unlock(&e->mu);
 		return r; /* EIO etc. delete nothing */
 	}
 	cache_identity_of(&st, &id);
+	/* (stat_named told the layer above itself.) */
+	if ((open_fd >= 0 || !full) && c->src.validated)
+		c->src.validated(c->src.arg, ino, &st);
 
 	pthread_mutex_lock(&e->mu);
 	stats_add(c->stats, ST_validations, 1);

@@ -208,6 +208,15 @@ static int source_stat_open(void *arg, int fd, struct stat *st)
 	return src_stat(fd, st);
 }
 
+/* What an open's fstat found is what the server answered that OPEN: a
+ * getattr inside the window then answers the same (op_getattr). */
+static void source_validated(void *arg, struct efs_inode *i, const struct stat *st)
+{
+	struct efs_fs *fs = arg;
+
+	itab_observe(fs->itab, i, &fs->policy, st);
+}
+
 static ssize_t source_read(void *arg, int fd, void *buf, size_t len, off_t off)
 {
 	(void)arg;
@@ -271,6 +280,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 			.open_named = source_open_named,
 			.open_object = source_open_object,
 			.stat_open = source_stat_open,
+			.validated = source_validated,
 			.read = source_read,
 			.object_gone = source_object_gone,
 			.arg = fs,

@@ -165,9 +165,13 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (a.seen)
 		age = meta_elapsed(&a.at, &now);
-	/* Confirmed by the server inside the window (an open's forced stat):
-	 * what its client cached is that answer, no need to ask again. */
-	if (age >= 0 && age < a.timeo && src_stat_cached(fd, &st) == 0) {
+	/* Confirmed by the server inside the window (a lookup, an open):
+	 * what its client cached is that answer, no need to ask again.  Unless
+	 * the client holds something else: then one of the two is older (the
+	 * client may have dropped a newer answer), and only the server knows
+	 * which.  Answering older attributes than an open validated would let
+	 * the kernel read past the end of what the cache serves. */
+	if (age >= 0 && age < a.timeo && src_stat_cached(fd, &st) == 0 && meta_attr_same(&a, &st)) {
 		ifd_put(fs, i);
 		fuse_reply_attr(req, &st, a.timeo - age);
 		return;

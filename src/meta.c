@@ -49,13 +49,18 @@ static bool ts_equal(const struct timespec *a, const struct timespec *b)
 	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
+bool meta_attr_same(const struct meta_attr *a, const struct stat *st)
+{
+	return a->seen && ts_equal(&a->mtime, &st->st_mtim) && ts_equal(&a->ctime, &st->st_ctim) &&
+	       a->size == (int64_t)st->st_size;
+}
+
 double meta_observe(const struct meta_policy *p, struct meta_attr *a, const struct stat *st,
 		    const struct timespec *now)
 {
 	bool dir = S_ISDIR(st->st_mode);
 	double min = dir ? p->dirmin : p->regmin, max = dir ? p->dirmax : p->regmax;
-	bool same = a->seen && ts_equal(&a->mtime, &st->st_mtim) &&
-		    ts_equal(&a->ctime, &st->st_ctim) && a->size == (int64_t)st->st_size;
+	bool same = meta_attr_same(a, st);
 
 	if (!same || a->timeo < min)
 		a->timeo = min;

@@ -50,6 +50,8 @@ struct fake {
 	/* All below protected by mu. */
 	unsigned reads;	      /* read calls */
 	unsigned stat_opens;  /* stat_open calls */
+	unsigned validated;   /* validated calls */
+	off_t validated_size; /* the size the last one was told */
 	int fail;	      /* errno every call fails with; 0 = none */
 	bool other_ino;	      /* the next stat_open reports another inode */
 	bool hold;	      /* reads wait at the gate until it opens */
@@ -131,6 +133,17 @@ static int fake_open_object(void *arg, struct efs_inode *ino, int flags)
 	r = src_open(fd, flags);
 	inode_fd_put(f->t, ino);
 	return r;
+}
+
+static void fake_validated(void *arg, struct efs_inode *ino, const struct stat *st)
+{
+	struct fake *f = arg;
+
+	(void)ino;
+	pthread_mutex_lock(&f->mu);
+	f->validated++;
+	f->validated_size = st->st_size;
+	pthread_mutex_unlock(&f->mu);
 }
 
 static int fake_stat_open(void *arg, int fd, struct stat *st)
@@ -227,6 +240,7 @@ static void env_up(struct env *v)
 	    .open_named = fake_open_named,
 	    .open_object = fake_open_object,
 	    .stat_open = fake_stat_open,
+	    .validated = fake_validated,
 	    .read = fake_read,
 	    .arg = &v->f,
 	};
@@ -1018,6 +1032,54 @@ static void test_replaced_at_open(void)
 	env_fini(&v);
 }
 
+/* ---- the layer above hears what an open validated ------------------------ */
+
+static unsigned fake_validated_count(struct fake *f, off_t *size)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&f->mu);
+	n = f->validated;
+	*size = f->validated_size;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+/* fsops answers getattr from what opens validated: every open that checked
+ * the file through an fd it opened tells it, with the size it saw; an open
+ * of a fully cached file asked by name (stat_named tells it itself). */
+static void test_validated_told(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	off_t size = 0;
+	char p[128];
+
+	env_init(&v, 64u << 20);
+	ino = make_file(&v, "told", 3 * CS, 1);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(fake_validated_count(&v.f, &size) == 1 && size == 3 * CS);
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS); /* not all of it */
+	wait_stored(&v);
+	h_close(&v, &h);
+
+	/* Shrunk in place on the source: the next open tells the new size. */
+	snprintf(p, sizeof(p), "%s/told", v.src);
+	CHECK(truncate(p, CS) == 0);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(fake_validated_count(&v.f, &size) == 2 && size == CS);
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS);
+	wait_stored(&v);
+	h_close(&v, &h);
+
+	/* Fully cached now: asked by name, not told again. */
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(fake_validated_count(&v.f, &size) == 2);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
 /* ---- verify=always: corruption found in a running daemon ----------------- */
 
 static void test_corrupt_verify_always(void)
@@ -1127,6 +1189,7 @@ int main(void)
 	test_change_mid_fetch(CHG_SIZE);
 	test_change_mid_fetch(CHG_INODE);
 	test_replaced_at_open();
+	test_validated_told();
 	test_corrupt_verify_always();
 	test_eio_keeps_cache();
 	test_corrupt_chunk();

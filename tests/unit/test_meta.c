@@ -51,6 +51,18 @@ static void test_adaptive_window(void)
 	CHECK(meta_observe(&p, &a, &st, &now) == 3);   /* back to acregmin */
 	st.st_size = 6;
 	CHECK(meta_observe(&p, &a, &st, &now) == 3);
+	/* what getattr compares a client's cached attributes with */
+	CHECK(meta_attr_same(&a, &st));
+	st.st_size = 5;
+	CHECK(!meta_attr_same(&a, &st));
+	st.st_size = 6;
+	st.st_mtim.tv_sec = 11;
+	CHECK(!meta_attr_same(&a, &st));
+	st.st_mtim.tv_sec = 10;
+	st.st_atim.tv_sec = 99; /* atime is not compared */
+	CHECK(meta_attr_same(&a, &st));
+	struct meta_attr unseen = {0};
+	CHECK(!meta_attr_same(&unseen, &st));
 
 	struct meta_attr d = {0};
 	struct stat dir = file_at(10, 4096, S_IFDIR);
