@@ -118,7 +118,8 @@ void store_file_close(struct store_file *f);
 /* Open the fds of a record whose header f holds again (after
  * store_file_close).  0, or -errno (-ENOENT: the record is gone). */
 int store_file_reopen(struct store *s, const struct store_key *k, struct store_file *f);
-/* Remove both files of key (eviction of a whole entry). */
+/* Remove both files of key (eviction of a whole entry).  1 if the record
+ * existed (its metadata file was there), 0 if not, or -errno. */
 int store_remove(struct store *s, const struct store_key *k);
 
 int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint32_t len,

@@ -176,6 +176,8 @@ void cache_source_gone(struct cache *c, uint64_t src_ino)
 	r = store_remove(c->store, &e->key);
 	if (r < 0 && r != -EBUSY)
 		log_debug("cache: removing record %s failed: %s", e->key.hex, strerror(-r));
+	if (r > 0)
+		stats_add(c->stats, ST_records_gone, 1);
 	/* Fds still open on the deleted file read it from the source; an open
 	 * of a new file that gets the inode number validates and starts over. */
 	e->bypass = true;

@@ -666,14 +666,14 @@ void store_file_close(struct store_file *f)
 int store_remove(struct store *s, const struct store_key *k)
 {
 	char name[64];
-	int r = 0;
+	int r = 1;
 
 	if (is_lost(s))
 		return -EBUSY;
 	fds_rdlock(s);
 	rel_name(k, "meta", name, sizeof(name));
-	if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
-		r = -errno;
+	if (unlinkat(s->layout_fd, name, 0) < 0)
+		r = errno == ENOENT ? 0 : -errno;
 	rel_name(k, "data", name, sizeof(name));
 	if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
 		r = -errno;

@@ -105,6 +105,7 @@ EXPECTED_TYPES = {
     "efscache_reads": "counter", "efscache_hits": "counter", "efscache_misses": "counter",
     "efscache_from_cache_bytes": "counter", "efscache_from_source_bytes": "counter",
     "efscache_validations": "counter", "efscache_stale_dropped": "counter",
+    "efscache_records_gone": "counter",
     "efscache_checksum_mismatches": "counter", "efscache_evictions": "counter",
     "efscache_prefetch_unused_bytes": "counter", "efscache_open_files": "gauge",
     "efscache_cache_usage_bytes": "gauge", "efscache_cache_limit_bytes": "gauge",

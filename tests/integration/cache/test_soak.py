@@ -366,7 +366,7 @@ def daemon_fds_rss(pid):
 
 
 SUMMED = ("reads", "hits", "misses", "checksum_mismatches", "chunks_verified", "stale_dropped",
-          "evictions", "source_errors", "fallbacks", "cache_source_gone")
+          "evictions", "source_errors", "fallbacks", "records_gone")
 
 
 def add_daemon_stats(acc, st):

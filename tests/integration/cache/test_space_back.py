@@ -40,8 +40,10 @@ def test_unlink():
     _, _, rec = cached(st, "a", 1)
     u0 = usage(st)
     h.check("a cached: usage >= file size", u0 >= SIZE, "usage %d" % u0)
+    n0 = st.stats()["records_gone"]
     os.unlink(st.p("a"))
     h.check("unlink: record files removed at once", gone(rec), str(rec))
+    h.eq("unlink: records_gone counts it", st.stats()["records_gone"] - n0, 1)
     h.check("unlink: cache_usage_bytes dropped by the file's data", usage(st) <= u0 - SIZE,
             "usage %d -> %d" % (u0, usage(st)))
     h.eq("unlink: no records left in cache_dir", cl.records(st.cache_dir), [])
@@ -104,6 +106,7 @@ def test_gone_on_source():
     # kernel's caches, and an inode the kernel forgot cannot be asked about any more.
     _, _, rec_d = cached(st, "d", 8)
     hold_d = open(st.p("d"), "rb")
+    n0 = st.stats()["records_gone"]
     os.unlink(st.s("d"))
     try:
         open(st.p("d"), "rb").close()
@@ -112,6 +115,7 @@ def test_gone_on_source():
         h.check("deleted on the source: open fails with ENOENT", True)
     h.check("deleted on the source: the record is removed at that open", gone(rec_d),
             str(rec_d))
+    h.eq("deleted on the source: records_gone counts it", st.stats()["records_gone"] - n0, 1)
 
     _, _, rec_r = cached(st, "r", 9)
     hold_r = open(st.p("r"), "rb")

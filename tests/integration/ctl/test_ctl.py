@@ -29,7 +29,8 @@ BIG = int(os.environ.get("CTL_BIG_MIB", "40")) * MiB
 EMU_OPTS = ("latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0", "timeout=0")
 COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes_from_source",
             "bytes_bypassed", "chunks_stored", "checksum_mismatches", "chunks_verified",
-            "evictions", "evicted_bytes", "validations", "stale_dropped", "fallbacks",
+            "evictions", "evicted_bytes", "validations", "stale_dropped", "records_gone",
+            "fallbacks",
             "cache_enospc", "cache_io_errors", "cache_dir_recreated", "source_errors",
             "prefetched_chunks", "prefetch_unused_bytes", "bytes_served", "passthrough_opens",
             "passthrough_refused", "open_files"] + \
