@@ -34,7 +34,7 @@
 	X(evicted_bytes, "bytes evicted")                                                          \
 	X(validations, "opens that checked the source's identity")                                 \
 	X(stale_dropped, "cache entries dropped because the source changed")                       \
-	X(records_gone, "records removed because their file was deleted or replaced")                \
+	X(records_gone, "records removed because their file was deleted or replaced")              \
 	X(fallbacks, "chunks served from the source because the cache could not take them")       \
 	X(cache_enospc, "cache writes that hit ENOSPC or the space limits")                        \
 	X(cache_io_errors, "cache reads/writes that failed with an I/O error")                     \
