@@ -10,8 +10,16 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A program built from several files that CHECK defines CHECK_SHARED_COUNTERS
+ * before including this in each, and the two counters in one of them
+ * (tests/unit/cache_fixture.h and .c); a program of one file needs nothing. */
+#ifdef CHECK_SHARED_COUNTERS
+extern _Atomic int check_failures;
+extern _Atomic int check_count;
+#else
 static _Atomic int check_failures;
 static _Atomic int check_count;
+#endif
 
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
