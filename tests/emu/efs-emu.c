@@ -46,72 +46,16 @@
  *   h->lock      one open directory stream
  *   in->alock    what the kernel was last told about one inode (reported, name)
  * Only nesting: inode_lock before an in->alock (emu_renamed).
+ *
+ * This file holds the command line, --help, setup and the session loop; emu.h lists the
+ * others and what each holds.
  */
 
-#include <fuse_lowlevel.h>
-
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <fnmatch.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <malloc.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <sys/file.h>
-#include <sys/fsuid.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/xattr.h>
+#include "emu.h"
 
 #ifndef EFSCACHE_VERSION
 #define EFSCACHE_VERSION "unknown"
 #endif
-
-#define EMU_NAME "efs-emu"
-#define EMU_XATTR "user.efsemu."
-#define EMU_XATTR_LEN (sizeof(EMU_XATTR) - 1)
-#define EMU_MIB (1024u * 1024u)
-#define EMU_MAX_REQ EMU_MIB
-#define EMU_THREADS 64
-#define NSEC 1000000000ull
-#define EMU_STREAMS 256	     /* threads tracked for serial_reads; a power of two */
-#define EMU_STREAM_PROBES 16 /* slots searched for a thread */
-
-_Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t), "fuse_ino_t must hold a pointer");
-
-/* Total counters; the names are the keys of user.efsemu.stats on the root. */
-enum emu_ctr {
-	C_OPS,
-	C_LOOKUPS,
-	C_GETATTRS,
-	C_READDIRS,
-	C_OPENS,
-	C_READ_OPS,
-	C_READ_BYTES,
-	C_WRITE_OPS,
-	C_WRITE_BYTES,
-	C_FAULTS,
-	C_ESTALE,
-	C_NEG_ENTRIES,
-	C_ATTR_INVALS,
-	C_OPEN_GETATTRS,
-	C_HANGS,
-	C_NR
-};
 
 /* clang-format off */
 static const char *const ctr_names[C_NR] = {
@@ -121,140 +65,13 @@ static const char *const ctr_names[C_NR] = {
 };
 /* clang-format on */
 
-/* Per-file counters; the keys of user.efsemu.stats on a file. */
-enum emu_fctr {
-	F_OPENS,
-	F_READ_OPS,
-	F_READ_BYTES,
-	F_WRITE_OPS,
-	F_WRITE_BYTES,
-	F_GETATTRS,
-	F_LOOKUPS,
-	F_NR
-};
-
 /* clang-format off */
 static const char *const fctr_names[F_NR] = {
 	"opens", "read_ops", "read_bytes", "write_ops", "write_bytes", "getattrs", "lookups",
 };
 /* clang-format on */
 
-/* Hash-table link shared by inodes and per-file counters, keyed by (dev, ino). */
-struct emu_hnode {
-	struct emu_hnode *next;
-	dev_t dev;
-	ino_t ino;
-};
-
-struct emu_htab {
-	struct emu_hnode **b;
-	size_t nb; /* power of two */
-	size_t n;
-};
-
-struct emu_fstats {
-	struct emu_hnode h; /* first: the hash links through it; protected by fstats_lock */
-	_Atomic uint64_t v[F_NR];
-};
-
-/* What efs-emu last told the kernel about an inode (close-to-open check at OPEN). */
-struct emu_attrs {
-	mode_t mode;
-	nlink_t nlink;
-	uid_t uid;
-	gid_t gid;
-	off_t size;
-	struct timespec mtim, ctim;
-};
-
-struct emu_inode {
-	struct emu_hnode h; /* first; protected by inode_lock */
-	int fd;		    /* O_PATH | O_NOFOLLOW, owned */
-	uint64_t nlookup;   /* protected by inode_lock */
-	struct emu_fstats *st;
-	_Atomic int nopen;	   /* open file handles (OPEN/CREATE not yet released) */
-	_Atomic bool silly;	   /* unlinked or renamed over through the mount while open */
-	pthread_mutex_t alock;	   /* reported, has_reported */
-	struct emu_attrs reported; /* protected by alock */
-	bool has_reported;	   /* protected by alock */
-	/* regular files: the name the kernel last learned for it (NFSv4 OPEN re-resolves it) */
-	dev_t pdev; /* parent's (dev, ino); protected by alock */
-	ino_t pino; /* protected by alock */
-	char *name; /* NULL if unknown; protected by alock */
-	/* CLOCK_MONOTONIC ns of the last OPEN (0: none unanswered): the next GETATTR within the
-	 * attribute timeout is that OPEN's (see emu_open_revalidate) */
-	_Atomic uint64_t open_at;
-};
-
-struct emu_handle {
-	int fd;		      /* source fd: owned for files, dirfd(dp) for directories */
-	DIR *dp;	      /* directories only */
-	pthread_mutex_t lock; /* directories: dp, entry, offset */
-	struct dirent *entry; /* read but not yet returned */
-	off_t offset;
-	_Atomic bool has_locks;	     /* a POSIX lock was set through this handle */
-	_Atomic uint64_t lock_owner; /* the owner that set it */
-};
-
-/* lookupcache=: which lookup results the kernel may cache (as the NFS mount option). */
-enum emu_lookupcache { LC_ALL, LC_POSITIVE, LC_NONE };
-
-#define EMU_UNSET UINT64_MAX
-
-/* The read stream of one calling thread (serial_reads). */
-struct emu_stream {
-	pid_t tid;
-	uint64_t done; /* CLOCK_MONOTONIC ns when its last read completes */
-};
-
-struct emu {
-	char *root_path; /* realpath(SOURCE), "" for "/" */
-	size_t root_len;
-	struct emu_inode root;
-	char *stats_file;	 /* absolute, or NULL */
-	struct fuse_session *se; /* for attribute invalidations at OPEN */
-	bool is_root;		 /* running as uid 0: create objects as the caller */
-
-	pthread_mutex_t inode_lock;
-	struct emu_htab inodes;
-	pthread_mutex_t fstats_lock;
-	struct emu_htab fstats;
-
-	_Atomic uint64_t ctr[C_NR];
-
-	/* Settings (run-time changeable through setxattr on the root). */
-	_Atomic uint64_t latency_ns;
-	_Atomic uint64_t meta_latency_ns;
-	_Atomic uint64_t bw_bps;	   /* bytes per second, 0 = unlimited */
-	_Atomic uint64_t fail_after_bytes; /* 0 = off */
-	_Atomic uint64_t fault_bytes;	   /* read since fail_after_bytes was set */
-	_Atomic bool serial_reads;
-	/* NFS-like caching: timeouts in ns given to the kernel (see emu_attr_timeout) */
-	_Atomic uint64_t acreg_ns;   /* attributes of everything but directories */
-	_Atomic uint64_t acdir_ns;   /* attributes of directories; names, positive and negative */
-	_Atomic uint64_t timeout_ns; /* EMU_UNSET, or every timeout (timeout=SEC) */
-	_Atomic int lookupcache;     /* enum emu_lookupcache */
-	pthread_rwlock_t glob_lock;
-	char *fail_eio;	   /* protected by glob_lock */
-	char *fail_enoent; /* protected by glob_lock */
-	/* Faults of a misbehaving server (emu_extra_fault, emu_read_shape), by glob too. */
-	char *fail_estale; /* protected by glob_lock */
-	char *hang;	   /* protected by glob_lock */
-	char *short_reads; /* protected by glob_lock */
-	char *flip_reads;  /* protected by glob_lock */
-	_Atomic uint64_t hang_ns; /* 0: a hang lasts until the glob is cleared */
-	_Atomic uint64_t hung_now; /* requests hanging right now (a gauge, not reset) */
-	_Atomic bool have_globs;
-
-	pthread_mutex_t link_lock;
-	uint64_t link_free;			/* CLOCK_MONOTONIC ns; protected by link_lock */
-	struct emu_stream streams[EMU_STREAMS]; /* protected by link_lock */
-
-	_Atomic bool stopping; /* tells the stats thread to leave */
-	uint64_t splice_max;   /* largest read reply libfuse can splice (emu_splice_max) */
-};
-
-__attribute__((format(printf, 1, 2))) static void emu_err(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) void emu_err(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -267,7 +84,7 @@ __attribute__((format(printf, 1, 2))) static void emu_err(const char *fmt, ...)
 
 /* ---- time ---- */
 
-static uint64_t emu_now(void)
+uint64_t emu_now(void)
 {
 	struct timespec ts;
 
@@ -275,7 +92,7 @@ static uint64_t emu_now(void)
 	return (uint64_t)ts.tv_sec * NSEC + (uint64_t)ts.tv_nsec;
 }
 
-static void emu_sleep_until(uint64_t t)
+void emu_sleep_until(uint64_t t)
 {
 	struct timespec ts = {.tv_sec = (time_t)(t / NSEC), .tv_nsec = (long)(t % NSEC)};
 
@@ -340,19 +157,19 @@ static uint64_t emu_read_done(struct emu *e, uint64_t n, pid_t tid, uint64_t now
 
 /* ---- counters ---- */
 
-static void ctr_add(struct emu *e, enum emu_ctr c, uint64_t n)
+void ctr_add(struct emu *e, enum emu_ctr c, uint64_t n)
 {
 	atomic_fetch_add_explicit(&e->ctr[c], n, memory_order_relaxed);
 }
 
-static void fctr_add(struct emu_inode *in, enum emu_fctr c, uint64_t n)
+void fctr_add(struct emu_inode *in, enum emu_fctr c, uint64_t n)
 {
 	if (in->st)
 		atomic_fetch_add_explicit(&in->st->v[c], n, memory_order_relaxed);
 }
 
 /* Count one metadata request (and 'kind' if it is not C_OPS) and delay it. */
-static void emu_meta(struct emu *e, enum emu_ctr kind)
+void emu_meta(struct emu *e, enum emu_ctr kind)
 {
 	uint64_t lat = atomic_load(&e->meta_latency_ns);
 
@@ -365,14 +182,14 @@ static void emu_meta(struct emu *e, enum emu_ctr kind)
 
 /* ---- NFS-like caching: timeouts, what the kernel was told, stale handles ---- */
 
-static double ns_to_s(uint64_t ns)
+double ns_to_s(uint64_t ns)
 {
 	return (double)ns / 1e9;
 }
 
 /* Attribute timeout for an object of type 'mode': timeout=SEC if given, else acdirmin for
  * directories and acregmin for everything else (as the NFS client). */
-static double emu_attr_timeout(struct emu *e, mode_t mode)
+double emu_attr_timeout(struct emu *e, mode_t mode)
 {
 	uint64_t t = atomic_load(&e->timeout_ns);
 
@@ -383,7 +200,7 @@ static double emu_attr_timeout(struct emu *e, mode_t mode)
 
 /* Entry (name) timeout of a positive lookup: 0 with lookupcache=none, else timeout=SEC if
  * given, else acdirmin (NFS revalidates names with their directory's attributes). */
-static double emu_entry_timeout(struct emu *e)
+double emu_entry_timeout(struct emu *e)
 {
 	uint64_t t = atomic_load(&e->timeout_ns);
 
@@ -393,7 +210,7 @@ static double emu_entry_timeout(struct emu *e)
 }
 
 /* How long a "no such name" may be cached: only with lookupcache=all; 0 = not at all. */
-static double emu_negative_timeout(struct emu *e)
+double emu_negative_timeout(struct emu *e)
 {
 	return atomic_load(&e->lookupcache) == LC_ALL ? emu_entry_timeout(e) : 0;
 }
@@ -416,7 +233,7 @@ static bool ts_eq(struct timespec a, struct timespec b)
 }
 
 /* Remember that the kernel was just given *st for 'in'. Takes in->alock. */
-static void emu_note_reported(struct emu_inode *in, const struct stat *st)
+void emu_note_reported(struct emu_inode *in, const struct stat *st)
 {
 	pthread_mutex_lock(&in->alock);
 	emu_attrs_of(&in->reported, st);
@@ -426,7 +243,7 @@ static void emu_note_reported(struct emu_inode *in, const struct stat *st)
 
 /* True if *st differs from what the kernel was last told about 'in' (or it was told
  * nothing). Atime is left out: reads change it. Takes in->alock. */
-static bool emu_attrs_changed(struct emu_inode *in, const struct stat *st)
+bool emu_attrs_changed(struct emu_inode *in, const struct stat *st)
 {
 	struct emu_attrs now;
 	bool changed;
@@ -449,7 +266,7 @@ static bool emu_attrs_changed(struct emu_inode *in, const struct stat *st)
  * silly-rename). An OPEN by name on NFSv4 re-resolves the name, so an OPEN of a file
  * replaced on SOURCE is stale even while other handles of it are open. Counts the ESTALE.
  */
-static bool emu_is_stale(struct emu *e, struct emu_inode *in, const struct stat *st, bool open)
+bool emu_is_stale(struct emu *e, struct emu_inode *in, const struct stat *st, bool open)
 {
 	int nopen = atomic_load(&in->nopen);
 
@@ -471,7 +288,7 @@ static size_t htab_slot(const struct emu_htab *t, dev_t dev, ino_t ino)
 	return (size_t)(k ^ (k >> 29)) & (t->nb - 1);
 }
 
-static int htab_init(struct emu_htab *t)
+int htab_init(struct emu_htab *t)
 {
 	t->nb = 1024;
 	t->n = 0;
@@ -479,7 +296,7 @@ static int htab_init(struct emu_htab *t)
 	return t->b ? 0 : -ENOMEM;
 }
 
-static struct emu_hnode *htab_find(const struct emu_htab *t, dev_t dev, ino_t ino)
+struct emu_hnode *htab_find(const struct emu_htab *t, dev_t dev, ino_t ino)
 {
 	struct emu_hnode *p;
 
@@ -490,7 +307,7 @@ static struct emu_hnode *htab_find(const struct emu_htab *t, dev_t dev, ino_t in
 }
 
 /* Insert n (not present). Growing is best effort: a failed grow only lengthens chains. */
-static void htab_insert(struct emu_htab *t, struct emu_hnode *n)
+void htab_insert(struct emu_htab *t, struct emu_hnode *n)
 {
 	size_t s;
 
@@ -536,7 +353,7 @@ static void htab_remove(struct emu_htab *t, struct emu_hnode *n)
 /* ---- per-file counters ---- */
 
 /* Find or create the counters of (dev, ino); NULL only on ENOMEM. Takes fstats_lock. */
-static struct emu_fstats *emu_fstats_get(struct emu *e, dev_t dev, ino_t ino)
+struct emu_fstats *emu_fstats_get(struct emu *e, dev_t dev, ino_t ino)
 {
 	struct emu_fstats *st, *fresh = calloc(1, sizeof(*fresh));
 
@@ -572,12 +389,12 @@ static void emu_reset_counters(struct emu *e)
 
 /* ---- inodes ---- */
 
-static struct emu *emu_of(fuse_req_t req)
+struct emu *emu_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
 
-static struct emu_inode *emu_inode(struct emu *e, fuse_ino_t ino)
+struct emu_inode *emu_inode(struct emu *e, fuse_ino_t ino)
 {
 	if (ino == FUSE_ROOT_ID)
 		return &e->root;
@@ -589,12 +406,12 @@ static fuse_ino_t emu_ino(struct emu *e, struct emu_inode *in)
 	return in == &e->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
 }
 
-static struct emu_handle *emu_handle(struct fuse_file_info *fi)
+struct emu_handle *emu_handle(struct fuse_file_info *fi)
 {
 	return (struct emu_handle *)(uintptr_t)fi->fh;
 }
 
-static void emu_procname(char *buf, size_t size, int fd)
+void emu_procname(char *buf, size_t size, int fd)
 {
 	snprintf(buf, size, "/proc/self/fd/%d", fd);
 }
@@ -632,7 +449,7 @@ static struct emu_inode *emu_inode_ref(struct emu *e, int fd, const struct stat 
 }
 
 /* Drop n lookup references; the node goes away at zero (never the root). Takes inode_lock. */
-static void emu_inode_unref(struct emu *e, struct emu_inode *in, uint64_t n)
+void emu_inode_unref(struct emu *e, struct emu_inode *in, uint64_t n)
 {
 	bool gone = false;
 
@@ -653,7 +470,7 @@ static void emu_inode_unref(struct emu *e, struct emu_inode *in, uint64_t n)
 
 /* Remember that the kernel knows regular file 'in' as 'name' in directory 'dir' (best
  * effort: on ENOMEM the name stays unknown and OPEN does not re-resolve it). Takes alock. */
-static void emu_note_name(struct emu_inode *in, struct emu_inode *dir, const char *name)
+void emu_note_name(struct emu_inode *in, struct emu_inode *dir, const char *name)
 {
 	char *copy = strdup(name);
 
@@ -670,7 +487,7 @@ static void emu_note_name(struct emu_inode *in, struct emu_inode *dir, const cha
  * 'in' no longer leads to it on SOURCE (renamed away, removed, replaced; the kernel's
  * dentry is stale). Unknown name or parent: false. Takes alock, then inode_lock.
  */
-static bool emu_name_moved(struct emu *e, struct emu_inode *in)
+bool emu_name_moved(struct emu *e, struct emu_inode *in)
 {
 	struct emu_inode *dir;
 	struct stat st;
@@ -702,8 +519,7 @@ static bool emu_name_moved(struct emu *e, struct emu_inode *in)
 }
 
 /* Look 'name' up under 'parent' in the source and fill *ent; takes a lookup reference. */
-static int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name,
-			 struct fuse_entry_param *ent)
+int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name, struct fuse_entry_param *ent)
 {
 	struct emu_inode *dir = emu_inode(e, parent);
 	struct emu_inode *in;
@@ -734,7 +550,7 @@ static int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name,
 }
 
 /* Reply with an entry; if the kernel did not take it, give the reference back. */
-static void emu_reply_entry(fuse_req_t req, struct emu *e, const struct fuse_entry_param *ent)
+void emu_reply_entry(fuse_req_t req, struct emu *e, const struct fuse_entry_param *ent)
 {
 	if (fuse_reply_entry(req, ent) == -ENOENT && ent->ino)
 		emu_inode_unref(e, emu_inode(e, ent->ino), 1);
@@ -779,7 +595,7 @@ static int emu_glob_fault(struct emu *e, const char *rel, bool eio)
 }
 
 /* Fault for an open or read of 'in', or 0. */
-static int emu_inode_fault(struct emu *e, struct emu_inode *in)
+int emu_inode_fault(struct emu *e, struct emu_inode *in)
 {
 	char buf[PATH_MAX + 16];
 	const char *rel;
@@ -791,7 +607,7 @@ static int emu_inode_fault(struct emu *e, struct emu_inode *in)
 }
 
 /* Fault for a lookup of 'name' under 'parent' (ENOENT only), or 0. */
-static int emu_lookup_fault(struct emu *e, struct emu_inode *parent, const char *name)
+int emu_lookup_fault(struct emu *e, struct emu_inode *parent, const char *name)
 {
 	char buf[PATH_MAX + 16];
 	char path[2 * PATH_MAX + 16];
@@ -853,7 +669,7 @@ static int emu_hang(fuse_req_t req, struct emu *e, const char *rel)
 }
 
 /* hang and fail_estale for an OPEN, GETATTR or READ of 'in'; 0 or the errno to answer. */
-static int emu_extra_fault(fuse_req_t req, struct emu *e, struct emu_inode *in)
+int emu_extra_fault(fuse_req_t req, struct emu *e, struct emu_inode *in)
 {
 	char buf[PATH_MAX + 16];
 	const char *rel;
@@ -907,7 +723,7 @@ out:
 }
 
 /* short_reads and flip_reads for a READ of 'size' bytes of 'in': the size to serve. */
-static size_t emu_read_shape(struct emu *e, struct emu_inode *in, size_t size)
+size_t emu_read_shape(struct emu *e, struct emu_inode *in, size_t size)
 {
 	char buf[PATH_MAX + 16];
 	const char *rel;
@@ -1018,7 +834,7 @@ static int emu_set_extra(struct emu *e, const char *key, const char *val, const 
  * setxattr. Returns 0, -EINVAL for a bad value (*why says what was expected), -ENOENT for
  * an unknown key, -ENOMEM.
  */
-static int emu_set(struct emu *e, const char *key, const char *val, const char **why)
+int emu_set(struct emu *e, const char *key, const char *val, const char **why)
 {
 	double d;
 	uint64_t u;
@@ -1145,7 +961,7 @@ static size_t emu_fmt_config(struct emu *e, char *buf, size_t size)
 }
 
 /* Write the totals to stats_file (via a temporary and rename). */
-static void emu_write_stats_file(struct emu *e)
+void emu_write_stats_file(struct emu *e)
 {
 	char buf[1024];
 	char tmp[PATH_MAX];
@@ -1176,12 +992,8 @@ err:
 
 /* ---- credentials for creating objects ---- */
 
-struct emu_cred {
-	bool changed;
-};
-
 /* Create new objects as the calling user (fsuid/fsgid are per thread on Linux). */
-static void emu_cred_enter(fuse_req_t req, struct emu *e, struct emu_cred *c)
+void emu_cred_enter(fuse_req_t req, struct emu *e, struct emu_cred *c)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 
@@ -1193,7 +1005,7 @@ static void emu_cred_enter(fuse_req_t req, struct emu *e, struct emu_cred *c)
 	c->changed = true;
 }
 
-static void emu_cred_leave(const struct emu_cred *c)
+void emu_cred_leave(const struct emu_cred *c)
 {
 	if (!c->changed)
 		return;
@@ -1245,7 +1057,7 @@ static void emu_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	emu_reply_entry(req, e, &ent);
 }
 
-static void emu_forget_one(struct emu *e, fuse_ino_t ino, uint64_t nlookup)
+void emu_forget_one(struct emu *e, fuse_ino_t ino, uint64_t nlookup)
 {
 	emu_inode_unref(e, emu_inode(e, ino), nlookup);
 }
@@ -1528,7 +1340,7 @@ static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 	fuse_reply_err(req, 0);
 }
 
-static struct emu_handle *emu_handle_new(int fd)
+struct emu_handle *emu_handle_new(int fd)
 {
 	struct emu_handle *h = calloc(1, sizeof(*h));
 
@@ -1579,7 +1391,7 @@ static int emu_open_revalidate(struct emu *e, fuse_ino_t ino, struct emu_inode *
 	return 0;
 }
 
-static void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
 	struct emu_inode *in = emu_inode(e, ino);
@@ -1624,8 +1436,8 @@ static void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 }
 
-static void emu_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		       struct fuse_file_info *fi)
+void emu_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
 	struct fuse_entry_param ent;
@@ -1676,7 +1488,7 @@ out_close:
  * from a shared mapping of the file instead, so the kernel copies the page-cache pages into
  * the request once. Returns the largest reply libfuse can splice here.
  */
-static uint64_t emu_splice_max(void)
+uint64_t emu_splice_max(void)
 {
 	const uint64_t slack = 3 * 4096 + 16; /* libfuse's estimate: 3 pages + the out header */
 	uint64_t max = 0;
@@ -1720,8 +1532,7 @@ static bool emu_reply_mapped(fuse_req_t req, int fd, off_t off, uint64_t n)
 	return true;
 }
 
-static void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		     struct fuse_file_info *fi)
+void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	struct emu *e = emu_of(req);
@@ -1768,8 +1579,8 @@ static void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-static void emu_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
-			  struct fuse_file_info *fi)
+void emu_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+		   struct fuse_file_info *fi)
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
 	struct emu *e = emu_of(req);
@@ -1804,7 +1615,7 @@ static void emu_unlock_owner(struct emu_handle *h, uint64_t owner)
 		fcntl(h->fd, F_OFD_SETLK, &fl);
 }
 
-static void emu_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void emu_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
 	struct emu_handle *h = emu_handle(fi);
@@ -1821,7 +1632,7 @@ static void emu_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, close(fd) < 0 ? errno : 0);
 }
 
-static void emu_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void emu_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
 	struct emu_handle *h = emu_handle(fi);
@@ -1837,7 +1648,7 @@ static void emu_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	fuse_reply_err(req, 0);
 }
 
-static void emu_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+void emu_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
 	int fd = emu_handle(fi)->fd;
@@ -2038,8 +1849,8 @@ static void emu_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-static void emu_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
-			  struct fuse_file_info *fi)
+void emu_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		   struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
 
@@ -2048,7 +1859,7 @@ static void emu_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset
 	fuse_reply_err(req, fallocate(emu_handle(fi)->fd, mode, offset, length) < 0 ? errno : 0);
 }
 
-static void emu_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+void emu_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
 {
 	struct emu *e = emu_of(req);
 
@@ -2061,7 +1872,7 @@ static void emu_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
  * POSIX locks become open-file-description locks on the handle's source fd: two opens
  * conflict with each other even within one process, and a handle shared by fork is one owner.
  */
-static void emu_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+void emu_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
 {
 	struct emu *e = emu_of(req);
 
@@ -2076,8 +1887,8 @@ static void emu_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	fuse_reply_lock(req, lock);
 }
 
-static void emu_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
-		      int sleep)
+void emu_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+	       int sleep)
 {
 	struct emu *e = emu_of(req);
 	struct emu_handle *h = emu_handle(fi);
@@ -2096,9 +1907,9 @@ static void emu_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	fuse_reply_err(req, 0);
 }
 
-static void emu_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
-				struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
-				struct fuse_file_info *fi_out, size_t len, int flags)
+void emu_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			 struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			 struct fuse_file_info *fi_out, size_t len, int flags)
 {
 	struct emu *e = emu_of(req);
 	uint64_t t0 = emu_now();
@@ -2116,8 +1927,7 @@ static void emu_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_write(req, (size_t)r);
 }
 
-static void emu_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
-		      struct fuse_file_info *fi)
+void emu_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
 	struct emu *e = emu_of(req);
 	off_t r;
@@ -2196,7 +2006,7 @@ static void emu_ctl_set(fuse_req_t req, struct emu *e, struct emu_inode *in, con
 	fuse_reply_err(req, err == -ENOENT ? EINVAL : -err);
 }
 
-static void emu_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+void emu_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct emu *e = emu_of(req);
 	struct emu_inode *in = emu_inode(e, ino);
@@ -2225,7 +2035,7 @@ static void emu_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 	free(buf);
 }
 
-static void emu_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+void emu_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct emu *e = emu_of(req);
 	char proc[64];
@@ -2268,8 +2078,8 @@ out_free:
 	free(buf);
 }
 
-static void emu_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-			 size_t size, int flags)
+void emu_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+		  int flags)
 {
 	struct emu *e = emu_of(req);
 	struct emu_inode *in = emu_inode(e, ino);
@@ -2284,7 +2094,7 @@ static void emu_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	fuse_reply_err(req, setxattr(proc, name, value, size, flags) < 0 ? errno : 0);
 }
 
-static void emu_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+void emu_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct emu *e = emu_of(req);
 	char proc[64];
@@ -2298,7 +2108,7 @@ static void emu_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	fuse_reply_err(req, removexattr(proc, name) < 0 ? errno : 0);
 }
 
-static const struct fuse_lowlevel_ops emu_ops = {
+const struct fuse_lowlevel_ops emu_ops = {
     .init = emu_init,
     .lookup = emu_lookup,
     .forget = emu_forget,
@@ -2761,3 +2571,4 @@ out_free:
 	emu_free_state(&e);
 	return ret;
 }
+
