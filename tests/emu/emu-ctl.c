@@ -15,6 +15,7 @@
 
 #include "emu.h"
 
+/* The names of enum emu_ctr and enum emu_fctr (emu.h): the keys of user.efsemu.stats. */
 /* clang-format off */
 static const char *const ctr_names[C_NR] = {
 	"ops", "lookups", "getattrs", "readdirs", "opens",

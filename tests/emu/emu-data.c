@@ -86,6 +86,8 @@ static uint64_t emu_read_done(struct emu *e, uint64_t n, pid_t tid, uint64_t now
 	return done;
 }
 
+/* ---- open files ---- */
+
 struct emu_handle *emu_handle_new(int fd)
 {
 	struct emu_handle *h = calloc(1, sizeof(*h));
