@@ -3,8 +3,9 @@
 #
 # 1. Makes a Debian 12 base image locally (mmdebstrap minbase | podman import:
 #    no registry needed), builds contrib/container/Containerfile on it (the
-#    builder stage builds the .deb and runs the unit tests; the runtime stage
-#    installs the .deb) and reports the image size.
+#    builder stage builds the .deb and runs the unit tests, and builds
+#    libfuse 3.17 and an efscache linked to it; the runtime stage installs the
+#    .deb and puts that efscache in its place) and reports the image size.
 # 2. Runs it with --device /dev/fuse --cap-add SYS_ADMIN, serving a source dir
 #    from the host, the mountpoint bound rshared to a host dir (Kubernetes'
 #    Bidirectional propagation); reports the time from `podman run` to the
@@ -15,7 +16,8 @@
 #    container says so); the HEALTHCHECK passes.
 # 4. `podman stop` unmounts cleanly: exit code 0, no mount left on the host,
 #    no "Transport endpoint is not connected".
-# 5. Bundled mode (entrypoint "-- COMMAND") reads the file inside one container.
+# 5. Bundled mode (entrypoint "-- COMMAND") reads the file inside one container;
+#    on an -o ro mount a fully cached file is read through kernel passthrough.
 # 6. `podman kube play` of the DaemonSet's pod template (contrib/k8s) with host
 #    paths pointed at scratch dirs, as far as podman 4 plays it.
 #
@@ -145,6 +147,11 @@ check "runtime image has efscache, efscachectl and fusermount3, no compiler" \
 check "the image's efscache comes from the .deb" \
     podman run --rm --network none --entrypoint sh "$img" -c \
     'dpkg -s efscache | grep -q "Status: install ok installed" && test -f /lib/systemd/system/efscache.service'
+check "the image's efscache links libfuse 3.17 from /usr/lib/efscache (the .deb's binary diverted)" \
+    podman run --rm --network none --entrypoint sh "$img" -c \
+    'efscache --version | grep -q "libfuse 3\.1[7-9]" &&
+     ldd /usr/bin/efscache | grep -q "/usr/lib/efscache/libfuse3.so.4" &&
+     dpkg-divert --list /usr/bin/efscache | grep -q efscache.libfuse-3.14'
 
 # ---- 2. efscache container, mount shared back to the host ----------------
 mkdir -p "$work/src/sub" "$work/cache" "$shared"
@@ -219,6 +226,25 @@ out=$(podman run --rm --name "$tag-bundled" --network none \
 brc=$?
 check "bundled mode: the command reads the right bytes and exits 0" \
     test $brc = 0 -a "$(echo "$out" | head -n1 | cut -d' ' -f1)" = "$want"
+
+# ---- 5b. kernel passthrough: an -o ro mount, a fully cached file ----------
+# warm caches model.bin (and waits until it is written); the next open finds
+# every chunk present and is answered with the cache file as backing file.
+out=$(podman run --rm --name "$tag-passthrough" --network none \
+    --device /dev/fuse --cap-add SYS_ADMIN --security-opt apparmor=unconfined \
+    -e EFSCACHE_OPTIONS=cache_dir=/var/cache/efscache,ro \
+    -v "$work/src:/efs:ro" "$img" -- sh -c \
+    'efscachectl warm /mnt/efscache/model.bin >/dev/null &&
+     sha256sum < /mnt/efscache/model.bin &&
+     efscachectl stats --raw /mnt/efscache' 2>"$work/passthrough.err")
+prc=$?
+check "passthrough (ro mount): right bytes, exit 0" \
+    test $prc = 0 -a "$(echo "$out" | head -n1 | cut -d' ' -f1)" = "$want"
+pt=$(echo "$out" | awk '$1 == "passthrough_opens" {print $2}')
+check "passthrough (ro mount): the warm open was passed through (passthrough_opens ${pt:-none})" \
+    test "${pt:-0}" -ge 1
+check "passthrough (ro mount): no 'passthrough: off' in the log" \
+    sh -c "! grep -q 'passthrough: off' '$work/passthrough.err'"
 
 # ---- 6. podman kube play of the DaemonSet's pod ---------------------------
 kube_yaml="$work/pod.yaml"
