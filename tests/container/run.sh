@@ -230,21 +230,28 @@ check "bundled mode: the command reads the right bytes and exits 0" \
 # ---- 5b. kernel passthrough: an -o ro mount, a fully cached file ----------
 # warm caches model.bin (and waits until it is written); the next open finds
 # every chunk present and is answered with the cache file as backing file.
+# cache_dir is a host volume, as documented: on the container's overlayfs
+# root the kernel refuses backing files (stacked file system).
+mkdir -p "$work/ptcache"
 out=$(podman run --rm --name "$tag-passthrough" --network none \
     --device /dev/fuse --cap-add SYS_ADMIN --security-opt apparmor=unconfined \
     -e EFSCACHE_OPTIONS=cache_dir=/var/cache/efscache,ro \
-    -v "$work/src:/efs:ro" "$img" -- sh -c \
+    -v "$work/src:/efs:ro" -v "$work/ptcache:/var/cache/efscache" "$img" -- sh -c \
     'efscachectl warm /mnt/efscache/model.bin >/dev/null &&
      sha256sum < /mnt/efscache/model.bin &&
      efscachectl stats --raw /mnt/efscache' 2>"$work/passthrough.err")
 prc=$?
 check "passthrough (ro mount): right bytes, exit 0" \
     test $prc = 0 -a "$(echo "$out" | head -n1 | cut -d' ' -f1)" = "$want"
-pt=$(echo "$out" | awk '$1 == "passthrough_opens" {print $2}')
-check "passthrough (ro mount): the warm open was passed through (passthrough_opens ${pt:-none})" \
-    test "${pt:-0}" -ge 1
-check "passthrough (ro mount): no 'passthrough: off' in the log" \
-    sh -c "! grep -q 'passthrough: off' '$work/passthrough.err'"
+if grep -q 'passthrough: off: the kernel did not offer' "$work/passthrough.err"; then
+    note "passthrough not checked: this kernel ($(uname -r)) has no FUSE passthrough (6.9+)"
+else
+    pt=$(echo "$out" | awk '$1 == "passthrough_opens" {print $2}')
+    check "passthrough (ro mount): the warm open was passed through (passthrough_opens ${pt:-none})" \
+        test "${pt:-0}" -ge 1
+    check "passthrough (ro mount): no 'passthrough: off' in the log" \
+        sh -c "! grep 'passthrough: off' '$work/passthrough.err'"
+fi
 
 # ---- 6. podman kube play of the DaemonSet's pod ---------------------------
 kube_yaml="$work/pod.yaml"
