@@ -62,6 +62,38 @@ EFS_EMU_BIN = _find_bin("EFS_EMU_BIN", ["tests/emu/efs-emu"])
 # the daemon gets more time to exit after its unmount.
 EFSCACHE_WRAPPER = shlex.split(os.environ.get("EFSCACHE_WRAPPER", ""))
 EXIT_TIMEOUT = 120 if EFSCACHE_WRAPPER else 10
+# A sanitizer build's daemon exits slower (LeakSanitizer stops every thread and scans the
+# heap at exit), and much slower on a loaded 2-core machine.
+SANITIZER_EXIT_TIMEOUT = 30
+
+
+def _sanitized(pid):
+    """True if pid runs with ASan or TSan (their runtime is mapped)."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            maps = f.read()
+    except OSError:
+        return False
+    return "libasan" in maps or "libtsan" in maps
+
+
+def _thread_states(pid):
+    """'TID:STATE:WCHAN ...' of pid's threads, to say where a daemon that would not exit
+    was waiting."""
+    out = []
+    try:
+        for tid in sorted(os.listdir("/proc/%d/task" % pid), key=int):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                with open("/proc/%d/task/%s/wchan" % (pid, tid)) as f:
+                    wchan = f.read().strip() or "-"
+            except OSError:
+                continue
+            out.append("%s:%s:%s" % (tid, state, wchan))
+    except OSError:
+        pass
+    return " ".join(out)
 
 
 def require_fuse():
@@ -188,11 +220,13 @@ class Mount:
     def umount(self, timeout=None):
         """fusermount3 -u (lazy -z if busy), wait for the daemon to exit, then SIGTERM and
         SIGKILL it by PID if it did not.  Returns a list of problems (empty when clean)."""
-        if timeout is None:
-            timeout = EXIT_TIMEOUT
         problems = []
         if not self.foreground and not self.pids:
             self.pids = find_daemon_pids(self.binary, self.mnt)
+        if timeout is None:
+            timeout = EXIT_TIMEOUT
+            if any(_sanitized(p) for p in self.daemon_pids()):
+                timeout = max(timeout, SANITIZER_EXIT_TIMEOUT)
         if fuse_mounts_at(self.mnt):
             r = subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True, text=True,
                                timeout=30)
@@ -206,8 +240,9 @@ class Mount:
             time.sleep(0.02)
         left = self.daemon_pids()
         if left:
-            problems.append("daemon pid(s) %s still running %ds after unmount; killed"
-                            % (left, timeout))
+            problems.append("daemon pid(s) %s still running %ds after unmount; killed; its "
+                            "threads (tid:state:wchan) were: %s"
+                            % (left, timeout, "; ".join(_thread_states(p) for p in left)))
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 for p in left:
                     try:
