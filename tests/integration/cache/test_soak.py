@@ -379,14 +379,6 @@ def add_daemon_stats(acc, st):
             acc[k] += s[k]
 
 
-def asan(st):
-    try:
-        with open("/proc/%d/maps" % st.daemon_pid()) as f:
-            return "libasan" in f.read()
-    except (OSError, TypeError):
-        return False
-
-
 def kstack(pid):
     try:
         with open("/proc/%d/stack" % pid) as f:
@@ -701,7 +693,7 @@ def test_soak():
         h.check("FUSE workers' fds within max_threads' bound",
                 quiet and quiet[0] <= FUSE_THREAD_FDS,
                 "%s > %d" % (quiet and quiet[0], FUSE_THREAD_FDS))
-        if asan(st):
+        if h.sanitizer_of(st.daemon_pid()) == "asan":
             h.note("ASan build: RSS includes its quarantine (up to 256 MiB), not checked")
         else:
             h.check("RSS flat", end[1] <= warm[1] * 1.25 + 16 * MiB,

@@ -30,7 +30,7 @@ from .mountinfo import canon, fuse_mounts_at
 from .trees import mkdirs, tmpdir
 
 __all__ = ["SRC_DIR", "EFSCACHE_BIN", "EFS_EMU_BIN", "EFSCACHE_WRAPPER", "require_fuse", "find_daemon_pids",
-           "wait_pid_gone", "MountError", "Mount", "mount_efscache", "mount_emu",
+           "wait_pid_gone", "sanitizer_of", "MountError", "Mount", "mount_efscache", "mount_emu",
            "adopt_mount", "unmount", "setup", "emu_stats", "emu_reset"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))  # tests/integration/testlib
@@ -67,14 +67,15 @@ EXIT_TIMEOUT = 120 if EFSCACHE_WRAPPER else 10
 SANITIZER_EXIT_TIMEOUT = 30
 
 
-def _sanitized(pid):
-    """True if pid runs with ASan or TSan (their runtime is mapped)."""
+def sanitizer_of(pid):
+    """"asan" or "tsan" if pid runs with that sanitizer (its runtime is mapped), else
+    None (no sanitizer, or no such process)."""
     try:
         with open("/proc/%d/maps" % pid) as f:
             maps = f.read()
-    except OSError:
-        return False
-    return "libasan" in maps or "libtsan" in maps
+    except (OSError, TypeError):
+        return None
+    return "asan" if "libasan" in maps else "tsan" if "libtsan" in maps else None
 
 
 def _thread_states(pid):
@@ -225,7 +226,7 @@ class Mount:
             self.pids = find_daemon_pids(self.binary, self.mnt)
         if timeout is None:
             timeout = EXIT_TIMEOUT
-            if any(_sanitized(p) for p in self.daemon_pids()):
+            if any(sanitizer_of(p) for p in self.daemon_pids()):
                 timeout = max(timeout, SANITIZER_EXIT_TIMEOUT)
         if fuse_mounts_at(self.mnt):
             r = subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True, text=True,
