@@ -61,6 +61,9 @@ struct cache_source {
 	 * the layer above answer attributes consistent with what the cache
 	 * now serves.  May be NULL. */
 	void (*validated)(void *arg, struct efs_inode *ino, const struct stat *st);
+	/* The process ran out of fds opening a cache file: give back idle
+	 * fds of the layer above (the inode table's).  May be NULL. */
+	void (*out_of_fds)(void *arg);
 	void *arg;
 };
 
@@ -108,18 +111,24 @@ struct cache_read {
 	unsigned nseg;
 	void *bufs[CACHE_MAX_SEGS]; /* to free once the reply is sent */
 	unsigned nbufs;
-	struct cache_file *pinned;  /* entry pinned while fd segments are used */
-	unsigned pins;
+	struct cache *cache;
+	struct cache_file *entry;   /* held until cache_read_done */
+	unsigned pins;              /* chunks of it pinned for fd segments */
 };
 
 /* Read [off, off+size) of the file of ino.  src_fd is the file handle's
  * own source fd, or -1 if it has none: reads that must bypass the cache
  * then return -EBADFD before adding anything, and the caller opens one and
  * calls again.  A sequential reader gets the following chunks fetched
- * ahead in parallel.  Returns the byte count (short only at EOF) or the
- * source's -errno. */
+ * ahead in parallel.  kernel_size: the largest size the kernel may believe
+ * the file has (the attributes last given it; UINT64_MAX if unknown): a
+ * read past the size validated at open is finished from the source when
+ * the kernel may think the file longer, as only the source decides where
+ * a file ends.  Returns the byte count (short only at EOF) or the source's
+ * -errno.  The caller calls cache_read_done after replying (also when the
+ * reply failed). */
 ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
-		   bool sequential, struct cache_read *out);
+		   bool sequential, uint64_t kernel_size, struct cache_read *out);
 /* Release what cache_read() pinned and allocated. */
 void cache_read_done(struct cache *c, struct cache_read *rd);
 
@@ -164,6 +173,7 @@ struct cache_usage {
 	uint64_t usage_bytes;
 	uint64_t size_bytes; /* cache_size */
 	uint64_t write_behind_pending;
+	bool index_ready;      /* the startup index is complete (chunks are stored) */
 	const char *cache_dir; /* lives as long as the cache */
 };
 
@@ -177,15 +187,18 @@ const char *cache_dir_path(const struct cache *c);
  * cache is then off, and nothing of ours may be put in that directory). */
 bool cache_dir_owned(const struct cache *c);
 
-/* Drop every cached chunk of the source file with inode number src_ino
- * (efscachectl evict); adds what was dropped to *bytes and *chunks.
- * 0 or -errno: -EBUSY while the file has kernel passthrough opens. */
+/* Remove the record of the source file with inode number src_ino
+ * (efscachectl evict: the control protocol names files by the inode
+ * number stat shows through the mount, so the records of that number on
+ * SOURCE's file system and on each file system below it are removed);
+ * adds what was dropped to *bytes and *chunks.  0 or -errno: -EBUSY while
+ * the file has kernel passthrough opens. */
 int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t *chunks);
 
-/* The source file with inode number src_ino lost its last name through the
- * mount (unlink, rename over it): remove its record now and give its space
- * back.  Readers still holding it open read from the source. */
-void cache_source_gone(struct cache *c, uint64_t src_ino);
+/* The source file (src_dev, src_ino) lost its last name through the mount
+ * (unlink, rename over it): remove its record now and give its space back.
+ * Readers still holding it open read from the source. */
+void cache_source_gone(struct cache *c, dev_t src_dev, uint64_t src_ino);
 
 struct cache_verify_report {
 	uint64_t chunks_total;   /* cached when the run started */

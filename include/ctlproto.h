@@ -97,10 +97,12 @@ int ctl_status_parse(const char *text, struct ctl_file_status *st);
  *   fetch_latency_us_count, fetch_latency_us_sum,
  *   CTL_STATS_CACHE, cache_dir, CTL_STATS_INODES. */
 #define CTL_STATS_CACHE(X)                                                                         \
-	X(cache_entries, "files the daemon has a cache entry for")                                 \
+	X(cache_entries, "records the daemon knows, on disk or in use")                            \
 	X(cache_usage_bytes, "disk space used by cached data and metadata")                        \
 	X(cache_size_bytes, "the cache_size limit")                                                \
-	X(write_behind_pending, "chunks fetched but not yet written to cache_dir")
+	X(write_behind_pending, "chunks fetched but not yet written to cache_dir")                \
+	X(cache_index_ready, "1 once the startup index of cache_dir is complete (chunks are "      \
+			     "stored only then)")
 #define CTL_STATS_INODES(X)                                                                        \
 	X(inodes, "inodes the daemon knows")                                                       \
 	X(inode_fds, "source fds the inodes hold open")                                            \

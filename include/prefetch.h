@@ -14,7 +14,8 @@
 #include <stdint.h>
 
 struct prefetch_job {
-	void *entry;   /* the cache entry; entries outlive the pool's jobs */
+	void *entry;   /* the cache entry (the job holds a reference) */
+	void *chunk;   /* write-behind: the chunk, BUSY and owned by the job */
 	uint32_t idx;  /* chunk index */
 	uint64_t tag;  /* the entry's generation when queued */
 	int fd;        /* source fd owned by the job (closed after it runs), or -1 */

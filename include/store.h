@@ -5,8 +5,10 @@
  *     v1/XX/KEY.meta      per-file metadata record (format below)
  *     v1/XX/KEY.data      sparse data: chunk i at offset i * chunk_size
  *
- * KEY is 32 hex digits of XXH3-128(SOURCE path, NUL, source inode number);
- * XX is its first two digits.  The source's identity (inode, size, mtime,
+ * KEY is 32 hex digits of XXH3-128(SOURCE path, NUL, source inode number)
+ * for files on SOURCE's own file system, and of (SOURCE path, NUL, inode
+ * number, device number) for files on a file system mounted below SOURCE
+ * (inode numbers repeat across file systems); XX is its first two digits.  The source's identity (inode, size, mtime,
  * ctime) is stored in the record and must match exactly for any of its
  * chunks to be used, so it is part of the key in effect.
  *
@@ -29,11 +31,16 @@
  *    12  u32    low 32 bits of XXH3-64(index, hash, length) seeded with the
  *               header checksum, binding the slot to this identity
  *
- * Atomicity: a new or reset record is written whole to a temporary file and
- * renamed into place.  A chunk is added by writing its data, then its slot
- * (16 bytes, in one sector).  A torn or stale slot fails its own check; data
- * that did not reach the disk fails the chunk checksum, which is verified
- * before the first use by each daemon (verify=once).
+ * Atomicity: a new or reset record gets a new data file first (the old one
+ * is unlinked, never truncated: the kernel may read it for a passthrough
+ * open, of this daemon or of one before it), then its header is written
+ * whole to a temporary file and renamed into place.  A chunk is added by
+ * writing its data, then its slot (16 bytes, in one sector).  A torn or
+ * stale slot fails its own check; a slot whose chunk lies past the data
+ * file's end is ignored; data that did not reach the disk fails the chunk
+ * checksum, which is verified before the first use by each daemon
+ * (verify=once).  Nothing here ever creates a data file for an existing
+ * record: a record whose data file is gone is no record.
  */
 #ifndef EFS_STORE_H
 #define EFS_STORE_H
@@ -58,6 +65,11 @@ struct store_identity {
 
 struct store_key {
 	char hex[33];
+};
+
+/* The key as two integers (16 bytes instead of 33), for in-memory indexes. */
+struct store_key_bin {
+	uint64_t h[2];
 };
 
 struct store_slot {
@@ -97,28 +109,44 @@ int store_check_dir(struct store *s);
  * of (not removed, not replaced, not taken by another daemon). */
 bool store_dir_ok(const struct store *s);
 
-/* The key of source file ino under source_root.  0, or -ENAMETOOLONG if
- * source_root is not shorter than PATH_MAX (no key is made up then). */
-int store_key_of(const char *source_root, uint64_t ino, struct store_key *k);
+/* The key of source file ino on device tag dev (0: SOURCE's own file
+ * system) under source_root.  0, or -ENAMETOOLONG if source_root is not
+ * shorter than PATH_MAX (no key is made up then). */
+int store_key_of(const char *source_root, uint64_t dev, uint64_t ino, struct store_key *k);
+void store_key_pack(const struct store_key *k, struct store_key_bin *b);
+void store_key_unpack(const struct store_key_bin *b, struct store_key *k);
 
-/* Load the record of key.  On success the caller owns f's fds and slots
- * (an array of f->nchunks, free()).  -ENOENT if absent, -EBADMSG if the
- * header is corrupt or of another version. */
+/* Open the record of key: its header decoded into f, both fds open
+ * (neither file is ever created here).  -ENOENT if either file is missing,
+ * -EBADMSG if the header is corrupt or of another version, -EBUSY if the
+ * store is lost to another daemon. */
+int store_open_record(struct store *s, const struct store_key *k, struct store_file *f);
+/* Call fn for every intact slot of the open record f whose chunk the data
+ * file holds (a slot past the data file's end is skipped: its bytes are
+ * not there), reading the slot array in blocks and skipping its holes, so
+ * a record of a huge sparse file costs what it caches.  fn returns 0 to go
+ * on or a negative value to stop, which is returned.  0 or -errno. */
+int store_each_slot(struct store_file *f,
+		    int (*fn)(uint32_t idx, const struct store_slot *slot, void *arg), void *arg);
+/* store_open_record plus every slot in an array of f->nchunks (empty slots
+ * have len 0; the caller frees it): for tools and tests, not the daemon (a
+ * sparse multi-TiB record would make a huge array). */
 int store_load(struct store *s, const struct store_key *k, struct store_file *f,
 	       struct store_slot **slots);
-/* Write a fresh record (all slots empty) for id, replacing any old one, and
- * open a data file emptied of old bytes.  Returns 0 or -errno. */
+/* Write a fresh record (all slots empty) for id, replacing any old one: a
+ * new empty data file replaces the old one (unlinked, never truncated),
+ * then the header is renamed into place.  Returns 0 or -errno. */
 int store_create(struct store *s, const struct store_key *k, const struct store_identity *id,
 		 uint32_t chunk_size, struct store_file *f);
 /* Fill f (no fds) with what store_create() will write for id, without
  * touching the disk: the record is created later (write-behind). */
 int store_prepare(const struct store_identity *id, uint32_t chunk_size, struct store_file *f);
+/* Whether key has a metadata file (one fstatat, nothing opened). */
+bool store_has_record(struct store *s, const struct store_key *k);
 /* Close the record's fds; the decoded header stays valid. */
 void store_file_close(struct store_file *f);
-/* Open the fds of a record whose header f holds again (after
- * store_file_close).  0, or -errno (-ENOENT: the record is gone). */
-int store_file_reopen(struct store *s, const struct store_key *k, struct store_file *f);
-/* Remove both files of key (eviction of a whole entry).  1 if the record
+/* Remove both files of key (metadata first: a crash leaves a data file
+ * without a record, which the startup scan removes).  1 if the record
  * existed (its metadata file was there), 0 if not, or -errno. */
 int store_remove(struct store *s, const struct store_key *k);
 
@@ -142,9 +170,18 @@ int store_drop_chunk(struct store_file *f, uint32_t idx);
 /* Disk usage of a record's files in bytes (blocks actually allocated). */
 uint64_t store_file_usage(const struct store_file *f);
 
-/* Call fn for every record found, for the background index.  Removes stray
- * temporary files and data files without a record. */
-int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg), void *arg);
+/* What the startup scan knows of a record without opening it. */
+struct store_scan_rec {
+	struct store_key key;
+	uint64_t bytes;   /* blocks allocated to its two files, in bytes */
+	int64_t mtime_ns; /* the newer of its files' mtimes: when it was last stored to */
+};
+
+/* Call fn for every record found (metadata and data file both present),
+ * for the background index: two fstatat per record, no open, no read.
+ * Removes stray temporary files, data files without a record and records
+ * without a data file. */
+int store_scan(struct store *s, void (*fn)(const struct store_scan_rec *r, void *arg), void *arg);
 
 /* Free and total bytes of the file system holding cache_dir. */
 int store_fs_space(struct store *s, uint64_t *avail, uint64_t *total);

@@ -1,12 +1,13 @@
 /* cache_admin.c - what efscachectl asks of the cache.
  *
- * The status of one file (from its entry, or read from disk without loading
- * it, so a query neither grows the table nor moves the LRU), the cache's
- * usage, eviction of one file, the removal of a record whose source file
- * lost its last name, and a verify of every cached chunk.  Runs on FUSE and
- * control threads.  Locks: e->mu per entry and c->table_mu only to find
- * entries; verify drops e->mu while it reads a chunk and while it reports
- * progress (order: cache_int.h).
+ * The status of one file (from its entry if loaded, else read from disk
+ * without loading it or creating anything, so a query neither grows memory
+ * nor moves the LRU), the cache's usage, eviction of one file, the removal
+ * of a record whose source file lost its last name, and a verify of every
+ * cached chunk.  Runs on FUSE and control threads.  Locks: e->mu per entry
+ * and c->table_mu only to find entries; verify owns each chunk it checks
+ * (BUSY) while it reads it without e->mu, and looks at the entry again
+ * (its generation) whenever it took the lock back (order: cache_int.h).
  */
 #include "cache_int.h"
 
@@ -22,29 +23,34 @@
 
 /* ---- introspection ------------------------------------------------------ */
 
-/* A record on disk that no entry has loaded: read, not loaded, so that a
- * query neither grows the table nor moves chunks in the LRU. */
+static int count_slot(uint32_t idx, const struct store_slot *slot, void *arg)
+{
+	struct cache_file_status *fs = arg;
+
+	(void)idx;
+	fs->chunks_cached++;
+	fs->cached_bytes += slot->len;
+	return 0;
+}
+
+/* A record on disk that no entry has loaded: read, not loaded. */
 static void status_from_disk(struct cache *c, const struct store_key *k,
 			     struct cache_file_status *fs)
 {
-	struct store_slot *slots = NULL;
 	struct store_file sf;
 
-	if (store_load(c->store, k, &sf, &slots) < 0)
+	if (store_open_record(c->store, k, &sf) < 0)
 		return;
 	if (sf.chunk_size == c->cfg->chunk_size) {
-		fs->state = CACHE_FILE_UNVALIDATED;
-		fs->size = sf.id.size;
-		fs->chunks = sf.nchunks;
-		fs->chunk_size = sf.chunk_size;
-		for (uint32_t i = 0; i < sf.nchunks; i++) {
-			if (!slots[i].len)
-				continue;
-			fs->chunks_cached++;
-			fs->cached_bytes += slots[i].len;
-		}
+		struct cache_file_status tmp = *fs;
+
+		tmp.state = CACHE_FILE_UNVALIDATED;
+		tmp.size = sf.id.size;
+		tmp.chunks = sf.nchunks;
+		tmp.chunk_size = sf.chunk_size;
+		if (store_each_slot(&sf, count_slot, &tmp) == 0)
+			*fs = tmp;
 	}
-	free(slots);
 	store_file_close(&sf);
 }
 
@@ -52,8 +58,7 @@ void cache_status(struct cache *c, struct efs_inode *ino, struct cache_file_stat
 {
 	struct cache_file *e = NULL;
 	struct store_key k;
-	bool have_key = false;
-	bool tried = false;
+	bool have_key = false, from_disk = true;
 	struct stat st;
 
 	*fs = (struct cache_file_status){.state = CACHE_FILE_UNCACHED,
@@ -61,128 +66,197 @@ void cache_status(struct cache *c, struct efs_inode *ino, struct cache_file_stat
 	/* The record's size wins if there is one. */
 	if (S_ISREG(ino->type) && c->src.stat_named(c->src.arg, ino, &st) == 0)
 		fs->size = (uint64_t)st.st_size;
-	if (S_ISREG(ino->type) && store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
+	if (S_ISREG(ino->type) && cache_key_of(c, ino->dev, (uint64_t)ino->ino, &k) == 0) {
 		have_key = true;
-		e = cache_table_find(c, &k);
+		e = entry_get(c, &k, true);
 	}
 	if (e) {
 		pthread_mutex_lock(&e->mu);
+		entry_check_store_gen_locked(c, e);
 		if (e->loaded) {
 			fs->size = e->sf.id.size;
 			fs->chunks = e->sf.nchunks;
 			fs->chunk_size = e->sf.chunk_size;
-			for (uint32_t i = 0; i < fs->chunks; i++) {
-				if (e->chunks[i].state == CH_ABSENT || !e->chunks[i].len)
+			for (uint32_t i = 0; i < e->map.cap; i++) {
+				struct chunk *ch = e->map.slot[i];
+
+				if (!ch || !ch->len)
 					continue;
 				fs->chunks_cached++;
-				fs->cached_bytes += e->chunks[i].len;
-				if (e->chunks[i].state == CH_VERIFIED)
+				fs->cached_bytes += ch->len;
+				if (ch->state == CH_VERIFIED)
 					fs->chunks_verified++;
 			}
 			fs->state = e->bypass	   ? CACHE_FILE_STALE
 				    : e->validated ? CACHE_FILE_VALID
 						   : CACHE_FILE_UNVALIDATED;
+			from_disk = false;
+		} else {
+			from_disk = e->rec->on_disk || !evict_ready(c->ev);
 		}
 		fs->last_validated = e->validated_wall;
-		tried = e->load_tried;
 		pthread_mutex_unlock(&e->mu);
+		entry_put(c, e);
 	}
-	if (have_key && fs->state == CACHE_FILE_UNCACHED && !tried)
+	if (have_key && from_disk)
 		status_from_disk(c, &k, fs);
 }
 
 void cache_usage(struct cache *c, struct cache_usage *u)
 {
-	pthread_mutex_lock(&c->table_mu);
-	u->entries = c->nentries;
-	pthread_mutex_unlock(&c->table_mu);
+	u->entries = cache_table_count(c);
 	u->usage_bytes = evict_usage(c->ev);
 	u->size_bytes = evict_limit(c->ev);
 	u->write_behind_pending = __atomic_load_n(&c->wb_pending, __ATOMIC_ACQUIRE);
+	u->index_ready = evict_ready(c->ev);
 	u->cache_dir = store_path(c->store);
 }
 
-/* The entry of the source file with inode number src_ino, or NULL.  If
- * the table has none, one is made only when the file has a record on disk
- * (not yet indexed): asking about files we never cached (every unlink, an
- * evict of a big tree) must not grow the table, whose entries live until
- * the daemon exits. */
-static struct cache_file *entry_of_src_ino(struct cache *c, uint64_t src_ino)
+/* The entry of key with a reference, if the table knows the key or (before
+ * the index is complete) its record is on disk: asking about files never
+ * cached (every unlink, an evict of a big tree) must not grow the table. */
+static struct cache_file *entry_of_key(struct cache *c, const struct store_key *k)
 {
-	struct store_slot *slots = NULL;
-	struct cache_file *e = NULL;
-	struct store_file sf;
-	struct store_key k;
-	bool created;
+	struct cache_file *e = entry_get(c, k, true);
 
-	if (store_key_of(c->cfg->source, src_ino, &k) < 0)
-		return NULL;
-	e = cache_table_find(c, &k);
-	if (e)
+	if (e || evict_ready(c->ev) || !store_has_record(c->store, k))
 		return e;
-	if (store_load(c->store, &k, &sf, &slots) == -ENOENT)
-		return NULL;
-	free(slots);
-	store_file_close(&sf);
-	pthread_mutex_lock(&c->table_mu);
-	e = cache_table_get_locked(c, &k, &created);
-	pthread_mutex_unlock(&c->table_mu);
-	return e;
+	return entry_get(c, k, false);
 }
 
-int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t *chunks)
+/* Remove the record of key (efscachectl evict). */
+static int evict_key(struct cache *c, const struct store_key *k, uint64_t *bytes,
+		     uint64_t *chunks)
 {
-	struct cache_file *e = entry_of_src_ino(c, src_ino);
+	struct cache_file *e = entry_of_key(c, k);
+	int r = 0;
 
 	if (!e)
 		return 0; /* nothing cached */
 	pthread_mutex_lock(&e->mu);
-	if (pt_holds(&e->pt)) {
-		pthread_mutex_unlock(&e->mu);
-		return -EBUSY; /* the kernel reads its data file (passthrough) */
-	}
-	entry_load_locked(c, e, false);
 	entry_check_store_gen_locked(c, e);
 	entry_wait_quiet_locked(e);
-	entry_reopen_locked(c, e);
-	for (uint32_t i = 0; e->loaded && i < e->sf.nchunks; i++) {
-		struct chunk *ch = &e->chunks[i];
-
-		if (ch->state != CH_PRESENT && ch->state != CH_VERIFIED)
-			continue;
-		*bytes += entry_drop_chunk_locked(c, e, ch, false);
-		(*chunks)++;
+	/* After the wait: a passthrough open may have come meanwhile. */
+	if (pt_holds(&e->pt)) {
+		r = -EBUSY; /* the kernel reads its data file (passthrough) */
+		goto out;
 	}
-	entry_release_fds_locked(e);
+	if (entry_load_locked(c, e) == 0 && e->loaded) {
+		for (uint32_t i = 0; i < e->map.cap; i++) {
+			struct chunk *ch = e->map.slot[i];
+
+			if (ch && ch->len) {
+				*bytes += ch->len;
+				(*chunks)++;
+			}
+		}
+	}
+	/* Whole: its data file may back a passthrough open of a daemon
+	 * before this one (cache_int.h).  Open handles cache again. */
+	if (e->loaded || e->rec->on_disk) {
+		bool keep = e->loaded && e->validated && !e->bypass;
+		struct store_identity id = e->sf.id;
+
+		entry_remove_record_locked(c, e);
+		if (keep && store_prepare(&id, (uint32_t)c->cfg->chunk_size, &e->sf) == 0) {
+			e->loaded = true;
+			e->need_create = true;
+		}
+	}
+	entry_release_locked(c, e);
+out:
 	pthread_mutex_unlock(&e->mu);
-	return 0;
+	entry_put(c, e);
+	return r;
 }
 
-void cache_source_gone(struct cache *c, uint64_t src_ino)
+int cache_evict_ino(struct cache *c, uint64_t src_ino, uint64_t *bytes, uint64_t *chunks)
 {
-	struct cache_file *e = entry_of_src_ino(c, src_ino);
-	int r;
+	dev_t devs[16];
+	unsigned n = cache_other_devs(c, devs, 16);
+	struct store_key k;
+	int r = 0, rr;
 
-	if (!e)
+	if (store_key_of(c->cfg->source, 0, src_ino, &k) == 0)
+		r = evict_key(c, &k, bytes, chunks);
+	for (unsigned i = 0; i < n; i++)
+		if (store_key_of(c->cfg->source, (uint64_t)devs[i], src_ino, &k) == 0 &&
+		    (rr = evict_key(c, &k, bytes, chunks)) < 0)
+			r = rr;
+	return r;
+}
+
+void cache_source_gone(struct cache *c, dev_t src_dev, uint64_t src_ino)
+{
+	struct store_key k;
+	struct cache_file *e;
+
+	if (cache_key_of(c, src_dev, src_ino, &k) < 0 || !(e = entry_of_key(c, &k)))
 		return;
 	pthread_mutex_lock(&e->mu);
-	e->load_tried = true; /* the startup index must not load it back */
-	/* Give back its chunks' and metadata's space now, unless a fetch or a
-	 * reply uses the record: an unlink must not wait for a slow source.
-	 * Then the files lose their names below, and their chunks go with
-	 * the LRU (or the next reset of the entry). */
-	if (e->loaded && !e->busy && !e->pins)
-		entry_unload_locked(c, e);
-	r = store_remove(c->store, &e->key);
-	if (r < 0 && r != -EBUSY)
-		log_debug("cache: removing record %s failed: %s", e->key.hex, strerror(-r));
-	if (r > 0)
-		stats_add(c->stats, ST_records_gone, 1);
+	entry_settle_condemned_locked(c, e);
+	/* Give back its chunks' and metadata's space now, even if a fetch or
+	 * a reply uses the record (an unlink must not wait for a slow
+	 * source): unlinking changes no bytes, and open fds keep them. */
+	if (e->loaded && entry_quiet(e)) {
+		if (entry_remove_record_locked(c, e))
+			stats_add(c->stats, ST_records_gone, 1);
+	} else if (e->rec->on_disk || !evict_ready(c->ev)) {
+		if (store_remove(c->store, &e->key) > 0)
+			stats_add(c->stats, ST_records_gone, 1);
+		e->rec->on_disk = false;
+		evict_del(c->ev, &e->rec->lru);
+	}
 	/* Fds still open on the deleted file read it from the source; an open
 	 * of a new file that gets the inode number validates and starts over. */
 	e->bypass = true;
 	e->validated = false;
 	pthread_mutex_unlock(&e->mu);
+	entry_put(c, e);
+}
+
+/* ---- verify ------------------------------------------------------------------ */
+
+struct idx_list {
+	uint32_t *v;
+	uint32_t n;
+};
+
+/* The chunks of e on disk, by index (e->mu held). */
+static int stored_chunks_locked(struct cache_file *e, struct idx_list *l)
+{
+	l->n = 0;
+	l->v = malloc((e->nstored ? e->nstored : 1) * sizeof(*l->v));
+	if (!l->v)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < e->map.cap && l->n < e->nstored; i++)
+		if (e->map.slot[i] && e->map.slot[i]->len)
+			l->v[l->n++] = e->map.slot[i]->idx;
+	return 0;
+}
+
+/* A bad chunk: dropped from a record never complete.  A complete record's
+ * data file never loses bytes (it may back a passthrough open, of this
+ * daemon or one before it): while the kernel reads it through passthrough
+ * the entry goes to bypass (new opens are refused, and the record is reset
+ * after the last passthrough open); else the chunk is left unverified, and
+ * the next reader of it, failing the check, writes the right bytes over
+ * the bad ones. */
+static void verify_bad_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+			      uint8_t was)
+{
+	e->busy--;
+	if (pt_holds(&e->pt)) {
+		ch->state = was;
+		entry_chunk_stored_locked(e, ch);
+		e->bypass = true;
+	} else if (entry_complete(e)) {
+		ch->state = CH_PRESENT;
+		entry_chunk_stored_locked(e, ch);
+	} else {
+		ch->state = was;
+		entry_drop_chunk_locked(c, e, ch);
+	}
 }
 
 /* Verify the chunks of one entry; e->mu held.  Returns fn's non-zero
@@ -190,53 +264,52 @@ void cache_source_gone(struct cache *c, uint64_t src_ino)
 static int verify_entry_locked(struct cache *c, struct cache_file *e,
 			       struct cache_verify_report *rep, cache_progress_fn fn, void *arg)
 {
+	struct idx_list l = {0};
 	void *buf = NULL;
+	uint64_t gen;
 	int stop = 0;
 
 	entry_check_store_gen_locked(c, e);
-	if (entry_reopen_locked(c, e) < 0 || !e->loaded)
+	if (!e->loaded || e->need_create || stored_chunks_locked(e, &l) < 0)
 		return 0;
 	buf = malloc(e->sf.chunk_size);
-	if (!buf)
-		return 0;
-	for (uint32_t i = 0; i < e->sf.nchunks && !stop; i++) {
-		struct chunk *ch = &e->chunks[i];
+	gen = e->gen;
+	for (uint32_t k = 0; buf && k < l.n && !stop; k++) {
+		struct chunk *ch;
 		struct store_slot slot;
 		uint8_t was;
 		int r;
 
-		while (ch->state == CH_BUSY || ch->pins)
+		while ((ch = chunk_get(e, l.v[k])) && (ch->state == CH_BUSY || ch->pins) &&
+		       e->gen == gen)
 			pthread_cond_wait(&e->cv, &e->mu);
-		if (!e->loaded || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED))
+		if (e->gen != gen)
+			break; /* unloaded, reset or removed meanwhile */
+		if (!ch || (ch->state != CH_PRESENT && ch->state != CH_VERIFIED))
 			continue;
 		was = ch->state;
-		ch->state = CH_BUSY;
+		ch->state = CH_BUSY; /* ours: nothing frees or changes it meanwhile */
+		chunk_unlist(e, ch);
 		e->busy++;
 		slot = (struct store_slot){.hash = ch->hash, .len = ch->len};
 		pthread_mutex_unlock(&e->mu);
-		r = store_verify_chunk(&e->sf, i, &slot, buf, NULL);
+		r = store_verify_chunk(&e->sf, ch->idx, &slot, buf, NULL);
 		pthread_mutex_lock(&e->mu);
 		rep->chunks_checked++;
 		rep->bytes_checked += slot.len;
 		stats_add(c->stats, ST_chunks_verified, 1);
-		ch->state = was;
 		if (r == 0) {
-			if (was == CH_PRESENT && c->cfg->verify != VERIFY_ALWAYS)
-				ch->state = CH_VERIFIED;
+			ch->state = was == CH_PRESENT && c->cfg->verify != VERIFY_ALWAYS ? CH_VERIFIED
+											 : was;
+			entry_chunk_stored_locked(e, ch);
+			e->busy--;
 		} else {
 			/* A read error counts as bad too: the chunk is fetched
 			 * again rather than trusted. */
 			rep->chunks_bad++;
 			stats_add(c->stats, ST_checksum_mismatches, 1);
-			if (pt_holds(&e->pt))
-				/* Passthrough reads the data file: it stays as
-				 * it is; new opens are refused (bypass) until
-				 * the record is reset after the last one. */
-				e->bypass = true;
-			else
-				entry_drop_chunk_locked(c, e, ch, false);
+			verify_bad_locked(c, e, ch, was);
 		}
-		e->busy--;
 		pthread_cond_broadcast(&e->cv);
 		if (fn) {
 			/* Without the entry's lock: fn may write to a socket. */
@@ -244,66 +317,67 @@ static int verify_entry_locked(struct cache *c, struct cache_file *e,
 			stop = fn(rep, arg);
 			pthread_mutex_lock(&e->mu);
 		}
+		if (e->gen != gen)
+			break;
 	}
-	entry_release_fds_locked(e);
+	free(l.v);
 	free(buf);
 	return stop;
-}
-
-/* The entries now in the table (never freed while the daemon runs). */
-static struct cache_file **snapshot_entries(struct cache *c, size_t *count)
-{
-	struct cache_file **list = NULL;
-	size_t n = 0, cap = 0;
-
-	pthread_mutex_lock(&c->table_mu);
-	for (size_t b = 0; b < c->nbuckets; b++) {
-		for (struct cache_file *e = c->buckets[b]; e; e = e->next) {
-			if (n == cap) {
-				size_t ncap = cap ? cap * 2 : 256;
-				struct cache_file **nl = realloc(list, ncap * sizeof(*nl));
-				if (!nl)
-					goto out_unlock;
-				list = nl;
-				cap = ncap;
-			}
-			list[n++] = e;
-		}
-	}
-out_unlock:
-	pthread_mutex_unlock(&c->table_mu);
-	*count = n;
-	return list;
 }
 
 int cache_verify_all(struct cache *c, struct cache_verify_report *rep, cache_progress_fn fn,
 		     void *arg)
 {
 	size_t n;
-	struct cache_file **list = snapshot_entries(c, &n);
+	struct store_key_bin *keys = cache_table_keys(c, &n);
 	int stop = 0;
 
 	memset(rep, 0, sizeof(*rep));
-	if (!list)
+	if (!keys)
 		return 0;
+	/* The total from what is on disk, without loading anything. */
 	for (size_t i = 0; i < n; i++) {
-		struct cache_file *e = list[i];
+		struct cache_file_status fs = {0};
+		struct store_key k;
+		struct cache_file *e;
 
+		store_key_unpack(&keys[i], &k);
+		e = entry_get(c, &k, true);
+		if (!e)
+			continue;
 		pthread_mutex_lock(&e->mu);
-		entry_load_locked(c, e, false);
-		entry_check_store_gen_locked(c, e);
-		for (uint32_t k = 0; e->loaded && k < e->sf.nchunks; k++)
-			if (e->chunks[k].state == CH_PRESENT || e->chunks[k].state == CH_VERIFIED)
-				rep->chunks_total++;
-		pthread_mutex_unlock(&e->mu);
+		if (e->loaded) {
+			rep->chunks_total += e->nstored;
+			pthread_mutex_unlock(&e->mu);
+		} else {
+			pthread_mutex_unlock(&e->mu);
+			status_from_disk(c, &k, &fs);
+			rep->chunks_total += fs.chunks_cached;
+		}
+		entry_put(c, e);
 	}
 	if (fn)
 		stop = fn(rep, arg);
 	for (size_t i = 0; i < n && !stop; i++) {
-		pthread_mutex_lock(&list[i]->mu);
-		stop = verify_entry_locked(c, list[i], rep, fn, arg);
-		pthread_mutex_unlock(&list[i]->mu);
+		struct store_key k;
+		struct cache_file *e;
+		bool was_loaded;
+
+		store_key_unpack(&keys[i], &k);
+		e = entry_get(c, &k, true);
+		if (!e)
+			continue;
+		pthread_mutex_lock(&e->mu);
+		entry_check_store_gen_locked(c, e);
+		was_loaded = e->loaded;
+		if (entry_quiet(e) && entry_load_locked(c, e) == 0)
+			stop = verify_entry_locked(c, e, rep, fn, arg);
+		/* Memory follows use: what verify loaded goes again. */
+		if (!was_loaded && e->loaded && !e->opens && !e->jobs && entry_quiet(e))
+			entry_unload_locked(c, e);
+		pthread_mutex_unlock(&e->mu);
+		entry_put(c, e);
 	}
-	free(list);
+	free(keys);
 	return stop;
 }

@@ -1,12 +1,15 @@
-/* cache_entry.c - the entry table and validation at open.
+/* cache_entry.c - an entry's record in memory, validation at open and
+ * close, kernel passthrough.
  *
- * An entry (struct cache_file) is found by its store key in c->table and
- * lives until the daemon exits.  This file loads an entry's record from
- * cache_dir once, checks it against the source at open (one round trip,
- * or none while the metadata policy trusts the last check), resets it when
- * the source changed, and gives its fds back when no handle, fetch or
- * reply uses it.  Locks: c->table_mu for the table, e->mu for everything
- * in an entry; the source is asked with no lock held (order: cache_int.h).
+ * An entry loads its record from cache_dir when it is first needed (the
+ * header, then only the slots that are in use), checks it against the
+ * source at open (one round trip, or none while the metadata policy trusts
+ * the last check), drops it when the source changed, and joins the idle
+ * list when no handle uses it.  Every way a record leaves (a change, an
+ * evict, eviction of a whole record) unlinks its files; only chunks of
+ * records never complete are punched out (cache_int.h).  Locks: e->mu for
+ * everything in an entry; the source is asked with no lock held (order:
+ * cache_int.h).
  */
 #include "cache_int.h"
 
@@ -18,178 +21,207 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checksum.h"
 #include "log.h"
-#include "source.h"
 
-/* ---- entries ---------------------------------------------------------- */
+/* ---- an entry's record ---------------------------------------------------- */
 
-static size_t bucket_of(const struct cache *c, const struct store_key *k)
-{
-	size_t h = 0;
-
-	/* The key is a hash already: half of its digits spread it enough;
-	 * nbuckets is a power of two. */
-	for (int i = 0; i < 16; i++)
-		h = h * 31 + (unsigned char)k->hex[i];
-	return h & (c->nbuckets - 1);
-}
-
-/* Find or add the entry of key (references are counted by the caller).
- * Caller holds table_mu. */
-struct cache_file *cache_table_get_locked(struct cache *c, const struct store_key *k,
-					   bool *created)
-{
-	size_t b = bucket_of(c, k);
-	struct cache_file *e;
-
-	*created = false;
-	for (e = c->buckets[b]; e; e = e->next)
-		if (!memcmp(e->key.hex, k->hex, sizeof(k->hex)))
-			return e;
-	e = calloc(1, sizeof(*e));
-	if (!e)
-		return NULL;
-	e->key = *k;
-	e->sf.meta_fd = e->sf.data_fd = -1;
-	e->fetch_fd = -1;
-	pthread_mutex_init(&e->mu, NULL);
-	pthread_cond_init(&e->cv, NULL);
-	e->next = c->buckets[b];
-	c->buckets[b] = e;
-	c->nentries++;
-	*created = true;
-	return e;
-}
-
-void entry_free_chunks_locked(struct cache *c, struct cache_file *e)
-{
-	if (e->chunks)
-		for (uint32_t i = 0; i < e->sf.nchunks; i++)
-			evict_del(c->ev, &e->chunks[i].lru);
-	free(e->chunks);
-	e->chunks = NULL;
-}
-
-static int alloc_chunks_locked(struct cache_file *e)
-{
-	e->chunks = calloc(e->sf.nchunks ? e->sf.nchunks : 1, sizeof(*e->chunks));
-	if (!e->chunks)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
-		e->chunks[i].e = e;
-		e->chunks[i].idx = i;
-	}
-	return 0;
-}
-
-/* Wait until nothing uses the entry's files or chunks. */
 void entry_wait_quiet_locked(struct cache_file *e)
 {
-	while (e->busy || e->pins)
+	while (!entry_quiet(e))
 		pthread_cond_wait(&e->cv, &e->mu);
 }
 
-/* Nothing uses the entry: give back its fds (the record's and the fetch
- * fd), so that only files in use hold fds however many the cache knows.
- * They are opened again by the next cache_open. */
-void entry_release_fds_locked(struct cache_file *e)
+void entry_release_locked(struct cache *c, struct cache_file *e)
 {
-	if (e->opens || e->busy || e->pins || e->creating)
+	if (e->opens || e->jobs || !entry_quiet(e))
 		return;
-	store_file_close(&e->sf);
 	if (e->fetch_fd >= 0) {
 		close(e->fetch_fd);
 		e->fetch_fd = -1;
 	}
+	if (e->loaded)
+		idle_join_locked(c, e);
 }
 
-uint32_t entry_drop_chunk_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
-				 bool lru_locked)
+void entry_settle_condemned_locked(struct cache *c, struct cache_file *e)
 {
-	const uint32_t len = ch->len;
+	struct rec *r = e->rec;
+	bool condemned;
+	int rr;
 
-	if (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0) /* else the record is gone */
-		store_drop_chunk(&e->sf, ch->idx);
-	if (lru_locked)
-		evict_unlink_locked(c->ev, &ch->lru);
-	else
-		evict_del(c->ev, &ch->lru);
-	if (ch->unread)
-		stats_add(c->stats, ST_prefetch_unused_bytes, len);
-	ch->unread = false;
-	ch->len = 0;
-	if (ch->state != CH_BUSY)
-		ch->state = CH_ABSENT;
-	return len;
+	evict_lock(c->ev);
+	condemned = r->condemned;
+	r->condemned = false;
+	evict_unlock(c->ev);
+	if (!condemned)
+		return;
+	/* Its bytes left the usage when eviction picked it. */
+	rr = store_remove(c->store, &e->key);
+	if (rr < 0 && rr != -EBUSY)
+		log_debug("cache: removing evicted record %s failed: %s", e->key.hex,
+			  strerror(-rr));
+	r->on_disk = false;
 }
 
-/* Forget the record in memory (its files stay as they are). */
-void entry_unload_locked(struct cache *c, struct cache_file *e)
+/* The index (or a load) says there is no record. */
+static void no_record_locked(struct cache *c, struct cache_file *e)
 {
-	entry_wait_quiet_locked(e);
-	entry_free_chunks_locked(c, e);
-	store_file_close(&e->sf);
-	e->gen++;
-	if (e->meta_bytes)
-		evict_account(c->ev, -(int64_t)e->meta_bytes);
-	e->meta_bytes = 0;
-	e->loaded = false;
-	e->need_create = false;
+	e->rec->on_disk = false;
+	evict_del(c->ev, &e->rec->lru);
 }
 
-/* Account the record's metadata file (its data is accounted per chunk). */
-static void account_meta_locked(struct cache *c, struct cache_file *e)
+static int load_slot(uint32_t idx, const struct store_slot *slot, void *arg)
+{
+	struct cache_file *e = arg;
+	struct chunk *ch = chunk_make(e, idx);
+
+	if (!ch)
+		return -ENOMEM;
+	ch->hash = slot->hash;
+	ch->len = slot->len;
+	ch->state = CH_PRESENT;
+	e->nstored++;
+	entry_chunk_stored_locked(e, ch);
+	return 0;
+}
+
+/* Bytes of the record as the LRU counts them: its metadata file's blocks
+ * (at least one) and each stored chunk's. */
+static uint64_t record_bytes_locked(struct cache_file *e)
 {
 	struct store_file m = e->sf;
+	uint64_t bytes = 0;
 
 	m.data_fd = -1;
 	e->meta_bytes = store_file_usage(&m);
 	if (e->meta_bytes < BLOCK)
 		e->meta_bytes = BLOCK;
-	evict_account(c->ev, (int64_t)e->meta_bytes);
+	for (struct chunk *ch = e->hot; ch; ch = ch->colder)
+		bytes += round_block(ch->len);
+	return e->meta_bytes + bytes;
 }
 
-/* Load the on-disk record once.  Chunks found go to the cold end of the LRU
- * when `cold` (startup index), else the hot end. */
-void entry_load_locked(struct cache *c, struct cache_file *e, bool cold)
+int entry_load_locked(struct cache *c, struct cache_file *e)
 {
-	struct store_slot *slots = NULL;
+	struct store_file sf;
 	int r;
 
-	if (e->load_tried)
-		return;
-	e->load_tried = true;
-	r = store_load(c->store, &e->key, &e->sf, &slots);
-	if (r == -EBADMSG) {
-		log_debug("cache: record %s is corrupt, removing it", e->key.hex);
+	if (e->loaded)
+		return 0;
+	entry_settle_condemned_locked(c, e);
+	/* Once the index is complete, a key it did not find has no record:
+	 * a file never cached costs no cache_dir lookup at open. */
+	if (!e->rec->on_disk && evict_ready(c->ev))
+		return 0;
+	r = store_open_record(c->store, &e->key, &sf);
+	if (cache_no_fds(r)) {
+		cache_out_of_fds(c, e, r);
+		r = store_open_record(c->store, &e->key, &sf);
+	}
+	if (r == -EBADMSG || (r == 0 && sf.chunk_size != c->cfg->chunk_size)) {
+		/* Corrupt, or of another chunk_size: the next store replaces it. */
+		log_debug("cache: record %s is corrupt or of another chunk size, removing it",
+			  e->key.hex);
+		if (r == 0)
+			store_file_close(&sf);
 		store_remove(c->store, &e->key);
+		r = -ENOENT;
+	}
+	if (r == -ENOENT) {
+		no_record_locked(c, e);
+		return 0;
 	}
 	if (r < 0)
-		return;
-	if (e->sf.chunk_size != c->cfg->chunk_size || alloc_chunks_locked(e) < 0) {
-		/* Another chunk_size: the next open replaces the record. */
-		free(slots);
+		return r; /* cache trouble: this open reads from the source */
+	e->sf = sf;
+	r = store_each_slot(&e->sf, load_slot, e);
+	if (cache_no_fds(r))
+		cache_out_of_fds(c, e, r);
+	if (r < 0) {
+		chunk_map_free(e);
 		store_file_close(&e->sf);
-		return;
+		return r;
 	}
-	e->store_gen = cache_store_gen(c);
 	e->loaded = true;
-	account_meta_locked(c, e);
-	for (uint32_t i = 0; i < e->sf.nchunks; i++) {
-		struct chunk *ch = &e->chunks[i];
+	e->need_create = false;
+	e->store_gen = cache_store_gen(c);
+	e->gen++;
+	e->rec->on_disk = true;
+	evict_add(c->ev, &e->rec->lru, record_bytes_locked(e));
+	return 0;
+}
 
-		if (!slots[i].len)
-			continue;
-		ch->hash = slots[i].hash;
-		ch->len = slots[i].len;
-		ch->state = CH_PRESENT;
-		if (cold)
-			evict_add_cold(c->ev, &ch->lru, round_block(ch->len));
-		else
-			evict_add(c->ev, &ch->lru, round_block(ch->len), false);
+void entry_unload_locked(struct cache *c, struct cache_file *e)
+{
+	(void)c;
+	chunk_map_free(e);
+	store_file_close(&e->sf);
+	e->loaded = false;
+	e->need_create = false;
+	e->meta_bytes = 0;
+	e->gen++;
+}
+
+bool entry_remove_record_locked(struct cache *c, struct cache_file *e)
+{
+	bool had = false;
+	int r;
+
+	entry_settle_condemned_locked(c, e);
+	if (e->loaded)
+		entry_unload_locked(c, e);
+	if (e->rec->on_disk || !evict_ready(c->ev)) {
+		r = store_remove(c->store, &e->key);
+		if (r < 0 && r != -EBUSY)
+			log_debug("cache: removing record %s failed: %s", e->key.hex,
+				  strerror(-r));
+		had = r > 0;
 	}
-	free(slots);
+	no_record_locked(c, e);
+	return had;
+}
+
+void entry_chunk_stored_locked(struct cache_file *e, struct chunk *ch)
+{
+	chunk_list_hot(e, ch);
+}
+
+uint64_t entry_drop_chunk_locked(struct cache *c, struct cache_file *e, struct chunk *ch)
+{
+	const uint64_t bytes = round_block(ch->len);
+
+	if (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0)
+		store_drop_chunk(&e->sf, ch->idx);
+	chunk_unlist(e, ch);
+	if (ch->len)
+		e->nstored--;
+	if (bytes)
+		evict_shrink(c->ev, &e->rec->lru, bytes);
+	if (ch->unread)
+		stats_add(c->stats, ST_prefetch_unused_bytes, ch->len);
+	ch->unread = false;
+	ch->len = 0;
+	if (ch->state != CH_BUSY) {
+		ch->state = CH_ABSENT;
+		chunk_settle(e, ch);
+	}
+	return bytes;
+}
+
+void entry_check_store_gen_locked(struct cache *c, struct cache_file *e)
+{
+	uint64_t gen = cache_store_gen(c);
+
+	if (e->store_gen == gen)
+		return;
+	/* cache_dir was recreated: what we knew lives in deleted files.  A
+	 * chunk being written into them finishes first. */
+	if (e->loaded && !entry_quiet(e))
+		return;
+	if (e->loaded)
+		entry_unload_locked(c, e);
+	e->rec->on_disk = false;
+	e->store_gen = gen;
 }
 
 void cache_identity_of(const struct stat *st, struct store_identity *id)
@@ -210,7 +242,9 @@ bool cache_identity_equal(const struct store_identity *a, const struct store_ide
 	       a->ctime_nsec == b->ctime_nsec;
 }
 
-/* Replace the record with an empty one for id. */
+/* Replace the record with an empty one for id (written with its first
+ * chunk, off the open's reply path: a file opened and never read costs no
+ * disk).  The old record's files are unlinked, never truncated. */
 static void reset_locked(struct cache *c, struct cache_file *e, const struct store_identity *id)
 {
 	int r;
@@ -222,22 +256,18 @@ static void reset_locked(struct cache *c, struct cache_file *e, const struct sto
 		e->bypass = true;
 		return;
 	}
-	if (e->loaded) {
-		entry_unload_locked(c, e);
+	entry_wait_quiet_locked(e);
+	if (e->loaded)
 		stats_add(c->stats, ST_stale_dropped, 1);
-	}
+	entry_remove_record_locked(c, e);
 	e->bypass = false;
 	e->store_gen = cache_store_gen(c);
-	/* The record is written with its first chunk (ensure_record), off the
-	 * open's reply path: a file opened and never read costs no disk. */
 	r = store_prepare(id, (uint32_t)c->cfg->chunk_size, &e->sf);
-	if (r == 0)
-		r = alloc_chunks_locked(e);
 	if (r < 0) {
 		/* Cache trouble: this file is read from the source for now. */
 		log_once(c->logged_store, LOG_LVL_WARN,
-			 "cache: cannot create a record in cache_dir '%s': %s; reading from the "
-			 "source until it works again",
+			 "cache: cannot keep a record in cache_dir '%s': %s; reading from the "
+			 "source",
 			 store_path(c->store), strerror(-r));
 		stats_add(c->stats, r == -ENOSPC ? ST_cache_enospc : ST_cache_io_errors, 1);
 		e->bypass = true;
@@ -245,28 +275,21 @@ static void reset_locked(struct cache *c, struct cache_file *e, const struct sto
 	}
 	e->loaded = true;
 	e->need_create = true;
-	e->meta_bytes = BLOCK;
-	evict_account(c->ev, (int64_t)e->meta_bytes);
+	e->gen++;
 }
 
 static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
 {
 	struct cache_file *e;
-	bool created;
 
 	pthread_mutex_lock(&ino->lock);
 	e = ino->cf;
 	if (!e) {
 		struct store_key k;
 
-		if (store_key_of(c->cfg->source, (uint64_t)ino->ino, &k) == 0) {
-			pthread_mutex_lock(&c->table_mu);
-			e = cache_table_get_locked(c, &k, &created);
-			if (e)
-				e->refs++;
-			pthread_mutex_unlock(&c->table_mu);
-			ino->cf = e;
-		}
+		if (cache_key_of(c, ino->dev, (uint64_t)ino->ino, &k) == 0)
+			e = entry_get(c, &k, false);
+		ino->cf = e; /* the inode's reference */
 	}
 	pthread_mutex_unlock(&ino->lock);
 	return e;
@@ -276,59 +299,24 @@ void cache_inode_release(struct efs_inode *ino, void *arg)
 {
 	struct cache *c = arg;
 	struct cache_file *e = ino->cf;
-	bool last;
 
 	if (!e)
 		return;
 	ino->cf = NULL;
-	pthread_mutex_lock(&c->table_mu);
-	last = --e->refs == 0;
-	pthread_mutex_unlock(&c->table_mu);
-	if (!last)
-		return;
-	/* No inode uses the entry: give back its fetch fd once no fetch runs. */
-	pthread_mutex_lock(&e->mu);
-	entry_wait_quiet_locked(e);
-	pthread_mutex_lock(&c->table_mu);
-	last = e->refs == 0;
-	pthread_mutex_unlock(&c->table_mu);
-	if (last)
-		entry_release_fds_locked(e);
-	pthread_mutex_unlock(&e->mu);
+	entry_put(c, e); /* readers and jobs hold references of their own */
 }
 
-/* Caller holds e->mu.  Forget files of a cache_dir that was recreated. */
-void entry_check_store_gen_locked(struct cache *c, struct cache_file *e)
+void cache_out_of_fds(struct cache *c, struct cache_file *e, int err)
 {
-	if (e->loaded && e->store_gen != cache_store_gen(c))
-		entry_unload_locked(c, e);
-}
+	unsigned n = idle_trim(c, e, true);
 
-/* The record's fds, reopened if they were given back.  A record that is
- * gone from disk is forgotten (the next open creates a new one). */
-int entry_reopen_locked(struct cache *c, struct cache_file *e)
-{
-	int r;
-
-	if (!e->loaded || e->need_create || e->creating ||
-	    (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0))
-		return 0;
-	r = store_file_reopen(c->store, &e->key, &e->sf);
-	if (r < 0) {
-		entry_unload_locked(c, e);
-		e->load_tried = false;
-	}
-	return r;
-}
-
-static bool fully_cached_locked(const struct cache_file *e)
-{
-	if (!e->loaded || e->bypass)
-		return false;
-	for (uint32_t i = 0; i < e->sf.nchunks; i++)
-		if (e->chunks[i].state == CH_ABSENT || e->chunks[i].state == CH_BUSY)
-			return false;
-	return true;
+	if (c->src.out_of_fds)
+		c->src.out_of_fds(c->src.arg);
+	log_once(c->logged_fds, LOG_LVL_WARN,
+		 "cache: out of file descriptors (%s) opening records in cache_dir '%s': gave "
+		 "back %u idle records' fds and retried; raise the limit (LimitNOFILE=, "
+		 "ulimit -n) if this recurs",
+		 strerror(-err), store_path(c->store), n);
 }
 
 /* Fetches read the source with O_DIRECT where it allows it, small files
@@ -351,6 +339,15 @@ int cache_open_fetch(struct cache *c, struct efs_inode *ino, bool named)
 	return fd;
 }
 
+/* Before an open is answered: the entry loaded (its record read once) and
+ * current.  Returns entry_load_locked's result. */
+static int open_prepare_locked(struct cache *c, struct cache_file *e)
+{
+	entry_check_store_gen_locked(c, e);
+	idle_leave_locked(c, e);
+	return entry_load_locked(c, e);
+}
+
 int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct meta_attr *attr,
 	       bool *keep_cache)
 {
@@ -359,7 +356,7 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	struct timespec now;
 	struct stat st;
 	bool trusted, full;
-	int r, fd = -1;
+	int r, lr, fd = -1;
 
 	*keep_cache = false;
 	if (!S_ISREG(ino->type))
@@ -370,15 +367,15 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&e->mu);
-	entry_load_locked(c, e, false);
-	entry_check_store_gen_locked(c, e);
-	entry_reopen_locked(c, e);
-	trusted = e->loaded && !e->bypass &&
+	lr = open_prepare_locked(c, e);
+	trusted = lr == 0 && e->loaded && !e->bypass &&
 		  meta_open_trusts(&c->policy, attr,
 				   e->validated ? meta_elapsed(&e->validated_at, &now) : -1.0, &now);
-	if (trusted)
-		e->opens++;
-	full = fully_cached_locked(e);
+	full = lr == 0 && e->loaded && !e->bypass && !e->need_create &&
+	       e->nstored == e->sf.nchunks;
+	/* Counted as open from here (also while the source is asked), so that
+	 * the idle list does not take the record meanwhile. */
+	e->opens++;
 	pthread_mutex_unlock(&e->mu);
 	if (trusted) {
 		*keep_cache = true;
@@ -399,17 +396,17 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	if (r < 0) {
 		if (fd >= 0)
 			close(fd);
+		pthread_mutex_lock(&e->mu);
+		e->opens--;
+		entry_release_locked(c, e);
+		pthread_mutex_unlock(&e->mu);
 		/* Deleted or replaced on another host: give its space back now
 		 * (the kernel may never open this inode again to tell us). */
 		if (r == -ESTALE && c->src.object_gone && c->src.object_gone(c->src.arg, ino)) {
 			log_debug("cache: source file of inode %llu is gone: record removed",
 				  (unsigned long long)ino->ino);
-			cache_source_gone(c, (uint64_t)ino->ino);
+			cache_source_gone(c, ino->dev, (uint64_t)ino->ino);
 		}
-		/* The record's fds, opened above, are not kept for a failed open. */
-		pthread_mutex_lock(&e->mu);
-		entry_release_fds_locked(e);
-		pthread_mutex_unlock(&e->mu);
 		return r; /* EIO etc. delete nothing */
 	}
 	cache_identity_of(&st, &id);
@@ -419,22 +416,24 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 
 	pthread_mutex_lock(&e->mu);
 	stats_add(c->stats, ST_validations, 1);
-	entry_check_store_gen_locked(c, e);
-	entry_reopen_locked(c, e);
-	if (e->loaded && !e->bypass && cache_identity_equal(&e->sf.id, &id)) {
+	lr = open_prepare_locked(c, e);
+	if (lr < 0) {
+		/* The record could not be read (cache trouble): this open reads
+		 * from the source; the next one tries again. */
+		*keep_cache = false;
+	} else if (e->loaded && !e->bypass && cache_identity_equal(&e->sf.id, &id)) {
 		*keep_cache = true;
 	} else {
 		reset_locked(c, e, &id);
 		*keep_cache = false;
 	}
-	e->validated = true;
+	e->validated = lr == 0;
 	e->validated_at = now;
 	e->validated_wall = time(NULL);
 	if (fd >= 0 && e->fetch_fd < 0) {
 		e->fetch_fd = fd;
 		fd = -1;
 	}
-	e->opens++;
 	pthread_mutex_unlock(&e->mu);
 	if (fd >= 0)
 		close(fd);
@@ -445,13 +444,12 @@ void cache_close(struct cache *c, struct efs_inode *ino)
 {
 	struct cache_file *e = ino->cf;
 
-	(void)c;
 	if (!e || !S_ISREG(ino->type))
 		return;
 	pthread_mutex_lock(&e->mu);
 	if (e->opens)
 		e->opens--;
-	entry_release_fds_locked(e);
+	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
 }
 
@@ -459,6 +457,7 @@ void cache_written(struct cache *c, struct efs_inode *ino)
 {
 	struct cache_file *e = ino->cf;
 
+	(void)c;
 	if (!e)
 		return;
 	pthread_mutex_lock(&e->mu);
@@ -468,11 +467,22 @@ void cache_written(struct cache *c, struct efs_inode *ino)
 
 /* ---- kernel passthrough (passthrough.h) ------------------------------- */
 
+static bool all_verified_locked(struct cache_file *e)
+{
+	for (uint32_t i = 0; i < e->map.cap; i++) {
+		struct chunk *ch = e->map.slot[i];
+
+		if (ch && ch->state != CH_VERIFIED && ch->state != CH_ABSENT)
+			return false;
+	}
+	return true;
+}
+
 int cache_pt_open(struct cache *c, struct efs_inode *ino, void *req, bool ro, bool unchanged,
 		  int *backing_id)
 {
 	struct cache_file *e;
-	bool eligible;
+	bool eligible, held;
 	int mode;
 
 	*backing_id = 0;
@@ -482,14 +492,15 @@ int cache_pt_open(struct cache *c, struct efs_inode *ino, void *req, bool ro, bo
 	/* Every chunk VERIFIED by this daemon (verify=always checks at every
 	 * read, which the kernel would skip), the record on disk and of the
 	 * current cache_dir. */
-	eligible = ro && unchanged && c->cfg->verify != VERIFY_ALWAYS && e->loaded &&
-		   e->validated && !e->need_create && !e->creating &&
-		   e->store_gen == cache_store_gen(c) && fully_cached_locked(e) &&
-		   entry_reopen_locked(c, e) == 0 && e->loaded;
-	for (uint32_t i = 0; eligible && i < e->sf.nchunks; i++)
-		eligible = e->chunks[i].state == CH_VERIFIED;
+	eligible = ro && unchanged && c->cfg->verify != VERIFY_ALWAYS && !e->bypass &&
+		   e->validated && !e->creating && e->store_gen == cache_store_gen(c) &&
+		   entry_complete(e) && e->sf.data_fd >= 0 && all_verified_locked(e);
+	held = pt_holds(&e->pt);
 	mode = pt_open_locked(&e->pt, req, ro, unchanged, eligible, e->loaded ? e->sf.data_fd : -1,
 			      e->sf.id.size, backing_id);
+	/* While the kernel reads the data file, eviction never walks it. */
+	if (!held && pt_holds(&e->pt))
+		evict_hold(c->ev, &e->rec->lru);
 	pthread_mutex_unlock(&e->mu);
 	return mode;
 }
@@ -498,23 +509,11 @@ void cache_pt_close(struct cache *c, struct efs_inode *ino, void *req, int mode)
 {
 	struct cache_file *e = ino->cf;
 
-	(void)c;
 	if (!e || mode <= PT_NONE)
 		return;
 	pthread_mutex_lock(&e->mu);
 	pt_release_locked(&e->pt, req, (enum pt_mode)mode);
+	if (mode == PT_PASSTHROUGH && !pt_holds(&e->pt))
+		evict_unhold(c->ev, &e->rec->lru);
 	pthread_mutex_unlock(&e->mu);
-}
-
-/* The entry of key if the table has one; never makes one. */
-struct cache_file *cache_table_find(struct cache *c, const struct store_key *k)
-{
-	struct cache_file *e;
-
-	pthread_mutex_lock(&c->table_mu);
-	for (e = c->buckets[bucket_of(c, k)]; e; e = e->next)
-		if (!memcmp(e->key.hex, k->hex, sizeof(k->hex)))
-			break;
-	pthread_mutex_unlock(&c->table_mu);
-	return e;
 }

@@ -6,9 +6,12 @@
  * readers wait on e->cv (single flight).  A reader's fetched chunk is
  * stored by the write-behind worker after the reply; a sequential reader
  * gets the next chunks queued to the prefetch workers.  A chunk found on
- * disk is hashed before its first use (verify=once).  Locks: e->mu, which
- * the owner of a BUSY chunk drops for every source or cache_dir read and
- * write (order: cache_int.h).
+ * disk is hashed before its first use (verify=once).  Where the file ends
+ * is the source's to say: a read past the size validated at open goes to
+ * the source whenever the kernel may think the file longer.  Locks: e->mu,
+ * which the owner of a BUSY chunk drops for every source or cache_dir read
+ * and write (order: cache_int.h).  A read holds a reference on its entry
+ * until its reply is sent.
  */
 #include "cache_int.h"
 
@@ -24,11 +27,15 @@
 #include "log.h"
 #include "source.h"
 
+/* Write-behind holds at most this many bytes of copies: beyond it readers
+ * store their chunks themselves (whatever chunk_size is). */
+#define WB_MAX_BYTES (256ULL << 20)
+
 /* ---- the read path ------------------------------------------------------ */
 
 /* Append a memory segment; buf (if not NULL) is freed by cache_read_done.
  * Callers keep nseg below CACHE_MAX_SEGS (a request spans at most
- * 1 MiB / 64 KiB + 1 chunks). */
+ * 1 MiB / 64 KiB + 1 chunks, and one more segment from the source). */
 static void add_mem(struct cache_read *rd, void *buf, const void *mem, size_t len)
 {
 	if (buf)
@@ -70,7 +77,7 @@ static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
 	return n;
 }
 
-static void note_cache_error(struct cache *c, int r)
+void note_cache_error(struct cache *c, int r)
 {
 	if (r == -ENOSPC || r == -EDQUOT) {
 		stats_add(c->stats, ST_cache_enospc, 1);
@@ -89,10 +96,10 @@ static void note_cache_error(struct cache *c, int r)
 	}
 }
 
-/* Make sure the record exists on disk with its fds open before a chunk is
- * written: create it if it was only prepared (one thread creates, others
- * wait), reopen it if its fds were given back.  Called without e->mu by
- * the owner of a BUSY chunk, so the entry cannot be reset meanwhile. */
+/* Make sure the record exists on disk before a chunk is written: create it
+ * if it was only prepared (one thread creates, others wait).  Called
+ * without e->mu by the owner of a BUSY chunk, so the entry cannot be reset
+ * or unloaded meanwhile.  -ESTALE when nothing may be stored (bypass). */
 static int ensure_record(struct cache *c, struct cache_file *e)
 {
 	struct store_identity id;
@@ -102,23 +109,34 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 	pthread_mutex_lock(&e->mu);
 	while (e->creating)
 		pthread_cond_wait(&e->cv, &e->mu);
+	if (!e->loaded || e->bypass) {
+		pthread_mutex_unlock(&e->mu);
+		return -ESTALE;
+	}
 	if (!e->need_create) {
-		r = entry_reopen_locked(c, e);
-		if (r == 0 && (e->sf.meta_fd < 0 || e->sf.data_fd < 0))
-			r = -EBADF;
+		r = e->sf.meta_fd >= 0 && e->sf.data_fd >= 0 ? 0 : -EBADF;
 		pthread_mutex_unlock(&e->mu);
 		return r;
 	}
 	e->creating = true;
 	id = e->sf.id;
+	entry_settle_condemned_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
 	r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+	if (cache_no_fds(r)) {
+		cache_out_of_fds(c, NULL, r);
+		r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+	}
 	pthread_mutex_lock(&e->mu);
 	e->creating = false;
 	if (r == 0) {
 		e->sf.meta_fd = nf.meta_fd;
 		e->sf.data_fd = nf.data_fd;
 		e->need_create = false;
+		e->store_gen = cache_store_gen(c);
+		e->rec->on_disk = true;
+		e->meta_bytes = BLOCK;
+		evict_grow(c->ev, &e->rec->lru, e->meta_bytes, false);
 	}
 	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
@@ -132,15 +150,19 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 {
 	struct store_slot slot = {.hash = hash, .len = len};
 	uint64_t bytes = round_block(len);
+	struct evict_batch batch = {0};
 	int r;
 
 	r = ensure_record(c, e);
-	if (r < 0) {
+	if (r == -ESTALE)
+		return false;
+	if (r == 0)
+		r = evict_reserve(c->ev, bytes, &batch);
+	if (r == -EAGAIN) {
+		/* The startup index is not complete: a miss never waits for it. */
 		stats_add(c->stats, ST_fallbacks, 1);
-		note_cache_error(c, r);
 		return false;
 	}
-	r = evict_reserve(c->ev, bytes);
 	if (r < 0) {
 		stats_add(c->stats, ST_fallbacks, 1);
 		note_cache_error(c, r);
@@ -150,6 +172,7 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	if (r == 0)
 		r = store_set_slot(&e->sf, idx, &slot);
 	if (r < 0) {
+		/* Never a complete record's chunk: this one was absent. */
 		store_drop_chunk(&e->sf, idx);
 		evict_unreserve(c->ev, bytes);
 		stats_add(c->stats, ST_fallbacks, 1);
@@ -158,7 +181,6 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	}
 	return true;
 }
-
 
 /* The fetch fd of the entry, opened (by the object, not the name: the
  * handles that read it opened this very file) if it has none.  The caller
@@ -183,22 +205,34 @@ static int fetch_fd_locked(struct cache *c, struct cache_file *e, struct efs_ino
 }
 
 /* The owner of a BUSY chunk is done with it: VERIFIED if stored, else
- * ABSENT; waiters are woken.  e->mu held. */
+ * ABSENT (or PRESENT: a chunk on disk that could not be rewritten); waiters
+ * are woken.  e->mu held. */
 static void finish_store_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
 				bool stored, uint64_t hash, uint32_t len, bool prefetched)
 {
 	e->busy--;
-	if (stored) {
+	if (ch->len) {
+		/* Rewritten in place (a complete record's bad chunk): counted
+		 * already; if that failed its bad bytes are still there, to
+		 * be verified (and fail) again. */
+		ch->state = stored && c->cfg->verify != VERIFY_ALWAYS ? CH_VERIFIED : CH_PRESENT;
+		if (stored)
+			stats_add(c->stats, ST_chunks_stored, 1);
+		entry_chunk_stored_locked(e, ch);
+	} else if (stored) {
 		ch->hash = hash;
 		ch->len = len;
 		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
 		ch->unread = prefetched;
-		evict_add(c->ev, &ch->lru, round_block(len), true);
+		e->nstored++;
+		entry_chunk_stored_locked(e, ch);
+		evict_grow(c->ev, &e->rec->lru, round_block(len), true);
 		stats_add(c->stats, ST_chunks_stored, 1);
 		if (prefetched)
 			stats_add(c->stats, ST_prefetched_chunks, 1);
 	} else {
 		ch->state = CH_ABSENT;
+		chunk_settle(e, ch);
 	}
 	pthread_cond_broadcast(&e->cv);
 }
@@ -210,60 +244,78 @@ static void finish_store_locked(struct cache *c, struct cache_file *e, struct ch
 static bool write_behind(struct cache *c, struct cache_file *e, struct chunk *ch,
 			 const void *buf, uint32_t len, uint64_t hash)
 {
-	struct prefetch_job job = {.entry = e, .idx = ch->idx, .fd = -1, .len = len, .hash = hash};
+	struct prefetch_job job = {.entry = e, .chunk = ch, .idx = ch->idx, .fd = -1, .len = len,
+				   .hash = hash};
 
 	if (!c->wb)
 		return false;
+	if (__atomic_add_fetch(&c->wb_bytes, len, __ATOMIC_RELAXED) > WB_MAX_BYTES)
+		goto err_bytes;
 	job.buf = malloc(len ? len : 1);
 	if (!job.buf)
-		return false;
+		goto err_bytes;
 	memcpy(job.buf, buf, len);
+	entry_ref(e);
 	__atomic_fetch_add(&c->wb_pending, 1, __ATOMIC_RELAXED);
 	if (!prefetch_submit(c->wb, &job)) {
 		__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* ours is still held */
 		free(job.buf);
-		return false;
+		goto err_bytes;
 	}
 	return true;
+
+err_bytes:
+	__atomic_fetch_sub(&c->wb_bytes, len, __ATOMIC_RELAXED);
+	return false;
+}
+
+static void write_behind_done(struct cache *c, const struct prefetch_job *job, bool stored)
+{
+	struct cache_file *e = job->entry;
+
+	pthread_mutex_lock(&e->mu);
+	finish_store_locked(c, e, job->chunk, stored, job->hash, job->len, false);
+	entry_release_locked(c, e);
+	pthread_mutex_unlock(&e->mu);
+	free(job->buf);
+	__atomic_fetch_sub(&c->wb_bytes, job->len, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
+	entry_put(c, e);
 }
 
 void cache_run_write_behind(const struct prefetch_job *job, void *arg)
 {
 	struct cache *c = arg;
-	struct cache_file *e = job->entry;
-	struct chunk *ch = &e->chunks[job->idx]; /* BUSY: chunks stay put */
-	bool stored = store_chunk(c, e, job->idx, job->buf, job->len, job->hash);
 
-	pthread_mutex_lock(&e->mu);
-	finish_store_locked(c, e, ch, stored, job->hash, job->len, false);
-	entry_release_fds_locked(e);
-	pthread_mutex_unlock(&e->mu);
-	free(job->buf);
-	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
+	write_behind_done(c, job,
+			  store_chunk(c, job->entry, job->idx, job->buf, job->len, job->hash));
 }
 
 void cache_drop_write_behind(const struct prefetch_job *job, void *arg)
 {
-	struct cache *c = arg;
-	struct cache_file *e = job->entry;
-
-	pthread_mutex_lock(&e->mu);
-	finish_store_locked(c, e, &e->chunks[job->idx], false, 0, 0, false);
-	pthread_mutex_unlock(&e->mu);
-	free(job->buf);
-	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
+	write_behind_done(arg, job, false);
 }
 
 /* The chunk is BUSY and ours (counted in e->busy); e->mu held on entry and
  * exit, dropped while fetching.  Fetch the whole chunk from the source into
- * buf, store it, leave the chunk VERIFIED (stored) or ABSENT, and wake the
- * waiters.  Returns the bytes fetched (short only if the source shrank) or
- * -errno from the source. */
+ * buf, store it (unless the entry went to bypass: a complete record with a
+ * bad chunk is not written in place), leave the chunk VERIFIED (stored) or
+ * ABSENT, and wake the waiters.  Returns the bytes fetched (short only if
+ * the source shrank) or -errno from the source. */
 static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
 				  int fd, void *buf, bool prefetched)
 {
 	const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
 	const uint32_t want = store_chunk_len(&e->sf, ch->idx);
+	const struct store_identity id = e->sf.id;
+	const bool may_store = !e->bypass;
+	/* A complete record's chunk found bad: its slot stays, its bytes are
+	 * written again in place (the same bytes a passthrough reader of the
+	 * data file should have read). */
+	const bool rewrite = ch->len != 0;
+	const uint64_t slot_hash = ch->hash;
+	const uint32_t slot_len = ch->len;
 	bool stored = false, changed = false;
 	struct store_identity now_id;
 	uint64_t hash = 0;
@@ -283,9 +335,17 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 			changed = true;
 		} else if (c->src.stat_open(c->src.arg, fd, &st) == 0) {
 			cache_identity_of(&st, &now_id);
-			changed = !cache_identity_equal(&now_id, &e->sf.id);
+			changed = !cache_identity_equal(&now_id, &id);
 		}
-		if (!changed && (uint32_t)n == want) {
+		if (!changed && rewrite) {
+			/* The bytes its slot was made from, or the record no
+			 * longer describes the source. */
+			hash = csum64(buf, want);
+			changed = hash != slot_hash || want != slot_len ||
+				  store_write_chunk(&e->sf, ch->idx, buf, want,
+						    c->cfg->verify == VERIFY_NEVER) < 0;
+			stored = !changed;
+		} else if (!changed && may_store) {
 			hash = csum64(buf, want);
 			/* A reader's own fetch is written behind its reply; a
 			 * prefetch worker has no reply to wait for. */
@@ -308,8 +368,11 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 /* The chunk is PRESENT on disk, BUSY and ours; e->mu held on entry and
  * exit, dropped while reading.  Read it into buf and check its checksum: on
  * success it becomes VERIFIED (PRESENT again with verify=always) and true
- * is returned; on a mismatch it is dropped (slot, blocks, LRU) and stays
- * BUSY and ours, for the caller to fetch. */
+ * is returned; on a mismatch it stays BUSY and ours, for the caller to
+ * fetch: punched out of a record never complete (it is then stored anew);
+ * a complete record's data file may back a passthrough open and never
+ * loses bytes, so there the chunk keeps its slot (ch->len) and the fetch
+ * writes the right bytes over the bad ones. */
 static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
 				void *buf)
 {
@@ -322,7 +385,7 @@ static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct ch
 	stats_add(c->stats, ST_chunks_verified, 1);
 	if (r == 0) {
 		ch->state = c->cfg->verify == VERIFY_ALWAYS ? CH_PRESENT : CH_VERIFIED;
-		evict_touch(c->ev, &ch->lru);
+		entry_chunk_stored_locked(e, ch);
 		return true;
 	}
 	if (r == -EBADMSG) {
@@ -332,8 +395,19 @@ static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct ch
 	} else {
 		note_cache_error(c, r);
 	}
-	entry_drop_chunk_locked(c, e, ch, false);
+	if (!entry_complete(e))
+		entry_drop_chunk_locked(c, e, ch);
 	return false;
+}
+
+/* The data file still holds [pos, pos + len): a data file truncated under
+ * us (a cleaner of cache_dir) would make a short reply, which the kernel
+ * takes for the end of the file. */
+static bool data_holds(struct cache_file *e, uint64_t end)
+{
+	struct stat st;
+
+	return fstat(e->sf.data_fd, &st) == 0 && (uint64_t)st.st_size >= end;
 }
 
 /* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
@@ -344,38 +418,52 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 				 struct cache_read *rd)
 {
 	const uint64_t start = (uint64_t)idx * e->sf.chunk_size;
-	struct chunk *ch = &e->chunks[idx];
 	const uint32_t want = store_chunk_len(&e->sf, idx);
+	struct chunk *ch = chunk_get(e, idx);
 	ssize_t n;
 	void *buf;
 
-	if (ch->state == CH_BUSY) {
+	if (ch && ch->state == CH_BUSY) {
 		stats_add(c->stats, ST_fetch_waits, 1);
 		pthread_cond_wait(&e->cv, &e->mu);
 		return -EAGAIN;
 	}
-	if (rd->nseg + 1 >= CACHE_MAX_SEGS)
+	if (rd->nseg + 2 >= CACHE_MAX_SEGS)
 		return -E2BIG;
 
-	if (ch->state == CH_VERIFIED ||
-	    (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER)) {
+	if (ch && (ch->state == CH_VERIFIED ||
+		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER))) {
+		if (!data_holds(e, start + ch->len)) {
+			log_once(c->logged_io, LOG_LVL_WARN,
+				 "cache: a data file in cache_dir '%s' was truncated under the "
+				 "daemon; reading from the source",
+				 store_path(c->store));
+			stats_add(c->stats, ST_cache_io_errors, 1);
+			e->bypass = true;
+			return -ESTALE; /* the caller reads from the source */
+		}
 		ch->pins++;
 		e->pins++;
-		rd->pinned = e;
 		rd->pins++;
 		rd->seg[rd->nseg++] = (struct cache_seg){
 			.fd = e->sf.data_fd, .pos = (off_t)(start + from), .len = to - from};
 		ch->unread = false;
 		stats_add(c->stats, ST_hits, 1);
 		stats_add(c->stats, ST_bytes_from_cache, to - from);
-		evict_touch(c->ev, &ch->lru);
+		chunk_list_hot(e, ch);
+		evict_touch(c->ev, &e->rec->lru);
 		return (ssize_t)(to - from);
 	}
 
+	if (!ch && !(ch = chunk_make(e, idx)))
+		return -ENOBUFS; /* no memory for its state: from the source */
 	buf = chunk_buf(want ? want : 1);
-	if (!buf)
+	if (!buf) {
+		chunk_settle(e, ch);
 		return -ENOMEM;
+	}
 	ch->state = CH_BUSY;
+	chunk_unlist(e, ch);
 	e->busy++;
 
 	if (ch->len) {
@@ -390,14 +478,12 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		}
 	}
 
-	/* ABSENT: fetch the whole chunk from the source, once. */
+	/* ABSENT (or bad on disk): fetch the whole chunk from the source, once. */
 	n = fetch_fd_locked(c, e, ino);
-	if (n >= 0)
+	if (n >= 0) {
 		n = fetch_owned_locked(c, e, ch, (int)n, buf, false);
-	else {
-		e->busy--;
-		ch->state = CH_ABSENT;
-		pthread_cond_broadcast(&e->cv);
+	} else {
+		finish_store_locked(c, e, ch, false, 0, 0, false);
 	}
 	if (n < 0) {
 		free(buf);
@@ -413,7 +499,9 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 	return (ssize_t)(to - from);
 }
 
-/* Queue fetches of the chunks after idx for a sequential reader; e->mu held. */
+/* Queue fetches of the chunks after idx for a sequential reader; e->mu held.
+ * A job holds a reference on the entry and counts in e->jobs, which keeps
+ * the entry's fetch fd open for it (no fd of its own). */
 static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint32_t idx)
 {
 	uint32_t last = idx + c->window;
@@ -423,24 +511,29 @@ static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint
 	if (last >= e->sf.nchunks)
 		last = e->sf.nchunks ? e->sf.nchunks - 1 : 0;
 	for (uint32_t i = idx + 1; i <= last && i < e->sf.nchunks; i++) {
-		struct chunk *ch = &e->chunks[i];
-		struct prefetch_job job = {.entry = e, .idx = i, .tag = e->gen};
+		struct chunk *ch = chunk_get(e, i);
+		struct prefetch_job job = {.entry = e, .idx = i, .tag = e->gen, .fd = -1};
 
 		/* Fetch what is missing; verify ahead what a new daemon found on
 		 * disk, so a reader after a restart does not hash each chunk in
 		 * its own time. */
-		if (ch->queued ||
-		    !(ch->state == CH_ABSENT ||
-		      (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE)))
+		if (ch && (ch->queued ||
+			   !(ch->state == CH_ABSENT ||
+			     (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE))))
 			continue;
-		job.fd = fcntl(e->fetch_fd, F_DUPFD_CLOEXEC, 0);
-		if (job.fd < 0)
+		if (!ch && !(ch = chunk_make(e, i)))
 			return;
-		if (!prefetch_submit(c->pf, &job)) {
-			close(job.fd);
-			return; /* queue full: the reader fetches what it needs */
-		}
 		ch->queued = true;
+		entry_ref(e);
+		e->jobs++;
+		if (!prefetch_submit(c->pf, &job)) {
+			/* Queue full: the reader fetches what it needs. */
+			e->jobs--;
+			__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* the reader's is held */
+			ch->queued = false;
+			chunk_settle(e, ch);
+			return;
+		}
 	}
 }
 
@@ -450,69 +543,100 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 	struct cache *c = arg;
 	struct cache_file *e = job->entry;
 	struct chunk *ch;
-	void *buf;
+	void *buf = NULL;
 
 	pthread_mutex_lock(&e->mu);
-	if (!e->loaded || e->bypass || e->gen != job->tag || job->idx >= e->sf.nchunks) {
-		pthread_mutex_unlock(&e->mu);
-		return;
-	}
-	ch = &e->chunks[job->idx];
+	e->jobs--;
+	if (!e->loaded || e->bypass || e->gen != job->tag || !(ch = chunk_get(e, job->idx)))
+		goto out;
 	ch->queued = false;
-	if (ch->state != CH_ABSENT &&
-	    !(ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE)) {
-		pthread_mutex_unlock(&e->mu);
-		return;
+	if (e->fetch_fd < 0 ||
+	    (ch->state != CH_ABSENT && !(ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE))) {
+		chunk_settle(e, ch);
+		goto out;
 	}
 	buf = chunk_buf(e->sf.chunk_size);
 	if (buf) {
 		bool was_present = ch->state == CH_PRESENT;
 
 		ch->state = CH_BUSY;
+		chunk_unlist(e, ch);
 		e->busy++;
 		if (was_present && verify_owned_locked(c, e, ch, buf)) {
 			e->busy--;
 			pthread_cond_broadcast(&e->cv);
 		} else {
-			fetch_owned_locked(c, e, ch, job->fd, buf, true);
+			fetch_owned_locked(c, e, ch, e->fetch_fd, buf, true);
 		}
+	} else {
+		chunk_settle(e, ch);
 	}
-	entry_release_fds_locked(e);
+out:
+	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
 	free(buf);
+	entry_put(c, e);
 }
 
 void cache_drop_prefetch(const struct prefetch_job *job, void *arg)
 {
+	struct cache *c = arg;
 	struct cache_file *e = job->entry;
+	struct chunk *ch;
 
-	(void)arg;
 	pthread_mutex_lock(&e->mu);
-	if (e->loaded && e->gen == job->tag && job->idx < e->sf.nchunks)
-		e->chunks[job->idx].queued = false;
+	e->jobs--;
+	if (e->gen == job->tag && (ch = chunk_get(e, job->idx))) {
+		ch->queued = false;
+		chunk_settle(e, ch);
+	}
+	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
+	entry_put(c, e);
+}
+
+/* The part of a read at and past the validated size [fsize, end): the
+ * source's, if the kernel may think the file longer (it grew on another
+ * host and a getattr said so), else nothing (the end of the file as this
+ * open knows it, and as the kernel does). */
+static ssize_t read_tail(struct cache *c, int src_fd, uint64_t fsize, uint64_t end,
+			 uint64_t kernel_size, struct cache_read *rd)
+{
+	if (end <= fsize || kernel_size <= fsize)
+		return 0;
+	return read_direct(c, src_fd, (off_t)fsize, (size_t)(end - fsize), rd);
 }
 
 ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
-		   bool sequential, struct cache_read *rd)
+		   bool sequential, uint64_t kernel_size, struct cache_read *rd)
 {
 	struct cache_file *e = ino->cf;
 	uint64_t end, pos, cs, fsize, gen;
-	ssize_t total = 0;
+	ssize_t total = 0, n;
+	bool whole = false, direct = false;
 
 	memset(rd, 0, sizeof(*rd));
 	stats_add(c->stats, ST_reads, 1);
 	if (!e)
 		return read_direct(c, src_fd, off, size, rd);
 
+	entry_ref(e); /* until the reply is sent (cache_read_done) */
+	rd->entry = e;
+	rd->cache = c;
 	pthread_mutex_lock(&e->mu);
 	entry_check_store_gen_locked(c, e);
-	entry_reopen_locked(c, e);
 	fsize = e->sf.id.size;
 	if (!e->loaded || e->bypass || (uint64_t)off >= fsize) {
 		/* Uncached, or past the size we validated (the file grew). */
 		pthread_mutex_unlock(&e->mu);
-		return read_direct(c, src_fd, off, size, rd);
+		n = read_direct(c, src_fd, off, size, rd);
+		goto out;
+	}
+	/* A read the source must finish needs the handle's fd first. */
+	if ((uint64_t)off + size > fsize && kernel_size > fsize && src_fd < 0) {
+		pthread_mutex_unlock(&e->mu);
+		n = -EBADFD;
+		goto out;
 	}
 	gen = e->gen;
 	cs = e->sf.chunk_size;
@@ -522,59 +646,80 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 		uint64_t cstart = (uint64_t)idx * cs;
 		size_t from = (size_t)(pos - cstart);
 		size_t to = (size_t)(end - cstart < cs ? end - cstart : cs);
-		ssize_t n;
 
-		if (!e->loaded || e->bypass || e->gen != gen) {
-			/* Reset or found changed meanwhile: finish from the source. */
+		if (direct || !e->loaded || e->bypass || e->gen != gen) {
+			/* Reset or found changed meanwhile, or no memory for the
+			 * chunk's state: finish from the source. */
 			if (src_fd < 0) {
 				total = -EBADFD; /* start over with the handle's fd */
 				break;
 			}
 			pthread_mutex_unlock(&e->mu);
-			n = read_direct(c, src_fd, (off_t)pos, (size_t)(end - pos), rd);
+			n = read_direct(c, src_fd, (off_t)pos, (size_t)((uint64_t)off + size - pos),
+					rd);
 			pthread_mutex_lock(&e->mu);
 			total = n < 0 ? (total ? total : n) : total + n;
+			whole = true;
 			break;
 		}
 		n = read_chunk_locked(c, e, idx, ino, from, to, rd);
 		if (n == -EAGAIN)
 			continue;
+		if (n == -ESTALE || n == -ENOBUFS) {
+			direct = true; /* the loop reads the rest from the source */
+			continue;
+		}
 		if (n < 0) {
 			total = n;
 			break;
 		}
 		total += n;
-		if ((size_t)n < to - from)
-			break; /* EOF: the source is shorter than we knew */
+		if ((size_t)n < to - from) {
+			whole = true; /* EOF: the source is shorter than we knew */
+			break;
+		}
 		pos += (uint64_t)n;
 	}
 	if (sequential && total > 0 && e->gen == gen && e->loaded)
 		schedule_prefetch_locked(c, e, (uint32_t)((end - 1) / cs));
 	pthread_mutex_unlock(&e->mu);
-	if (total < 0)
+	n = total;
+	if (n >= 0 && !whole && (uint64_t)off + size > fsize) {
+		ssize_t t = read_tail(c, src_fd, fsize, (uint64_t)off + size, kernel_size, rd);
+
+		n = t < 0 ? t : n + t;
+	}
+out:
+	if (n < 0)
 		cache_read_done(c, rd);
-	return total;
+	return n;
 }
 
 void cache_read_done(struct cache *c, struct cache_read *rd)
 {
-	struct cache_file *e = rd->pinned;
+	struct cache_file *e = rd->entry;
 
-	if (e) {
+	if (e && rd->pins) {
 		pthread_mutex_lock(&e->mu);
 		for (unsigned i = 0; i < rd->nseg; i++) {
 			struct cache_seg *s = &rd->seg[i];
+			struct chunk *ch;
+
 			if (s->fd < 0)
 				continue;
-			e->chunks[s->pos / e->sf.chunk_size].pins--;
+			ch = chunk_get(e, (uint32_t)(s->pos / e->sf.chunk_size));
+			ch->pins--;
+			chunk_settle(e, ch);
 		}
 		e->pins -= rd->pins;
 		if (!e->pins)
 			pthread_cond_broadcast(&e->cv);
-		entry_release_fds_locked(e);
+		entry_release_locked(c, e);
 		pthread_mutex_unlock(&e->mu);
 	}
 	for (unsigned i = 0; i < rd->nbufs; i++)
 		free(rd->bufs[i]);
+	if (e)
+		entry_put(c, e);
 	memset(rd, 0, sizeof(*rd));
 }

@@ -94,6 +94,16 @@ void note_no_fds(struct efs_fs *fs, int r, const char *what)
 		 what, strerror(-r), (unsigned long long)n.fds);
 }
 
+/* The cache ran out of fds opening its files: give back idle inode fds. */
+static void source_out_of_fds(void *arg)
+{
+	struct efs_fs *fs = arg;
+	struct itab_counts n;
+
+	itab_counts(fs->itab, &n);
+	itab_shrink(fs->itab, (unsigned)(n.fd_budget / 2));
+}
+
 /* Callers of inode_fd_get hold the fd until inode_fd_put. */
 int ifd(struct efs_fs *fs, struct efs_inode *i)
 {
@@ -283,6 +293,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 			.validated = source_validated,
 			.read = source_read,
 			.object_gone = source_object_gone,
+			.out_of_fds = source_out_of_fds,
 			.arg = fs,
 		};
 
@@ -423,6 +434,7 @@ size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 	st.cache_usage_bytes = u.usage_bytes;
 	st.cache_size_bytes = u.size_bytes;
 	st.write_behind_pending = u.write_behind_pending;
+	st.cache_index_ready = u.index_ready;
 	snprintf(st.cache_dir, sizeof(st.cache_dir), "%s", u.cache_dir);
 	itab_counts(fs->itab, &ic);
 	st.inodes = ic.inodes;

@@ -107,7 +107,7 @@ static void drop_gone_at(struct efs_fs *fs, struct efs_inode *dir, const char *n
 			log_debug("lookup: '%s' no longer leads to inode %llu, gone from the "
 				  "source: its cache record is removed",
 				  name, (unsigned long long)old[k]->ino);
-			cache_source_gone(fs->cache, (uint64_t)old[k]->ino);
+			cache_source_gone(fs->cache, old[k]->dev, (uint64_t)old[k]->ino);
 		}
 		itab_unhold(fs->itab, old[k]);
 	}
@@ -387,7 +387,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 /* Space comes back: before an unlink or a rename over name, an O_PATH fd
  * of the regular file that may lose its last name there (and its inode
  * number in *ino), or -1. */
-static int victim_open(struct efs_fs *fs, int dirfd, const char *name, uint64_t *ino)
+static int victim_open(struct efs_fs *fs, int dirfd, const char *name, dev_t *dev, uint64_t *ino)
 {
 	struct efs_inode *open_ino;
 	struct stat st;
@@ -399,6 +399,7 @@ static int victim_open(struct efs_fs *fs, int dirfd, const char *name, uint64_t 
 		close(fd);
 		return -1;
 	}
+	*dev = st.st_dev;
 	*ino = (uint64_t)st.st_ino;
 	open_ino = itab_find(fs->itab, st.st_dev, st.st_ino);
 	if (open_ino)
@@ -409,7 +410,7 @@ static int victim_open(struct efs_fs *fs, int dirfd, const char *name, uint64_t 
 /* After the call: a file left with no name loses its cache record now.  Its
  * fd tells (so a hard link made meanwhile keeps the record): a link count
  * of 0, or, on NFS, a handle the server no longer knows. */
-static void victim_done(struct efs_fs *fs, int fd, uint64_t ino, int r)
+static void victim_done(struct efs_fs *fs, int fd, dev_t dev, uint64_t ino, int r)
 {
 	struct stat st;
 	int sr;
@@ -419,7 +420,7 @@ static void victim_done(struct efs_fs *fs, int fd, uint64_t ino, int r)
 	if (r == 0) {
 		sr = src_stat(fd, &st);
 		if ((sr == 0 && st.st_nlink == 0) || sr == -ESTALE || sr == -ENOENT)
-			cache_source_gone(fs->cache, ino);
+			cache_source_gone(fs->cache, dev, ino);
 	}
 	close(fd);
 }
@@ -429,12 +430,13 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
 	uint64_t ino = 0;
+	dev_t vdev = 0;
 	int fd = ifd(fs, dir), victim = -1, r;
 
 	if (fd >= 0) {
-		victim = victim_open(fs, fd, name, &ino);
+		victim = victim_open(fs, fd, name, &vdev, &ino);
 		r = src_unlink(fd, name);
-		victim_done(fs, victim, ino, r);
+		victim_done(fs, victim, vdev, ino, r);
 		ifd_put(fs, dir);
 	} else {
 		r = fd;
@@ -471,6 +473,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	struct efs_inode *moved = NULL, *swapped = NULL;
 	int fd, nfd, r, victim = -1;
 	uint64_t ino = 0;
+	dev_t vdev = 0;
 
 	if (bad_name(name) || bad_name(newname)) {
 		fuse_reply_err(req, EINVAL);
@@ -493,9 +496,9 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (flags & RENAME_EXCHANGE)
 		swapped = known_child(fs, nfd, newname);
 	else if (!(flags & RENAME_NOREPLACE))
-		victim = victim_open(fs, nfd, newname, &ino);
+		victim = victim_open(fs, nfd, newname, &vdev, &ino);
 	r = src_rename(fd, name, nfd, newname, flags);
-	victim_done(fs, victim, ino, r);
+	victim_done(fs, victim, vdev, ino, r);
 	if (r == 0 && moved)
 		itab_moved(fs->itab, moved, ndir, newname);
 	if (r == 0 && swapped)

@@ -318,6 +318,17 @@ static bool reply_mem_only(fuse_req_t req, const struct cache_read *rd)
 	return true;
 }
 
+/* The largest size the kernel may believe the file has: the one last
+ * given it (cache_read reads past the size validated at open from the
+ * source only then). */
+static uint64_t kernel_size(struct efs_fs *fs, struct efs_inode *i)
+{
+	struct meta_attr attr;
+
+	itab_attr(fs->itab, i, &attr);
+	return attr.seen && attr.size >= 0 ? (uint64_t)attr.size : UINT64_MAX;
+}
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -337,7 +348,9 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			fuse_reply_err(req, EINTR);
 		return;
 	}
-	n = cache_read(fs->cache, i, file_fd_now(file_of(fi)), off, size, seq, &rd);
+	const uint64_t ksize = kernel_size(fs, i);
+
+	n = cache_read(fs->cache, i, file_fd_now(file_of(fi)), off, size, seq, ksize, &rd);
 	if (n == -EBADFD) {
 		/* The read must go to the source: give the handle its fd.  Only
 		 * while the request is ours: once answered the handle may be
@@ -348,7 +361,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			return;
 		claimed = true;
 		fd = file_fd(fs, i, file_of(fi));
-		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, &rd);
+		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, ksize, &rd);
 	}
 	if (!claimed && !read_claim(req, &rc)) {
 		if (n >= 0)

@@ -25,6 +25,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checksum.h"
@@ -47,6 +48,7 @@ struct store {
 			* holds its lock; every record call fails with -EBUSY */
 	dev_t dev;
 	ino_t ino;
+	time_t opened_at; /* files older than this are not being written by us */
 	pthread_rwlock_t fds_mu; /* dir_fd, layout_fd, lock_fd, dev, ino */
 };
 
@@ -321,6 +323,8 @@ int store_open(struct store **out, const char *cache_dir, char *err, size_t errl
 		return -ENOMEM;
 	pthread_rwlock_init(&s->fds_mu, NULL);
 	s->dir_fd = s->layout_fd = s->lock_fd = -1;
+	/* A second of slack: file times may lag the clock by a tick. */
+	s->opened_at = time(NULL) - 1;
 	s->path = strdup(cache_dir);
 	if (!s->path) {
 		r = -ENOMEM;
@@ -450,12 +454,12 @@ err_lost:
 
 /* ---- records ---------------------------------------------------------- */
 
-int store_key_of(const char *source_root, uint64_t ino, struct store_key *k)
+int store_key_of(const char *source_root, uint64_t dev, uint64_t ino, struct store_key *k)
 {
 	/* On the stack: a fallback key for a failed malloc would name the same
 	 * file differently (or two files alike) depending on memory pressure. */
-	unsigned char buf[PATH_MAX + 1 + 8];
-	size_t n = strlen(source_root);
+	unsigned char buf[PATH_MAX + 1 + 16];
+	size_t n = strlen(source_root), len;
 	uint64_t h[2];
 
 	if (n >= PATH_MAX)
@@ -463,9 +467,33 @@ int store_key_of(const char *source_root, uint64_t ino, struct store_key *k)
 	memcpy(buf, source_root, n);
 	buf[n] = '\0';
 	put64(buf + n + 1, ino);
-	csum128(buf, n + 9, h);
+	len = n + 9;
+	/* SOURCE's own file system keeps the key of earlier versions; a file
+	 * system mounted below SOURCE adds its device, as its inode numbers
+	 * repeat those of the others. */
+	if (dev) {
+		put64(buf + len, dev);
+		len += 8;
+	}
+	csum128(buf, len, h);
 	snprintf(k->hex, sizeof(k->hex), "%016" PRIx64 "%016" PRIx64, h[0], h[1]);
 	return 0;
+}
+
+void store_key_pack(const struct store_key *k, struct store_key_bin *b)
+{
+	char half[17];
+
+	for (int i = 0; i < 2; i++) {
+		memcpy(half, k->hex + 16 * i, 16);
+		half[16] = '\0';
+		b->h[i] = strtoull(half, NULL, 16);
+	}
+}
+
+void store_key_unpack(const struct store_key_bin *b, struct store_key *k)
+{
+	snprintf(k->hex, sizeof(k->hex), "%016" PRIx64 "%016" PRIx64, b->h[0], b->h[1]);
 }
 
 /* "XX/KEY.ext" relative to the layout dir. */
@@ -498,12 +526,9 @@ static int read_full(int fd, void *buf, size_t len, off_t off)
 	return (size_t)n < len ? -ENODATA : 0;
 }
 
-int store_load(struct store *s, const struct store_key *k, struct store_file *f,
-	       struct store_slot **slots_out)
+int store_open_record(struct store *s, const struct store_key *k, struct store_file *f)
 {
-	unsigned char hdr[STORE_HEADER_SIZE], *raw = NULL;
-	struct store_slot *slots = NULL;
-	size_t rawlen;
+	unsigned char hdr[STORE_HEADER_SIZE];
 	int r;
 
 	memset(f, 0, sizeof(*f));
@@ -517,41 +542,112 @@ int store_load(struct store *s, const struct store_key *k, struct store_file *f,
 	r = read_full(f->meta_fd, hdr, sizeof(hdr), 0);
 	if (r == -ENODATA)
 		r = -EBADMSG; /* records are renamed into place whole: short = corrupt */
-	if (r < 0)
-		goto err_close;
-	r = store_decode_header(hdr, &f->id, &f->chunk_size, &f->nchunks, &f->hdr_check);
-	if (r < 0)
-		goto err_close;
-	rawlen = (size_t)f->nchunks * STORE_SLOT_SIZE;
-	raw = malloc(rawlen ? rawlen : 1);
-	slots = calloc(f->nchunks ? f->nchunks : 1, sizeof(*slots));
-	if (!raw || !slots) {
-		r = -ENOMEM;
-		goto err_close;
+	if (r == 0)
+		r = store_decode_header(hdr, &f->id, &f->chunk_size, &f->nchunks, &f->hdr_check);
+	/* Never created here: a record whose data file is gone (a cleaner of
+	 * cache_dir, an interrupted rm -rf) has no bytes, whatever its slots
+	 * say. */
+	if (r == 0) {
+		r = open_rel(s, k, "data", O_RDWR);
+		if (r >= 0) {
+			f->data_fd = r;
+			r = 0;
+		}
 	}
-	r = read_full(f->meta_fd, raw, rawlen, STORE_HEADER_SIZE);
-	if (r == -ENODATA)
-		r = -EBADMSG;
 	if (r < 0)
-		goto err_close;
-	for (uint32_t i = 0; i < f->nchunks; i++)
-		if (!store_decode_slot(f->hdr_check, i, raw + (size_t)i * STORE_SLOT_SIZE,
-				       &slots[i]))
-			slots[i].len = 0;
+		store_file_close(f);
+	return r;
+}
+
+/* Slots are read this many at a time (64 KiB). */
+#define SLOT_BATCH 4096
+
+int store_each_slot(struct store_file *f,
+		    int (*fn)(uint32_t idx, const struct store_slot *slot, void *arg), void *arg)
+{
+	const off_t end = STORE_HEADER_SIZE + (off_t)f->nchunks * STORE_SLOT_SIZE;
+	unsigned char *raw = malloc((size_t)SLOT_BATCH * STORE_SLOT_SIZE);
+	uint64_t data_size;
+	struct stat st;
+	off_t pos = STORE_HEADER_SIZE;
+	int r = 0;
+
+	if (!raw)
+		return -ENOMEM;
+	if (fstat(f->data_fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	data_size = (uint64_t)st.st_size;
+	while (pos < end) {
+		/* Holes of the slot array are empty slots (a sparse file's
+		 * record is mostly hole). */
+		off_t data = lseek(f->meta_fd, pos, SEEK_DATA);
+		uint32_t first, count;
+
+		if (data < 0) {
+			if (errno == ENXIO)
+				break; /* only holes from pos on */
+			data = pos; /* SEEK_DATA unsupported: read everything */
+		}
+		if (data >= end)
+			break;
+		/* Whole slots only. */
+		data -= (data - STORE_HEADER_SIZE) % STORE_SLOT_SIZE;
+		if (data < pos)
+			data = pos;
+		first = (uint32_t)((data - STORE_HEADER_SIZE) / STORE_SLOT_SIZE);
+		count = f->nchunks - first < SLOT_BATCH ? f->nchunks - first : SLOT_BATCH;
+		r = read_full(f->meta_fd, raw, (size_t)count * STORE_SLOT_SIZE, data);
+		if (r == -ENODATA)
+			r = -EBADMSG;
+		if (r < 0)
+			goto out;
+		for (uint32_t i = 0; i < count; i++) {
+			struct store_slot slot;
+			uint32_t idx = first + i;
+
+			if (!store_decode_slot(f->hdr_check, idx, raw + (size_t)i * STORE_SLOT_SIZE,
+					       &slot))
+				continue;
+			if ((uint64_t)idx * f->chunk_size + slot.len > data_size)
+				continue; /* the data file does not hold it */
+			r = fn(idx, &slot, arg);
+			if (r < 0)
+				goto out;
+		}
+		pos = data + (off_t)count * STORE_SLOT_SIZE;
+	}
+out:
 	free(raw);
-	raw = NULL;
-	r = open_rel(s, k, "data", O_RDWR | O_CREAT);
+	return r;
+}
+
+static int load_one(uint32_t idx, const struct store_slot *slot, void *arg)
+{
+	struct store_slot *slots = arg;
+
+	slots[idx] = *slot;
+	return 0;
+}
+
+int store_load(struct store *s, const struct store_key *k, struct store_file *f,
+	       struct store_slot **slots_out)
+{
+	struct store_slot *slots;
+	int r = store_open_record(s, k, f);
+
 	if (r < 0)
-		goto err_close;
-	f->data_fd = r;
+		return r;
+	slots = calloc(f->nchunks ? f->nchunks : 1, sizeof(*slots));
+	r = slots ? store_each_slot(f, load_one, slots) : -ENOMEM;
+	if (r < 0) {
+		free(slots);
+		store_file_close(f);
+		return r;
+	}
 	*slots_out = slots;
 	return 0;
-
-err_close:
-	free(raw);
-	free(slots);
-	store_file_close(f);
-	return r;
 }
 
 int store_prepare(const struct store_identity *id, uint32_t chunk_size, struct store_file *f)
@@ -571,13 +667,33 @@ int store_prepare(const struct store_identity *id, uint32_t chunk_size, struct s
 	return 0;
 }
 
+/* Replace the record's data file with a new empty one (unlink, then create
+ * exclusively): the old file's bytes never change, whoever still reads
+ * them.  Returns the fd or -errno.  fds_mu read-locked. */
+static int new_data_locked(struct store *s, const struct store_key *k)
+{
+	char name[64];
+	int fd;
+
+	rel_name(k, "data", name, sizeof(name));
+	for (int tries = 0; tries < 3; tries++) {
+		if (unlinkat(s->layout_fd, name, 0) < 0 && errno != ENOENT)
+			return -errno;
+		fd = openat(s->layout_fd, name,
+			    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd < 0 ? -errno : fd;
+	}
+	return -EEXIST;
+}
+
 int store_create(struct store *s, const struct store_key *k, const struct store_identity *id,
 		 uint32_t chunk_size, struct store_file *f)
 {
 	unsigned char hdr[STORE_HEADER_SIZE];
 	char sub[3], tmp[80], name[64];
 	struct store_file prep;
-	int fd, r;
+	int fd = -1, data_fd, r;
 
 	memset(f, 0, sizeof(*f));
 	f->meta_fd = f->data_fd = -1;
@@ -598,60 +714,53 @@ int store_create(struct store *s, const struct store_key *k, const struct store_
 		fds_unlock(s);
 		return r;
 	}
-	fd = openat(s->layout_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
+	/* The data file first: a crash before the header is renamed into
+	 * place leaves the old header over an empty data file, whose slots
+	 * then point past its end and count as empty. */
+	data_fd = new_data_locked(s, k);
+	if (data_fd < 0) {
 		fds_unlock(s);
-		return r;
+		return data_fd;
 	}
-	r = io_pwrite_full(fd, hdr, sizeof(hdr), 0);
+	fd = openat(s->layout_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		r = -errno;
+	if (r == 0)
+		r = io_pwrite_full(fd, hdr, sizeof(hdr), 0);
 	/* Slots all zero = all empty: a sparse tail costs no blocks. */
 	if (r == 0 && ftruncate(fd, STORE_HEADER_SIZE + (off_t)prep.nchunks * STORE_SLOT_SIZE) < 0)
 		r = -errno;
 	if (r == 0 && renameat(s->layout_fd, tmp, s->layout_fd, name) < 0)
 		r = -errno;
 	if (r < 0) {
-		close(fd);
-		unlinkat(s->layout_fd, tmp, 0);
+		if (fd >= 0) {
+			close(fd);
+			unlinkat(s->layout_fd, tmp, 0);
+		}
+		close(data_fd);
+		fds_unlock(s);
+		return r;
 	}
 	fds_unlock(s);
-	if (r < 0)
-		return r;
 	*f = prep;
 	f->meta_fd = fd;
-	/* Only now drop the old bytes: the new record already disowns them. */
-	r = open_rel(s, k, "data", O_RDWR | O_CREAT);
-	if (r < 0) {
-		store_file_close(f);
-		return r;
-	}
-	f->data_fd = r;
-	if (ftruncate(f->data_fd, 0) < 0) {
-		r = -errno;
-		store_file_close(f);
-		return r;
-	}
+	f->data_fd = data_fd;
 	return 0;
 }
 
-int store_file_reopen(struct store *s, const struct store_key *k, struct store_file *f)
+bool store_has_record(struct store *s, const struct store_key *k)
 {
-	int r;
+	char name[64];
+	struct stat st;
+	bool r;
 
-	if (f->meta_fd >= 0 && f->data_fd >= 0)
-		return 0;
-	store_file_close(f);
-	r = open_rel(s, k, "meta", O_RDWR);
-	if (r < 0)
-		return r;
-	f->meta_fd = r;
-	r = open_rel(s, k, "data", O_RDWR | O_CREAT);
-	if (r < 0) {
-		store_file_close(f);
-		return r;
-	}
-	f->data_fd = r;
-	return 0;
+	if (is_lost(s))
+		return false;
+	rel_name(k, "meta", name, sizeof(name));
+	fds_rdlock(s);
+	r = fstatat(s->layout_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	fds_unlock(s);
+	return r;
 }
 
 void store_file_close(struct store_file *f)
@@ -773,7 +882,59 @@ static bool parse_name(const char *name, struct store_key *k, const char **ext)
 	return true;
 }
 
-int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg), void *arg)
+/* A file this daemon may be writing right now (a record being created has
+ * its data file before its header): debris is only what is older than the
+ * store. */
+static bool older_than_store(const struct store *s, const struct stat *st)
+{
+	return st->st_mtim.tv_sec < s->opened_at;
+}
+
+static int64_t mtime_ns(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* One file of a v1/XX directory; sfd is that directory. */
+static void scan_entry(struct store *s, int sfd, const char *sub, const char *name,
+		       void (*fn)(const struct store_scan_rec *r, void *arg), void *arg)
+{
+	struct store_scan_rec rec;
+	struct stat st, other;
+	char peer[64];
+	const char *ext;
+
+	if (!parse_name(name, &rec.key, &ext) || strncmp(rec.key.hex, sub, 2)) {
+		unlinkat(sfd, name, 0); /* not ours: debris */
+		return;
+	}
+	if (!strncmp(ext, "meta.tmp.", 9)) {
+		/* Left by a crashed daemon; ours are in flight. */
+		if (strtol(ext + 9, NULL, 10) != (long)getpid())
+			unlinkat(sfd, name, 0);
+		return;
+	}
+	if (strcmp(ext, "meta") && strcmp(ext, "data")) {
+		unlinkat(sfd, name, 0);
+		return;
+	}
+	if (fstatat(sfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	snprintf(peer, sizeof(peer), "%s.%s", rec.key.hex, strcmp(ext, "meta") ? "meta" : "data");
+	if (fstatat(sfd, peer, &other, AT_SYMLINK_NOFOLLOW) < 0) {
+		/* Half a record: no bytes can be served from it. */
+		if (errno == ENOENT && older_than_store(s, &st))
+			unlinkat(sfd, name, 0);
+		return;
+	}
+	if (strcmp(ext, "meta"))
+		return; /* the record is reported once, at its metadata file */
+	rec.bytes = (uint64_t)(st.st_blocks + other.st_blocks) * 512;
+	rec.mtime_ns = mtime_ns(&st) > mtime_ns(&other) ? mtime_ns(&st) : mtime_ns(&other);
+	fn(&rec, arg);
+}
+
+int store_scan(struct store *s, void (*fn)(const struct store_scan_rec *r, void *arg), void *arg)
 {
 	int lfd;
 	DIR *top;
@@ -805,33 +966,9 @@ int store_scan(struct store *s, void (*fn)(const struct store_key *k, void *arg)
 			close(sfd);
 			continue;
 		}
-		while ((e = readdir(sub))) {
-			struct store_key k;
-			const char *ext;
-
-			if (e->d_name[0] == '.')
-				continue;
-			if (!parse_name(e->d_name, &k, &ext) || strncmp(k.hex, d->d_name, 2)) {
-				unlinkat(sfd, e->d_name, 0); /* not ours: debris */
-				continue;
-			}
-			if (!strcmp(ext, "meta")) {
-				fn(&k, arg);
-			} else if (!strcmp(ext, "data")) {
-				char meta[64];
-				struct stat st;
-				snprintf(meta, sizeof(meta), "%s.meta", k.hex);
-				if (fstatat(sfd, meta, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
-				    errno == ENOENT)
-					unlinkat(sfd, e->d_name, 0);
-			} else if (!strncmp(ext, "meta.tmp.", 9)) {
-				/* Left by a crashed daemon; ours are in flight. */
-				if (strtol(ext + 9, NULL, 10) != (long)getpid())
-					unlinkat(sfd, e->d_name, 0);
-			} else {
-				unlinkat(sfd, e->d_name, 0);
-			}
-		}
+		while ((e = readdir(sub)))
+			if (e->d_name[0] != '.')
+				scan_entry(s, sfd, d->d_name, e->d_name, fn, arg);
 		closedir(sub);
 	}
 	closedir(top);

@@ -87,9 +87,10 @@ struct key_list {
 	bool nomem;
 };
 
-static void collect_key(const struct store_key *k, void *arg)
+static void collect_key(const struct store_scan_rec *sr, void *arg)
 {
 	struct key_list *l = arg;
+	const struct store_key *k = &sr->key;
 
 	if (l->n == l->cap) {
 		size_t ncap = l->cap ? l->cap * 2 : 256;
@@ -104,6 +105,79 @@ static void collect_key(const struct store_key *k, void *arg)
 	l->keys[l->n++] = *k;
 }
 
+/* One record being checked offline. */
+struct record_check {
+	const char *path;
+	const struct store_key *k;
+	struct store_file f;
+	void *buf;
+	uint64_t checked, bytes, stored;
+	uint32_t *bad, nbad, badcap;
+};
+
+static int check_slot(uint32_t idx, const struct store_slot *slot, void *arg)
+{
+	struct record_check *rc = arg;
+	const char *why = NULL;
+	int r;
+
+	rc->stored++;
+	rc->checked++;
+	if (slot->len <= rc->f.chunk_size)
+		rc->bytes += slot->len;
+	r = store_verify_chunk(&rc->f, idx, slot, rc->buf, &why);
+	if (r < 0 && !why)
+		why = strerror(-r);
+	if (!why)
+		return 0;
+	report("%s: record %s chunk %u: %s", rc->path, rc->k->hex, idx, why);
+	if (rc->nbad == rc->badcap) {
+		uint32_t cap = rc->badcap ? rc->badcap * 2 : 16, *nb;
+
+		nb = realloc(rc->bad, cap * sizeof(*nb));
+		if (!nb)
+			return -ENOMEM;
+		rc->bad = nb;
+		rc->badcap = cap;
+	}
+	rc->bad[rc->nbad++] = idx;
+	return 0;
+}
+
+/* Remove what was found bad: the chunks of a record never complete, or a
+ * complete record whole (its data file may still back a passthrough open
+ * of a daemon that died: it is never changed in place).  Returns the
+ * errors. */
+static unsigned drop_bad(struct store *s, struct record_check *rc)
+{
+	unsigned errors = 0;
+	int r;
+
+	if (!rc->nbad)
+		return 0;
+	if (rc->stored == rc->f.nchunks) {
+		r = store_remove(s, rc->k);
+		if (r < 0) {
+			report("%s: record %s: cannot remove: %s", rc->path, rc->k->hex,
+			       strerror(-r));
+			return 1;
+		}
+		report("%s: record %s removed whole (a complete record is never changed in "
+		       "place)",
+		       rc->path, rc->k->hex);
+		return 0;
+	}
+	for (uint32_t i = 0; i < rc->nbad; i++) {
+		r = store_drop_chunk(&rc->f, rc->bad[i]);
+		if (r < 0) {
+			report("%s: record %s chunk %u: cannot remove: %s", rc->path, rc->k->hex,
+			       rc->bad[i], strerror(-r));
+			errors++;
+		}
+	}
+	return errors;
+}
+
 /* Offline verify of a cache_dir no daemon holds.  Returns the exit status. */
 static int verify_cache_dir(const char *path)
 {
@@ -111,8 +185,6 @@ static int verify_cache_dir(const char *path)
 	uint64_t records = 0, bad_records = 0, checked = 0, bad = 0, bytes = 0;
 	unsigned errors = 0;
 	struct store *s;
-	void *buf = NULL;
-	size_t buflen = 0;
 	char err[512] = "", hb[32];
 	int r;
 
@@ -136,75 +208,47 @@ static int verify_cache_dir(const char *path)
 		errors++;
 	}
 	for (size_t i = 0; i < keys.n; i++) {
-		const struct store_key *k = &keys.keys[i];
-		struct store_slot *slots = NULL;
-		struct store_file f;
+		struct record_check rc = {.path = path, .k = &keys.keys[i]};
 
-		r = store_load(s, k, &f, &slots);
+		r = store_open_record(s, rc.k, &rc.f);
 		if (r == -ENOENT)
 			continue;
 		records++;
-		if (r == 0 && f.chunk_size > CONFIG_MAX_CHUNK_SIZE) {
+		if (r == 0 && rc.f.chunk_size > CONFIG_MAX_CHUNK_SIZE) {
 			/* Checksummed but impossible: no daemon writes it. */
-			free(slots);
-			store_file_close(&f);
+			store_file_close(&rc.f);
 			r = -EBADMSG;
 		}
 		if (r == -EBADMSG) {
 			bad_records++;
-			report("%s: record %s is corrupt, removed", path, k->hex);
-			r = store_remove(s, k);
+			report("%s: record %s is corrupt, removed", path, rc.k->hex);
+			r = store_remove(s, rc.k);
 			if (r < 0) {
-				report("%s: cannot remove record %s: %s", path, k->hex,
+				report("%s: cannot remove record %s: %s", path, rc.k->hex,
 				       strerror(-r));
 				errors++;
 			}
 			continue;
 		}
 		if (r < 0) {
-			report("%s: record %s: %s", path, k->hex, strerror(-r));
+			report("%s: record %s: %s", path, rc.k->hex, strerror(-r));
 			errors++;
 			continue;
 		}
-		if (buflen < f.chunk_size) {
-			free(buf);
-			buflen = f.chunk_size;
-			buf = malloc(buflen);
-			if (!buf) {
-				buflen = 0;
-				path_error(path, ENOMEM);
-				errors++;
-				free(slots);
-				store_file_close(&f);
-				break;
-			}
+		rc.buf = malloc(rc.f.chunk_size);
+		r = rc.buf ? store_each_slot(&rc.f, check_slot, &rc) : -ENOMEM;
+		if (r < 0) {
+			report("%s: record %s: %s", path, rc.k->hex, strerror(-r));
+			errors++;
 		}
-		for (uint32_t c = 0; c < f.nchunks; c++) {
-			const char *why = NULL;
-
-			if (!slots[c].len)
-				continue;
-			checked++;
-			if (slots[c].len <= f.chunk_size)
-				bytes += slots[c].len;
-			r = store_verify_chunk(&f, c, &slots[c], buf, &why);
-			if (r < 0 && !why)
-				why = strerror(-r);
-			if (!why)
-				continue;
-			bad++;
-			report("%s: record %s chunk %u: %s, removed", path, k->hex, c, why);
-			r = store_drop_chunk(&f, c);
-			if (r < 0) {
-				report("%s: record %s chunk %u: cannot remove: %s", path, k->hex, c,
-				       strerror(-r));
-				errors++;
-			}
-		}
-		free(slots);
-		store_file_close(&f);
+		checked += rc.checked;
+		bytes += rc.bytes;
+		bad += rc.nbad;
+		errors += drop_bad(s, &rc);
+		free(rc.bad);
+		free(rc.buf);
+		store_file_close(&rc.f);
 	}
-	free(buf);
 	free(keys.keys);
 	store_close(s);
 	printf("records checked %" PRIu64 "\n", records);

@@ -59,6 +59,9 @@ struct env {
 	struct fake f;
 	struct inode_table *t;
 	struct cache *c;
+	/* The size the "kernel" believes the files have (cache_read's
+	 * kernel_size); 0 by default: no read goes past what was validated. */
+	uint64_t kernel_size;
 };
 
 /* A file handle: cache_open plus the handle's own source fd. */

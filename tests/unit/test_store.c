@@ -140,7 +140,7 @@ static void test_records(const char *base)
 	for (size_t i = 0; i < sizeof(chunk); i++)
 		chunk[i] = (char)(i * 7);
 	CHECK(store_open(&s, dir, err, sizeof(err)) == 0);
-	store_key_of("/src", 42, &k);
+	store_key_of("/src", 0, 42, &k);
 	CHECK(strlen(k.hex) == 32);
 	CHECK(store_load(s, &k, &f, &slots) == -ENOENT);
 
@@ -246,17 +246,28 @@ static void test_keys(void)
 	struct store_key a, b;
 	char *longroot = malloc(PATH_MAX + 10);
 
-	CHECK(store_key_of("/src", 42, &a) == 0 && store_key_of("/src", 42, &b) == 0);
+	CHECK(store_key_of("/src", 0, 42, &a) == 0 && store_key_of("/src", 0, 42, &b) == 0);
 	CHECK(!strcmp(a.hex, b.hex));
-	CHECK(store_key_of("/src", 43, &b) == 0 && strcmp(a.hex, b.hex));
-	CHECK(store_key_of("/other", 42, &b) == 0 && strcmp(a.hex, b.hex));
+	/* One inode number on two file systems: two keys (M2). */
+	CHECK(store_key_of("/src", 0x801, 42, &b) == 0 && strcmp(a.hex, b.hex));
+	{
+		struct store_key c;
+		struct store_key_bin kb;
+
+		CHECK(store_key_of("/src", 0x802, 42, &c) == 0 && strcmp(b.hex, c.hex));
+		store_key_pack(&c, &kb);
+		store_key_unpack(&kb, &b);
+		CHECK(!strcmp(b.hex, c.hex));
+	}
+	CHECK(store_key_of("/src", 0, 43, &b) == 0 && strcmp(a.hex, b.hex));
+	CHECK(store_key_of("/other", 0, 42, &b) == 0 && strcmp(a.hex, b.hex));
 	CHECK(longroot != NULL);
 	if (!longroot)
 		return;
 	memset(longroot, 'a', PATH_MAX + 9);
 	longroot[0] = '/';
 	longroot[PATH_MAX + 9] = '\0';
-	CHECK(store_key_of(longroot, 42, &b) == -ENAMETOOLONG);
+	CHECK(store_key_of(longroot, 0, 42, &b) == -ENAMETOOLONG);
 	free(longroot);
 }
 
@@ -270,7 +281,7 @@ static void test_lost_lock(const char *base)
 	struct store_file f;
 	struct store_key k;
 
-	CHECK(store_key_of("/src", 7, &k) == 0);
+	CHECK(store_key_of("/src", 0, 7, &k) == 0);
 	CHECK(store_open(&a, dir, err, sizeof(err)) == 0);
 	CHECK(store_check_dir(a) == 0);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -294,11 +305,12 @@ static void test_lost_lock(const char *base)
 }
 
 static int scanned;
-static void count_scan(const struct store_key *k, void *arg)
+static uint64_t scanned_bytes;
+static void count_scan(const struct store_scan_rec *r, void *arg)
 {
-	(void)k;
 	(void)arg;
 	scanned++;
+	scanned_bytes += r->bytes;
 }
 
 static void test_scan(const char *base)
@@ -312,7 +324,7 @@ static void test_scan(const char *base)
 
 	CHECK(store_open(&s, dir, err, sizeof(err)) == 0);
 	for (uint64_t ino = 1; ino <= 5; ino++) {
-		store_key_of("/src", ino, &k);
+		store_key_of("/src", 0, ino, &k);
 		CHECK(store_create(s, &k, &id, 1 << 20, &f) == 0);
 		store_file_close(&f);
 	}
@@ -323,7 +335,90 @@ static void test_scan(const char *base)
 	scanned = 0;
 	CHECK(store_scan(s, count_scan, NULL) == 0);
 	CHECK(scanned == 5);
+	CHECK(scanned_bytes > 0);
 	CHECK(access(junk, F_OK) < 0);
+	store_close(s);
+	free(dir);
+}
+
+static int count_slot(uint32_t idx, const struct store_slot *slot, void *arg)
+{
+	uint32_t *seen = arg;
+
+	(void)slot;
+	seen[0]++;
+	seen[1] = idx;
+	return 0;
+}
+
+/* Nothing creates a data file for an existing record: a record whose data
+ * file is gone is no record (H5: an empty data file was made beside it,
+ * and its slots served empty bytes).  A slot whose chunk lies past the
+ * data file's end is no slot.  A new record replaces the data file
+ * (unlink, never truncate: an fd of the old one keeps its bytes, as a
+ * passthrough reader's would). */
+static void test_record_files(const char *base)
+{
+	char err[512], *dir = mkpath(base, "files"), data[300];
+	const char bytes[] = "chunk zero bytes";
+	struct store_slot slot = {.hash = csum64(bytes, sizeof(bytes)), .len = sizeof(bytes)};
+	struct store_identity id = ID;
+	struct store_file f, g;
+	struct store_key k;
+	struct store *s;
+	uint32_t seen[2];
+	char back[sizeof(bytes)];
+	int old_data;
+
+	id.size = 1ULL << 40; /* a TiB: a million 1 MiB slots, nearly all holes */
+	CHECK(store_open(&s, dir, err, sizeof(err)) == 0);
+	store_key_of("/src", 0, 9, &k);
+	CHECK(!store_has_record(s, &k));
+	CHECK(store_create(s, &k, &id, 1 << 20, &f) == 0);
+	CHECK(store_has_record(s, &k));
+	CHECK(store_write_chunk(&f, 700000, bytes, sizeof(bytes), false) == 0);
+	CHECK(store_set_slot(&f, 700000, &slot) == 0);
+	store_file_close(&f);
+
+	CHECK(store_open_record(s, &k, &g) == 0);
+	memset(seen, 0, sizeof(seen));
+	CHECK(store_each_slot(&g, count_slot, seen) == 0);
+	CHECK(seen[0] == 1 && seen[1] == 700000);
+	old_data = dup(g.data_fd);
+	store_file_close(&g);
+
+	/* A new record: the old data file keeps its bytes for its holders. */
+	CHECK(store_create(s, &k, &id, 1 << 20, &f) == 0);
+	CHECK(pread(old_data, back, sizeof(back), (off_t)700000 << 20) == (ssize_t)sizeof(back));
+	CHECK(!memcmp(back, bytes, sizeof(bytes)));
+	{
+		struct stat a, b;
+
+		CHECK(fstat(old_data, &a) == 0 && fstat(f.data_fd, &b) == 0);
+		CHECK(a.st_ino != b.st_ino && a.st_nlink == 0);
+	}
+	close(old_data);
+	CHECK(store_write_chunk(&f, 700000, bytes, sizeof(bytes), false) == 0);
+	CHECK(store_set_slot(&f, 700000, &slot) == 0);
+	store_file_close(&f);
+
+	/* The data file removed underneath: no record, and none is made. */
+	snprintf(data, sizeof(data), "%s/v1/%.2s/%s.data", dir, k.hex, k.hex);
+	CHECK(unlink(data) == 0);
+	CHECK(store_open_record(s, &k, &g) == -ENOENT);
+	CHECK(access(data, F_OK) < 0);
+
+	/* Truncated underneath: the slot past its end is skipped. */
+	CHECK(store_create(s, &k, &id, 1 << 20, &f) == 0);
+	CHECK(store_write_chunk(&f, 700000, bytes, sizeof(bytes), false) == 0);
+	CHECK(store_set_slot(&f, 700000, &slot) == 0);
+	store_file_close(&f);
+	CHECK(truncate(data, ((off_t)700000 << 20) + 3) == 0);
+	CHECK(store_open_record(s, &k, &g) == 0);
+	memset(seen, 0, sizeof(seen));
+	CHECK(store_each_slot(&g, count_slot, seen) == 0);
+	CHECK(seen[0] == 0);
+	store_file_close(&g);
 	store_close(s);
 	free(dir);
 }
@@ -342,6 +437,7 @@ int main(void)
 	test_cache_dir_safety(base);
 	test_records(base);
 	test_scan(base);
+	test_record_files(base);
 	test_keys();
 	test_lost_lock(base);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);

@@ -349,19 +349,40 @@ def _launch(kind, binary, src, mnt, opts, foreground, extra_args, env, timeout, 
     return m
 
 
+def wait_index_ready(mnt, timeout=60):
+    """Wait until the daemon's startup index of cache_dir is complete (the stats line
+    cache_index_ready 1): until then it stores no chunk, so a test that reads right after
+    a restart and expects the next read from the cache waits for it first.  False if the
+    stats cannot be read (the mount is not efscache's, or is gone) or on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            text = os.getxattr(mnt, "user.efscache.stats").decode()
+        except OSError:
+            return False
+        if "\ncache_index_ready 1\n" in "\n" + text:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def mount_efscache(src, mnt, *opts, foreground=False, cache_dir=None, extra_args=(),
-                   env=None, timeout=15):
+                   env=None, timeout=15, wait_index=True):
     """Mount efscache SRC at MNT (created if needed) with -o OPTS; waits until the mount is
-    in /proc/self/mountinfo.  A cache_dir in a fresh temp dir is added unless one is given
-    in opts or as cache_dir=.  Raises MountError with the daemon's stderr on failure."""
+    in /proc/self/mountinfo and (wait_index) its startup index of cache_dir is complete.
+    A cache_dir in a fresh temp dir is added unless one is given in opts or as
+    cache_dir=.  Raises MountError with the daemon's stderr on failure."""
     opts = list(opts)
     logdir = _logdir()
     if not any(o.startswith("cache_dir=") for o in opts):
         if cache_dir is None:
             cache_dir = os.path.join(logdir, "cache-%d" % (_counter[0] + 1))
         opts.insert(0, "cache_dir=" + cache_dir)
-    return _launch("efscache", EFSCACHE_BIN, src, mnt, opts, foreground, extra_args, env,
-                   timeout, logdir)
+    m = _launch("efscache", EFSCACHE_BIN, src, mnt, opts, foreground, extra_args, env,
+                timeout, logdir)
+    if wait_index:
+        wait_index_ready(m.mnt, timeout=max(timeout, 60))
+    return m
 
 
 def mount_emu(src, mnt, *opts, foreground=False, extra_args=(), env=None, timeout=15):
