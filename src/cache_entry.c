@@ -135,13 +135,20 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 		return r; /* cache trouble: this open reads from the source */
 	e->sf = sf;
 	r = store_each_slot(&e->sf, load_slot, e);
-	if (cache_no_fds(r))
-		cache_out_of_fds(c, e, r);
 	if (r < 0) {
 		chunk_map_free(e);
 		store_file_close(&e->sf);
-		return r;
 	}
+	if (r == -EBADMSG) {
+		/* Its slot array is cut short (records are renamed into place
+		 * whole): corrupt. */
+		log_debug("cache: record %s is cut short, removing it", e->key.hex);
+		store_remove(c->store, &e->key);
+		no_record_locked(c, e);
+		return 0;
+	}
+	if (r < 0)
+		return r;
 	e->loaded = true;
 	e->need_create = false;
 	e->store_gen = cache_store_gen(c);

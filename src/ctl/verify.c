@@ -60,10 +60,11 @@ static int verify_mount(const char *path)
 	printf("chunks checked  %" PRIu64 "\n", checked);
 	printf("bytes checked   %s\n", human(bytes, hb, sizeof(hb)));
 	printf("chunks bad      %" PRIu64 "%s\n", bad,
-	       bad ? " (removed; they will be fetched again)" : "");
+	       bad ? " (fetched again from the source at their next read)" : "");
 	if (bad) {
-		report("%s: %" PRIu64 " bad chunk%s found and removed", path, bad,
-		       bad == 1 ? "" : "s");
+		report("%s: %" PRIu64 " bad chunk%s found: never served, fetched again from the "
+		       "source at the next read",
+		       path, bad, bad == 1 ? "" : "s");
 		return EXIT_FAIL;
 	}
 	return fflush(stdout) ? EXIT_FAIL : 0;

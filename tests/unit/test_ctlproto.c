@@ -268,7 +268,7 @@ static void test_stats_text(void)
 	CHECK_STR_CONTAINS(text, "reads 0\nhits 7\n");
 	CHECK_STR_CONTAINS(text, "fetch_latency_us_le_100 1\n");
 	CHECK_STR_CONTAINS(text, "fetch_latency_us_le_inf 2\nfetch_latency_us_count 2\n");
-	CHECK_STR_CONTAINS(text, "write_behind_pending 1\ncache_dir /var/cache/with space\n"
+	CHECK_STR_CONTAINS(text, "write_behind_pending 1\ncache_index_ready 0\ncache_dir /var/cache/with space\n"
 				 "inodes 10\n");
 	n = strlen(text);
 	CHECK(n > 0 && text[n - 1] == '\n');
