@@ -39,8 +39,12 @@ void entry_release_locked(struct cache *c, struct cache_file *e)
 		close(e->fetch_fd);
 		e->fetch_fd = -1;
 	}
-	if (e->loaded)
+	/* Kept loaded while the kernel knows the file (it may open it again
+	 * soon), within the idle list's bound; else unloaded now. */
+	if (e->loaded && __atomic_load_n(&e->irefs, __ATOMIC_ACQUIRE))
 		idle_join_locked(c, e);
+	else if (e->loaded)
+		entry_unload_locked(c, e);
 }
 
 void entry_settle_condemned_locked(struct cache *c, struct cache_file *e)
@@ -296,6 +300,8 @@ static struct cache_file *entry_of_inode(struct cache *c, struct efs_inode *ino)
 
 		if (cache_key_of(c, ino->dev, (uint64_t)ino->ino, &k) == 0)
 			e = entry_get(c, &k, false);
+		if (e)
+			__atomic_add_fetch(&e->irefs, 1, __ATOMIC_RELAXED);
 		ino->cf = e; /* the inode's reference */
 	}
 	pthread_mutex_unlock(&ino->lock);
@@ -310,6 +316,15 @@ void cache_inode_release(struct efs_inode *ino, void *arg)
 	if (!e)
 		return;
 	ino->cf = NULL;
+	/* The kernel forgot the file: the idle list keeps records of files it
+	 * knows, not of every file ever read (fds at rest stay flat). */
+	if (__atomic_sub_fetch(&e->irefs, 1, __ATOMIC_ACQ_REL) == 0) {
+		pthread_mutex_lock(&e->mu);
+		idle_leave_locked(c, e);
+		if (e->loaded && !e->opens && !e->jobs && entry_quiet(e))
+			entry_unload_locked(c, e);
+		pthread_mutex_unlock(&e->mu);
+	}
 	entry_put(c, e); /* readers and jobs hold references of their own */
 }
 

@@ -140,6 +140,7 @@ struct cache_file {
 	struct rec *rec;         /* immutable */
 	struct store_key key;    /* immutable: rec->key in text */
 	unsigned refs;           /* atomic; see cache_table.c */
+	unsigned irefs;          /* atomic: of refs, the inodes' (ino->cf) */
 	struct cache_file *idle_prev, *idle_next; /* protected by c->table_mu */
 	bool idle_linked;        /* protected by c->table_mu */
 
