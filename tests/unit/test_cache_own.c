@@ -1,0 +1,521 @@
+/* test_cache_own.c - the cache core under faults on its own side (DESIGN
+ * rules 16 and 17), no mount (the fixture: cache_fixture.c).
+ *
+ * Each test is one finding of issue 15: EMFILE while a record is opened
+ * (C1), a data file removed under the daemon (H5), a file grown on the
+ * source while open (M3), a complete record's data file that a passthrough
+ * reader (of this daemon or of one before it) holds (P1), verify racing an
+ * unlink (H1), prefetch with failing record opens (H2), a huge sparse file
+ * (H6), many files read once (M1).  Witnesses: every byte read is checked
+ * against the source's pattern, the fake's read count, the files under
+ * cache_dir, fds held by the test itself, and malloc's bytes in use.
+ */
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache_fixture.h"
+
+/* An RLIMIT_NOFILE under which exactly `room` more fds can be opened: fd
+ * numbers must stay below it, and the lowest free ones are used first. */
+static rlim_t limit_with_room(unsigned room)
+{
+	int fd = 0;
+
+	for (;; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && room-- == 0)
+			return (rlim_t)fd;
+}
+
+static void on_alarm(int sig)
+{
+	static const char msg[] = "test_cache_own: hung\n";
+
+	(void)sig;
+	if (write(2, msg, sizeof(msg) - 1) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+/* Read [off, off + len) of every byte of a file of the test's pattern. */
+static void read_all(struct env *v, struct handle *h, uint64_t size, unsigned seed)
+{
+	for (uint64_t o = 0; o < size; o += CS) {
+		size_t n = size - o < CS ? (size_t)(size - o) : CS;
+
+		CHECK(read_check(v, h, o, n, seed) == (ssize_t)n);
+	}
+}
+
+static bool exists(const char *p)
+{
+	return access(p, F_OK) == 0;
+}
+
+/* ---- C1: EMFILE while a record's files are opened ---------------------- */
+
+static void test_emfile_at_load(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	struct meta_attr attr = {0};
+	struct rlimit old, low;
+	unsigned reads;
+	bool keep;
+	int r;
+
+	env_init(&v, 64u << 20);
+	ino = make_file(&v, "f", 4 * CS, 1);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	read_all(&v, &h, 4 * CS, 1);
+	wait_stored(&v);
+	h_close(&v, &h);
+	itab_forget(v.t, ino, 1); /* the kernel forgets it: its record is unloaded */
+
+	/* Room for one more fd: the record's metadata file opens, its data
+	 * file does not (EMFILE), the source's fetch fd does. */
+	ino = lookup(&v, "f");
+	h.ino = ino;
+	h.fd = openat(v.f.root, "f", O_RDONLY);
+	CHECK(h.fd >= 0);
+	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = limit_with_room(1);
+	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	r = cache_open(v.c, ino, -1, &attr, &keep);
+	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	CHECK(r == 0);
+	CHECK(!keep);
+
+	/* The record could not be read: this open reads the source, right. */
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, 4 * CS, 1);
+	CHECK(fake_reads(&v.f) == reads + 4);
+	wait_stored(&v);
+	h_close(&v, &h);
+
+	/* The next open reads the record (kept, not replaced): from the
+	 * cache, every byte right, nothing fetched. */
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, 4 * CS, 1);
+	CHECK(fake_reads(&v.f) == reads);
+	CHECK(st(&v, ST_chunks_verified) >= 4);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- H5: the data file removed under the daemon -------------------------- */
+
+static void test_data_removed(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	char data[256], meta[256];
+	unsigned reads;
+
+	env_init(&v, 64u << 20);
+	ino = make_file(&v, "g", 4 * CS, 2);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	read_all(&v, &h, 4 * CS, 2);
+	wait_stored(&v);
+	record_path(&v, (uint64_t)ino->ino, "data", data, sizeof(data));
+	record_path(&v, (uint64_t)ino->ino, "meta", meta, sizeof(meta));
+	CHECK(unlink(data) == 0); /* a cleaner of /tmp */
+
+	/* The open record still holds the bytes it verified. */
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, 4 * CS, 2);
+	CHECK(fake_reads(&v.f) == reads);
+	h_close(&v, &h);
+	itab_forget(v.t, ino, 1);
+
+	/* Loaded again: a record without its data file is no record, and no
+	 * empty data file is made for it (it served empty bytes). */
+	ino = lookup(&v, "g");
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(!exists(data));
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, 4 * CS, 2);
+	CHECK(fake_reads(&v.f) == reads + 4);
+	wait_stored(&v);
+	CHECK(exists(data) && exists(meta));
+	CHECK(disk_data_bytes(&v, ino) >= 4 * CS);
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, 4 * CS, 2);
+	CHECK(fake_reads(&v.f) == reads);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- M3: only the source decides where a file ends ---------------------- */
+
+static void append_pattern(struct env *v, const char *name, uint64_t from, uint64_t to,
+			   unsigned seed)
+{
+	int fd = openat(v->f.root, name, O_WRONLY);
+
+	CHECK(fd >= 0);
+	for (uint64_t o = from; fd >= 0 && o < to; o++) {
+		unsigned char b = pat(o, seed);
+
+		CHECK(pwrite(fd, &b, 1, (off_t)o) == 1);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+static void test_grown_while_open(void)
+{
+	const uint64_t old_size = 100 << 10, new_size = 150 << 10;
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+
+	env_init(&v, 64u << 20);
+	ino = make_file(&v, "grow", old_size, 3);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(read_check(&v, &h, 0, 256 << 10, 3) == (ssize_t)old_size);
+	wait_stored(&v);
+
+	/* Another host appends; this open validated 100 KiB. */
+	append_pattern(&v, "grow", old_size, new_size, 3);
+
+	/* A kernel that knows no more than 100 KiB: the end as it knows it. */
+	v.kernel_size = old_size;
+	CHECK(read_check(&v, &h, 0, 256 << 10, 3) == (ssize_t)old_size);
+	/* A kernel told 150 KiB (a getattr after its window): the read that
+	 * straddles the validated size is finished from the source, never cut
+	 * there (the kernel would take the short reply for the end, and keep
+	 * zeros in its pages). */
+	v.kernel_size = new_size;
+	CHECK(read_check(&v, &h, 0, 256 << 10, 3) == (ssize_t)new_size);
+	CHECK(read_check(&v, &h, 96 << 10, 128 << 10, 3) == (ssize_t)(new_size - (96 << 10)));
+	/* Not past what the source has either. */
+	v.kernel_size = UINT64_MAX;
+	CHECK(read_check(&v, &h, 0, 1 << 20, 3) == (ssize_t)new_size);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- P1: a complete record's data file never changes in place ------------ */
+
+/* The data file of name's record, opened as the kernel does for a
+ * passthrough open: it must keep reading the file's bytes, whatever the
+ * cache does with the record afterwards. */
+static int hold_data(struct env *v, struct efs_inode *ino)
+{
+	char p[256];
+
+	record_path(v, (uint64_t)ino->ino, "data", p, sizeof(p));
+	return open(p, O_RDONLY);
+}
+
+static bool held_bytes_right(int fd, uint64_t size, unsigned seed)
+{
+	unsigned char *b = malloc(size);
+	bool ok = b && pread(fd, b, size, 0) == (ssize_t)size && bytes_are(b, 0, size, seed);
+
+	free(b);
+	return ok;
+}
+
+static void test_complete_never_punched(bool restart)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *m, *n;
+	char meta[256];
+	int held;
+
+	/* Room for five chunks and two records' metadata. */
+	env_init(&v, 5 * CS + 2 * BLK);
+	m = make_file(&v, "m", 4 * CS, 4);
+	CHECK(h_open(&v, m, &h, NULL) == 0);
+	read_all(&v, &h, 4 * CS, 4);
+	wait_stored(&v);
+	h_close(&v, &h);
+	held = hold_data(&v, m);
+	CHECK(held >= 0);
+	CHECK(held_bytes_right(held, 4 * CS, 4));
+	record_path(&v, (uint64_t)m->ino, "meta", meta, sizeof(meta));
+	if (restart) {
+		/* The reader outlives the daemon (kill -9): the next one does
+		 * not know it. */
+		env_down(&v);
+		env_up(&v);
+	}
+
+	/* Another file needs the room: m is the coldest, and complete, so it
+	 * goes whole (unlinked), never chunk by chunk (hole punches). */
+	n = make_file(&v, "n", 4 * CS, 5);
+	CHECK(h_open(&v, n, &h, NULL) == 0);
+	read_all(&v, &h, 4 * CS, 5);
+	wait_stored(&v);
+	h_close(&v, &h);
+	CHECK(!exists(meta));
+	CHECK(held_bytes_right(held, 4 * CS, 4));
+	CHECK(st(&v, ST_evicted_bytes) >= 4 * CS);
+	CHECK(stat_line(&v, "cache_usage_bytes") <= 5 * CS + 2 * BLK);
+	close(held);
+
+	/* A change on the source: the old data file is replaced, not
+	 * truncated. */
+	held = hold_data(&v, n);
+	CHECK(held >= 0);
+	write_file(&v, "n", 4 * CS, 6);
+	{
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = 1000000000}};
+
+		CHECK(utimensat(v.f.root, "n", ts, 0) == 0);
+	}
+	n = lookup(&v, "n");
+	CHECK(h_open(&v, n, &h, NULL) == 0);
+	read_all(&v, &h, 4 * CS, 6);
+	wait_stored(&v);
+	h_close(&v, &h);
+	CHECK(held_bytes_right(held, 4 * CS, 5));
+	close(held);
+	env_fini(&v);
+}
+
+/* A record never complete may lose single chunks (punched). */
+static void test_incomplete_punched(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *big;
+
+	env_init(&v, 4 * CS + 2 * BLK);
+	big = make_file(&v, "big", 8 * CS, 7); /* never fits: never complete */
+	CHECK(h_open(&v, big, &h, NULL) == 0);
+	read_all(&v, &h, 8 * CS, 7);
+	wait_stored(&v);
+	CHECK(disk_slot_len(&v, big, 0) == 0);   /* the coldest went */
+	CHECK(disk_slot_len(&v, big, 7) == CS);  /* the newest stayed */
+	CHECK(stat_line(&v, "cache_usage_bytes") <= 4 * CS + 2 * BLK);
+	read_all(&v, &h, 8 * CS, 7);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- H1: verify racing an unlink ---------------------------------------- */
+
+struct race_arg {
+	struct env *v;
+	struct efs_inode *ino;
+	unsigned calls;
+};
+
+static int unlink_during_verify(const struct cache_verify_report *rep, void *p)
+{
+	struct race_arg *a = p;
+
+	(void)rep;
+	/* Called with no lock held, between two chunks of the file. */
+	if (++a->calls == 2)
+		cache_source_gone(a->v->c, a->ino->dev, (uint64_t)a->ino->ino);
+	return 0;
+}
+
+static void test_verify_races_unlink(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	struct cache_verify_report rep;
+	struct race_arg a;
+
+	env_init(&v, 64u << 20);
+	ino = make_file(&v, "vr", 8 * CS, 8);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	read_all(&v, &h, 8 * CS, 8);
+	wait_stored(&v);
+	a = (struct race_arg){.v = &v, .ino = ino};
+	CHECK(cache_verify_all(v.c, &rep, unlink_during_verify, &a) == 0);
+	CHECK(a.calls >= 2);
+	CHECK(rep.chunks_bad == 0);
+	CHECK(rep.chunks_checked < 8); /* the record went: verify stopped there */
+	/* The handle still reads its file, from the source. */
+	read_all(&v, &h, 8 * CS, 8);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- H2: prefetch while records cannot be opened ------------------------ */
+
+static void test_prefetch_emfile(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	struct rlimit old, low;
+
+	env_init_full(&v, 64u << 20, 4, VERIFY_ONCE);
+	ino = make_file(&v, "pf", 32 * CS, 9);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(read_check_seq(&v, &h, 0, CS, 9, true) == CS);
+	wait_stored(&v);
+	h_close(&v, &h);
+	itab_forget(v.t, ino, 1);
+
+	/* No fd to spare for a record (a prefetch job that found no record
+	 * once waited for its own chunk: the worker, the chunk and every
+	 * reader of it hung). */
+	ino = lookup(&v, "pf");
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	signal(SIGALRM, on_alarm);
+	alarm(20);
+	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = limit_with_room(0);
+	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	for (unsigned i = 0; i < 32; i++)
+		read_check_seq(&v, &h, (uint64_t)i * CS, CS, 9, true);
+	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	wait_stored(&v);
+	read_all(&v, &h, 32 * CS, 9);
+	alarm(0);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- H6: memory follows use, not size ----------------------------------- */
+
+static size_t heap_in_use(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+/* 4 KiB at off through the cache, all zeros (a hole of the source). */
+static bool read_zeros(struct env *v, struct handle *h, uint64_t off)
+{
+	unsigned char b[4096];
+	struct cache_read rd;
+	ssize_t n = cache_read(v->c, h->ino, h->fd, (off_t)off, sizeof(b), false, v->kernel_size,
+			       &rd);
+	bool ok = n == (ssize_t)sizeof(b);
+
+	if (n < 0)
+		return false;
+	gather(&rd, b);
+	for (unsigned k = 0; ok && k < sizeof(b); k++)
+		ok = b[k] == 0;
+	cache_read_done(v->c, &rd);
+	return ok;
+}
+
+static void test_huge_sparse(void)
+{
+	/* 15 TiB: ext4's limit is 16; a quarter of a billion 64 KiB chunks. */
+	const uint64_t size = 15ULL << 40;
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	size_t before, after;
+	int fd;
+
+	env_init(&v, 64u << 20);
+	fd = openat(v.f.root, "sparse", O_CREAT | O_WRONLY, 0644);
+	CHECK(fd >= 0 && ftruncate(fd, (off_t)size) == 0);
+	if (fd >= 0)
+		close(fd);
+	ino = lookup(&v, "sparse");
+	malloc_trim(0);
+	before = heap_in_use();
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(read_zeros(&v, &h, 0));
+	CHECK(read_zeros(&v, &h, 7ULL << 40));
+	CHECK(read_zeros(&v, &h, size - 4096));
+	wait_stored(&v);
+	after = heap_in_use();
+	if (after > before + (1 << 20))
+		fprintf(stderr, "heap grew by %zu bytes opening a 15 TiB sparse file\n",
+			after - before);
+	CHECK(after <= before + (1 << 20));
+	h_close(&v, &h);
+
+	/* Loaded again from disk (its slots mostly holes): the same. */
+	itab_forget(v.t, ino, 1);
+	ino = lookup(&v, "sparse");
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(read_zeros(&v, &h, 7ULL << 40));
+	after = heap_in_use();
+	CHECK(after <= before + (1 << 20));
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- M1: many files read once ------------------------------------------- */
+
+static void test_many_files(void)
+{
+	const char *env = getenv("EFSCACHE_MANY_FILES");
+	const unsigned nfiles = env ? (unsigned)strtoul(env, NULL, 10) : 5000;
+	/* Room for a quarter of them (each: a data block and a metadata one). */
+	const uint64_t limit = (uint64_t)nfiles / 4 * 2 * BLK;
+	struct env v;
+	size_t before, after;
+	double per_file;
+
+	env_init(&v, limit);
+	malloc_trim(0);
+	before = heap_in_use();
+	for (unsigned i = 0; i < nfiles; i++) {
+		char name[32];
+		struct efs_inode *ino;
+		struct handle h;
+
+		snprintf(name, sizeof(name), "s%u", i);
+		ino = make_file(&v, name, 100, i);
+		if (!ino || h_open(&v, ino, &h, NULL) != 0) {
+			CHECK(!"open");
+			break;
+		}
+		if (read_check(&v, &h, 0, 4096, i) != 100)
+			CHECK(!"read");
+		h_close(&v, &h);
+		itab_forget(v.t, ino, 1);
+	}
+	wait_stored(&v);
+	malloc_trim(0);
+	after = heap_in_use();
+	per_file = (double)(after > before ? after - before : 0) / nfiles;
+	printf("# %u files read once: heap %+.1f MiB, %.0f bytes per file; usage %llu of %llu; "
+	       "stored %llu, evictions %llu, fallbacks %llu\n",
+	       nfiles, ((double)after - (double)before) / (1 << 20), per_file,
+	       (unsigned long long)stat_line(&v, "cache_usage_bytes"), (unsigned long long)limit,
+	       (unsigned long long)st(&v, ST_chunks_stored), (unsigned long long)st(&v, ST_evictions),
+	       (unsigned long long)st(&v, ST_fallbacks));
+	/* 200 bytes a file: a million files under 200 MiB. */
+	CHECK(per_file <= 200);
+	/* cache_size holds: records go whole, metadata too. */
+	CHECK(stat_line(&v, "cache_usage_bytes") <= limit);
+	CHECK(st(&v, ST_evictions) >= nfiles / 2);
+	env_fini(&v);
+}
+
+int main(void)
+{
+	test_emfile_at_load();
+	test_data_removed();
+	test_grown_while_open();
+	test_complete_never_punched(false);
+	test_complete_never_punched(true);
+	test_incomplete_punched();
+	test_verify_races_unlink();
+	test_prefetch_emfile();
+	test_huge_sparse();
+	test_many_files();
+	return check_done("test_cache_own");
+}
