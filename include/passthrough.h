@@ -70,7 +70,6 @@ struct pt_entry {
 	unsigned opens;	 /* PT_PASSTHROUGH opens not yet released */
 	unsigned cached; /* PT_CACHED opens (readers and writers) not yet released */
 	int backing_id;	 /* > 0 while opens > 0 */
-	int stale_id;	 /* > 0: to close at the next call that has a request */
 };
 
 /* Nothing may change the entry's data file (see the contract). */

@@ -271,7 +271,8 @@ static void build_index(struct cache *c)
 
 	if (r < 0)
 		log_debug("cache: scanning cache_dir failed: %s", strerror(-r));
-	qsort(l.v, l.n, sizeof(*l.v), newer_first);
+	if (l.n)
+		qsort(l.v, l.n, sizeof(*l.v), newer_first);
 	for (size_t i = 0; i < l.n; i++)
 		cache_table_add_found(c, &l.v[i]);
 	free(l.v);

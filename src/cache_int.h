@@ -161,6 +161,7 @@ struct cache_file {
 	uint64_t meta_bytes;      /* the metadata file's share of the rec's bytes */
 	uint64_t store_gen;       /* c->store_gen when sf was opened */
 	uint64_t gen;             /* bumped whenever sf/the map are replaced */
+	uint64_t touched_ms;      /* when a hit last moved the rec to the hot end */
 	int fetch_fd;             /* source fd for fetches (O_DIRECT if allowed),
 				   * open while handles or jobs use the entry; -1 */
 	unsigned opens;           /* file handles (cache_open without cache_close) */

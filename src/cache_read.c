@@ -400,6 +400,24 @@ static bool verify_owned_locked(struct cache *c, struct cache_file *e, struct ch
 	return false;
 }
 
+/* Hits keep the record at the LRU's hot end, taking the LRU mutex at most
+ * every TOUCH_MS per file (the order within the record is kept per hit,
+ * under e->mu only): a file read hot does not make every reply queue on
+ * the one global mutex. */
+#define TOUCH_MS 20
+static void touch_rec_locked(struct cache *c, struct cache_file *e)
+{
+	struct timespec now;
+	uint64_t ms;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+	if (ms - e->touched_ms < TOUCH_MS)
+		return;
+	e->touched_ms = ms;
+	evict_touch(c->ev, &e->rec->lru);
+}
+
 /* The data file still holds [pos, pos + len): a data file truncated under
  * us (a cleaner of cache_dir) would make a short reply, which the kernel
  * takes for the end of the file. */
@@ -451,7 +469,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		stats_add(c->stats, ST_hits, 1);
 		stats_add(c->stats, ST_bytes_from_cache, to - from);
 		chunk_list_hot(e, ch);
-		evict_touch(c->ev, &e->rec->lru);
+		touch_rec_locked(c, e);
 		return (ssize_t)(to - from);
 	}
 

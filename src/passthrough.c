@@ -1,12 +1,14 @@
 /* passthrough.c - kernel passthrough of fully cached files (passthrough.h).
  *
- * State: three process-wide atomics (wanted, negotiated, failed) and one log
- * flag per reason; the per-entry state lives in struct pt_entry under the
- * entry's mutex.
+ * State: three process-wide atomics (wanted, negotiated, failed), one log
+ * flag per reason, and the backing ids still to close (pt_stale_mu, a
+ * leaf); the per-entry state lives in struct pt_entry under the entry's
+ * mutex.
  */
 #include "passthrough.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -108,12 +110,34 @@ static void backing_failed(int err)
 	log_once(pt_logged, LOG_LVL_WARN, "passthrough: off: %s (%s)", why, strerror(err));
 }
 
-static void close_stale(struct pt_entry *pe, void *req)
+/* Backing ids whose last open was released without a request to close
+ * them with (the open's reply failed): closed at the next call that has
+ * one, whichever file it is for (ids belong to the connection).  Past
+ * PT_STALE_MAX of them with no open or release between, an id is left to
+ * the kernel, which closes it at unmount. */
+#define PT_STALE_MAX 64
+static pthread_mutex_t pt_stale_mu = PTHREAD_MUTEX_INITIALIZER;
+static int pt_stale[PT_STALE_MAX]; /* protected by pt_stale_mu */
+static unsigned pt_nstale;         /* written under pt_stale_mu, atomic */
+
+static void stale_push(int id)
 {
-	if (pe->stale_id > 0 && req) {
-		fuse_passthrough_close(req, pe->stale_id);
-		pe->stale_id = 0;
+	pthread_mutex_lock(&pt_stale_mu);
+	if (pt_nstale < PT_STALE_MAX) {
+		pt_stale[pt_nstale] = id;
+		__atomic_store_n(&pt_nstale, pt_nstale + 1, __ATOMIC_RELAXED);
 	}
+	pthread_mutex_unlock(&pt_stale_mu);
+}
+
+static void close_stale(void *req)
+{
+	if (!req || !__atomic_load_n(&pt_nstale, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&pt_stale_mu);
+	for (; pt_nstale; __atomic_store_n(&pt_nstale, pt_nstale - 1, __ATOMIC_RELAXED))
+		fuse_passthrough_close(req, pt_stale[pt_nstale - 1]);
+	pthread_mutex_unlock(&pt_stale_mu);
 }
 #endif
 
@@ -142,7 +166,7 @@ int pt_open_locked(struct pt_entry *pe, void *req, bool ro, bool unchanged, bool
 			 ro ? "EBUSY: the source changed" : "ETXTBSY: a writer");
 		return ro ? -EBUSY : -ETXTBSY;
 	}
-	close_stale(pe, req);
+	close_stale(req);
 	if (ro && eligible && !pe->cached && pt_enabled() && data_fd >= 0 &&
 	    /* the kernel reads the backing file up to its own end: it must
 	     * hold exactly the file's bytes */
@@ -171,15 +195,13 @@ void pt_release_locked(struct pt_entry *pe, void *req, enum pt_mode mode)
 		pe->cached--;
 #ifdef EFS_HAVE_PASSTHROUGH
 	if (mode == PT_PASSTHROUGH && pe->opens && --pe->opens == 0) {
-		if (req) {
+		if (req)
 			fuse_passthrough_close(req, pe->backing_id);
-		} else {
-			close_stale(pe, req);
-			pe->stale_id = pe->backing_id;
-		}
+		else
+			stale_push(pe->backing_id);
 		pe->backing_id = 0;
 	}
-	close_stale(pe, req);
+	close_stale(req);
 #else
 	(void)req;
 #endif
