@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checksum.h"
 #include "log.h"
 
 /* ---- an entry's record ---------------------------------------------------- */
@@ -60,6 +61,7 @@ void entry_settle_condemned_locked(struct cache *c, struct cache_file *e)
 	if (!condemned)
 		return;
 	/* Its bytes left the usage when eviction picked it. */
+	r->verified_stamp = 0;
 	rr = store_remove(c->store, &e->key);
 	if (rr < 0 && rr != -EBUSY)
 		log_debug("cache: removing evicted record %s failed: %s", e->key.hex,
@@ -74,16 +76,37 @@ static void no_record_locked(struct cache *c, struct cache_file *e)
 	evict_del(c->ev, &e->rec->lru);
 }
 
+/* The record's files as they are now (inode, size, mtime of both): equal
+ * stamps mean nothing wrote them in between.  0 if they cannot be read. */
+static uint64_t record_stamp(const struct store_file *sf)
+{
+	struct stat m, d;
+	uint64_t v[8];
+
+	if (fstat(sf->meta_fd, &m) < 0 || fstat(sf->data_fd, &d) < 0)
+		return 0;
+	v[0] = m.st_ino, v[1] = (uint64_t)m.st_size, v[2] = (uint64_t)m.st_mtim.tv_sec;
+	v[3] = (uint64_t)m.st_mtim.tv_nsec, v[4] = d.st_ino, v[5] = (uint64_t)d.st_size;
+	v[6] = (uint64_t)d.st_mtim.tv_sec, v[7] = (uint64_t)d.st_mtim.tv_nsec;
+	return csum64(v, sizeof(v)) | 1;
+}
+
+struct load_ctx {
+	struct cache_file *e;
+	uint8_t state; /* of every chunk found */
+};
+
 static int load_slot(uint32_t idx, const struct store_slot *slot, void *arg)
 {
-	struct cache_file *e = arg;
+	struct load_ctx *l = arg;
+	struct cache_file *e = l->e;
 	struct chunk *ch = chunk_make(e, idx);
 
 	if (!ch)
 		return -ENOMEM;
 	ch->hash = slot->hash;
 	ch->len = slot->len;
-	ch->state = CH_PRESENT;
+	ch->state = l->state;
 	e->nstored++;
 	entry_chunk_stored_locked(e, ch);
 	return 0;
@@ -107,6 +130,7 @@ static uint64_t record_bytes_locked(struct cache_file *e)
 
 int entry_load_locked(struct cache *c, struct cache_file *e)
 {
+	struct load_ctx ctx;
 	struct store_file sf;
 	int r;
 
@@ -138,7 +162,15 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 	if (r < 0)
 		return r; /* cache trouble: this open reads from the source */
 	e->sf = sf;
-	r = store_each_slot(&e->sf, load_slot, e);
+	/* Checked by this daemon before it was unloaded, and unchanged
+	 * since: no need to hash every chunk again. */
+	ctx.e = e;
+	ctx.state = CH_PRESENT;
+	if (e->rec->verified_stamp && c->cfg->verify == VERIFY_ONCE &&
+	    e->rec->verified_stamp == record_stamp(&e->sf))
+		ctx.state = CH_VERIFIED;
+	e->rec->verified_stamp = 0;
+	r = store_each_slot(&e->sf, load_slot, &ctx);
 	if (r < 0) {
 		chunk_map_free(e);
 		store_file_close(&e->sf);
@@ -164,7 +196,13 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 
 void entry_unload_locked(struct cache *c, struct cache_file *e)
 {
-	(void)c;
+	bool all = e->loaded && !e->need_create && !e->bypass && e->nstored > 0 &&
+		   e->store_gen == cache_store_gen(c);
+
+	for (uint32_t i = 0; all && i < e->map.cap; i++)
+		all = !e->map.slot[i] || !e->map.slot[i]->len ||
+		      e->map.slot[i]->state == CH_VERIFIED;
+	e->rec->verified_stamp = all ? record_stamp(&e->sf) : 0;
 	chunk_map_free(e);
 	store_file_close(&e->sf);
 	e->loaded = false;
@@ -188,6 +226,7 @@ bool entry_remove_record_locked(struct cache *c, struct cache_file *e)
 				  strerror(-r));
 		had = r > 0;
 	}
+	e->rec->verified_stamp = 0;
 	no_record_locked(c, e);
 	return had;
 }

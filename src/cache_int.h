@@ -134,6 +134,10 @@ struct rec {
 	bool on_disk;            /* its files exist (as far as we know) */
 	bool condemned;          /* its files must go (see the invariants) */
 	uint16_t pins;           /* eviction batches that hold it */
+	uint64_t verified_stamp; /* record_stamp() when every chunk it had on
+				  * disk was VERIFIED as it was unloaded, else 0:
+				  * loaded again unchanged, they need no check
+				  * (verify=once is per daemon, not per load) */
 };
 
 struct cache_file {
