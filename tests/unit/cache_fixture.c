@@ -194,7 +194,7 @@ void fake_arm_change(struct fake *f, enum change how, const char *name)
 
 /* ---- the environment: source dir, cache_dir, inode table, cache ------- */
 
-void env_up(struct env *v)
+void env_up_nowait(struct env *v)
 {
 	char err[256] = "";
 	const struct cache_source src = {
@@ -216,6 +216,11 @@ void env_up(struct env *v)
 		fprintf(stderr, "cache_new: %s\n", err);
 	itab_set_release_hook(v->t, cache_inode_release, v->c);
 	CHECK(cache_start(v->c) == 0);
+}
+
+void env_up(struct env *v)
+{
+	env_up_nowait(v);
 	/* Chunks are stored once the startup index is complete (it never
 	 * makes a read wait); the tests start from there. */
 	for (int i = 0; i < 10000 && !stat_line(v, "cache_index_ready"); i++)

@@ -84,6 +84,7 @@ void env_init_full(struct env *v, uint64_t cache_size, unsigned prefetch, enum v
 void env_init(struct env *v, uint64_t cache_size);
 void env_fini(struct env *v);
 void env_up(struct env *v);
+void env_up_nowait(struct env *v); /* env_up without waiting for the startup index */
 void env_down(struct env *v);
 
 /* Files: pat is the byte at offset o of a file made with seed; make_file

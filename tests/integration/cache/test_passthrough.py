@@ -308,8 +308,66 @@ def test_kill9_with_passthrough_opens():
     h.check("clean unmount (kill9)", not st.umount())
 
 
+def test_reader_outlives_daemon():
+    """A model server keeps reading a passthrough file (read and mmap) while efscache is
+    SIGKILLed and replaced on the same cache_dir, and the new daemon, which does not know
+    that reader, evicts the file's record under pressure and then caches a new version of
+    it after a change on the source: the reader still gets exactly the bytes it opened.
+    (The next daemon once evicted the record by punching holes in the data file the
+    kernel read for that reader: zeros in 61 of 64 MiB.)"""
+    size = 24 * MiB + 7
+    st = cl.Stack(cache_opts=RO_PT + ("cache_size=40M", "cache_min_free=0%"))
+    want = cl.make_file(st.s("model"), size, seed=30)
+    h.eq("model: first read", cl.sha(fill(st, "model")), want)
+    s0 = st.stats()
+    fd = os.open(st.p("model"), os.O_RDONLY)
+    mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    h.eq("model: open with passthrough", cl.delta(st.stats(), s0, "passthrough_opens"), 1)
+    h.eq("model: mmap reads right before the kill", cl.sha(mm[:]), want)
+
+    os.kill(st.daemon_pid(), signal.SIGKILL)
+    try:
+        st.m.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    h.eq("after kill -9: the passthrough reader still reads", cl.sha(os.pread(fd, size, 0)),
+         want)
+    r = cl.run(["fusermount3", "-u", "-z", st.mnt])
+    h.check("fusermount3 -uz after kill -9", r.returncode == 0, r.stderr)
+    st.m.umount()
+    st.m = None
+    st.mount()
+
+    # Pressure: two other files of 24 MiB in a 40 MiB cache; the model's record is the
+    # coldest, complete, and goes whole (unlinked), never punched.
+    others = {n: cl.make_file(st.s(n), 24 * MiB, seed=31 + i) for i, n in enumerate("xy")}
+    for n in "xy":
+        h.eq("pressure: %s reads right" % n, cl.sha(fill(st, n)), others[n])
+    h.check("pressure: eviction happened", st.stats().get("evictions", 0) > 0,
+            str(st.stats()))
+    h.eq("under pressure: read() of the outliving reader", cl.sha(os.pread(fd, size, 0)),
+         want)
+    h.eq("under pressure: mmap of the outliving reader", cl.sha(mm[:]), want)
+
+    # A new version on the source, cached by the new daemon: a new data file.
+    new = replace_source(st, "model", size, seed=33)
+    cl.drop_caches()
+    h.eq("new version reads through the mount", cl.sha(fill(st, "model")), new)
+    h.eq("after the change: read() of the outliving reader", cl.sha(os.pread(fd, size, 0)),
+         want)
+    h.eq("after the change: mmap of the outliving reader", cl.sha(mm[:]), want)
+    mm.close()
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    settle(st)
+    h.check("clean unmount (outliving reader)", not st.umount())
+
+
 if __name__ == "__main__":
     h.require_fuse()
     require_passthrough()
     cl.main([test_ro_full_partial_changed, test_rw_auto_is_off, test_ro_passthrough_off,
-             test_eviction_pressure, test_kill9_with_passthrough_opens])
+             test_eviction_pressure, test_kill9_with_passthrough_opens,
+             test_reader_outlives_daemon])
