@@ -54,7 +54,7 @@ static int64_t condemn(struct cache *c, struct evict_batch *b, struct rec *r)
 	r->condemned = true;
 	r->pins++;
 	evict_del_locked(c->ev, &r->lru);
-	b->item[b->n++] = (typeof(b->item[0])){.rec = r};
+	b->item[b->n++] = (struct evict_item){.rec = r};
 	stats_add(c->stats, ST_evictions, 1);
 	return got;
 }
@@ -113,7 +113,7 @@ static int64_t pick_cb(struct lru_node *node, uint64_t need, void *bp, void *arg
 			entry_ref(e);
 			evict_shrink_locked(c->ev, node, round_block(ch->len));
 			got += (int64_t)round_block(ch->len);
-			b->item[b->n++] = (typeof(b->item[0])){.e = e, .ch = ch};
+			b->item[b->n++] = (struct evict_item){.e = e, .ch = ch};
 			stats_add(c->stats, ST_evictions, 1);
 		}
 	}

@@ -344,13 +344,14 @@ void cache_drop_write_behind(const struct prefetch_job *job, void *arg);
 
 /* The work eviction picked, done after the LRU mutex is dropped. */
 #define EVICT_BATCH 32
+struct evict_item {
+	struct rec *rec;      /* a whole record (rec pinned) */
+	struct cache_file *e; /* or a chunk of this entry (referenced) */
+	struct chunk *ch;     /* BUSY, owned by the batch */
+};
 struct evict_batch {
 	unsigned n;
-	struct {
-		struct rec *rec;          /* a whole record (rec pinned) */
-		struct cache_file *e;     /* or a chunk of this entry (referenced) */
-		struct chunk *ch;         /* BUSY, owned by the batch */
-	} item[EVICT_BATCH];
+	struct evict_item item[EVICT_BATCH];
 };
 
 #endif
