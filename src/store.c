@@ -9,6 +9,12 @@
  * (read-locked for the one call that takes the fd), so no call ever gets
  * an fd that was closed, or reused for another file, under it.  See
  * store.h for the format.
+ *
+ * Nothing here changes the bytes of an existing data file but a chunk
+ * write and a hole punch the cache asks for: a new record gets a new data
+ * file (the old one is unlinked), a record is removed by unlinking, and
+ * no data file is ever created for a record that lost its own.  The
+ * startup scan only stats.
  */
 #include "store.h"
 
