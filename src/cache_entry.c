@@ -139,6 +139,8 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 	entry_settle_condemned_locked(c, e);
 	/* Once the index is complete, a key it did not find has no record:
 	 * a file never cached costs no cache_dir lookup at open. */
+	if (e->rec->disk_gen != (uint32_t)cache_store_gen(c))
+		e->rec->on_disk = false; /* that was in a cache_dir since removed */
 	if (!e->rec->on_disk && evict_ready(c->ev))
 		return 0;
 	r = store_open_record(c->store, &e->key, &sf);
@@ -190,6 +192,7 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 	e->store_gen = cache_store_gen(c);
 	e->gen++;
 	e->rec->on_disk = true;
+	e->rec->disk_gen = (uint32_t)e->store_gen;
 	evict_add(c->ev, &e->rec->lru, record_bytes_locked(e));
 	return 0;
 }
@@ -270,7 +273,6 @@ void entry_check_store_gen_locked(struct cache *c, struct cache_file *e)
 		return;
 	if (e->loaded)
 		entry_unload_locked(c, e);
-	e->rec->on_disk = false;
 	e->store_gen = gen;
 }
 

@@ -132,6 +132,8 @@ struct rec {
 	struct store_key_bin key;
 	struct cache_file *e;    /* the live entry, or NULL */
 	bool on_disk;            /* its files exist (as far as we know) */
+	uint32_t disk_gen;       /* c->store_gen when on_disk was last found
+				  * true: in an older cache_dir it means nothing */
 	bool condemned;          /* its files must go (see the invariants) */
 	uint16_t pins;           /* eviction batches that hold it */
 	uint64_t verified_stamp; /* record_stamp() when every chunk it had on

@@ -135,6 +135,7 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 		e->need_create = false;
 		e->store_gen = cache_store_gen(c);
 		e->rec->on_disk = true;
+		e->rec->disk_gen = (uint32_t)e->store_gen;
 		e->meta_bytes = BLOCK;
 		evict_grow(c->ev, &e->rec->lru, e->meta_bytes, false);
 	}

@@ -148,6 +148,7 @@ static void attach_locked(struct cache *c, struct rec *r, struct cache_file *e)
 {
 	e->rec = r;
 	e->refs = 1;
+	e->store_gen = cache_store_gen(c);
 	evict_lock(c->ev);
 	r->e = e;
 	evict_unlock(c->ev);
@@ -240,7 +241,8 @@ void entry_put(struct cache *c, struct cache_file *e)
 		return;
 	}
 	r->e = NULL;
-	free_rec = !r->on_disk && !r->condemned && !r->pins && !r->lru.linked && !r->lru.held;
+	free_rec = (!r->on_disk || r->disk_gen != (uint32_t)cache_store_gen(c)) && !r->condemned &&
+		   !r->pins && !r->lru.linked && !r->lru.held;
 	if (free_rec)
 		remove_locked(c, r);
 	evict_unlock(c->ev);
@@ -289,6 +291,7 @@ void cache_table_add_found(struct cache *c, const struct store_scan_rec *sr)
 		return; /* unindexed: found again when a file of it is opened */
 	r->key = kb;
 	r->on_disk = true;
+	r->disk_gen = (uint32_t)cache_store_gen(c);
 	pthread_mutex_lock(&c->table_mu);
 	if (find_locked(c, &kb)) {
 		/* Opened (and loaded, or found gone) before the index got here. */
