@@ -173,8 +173,14 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	if (r == 0)
 		r = store_set_slot(&e->sf, idx, &slot);
 	if (r < 0) {
-		/* Never a complete record's chunk: this one was absent. */
-		store_drop_chunk(&e->sf, idx);
+		/* Never a complete record's chunk: this one was absent.  If
+		 * even that fails, the slot on disk may name bytes that are
+		 * not there: the record is not trusted at its next load. */
+		if (store_drop_chunk(&e->sf, idx) < 0) {
+			pthread_mutex_lock(&e->mu);
+			e->disk_differs = true;
+			pthread_mutex_unlock(&e->mu);
+		}
 		evict_unreserve(c->ev, bytes);
 		stats_add(c->stats, ST_fallbacks, 1);
 		note_cache_error(c, r);
@@ -419,14 +425,16 @@ static void touch_rec_locked(struct cache *c, struct cache_file *e)
 	evict_touch(c->ev, &e->rec->lru);
 }
 
-/* The data file still holds [pos, pos + len): a data file truncated under
- * us (a cleaner of cache_dir) would make a short reply, which the kernel
- * takes for the end of the file. */
-static bool data_holds(struct cache_file *e, uint64_t end)
+/* The data file still holds bytes all over [pos, end): a data file
+ * truncated under us (a cleaner of cache_dir), even if written past again
+ * since, has a hole there, and a reply spliced from it would be short
+ * (which the kernel takes for the end of the file) or zeros.  One lseek:
+ * the first hole at or after pos, the file's end counting as one. */
+static bool data_holds(struct cache_file *e, uint64_t pos, uint64_t end)
 {
-	struct stat st;
+	off_t hole = lseek(e->sf.data_fd, (off_t)pos, SEEK_HOLE);
 
-	return fstat(e->sf.data_fd, &st) == 0 && (uint64_t)st.st_size >= end;
+	return hole >= 0 && (uint64_t)hole >= end;
 }
 
 /* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
@@ -452,7 +460,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 
 	if (ch && (ch->state == CH_VERIFIED ||
 		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER))) {
-		if (!data_holds(e, start + ch->len)) {
+		if (!data_holds(e, start, start + ch->len)) {
 			log_once(c->logged_io, LOG_LVL_WARN,
 				 "cache: a data file in cache_dir '%s' was truncated under the "
 				 "daemon; reading from the source",
