@@ -68,6 +68,7 @@ static _Atomic int64_t ctl_next_ms;
 static struct stat ctl_seen; /* protected by mu */
 static bool ctl_seen_any;    /* protected by mu */
 
+/* clang-format off */
 static const char *const op_names[FAULTINJ_NOPS] = {
     "open", "read", "write", "fallocate", "truncate", "sync",
     "rename", "unlink", "mkdir", "stat", "statvfs", "lock",
@@ -75,6 +76,7 @@ static const char *const op_names[FAULTINJ_NOPS] = {
 static const char *const kind_names[FAULTINJ_NKINDS] = {
     "any", "dir", "meta", "data", "tmp", "lock",
 };
+/* clang-format on */
 
 const char *faultinj_op_name(enum faultinj_op op)
 {
@@ -110,6 +112,7 @@ static anyfn real_lookup(_Atomic anyfn *slot, const char *name)
 #define SLOT(fn) static _Atomic anyfn real_##fn
 #define REAL(fn) ((__typeof__(&fn))real_lookup(&real_##fn, #fn))
 
+/* clang-format off */
 SLOT(open); SLOT(open64); SLOT(openat); SLOT(openat64);
 SLOT(read); SLOT(pread); SLOT(pread64);
 SLOT(write); SLOT(pwrite); SLOT(pwrite64);
@@ -123,6 +126,7 @@ SLOT(statvfs); SLOT(statvfs64); SLOT(fstatvfs); SLOT(fstatvfs64);
 SLOT(flock);
 SLOT(close); SLOT(closedir); SLOT(fclose); SLOT(dup); SLOT(dup2); SLOT(dup3);
 SLOT(close_range);
+/* clang-format on */
 
 /* ---- logging (stderr, never through stdio's locks) ----------------------- */
 
@@ -290,8 +294,8 @@ static bool should_fail(enum faultinj_op op, int k, int *err)
 		if (!r->logged && log_on) {
 			r->logged = true;
 			say("%s of a %s file of cache_dir fails with %s (rule %u, first failure)",
-			    faultinj_op_name(op), faultinj_kind_name(kind), strerrorname_np(r->r.err),
-			    i);
+			    faultinj_op_name(op), faultinj_kind_name(kind),
+			    strerrorname_np(r->r.err), i);
 		}
 	}
 	pthread_mutex_unlock(&mu);
@@ -317,169 +321,85 @@ static mode_t open_mode(int flags, va_list ap)
 	return 0;
 }
 
-int open(const char *path, int flags, ...)
-{
-	int k = at_kind(AT_FDCWD, path), err;
-	va_list ap;
-	mode_t mode;
+/* The open family: the mode is there only with O_CREAT or O_TMPFILE. */
+/* clang-format off */
+#define ON_OPEN(name, dirfd_param, dirfd)                                                          \
+	int name(dirfd_param const char *path, int flags, ...)                                     \
+	{                                                                                          \
+		int k = at_kind(dirfd, path), err;                                                 \
+		va_list ap;                                                                        \
+		mode_t mode;                                                                       \
+												   \
+		va_start(ap, flags);                                                               \
+		mode = open_mode(flags, ap);                                                       \
+		va_end(ap);                                                                        \
+		if (should_fail(FAULTINJ_OPEN, k, &err))                                           \
+			return FAIL_WITH(err);                                                     \
+		return note_fd(OPEN_REAL_##name(dirfd, path, flags, mode), k);                     \
+	}
+/* clang-format on */
+#define OPEN_REAL_open(dirfd, path, flags, mode) REAL(open)(path, flags, mode)
+#define OPEN_REAL_open64(dirfd, path, flags, mode) REAL(open64)(path, flags, mode)
+#define OPEN_REAL_openat(dirfd, path, flags, mode) REAL(openat)(dirfd, path, flags, mode)
+#define OPEN_REAL_openat64(dirfd, path, flags, mode) REAL(openat64)(dirfd, path, flags, mode)
 
-	va_start(ap, flags);
-	mode = open_mode(flags, ap);
-	va_end(ap);
-	if (should_fail(FAULTINJ_OPEN, k, &err))
-		return FAIL_WITH(err);
-	return note_fd(REAL(open)(path, flags, mode), k);
-}
+#define COMMA ,
+ON_OPEN(open, , AT_FDCWD)
+ON_OPEN(open64, , AT_FDCWD)
+ON_OPEN(openat, int dirfd COMMA, dirfd)
+ON_OPEN(openat64, int dirfd COMMA, dirfd)
+#undef COMMA
 
-int open64(const char *path, int flags, ...)
-{
-	int k = at_kind(AT_FDCWD, path), err;
-	va_list ap;
-	mode_t mode;
+/* A call on an fd: fail it if a rule says so, else forward it.  PARAMS and
+ * ARGS are the parenthesized parameter and argument lists; the fd is `fd`. */
+/* clang-format off */
+#define ON_FD(type, name, op, params, args)                                                        \
+	type name params                                                                           \
+	{                                                                                          \
+		int err;                                                                           \
+												   \
+		if (fd_fails(fd, op, &err))                                                        \
+			return FAIL_WITH(err);                                                     \
+		return REAL(name) args;                                                            \
+	}
+/* clang-format on */
 
-	va_start(ap, flags);
-	mode = open_mode(flags, ap);
-	va_end(ap);
-	if (should_fail(FAULTINJ_OPEN, k, &err))
-		return FAIL_WITH(err);
-	return note_fd(REAL(open64)(path, flags, mode), k);
-}
+/* A call on a path (KIND: an expression of the call's arguments giving its
+ * FD_KNOWN | kind, 0 when not on cache_dir). */
+/* clang-format off */
+#define ON_PATH(type, name, op, kind, params, args)                                                \
+	type name params                                                                           \
+	{                                                                                          \
+		int err;                                                                           \
+												   \
+		if (should_fail(op, kind, &err))                                                   \
+			return FAIL_WITH(err);                                                     \
+		return REAL(name) args;                                                            \
+	}
+/* clang-format on */
 
-int openat(int dirfd, const char *path, int flags, ...)
-{
-	int k = at_kind(dirfd, path), err;
-	va_list ap;
-	mode_t mode;
-
-	va_start(ap, flags);
-	mode = open_mode(flags, ap);
-	va_end(ap);
-	if (should_fail(FAULTINJ_OPEN, k, &err))
-		return FAIL_WITH(err);
-	return note_fd(REAL(openat)(dirfd, path, flags, mode), k);
-}
-
-int openat64(int dirfd, const char *path, int flags, ...)
-{
-	int k = at_kind(dirfd, path), err;
-	va_list ap;
-	mode_t mode;
-
-	va_start(ap, flags);
-	mode = open_mode(flags, ap);
-	va_end(ap);
-	if (should_fail(FAULTINJ_OPEN, k, &err))
-		return FAIL_WITH(err);
-	return note_fd(REAL(openat64)(dirfd, path, flags, mode), k);
-}
-
-ssize_t read(int fd, void *buf, size_t n)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_READ, &err))
-		return FAIL_WITH(err);
-	return REAL(read)(fd, buf, n);
-}
-
-ssize_t pread(int fd, void *buf, size_t n, off_t off)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_READ, &err))
-		return FAIL_WITH(err);
-	return REAL(pread)(fd, buf, n, off);
-}
-
-ssize_t pread64(int fd, void *buf, size_t n, off64_t off)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_READ, &err))
-		return FAIL_WITH(err);
-	return REAL(pread64)(fd, buf, n, off);
-}
-
-ssize_t write(int fd, const void *buf, size_t n)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_WRITE, &err))
-		return FAIL_WITH(err);
-	return REAL(write)(fd, buf, n);
-}
-
-ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_WRITE, &err))
-		return FAIL_WITH(err);
-	return REAL(pwrite)(fd, buf, n, off);
-}
-
-ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_WRITE, &err))
-		return FAIL_WITH(err);
-	return REAL(pwrite64)(fd, buf, n, off);
-}
-
-int fallocate(int fd, int mode, off_t off, off_t len)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_FALLOCATE, &err))
-		return FAIL_WITH(err);
-	return REAL(fallocate)(fd, mode, off, len);
-}
-
-int fallocate64(int fd, int mode, off64_t off, off64_t len)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_FALLOCATE, &err))
-		return FAIL_WITH(err);
-	return REAL(fallocate64)(fd, mode, off, len);
-}
-
-int ftruncate(int fd, off_t len)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_TRUNCATE, &err))
-		return FAIL_WITH(err);
-	return REAL(ftruncate)(fd, len);
-}
-
-int ftruncate64(int fd, off64_t len)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_TRUNCATE, &err))
-		return FAIL_WITH(err);
-	return REAL(ftruncate64)(fd, len);
-}
-
-int fsync(int fd)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_SYNC, &err))
-		return FAIL_WITH(err);
-	return REAL(fsync)(fd);
-}
-
-int fdatasync(int fd)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_SYNC, &err))
-		return FAIL_WITH(err);
-	return REAL(fdatasync)(fd);
-}
+ON_FD(ssize_t, read, FAULTINJ_READ, (int fd, void *buf, size_t n), (fd, buf, n))
+ON_FD(ssize_t, pread, FAULTINJ_READ, (int fd, void *buf, size_t n, off_t off), (fd, buf, n, off))
+ON_FD(ssize_t, pread64, FAULTINJ_READ, (int fd, void *buf, size_t n, off64_t off),
+      (fd, buf, n, off))
+ON_FD(ssize_t, write, FAULTINJ_WRITE, (int fd, const void *buf, size_t n), (fd, buf, n))
+ON_FD(ssize_t, pwrite, FAULTINJ_WRITE, (int fd, const void *buf, size_t n, off_t off),
+      (fd, buf, n, off))
+ON_FD(ssize_t, pwrite64, FAULTINJ_WRITE, (int fd, const void *buf, size_t n, off64_t off),
+      (fd, buf, n, off))
+ON_FD(int, fallocate, FAULTINJ_FALLOCATE, (int fd, int mode, off_t off, off_t len),
+      (fd, mode, off, len))
+ON_FD(int, fallocate64, FAULTINJ_FALLOCATE, (int fd, int mode, off64_t off, off64_t len),
+      (fd, mode, off, len))
+ON_FD(int, ftruncate, FAULTINJ_TRUNCATE, (int fd, off_t len), (fd, len))
+ON_FD(int, ftruncate64, FAULTINJ_TRUNCATE, (int fd, off64_t len), (fd, len))
+ON_FD(int, fsync, FAULTINJ_SYNC, (int fd), (fd))
+ON_FD(int, fdatasync, FAULTINJ_SYNC, (int fd), (fd))
+ON_FD(int, fstat, FAULTINJ_STAT, (int fd, struct stat *st), (fd, st))
+ON_FD(int, fstat64, FAULTINJ_STAT, (int fd, struct stat64 *st), (fd, st))
+ON_FD(int, fstatvfs, FAULTINJ_STATVFS, (int fd, struct statvfs *st), (fd, st))
+ON_FD(int, fstatvfs64, FAULTINJ_STATVFS, (int fd, struct statvfs64 *st), (fd, st))
+ON_FD(int, flock, FAULTINJ_LOCK, (int fd, int how), (fd, how))
 
 /* A rename is on cache_dir if either side is; the kind is the old name's. */
 static int rename_kind(int odir, const char *old, int ndir, const char *new)
@@ -489,123 +409,6 @@ static int rename_kind(int odir, const char *old, int ndir, const char *new)
 	return k ? k : at_kind(ndir, new);
 }
 
-int rename(const char *old, const char *new)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_RENAME, rename_kind(AT_FDCWD, old, AT_FDCWD, new), &err))
-		return FAIL_WITH(err);
-	return REAL(rename)(old, new);
-}
-
-int renameat(int odir, const char *old, int ndir, const char *new)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_RENAME, rename_kind(odir, old, ndir, new), &err))
-		return FAIL_WITH(err);
-	return REAL(renameat)(odir, old, ndir, new);
-}
-
-int renameat2(int odir, const char *old, int ndir, const char *new, unsigned int flags)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_RENAME, rename_kind(odir, old, ndir, new), &err))
-		return FAIL_WITH(err);
-	return REAL(renameat2)(odir, old, ndir, new, flags);
-}
-
-int unlink(const char *path)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_UNLINK, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(unlink)(path);
-}
-
-int unlinkat(int dirfd, const char *path, int flags)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_UNLINK, at_kind(dirfd, path), &err))
-		return FAIL_WITH(err);
-	return REAL(unlinkat)(dirfd, path, flags);
-}
-
-int mkdir(const char *path, mode_t mode)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_MKDIR, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(mkdir)(path, mode);
-}
-
-int mkdirat(int dirfd, const char *path, mode_t mode)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_MKDIR, at_kind(dirfd, path), &err))
-		return FAIL_WITH(err);
-	return REAL(mkdirat)(dirfd, path, mode);
-}
-
-int stat(const char *path, struct stat *st)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STAT, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(stat)(path, st);
-}
-
-int stat64(const char *path, struct stat64 *st)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STAT, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(stat64)(path, st);
-}
-
-int lstat(const char *path, struct stat *st)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STAT, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(lstat)(path, st);
-}
-
-int lstat64(const char *path, struct stat64 *st)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STAT, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(lstat64)(path, st);
-}
-
-int fstat(int fd, struct stat *st)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_STAT, &err))
-		return FAIL_WITH(err);
-	return REAL(fstat)(fd, st);
-}
-
-int fstat64(int fd, struct stat64 *st)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_STAT, &err))
-		return FAIL_WITH(err);
-	return REAL(fstat64)(fd, st);
-}
-
 static int fstatat_kind(int dirfd, const char *path, int flags)
 {
 	if ((flags & AT_EMPTY_PATH) && path && !path[0])
@@ -613,68 +416,36 @@ static int fstatat_kind(int dirfd, const char *path, int flags)
 	return at_kind(dirfd, path);
 }
 
-int fstatat(int dirfd, const char *path, struct stat *st, int flags)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STAT, fstatat_kind(dirfd, path, flags), &err))
-		return FAIL_WITH(err);
-	return REAL(fstatat)(dirfd, path, st, flags);
-}
-
-int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STAT, fstatat_kind(dirfd, path, flags), &err))
-		return FAIL_WITH(err);
-	return REAL(fstatat64)(dirfd, path, st, flags);
-}
-
-int statvfs(const char *path, struct statvfs *st)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STATVFS, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(statvfs)(path, st);
-}
-
-int statvfs64(const char *path, struct statvfs64 *st)
-{
-	int err;
-
-	if (should_fail(FAULTINJ_STATVFS, at_kind(AT_FDCWD, path), &err))
-		return FAIL_WITH(err);
-	return REAL(statvfs64)(path, st);
-}
-
-int fstatvfs(int fd, struct statvfs *st)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_STATVFS, &err))
-		return FAIL_WITH(err);
-	return REAL(fstatvfs)(fd, st);
-}
-
-int fstatvfs64(int fd, struct statvfs64 *st)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_STATVFS, &err))
-		return FAIL_WITH(err);
-	return REAL(fstatvfs64)(fd, st);
-}
-
-int flock(int fd, int op)
-{
-	int err;
-
-	if (fd_fails(fd, FAULTINJ_LOCK, &err))
-		return FAIL_WITH(err);
-	return REAL(flock)(fd, op);
-}
+ON_PATH(int, rename, FAULTINJ_RENAME, rename_kind(AT_FDCWD, old, AT_FDCWD, new),
+	(const char *old, const char *new), (old, new))
+ON_PATH(int, renameat, FAULTINJ_RENAME, rename_kind(odir, old, ndir, new),
+	(int odir, const char *old, int ndir, const char *new), (odir, old, ndir, new))
+ON_PATH(int, renameat2, FAULTINJ_RENAME, rename_kind(odir, old, ndir, new),
+	(int odir, const char *old, int ndir, const char *new, unsigned int flags),
+	(odir, old, ndir, new, flags))
+ON_PATH(int, unlink, FAULTINJ_UNLINK, at_kind(AT_FDCWD, path), (const char *path), (path))
+ON_PATH(int, unlinkat, FAULTINJ_UNLINK, at_kind(dirfd, path),
+	(int dirfd, const char *path, int flags), (dirfd, path, flags))
+ON_PATH(int, mkdir, FAULTINJ_MKDIR, at_kind(AT_FDCWD, path), (const char *path, mode_t mode),
+	(path, mode))
+ON_PATH(int, mkdirat, FAULTINJ_MKDIR, at_kind(dirfd, path),
+	(int dirfd, const char *path, mode_t mode), (dirfd, path, mode))
+ON_PATH(int, stat, FAULTINJ_STAT, at_kind(AT_FDCWD, path), (const char *path, struct stat *st),
+	(path, st))
+ON_PATH(int, stat64, FAULTINJ_STAT, at_kind(AT_FDCWD, path), (const char *path, struct stat64 *st),
+	(path, st))
+ON_PATH(int, lstat, FAULTINJ_STAT, at_kind(AT_FDCWD, path), (const char *path, struct stat *st),
+	(path, st))
+ON_PATH(int, lstat64, FAULTINJ_STAT, at_kind(AT_FDCWD, path), (const char *path, struct stat64 *st),
+	(path, st))
+ON_PATH(int, fstatat, FAULTINJ_STAT, fstatat_kind(dirfd, path, flags),
+	(int dirfd, const char *path, struct stat *st, int flags), (dirfd, path, st, flags))
+ON_PATH(int, fstatat64, FAULTINJ_STAT, fstatat_kind(dirfd, path, flags),
+	(int dirfd, const char *path, struct stat64 *st, int flags), (dirfd, path, st, flags))
+ON_PATH(int, statvfs, FAULTINJ_STATVFS, at_kind(AT_FDCWD, path),
+	(const char *path, struct statvfs *st), (path, st))
+ON_PATH(int, statvfs64, FAULTINJ_STATVFS, at_kind(AT_FDCWD, path),
+	(const char *path, struct statvfs64 *st), (path, st))
 
 /* ---- fds leaving: forget their marks --------------------------------------- */
 
@@ -829,6 +600,7 @@ bool faultinj_fd_known(int fd, enum faultinj_kind *kind)
 
 /* ---- control: text --------------------------------------------------------- */
 
+/* clang-format off */
 static const struct {
 	const char *name;
 	int err;
@@ -839,6 +611,7 @@ static const struct {
     {"ESTALE", ESTALE}, {"EINTR", EINTR},   {"EFBIG", EFBIG},   {"ENOTDIR", ENOTDIR},
     {"EEXIST", EEXIST}, {"EBUSY", EBUSY},   {"EINVAL", EINVAL}, {"ENODATA", ENODATA},
 };
+/* clang-format on */
 
 static int parse_errno(const char *s)
 {
@@ -885,7 +658,8 @@ static int parse_item(char *item, struct faultinj_rule *out, bool *is_rule, char
 	char *save = NULL, *w[8];
 	int n = 0, op, err;
 
-	for (char *t = strtok_r(item, " \t\r", &save); t && n < 8; t = strtok_r(NULL, " \t\r", &save))
+	for (char *t = strtok_r(item, " \t\r", &save); t && n < 8;
+	     t = strtok_r(NULL, " \t\r", &save))
 		w[n++] = t;
 	*is_rule = false;
 	if (n == 0)

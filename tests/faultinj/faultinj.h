@@ -46,11 +46,11 @@ enum faultinj_op {
 
 /* Which files of cache_dir, told by their names (include/store.h). */
 enum faultinj_kind {
-	FAULTINJ_ANY,  /* any file of cache_dir (in a rule: no filter) */
-	FAULTINJ_DIR,  /* cache_dir, v1, v1/XX, and anything not below */
-	FAULTINJ_META, /* KEY.meta */
-	FAULTINJ_DATA, /* KEY.data */
-	FAULTINJ_TMP,  /* KEY.meta.tmp.PID */
+	FAULTINJ_ANY,	   /* any file of cache_dir (in a rule: no filter) */
+	FAULTINJ_DIR,	   /* cache_dir, v1, v1/XX, and anything not below */
+	FAULTINJ_META,	   /* KEY.meta */
+	FAULTINJ_DATA,	   /* KEY.data */
+	FAULTINJ_TMP,	   /* KEY.meta.tmp.PID */
 	FAULTINJ_LOCKFILE, /* lock */
 	FAULTINJ_NKINDS
 };

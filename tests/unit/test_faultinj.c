@@ -53,7 +53,8 @@ static int open_in(const char *d, const char *name)
 /* Only calls on cache_dir count; after and count hold. */
 static void test_scope_after_count(void)
 {
-	struct faultinj_rule r = {.op = FAULTINJ_OPEN, .err = EMFILE, .after = 2, .count = 1, .p = 1};
+	struct faultinj_rule r = {
+	    .op = FAULTINJ_OPEN, .err = EMFILE, .after = 2, .count = 1, .p = 1};
 	uint64_t calls0 = faultinj_calls(FAULTINJ_OPEN);
 	int fd;
 
@@ -84,7 +85,8 @@ static void test_scope_after_count(void)
  * touched. */
 static void test_kind_close_pause(void)
 {
-	struct faultinj_rule r = {.op = FAULTINJ_WRITE, .err = ENOSPC, .kind = FAULTINJ_DATA, .p = 1};
+	struct faultinj_rule r = {
+	    .op = FAULTINJ_WRITE, .err = ENOSPC, .kind = FAULTINJ_DATA, .p = 1};
 	int data = open_in(cdir, "k.data"), meta = open_in(cdir, "k.meta"), fd;
 	enum faultinj_kind kind;
 
@@ -167,7 +169,8 @@ static void test_store_calls(void)
 
 	CHECK(store_create(s, &k, &id, 65536, &f) == 0);
 	store_file_close(&f);
-	r = (struct faultinj_rule){.op = FAULTINJ_OPEN, .err = EMFILE, .kind = FAULTINJ_DATA, .p = 1};
+	r = (struct faultinj_rule){
+	    .op = FAULTINJ_OPEN, .err = EMFILE, .kind = FAULTINJ_DATA, .p = 1};
 	CHECK(faultinj_arm(&r) == 0);
 	CHECK(store_load(s, &k, &f, &slots) == -EMFILE);
 	faultinj_disarm_all();
@@ -225,8 +228,8 @@ static void test_parse(void)
 			     "pwrite EIO\n",
 			     err, sizeof(err)) == -EINVAL);
 	CHECK_STR_CONTAINS(err, "pwrite EIO");
-	CHECK(faultinj_parse("open EMFILE kind=meta after=1 count=2 # x\nwrite 28 p=1 seed=3",
-			     err, sizeof(err)) == 0);
+	CHECK(faultinj_parse("open EMFILE kind=meta after=1 count=2 # x\nwrite 28 p=1 seed=3", err,
+			     sizeof(err)) == 0);
 	fd = open_in(cdir, "q.meta"); /* after=1 */
 	CHECK(fd >= 0);
 	close(fd);
