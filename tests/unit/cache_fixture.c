@@ -201,6 +201,8 @@ void fake_arm_change(struct fake *f, enum change how, const char *name)
 
 /* ---- the environment: source dir, cache_dir, inode table, cache ------- */
 
+const char *env_tmp_parent = "/tmp";
+
 void env_up(struct env *v)
 {
 	char err[256] = "";
@@ -238,8 +240,8 @@ void env_init_full(struct env *v, uint64_t cache_size, unsigned prefetch,
 			  enum verify_mode verify)
 {
 	memset(v, 0, sizeof(*v));
-	snprintf(v->src, sizeof(v->src), "/tmp/efs-test-core-src-XXXXXX");
-	snprintf(v->cdir, sizeof(v->cdir), "/tmp/efs-test-core-cache-XXXXXX");
+	snprintf(v->src, sizeof(v->src), "%s/efs-test-core-src-XXXXXX", env_tmp_parent);
+	snprintf(v->cdir, sizeof(v->cdir), "%s/efs-test-core-cache-XXXXXX", env_tmp_parent);
 	CHECK(mkdtemp(v->src) != NULL);
 	CHECK(mkdtemp(v->cdir) != NULL);
 	v->cfg.source = v->src;

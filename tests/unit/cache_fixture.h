@@ -80,6 +80,8 @@ void fake_arm_change(struct fake *f, enum change how, const char *name); /* afte
  * removes them.  env_down and env_up stop and start the cache only, as a
  * daemon's exit and restart over the same cache_dir. */
 void env_init_full(struct env *v, uint64_t cache_size, unsigned prefetch, enum verify_mode verify);
+/* Where env_init makes its two directories ("/tmp"; at most 24 characters). */
+extern const char *env_tmp_parent;
 void env_init(struct env *v, uint64_t cache_size);
 void env_fini(struct env *v);
 void env_up(struct env *v);
