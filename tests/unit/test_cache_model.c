@@ -55,6 +55,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -1617,6 +1618,49 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
+/* ---- a crash ------------------------------------------------------------------------- */
+
+/* A crash of the core (SIGSEGV, SIGFPE, SIGBUS, SIGABRT) in a build without a
+ * sanitizer: say which thread and step, print its stack (addresses for
+ * addr2line -e test_cache_model -f) and every thread's last steps, then let
+ * the signal end the process.  Not async-signal-safe beyond the stack: it is
+ * the process's last act anyway. */
+static void on_crash(int sig)
+{
+	void *frames[48];
+	int n = backtrace(frames, 48), me = -1;
+
+	for (unsigned i = 0; i < nworkers; i++)
+		if (pthread_equal(workers[i].th, pthread_self()))
+			me = (int)i;
+	fprintf(stderr, "\nMODEL FAILURE [crash: %s] seed=%" PRIu64, strsignal(sig), S.seed);
+	if (me >= 0)
+		fprintf(stderr, " in thread %d at step %" PRIu64 " (%s)", me,
+			(uint64_t)workers[me].steps,
+			workers[me].cur >= 0 ? op_names[workers[me].cur] : "-");
+	else
+		fprintf(stderr, " in a thread of the cache (write-behind, prefetch, sweeper)");
+	fprintf(stderr, "\n  stack (addr2line -f -i -e tests/test_cache_model +OFFSET):\n");
+	fflush(stderr);
+	backtrace_symbols_fd(frames, n, 2);
+	for (unsigned i = 0; i < nworkers; i++)
+		dump_trace(stderr, &workers[i]);
+	replay_hint(stderr, me >= 0 ? &workers[me] : NULL);
+	fflush(stderr);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void catch_crashes(void)
+{
+	if (SANITIZED)
+		return; /* the sanitizer's own report says more */
+	signal(SIGSEGV, on_crash);
+	signal(SIGFPE, on_crash);
+	signal(SIGBUS, on_crash);
+	signal(SIGABRT, on_crash);
+}
+
 /* ---- at rest: fds, RSS, entries ------------------------------------------------------ */
 
 static unsigned count_fds(char targets[][128], unsigned max)
@@ -1858,6 +1902,7 @@ int main(void)
 		op_on[i] = !strstr(S.skip, name);
 	}
 	make_run_dir();
+	catch_crashes();
 	printf("test_cache_model: seed %" PRIu64 ", %u thread(s), %.0f s%s, skip '%s'\n", S.seed,
 	       S.threads, S.seconds, S.steps ? " or the step limit" : "", S.skip);
 
