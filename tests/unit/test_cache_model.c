@@ -780,6 +780,15 @@ static void sweep_grave(void)
 		if (!o->unlinked_at || o->graved || o->handles || o->unlinked_at >= oldest)
 			continue;
 		o->graved = true;
+		/* Its versions are never asked for again: the model's memory stays
+		 * bounded by what can still be read (the RSS check counts it). */
+		for (unsigned v = 0; v < o->nv; v++)
+			free(o->v[v].ext);
+		free(o->v);
+		free(o->sizes);
+		o->v = NULL;
+		o->sizes = NULL;
+		o->nv = o->cap = o->nsizes = o->capsizes = 0;
 		snprintf(name, sizeof(name), "o%u", o->id);
 		int fd = openat(gravefd, name, O_WRONLY | O_CLOEXEC);
 
