@@ -1578,6 +1578,24 @@ static void *worker_main(void *arg)
 
 /* ---- the watchdog --------------------------------------------------------------------- */
 
+/* Where every thread waits, from gdb when the machine has it (a hang's
+ * report is worth little without it). */
+static void dump_stacks(void)
+{
+	char cmd[256];
+
+	if (system("command -v gdb >/dev/null 2>&1") != 0)
+		return;
+	fprintf(stderr, "  the threads' stacks (gdb):\n");
+	fflush(stderr);
+	snprintf(cmd, sizeof(cmd),
+		 "timeout 120 gdb -p %ld -batch -ex 'thread apply all bt 16' 2>&1 | "
+		 "grep -E '^Thread|^#' >&2",
+		 (long)getpid());
+	if (system(cmd) != 0)
+		fprintf(stderr, "  (gdb could not attach)\n");
+}
+
 /* A step (of a worker) or a phase (of the main thread) that has not ended
  * for EFSCACHE_MODEL_HANG_SECONDS is a hang: say where everyone is, exit. */
 static void *watchdog_main(void *arg)
@@ -1620,6 +1638,7 @@ static void *watchdog_main(void *arg)
 		}
 		replay_hint(stderr, hung >= 0 ? &workers[hung] : NULL);
 		fflush(stderr);
+		dump_stacks();
 		if (getenv("EFSCACHE_MODEL_HANG_ABORT"))
 			abort(); /* under gdb: thread apply all bt */
 		_exit(1);
