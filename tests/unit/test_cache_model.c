@@ -42,16 +42,18 @@
  *
  * Settings (environment): EFSCACHE_MODEL_SECONDS (default 60; 20 in a
  * sanitizer build), EFSCACHE_MODEL_SEED (1), EFSCACHE_MODEL_THREADS (4; 1 is
- * the replay mode: one thread, write-behind drained after each step, the
- * same steps for a seed), EFSCACHE_MODEL_STEPS (stop each thread after so
- * many steps; 0 = by time), EFSCACHE_MODEL_SKIP (step names to leave out,
- * comma-separated, e.g. "restart,trunc_data"), EFSCACHE_MODEL_TRACE=1 (print
- * every step), EFSCACHE_MODEL_HANG_SECONDS (60), EFSCACHE_MODEL_SPARSE
- * (bytes of the sparse file, default 4 TiB), EFSCACHE_MODEL_RSS_SLACK_MIB
- * (32), EFSCACHE_MODEL_MAX_ENTRIES (64), EFSCACHE_MODEL_HANG_ABORT=1 (abort()
- * on a hang instead of exiting 1, for a debugger).  Every failure prints the seed,
- * the thread and step, what was read and expected, the thread's last steps
- * and the command that replays it.
+ * the replay mode: one thread, write-behind and prefetch settled after each
+ * step: the same steps for a seed, and the same results but for what the
+ * sweeper's once-a-second pass changes), EFSCACHE_MODEL_STEPS (stop each
+ * thread after so many steps; 0 = by time), EFSCACHE_MODEL_SKIP (step names
+ * to leave out, comma-separated, e.g. "restart,trunc_data"),
+ * EFSCACHE_MODEL_TRACE=1 (print every step), EFSCACHE_MODEL_HANG_SECONDS
+ * (60), EFSCACHE_MODEL_SPARSE (bytes of the sparse file, default 4 TiB),
+ * EFSCACHE_MODEL_RSS_SLACK_MIB (32), EFSCACHE_MODEL_MAX_ENTRIES (64),
+ * EFSCACHE_MODEL_HANG_ABORT=1 (abort() on a hang instead of exiting 1, for
+ * a debugger).  Every failure prints the seed, the thread and step, what was
+ * read and expected, the thread's last steps and the command that replays
+ * it; a crash, the stack; a hang, every thread's stack (gdb).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -595,7 +597,9 @@ static void replay_hint(FILE *f, struct worker *w)
 	fprintf(f, "  replay: EFSCACHE_MODEL_SEED=%" PRIu64 " EFSCACHE_MODEL_THREADS=%u", S.seed,
 		S.threads);
 	if (w)
-		fprintf(f, " EFSCACHE_MODEL_STEPS=%" PRIu64, w->steps + 1);
+		fprintf(f, " EFSCACHE_MODEL_STEPS=%" PRIu64, (uint64_t)w->steps + 1);
+	else if (S.steps)
+		fprintf(f, " EFSCACHE_MODEL_STEPS=%" PRIu64, S.steps);
 	if (strcmp(S.skip, ",,"))
 		fprintf(f, " EFSCACHE_MODEL_SKIP=%.*s", (int)strlen(S.skip) - 2, S.skip + 1);
 	if (S.sparse != 4 * TiB)
@@ -1549,6 +1553,23 @@ static void settle_write_behind(void)
 		usleep(100);
 }
 
+/* Replay mode: also let the prefetch workers finish what the step queued
+ * (they read the source through the fake: its read count stands still). */
+static void settle_background(void)
+{
+	unsigned prev = fake_reads(&V.f), same = 0;
+
+	settle_write_behind();
+	for (int i = 0; i < 2000 && same < 3; i++) {
+		unsigned n;
+
+		usleep(1000);
+		n = fake_reads(&V.f);
+		same = n == prev && !core_write_behind(&V) ? same + 1 : 0;
+		prev = n;
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -1569,7 +1590,7 @@ static void *worker_main(void *arg)
 			pthread_rwlock_unlock(&life);
 		}
 		if (S.threads == 1)
-			settle_write_behind();
+			settle_background();
 		w->since_ms = 0;
 		progress++;
 	}
