@@ -47,6 +47,8 @@
  * sweeper's once-a-second pass changes), EFSCACHE_MODEL_STEPS (stop each
  * thread after so many steps; 0 = by time), EFSCACHE_MODEL_SKIP (step names
  * to leave out, comma-separated, e.g. "restart,trunc_data"),
+ * EFSCACHE_MODEL_FAULT_OPS (the faultinj ops the fault steps may fail, e.g.
+ * "write,fallocate"; default all),
  * EFSCACHE_MODEL_TRACE=1 (print every step), EFSCACHE_MODEL_HANG_SECONDS
  * (60), EFSCACHE_MODEL_SPARSE (bytes of the sparse file, default 4 TiB),
  * EFSCACHE_MODEL_RSS_SLACK_MIB (32), EFSCACHE_MODEL_MAX_ENTRIES (64),
@@ -114,6 +116,7 @@ static struct {
 	uint64_t sparse;
 	bool trace;
 	char skip[512];
+	char fault_ops[256]; /* ",open,read," or ",," for all */
 	uint64_t rss_slack;
 	uint64_t max_entries;
 } S;
@@ -154,6 +157,8 @@ static void read_settings(void)
 	S.rss_slack = env_u64("EFSCACHE_MODEL_RSS_SLACK_MIB", 32) * MiB;
 	S.max_entries = env_u64("EFSCACHE_MODEL_MAX_ENTRIES", 64);
 	snprintf(S.skip, sizeof(S.skip), ",%s,", skip ? skip : "");
+	snprintf(S.fault_ops, sizeof(S.fault_ops), ",%s,",
+		 getenv("EFSCACHE_MODEL_FAULT_OPS") ? getenv("EFSCACHE_MODEL_FAULT_OPS") : "");
 }
 
 /* ---- ticks, random numbers ------------------------------------------------------ */
@@ -602,6 +607,9 @@ static void replay_hint(FILE *f, struct worker *w)
 		fprintf(f, " EFSCACHE_MODEL_STEPS=%" PRIu64, S.steps);
 	if (strcmp(S.skip, ",,"))
 		fprintf(f, " EFSCACHE_MODEL_SKIP=%.*s", (int)strlen(S.skip) - 2, S.skip + 1);
+	if (strcmp(S.fault_ops, ",,"))
+		fprintf(f, " EFSCACHE_MODEL_FAULT_OPS=%.*s", (int)strlen(S.fault_ops) - 2,
+			S.fault_ops + 1);
 	if (S.sparse != 4 * TiB)
 		fprintf(f, " EFSCACHE_MODEL_SPARSE=%" PRIu64, S.sparse);
 	fprintf(f, " tests/test_cache_model%s\n",
@@ -1380,6 +1388,13 @@ static void do_fault(struct worker *w)
 		return;
 	}
 	r.op = ops[below(&w->rng, sizeof(ops) / sizeof(ops[0]))];
+	if (strcmp(S.fault_ops, ",,")) { /* EFSCACHE_MODEL_FAULT_OPS: only those */
+		char name[40];
+
+		snprintf(name, sizeof(name), ",%s,", faultinj_op_name(r.op));
+		if (!strstr(S.fault_ops, name))
+			return;
+	}
 	r.err = r.op == FAULTINJ_OPEN ? (chance(&w->rng, 60) ? EMFILE : errs[below(&w->rng, 4)])
 				      : errs[1 + below(&w->rng, 3)];
 	r.kind = (enum faultinj_kind)(chance(&w->rng, 50)   ? FAULTINJ_ANY
