@@ -1717,8 +1717,14 @@ static void on_crash(int sig)
 
 static void catch_crashes(void)
 {
+	void *warm[2];
+
 	if (SANITIZED)
 		return; /* the sanitizer's own report says more */
+	/* The first backtrace() loads libgcc_s, which allocates: done here, not
+	 * in a handler called by a crash inside malloc (it would wait forever
+	 * for malloc's lock, and the watchdog would call the crash a hang). */
+	backtrace(warm, 2);
 	signal(SIGSEGV, on_crash);
 	signal(SIGFPE, on_crash);
 	signal(SIGBUS, on_crash);
