@@ -1,7 +1,8 @@
 /* cache_read.c - the read path.
  *
- * A read is split at chunk boundaries.  A VERIFIED chunk is served from the
- * data file, pinned until the reply is sent (cache_read_done).  A missing
+ * A read is split at chunk boundaries.  A VERIFIED chunk's bytes are copied
+ * out of the data file while it is pinned, and checked to be there (a file
+ * changed under us is caught); every reply is made from memory.  A missing
  * chunk is fetched whole by the one thread that marks it BUSY; other
  * readers wait on e->cv (single flight).  A reader's fetched chunk is
  * stored by the write-behind worker after the reply; a sequential reader
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "checksum.h"
+#include "io.h"
 #include "log.h"
 #include "source.h"
 
@@ -425,16 +427,63 @@ static void touch_rec_locked(struct cache *c, struct cache_file *e)
 	evict_touch(c->ev, &e->rec->lru);
 }
 
-/* The data file still holds bytes all over [pos, end): a data file
- * truncated under us (a cleaner of cache_dir), even if written past again
- * since, has a hole there, and a reply spliced from it would be short
- * (which the kernel takes for the end of the file) or zeros.  One lseek:
- * the first hole at or after pos, the file's end counting as one. */
-static bool data_holds(struct cache_file *e, uint64_t pos, uint64_t end)
+/* The data file holds bytes all over [pos, end): one lseek, the first
+ * hole at or after pos (the file's end counts as one). */
+static bool data_holds(int fd, uint64_t pos, uint64_t end)
 {
-	off_t hole = lseek(e->sf.data_fd, (off_t)pos, SEEK_HOLE);
+	off_t hole = lseek(fd, (off_t)pos, SEEK_HOLE);
 
 	return hole >= 0 && (uint64_t)hole >= end;
+}
+
+/* A hit: bytes [from, to) of stored chunk ch copied out of the data file;
+ * e->mu held on entry and exit, dropped for the copy while the chunk is
+ * pinned (nothing of ours changes it meanwhile).  The reply is made from
+ * that copy, not spliced from the file: a data file truncated or punched
+ * under us (a cleaner of cache_dir, even one that raced the read) shows
+ * as a short copy or, checked after the copy, as a hole in the range, and
+ * the read then goes to the source; a splice would hand the kernel a short
+ * reply (the end of the file to it) or zeros.  Returns the bytes added to
+ * rd, or -ESTALE (the entry went to bypass: the caller reads the source). */
+static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *ch, size_t from,
+			  size_t to, struct cache_read *rd)
+{
+	const off_t pos = (off_t)((uint64_t)ch->idx * e->sf.chunk_size + from);
+	const int fd = e->sf.data_fd;
+	void *buf = malloc(to - from ? to - from : 1);
+	ssize_t n = -ENOMEM;
+
+	if (!buf)
+		return -ENOBUFS;
+	ch->pins++;
+	e->pins++;
+	pthread_mutex_unlock(&e->mu);
+	n = io_pread_full(fd, buf, to - from, pos);
+	if (n == (ssize_t)(to - from) && !data_holds(fd, (uint64_t)pos, (uint64_t)pos + n))
+		n = -ENODATA;
+	pthread_mutex_lock(&e->mu);
+	ch->pins--;
+	e->pins--;
+	chunk_settle(e, ch);
+	if (!e->pins)
+		pthread_cond_broadcast(&e->cv);
+	if (n != (ssize_t)(to - from)) {
+		free(buf);
+		log_once(c->logged_io, LOG_LVL_WARN,
+			 "cache: a data file in cache_dir '%s' was changed under the daemon "
+			 "(truncated or punched: %s); reading from the source",
+			 store_path(c->store), n < 0 ? strerror((int)-n) : "short");
+		stats_add(c->stats, ST_cache_io_errors, 1);
+		e->bypass = true;
+		return -ESTALE;
+	}
+	add_mem(rd, buf, buf, to - from);
+	ch->unread = false;
+	stats_add(c->stats, ST_hits, 1);
+	stats_add(c->stats, ST_bytes_from_cache, to - from);
+	chunk_list_hot(e, ch);
+	touch_rec_locked(c, e);
+	return (ssize_t)(to - from);
 }
 
 /* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
@@ -444,7 +493,6 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 				 struct efs_inode *ino, size_t from, size_t to,
 				 struct cache_read *rd)
 {
-	const uint64_t start = (uint64_t)idx * e->sf.chunk_size;
 	const uint32_t want = store_chunk_len(&e->sf, idx);
 	struct chunk *ch = chunk_get(e, idx);
 	ssize_t n;
@@ -455,32 +503,12 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		pthread_cond_wait(&e->cv, &e->mu);
 		return -EAGAIN;
 	}
-	if (rd->nseg + 2 >= CACHE_MAX_SEGS)
+	if (rd->nbufs + 2 >= CACHE_MAX_SEGS)
 		return -E2BIG;
 
 	if (ch && (ch->state == CH_VERIFIED ||
-		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER))) {
-		if (!data_holds(e, start, start + ch->len)) {
-			log_once(c->logged_io, LOG_LVL_WARN,
-				 "cache: a data file in cache_dir '%s' was truncated under the "
-				 "daemon; reading from the source",
-				 store_path(c->store));
-			stats_add(c->stats, ST_cache_io_errors, 1);
-			e->bypass = true;
-			return -ESTALE; /* the caller reads from the source */
-		}
-		ch->pins++;
-		e->pins++;
-		rd->pins++;
-		rd->seg[rd->nseg++] = (struct cache_seg){
-			.fd = e->sf.data_fd, .pos = (off_t)(start + from), .len = to - from};
-		ch->unread = false;
-		stats_add(c->stats, ST_hits, 1);
-		stats_add(c->stats, ST_bytes_from_cache, to - from);
-		chunk_list_hot(e, ch);
-		touch_rec_locked(c, e);
-		return (ssize_t)(to - from);
-	}
+		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER)))
+		return hit_locked(c, e, ch, from, to, rd);
 
 	if (!ch && !(ch = chunk_make(e, idx)))
 		return -ENOBUFS; /* no memory for its state: from the source */
@@ -724,29 +752,9 @@ out:
 
 void cache_read_done(struct cache *c, struct cache_read *rd)
 {
-	struct cache_file *e = rd->entry;
-
-	if (e && rd->pins) {
-		pthread_mutex_lock(&e->mu);
-		for (unsigned i = 0; i < rd->nseg; i++) {
-			struct cache_seg *s = &rd->seg[i];
-			struct chunk *ch;
-
-			if (s->fd < 0)
-				continue;
-			ch = chunk_get(e, (uint32_t)(s->pos / e->sf.chunk_size));
-			ch->pins--;
-			chunk_settle(e, ch);
-		}
-		e->pins -= rd->pins;
-		if (!e->pins)
-			pthread_cond_broadcast(&e->cv);
-		entry_release_locked(c, e);
-		pthread_mutex_unlock(&e->mu);
-	}
 	for (unsigned i = 0; i < rd->nbufs; i++)
 		free(rd->bufs[i]);
-	if (e)
-		entry_put(c, e);
+	if (rd->entry)
+		entry_put(c, rd->entry);
 	memset(rd, 0, sizeof(*rd));
 }

@@ -546,14 +546,31 @@ int core_source_fd(struct env *v, struct efs_inode *ino)
 	return r;
 }
 
+/* The source's size of ino now (what a getattr would tell the kernel);
+ * UINT64_MAX when it cannot be had. */
+static uint64_t kernel_size_now(struct env *v, struct efs_inode *ino)
+{
+	int fd = inode_fd_get(v->t, ino);
+	struct stat st;
+	uint64_t size = UINT64_MAX;
+
+	if (fd >= 0 && fstat(fd, &st) == 0)
+		size = (uint64_t)st.st_size;
+	if (fd >= 0)
+		inode_fd_put(v->t, ino);
+	return size;
+}
+
 ssize_t core_read(struct env *v, struct efs_inode *ino, int src_fd, uint64_t off, size_t len,
 		  bool sequential, unsigned char *out, struct core_reply *rep)
 {
 	struct core_reply none;
 	struct cache_read rd;
-	/* The kernel may believe the file longer than this open validated (a
-	 * getattr after its window): only the source decides where it ends. */
-	ssize_t n = cache_read(v->c, ino, src_fd, (off_t)off, len, sequential, UINT64_MAX, &rd);
+	/* The kernel may believe the file longer than this open validated: as
+	 * if a getattr after its window had just told it the source's size
+	 * (only the source decides where a file ends). */
+	ssize_t n = cache_read(v->c, ino, src_fd, (off_t)off, len, sequential,
+			       kernel_size_now(v, ino), &rd);
 	size_t at = 0;
 
 	if (!rep)
