@@ -430,6 +430,7 @@ size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 	st.cache_size_bytes = u.size_bytes;
 	st.write_behind_pending = u.write_behind_pending;
 	snprintf(st.cache_dir, sizeof(st.cache_dir), "%s", u.cache_dir);
+	snprintf(st.mountpoint, sizeof(st.mountpoint), "%s", fs->cfg->mountpoint);
 	itab_counts(fs->itab, &ic);
 	st.inodes = ic.inodes;
 	st.inode_fds = ic.fds;
