@@ -22,11 +22,8 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 tag="efscache-fresh-$$"
 work=$(mktemp -d /tmp/efscache-fresh.XXXXXX)
 base_img=${EFSCACHE_TEST_FRESH_BASE:-localhost/$tag:bookworm}
-fails=0
-
-ok() { echo "ok - $1"; }
-notok() { fails=$((fails + 1)); echo "not ok - $1"; [ -z "${2:-}" ] || echo "$2" | sed 's/^/# /'; }
-skip() { echo "1..0 # SKIP $*"; exit 77; }
+# shellcheck source=tests/ops/podman-lib.sh
+. "$here/tests/ops/podman-lib.sh"
 
 cleanup() {
     podman rm -f -t 5 "$tag" >/dev/null 2>&1
@@ -40,22 +37,7 @@ command -v podman >/dev/null || skip "podman is not installed"
 [ -e /dev/fuse ] || skip "/dev/fuse is missing"
 [ "$(id -u)" -eq 0 ] || skip "needs root (rootful podman with /dev/fuse)"
 
-# Same podman settings as tests/container/run.sh: runc, cgroupfs without
-# systemd, ulimits no higher than the host's.
-if [ -z "${CONTAINERS_CONF:-}" ]; then
-    export CONTAINERS_CONF="$work/containers.conf"
-    lim() { local v; v=$(ulimit "-H$1"); [ "$v" = unlimited ] || [ "$v" -gt "$2" ] && v=$2; echo "$v"; }
-    cgm=systemd
-    [ -d /run/systemd/system ] || cgm=cgroupfs
-    cat > "$CONTAINERS_CONF" <<CONF
-[containers]
-default_ulimits = ["nofile=$(lim n 1048576):$(lim n 1048576)", "nproc=$(lim u 32768):$(lim u 32768)"]
-[engine]
-runtime = "runc"
-cgroup_manager = "$cgm"
-events_logger = "file"
-CONF
-fi
+podman_settings
 
 # The repository as a user would clone it: HEAD, nothing uncommitted.
 git clone -q --no-hardlinks "$here" "$work/repo.git" 2>"$work/clone.err" ||
