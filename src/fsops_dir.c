@@ -33,6 +33,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fd = ifd(fs, i);
 	r = fd < 0 ? fd : src_opendir(fd, &d->dp);
+	stats_add(&fs->stats, ST_source_readdirs, fd >= 0);
 	if (fd >= 0)
 		ifd_put(fs, i);
 	if (r < 0) {

@@ -58,6 +58,7 @@ int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 	if (pfd < 0)
 		return pfd;
 	r = src_lookup(pfd, name, &fd, &e->attr);
+	stats_add(&fs->stats, ST_source_lookups, 1);
 	if (out_of_fds(r)) {
 		note_no_fds(fs, r, "a lookup");
 		r = src_lookup(pfd, name, &fd, &e->attr);
@@ -177,6 +178,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = src_stat(fd, &st);
+	stats_add(&fs->stats, ST_source_getattrs, 1);
 	ifd_put(fs, i);
 	if (r < 0)
 		fuse_reply_err(req, -r);
