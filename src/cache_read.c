@@ -104,6 +104,7 @@ void note_cache_error(struct cache *c, int r)
  * or unloaded meanwhile.  -ESTALE when nothing may be stored (bypass). */
 static int ensure_record(struct cache *c, struct cache_file *e)
 {
+	struct evict_batch batch = {0};
 	struct store_identity id;
 	struct store_file nf;
 	int r;
@@ -124,10 +125,16 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 	id = e->sf.id;
 	entry_settle_condemned_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
-	r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
-	if (cache_no_fds(r)) {
-		cache_out_of_fds(c, NULL, r);
+	/* The metadata file's block is room like any other. */
+	r = evict_reserve(c->ev, BLOCK, &batch);
+	if (r == 0) {
 		r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+		if (cache_no_fds(r)) {
+			cache_out_of_fds(c, NULL, r);
+			r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+		}
+		if (r < 0)
+			evict_unreserve(c->ev, BLOCK);
 	}
 	pthread_mutex_lock(&e->mu);
 	e->creating = false;
@@ -139,7 +146,7 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 		e->rec->on_disk = true;
 		e->rec->disk_gen = (uint32_t)e->store_gen;
 		e->meta_bytes = BLOCK;
-		evict_grow(c->ev, &e->rec->lru, e->meta_bytes, false);
+		evict_grow(c->ev, &e->rec->lru, e->meta_bytes, true);
 	}
 	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);

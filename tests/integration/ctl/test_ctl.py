@@ -353,8 +353,10 @@ def test_verify_mount():
     # back a passthrough open); the bad chunk is left unverified, and rewritten with
     # the right bytes by the next read of it.
     after = status_of(mpath("big"))
-    h.eq("verify: the bad chunk is no longer verified", after["chunks_verified"],
-         st["chunks_cached"] - 1)
+    h.eq("verify: the complete record keeps its chunks", after["chunks_cached"],
+         st["chunks_cached"])
+    h.check("verify: the bad chunk is not counted verified",
+            after["chunks_verified"] <= st["chunks_cached"] - 1, after)
     h.eq("verify: big still reads back correctly", h.sha256_file(mpath("big")),
          h.sha256_file(os.path.join(S["src"], "big")))
     h.eq("verify again: rc 0", ctl("verify", S["mnt"]).rc, 0)
