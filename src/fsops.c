@@ -30,6 +30,7 @@
 #include "log.h"
 #include "passthrough.h"
 #include "source.h"
+#include "srcwatch.h"
 
 void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
 {
@@ -92,6 +93,12 @@ void note_no_fds(struct efs_fs *fs, int r, const char *what)
 		 "out of file descriptors during %s (%s) with %llu inode fds open: closed idle "
 		 "ones and retried; raise the limit (LimitNOFILE=, ulimit -n) if this recurs",
 		 what, strerror(-r), (unsigned long long)n.fds);
+}
+
+void note_root_fault(struct efs_fs *fs, struct efs_inode *i, int r)
+{
+	if ((r == -ESTALE || r == -ENOTCONN) && i == itab_root(fs->itab))
+		srcwatch_poke(fs->watch);
 }
 
 /* Callers of inode_fd_get hold the fd until inode_fd_put. */

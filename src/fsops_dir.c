@@ -35,6 +35,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	r = fd < 0 ? fd : src_opendir(fd, &d->dp);
 	if (fd >= 0)
 		ifd_put(fs, i);
+	note_root_fault(fs, i, r);
 	if (r < 0) {
 		free(d);
 		fuse_reply_err(req, -r);

@@ -120,6 +120,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	int r = do_lookup(fs, dir, name, &e);
 
+	note_root_fault(fs, dir, r);
 	if (r == 0 || r == -ENOENT)
 		drop_gone_at(fs, dir, name, r == 0 ? inode_of(req, e.ino) : NULL);
 	if (r == -ENOENT) {
@@ -178,6 +179,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	r = src_stat(fd, &st);
 	ifd_put(fs, i);
+	note_root_fault(fs, i, r);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
