@@ -308,8 +308,22 @@ def test_container_and_debian():
             all("${BASE}" in ln for ln in froms), froms)
     h.check("Containerfile: runtime installs the .deb", "apt-get install -y --no-install-recommends "
             "/tmp/efscache_*.deb" in cf)
-    h.check("Containerfile: HEALTHCHECK with efscachectl", "HEALTHCHECK" in cf and
-            "efscachectl stats" in cf)
+    h.check("Containerfile: HEALTHCHECK by the entrypoint's health check (not through the "
+            "mount)", "HEALTHCHECK" in cf and '"efscache-entrypoint", "health"]' in
+            cf.replace("/usr/local/bin/", ""))
+    h.check("Containerfile: the default options refuse a SOURCE that is not an EFS (nfs4) mount",
+            "require_source_mount=nfs4" in cf)
+    h.check("Containerfile: the libfuse 3.17 efscache is built with dpkg-buildflags "
+            "(hardening=+all, as the .deb)",
+            "hardening=+all dpkg-buildflags" in cf and "$CFLAGS" in cf and "$LDFLAGS" in cf)
+    labels = {m.group(1): m.group(2) for m in
+              re.finditer(r'org\.opencontainers\.image\.([a-z.]+)="([^"]*)"', cf)}
+    for k in ("title", "description", "version", "revision", "created", "licenses", "source"):
+        h.check("Containerfile: OCI label org.opencontainers.image.%s" % k, k in labels, labels)
+    with open(os.path.join(h.SRC_DIR, "meson.build")) as f:
+        version = re.search(r"version : '([^']+)'", f.read()).group(1)
+    h.check("Containerfile: its VERSION default is meson.build's version (%s)" % version,
+            "ARG VERSION=%s\n" % version in cf)
     r = subprocess.run(["sh", "-n", os.path.join(C, "container", "entrypoint.sh")],
                        capture_output=True, text=True)
     h.eq("entrypoint.sh: sh -n", r.returncode, 0, r.stderr)
