@@ -264,13 +264,60 @@ def test_ecs():
     h.check("ecs: SYS_ADMIN capability", "SYS_ADMIN" in lp["capabilities"]["add"])
     h.check("ecs: /dev/fuse device",
             any(d["hostPath"] == "/dev/fuse" for d in lp["devices"]), lp)
-    vols = {v["name"] for v in td["volumes"]}
+    vols = {v["name"]: v for v in td["volumes"]}
     h.check("ecs: every mountPoint has a volume",
             all(m["sourceVolume"] in vols for m in c["mountPoints"]))
     h.eq("ecs: bundled mode through the entrypoint", c.get("command", [""])[0], "--")
-    h.check("ecs: health check uses efscachectl", "efscachectl" in c["healthCheck"]["command"])
+    hc = c["healthCheck"]["command"]
+    h.check("ecs: health check by the entrypoint, not through the mount (efscachectl)",
+            hc[-1] == "health" and "efscache-entrypoint" in hc[-2] and
+            "efscachectl" not in hc, hc)
     env = {e["name"]: e["value"] for e in c["environment"]}
-    options_accepted("ecs", env["EFSCACHE_OPTIONS"])
+    opts = env["EFSCACHE_OPTIONS"]
+    options_accepted("ecs", opts)
+    h.check("ecs: require_source_mount=nfs4", "require_source_mount=nfs4" in opts, opts)
+    mounts = {m["containerPath"]: m["sourceVolume"] for m in c["mountPoints"]}
+    h.check("ecs: EFS is the task's own EFS volume at EFSCACHE_SOURCE",
+            "efsVolumeConfiguration" in vols.get(mounts.get(env["EFSCACHE_SOURCE"]), {}),
+            (mounts, vols))
+    # Two tasks on one instance must not meet: not on a host-network port...
+    h.check("ecs: not host networking (each task has its own metrics port)",
+            td.get("networkMode", "bridge") != "host", td.get("networkMode"))
+    m = re.search(r"metrics=[^,]*:(\d+)", opts)
+    if m:
+        pm = [p for p in c.get("portMappings", []) if p["containerPort"] == int(m.group(1))]
+        h.check("ecs: the metrics port is mapped to a dynamic host port",
+                pm and pm[0].get("hostPort", 0) == 0, c.get("portMappings"))
+    # ... nor on one cache_dir: the service keeps one task per instance.
+    cache_host = vols[mounts["/var/cache/efscache"]]["host"]["sourcePath"]
+    h.check("ecs: the cache's host path is the task family's own",
+            cache_host.rstrip("/").endswith("/" + td["family"]), cache_host)
+    with open(os.path.join(C, "ecs", "service.json")) as f:
+        svc = json.load(f)
+    h.eq("ecs service: runs this task definition", svc["taskDefinition"], td["family"])
+    h.check("ecs service: distinctInstance (one task of the service per instance)",
+            {"type": "distinctInstance"} in svc.get("placementConstraints", []), svc)
+    h.check("ecs service: deployments stop an old task before starting a new one",
+            svc["deploymentConfiguration"]["maximumPercent"] <= 100,
+            svc["deploymentConfiguration"])
+    with open(os.path.join(C, "ecs", "README.md")) as f:
+        readme = f.read()
+    h.check("ecs README: the cache is per instance and distinctInstance says why",
+            "per instance" in readme and "distinctInstance" in readme and
+            "per task" not in readme)
+    h.check("ecs README: Amazon Linux 2023 gets the release tarball, not the .deb",
+            "tarball" in readme and "user-data-al2023.sh" in readme)
+    ud = os.path.join(C, "ecs", "user-data-al2023.sh")
+    r = subprocess.run(["bash", "-n", ud], capture_output=True, text=True)
+    h.eq("ecs user data: bash -n", r.returncode, 0, r.stderr)
+    with open(ud) as f:
+        uds = f.read()
+    h.check("ecs user data: installs the tarball and starts the agent after efscache",
+            "install.sh" in uds and "After=efscache.service" in uds and
+            "require_source_mount=nfs4" in uds)
+    dm = re.search(r"^EFSCACHE_OPTIONS=(.*)$", uds, re.M)
+    if dm:
+        options_accepted("ecs user data", dm.group(1).replace("$CACHE_SIZE", "100G"))
 
 
 def test_systemd():
