@@ -11,7 +11,9 @@
  *   leads to now (mount id, device, inode) with the root fd, every period
  *   and when poked (a root op failed with ESTALE or ENOTCONN).  A file system
  *   mounted over SOURCE, SOURCE unmounted (and mounted again), or another
- *   directory renamed into its place are reported once through a callback;
+ *   directory renamed into its place are reported once through a callback
+ *   (a SOURCE that only fails, ENOTCONN or ESTALE, is not: that is the
+ *   source's error, which a restart would not mend);
  *   main then unmounts and exits non-zero, so that the supervisor starts a
  *   daemon on the new root.  (Reopening the root in place would leave every
  *   inode the kernel knows pointing into the old tree.)

@@ -10,9 +10,10 @@
  * The watch thread: every period, or sooner when poked, statx of the root
  * fd and of the SOURCE path (AT_STATX_DONT_SYNC: the answer of the client's
  * cache, no round trip to the server); a different mount id, device or
- * inode, or SOURCE unreachable (ENOENT, ENOTDIR, ENOTCONN, ESTALE) is
- * reported once through the callback, then the thread ends.  Other errors
- * (EACCES, ENOMEM, EINTR...) say nothing about the mount and are retried.
+ * inode is reported once through the callback, then the thread ends.  A
+ * statx that fails (ENOTCONN from a dead FUSE source, ESTALE, ENOENT when
+ * SOURCE's directory was removed) tells nothing about another tree: the
+ * daemon stays up, reads get the source's errno, and the next look decides.
  * The thread blocks every signal, so that the SIGTERM a callback may send
  * to its own process is handled by another thread.  w->stop and w->poked
  * are protected by w->mu; everything else is set before the thread starts.
@@ -222,33 +223,21 @@ struct srcwatch {
 	bool poked; /* protected by mu */
 };
 
-static bool gone_errno(int e)
-{
-	return e == ENOENT || e == ENOTDIR || e == ENOTCONN || e == ESTALE;
-}
-
 /* Does SOURCE still lead to the root served?  0 yes, 1 no (why set), or
- * -errno when this look could not tell. */
+ * -errno when this look could not tell.  Only an answer tells: SOURCE's file
+ * system failing (ENOTCONN from a dead FUSE source, ESTALE, a hung server)
+ * is the source's error, which reads return as its errno, and a restart
+ * would not mend it; SOURCE's directory removed is the same.  What does
+ * mean another tree is the path leading to another mount or inode. */
 static int compare(struct srcwatch *w, char *why, size_t len)
 {
 	struct srcwatch_found now;
 	struct statx sx;
 	int r;
 
-	if (statx(w->root_fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &sx) < 0) {
-		int e = errno;
-
-		if (!gone_errno(e))
-			return -e;
-		snprintf(why, len, "the root of SOURCE '%s' served since start answers: %s",
-			 w->source, strerror(e));
-		return 1;
-	}
+	if (statx(w->root_fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &sx) < 0)
+		return -errno;
 	r = srcwatch_lookup(AT_FDCWD, w->source, &now);
-	if (r < 0 && gone_errno(-r)) {
-		snprintf(why, len, "SOURCE '%s' cannot be reached: %s", w->source, strerror(-r));
-		return 1;
-	}
 	if (r < 0) /* -ENXIO: a mount that mountinfo does not list (yet) */
 		return r;
 	if (now.mnt_id != w->root.mnt_id) {
