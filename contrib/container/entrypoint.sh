@@ -5,13 +5,13 @@
 # The daemon runs as PID 1 (exec): SIGTERM from "podman/docker stop" or the
 # kubelet reaches it directly, it unmounts (the host's view of the shared
 # mount goes with it, no "Transport endpoint is not connected") and exits 0.
-# Extra arguments are passed to efscache (e.g. -o metrics=0.0.0.0:9464).
+# Extra arguments are passed to efscache (e.g. -o metrics=0.0.0.0:10190).
 # "efscachectl ..." as arguments runs that instead (debugging); "health"
 # checks the daemon without touching the mount (HEALTHCHECK, ECS).
 #
 # What is already at EFSCACHE_MOUNTPOINT decides what happens first:
 # - nothing, or a directory: mount.
-# - a dead FUSE mount (its daemon was killed: stat fails with ENOTCONN):
+# - a dead FUSE mount (its daemon was killed: a lookup fails with ENOTCONN):
 #   detach it, then mount.  Consumers that bind the mount point's parent see
 #   the new mount replace it.
 # - a live mount (another efscache still serving it, e.g. the pod being
@@ -32,12 +32,18 @@ mounted() {
         END { exit !f }' /proc/self/mountinfo
 }
 
-# state DIR: "none", "dead" (stat answers ENOTCONN: its daemon is gone) or
-# "live" (anything else, a stat that hangs included: a daemon that is slow
-# to answer is still someone's live mount).
+# state DIR: "none", "dead" (its daemon is gone: a lookup through it fails
+# with ENOTCONN) or "live" (anything else, a lookup that hangs included: a
+# daemon that is slow to answer is still someone's live mount).  A lookup of
+# a name nobody uses, not a stat of DIR: the kernel must send it to the
+# daemon, where a stat of the mount point is answered from cached attributes
+# for up to a minute after the daemon died.  A new name each time: the
+# kernel remembers a name found absent (for as long as a stat's attributes).
+probes=0
 state() {
     mounted "$1" || { echo none; return; }
-    if err=$(timeout 10 stat -c %i "$1" 2>&1 >/dev/null); then
+    probes=$((probes + 1))
+    if err=$(LC_ALL=C timeout 10 stat -c %i "$1/.efscache-probe-$$-$probes" 2>&1 >/dev/null); then
         echo live
     else
         case $err in

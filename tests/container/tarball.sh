@@ -27,53 +27,19 @@ tag="efscache-ttest-$$"
 work=$(mktemp -d /tmp/efscache-ttest.XXXXXX)
 img="localhost/$tag:latest"
 ctr="$tag-run"
-fails=0
-checks=0
-
-ok() { checks=$((checks + 1)); echo "ok - $1"; }
-notok() { checks=$((checks + 1)); fails=$((fails + 1)); echo "not ok - $1${2:+: $2}"; }
-check() {
-    local name=$1 out; shift
-    if out=$("$@" 2>&1); then ok "$name"; else notok "$name" "$(echo "$out" | tail -n 5)"; fi
-}
-note() { echo "# $*"; }
-fuse_mounted() {
-    awk -v d="$1" '$5 == d { for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) ~ /^fuse/) f = 1; break } }
-        END { exit !f }' /proc/self/mountinfo
-}
-skip() { echo "1..0 # SKIP $*"; exit 77; }
+. "$here/tests/container/lib.sh"
 
 cleanup() {
-    podman rm -f -t 5 "$ctr" >/dev/null 2>&1
-    podman rmi -f "$img" >/dev/null 2>&1
-    for m in "$work/shared/models" "$work/shared" "$work/src"; do
-        if fuse_mounted "$m"; then fusermount3 -uz "$m"; fi
-        while grep -q " $m " /proc/self/mountinfo 2>/dev/null; do umount -l "$m" || break; done
-    done
+    podman container exists "$ctr" 2>/dev/null && podman rm -f -t 5 "$ctr" >/dev/null
+    podman image exists "$img" 2>/dev/null && podman rmi -f "$img" >/dev/null
+    umount_all "$work/shared/models" "$work/shared" "$work/src"
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-command -v podman >/dev/null || skip "podman is not installed"
-[ -e /dev/fuse ] || skip "/dev/fuse is missing"
-[ "$(id -u)" -eq 0 ] || skip "needs root (rootful podman, rshared host mounts)"
-# Same podman settings as tests/container/run.sh (Debian's runc, ulimits the
-# host allows, no journald).
-if [ -z "${CONTAINERS_CONF:-}" ]; then
-    export CONTAINERS_CONF="$work/containers.conf"
-    lim() { local v; v=$(ulimit "-H$1"); [ "$v" = unlimited ] || [ "$v" -gt "$2" ] && v=$2; echo "$v"; }
-    cgm=systemd
-    [ -d /run/systemd/system ] || cgm=cgroupfs
-    cat >"$CONTAINERS_CONF" <<CONF
-[containers]
-default_ulimits = ["nofile=$(lim n 1048576):$(lim n 1048576)", "nproc=$(lim u 32768):$(lim u 32768)"]
-[engine]
-runtime = "runc"
-cgroup_manager = "$cgm"
-events_logger = "file"
-CONF
-fi
+need_podman
+podman_conf
 
 # ---- 1. the tarball ---------------------------------------------------------
 t=$(date +%s)
@@ -101,18 +67,9 @@ static() {
     ! readelf -lW "$1" | grep -q INTERP && ! readelf -dW "$1" | grep -q NEEDED ||
         { echo "$1 is dynamically linked"; return 1; }
 }
-# hardened FILE: static-pie (ELF type DYN), full RELRO and fortify (the
-# fortified calls' symbols).  The stack protector cannot be read off a static
-# binary (static glibc brings __stack_chk_fail along either way): the compile
-# commands say it below.
-hardened() {
-    local f=$1 miss=()
-    readelf -hW "$f" | grep -q 'Type:.*DYN' || miss+=("PIE")
-    readelf -lW "$f" | grep -q GNU_RELRO || miss+=("RELRO")
-    readelf -dW "$f" | grep -q 'BIND_NOW\|FLAGS_1.*NOW' || miss+=("BIND_NOW")
-    readelf -sW "$f" | grep -q ' __[a-z_]*_chk$' || miss+=("fortify")
-    [ ${#miss[@]} -eq 0 ] || { echo "$f lacks: ${miss[*]}"; return 1; }
-}
+# (lib.sh's hardened: the stack protector cannot be read off a static binary,
+# static glibc brings __stack_chk_fail along either way; the compile commands
+# say it below.)
 for b in efscache efscachectl fusermount3; do
     check "$b: static, no library needed" static "$work/x/$top/bin/$b"
     check "$b: hardened (static-pie, full RELRO, fortify)" hardened "$work/x/$top/bin/$b"
