@@ -241,10 +241,15 @@ int main(int argc, char *argv[])
 	 * between is refused here), and must stay SOURCE while we serve it. */
 	r = srcwatch_new(&watch, cfg.source, itab_root(fs.itab)->fd, SRCWATCH_PERIOD_MS,
 			 on_source_lost, &cfg, err, sizeof(err));
-	if (r < 0) {
+	if (r == -ESTALE) {
 		log_err("%s", err);
 		goto out_signals;
 	}
+	/* No mountinfo (a chroot without /proc), no mount ids (Linux < 5.8):
+	 * serve, unwatched, as before; require_source_mount has refused such a
+	 * start already. */
+	if (r < 0)
+		log_warn("%s; a SOURCE remounted under the daemon will not be noticed", err);
 	if (fuse_session_mount(se, cfg.mountpoint) != 0) {
 		log_err("cannot mount on '%s'", cfg.mountpoint);
 		goto out_signals;
@@ -259,7 +264,7 @@ int main(int argc, char *argv[])
 		log_errno(LOG_LVL_ERR, -r, "cannot start the cache's background thread");
 		goto out_unmount;
 	}
-	r = srcwatch_run(watch);
+	r = watch ? srcwatch_run(watch) : 0;
 	if (r < 0) {
 		log_errno(LOG_LVL_ERR, -r, "cannot start the thread that watches SOURCE");
 		goto out_unmount;

@@ -13,6 +13,8 @@
 - SOURCE lazily unmounted, nothing mounted again: the same (the path now leads to the
   directory underneath).
 - A daemon whose SOURCE stays put keeps running across the watch's period.
+- Without /proc (mountinfo unreadable) the daemon serves unwatched, with a warning;
+  require_source_mount refuses.
 Witnesses: the daemon's exit status and stderr, /proc/self/mountinfo, the bytes read."""
 
 import os
@@ -233,6 +235,34 @@ def test_remounted_while_running():
     lost("SOURCE unmounted", p, errp, mnt, "is no longer the tmpfs mount from efs-test-second")
 
 
+def test_without_proc():
+    """Where /proc/self/mountinfo cannot be read (a chroot or a namespace without /proc)
+    the daemon serves as before, unwatched, with a warning; require_source_mount cannot
+    tell and refuses."""
+    d, src, mnt = dirs("noproc")
+    h.write_file(os.path.join(src, "f"), b"no proc\n")
+    cd = os.path.join(d, "cache")
+    script = ('mount -t tmpfs none /proc || exit 3; '
+              '"$0" "$1" "$2" -o cache_dir="$3" 2>"$4" || exit 4; cat "$2/f"; umount "$2"; '
+              '"$0" "$1" "$2" -f -o cache_dir="$3",require_source_mount 2>"$5"; echo "rc=$?"')
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                        h.EFSCACHE_BIN, src, mnt, cd, os.path.join(d, "err1"),
+                        os.path.join(d, "err2")],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode == 3:
+        h.skip("without /proc", "cannot mount over /proc in a new mount namespace")
+        return
+    h.check("without /proc: the daemon mounts and serves", r.stdout.startswith("no proc\n"),
+            (r.returncode, r.stdout, r.stderr, text(os.path.join(d, "err1"))))
+    h.check("without /proc: it warns that a remount will not be noticed",
+            "will not be noticed" in text(os.path.join(d, "err1")),
+            text(os.path.join(d, "err1")))
+    h.check("without /proc: require_source_mount cannot tell, and refuses (exit 1)",
+            "rc=1" in r.stdout and "cannot find its mount" in text(os.path.join(d, "err2")),
+            (r.stdout, text(os.path.join(d, "err2"))))
+
+
 if __name__ == "__main__":
     h.run_tests([test_refused_when_not_a_mount_point, test_accepted_mounts_and_types,
-                 test_mounted_over_after_start, test_remounted_while_running])
+                 test_mounted_over_after_start, test_remounted_while_running,
+                 test_without_proc])
