@@ -81,7 +81,9 @@ int srcwatch_new(struct srcwatch **out, const char *source, int root_fd, unsigne
 int srcwatch_run(struct srcwatch *w);
 /* Look again soon (a root op failed).  Any thread; NULL is fine. */
 void srcwatch_poke(struct srcwatch *w);
-/* Stop and join the thread if it runs, and free; NULL is fine. */
+/* Stop and join the thread if it runs, and free; NULL is fine.  A thread
+ * stuck in a look at SOURCE (a hung server) is waited for 5 s, then left
+ * with w: call this only on the way out of the process. */
 void srcwatch_free(struct srcwatch *w);
 
 #endif

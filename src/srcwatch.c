@@ -37,6 +37,8 @@
 
 /* Pokes closer together than this are one check. */
 #define POKE_MIN_GAP_MS 100
+/* How long srcwatch_free waits for a thread stuck in a look. */
+#define SRCWATCH_JOIN_WAIT_S 5
 
 /* Decode mountinfo's octal escapes (\040 space, \011 tab, \012 newline,
  * \134 backslash) in place. */
@@ -388,6 +390,8 @@ void srcwatch_poke(struct srcwatch *w)
 
 void srcwatch_free(struct srcwatch *w)
 {
+	struct timespec ts;
+
 	if (!w)
 		return;
 	if (w->running) {
@@ -395,7 +399,17 @@ void srcwatch_free(struct srcwatch *w)
 		w->stop = true;
 		pthread_cond_signal(&w->cv);
 		pthread_mutex_unlock(&w->mu);
-		pthread_join(w->thread, NULL);
+		/* A look may wait on a hung server (the walk to a SOURCE below a
+		 * network mount's root): do not hold the exit for it.  The thread
+		 * keeps w then; the process is about to end. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += SRCWATCH_JOIN_WAIT_S;
+		if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
+			log_debug("srcwatch: the watch thread is stuck in a look at SOURCE '%s'; "
+				  "not waiting for it",
+				  w->source);
+			return;
+		}
 	}
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
