@@ -37,13 +37,12 @@ mounted() {
 # daemon that is slow to answer is still someone's live mount).  A lookup of
 # a name nobody uses, not a stat of DIR: the kernel must send it to the
 # daemon, where a stat of the mount point is answered from cached attributes
-# for up to a minute after the daemon died.  A new name each time: the
-# kernel remembers a name found absent (for as long as a stat's attributes).
-probes=0
+# for up to a minute after the daemon died.  A new name each time (state
+# runs in a subshell, so from the clock): the kernel remembers a name found
+# absent (for as long as a stat's attributes).
 state() {
     mounted "$1" || { echo none; return; }
-    probes=$((probes + 1))
-    if err=$(LC_ALL=C timeout 10 stat -c %i "$1/.efscache-probe-$$-$probes" 2>&1 >/dev/null); then
+    if err=$(LC_ALL=C timeout 10 stat -c %i "$1/.efscache-probe-$$-$(date +%s%N)" 2>&1 >/dev/null); then
         echo live
     else
         case $err in
