@@ -171,7 +171,7 @@ if [ "${EFSCACHE_SKIP_CONTAINER:-0}" != 1 ] && [ ${#test_args[@]} -eq 0 ]; then
     *) echo "run.sh: container test failed ($rc)" >&2; failed=$((failed + 1)) ;;
     esac
     # The release tarball (contrib/release) in a root of nothing but its own
-    # files: ~3 min the first time (libfuse, xxHash and libmicrohttpd from
+    # files: ~5 min the first time (libfuse, xxHash and libmicrohttpd from
     # source into build-ci-release/, then reused), under a minute after.
     echo "=== release tarball test (tests/container/tarball.sh)"
     EFSCACHE_RELEASE_BUILD="$here/build-ci-release" timeout 1200 "$here/tests/container/tarball.sh"
