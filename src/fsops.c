@@ -30,6 +30,7 @@
 #include "log.h"
 #include "passthrough.h"
 #include "source.h"
+#include "srcwatch.h"
 
 void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
 {
@@ -102,6 +103,12 @@ static void source_out_of_fds(void *arg)
 
 	itab_counts(fs->itab, &n);
 	itab_shrink(fs->itab, (unsigned)(n.fd_budget / 2));
+}
+
+void note_root_fault(struct efs_fs *fs, struct efs_inode *i, int r)
+{
+	if ((r == -ESTALE || r == -ENOTCONN) && i == itab_root(fs->itab))
+		srcwatch_poke(fs->watch);
 }
 
 /* Callers of inode_fd_get hold the fd until inode_fd_put. */

@@ -36,6 +36,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	stats_add(&fs->stats, ST_source_readdirs, fd >= 0);
 	if (fd >= 0)
 		ifd_put(fs, i);
+	note_root_fault(fs, i, r);
 	if (r < 0) {
 		free(d);
 		fuse_reply_err(req, -r);
