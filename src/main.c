@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fsinfo.h"
 #include "fsops.h"
 #include "log.h"
 #include "metrics.h"
@@ -208,6 +209,10 @@ int main(int argc, char *argv[])
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
+	/* A cache in RAM (tmpfs: Debian 13's /tmp) works, but costs memory
+	 * and is gone at reboot: say so, once, at start. */
+	if (fsinfo_ram_warning("cache_dir", cfg.cache_dir, err, sizeof(err)) > 0)
+		log_warn("%s", err);
 	if (cfg.require_source_mount &&
 	    srcwatch_require(cfg.source, cfg.source_fstype, err, sizeof(err)) < 0) {
 		fprintf(stderr, "efscache: %s\n", err);
