@@ -36,9 +36,12 @@ static int lookup_again(int pfd, const char *name, int *fd, struct stat *st)
 
 	close(*fd);
 	*fd = -1;
-	if (ofd < 0)
+	/* -ESTALE: the name now leads to something that is not a file (the
+	 * open refused it); the lookup below says what. */
+	if (ofd < 0 && ofd != -ESTALE)
 		return ofd;
-	close(ofd);
+	if (ofd >= 0)
+		close(ofd);
 	return src_lookup(pfd, name, fd, st);
 }
 
