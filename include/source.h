@@ -93,7 +93,8 @@ int src_truncate(int fd, int openfd, off_t size);
 int src_utimens(int fd, int openfd, mode_t type, const struct timespec ts[2]);
 
 int src_statfs(int fd, struct statvfs *st);
-/* access(2) on the object behind fd, with the daemon's credentials. */
+/* access(2) on the object behind fd, with the thread's credentials (its
+ * fsuid, fsgid and groups: src_cred_enter). */
 int src_access(int fd, int mask);
 
 /* Extended attributes of the object behind an O_PATH fd of the given type. */

@@ -157,49 +157,76 @@ static int source_stat_named(void *arg, struct efs_inode *i, struct stat *st)
 	return r == -ENOENT ? -ESTALE : r;
 }
 
-static int source_open_named(void *arg, struct efs_inode *i, int flags)
+/* The caller's credentials around a source call, when req is not NULL. */
+static void as_caller(fuse_req_t req, struct src_cred *saved)
 {
-	struct efs_fs *fs = arg;
+	if (req)
+		enter_caller(req, saved);
+}
+
+static void as_daemon(fuse_req_t req, const struct src_cred *saved)
+{
+	if (req)
+		src_cred_leave(saved);
+}
+
+static int open_named_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
+{
 	struct efs_inode *parent;
+	struct src_cred saved;
 	char *name;
 	int pfd = at_parent_begin(fs, i, &parent, &name), r;
 
 	if (pfd < 0)
 		return pfd;
+	as_caller(req, &saved);
 	r = src_open_at(pfd, name, flags);
 	if (out_of_fds(r)) {
 		note_no_fds(fs, r, "an open");
 		r = src_open_at(pfd, name, flags);
 	}
+	as_daemon(req, &saved);
 	at_parent_end(fs, parent, name);
 	return r == -ENOENT ? -ESTALE : r;
 }
 
-int source_open_object(void *arg, struct efs_inode *i, int flags)
+static int source_open_named(void *arg, struct efs_inode *i, int flags)
 {
-	struct efs_fs *fs = arg;
+	return open_named_as(arg, i, flags, NULL);
+}
+
+int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
+{
+	struct src_cred saved;
 	struct stat st;
 	int fd = ifd(fs, i), r;
 
 	if (fd < 0)
 		return fd;
+	as_caller(req, &saved);
 	r = src_open(fd, flags);
 	if (out_of_fds(r)) {
 		note_no_fds(fs, r, "an open");
 		r = src_open(fd, flags);
 	}
+	as_daemon(req, &saved);
 	ifd_put(fs, i);
 	if (r != -ESTALE)
 		return r;
 	/* An NFS client opens even an fd's object by the name it knows it by
 	 * (OPEN with CLAIM_NULL), and that name may be gone while another
 	 * link, the one we know now, still leads to the same file. */
-	r = source_open_named(fs, i, flags);
+	r = open_named_as(fs, i, flags, req);
 	if (r >= 0 && (src_stat(r, &st) < 0 || st.st_dev != i->dev || st.st_ino != i->ino)) {
 		close(r);
 		r = -ESTALE;
 	}
 	return r;
+}
+
+int source_open_object(void *arg, struct efs_inode *i, int flags)
+{
+	return open_object_as(arg, i, flags, NULL);
 }
 
 static int source_stat_open(void *arg, int fd, struct stat *st)
@@ -293,6 +320,12 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return r;
 	}
 	itab_set_release_hook(fs->itab, cache_inode_release, fs->cache);
+	/* Close-to-open: every open asks the source, and a reader's open also
+	 * asks whether the caller may read (docs/design.md, "Permissions").
+	 * Only root can act as another user; with nocto or a ttl an open
+	 * inside its window trusts the kernel's check, as it trusts the data. */
+	fs->check_readers = geteuid() == 0 && fs->policy.cto && fs->policy.ttl <= 0 &&
+			    !fs->policy.immutable;
 	pt_configure(cfg->passthrough, cfg->ro, &fs->stats);
 	return 0;
 }

@@ -32,9 +32,16 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fd = ifd(fs, i);
-	r = fd < 0 ? fd : src_opendir(fd, &d->dp);
-	if (fd >= 0)
+	r = fd;
+	if (fd >= 0) {
+		struct src_cred saved;
+
+		/* The source says whether the caller may list it. */
+		enter_caller(req, &saved);
+		r = src_opendir(fd, &d->dp);
+		src_cred_leave(&saved);
 		ifd_put(fs, i);
+	}
 	if (r < 0) {
 		free(d);
 		fuse_reply_err(req, -r);

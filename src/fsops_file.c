@@ -193,7 +193,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * -o ro mounts, where the kernel refuses writers first). */
 		mode = cache_pt_open(fs->cache, i, req, false, false, &id);
 		fd = mode < 0 ? mode
-			      : source_open_object(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL));
+			      : open_object_as(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL),
+					       req);
 		if (fd < 0) {
 			cache_pt_close(fs->cache, i, req, mode);
 			fuse_reply_err(req, -fd);
@@ -204,6 +205,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * unless a chunk must be fetched (cache.h). */
 	itab_attr(fs->itab, i, &attr);
 	r = cache_open(fs->cache, i, fd, &attr, &keep);
+	if (r == 0 && ro && S_ISREG(i->type) && fs->check_readers &&
+	    fuse_req_ctx(req)->uid != 0) {
+		/* A reader's open reached the source as the daemon (a stat or an
+		 * open by name shared by every reader): the source says whether
+		 * this caller may read, with its ACLs and a mode or owner
+		 * changed on another host since the kernel cached it. */
+		r = access_as_caller(req, i, R_OK);
+		if (r < 0)
+			cache_close(fs->cache, i);
+	}
 	if (r == 0) {
 		r = file_new(fs, i, fd, fi);
 		if (r < 0)

@@ -142,6 +142,9 @@ void ifd_put(struct efs_fs *fs, struct efs_inode *i);
  * following it by name if its handle went stale.  arg is the struct efs_fs.
  * Returns the fd or -errno. */
 int source_open_object(void *arg, struct efs_inode *i, int flags);
+/* The same as the caller of req (NULL: as the daemon): the source checks
+ * the caller's rights. */
+int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req);
 /* Is i's object gone from the source (struct cache_source's object_gone)? */
 bool source_object_gone(void *arg, struct efs_inode *i);
 
@@ -149,8 +152,13 @@ bool source_object_gone(void *arg, struct efs_inode *i);
 int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 	      struct fuse_entry_param *e);
 void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e);
-/* Switch the thread to the caller's uid, gid and groups (src_cred_enter). */
+/* Switch the thread to the caller's uid, gid and groups (src_cred_enter);
+ * back with src_cred_leave.  Only around the source call itself: inode fds
+ * are got (ifd) before, as the daemon. */
 void enter_caller(fuse_req_t req, struct src_cred *saved);
+/* access(2) of i's source object as the caller of req: the source's own
+ * answer (ACLs included).  0 or -errno. */
+int access_as_caller(fuse_req_t req, struct efs_inode *i, int mask);
 
 /* The handle's own source fd, opened on first need (read-only handles of
  * cached files never need one).  Returns it (owned by f, open as long as

@@ -438,7 +438,10 @@ ssize_t src_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out
 
 int src_opendir(int fd, DIR **out)
 {
-	int d = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char p[PROC_FD_LEN];
+	/* The magic link, not ".": listing needs read permission on the
+	 * directory, not search permission in it. */
+	int d = open(proc_fd(fd, p), O_RDONLY | O_DIRECTORY | O_NOCTTY | O_CLOEXEC);
 	DIR *dp;
 
 	if (d < 0)
