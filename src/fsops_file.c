@@ -484,10 +484,7 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	/* The owner's fcntl locks go with any close of the file: parked
 	 * waits for them may go on. */
-	if (inode_lock_owner_release(inode_of(req, ino), fi->lock_owner)) {
-		lockdep_forget(fs_of(req)->lockdep, inode_of(req, ino), fi->lock_owner);
-		lockwait_kick(fs_of(req)->locks, inode_of(req, ino));
-	}
+	release_lock_owner(fs_of(req), inode_of(req, ino), fi->lock_owner);
 	/* Closing a duplicate makes NFS-like sources report deferred write
 	 * errors now, where close(2) returns them, not at release.  A handle
 	 * that never opened the source has nothing to report.  No lock: an

@@ -205,6 +205,10 @@ void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct 
 void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
 	      int sleep);
 void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op);
+/* close(2) of a file by POSIX lock owner `owner` (FLUSH): its fcntl locks
+ * on i go now, and parked waits of the file are kicked.  Returns whether it
+ * held any. */
+bool release_lock_owner(struct efs_fs *fs, struct efs_inode *i, uint64_t owner);
 /* fsops_dir.c */
 void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
