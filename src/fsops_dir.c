@@ -5,7 +5,9 @@
  * cookie of the next entry, an entry read but not yet returned (the reply
  * was full) is kept for the next call, and a stream read to its end is not
  * read again until the kernel seeks.  readdirplus looks every entry up
- * (do_lookup), so names removed since the listing are skipped.  At open the
+ * (do_lookup): names removed since the listing are skipped, and a name
+ * whose lookup fails otherwise is listed without attributes, so one bad
+ * entry never ends a listing.  At open the
  * kernel may keep its cached listing if the directory is unchanged
  * (inode.c decides, as an NFS client would).
  *
@@ -107,20 +109,29 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		e.attr.st_ino = d->entry->d_ino;
 		e.attr.st_mode = DTTOIF(d->entry->d_type);
 		if (plus && !is_dot_or_dotdot(d->entry->d_name)) {
-			err = -do_lookup(fs, dir, d->entry->d_name, &e);
-			if (err == ENOENT) {
+			int r = do_lookup(fs, dir, d->entry->d_name, &e);
+
+			if (r == -ENOENT) {
 				/* Removed since readdir saw it: skip it. */
 				d->offset = d->entry->d_off;
 				d->entry = NULL;
-				err = 0;
 				continue;
 			}
-			if (err)
-				break;
+			if (r < 0) {
+				/* Listed, but its lookup fails now (a dead mount
+				 * under it, a source refusing, no fds): the name
+				 * without attributes (ino 0: the kernel makes no
+				 * entry), so the listing goes on; a stat of it then
+				 * looks it up and gets the error, as on SOURCE. */
+				memset(&e, 0, sizeof(e));
+				e.attr.st_ino = d->entry->d_ino;
+				e.attr.st_mode = DTTOIF(d->entry->d_type);
+			}
 			n = fuse_add_direntry_plus(req, p, rem, d->entry->d_name, &e,
 						   d->entry->d_off);
 			if (n > rem) {
-				itab_forget(fs->itab, inode_of(req, e.ino), 1);
+				if (e.ino)
+					itab_forget(fs->itab, inode_of(req, e.ino), 1);
 				break;
 			}
 		} else if (plus) {
