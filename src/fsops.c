@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,7 +59,11 @@ void handle_del(struct efs_fs *fs, struct handle *h)
 
 /* fds kept for inodes: half of what RLIMIT_NOFILE leaves after a reserve
  * for the cache's own files, worker threads and the session.  The soft
- * limit was raised to the hard one at start (main.c). */
+ * limit was raised to the hard one at start (main.c).  The other half is
+ * for what varies: open files' source fds, directory streams being read,
+ * the cache entries' files, lock owners, control connections.  When those
+ * take more, the inodes give way: a new fd numbered at the ceiling (the
+ * limit less the reserve) makes the table close idle fds (inode.h). */
 #define FD_RESERVE 128
 #define FD_BUDGET_MIN 16
 /* The budget without a limit (RLIM_INFINITY), and its ceiling: the LRU of
@@ -66,6 +71,18 @@ void handle_del(struct efs_fs *fs, struct handle *h)
  * than a source's client serves well. */
 #define FD_BUDGET_UNLIMITED (1u << 16)
 #define FD_BUDGET_MAX (1u << 20)
+
+/* The fd number from which the process nears its limit, or 0 (no limit). */
+static unsigned fd_ceiling(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > FD_BUDGET_MAX * 2)
+		return 0;
+	return rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE)
+					    : (unsigned)(rl.rlim_cur * 3 / 4);
+}
 
 static unsigned fd_budget(const struct efs_config *cfg)
 {
@@ -81,12 +98,34 @@ static unsigned fd_budget(const struct efs_config *cfg)
 	return n < FD_BUDGET_MIN ? FD_BUDGET_MIN : (unsigned)n;
 }
 
-/* The process ran out of fds: give back idle inode fds; log it once. */
+/* Can this process open an fd now?  An EMFILE or ENFILE may be the
+ * source's (a server, or a FUSE source's daemon, out of fds), not ours. */
+static bool have_free_fd(void)
+{
+	int fd = open("/", O_PATH | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* The process ran out of fds: give back idle inode fds; log it once.  If it
+ * did not (it can open one now), the source answered EMFILE/ENFILE: said
+ * once too, as the source's, and nothing is closed. */
 void note_no_fds(struct efs_fs *fs, int r, const char *what)
 {
 	struct itab_counts n;
 
 	itab_counts(fs->itab, &n);
+	if (have_free_fd()) {
+		log_once(fs->logged_source_nofile, LOG_LVL_WARN,
+			 "the source answered %s during %s while this process has fds to spare "
+			 "(%llu inode fds open): the source's server is out of file descriptors; "
+			 "retried once, then its error is passed on",
+			 strerror(-r), what, (unsigned long long)n.fds);
+		return;
+	}
 	itab_shrink(fs->itab, (unsigned)(n.fd_budget / 2));
 	log_once(fs->logged_nofile, LOG_LVL_WARN,
 		 "out of file descriptors during %s (%s) with %llu inode fds open: closed idle "
@@ -301,6 +340,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		snprintf(err, errlen, "cannot set up the inode table: %s", strerror(-r));
 		return r;
 	}
+	itab_set_fd_ceiling(fs->itab, fd_ceiling());
 	{
 		const struct cache_source src = {
 			.stat_named = source_stat_named,
@@ -367,7 +407,8 @@ void fsops_destroy(struct efs_fs *fs)
 	for (h = head ? head->next : NULL; h && h != head; h = next) {
 		next = h->next;
 		if (h->is_dir) {
-			src_closedir(((struct efs_dir *)h)->dp);
+			if (((struct efs_dir *)h)->dp)
+				src_closedir(((struct efs_dir *)h)->dp);
 		} else {
 			struct efs_file *f = (struct efs_file *)h;
 

@@ -269,9 +269,14 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 			fuse_reply_err(req, -dfd);
 			return;
 		}
-		enter_caller(req, &saved);
-		fd = src_create(dfd, name, fi->flags & ~O_DIRECT, mode);
-		src_cred_leave(&saved);
+		for (int tries = 0;; tries++) {
+			enter_caller(req, &saved);
+			fd = src_create(dfd, name, fi->flags & ~O_DIRECT, mode);
+			src_cred_leave(&saved);
+			if (!out_of_fds(fd) || tries)
+				break;
+			note_no_fds(fs, fd, "a create");
+		}
 		ifd_put(fs, dir);
 	}
 	if (fd < 0) {

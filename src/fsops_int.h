@@ -61,7 +61,8 @@ struct efs_file {
 
 struct efs_dir {
 	struct handle h;        /* first */
-	DIR *dp;
+	struct efs_inode *ino;  /* the directory; the kernel holds it while open */
+	DIR *dp;                /* the stream while it is read, else NULL */
 	off_t offset;           /* telldir cookie of the entry after `entry` */
 	struct dirent *entry;   /* read but not yet returned, or NULL */
 	bool eof;               /* readdir(3) returned the end at offset: another

@@ -193,6 +193,10 @@ static void park(fuse_req_t req, struct efs_inode *i, uint64_t owner, int fd,
 		w = lockwait_prepare_try(fs->locks, wait_try, i, wait_done, p, req, &r);
 	} else {
 		w = lockwait_prepare(fs->locks, fd, NULL, flock_op, i, wait_done, p, req, &r);
+		if (!w && out_of_fds(r)) {
+			note_no_fds(fs, r, "a lock wait");
+			w = lockwait_prepare(fs->locks, fd, NULL, flock_op, i, wait_done, p, req, &r);
+		}
 	}
 	if (!w) {
 		if (lk)

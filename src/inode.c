@@ -59,6 +59,7 @@ struct inode_table {
 	uint64_t nfds;              /* protected by lock */
 	uint64_t reopens;           /* protected by lock */
 	unsigned fd_budget;
+	unsigned fd_ceiling;        /* 0: none; set before use */
 	struct efs_inode root;
 	void (*release)(struct efs_inode *, void *);
 	void *release_arg;
@@ -191,18 +192,28 @@ unsigned itab_shrink(struct inode_table *t, unsigned keep)
 	return total;
 }
 
-/* i gets fd (it has none); trims over budget.  Returns fds to close. */
+/* i gets fd (it has none); trims over budget, or when fd's number says the
+ * process nears its limit (every number below it is taken).  Returns fds
+ * to close. */
 static unsigned adopt_fd_locked(struct inode_table *t, struct efs_inode *i, int fd,
 				int out[ITAB_TRIM_BATCH])
 {
 	i->fd = fd;
 	lru_push(t, i);
 	t->nfds++;
+	if (t->fd_ceiling && (unsigned)fd >= t->fd_ceiling) {
+		return trim_locked(t, t->nfds - t->nfds / 4, out, ITAB_TRIM_BATCH);
+	}
 	if (t->nfds <= t->fd_budget)
 		return 0;
 	return trim_locked(t, t->fd_budget > ITAB_TRIM_BATCH / 2 ? t->fd_budget - ITAB_TRIM_BATCH / 2
 								  : t->fd_budget,
 			   out, ITAB_TRIM_BATCH);
+}
+
+void itab_set_fd_ceiling(struct inode_table *t, unsigned ceiling)
+{
+	t->fd_ceiling = ceiling;
 }
 
 /* ---- lifetime ------------------------------------------------------------ */
@@ -801,7 +812,11 @@ struct efs_lock_owner *inode_lock_owner_get(struct inode_table *t, struct efs_in
 	 * source allows (write locks then fail with EBADF, as they would on
 	 * such a file). */
 	fd = src_open(pfd, O_RDWR);
-	if (fd < 0)
+	if (fd == -EMFILE || fd == -ENFILE) {
+		itab_shrink(t, t->fd_budget / 2);
+		fd = src_open(pfd, O_RDWR);
+	}
+	if (fd < 0 && fd != -EMFILE && fd != -ENFILE)
 		fd = src_open(pfd, O_RDONLY);
 	inode_fd_put(t, i);
 	if (fd < 0) {
