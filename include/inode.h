@@ -80,8 +80,9 @@ int itab_new(struct inode_table **out, int root_fd, unsigned fd_budget);
 /* The process's other fds (open files and directories, the cache's files,
  * the session) vary; fd_budget is what the inodes may hold when they are
  * few.  An fd numbered ceiling or more means every number below it is taken:
- * the process nears its limit, and idle inode fds are closed (a quarter of
- * them) to make room, whatever the budget.  0: no ceiling. */
+ * the process nears its limit, and idle inode fds are closed to make room
+ * (a batch at each such fd, towards three quarters of those open),
+ * whatever the budget.  0: no ceiling. */
 void itab_set_fd_ceiling(struct inode_table *t, unsigned ceiling);
 /* Free every inode and close their fds (at unmount). */
 void itab_free(struct inode_table *t);

@@ -563,6 +563,23 @@ static const char *next_field(const char **p, const char *eol, size_t *len)
 	return s;
 }
 
+/* user_id=N of the comma-separated super options opts (len bytes), or -1. */
+static long user_id_of(const char *opts, size_t len)
+{
+	const char *o = opts, *end = opts + len;
+	long id = -1;
+
+	while (o < end) {
+		const char *comma = memchr(o, ',', (size_t)(end - o));
+		const char *stop = comma ? comma : end;
+
+		if (stop - o > 8 && !strncmp(o, "user_id=", 8))
+			id = strtol(o + 8, NULL, 10);
+		o = stop + 1;
+	}
+	return id;
+}
+
 int ctl_mountinfo_find(const char *mountinfo, dev_t dev, char *fstype, size_t fstype_len,
 		       long *owner)
 {
@@ -585,21 +602,10 @@ int ctl_mountinfo_find(const char *mountinfo, dev_t dev, char *fstype, size_t fs
 				;
 			f = f ? next_field(&p, eol, &len) : NULL;
 			if (f) {
-				const char *super;
-
 				snprintf(fstype, fstype_len, "%.*s", (int)len, f);
 				*owner = -1;
-				if (next_field(&p, eol, &len) && (f = next_field(&p, eol, &len))) {
-					for (super = f; super < f + len;) {
-						const char *comma = memchr(super, ',',
-									   (size_t)(f + len - super));
-						const char *end = comma ? comma : f + len;
-
-						if (end - super > 8 && !strncmp(super, "user_id=", 8))
-							*owner = strtol(super + 8, NULL, 10);
-						super = end + 1;
-					}
-				}
+				if (next_field(&p, eol, &len) && (f = next_field(&p, eol, &len)))
+					*owner = user_id_of(f, len);
 				return 0;
 			}
 		}

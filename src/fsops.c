@@ -10,7 +10,8 @@
  * fsops_dir.c and fsops_xattr.c; see fsops_int.h for their conventions.
  *
  * Locks: fs->handles_mu guards the list of open handles and is held only
- * to link or unlink one.  The inode fds handed out by ifd are reference
+ * to link or unlink one, or to collect some (files_hold_source); nothing is
+ * called with it held.  The inode fds handed out by ifd are reference
  * counted in inode.c under its own lock.
  */
 #include "ctlproto.h"

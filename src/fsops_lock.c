@@ -114,9 +114,12 @@ void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	/* Through the owner's fd, so the owner's own locks are no conflict. */
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	struct efs_lock_owner *o = inode_lock_owner_get(fs->itab, i, fi->lock_owner, false, &(int){0});
-	int fd = o ? o->fd : file_fd(fs, i, file_of(fi));
-	int r = fd < 0 ? fd : src_getlk(fd, lock);
+	struct efs_lock_owner *o;
+	int err, fd, r;
+
+	o = inode_lock_owner_get(fs->itab, i, fi->lock_owner, false, &err);
+	fd = o ? o->fd : file_fd(fs, i, file_of(fi));
+	r = fd < 0 ? fd : src_getlk(fd, lock);
 
 	if (o)
 		inode_lock_owner_put(i, o);
@@ -192,10 +195,12 @@ static void park(fuse_req_t req, struct efs_inode *i, uint64_t owner, int fd,
 		}
 		w = lockwait_prepare_try(fs->locks, wait_try, i, wait_done, p, req, &r);
 	} else {
-		w = lockwait_prepare(fs->locks, fd, NULL, flock_op, i, wait_done, p, req, &r);
-		if (!w && out_of_fds(r)) {
+		for (int tries = 0;; tries++) {
+			w = lockwait_prepare(fs->locks, fd, NULL, flock_op, i, wait_done, p, req,
+					     &r);
+			if (w || !out_of_fds(r) || tries)
+				break;
 			note_no_fds(fs, r, "a lock wait");
-			w = lockwait_prepare(fs->locks, fd, NULL, flock_op, i, wait_done, p, req, &r);
 		}
 	}
 	if (!w) {

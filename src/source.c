@@ -241,8 +241,8 @@ ssize_t src_read(int fd, void *buf, size_t len, off_t off)
 
 int src_create(int dirfd, const char *name, int flags, mode_t mode)
 {
-	int f = openat(dirfd, name, flags | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
-		       mode);
+	int f = openat(dirfd, name,
+		       flags | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, mode);
 	struct stat st;
 	int e;
 

@@ -422,7 +422,9 @@ static struct emu_drop *emu_pick_locked(struct emu *e, size_t *n)
 		struct emu_inode *in = v[k].in, *dir;
 
 		pthread_mutex_lock(&in->alock);
-		dir = in->name ? (struct emu_inode *)htab_find(&e->inodes, in->pdev, in->pino) : NULL;
+		dir = NULL;
+		if (in->name)
+			dir = (struct emu_inode *)htab_find(&e->inodes, in->pdev, in->pino);
 		if (!dir && in->name && in->pdev == e->root.h.dev && in->pino == e->root.h.ino)
 			dir = &e->root;
 		if (dir) {
