@@ -27,6 +27,7 @@
 
 struct evict {
 	pthread_mutex_t mu;
+	pthread_cond_t reaped_cv; /* a reap finished: `freeing` went down */
 	struct lru_node head; /* sentinel: head.next is hottest, head.prev coldest */
 	struct lru_node held; /* sentinel of the held nodes (never walked) */
 	uint64_t nlinked;     /* nodes on the list; protected by mu */
@@ -50,6 +51,7 @@ int evict_new(struct evict **out, const struct efs_config *cfg, struct store *st
 	if (!ev)
 		return -ENOMEM;
 	pthread_mutex_init(&ev->mu, NULL);
+	pthread_cond_init(&ev->reaped_cv, NULL);
 	ev->head.next = ev->head.prev = &ev->head;
 	ev->held.next = ev->held.prev = &ev->held;
 	ev->cfg = cfg;
@@ -66,6 +68,7 @@ void evict_free(struct evict *ev)
 {
 	if (!ev)
 		return;
+	pthread_cond_destroy(&ev->reaped_cv);
 	pthread_mutex_destroy(&ev->mu);
 	free(ev);
 }
@@ -283,15 +286,23 @@ static uint64_t walk(struct evict *ev, uint64_t need, void *batch, bool *full)
 }
 
 /* Caller holds ev->mu; drops it while reaping.  Evict until `extra` fits;
- * false if that is impossible. */
+ * false if that is impossible.  What other reservations are freeing now
+ * (picked, being reaped) is waited for, not evicted again: concurrent
+ * reservations would otherwise each take the same shortfall from the LRU,
+ * and the later ones reach hot data. */
 static bool make_room(struct evict *ev, uint64_t extra, void *batch)
 {
 	uint64_t need;
 
 	while ((need = shortfall(ev, extra)) > 0) {
 		bool full;
-		uint64_t got = walk(ev, need, batch, &full);
+		uint64_t got;
 
+		if (need <= ev->freeing) {
+			pthread_cond_wait(&ev->reaped_cv, &ev->mu);
+			continue;
+		}
+		got = walk(ev, need - ev->freeing, batch, &full);
 		if (got == 0 && !full)
 			return false;
 		ev->freeing += got;
@@ -299,6 +310,7 @@ static bool make_room(struct evict *ev, uint64_t extra, void *batch)
 		ev->reap(batch, ev->arg);
 		pthread_mutex_lock(&ev->mu);
 		ev->freeing -= got < ev->freeing ? got : ev->freeing;
+		pthread_cond_broadcast(&ev->reaped_cv);
 	}
 	return true;
 }
