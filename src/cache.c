@@ -387,11 +387,11 @@ void cache_free(struct cache *c)
 	prefetch_drain(c->wb);
 	prefetch_free(c->wb, cache_drop_write_behind);
 	c->wb = NULL;
+	cache_read_free(c); /* kept buffers hold entries */
 	if (c->buckets)
 		cache_table_free(c);
 	evict_free(c->ev);
 	store_close(c->store);
-	cache_read_free(c);
 	pthread_mutex_destroy(&c->sweep_mu);
 	pthread_cond_destroy(&c->sweep_cv);
 	free(c);
