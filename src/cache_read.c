@@ -589,6 +589,18 @@ static void touch_rec_locked(struct cache *c, struct cache_file *e)
 	evict_touch(c->ev, &e->rec->lru);
 }
 
+/* A stored chunk served len bytes: counted, and hot in its record and the
+ * LRU.  e->mu held. */
+static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *ch, size_t len)
+{
+	ch->unread = false;
+	stats_add(c->stats, ST_hits, 1);
+	stats_add(c->stats, ST_bytes_from_cache, len);
+	chunk_list_hot(e, ch);
+	touch_rec_locked(c, e);
+	return (ssize_t)len;
+}
+
 /* The data file still holds [pos, pos + len): a data file truncated under
  * us (a cleaner of cache_dir) would make a short reply, which the kernel
  * takes for the end of the file. */
@@ -731,15 +743,8 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		return -EAGAIN;
 	}
 
-	if (ch && ch->state == CH_VERIFIED && ahead_serve_locked(c, e, idx, from, to, rd)) {
-		/* Prefetched, stored, and still in memory. */
-		ch->unread = false;
-		stats_add(c->stats, ST_hits, 1);
-		stats_add(c->stats, ST_bytes_from_cache, to - from);
-		chunk_list_hot(e, ch);
-		touch_rec_locked(c, e);
-		return (ssize_t)(to - from);
-	}
+	if (ch && ch->state == CH_VERIFIED && ahead_serve_locked(c, e, idx, from, to, rd))
+		return hit_locked(c, e, ch, to - from); /* prefetched, still in memory */
 	if (ch && (ch->state == CH_VERIFIED ||
 		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER))) {
 		if (!data_holds(e, start + ch->len)) {
@@ -756,12 +761,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		rd->pins++;
 		rd->seg[rd->nseg++] = (struct cache_seg){
 			.fd = e->sf.data_fd, .pos = (off_t)(start + from), .len = to - from};
-		ch->unread = false;
-		stats_add(c->stats, ST_hits, 1);
-		stats_add(c->stats, ST_bytes_from_cache, to - from);
-		chunk_list_hot(e, ch);
-		touch_rec_locked(c, e);
-		return (ssize_t)(to - from);
+		return hit_locked(c, e, ch, to - from);
 	}
 
 	if (!ch && !(ch = chunk_make(e, idx)))
