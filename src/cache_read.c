@@ -79,10 +79,40 @@ static struct ahead_item ahead_pop_locked(struct ahead *a)
 	return it;
 }
 
-static void ahead_release(struct cache *c, struct ahead_item *it)
+/* Give an item back.  With readahead, a chunk its reader has not had
+ * yet is read back into the page cache (POSIX_FADV_WILLNEED: the disk's
+ * DMA, no copy), so that the reader, when it comes (a scattered reader of
+ * a swept file, a sequential one the budget made us drop), is served from
+ * memory still; the chunk is pinned meanwhile, so the data fd stays.  No
+ * lock held. */
+static void ahead_release(struct cache *c, struct ahead_item *it, bool readahead)
 {
+	struct cache_file *e = it->e;
+	struct chunk *ch = NULL;
+	int fd = -1;
+
 	bufpool_put(c->pool, it->buf);
-	entry_put(c, it->e);
+	if (readahead && it->served < it->len) {
+		pthread_mutex_lock(&e->mu);
+		if (e->loaded && e->gen == it->gen && (ch = chunk_get(e, it->idx)) &&
+		    ch->state == CH_VERIFIED && ch->unread) {
+			ch->pins++;
+			e->pins++;
+			fd = e->sf.data_fd;
+		}
+		pthread_mutex_unlock(&e->mu);
+	}
+	if (fd >= 0) {
+		posix_fadvise(fd, (off_t)it->idx * e->sf.chunk_size, it->len,
+			      POSIX_FADV_WILLNEED);
+		pthread_mutex_lock(&e->mu);
+		ch->pins--;
+		if (!--e->pins)
+			pthread_cond_broadcast(&e->cv);
+		chunk_settle(e, ch);
+		pthread_mutex_unlock(&e->mu);
+	}
+	entry_put(c, e);
 }
 
 /* Keep buf (a stored chunk of e, len bytes) for its reader; takes the
@@ -107,11 +137,12 @@ static void ahead_keep(struct cache *c, struct cache_file *e, uint64_t gen, uint
 	__atomic_store_n(&a->count, a->n, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&a->mu);
 	if (old.buf)
-		ahead_release(c, &old);
+		ahead_release(c, &old, true);
 }
 
-/* Give back the oldest kept buffer (room for a prefetch); false if none. */
-static bool ahead_drop_oldest(struct cache *c)
+/* Give back the oldest kept buffer (room for a prefetch: readahead; or at
+ * rest); false if none. */
+static bool ahead_drop_oldest(struct cache *c, bool readahead)
 {
 	struct ahead *a = c->ahead;
 	struct ahead_item old = {0};
@@ -124,7 +155,7 @@ static bool ahead_drop_oldest(struct cache *c)
 	pthread_mutex_unlock(&a->mu);
 	if (!old.buf)
 		return false;
-	ahead_release(c, &old);
+	ahead_release(c, &old, readahead);
 	return true;
 }
 
@@ -191,7 +222,7 @@ void cache_read_idle(struct cache *c)
 		return;
 	/* Nothing fetched for a sweep's period: kept buffers nobody read are
 	 * of no use now, and the pool's free ones go back to the system. */
-	while (ahead_drop_oldest(c))
+	while (ahead_drop_oldest(c, false))
 		;
 	bufpool_trim(c->pool);
 }
@@ -199,7 +230,7 @@ void cache_read_idle(struct cache *c)
 void cache_read_free(struct cache *c)
 {
 	if (c->ahead) {
-		while (ahead_drop_oldest(c))
+		while (ahead_drop_oldest(c, false))
 			;
 		pthread_mutex_destroy(&c->ahead->mu);
 		free(c->ahead);
@@ -518,16 +549,24 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 			hash = csum64(buf, want);
 			/* A reader's own fetch is written behind its reply; a
 			 * prefetch worker has no reply to wait for. */
-			if (!prefetched) {
-				pthread_mutex_lock(&e->mu);
-				if (write_behind_locked(c, e, ch, pb, want, hash))
-					return n; /* the chunk stays BUSY until written */
-				pthread_mutex_unlock(&e->mu);
-			}
+			pthread_mutex_lock(&e->mu);
+			if (!prefetched && write_behind_locked(c, e, ch, pb, want, hash))
+				return n; /* the chunk stays BUSY until written */
+			/* Readers waiting for it are served from memory while
+			 * it is written (a prefetch's waiters above all: an
+			 * mmap reader faulting on a chunk a sweep fetches). */
+			bufpool_ref(pb);
+			ch->mem = pb;
+			pthread_cond_broadcast(&e->cv);
+			pthread_mutex_unlock(&e->mu);
 			stored = store_chunk(c, e, ch->idx, buf, want, hash);
 		}
 	}
 	pthread_mutex_lock(&e->mu);
+	if (ch->mem) {
+		bufpool_put(c->pool, ch->mem); /* ours is still held: no unmap here */
+		ch->mem = NULL;
+	}
 	if (changed)
 		e->bypass = true;
 	finish_store_locked(c, e, ch, stored, hash, want, prefetched);
@@ -850,7 +889,7 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 	/* Room in the budget first, with no lock held (whoever gives it back
 	 * may need e->mu): kept buffers not read yet go first, oldest first. */
 	while (!(buf = bufpool_get(c->pool, c->cfg->chunk_size, BUFPOOL_TRY)) &&
-	       ahead_drop_oldest(c))
+	       ahead_drop_oldest(c, true))
 		;
 	if (!buf)
 		buf = bufpool_get(c->pool, c->cfg->chunk_size, BUFPOOL_WAIT);

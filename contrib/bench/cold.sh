@@ -87,11 +87,14 @@ row() {
     shift 2
     [ "${NO_DROP:-0}" = 1 ] || drop_caches
     RSS_PEAK="" RSS_REST=""
+    rm -f "$WORK/rss"
     c0=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
     e0=$(cpu_of "$EMU_PID")
     perf_start "$setup" "$wl"
     v=$("$@") || v=""
     perf_stop
+    # shellcheck disable=SC2034 # read from the file CMD's subshell wrote
+    [ -f "$WORK/rss" ] && read -r RSS_PEAK RSS_REST <"$WORK/rss"
     c1=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
     e1=$(cpu_of "$EMU_PID")
     [ "$c0" != - ] && [ "$c1" != - ] && dc=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
@@ -142,9 +145,9 @@ mmap_rand() {
 }
 
 # readers32 DIR: 32 concurrent cold readers (dd, 1 MiB reads) of DIR/r/f1..32;
-# prints MiB/s and sets RSS_PEAK (the daemon's VmHWM) and RSS_REST (its VmRSS
-# REST_S seconds after the load), in MiB.  The mount is fresh, so VmHWM is
-# this load's peak.
+# prints MiB/s and writes to $WORK/rss the daemon's VmHWM and its VmRSS REST_S
+# seconds after the load, in MiB (row reads them: it runs us in a subshell).
+# The mount is fresh, so VmHWM is this load's peak.
 readers32() {
     local t0 t1 i pids=() bad=0
     t0=$(now)
@@ -153,9 +156,11 @@ readers32() {
     done
     for i in "${pids[@]}"; do wait "$i" || bad=1; done
     t1=$(now)
-    RSS_PEAK=$(( $(rss_kib "$EPID" VmHWM) / 1024 ))
+    local peak rest
+    peak=$(( $(rss_kib "$EPID" VmHWM) / 1024 ))
     sleep "$REST_S"
-    RSS_REST=$(( $(rss_kib "$EPID" VmRSS) / 1024 ))
+    rest=$(( $(rss_kib "$EPID" VmRSS) / 1024 ))
+    echo "$peak $rest" >"$WORK/rss"
     [ $bad = 0 ] && mibps "$R32_BYTES" "$(elapsed "$t0" "$t1")" || echo ""
 }
 
