@@ -110,6 +110,7 @@ static void ahead_release(struct cache *c, struct ahead_item *it, bool readahead
 		if (!--e->pins)
 			pthread_cond_broadcast(&e->cv);
 		chunk_settle(e, ch);
+		entry_release_locked(c, e); /* as a reply's unpin: maybe idle now */
 		pthread_mutex_unlock(&e->mu);
 	}
 	entry_put(c, e);
