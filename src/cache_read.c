@@ -550,24 +550,22 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 			hash = csum64(buf, want);
 			/* A reader's own fetch is written behind its reply; a
 			 * prefetch worker has no reply to wait for. */
-			pthread_mutex_lock(&e->mu);
-			if (!prefetched && write_behind_locked(c, e, ch, pb, want, hash))
-				return n; /* the chunk stays BUSY until written */
-			/* Readers waiting for it are served from memory while
-			 * it is written (a prefetch's waiters above all: an
-			 * mmap reader faulting on a chunk a sweep fetches). */
-			bufpool_ref(pb);
-			ch->mem = pb;
-			pthread_cond_broadcast(&e->cv);
-			pthread_mutex_unlock(&e->mu);
+			/* A reader's own fetch is written behind its reply; a
+			 * prefetch worker has no reply to wait for, and its
+			 * chunk's waiters get it once stored (a read that
+			 * returned has its chunks on disk, or counted in
+			 * write_behind_pending: status, warm and the tests
+			 * rely on it). */
+			if (!prefetched) {
+				pthread_mutex_lock(&e->mu);
+				if (write_behind_locked(c, e, ch, pb, want, hash))
+					return n; /* the chunk stays BUSY until written */
+				pthread_mutex_unlock(&e->mu);
+			}
 			stored = store_chunk(c, e, ch->idx, buf, want, hash);
 		}
 	}
 	pthread_mutex_lock(&e->mu);
-	if (ch->mem) {
-		bufpool_put(c->pool, ch->mem); /* ours is still held: no unmap here */
-		ch->mem = NULL;
-	}
 	if (changed)
 		e->bypass = true;
 	finish_store_locked(c, e, ch, stored, hash, want, prefetched);
