@@ -676,9 +676,10 @@ static bool model_header(const unsigned char *p, size_t n, uint64_t size)
 	return p[8] == '{' && hlen >= 2 && hlen <= (100u << 20) && hlen + 8 <= size;
 }
 
-/* The reader fetched chunk idx itself (a demand miss); buf holds its first
- * n bytes.  Start a sweep of the file if the misses look scattered.  e->mu
- * held. */
+/* A reader not reading sequentially fetched chunk idx itself (a demand
+ * miss; a sequential reader's misses are those its prefetch has not
+ * reached yet, out of order under load); buf holds its first n bytes.
+ * Start a sweep of the file if the misses look scattered.  e->mu held. */
 static void note_miss_locked(struct cache *c, struct cache_file *e, uint32_t idx,
 			     const void *buf, size_t n)
 {
@@ -755,7 +756,7 @@ static void sweep_locked(struct cache *c, struct cache_file *e)
  * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
  * look at the entry again: it may have been reset meanwhile), or -errno. */
 static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t idx,
-				 struct efs_inode *ino, size_t from, size_t to,
+				 struct efs_inode *ino, size_t from, size_t to, bool sequential,
 				 struct cache_read *rd)
 {
 	const uint64_t start = (uint64_t)idx * e->sf.chunk_size;
@@ -840,7 +841,8 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		bufpool_put(c->pool, buf);
 		return 0;
 	}
-	note_miss_locked(c, e, idx, buf->data, (size_t)n);
+	if (!sequential)
+		note_miss_locked(c, e, idx, buf->data, (size_t)n);
 	if ((size_t)n < to)
 		to = (size_t)n;
 	add_mem(rd, buf, (char *)buf->data + from, to - from);
@@ -1021,7 +1023,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 			whole = true;
 			break;
 		}
-		n = read_chunk_locked(c, e, idx, ino, from, to, rd);
+		n = read_chunk_locked(c, e, idx, ino, from, to, sequential, rd);
 		if (n == -EAGAIN)
 			continue;
 		if (n == -ESTALE || n == -ENOBUFS) {
