@@ -96,7 +96,8 @@ void cache_close(struct cache *c, struct efs_inode *ino);
 /* Drop the inode's reference (inode release hook). */
 void cache_inode_release(struct efs_inode *ino, void *cache);
 
-/* One piece of a read reply: either `len` bytes of fd at pos, or mem. */
+/* One piece of a read reply: `len` bytes at mem (fd is -1: the cache copies
+ * hits out of its data files, checked, rather than splicing them). */
 struct cache_seg {
 	int fd;
 	off_t pos;
@@ -113,7 +114,6 @@ struct cache_read {
 	unsigned nbufs;
 	struct cache *cache;
 	struct cache_file *entry;   /* held until cache_read_done */
-	unsigned pins;              /* chunks of it pinned for fd segments */
 };
 
 /* Read [off, off+size) of the file of ino.  src_fd is the file handle's

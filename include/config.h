@@ -59,6 +59,8 @@ struct efs_config {
 	char *metrics_host;      /* -o metrics: IP literal, NULL = no endpoint */
 	unsigned metrics_port;   /* 1..65535 when metrics_host is set */
 	double price_per_gb;     /* USD per GB read from the source (metrics) */
+	bool require_source_mount; /* refuse a SOURCE that is not a mount point */
+	char *source_fstype;     /* ... or not of this type ("efs" given as "nfs4"); NULL: any */
 	/* Options for libfuse, comma-joined without "-o"; never NULL after parse. */
 	char *fuse_opts;
 };

@@ -91,35 +91,39 @@ size_t ctl_status_format(const struct ctl_file_status *st, char *buf, size_t len
 int ctl_status_parse(const char *text, struct ctl_file_status *st);
 
 /* The stats query (CTL_XATTR_STATS): lines in this order, all numbers but
- * cache_dir's path:
+ * the two paths:
  *   the counters and gauges of stats.h (STATS_LIST, STATS_GAUGES),
  *   fetch_latency_us_le_BOUND (cumulative, BOUND "inf" last),
  *   fetch_latency_us_count, fetch_latency_us_sum,
- *   CTL_STATS_CACHE, cache_dir, CTL_STATS_INODES. */
+ *   CTL_STATS_CACHE, cache_dir, mountpoint, CTL_STATS_INODES.
+ * The lists give each line's kind (counter: only grows; gauge: goes up and
+ * down), which metrics.c turns into the Prometheus type. */
 #define CTL_STATS_CACHE(X)                                                                         \
-	X(cache_entries, "records the daemon knows, on disk or in use")                            \
-	X(cache_usage_bytes, "disk space used by cached data and metadata")                        \
-	X(cache_size_bytes, "the cache_size limit")                                                \
-	X(write_behind_pending, "chunks fetched but not yet written to cache_dir")                \
-	X(cache_index_ready, "1 once the startup index of cache_dir is complete (chunks are "      \
-			     "stored only then)")
+	X(cache_entries, gauge, "records the daemon knows, on disk or in use")                     \
+	X(cache_usage_bytes, gauge, "disk space used by cached data and metadata")                 \
+	X(cache_size_bytes, gauge, "the cache_size limit")                                         \
+	X(write_behind_pending, gauge, "chunks fetched but not yet written to cache_dir")         \
+	X(cache_index_ready, gauge,                                                                \
+	  "1 once the startup index of cache_dir is complete (chunks are stored only then)")
 #define CTL_STATS_INODES(X)                                                                        \
-	X(inodes, "inodes the daemon knows")                                                       \
-	X(inode_fds, "source fds the inodes hold open")                                            \
-	X(inode_fd_budget, "most source fds the inodes may hold")                                  \
-	X(inode_reopens, "source fds closed for the budget and opened again")
+	X(inodes, gauge, "inodes the daemon knows")                                                \
+	X(inode_fds, gauge, "source fds the inodes hold open")                                     \
+	X(inode_fd_budget, gauge, "most source fds the inodes may hold")                           \
+	X(inode_reopens, counter, "source fds closed for the budget and opened again")
 #define CTL_STATS_DIR_HELP "where the cache lives"
+#define CTL_STATS_MNT_HELP "where the daemon mounted the tree (its own mount namespace's path)"
 #define CTL_PATH_MAX 4096
 
 struct ctl_stats {
 	uint64_t counter[ST__COUNT];                /* stats.h's ids */
 	uint64_t fetch_le[STATS_FETCH_NBOUNDS + 1]; /* cumulative; the last is +Inf */
 	uint64_t fetch_count, fetch_sum_us;
-#define X(name, what) uint64_t name;
+#define X(name, kind, what) uint64_t name;
 	CTL_STATS_CACHE(X)
 #undef X
 	char cache_dir[CTL_PATH_MAX];
-#define X(name, what) uint64_t name;
+	char mountpoint[CTL_PATH_MAX];
+#define X(name, kind, what) uint64_t name;
 	CTL_STATS_INODES(X)
 #undef X
 };
@@ -128,6 +132,10 @@ size_t ctl_stats_format(const struct ctl_stats *st, char *buf, size_t len);
 int ctl_stats_parse(const char *text, struct ctl_stats *st);
 /* What the stats line `name` counts, for people; "" if unknown. */
 const char *ctl_stats_help(const char *name);
+/* The kind of the stats line `name`: "counter", "gauge", "text" (the two
+ * paths), or NULL if unknown (the fetch_latency_us_* lines are the
+ * histogram's: NULL too). */
+const char *ctl_stats_kind(const char *name);
 
 /* ---- actions: the socket --------------------------------------------- */
 

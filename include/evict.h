@@ -13,7 +13,8 @@
  * the node (evict_shrink_locked, evict_del_locked) and notes the work in
  * the caller's batch; the `reap` callback then does that work (unlink,
  * hole punch) with no lock of evict.c held.  Bytes picked but not yet
- * reaped count as free for the cache_min_free check.
+ * reaped still count against both limits (they are still on disk); the
+ * reservation that picked them goes on once its reap is done.
  *
  * A node may be held (evict_hold): it keeps its bytes in the usage but
  * leaves the list, so eviction never walks it (a record the kernel reads

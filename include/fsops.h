@@ -18,6 +18,7 @@ struct handle;
 struct control;
 struct lockwait;
 struct lockdep;
+struct srcwatch;
 
 /* Largest read request we accept: just under 1 MiB, so that a reply (data,
  * header and libfuse's slack of a page per segment) fits in a 1 MiB pipe
@@ -37,6 +38,7 @@ struct efs_fs {
 	struct control *ctl; /* the control socket (control.c) */
 	struct lockwait *locks; /* lock requests that must wait (lockwait.c) */
 	struct lockdep *lockdep; /* who holds and waits for which ranges */
+	struct srcwatch *watch;  /* poked when the root fails; set by main, may be NULL */
 	struct efs_stats stats;
 	pthread_mutex_t handles_mu;
 	struct handle *handles; /* open files and dirs; protected by handles_mu */

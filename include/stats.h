@@ -7,7 +7,10 @@
  * for efscachectl and for the daemon's HTTP endpoint.
  *
  * Three kinds, one list each:
- *   STATS_LIST    counters, only ever grow (Prometheus "counter")
+ *   STATS_LIST    counters, only ever grow (Prometheus "counter").  The
+ *                 source_* ones count requests made to SOURCE's file system
+ *                 (its NFS client may still answer some from its own caches);
+ *                 bytes_saved is kept by stats_snapshot() (below), not added to.
  *   STATS_GAUGES  current values that go up and down ("gauge")
  *   the fetch latency histogram: one count per STATS_FETCH_BOUNDS_US bucket
  *                 (not cumulative here; the text form is cumulative) and a
@@ -45,7 +48,12 @@
 	X(scatter_sweeps, "files fetched whole ahead of a reader that missed chunks out of order") \
 	X(bytes_served, "bytes returned to read requests (from cache or source)")                 \
 	X(passthrough_opens, "opens served by kernel passthrough to the cache's data file")        \
-	X(passthrough_refused, "opens refused because the file was open with passthrough")
+	X(passthrough_refused, "opens refused because the file was open with passthrough")        \
+	X(source_lookups, "name lookups sent to the source")                                       \
+	X(source_getattrs, "attribute reads (stat) sent to the source")                            \
+	X(source_opens, "opens of source files (to read, write or validate)")                      \
+	X(source_readdirs, "directory listings opened on the source")                              \
+	X(bytes_saved, "bytes served that no source read was made for (a lower bound)")
 
 #define STATS_GAUGES(X) X(open_files, "files and directories open through the mount")
 
@@ -97,8 +105,16 @@ const char *stats_name(enum stat_id id);
 const char *stats_help(enum stat_id id);
 
 /* Copy the counters, gauges and the histogram (made cumulative) into the
- * stats query's struct (ctlproto.h), which formats them as text. */
+ * stats query's struct (ctlproto.h), which formats them as text.
+ *
+ * It also moves bytes_saved up to bytes_served - bytes_from_source -
+ * bytes_bypassed when that is higher (never down).  That difference dips
+ * while prefetched chunks wait for their reader, so it cannot be a counter
+ * itself; its running maximum can, and it never exceeds the bytes truly
+ * served without a source read (each chunk fetched is counted in full when
+ * fetched, each byte served once it is served).  It is sampled here: at every
+ * stats query, scrape and systemd status line (every 10 s). */
 struct ctl_stats;
-void stats_snapshot(const struct efs_stats *s, struct ctl_stats *out);
+void stats_snapshot(struct efs_stats *s, struct ctl_stats *out);
 
 #endif

@@ -132,8 +132,8 @@ static int64_t pick_cb(struct lru_node *node, uint64_t need, void *bp, void *arg
 static void reap_chunk(struct cache *c, struct cache_file *e, struct chunk *ch)
 {
 	pthread_mutex_lock(&e->mu);
-	if (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0)
-		store_drop_chunk(&e->sf, ch->idx);
+	if (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0 && store_drop_chunk(&e->sf, ch->idx) < 0)
+		e->disk_differs = true;
 	if (ch->len)
 		e->nstored--;
 	if (ch->unread)

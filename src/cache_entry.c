@@ -93,7 +93,7 @@ static uint64_t record_stamp(const struct store_file *sf)
 
 struct load_ctx {
 	struct cache_file *e;
-	uint8_t state; /* of every chunk found */
+	uint32_t found;
 };
 
 static int load_slot(uint32_t idx, const struct store_slot *slot, void *arg)
@@ -106,7 +106,8 @@ static int load_slot(uint32_t idx, const struct store_slot *slot, void *arg)
 		return -ENOMEM;
 	ch->hash = slot->hash;
 	ch->len = slot->len;
-	ch->state = l->state;
+	ch->state = CH_PRESENT;
+	l->found++;
 	e->nstored++;
 	entry_chunk_stored_locked(e, ch);
 	return 0;
@@ -139,6 +140,8 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 	entry_settle_condemned_locked(c, e);
 	/* Once the index is complete, a key it did not find has no record:
 	 * a file never cached costs no cache_dir lookup at open. */
+	if (e->rec->disk_gen != (uint32_t)cache_store_gen(c))
+		e->rec->on_disk = false; /* that was in a cache_dir since removed */
 	if (!e->rec->on_disk && evict_ready(c->ev))
 		return 0;
 	r = store_open_record(c->store, &e->key, &sf);
@@ -162,14 +165,8 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 	if (r < 0)
 		return r; /* cache trouble: this open reads from the source */
 	e->sf = sf;
-	/* Checked by this daemon before it was unloaded, and unchanged
-	 * since: no need to hash every chunk again. */
 	ctx.e = e;
-	ctx.state = CH_PRESENT;
-	if (e->rec->verified_stamp && c->cfg->verify == VERIFY_ONCE &&
-	    e->rec->verified_stamp == record_stamp(&e->sf))
-		ctx.state = CH_VERIFIED;
-	e->rec->verified_stamp = 0;
+	ctx.found = 0;
 	r = store_each_slot(&e->sf, load_slot, &ctx);
 	if (r < 0) {
 		chunk_map_free(e);
@@ -185,24 +182,35 @@ int entry_load_locked(struct cache *c, struct cache_file *e)
 	}
 	if (r < 0)
 		return r;
+	/* Checked by this daemon before it was unloaded, and unchanged since
+	 * (the same files, the same slots): no need to hash them again. */
+	if (e->rec->verified_stamp && c->cfg->verify == VERIFY_ONCE &&
+	    ctx.found == e->rec->verified_count && e->rec->verified_stamp == record_stamp(&e->sf))
+		for (struct chunk *ch = e->hot; ch; ch = ch->colder)
+			ch->state = CH_VERIFIED;
+	e->rec->verified_stamp = 0;
+	e->disk_differs = false;
 	e->loaded = true;
 	e->need_create = false;
 	e->store_gen = cache_store_gen(c);
 	e->gen++;
 	e->rec->on_disk = true;
+	e->rec->disk_gen = (uint32_t)e->store_gen;
 	evict_add(c->ev, &e->rec->lru, record_bytes_locked(e));
 	return 0;
 }
 
 void entry_unload_locked(struct cache *c, struct cache_file *e)
 {
-	bool all = e->loaded && !e->need_create && !e->bypass && e->nstored > 0 &&
-		   e->store_gen == cache_store_gen(c);
+	bool all = e->loaded && !e->need_create && !e->bypass && !e->disk_differs &&
+		   e->nstored > 0 && e->store_gen == cache_store_gen(c);
 
 	for (uint32_t i = 0; all && i < e->map.cap; i++)
 		all = !e->map.slot[i] || !e->map.slot[i]->len ||
 		      e->map.slot[i]->state == CH_VERIFIED;
 	e->rec->verified_stamp = all ? record_stamp(&e->sf) : 0;
+	e->rec->verified_count = e->nstored;
+	e->disk_differs = false;
 	chunk_map_free(e);
 	store_file_close(&e->sf);
 	e->loaded = false;
@@ -240,8 +248,8 @@ uint64_t entry_drop_chunk_locked(struct cache *c, struct cache_file *e, struct c
 {
 	const uint64_t bytes = round_block(ch->len);
 
-	if (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0)
-		store_drop_chunk(&e->sf, ch->idx);
+	if (e->sf.meta_fd >= 0 && e->sf.data_fd >= 0 && store_drop_chunk(&e->sf, ch->idx) < 0)
+		e->disk_differs = true;
 	chunk_unlist(e, ch);
 	if (ch->len)
 		e->nstored--;
@@ -270,7 +278,6 @@ void entry_check_store_gen_locked(struct cache *c, struct cache_file *e)
 		return;
 	if (e->loaded)
 		entry_unload_locked(c, e);
-	e->rec->on_disk = false;
 	e->store_gen = gen;
 }
 

@@ -136,12 +136,16 @@ struct rec {
 	struct store_key_bin key;
 	struct cache_file *e;    /* the live entry, or NULL */
 	bool on_disk;            /* its files exist (as far as we know) */
+	uint32_t disk_gen;       /* c->store_gen when on_disk was last found
+				  * true: in an older cache_dir it means nothing */
 	bool condemned;          /* its files must go (see the invariants) */
 	uint16_t pins;           /* eviction batches that hold it */
 	uint64_t verified_stamp; /* record_stamp() when every chunk it had on
 				  * disk was VERIFIED as it was unloaded, else 0:
-				  * loaded again unchanged, they need no check
-				  * (verify=once is per daemon, not per load) */
+				  * loaded again unchanged, with verified_count
+				  * slots, they need no check (verify=once is per
+				  * daemon, not per load) */
+	uint32_t verified_count;
 };
 
 struct cache_file {
@@ -159,6 +163,8 @@ struct cache_file {
 	bool bypass;             /* serve from the source, cache nothing */
 	bool validated;          /* checked against the source by this daemon */
 	bool need_create;        /* sf is prepared in memory, not yet on disk */
+	bool disk_differs;       /* a slot or punch failed: the record on disk
+				  * may say more than the map (no stamp) */
 	bool creating;           /* a thread is writing it (others wait on cv) */
 	struct timespec validated_at; /* CLOCK_MONOTONIC */
 	time_t validated_wall;

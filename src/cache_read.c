@@ -1,7 +1,8 @@
 /* cache_read.c - the read path.
  *
- * A read is split at chunk boundaries.  A VERIFIED chunk is served from the
- * data file, pinned until the reply is sent (cache_read_done).  A missing
+ * A read is split at chunk boundaries.  A VERIFIED chunk's bytes are copied
+ * out of the data file while it is pinned, and checked to be there (a file
+ * changed under us is caught); every reply is made from memory.  A missing
  * chunk is fetched whole by the one thread that marks it BUSY; other
  * readers wait on e->cv (single flight).  A reader's fetched chunk is
  * stored by the write-behind worker after the reply, from the very buffer
@@ -32,6 +33,7 @@
 #include <unistd.h>
 
 #include "checksum.h"
+#include "io.h"
 #include "log.h"
 #include "source.h"
 
@@ -298,6 +300,7 @@ void note_cache_error(struct cache *c, int r)
  * or unloaded meanwhile.  -ESTALE when nothing may be stored (bypass). */
 static int ensure_record(struct cache *c, struct cache_file *e)
 {
+	struct evict_batch batch = {0};
 	struct store_identity id;
 	struct store_file nf;
 	int r;
@@ -318,10 +321,16 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 	id = e->sf.id;
 	entry_settle_condemned_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
-	r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
-	if (cache_no_fds(r)) {
-		cache_out_of_fds(c, NULL, r);
+	/* The metadata file's block is room like any other. */
+	r = evict_reserve(c->ev, BLOCK, &batch);
+	if (r == 0) {
 		r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+		if (cache_no_fds(r)) {
+			cache_out_of_fds(c, NULL, r);
+			r = store_create(c->store, &e->key, &id, e->sf.chunk_size, &nf);
+		}
+		if (r < 0)
+			evict_unreserve(c->ev, BLOCK);
 	}
 	pthread_mutex_lock(&e->mu);
 	e->creating = false;
@@ -331,8 +340,9 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 		e->need_create = false;
 		e->store_gen = cache_store_gen(c);
 		e->rec->on_disk = true;
+		e->rec->disk_gen = (uint32_t)e->store_gen;
 		e->meta_bytes = BLOCK;
-		evict_grow(c->ev, &e->rec->lru, e->meta_bytes, false);
+		evict_grow(c->ev, &e->rec->lru, e->meta_bytes, true);
 	}
 	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
@@ -368,8 +378,14 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 	if (r == 0)
 		r = store_set_slot(&e->sf, idx, &slot);
 	if (r < 0) {
-		/* Never a complete record's chunk: this one was absent. */
-		store_drop_chunk(&e->sf, idx);
+		/* Never a complete record's chunk: this one was absent.  If
+		 * even that fails, the slot on disk may name bytes that are
+		 * not there: the record is not trusted at its next load. */
+		if (store_drop_chunk(&e->sf, idx) < 0) {
+			pthread_mutex_lock(&e->mu);
+			e->disk_differs = true;
+			pthread_mutex_unlock(&e->mu);
+		}
 		evict_unreserve(c->ev, bytes);
 		stats_add(c->stats, ST_fallbacks, 1);
 		note_cache_error(c, r);
@@ -629,7 +645,8 @@ static void touch_rec_locked(struct cache *c, struct cache_file *e)
 
 /* A stored chunk served len bytes: counted, and hot in its record and the
  * LRU.  e->mu held. */
-static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *ch, size_t len)
+static ssize_t hit_count_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				size_t len)
 {
 	ch->unread = false;
 	stats_add(c->stats, ST_hits, 1);
@@ -639,14 +656,58 @@ static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *c
 	return (ssize_t)len;
 }
 
-/* The data file still holds [pos, pos + len): a data file truncated under
- * us (a cleaner of cache_dir) would make a short reply, which the kernel
- * takes for the end of the file. */
-static bool data_holds(struct cache_file *e, uint64_t end)
+/* The data file holds bytes all over [pos, end): one lseek, the first
+ * hole at or after pos (the file's end counts as one). */
+static bool data_holds(int fd, uint64_t pos, uint64_t end)
 {
-	struct stat st;
+	off_t hole = lseek(fd, (off_t)pos, SEEK_HOLE);
 
-	return fstat(e->sf.data_fd, &st) == 0 && (uint64_t)st.st_size >= end;
+	return hole >= 0 && (uint64_t)hole >= end;
+}
+
+/* A hit: bytes [from, to) of stored chunk ch copied out of the data file;
+ * e->mu held on entry and exit, dropped for the copy while the chunk is
+ * pinned (nothing of ours changes it meanwhile).  The reply is made from
+ * that copy, not spliced from the file: a data file truncated or punched
+ * under us (a cleaner of cache_dir, even one that raced the read) shows
+ * as a short copy or, checked after the copy, as a hole in the range, and
+ * the read then goes to the source; a splice would hand the kernel a short
+ * reply (the end of the file to it) or zeros.  Returns the bytes added to
+ * rd, or -ESTALE (the entry went to bypass: the caller reads the source). */
+static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *ch, size_t from,
+			  size_t to, struct cache_read *rd)
+{
+	const off_t pos = (off_t)((uint64_t)ch->idx * e->sf.chunk_size + from);
+	const int fd = e->sf.data_fd;
+	struct pbuf *buf = chunk_buf(c, to - from);
+	ssize_t n = -ENOMEM;
+
+	if (!buf)
+		return -ENOBUFS;
+	ch->pins++;
+	e->pins++;
+	pthread_mutex_unlock(&e->mu);
+	n = io_pread_full(fd, buf->data, to - from, pos);
+	if (n == (ssize_t)(to - from) && !data_holds(fd, (uint64_t)pos, (uint64_t)pos + n))
+		n = -ENODATA;
+	pthread_mutex_lock(&e->mu);
+	ch->pins--;
+	e->pins--;
+	chunk_settle(e, ch);
+	if (!e->pins)
+		pthread_cond_broadcast(&e->cv);
+	if (n != (ssize_t)(to - from)) {
+		bufpool_put(c->pool, buf);
+		log_once(c->logged_io, LOG_LVL_WARN,
+			 "cache: a data file in cache_dir '%s' was changed under the daemon "
+			 "(truncated or punched: %s); reading from the source",
+			 store_path(c->store), n < 0 ? strerror((int)-n) : "short");
+		stats_add(c->stats, ST_cache_io_errors, 1);
+		e->bypass = true;
+		return -ESTALE;
+	}
+	add_mem(rd, buf, buf->data, to - from);
+	return hit_count_locked(c, e, ch, to - from);
 }
 
 /* A reader that misses chunks out of order (mmap faults, the preads of a
@@ -759,13 +820,12 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 				 struct efs_inode *ino, size_t from, size_t to, bool sequential,
 				 struct cache_read *rd)
 {
-	const uint64_t start = (uint64_t)idx * e->sf.chunk_size;
 	const uint32_t want = store_chunk_len(&e->sf, idx);
 	struct chunk *ch = chunk_get(e, idx);
 	struct pbuf *buf;
 	ssize_t n;
 
-	if (rd->nseg + 2 >= CACHE_MAX_SEGS)
+	if (rd->nseg + 2 >= CACHE_MAX_SEGS || rd->nbufs + 2 >= CACHE_MAX_SEGS)
 		return -E2BIG;
 	if (ch && ch->state == CH_BUSY && ch->mem) {
 		/* Fetched and being written behind: the same bytes, from
@@ -783,25 +843,10 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 	}
 
 	if (ch && ch->state == CH_VERIFIED && ahead_serve_locked(c, e, idx, from, to, rd))
-		return hit_locked(c, e, ch, to - from); /* prefetched, still in memory */
+		return hit_count_locked(c, e, ch, to - from); /* prefetched, still in memory */
 	if (ch && (ch->state == CH_VERIFIED ||
-		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER))) {
-		if (!data_holds(e, start + ch->len)) {
-			log_once(c->logged_io, LOG_LVL_WARN,
-				 "cache: a data file in cache_dir '%s' was truncated under the "
-				 "daemon; reading from the source",
-				 store_path(c->store));
-			stats_add(c->stats, ST_cache_io_errors, 1);
-			e->bypass = true;
-			return -ESTALE; /* the caller reads from the source */
-		}
-		ch->pins++;
-		e->pins++;
-		rd->pins++;
-		rd->seg[rd->nseg++] = (struct cache_seg){
-			.fd = e->sf.data_fd, .pos = (off_t)(start + from), .len = to - from};
-		return hit_locked(c, e, ch, to - from);
-	}
+		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER)))
+		return hit_locked(c, e, ch, from, to, rd);
 
 	if (!ch && !(ch = chunk_make(e, idx)))
 		return -ENOBUFS; /* no memory for its state: from the source */
@@ -1059,29 +1104,9 @@ out:
 
 void cache_read_done(struct cache *c, struct cache_read *rd)
 {
-	struct cache_file *e = rd->entry;
-
-	if (e && rd->pins) {
-		pthread_mutex_lock(&e->mu);
-		for (unsigned i = 0; i < rd->nseg; i++) {
-			struct cache_seg *s = &rd->seg[i];
-			struct chunk *ch;
-
-			if (s->fd < 0)
-				continue;
-			ch = chunk_get(e, (uint32_t)(s->pos / e->sf.chunk_size));
-			ch->pins--;
-			chunk_settle(e, ch);
-		}
-		e->pins -= rd->pins;
-		if (!e->pins)
-			pthread_cond_broadcast(&e->cv);
-		entry_release_locked(c, e);
-		pthread_mutex_unlock(&e->mu);
-	}
 	for (unsigned i = 0; i < rd->nbufs; i++)
 		bufpool_put(c->pool, rd->bufs[i]);
-	if (e)
-		entry_put(c, e);
+	if (rd->entry)
+		entry_put(c, rd->entry);
 	memset(rd, 0, sizeof(*rd));
 }

@@ -2,10 +2,10 @@
  *
  * The table maps a store key to its struct rec (one per record known on
  * disk or live entry); it grows by doubling.  Entries are reference
- * counted: the reference that drops to zero frees the entry, re-checking
- * under c->table_mu and the LRU mutex, the two locks under which new
- * references appear (entry_get, and pick through rec->e); a rec whose
- * record is not on disk goes with its last entry.  Idle loaded entries
+ * counted: the last reference is dropped under c->table_mu and the LRU
+ * mutex, the two locks under which a reference can come back from zero
+ * (entry_get, and pick through rec->e), so exactly one thread frees an
+ * entry; a rec whose record is not on disk goes with its last entry.  Idle loaded entries
  * (no handle) wait on a bounded list, coldest unloaded first, so that a
  * file opened again soon finds its record loaded while the fds held stay
  * bounded.  The chunk map is an open-addressing table of the chunks an
@@ -148,6 +148,7 @@ static void attach_locked(struct cache *c, struct rec *r, struct cache_file *e)
 {
 	e->rec = r;
 	e->refs = 1;
+	e->store_gen = cache_store_gen(c);
 	evict_lock(c->ev);
 	r->e = e;
 	evict_unlock(c->ev);
@@ -227,20 +228,27 @@ struct cache_file *entry_get_rec(struct cache *c, struct rec *r)
 void entry_put(struct cache *c, struct cache_file *e)
 {
 	struct rec *r = e->rec;
+	unsigned refs = __atomic_load_n(&e->refs, __ATOMIC_ACQUIRE);
 	bool free_rec;
 
-	if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
-		return;
+	/* Not the last: no lock.  The last is dropped under table_mu and the
+	 * LRU mutex, where a reference can come back only from entry_get or
+	 * pick, which hold one of them: so exactly one thread frees. */
+	while (refs > 1)
+		if (__atomic_compare_exchange_n(&e->refs, &refs, refs - 1, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE))
+			return;
 	pthread_mutex_lock(&c->table_mu);
 	evict_lock(c->ev);
-	if (__atomic_load_n(&e->refs, __ATOMIC_ACQUIRE) != 0) {
+	if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0) {
 		/* Found again meanwhile: its new holder puts it. */
 		evict_unlock(c->ev);
 		pthread_mutex_unlock(&c->table_mu);
 		return;
 	}
 	r->e = NULL;
-	free_rec = !r->on_disk && !r->condemned && !r->pins && !r->lru.linked && !r->lru.held;
+	free_rec = (!r->on_disk || r->disk_gen != (uint32_t)cache_store_gen(c)) && !r->condemned &&
+		   !r->pins && !r->lru.linked && !r->lru.held;
 	if (free_rec)
 		remove_locked(c, r);
 	evict_unlock(c->ev);
@@ -289,6 +297,7 @@ void cache_table_add_found(struct cache *c, const struct store_scan_rec *sr)
 		return; /* unindexed: found again when a file of it is opened */
 	r->key = kb;
 	r->on_disk = true;
+	r->disk_gen = (uint32_t)cache_store_gen(c);
 	pthread_mutex_lock(&c->table_mu);
 	if (find_locked(c, &kb)) {
 		/* Opened (and loaded, or found gone) before the index got here. */

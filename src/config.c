@@ -81,8 +81,15 @@ const char config_usage[] =
 	"  -o metrics=[ADDR:]PORT serve Prometheus metrics over HTTP at\n"
 	"                         http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1;\n"
 	"                         [::1]:PORT for IPv6); off by default\n"
-	"  -o price_per_gb=USD    EFS read price used to value the bytes served from\n"
-	"                         the cache (default 0.03, EFS Elastic, us-east-1)\n"
+	"  -o price_per_gb=USD    EFS Elastic's read price, to value the bytes served\n"
+	"                         from the cache in dollars (default: none)\n"
+	"  -o require_source_mount[=FSTYPE]\n"
+	"                         refuse to start unless SOURCE is a mount point (of\n"
+	"                         type FSTYPE, as /proc/self/mountinfo names it: nfs4\n"
+	"                         for EFS, and efs is taken to mean nfs4); off by\n"
+	"                         default.  Whatever this says, a daemon whose SOURCE\n"
+	"                         is mounted over, unmounted or replaced while it runs\n"
+	"                         unmounts and exits 1, for its supervisor to restart\n"
 	"\n"
 	"standard FUSE options are passed to libfuse, e.g. allow_other (which turns\n"
 	"on default_permissions), default_permissions, fsname=NAME, subtype=NAME.\n";
@@ -396,6 +403,24 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 			    "from 0 to 1000",
 			    val);
 		r = 0;
+	} else if (!strcmp(opt, "require_source_mount")) {
+		cfg->require_source_mount = true;
+		if (!val) {
+			free(cfg->source_fstype);
+			cfg->source_fstype = NULL;
+			r = 0;
+		} else {
+			size_t n = strspn(val, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					       "0123456789._+-");
+
+			if (!*val || val[n] || n > 31)
+				BAD("bad value for option 'require_source_mount': '%s': expected a "
+				    "file system type such as nfs4 (letters, digits, '.', '_', "
+				    "'+', '-'; at most 31)",
+				    val);
+			/* mount -t efs (amazon-efs-utils) mounts NFS 4.1: mountinfo says nfs4. */
+			r = set_string(&cfg->source_fstype, strcmp(val, "efs") ? val : "nfs4");
+		}
 	} else if (!strcmp(opt, "max_threads")) {
 		NEED_VALUE();
 		if (parse_uint(val, 1, 1024, &u))
@@ -586,6 +611,7 @@ void config_free(struct efs_config *cfg)
 	free(cfg->cache_dir);
 	free(cfg->fuse_opts);
 	free(cfg->metrics_host);
+	free(cfg->source_fstype);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -203,14 +203,14 @@ int ctl_status_parse(const char *text, struct ctl_file_status *st)
 /* stats: the keys in the order of ctlproto.h. */
 
 enum {
-#define X(name, what) SK_CACHE_##name,
+#define X(name, kind, what) SK_CACHE_##name,
 	CTL_STATS_CACHE(X)
 #undef X
 	SK_NCACHE
 };
 
 enum {
-#define X(name, what) SK_INODE_##name,
+#define X(name, kind, what) SK_INODE_##name,
 	CTL_STATS_INODES(X)
 #undef X
 	SK_NINODES
@@ -223,6 +223,7 @@ enum {
 	SK_FETCH_SUM,
 	SK_CACHE,
 	SK_DIR = SK_CACHE + SK_NCACHE,
+	SK_MNT,
 	SK_INODES,
 	SK__N = SK_INODES + SK_NINODES
 };
@@ -231,23 +232,34 @@ _Static_assert(SK__N <= KV_KEYS_MAX, "raise KV_KEYS_MAX");
 
 static const uint64_t fetch_bounds_us[STATS_FETCH_NBOUNDS] = {STATS_FETCH_BOUNDS_US};
 
+/* The keys from SK_CACHE on: name, kind, help, where the number goes (0 for
+ * the two paths). */
 static const char *const stats_extra_names[] = {
-#define X(name, what) #name,
-    CTL_STATS_CACHE(X) "cache_dir", CTL_STATS_INODES(X)
+#define X(name, kind, what) #name,
+    CTL_STATS_CACHE(X) "cache_dir", "mountpoint", CTL_STATS_INODES(X)
+#undef X
+};
+
+static const char *const stats_extra_kinds[] = {
+#define X(name, kind, what) #kind,
+    CTL_STATS_CACHE(X) "text", "text", CTL_STATS_INODES(X)
 #undef X
 };
 
 static const char *const stats_extra_helps[] = {
-#define X(name, what) what,
-    CTL_STATS_CACHE(X) CTL_STATS_DIR_HELP, CTL_STATS_INODES(X)
+#define X(name, kind, what) what,
+    CTL_STATS_CACHE(X) CTL_STATS_DIR_HELP, CTL_STATS_MNT_HELP, CTL_STATS_INODES(X)
 #undef X
 };
 
 static const size_t stats_extra_offsets[] = {
-#define X(name, what) offsetof(struct ctl_stats, name),
-    CTL_STATS_CACHE(X) 0, CTL_STATS_INODES(X)
+#define X(name, kind, what) offsetof(struct ctl_stats, name),
+    CTL_STATS_CACHE(X) 0, 0, CTL_STATS_INODES(X)
 #undef X
 };
+
+#define STATS_NEXTRA (sizeof(stats_extra_names) / sizeof(stats_extra_names[0]))
+_Static_assert(SK_CACHE + STATS_NEXTRA == SK__N, "the extra keys and SK_* disagree");
 
 static const char *stats_key_name(unsigned i, char *buf, size_t len)
 {
@@ -279,31 +291,34 @@ static uint64_t *stats_slot(void *obj, unsigned i)
 		return &st->fetch_count;
 	if (i == SK_FETCH_SUM)
 		return &st->fetch_sum_us;
-	if (i == SK_DIR)
+	if (i == SK_DIR || i == SK_MNT)
 		return NULL;
 	return (uint64_t *)((char *)st + stats_extra_offsets[i - SK_CACHE]);
 }
 
-static int stats_set_dir(void *obj, unsigned i, const char *v, size_t vlen)
+static char *stats_text_of(struct ctl_stats *st, unsigned i)
 {
-	struct ctl_stats *st = obj;
+	return i == SK_DIR ? st->cache_dir : st->mountpoint;
+}
 
-	(void)i;
-	if (!vlen || vlen >= sizeof(st->cache_dir))
+static int stats_set_text(void *obj, unsigned i, const char *v, size_t vlen)
+{
+	char *dst = stats_text_of(obj, i);
+
+	if (!vlen || vlen >= CTL_PATH_MAX)
 		return -EBADMSG;
-	memcpy(st->cache_dir, v, vlen);
-	st->cache_dir[vlen] = '\0';
+	memcpy(dst, v, vlen);
+	dst[vlen] = '\0';
 	return 0;
 }
 
-static const char *stats_get_dir(const void *obj, unsigned i)
+static const char *stats_get_text(const void *obj, unsigned i)
 {
-	(void)i;
-	return ((const struct ctl_stats *)obj)->cache_dir;
+	return stats_text_of((struct ctl_stats *)obj, i);
 }
 
 static const struct kv_schema stats_schema = {
-    SK__N, stats_key_name, stats_slot, stats_set_dir, stats_get_dir,
+    SK__N, stats_key_name, stats_slot, stats_set_text, stats_get_text,
 };
 
 size_t ctl_stats_format(const struct ctl_stats *st, char *buf, size_t len)
@@ -322,10 +337,21 @@ const char *ctl_stats_help(const char *name)
 	for (int i = 0; i < ST__COUNT; i++)
 		if (!strcmp(stats_name((enum stat_id)i), name))
 			return stats_help((enum stat_id)i);
-	for (size_t i = 0; i < sizeof(stats_extra_names) / sizeof(stats_extra_names[0]); i++)
+	for (size_t i = 0; i < STATS_NEXTRA; i++)
 		if (!strcmp(stats_extra_names[i], name))
 			return stats_extra_helps[i];
 	return "";
+}
+
+const char *ctl_stats_kind(const char *name)
+{
+	for (int i = 0; i < ST__COUNT; i++)
+		if (!strcmp(stats_name((enum stat_id)i), name))
+			return i < ST__NCOUNTERS ? "counter" : "gauge";
+	for (size_t i = 0; i < STATS_NEXTRA; i++)
+		if (!strcmp(stats_extra_names[i], name))
+			return stats_extra_kinds[i];
+	return NULL;
 }
 
 /* ---- socket messages -------------------------------------------------------- */

@@ -6,7 +6,8 @@
  *
  * State, all under ev->mu: the list, `usage` (bytes of data and metadata
  * in cache_dir, in allocated blocks, including reservations in flight),
- * `pending` (reserved, not yet stored), `freeing` (picked, not yet reaped)
+ * `pending` (reserved, not yet stored), `freeing` (picked, not yet reaped:
+ * still on disk, so still counted against the limits)
  * and `ready` (the startup index is complete; before it reservations are
  * refused, as the usage they would check is not known).  Free space comes
  * from statvfs at each check, so cache_min_free holds against other writers
@@ -237,18 +238,18 @@ static uint64_t min_free_bytes(const struct evict *ev, uint64_t total)
 }
 
 /* Caller holds ev->mu.  How many bytes must go before `extra` more fit
- * within both limits (0: they fit). */
+ * within both limits (0: they fit).  Bytes picked and not yet reaped are
+ * still on disk: they count as used until their reaper is done, so no
+ * other reservation writes into room that is not free yet. */
 static uint64_t shortfall(struct evict *ev, uint64_t extra)
 {
-	uint64_t avail, total, want, over = 0;
+	uint64_t avail, total, want, used = ev->usage + ev->freeing, over = 0;
 
-	if (ev->usage + extra > ev->cfg->cache_size)
-		over = ev->usage + extra - ev->cfg->cache_size;
+	if (used + extra > ev->cfg->cache_size)
+		over = used + extra - ev->cfg->cache_size;
 	if (store_fs_space(ev->store, &avail, &total) < 0)
 		return over; /* cannot tell; the write itself will report ENOSPC */
-	/* Reservations of other threads are not on disk yet; bytes picked
-	 * and not yet reaped soon are free. */
-	avail += ev->freeing;
+	/* Reservations of other threads are not on disk yet. */
 	want = extra + ev->pending + min_free_bytes(ev, total);
 	if (avail < want && want - avail > over)
 		over = want - avail;

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "passthrough.h"
 #include "source.h"
+#include "srcwatch.h"
 
 void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir)
 {
@@ -104,6 +105,12 @@ static void source_out_of_fds(void *arg)
 	itab_shrink(fs->itab, (unsigned)(n.fd_budget / 2));
 }
 
+void note_root_fault(struct efs_fs *fs, struct efs_inode *i, int r)
+{
+	if ((r == -ESTALE || r == -ENOTCONN) && i == itab_root(fs->itab))
+		srcwatch_poke(fs->watch);
+}
+
 /* Callers of inode_fd_get hold the fd until inode_fd_put. */
 int ifd(struct efs_fs *fs, struct efs_inode *i)
 {
@@ -154,6 +161,7 @@ static int source_stat_named(void *arg, struct efs_inode *i, struct stat *st)
 	if (pfd < 0)
 		return pfd;
 	r = src_stat_sync_at(pfd, name, st);
+	stats_add(&fs->stats, ST_source_getattrs, 1);
 	at_parent_end(fs, parent, name);
 	/* No link left: the name was removed or now names another file on
 	 * the server, and the client still had this one's handle (NFS answers
@@ -181,6 +189,7 @@ static int source_open_named(void *arg, struct efs_inode *i, int flags)
 		note_no_fds(fs, r, "an open");
 		r = src_open_at(pfd, name, flags);
 	}
+	stats_add(&fs->stats, ST_source_opens, 1);
 	at_parent_end(fs, parent, name);
 	return r == -ENOENT ? -ESTALE : r;
 }
@@ -198,6 +207,7 @@ int source_open_object(void *arg, struct efs_inode *i, int flags)
 		note_no_fds(fs, r, "an open");
 		r = src_open(fd, flags);
 	}
+	stats_add(&fs->stats, ST_source_opens, 1);
 	ifd_put(fs, i);
 	if (r != -ESTALE)
 		return r;
@@ -214,7 +224,9 @@ int source_open_object(void *arg, struct efs_inode *i, int flags)
 
 static int source_stat_open(void *arg, int fd, struct stat *st)
 {
-	(void)arg;
+	struct efs_fs *fs = arg;
+
+	stats_add(&fs->stats, ST_source_getattrs, 1);
 	return src_stat(fd, st);
 }
 
@@ -247,6 +259,7 @@ bool source_object_gone(void *arg, struct efs_inode *i)
 	if (fd < 0)
 		return false;
 	r = src_stat_sync_at(fd, "", &st);
+	stats_add(&fs->stats, ST_source_getattrs, 1);
 	inode_fd_put(fs->itab, i);
 	return r == -ESTALE || r == -ENOENT || (r == 0 && st.st_nlink == 0);
 }
@@ -436,6 +449,7 @@ size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 	st.write_behind_pending = u.write_behind_pending;
 	st.cache_index_ready = u.index_ready;
 	snprintf(st.cache_dir, sizeof(st.cache_dir), "%s", u.cache_dir);
+	snprintf(st.mountpoint, sizeof(st.mountpoint), "%s", fs->cfg->mountpoint);
 	itab_counts(fs->itab, &ic);
 	st.inodes = ic.inodes;
 	st.inode_fds = ic.fds;

@@ -33,8 +33,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fd = ifd(fs, i);
 	r = fd < 0 ? fd : src_opendir(fd, &d->dp);
+	stats_add(&fs->stats, ST_source_readdirs, fd >= 0);
 	if (fd >= 0)
 		ifd_put(fs, i);
+	note_root_fault(fs, i, r);
 	if (r < 0) {
 		free(d);
 		fuse_reply_err(req, -r);

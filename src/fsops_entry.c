@@ -58,6 +58,7 @@ int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 	if (pfd < 0)
 		return pfd;
 	r = src_lookup(pfd, name, &fd, &e->attr);
+	stats_add(&fs->stats, ST_source_lookups, 1);
 	if (out_of_fds(r)) {
 		note_no_fds(fs, r, "a lookup");
 		r = src_lookup(pfd, name, &fd, &e->attr);
@@ -120,6 +121,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	int r = do_lookup(fs, dir, name, &e);
 
+	note_root_fault(fs, dir, r);
 	if (r == 0 || r == -ENOENT)
 		drop_gone_at(fs, dir, name, r == 0 ? inode_of(req, e.ino) : NULL);
 	if (r == -ENOENT) {
@@ -177,7 +179,9 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = src_stat(fd, &st);
+	stats_add(&fs->stats, ST_source_getattrs, 1);
 	ifd_put(fs, i);
+	note_root_fault(fs, i, r);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else

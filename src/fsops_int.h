@@ -122,6 +122,10 @@ void note_no_fds(struct efs_fs *fs, int r, const char *what);
 int ifd(struct efs_fs *fs, struct efs_inode *i);
 void ifd_put(struct efs_fs *fs, struct efs_inode *i);
 
+/* An op on i failed with r: when i is the root and r says its file system
+ * went away (ESTALE, ENOTCONN), have the SOURCE watch look now. */
+void note_root_fault(struct efs_fs *fs, struct efs_inode *i, int r);
+
 /* Open the source object of i for I/O (flags as open(2), no O_CREAT),
  * following it by name if its handle went stale.  arg is the struct efs_fs.
  * Returns the fd or -errno. */

@@ -1,8 +1,10 @@
 /* main.c - argv -> config, mount, daemonize, run the session, exit codes.
  *
  * Exit codes: 0 after a clean unmount, 1 on a runtime failure (mount,
- * session), 2 on bad usage (options, paths).  Everything that can be checked
- * is checked before mounting, so a bad start mounts nothing.
+ * session, SOURCE not the mount -o require_source_mount asks for, SOURCE
+ * replaced under the running daemon), 2 on bad usage (options, paths).
+ * Everything that can be checked is checked before mounting, so a bad start
+ * mounts nothing.
  */
 #include <errno.h>
 #include <signal.h>
@@ -15,11 +17,13 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fsinfo.h"
 #include "fsops.h"
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "notify.h"
+#include "srcwatch.h"
 
 #define EXIT_USAGE 2
 
@@ -131,12 +135,32 @@ static void status_line(void *fs, char *buf, size_t len)
 	metrics_summary(text, buf, len);
 }
 
+/* Set by on_source_lost before it ends the session: exit 1, not 0. */
+static volatile sig_atomic_t source_lost;
+
+/* The watch thread found SOURCE replaced (srcwatch.h).  Serving on would show
+ * the old tree under the new one's name: unmount and exit 1, for systemd's
+ * Restart=on-failure or the container's restart to mount the new root.  The
+ * SIGTERM is handled by libfuse's handler on another thread (this one blocks
+ * signals), as one from outside is. */
+static void on_source_lost(void *arg, const char *why)
+{
+	const struct efs_config *cfg = arg;
+
+	log_err("%s; unmounting '%s' and exiting with status 1 so that a restart serves the "
+		"new one",
+		why, cfg->mountpoint);
+	source_lost = 1;
+	kill(getpid(), SIGTERM);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *loop;
 	struct metrics_http *http = NULL;
 	struct notify_status *nstatus = NULL;
+	struct srcwatch *watch = NULL;
 	struct fuse_session *se;
 	struct efs_config cfg;
 	struct efs_fs fs;
@@ -165,6 +189,16 @@ int main(int argc, char *argv[])
 		config_free(&cfg);
 		return EXIT_USAGE;
 	}
+	/* A cache in RAM (tmpfs: Debian 13's /tmp) works, but costs memory
+	 * and is gone at reboot: say so, once, at start. */
+	if (fsinfo_ram_warning("cache_dir", cfg.cache_dir, err, sizeof(err)) > 0)
+		log_warn("%s", err);
+	if (cfg.require_source_mount &&
+	    srcwatch_require(cfg.source, cfg.source_fstype, err, sizeof(err)) < 0) {
+		fprintf(stderr, "efscache: %s\n", err);
+		config_free(&cfg);
+		return EXIT_FAILURE;
+	}
 	/* Modes from the kernel already carry the caller's umask. */
 	umask(0);
 	raise_nofile();
@@ -188,6 +222,19 @@ int main(int argc, char *argv[])
 	fs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
+	/* The root just opened is the one checked above (a mount made in
+	 * between is refused here), and must stay SOURCE while we serve it. */
+	r = srcwatch_new(&watch, cfg.source, itab_root(fs.itab)->fd, SRCWATCH_PERIOD_MS,
+			 on_source_lost, &cfg, err, sizeof(err));
+	if (r == -ESTALE) {
+		log_err("%s", err);
+		goto out_signals;
+	}
+	/* No mountinfo (a chroot without /proc), no mount ids (Linux < 5.8):
+	 * serve, unwatched, as before; require_source_mount has refused such a
+	 * start already. */
+	if (r < 0)
+		log_warn("%s; a SOURCE remounted under the daemon will not be noticed", err);
 	if (fuse_session_mount(se, cfg.mountpoint) != 0) {
 		log_err("cannot mount on '%s'", cfg.mountpoint);
 		goto out_signals;
@@ -202,6 +249,12 @@ int main(int argc, char *argv[])
 		log_errno(LOG_LVL_ERR, -r, "cannot start the cache's background thread");
 		goto out_unmount;
 	}
+	r = watch ? srcwatch_run(watch) : 0;
+	if (r < 0) {
+		log_errno(LOG_LVL_ERR, -r, "cannot start the thread that watches SOURCE");
+		goto out_unmount;
+	}
+	fs.watch = watch;
 
 	if (cfg.metrics_host) {
 		r = metrics_http_start(&http, cfg.metrics_host, cfg.metrics_port, cfg.price_per_gb,
@@ -230,6 +283,8 @@ int main(int argc, char *argv[])
 	/* libfuse's signal handler leaves the signal number as the result. */
 	ret = (r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP) ? EXIT_SUCCESS
 								   : EXIT_FAILURE;
+	if (source_lost)
+		ret = EXIT_FAILURE;
 
 out_unmount:
 	notify_send("STOPPING=1\nSTATUS=unmounting");
@@ -237,6 +292,8 @@ out_unmount:
 	metrics_http_stop(http);
 	fuse_session_unmount(se);
 out_signals:
+	fs.watch = NULL;
+	srcwatch_free(watch);
 	fuse_remove_signal_handlers(se);
 out_session:
 	fuse_session_destroy(se);

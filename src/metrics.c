@@ -1,18 +1,23 @@
 /* metrics.c - render the stats text as Prometheus text or JSON.
  *
  * Stateless: metrics_render() parses the "name value" lines into a table,
- * then walks the lists of stats.h (counters, gauges), the cache's usage
- * lines and the histogram, in that order, writing into an open_memstream.
- * Lines it does not know are appended at the end (untyped / plain numbers).
+ * then walks the lists of stats.h (counters, gauges), ctlproto.h's cache
+ * and inode lines (each with its kind), the histogram, the dollar series
+ * (only with a price) and the process_* series (only if asked), in that
+ * order, writing into an open_memstream.  Lines it does not know are
+ * appended at the end (untyped / plain numbers).
  */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "ctlproto.h"
 #include "stats.h"
@@ -29,14 +34,6 @@ struct kv {
 struct table {
 	struct kv *kv;
 	size_t n;
-};
-
-/* Lines the cache adds after the counters: name, Prometheus name (the help
- * is ctlproto's, ctl_stats_help()). */
-static const char *const extra_gauges[][2] = {
-    {"cache_entries", "efscache_cache_entries"},
-    {"cache_usage_bytes", "efscache_cache_usage_bytes"},
-    {"cache_size_bytes", "efscache_cache_limit_bytes"},
 };
 
 /* Split text (modified in place) into the table; 0 or -ENOMEM. */
@@ -101,8 +98,8 @@ static void prom_base(const char *name, char *out, size_t len)
 		snprintf(out, len, "%s", name);
 }
 
-/* A label value or JSON string: backslash, quote and newline escaped. */
-static void put_escaped(FILE *f, const char *s)
+/* A JSON string body: backslash, quote and control characters escaped. */
+void metrics_put_json_string(FILE *f, const char *s)
 {
 	for (; *s; s++) {
 		if (*s == '\\' || *s == '"')
@@ -116,28 +113,87 @@ static void put_escaped(FILE *f, const char *s)
 	}
 }
 
-void metrics_put_json_string(FILE *f, const char *s)
+/* Length of the well-formed UTF-8 sequence at s (1 to 4), or 0 if the byte
+ * at s does not start one (overlong forms, surrogates and code points past
+ * U+10FFFF included). */
+static size_t utf8_len(const unsigned char *s)
 {
-	put_escaped(f, s);
+	unsigned char c = s[0];
+	size_t n;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
 }
 
-static void prom_metric(FILE *f, const char *name, const char *type, const char *help,
-			const char *value)
+void metrics_put_label_value(FILE *f, const char *s)
 {
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %s\n", name, help, name, type, name, value);
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		size_t n = utf8_len(p);
+
+		if (n == 0) {
+			fputs("\xef\xbf\xbd", f); /* U+FFFD for a byte that is not UTF-8 */
+			p++;
+		} else if (*p == '\\' || *p == '"') {
+			fprintf(f, "\\%c", *p++);
+		} else if (*p == '\n') {
+			fputs("\\n", f);
+			p++;
+		} else {
+			fwrite(p, 1, n, f);
+			p += n;
+		}
+	}
 }
 
-uint64_t metrics_saved_bytes(uint64_t served, uint64_t from_source, uint64_t bypassed)
+/* # HELP text: backslash and line feed escaped. */
+static void put_help(FILE *f, const char *name, const char *help)
 {
-	uint64_t read = from_source + bypassed;
-
-	return served > read ? served - read : 0;
+	fprintf(f, "# HELP %s ", name);
+	for (; *help; help++) {
+		if (*help == '\\')
+			fputs("\\\\", f);
+		else if (*help == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*help, f);
+	}
+	fputc('\n', f);
 }
 
-static uint64_t saved_of(struct table *t)
+/* The labels every efscache_* sample carries, without braces: empty or
+ * mountpoint="...". */
+struct labels {
+	char *text;
+	size_t len;
+};
+
+/* name{labels} value, with HELP and TYPE before it. */
+static void prom_metric(FILE *f, const struct labels *l, const char *name, const char *type,
+			const char *help, const char *value)
 {
-	return metrics_saved_bytes(u64_of(t, "bytes_served"), u64_of(t, "bytes_from_source"),
-				   u64_of(t, "bytes_bypassed"));
+	put_help(f, name, help);
+	fprintf(f, "# TYPE %s %s\n%s%s%s%s %s\n", name, type, name, l->len ? "{" : "",
+		l->text, l->len ? "}" : "", value);
 }
 
 double metrics_cost(uint64_t bytes, double price_per_gb)
@@ -145,86 +201,155 @@ double metrics_cost(uint64_t bytes, double price_per_gb)
 	return (double)bytes / GB * price_per_gb;
 }
 
-static void render_prometheus(FILE *f, struct table *t, double price)
+/* The line `name`'s Prometheus name: efscache_BASE (gauges) or
+ * efscache_BASE_total (counters); BASE as prom_base(), but cache_size_bytes
+ * is the limit. */
+static void prom_name(const char *name, bool counter, char *out, size_t len)
+{
+	char base[96];
+
+	if (!strcmp(name, "cache_size_bytes"))
+		snprintf(base, sizeof(base), "cache_limit_bytes");
+	else
+		prom_base(name, base, sizeof(base));
+	snprintf(out, len, "efscache_%s%s", base, counter ? "_total" : "");
+}
+
+static void render_process(FILE *f)
+{
+	struct metrics_process p;
+	char v[64];
+	const struct labels none = {(char[]){""}, 0};
+
+	if (metrics_process_read(&p) < 0)
+		return;
+	snprintf(v, sizeof(v), "%.2f", p.cpu_seconds);
+	prom_metric(f, &none, "process_cpu_seconds_total", "counter",
+		    "Total user and system CPU time spent in seconds.", v);
+	if (p.open_fds >= 0) {
+		snprintf(v, sizeof(v), "%ld", p.open_fds);
+		prom_metric(f, &none, "process_open_fds", "gauge", "Number of open file descriptors.",
+			    v);
+	}
+	if (p.max_fds >= 0) {
+		snprintf(v, sizeof(v), "%ld", p.max_fds);
+		prom_metric(f, &none, "process_max_fds", "gauge",
+			    "Maximum number of open file descriptors.", v);
+	}
+	snprintf(v, sizeof(v), "%" PRIu64, p.virtual_bytes);
+	prom_metric(f, &none, "process_virtual_memory_bytes", "gauge",
+		    "Virtual memory size in bytes.", v);
+	snprintf(v, sizeof(v), "%" PRIu64, p.resident_bytes);
+	prom_metric(f, &none, "process_resident_memory_bytes", "gauge",
+		    "Resident memory size in bytes.", v);
+	snprintf(v, sizeof(v), "%.2f", p.start_time_seconds);
+	prom_metric(f, &none, "process_start_time_seconds", "gauge",
+		    "Start time of the process since unix epoch in seconds.", v);
+}
+
+static void render_prometheus(FILE *f, struct table *t, const struct metrics_opts *o)
 {
 	static const uint64_t bounds[STATS_FETCH_NBOUNDS] = {STATS_FETCH_BOUNDS_US};
-	char name[160], key[96], v[64];
+	struct labels l = {NULL, 0};
+	char name[160], v[64];
 	struct kv *kv;
+	FILE *lf = open_memstream(&l.text, &l.len);
 
-	fputs("# HELP efscache_info the daemon's version and cache_dir\n"
-	      "# TYPE efscache_info gauge\n"
-	      "efscache_info{version=\"" EFSCACHE_VERSION "\",cache_dir=\"",
-	      f);
-	kv = find(t, "cache_dir");
-	if (kv) {
-		put_escaped(f, kv->value);
+	if (!lf)
+		return;
+	if ((kv = find(t, "mountpoint"))) {
+		fputs("mountpoint=\"", lf);
+		metrics_put_label_value(lf, kv->value);
+		fputc('"', lf);
+		kv->used = true;
+	}
+	if (fclose(lf) != 0) {
+		free(l.text);
+		return;
+	}
+
+	put_help(f, "efscache_info", "the daemon's version and cache_dir");
+	fprintf(f, "# TYPE efscache_info gauge\nefscache_info{%s%sversion=\"" EFSCACHE_VERSION
+		   "\",cache_dir=\"",
+		l.text, l.len ? "," : "");
+	if ((kv = find(t, "cache_dir"))) {
+		metrics_put_label_value(f, kv->value);
 		kv->used = true;
 	}
 	fputs("\"} 1\n", f);
 
-	for (int i = 0; i < ST__COUNT; i++) {
-		bool counter = i < ST__NCOUNTERS;
+	/* stats.h's counters and gauges, then ctlproto.h's cache and inode
+	 * lines: everything with a known kind, in the daemon's order. */
+	for (size_t i = 0; i < t->n; i++) {
+		const char *kind;
 
-		if (!(kv = find(t, stats_name((enum stat_id)i))))
+		kv = &t->kv[i];
+		kind = ctl_stats_kind(kv->name);
+		if (kv->used || !kind || !strcmp(kind, "text") || !is_number(kv->value))
 			continue;
 		kv->used = true;
-		prom_base(kv->name, key, sizeof(key));
-		snprintf(name, sizeof(name), "efscache_%s%s", key, counter ? "_total" : "");
-		prom_metric(f, name, counter ? "counter" : "gauge", stats_help((enum stat_id)i),
-			    kv->value);
-	}
-	for (size_t i = 0; i < sizeof(extra_gauges) / sizeof(extra_gauges[0]); i++) {
-		if (!(kv = find(t, extra_gauges[i][0])))
-			continue;
-		kv->used = true;
-		prom_metric(f, extra_gauges[i][1], "gauge", ctl_stats_help(extra_gauges[i][0]),
-			    kv->value);
+		prom_name(kv->name, !strcmp(kind, "counter"), name, sizeof(name));
+		prom_metric(f, &l, name, kind, ctl_stats_help(kv->name), kv->value);
 	}
 
 	if (find(t, HIST_PREFIX "count")) {
-		fputs("# HELP efscache_fetch_duration_seconds time to read one chunk from the "
-		      "source\n# TYPE efscache_fetch_duration_seconds histogram\n",
-		      f);
+		char key[96];
+
+		put_help(f, "efscache_fetch_duration_seconds",
+			 "time to read one chunk from the source");
+		fputs("# TYPE efscache_fetch_duration_seconds histogram\n", f);
 		for (int i = 0; i < STATS_FETCH_NBOUNDS; i++) {
 			snprintf(key, sizeof(key), HIST_PREFIX "le_%" PRIu64, bounds[i]);
 			fprintf(f,
-				"efscache_fetch_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-				(double)bounds[i] / 1e6, u64_of(t, key));
+				"efscache_fetch_duration_seconds_bucket{%s%sle=\"%g\"} %" PRIu64 "\n",
+				l.text, l.len ? "," : "", (double)bounds[i] / 1e6, u64_of(t, key));
 		}
-		fprintf(f, "efscache_fetch_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
-			u64_of(t, HIST_PREFIX "le_inf"));
-		fprintf(f, "efscache_fetch_duration_seconds_sum %.6f\n",
-			(double)u64_of(t, HIST_PREFIX "sum") / 1e6);
-		fprintf(f, "efscache_fetch_duration_seconds_count %" PRIu64 "\n",
+		fprintf(f,
+			"efscache_fetch_duration_seconds_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n",
+			l.text, l.len ? "," : "", u64_of(t, HIST_PREFIX "le_inf"));
+		fprintf(f, "efscache_fetch_duration_seconds_sum%s%s%s %.6f\n", l.len ? "{" : "",
+			l.text, l.len ? "}" : "", (double)u64_of(t, HIST_PREFIX "sum") / 1e6);
+		fprintf(f, "efscache_fetch_duration_seconds_count%s%s%s %" PRIu64 "\n",
+			l.len ? "{" : "", l.text, l.len ? "}" : "",
 			u64_of(t, HIST_PREFIX "count"));
 	}
 
-	if (find(t, "bytes_served")) {
-		snprintf(v, sizeof(v), "%" PRIu64, saved_of(t));
-		prom_metric(f, "efscache_efs_saved_bytes", "gauge",
-			    "bytes served to readers that were not read from the source (EFS)", v);
-		snprintf(v, sizeof(v), "%.6f", price);
-		prom_metric(f, "efscache_efs_read_price_dollars_per_gb", "gauge",
-			    "EFS read price used for efscache_efs_saved_dollars", v);
-		snprintf(v, sizeof(v), "%.6f", metrics_cost(saved_of(t), price));
-		prom_metric(f, "efscache_efs_saved_dollars", "gauge",
-			    "what efscache_efs_saved_bytes would have cost to read from EFS", v);
+	if (o->price_per_gb >= 0 && find(t, "bytes_saved")) {
+		snprintf(v, sizeof(v), "%.6f", o->price_per_gb);
+		prom_metric(f, &l, "efscache_efs_read_price_dollars_per_gb", "gauge",
+			    "EFS Elastic throughput read price given with price_per_gb (USD per "
+			    "2^30 bytes)",
+			    v);
+		snprintf(v, sizeof(v), "%.6f", metrics_cost(u64_of(t, "bytes_saved"), o->price_per_gb));
+		prom_metric(f, &l, "efscache_saved_dollars_total", "counter",
+			    "efscache_saved_bytes_total at that price: what those reads would "
+			    "have cost with Elastic throughput",
+			    v);
 	}
 
 	for (size_t i = 0; i < t->n; i++) {
+		char key[96];
+
 		kv = &t->kv[i];
 		if (kv->used || !strncmp(kv->name, HIST_PREFIX, strlen(HIST_PREFIX)) ||
 		    !is_number(kv->value))
 			continue;
 		prom_base(kv->name, key, sizeof(key));
-		fprintf(f, "# TYPE efscache_%s untyped\nefscache_%s %s\n", key, key, kv->value);
+		snprintf(name, sizeof(name), "efscache_%s", key);
+		prom_metric(f, &l, name, "untyped",
+			    "a stats line this efscache build does not know (a newer daemon's)",
+			    kv->value);
 	}
+	if (o->process)
+		render_process(f);
+	free(l.text);
 }
 
-static void render_json(FILE *f, struct table *t, double price)
+static void render_json(FILE *f, struct table *t, const struct metrics_opts *o)
 {
 	static const uint64_t bounds[STATS_FETCH_NBOUNDS] = {STATS_FETCH_BOUNDS_US};
-	uint64_t saved = saved_of(t);
+	uint64_t saved = u64_of(t, "bytes_saved");
+	struct metrics_process p;
 	char key[96];
 
 	fputs("{\n  \"version\": \"" EFSCACHE_VERSION "\"", f);
@@ -234,13 +359,13 @@ static void render_json(FILE *f, struct table *t, double price)
 		if (!strncmp(kv->name, HIST_PREFIX, strlen(HIST_PREFIX)))
 			continue;
 		fputs(",\n  \"", f);
-		put_escaped(f, kv->name);
+		metrics_put_json_string(f, kv->name);
 		fputs("\": ", f);
 		if (is_number(kv->value) && kv->value[0] != '-' && kv->value[0] != '+') {
 			fputs(kv->value, f);
 		} else {
 			fputc('"', f);
-			put_escaped(f, kv->value);
+			metrics_put_json_string(f, kv->value);
 			fputc('"', f);
 		}
 	}
@@ -257,14 +382,23 @@ static void render_json(FILE *f, struct table *t, double price)
 			u64_of(t, HIST_PREFIX "le_inf"), u64_of(t, HIST_PREFIX "count"),
 			(double)u64_of(t, HIST_PREFIX "sum") / 1e6);
 	}
-	fprintf(f,
-		",\n  \"efs_saved\": {\"bytes\": %" PRIu64
-		", \"price_per_gb_usd\": %.6f, \"price_date\": \"" METRICS_PRICE_DATE
-		"\", \"cost_usd\": %.6f}\n}\n",
-		saved, price, metrics_cost(saved, price));
+	fprintf(f, ",\n  \"efs_saved\": {\"bytes\": %" PRIu64, saved);
+	if (o->price_per_gb >= 0)
+		fprintf(f, ", \"price_per_gb_usd\": %.6f, \"cost_usd\": %.6f", o->price_per_gb,
+			metrics_cost(saved, o->price_per_gb));
+	fputc('}', f);
+	if (o->process && metrics_process_read(&p) == 0)
+		fprintf(f,
+			",\n  \"process\": {\"start_time_seconds\": %.2f, \"cpu_seconds\": %.2f, "
+			"\"resident_memory_bytes\": %" PRIu64 ", \"virtual_memory_bytes\": %" PRIu64
+			", \"open_fds\": %ld, \"max_fds\": %ld}",
+			p.start_time_seconds, p.cpu_seconds, p.resident_bytes, p.virtual_bytes,
+			p.open_fds, p.max_fds);
+	fputs("\n}\n", f);
 }
 
-char *metrics_render(const char *stats_text, enum metrics_format fmt, double price_per_gb)
+char *metrics_render(const char *stats_text, enum metrics_format fmt,
+		     const struct metrics_opts *opts)
 {
 	char *copy = strdup(stats_text), *out = NULL;
 	struct table t = {NULL, 0};
@@ -279,9 +413,9 @@ char *metrics_render(const char *stats_text, enum metrics_format fmt, double pri
 	if (!f)
 		goto out_free;
 	if (fmt == METRICS_PROMETHEUS)
-		render_prometheus(f, &t, price_per_gb);
+		render_prometheus(f, &t, opts);
 	else
-		render_json(f, &t, price_per_gb);
+		render_json(f, &t, opts);
 	if (fclose(f) != 0) {
 		free(out);
 		out = NULL;
@@ -344,5 +478,83 @@ int metrics_parse_price(const char *s, double *out)
 	if (errno || *end || v < 0 || v > METRICS_MAX_PRICE_PER_GB)
 		return -EINVAL;
 	*out = v;
+	return 0;
+}
+
+/* The first number after "key " in the file at path; 0 or -errno. */
+static int read_key_u64(const char *path, const char *key, uint64_t *out)
+{
+	char line[256];
+	size_t klen = strlen(key);
+	int r = -ENOENT;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, key, klen) && line[klen] == ' ') {
+			*out = strtoull(line + klen + 1, NULL, 10);
+			r = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+/* Entries of /proc/self/fd, without the one this count opens. */
+static long count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	long n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1;
+}
+
+int metrics_process_read(struct metrics_process *p)
+{
+	unsigned long long utime, stime, start, vsize;
+	long long rss;
+	uint64_t btime = 0;
+	long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	struct rlimit rl;
+	char buf[1024], *paren;
+	size_t n;
+	int r;
+	FILE *f = fopen("/proc/self/stat", "re");
+
+	if (!f)
+		return -errno;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* pid (comm) state ...: comm may hold spaces and parentheses. */
+	paren = strrchr(buf, ')');
+	if (!paren || tck <= 0 || page <= 0)
+		return -EIO;
+	/* fields 14, 15 (utime, stime), 22 (starttime), 23 (vsize), 24 (rss) */
+	if (sscanf(paren + 1,
+		   " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+		   "%*d %llu %llu %lld",
+		   &utime, &stime, &start, &vsize, &rss) != 5)
+		return -EIO;
+	r = read_key_u64("/proc/stat", "btime", &btime);
+	if (r < 0)
+		return r;
+	p->cpu_seconds = (double)(utime + stime) / (double)tck;
+	p->start_time_seconds = (double)btime + (double)start / (double)tck;
+	p->virtual_bytes = vsize;
+	p->resident_bytes = rss > 0 ? (uint64_t)rss * (uint64_t)page : 0;
+	p->open_fds = count_fds();
+	p->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+			     ? (long)rl.rlim_cur
+			     : -1;
 	return 0;
 }

@@ -1,8 +1,15 @@
 /* metrics_http.c - serve metrics.h's output over HTTP with libmicrohttpd.
  *
  * Only GET and HEAD of three fixed paths; everything else is 404 or 405.
- * No state besides the callback: each request renders a new snapshot.
+ * No state besides the callback: each request renders a new snapshot, with
+ * the daemon's own process_* series.  /healthz answers from this thread
+ * alone: it touches neither the FUSE data path nor the source.
  * Connections are capped and time out, so a stuck scraper cannot pile up.
+ *
+ * The loop is libmicrohttpd's internal thread on epoll (poll where epoll is
+ * missing), never select(): the daemon holds an fd per inode and per open
+ * file, and select() cannot watch an fd numbered 1024 or more, so a
+ * connection accepted past that was dropped and every scrape failed.
  */
 #include "metrics_http.h"
 
@@ -21,7 +28,7 @@
 
 struct metrics_http {
 	struct MHD_Daemon *d;
-	double price;
+	struct metrics_opts opts;
 	metrics_text_fn fn;
 	void *arg;
 };
@@ -82,7 +89,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		return reply(c, MHD_HTTP_NOT_FOUND, "text/plain",
 			     strdup("try /metrics, /metrics.json or /healthz\n"));
 	text = snapshot(m);
-	body = text ? metrics_render(text, fmt, m->price) : NULL;
+	body = text ? metrics_render(text, fmt, &m->opts) : NULL;
 	free(text);
 	if (!body)
 		return MHD_NO;
@@ -95,6 +102,16 @@ int metrics_http_start(struct metrics_http **out, const char *host, unsigned por
 	struct sockaddr_storage ss = {0};
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
 	struct metrics_http *m;
+
+	if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
+		flags |= MHD_USE_EPOLL;
+	else if (MHD_is_feature_supported(MHD_FEATURE_POLL) == MHD_YES)
+		flags |= MHD_USE_POLL;
+	else {
+		snprintf(err, errlen, "metrics: this libmicrohttpd has neither epoll nor poll, and "
+				      "select() fails past 1024 fds");
+		return -ENOTSUP;
+	}
 
 	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
@@ -116,7 +133,7 @@ int metrics_http_start(struct metrics_http **out, const char *host, unsigned por
 		snprintf(err, errlen, "metrics: out of memory");
 		return -ENOMEM;
 	}
-	m->price = price_per_gb;
+	m->opts = (struct metrics_opts){.price_per_gb = price_per_gb, .process = true};
 	m->fn = fn;
 	m->arg = arg;
 	errno = 0;

@@ -49,10 +49,29 @@ void stats_fetch_done(struct efs_stats *s, uint64_t start_us)
 	__atomic_fetch_add(&s->fetch_sum_us, us, __ATOMIC_RELAXED);
 }
 
-void stats_snapshot(const struct efs_stats *s, struct ctl_stats *out)
+/* Raise bytes_saved to what the other counters show now, if that is more
+ * (stats.h).  A read counts its fetch before it counts the bytes served, so
+ * served is read first: a read running meanwhile can then only make the
+ * difference smaller, never count bytes served before their fetch (the
+ * counters are relaxed atomics: on a weakly ordered CPU a read in flight at
+ * that instant may still be off by its own size). */
+static void ratchet_saved(struct efs_stats *s)
+{
+	uint64_t served = __atomic_load_n(&s->v[ST_bytes_served], __ATOMIC_ACQUIRE);
+	uint64_t fetched = stats_get(s, ST_bytes_from_source) + stats_get(s, ST_bytes_bypassed);
+	uint64_t now = served > fetched ? served - fetched : 0;
+	uint64_t old = stats_get(s, ST_bytes_saved);
+
+	while (now > old && !__atomic_compare_exchange_n(&s->v[ST_bytes_saved], &old, now, false,
+							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+void stats_snapshot(struct efs_stats *s, struct ctl_stats *out)
 {
 	uint64_t cum = 0;
 
+	ratchet_saved(s);
 	for (int i = 0; i < ST__COUNT; i++)
 		out->counter[i] = stats_get(s, (enum stat_id)i);
 	for (int i = 0; i <= STATS_FETCH_NBOUNDS; i++) {

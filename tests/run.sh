@@ -4,15 +4,20 @@
 # both; tests/race.sh quick (ThreadSanitizer and valgrind memcheck, each one
 # line of summary); a third build against libfuse 3.17.2 built from Debian's
 # source package (kernel passthrough compiled and tested there); the container
-# test (tests/container/run.sh: image build, sidecar pattern with podman) once.
+# test (tests/container/run.sh: image build, sidecar pattern with podman) and
+# the release tarball test (tests/container/tarball.sh), the demo on a fresh
+# Debian 12 (tests/ops/demo-fresh.sh) and the .deb under systemd
+# (tests/ops/debian.sh), each once.
 # Prints one closing line "N passed, N failed, N skipped".
 #
 # Usage: tests/run.sh [meson test args...]   (e.g. --suite unit)
 # Environment: EFSCACHE_SKIP_APT=1 skips the package step;
 # EFSCACHE_SKIP_RACE=1 skips tests/race.sh quick (TSan and valgrind, 6 to 14 min);
 # EFSCACHE_SKIP_LIBFUSE317=1 the libfuse 3.17 configuration (below);
-# EFSCACHE_SKIP_CONTAINER=1 the container test (race and container are also
-# skipped when meson test args are given).
+# EFSCACHE_SKIP_CONTAINER=1 the container and release tarball tests;
+# EFSCACHE_SKIP_FRESH=1 the fresh-root demo; EFSCACHE_SKIP_DEBIAN=1 the .deb test
+# (race, container, tarball, fresh-root and .deb tests are also skipped when
+# meson test args are given).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -169,7 +174,39 @@ if [ "${EFSCACHE_SKIP_CONTAINER:-0}" != 1 ] && [ ${#test_args[@]} -eq 0 ]; then
     77) skipped=$((skipped + 1)) ;;
     *) echo "run.sh: container test failed ($rc)" >&2; failed=$((failed + 1)) ;;
     esac
+    # The release tarball (contrib/release) in a root of nothing but its own
+    # files: ~5 min the first time (libfuse, xxHash and libmicrohttpd from
+    # source into build-ci-release/, then reused), under a minute after.
+    echo "=== release tarball test (tests/container/tarball.sh)"
+    EFSCACHE_RELEASE_BUILD="$here/build-ci-release" timeout 1200 "$here/tests/container/tarball.sh"
+    rc=$?
+    case $rc in
+    0) passed=$((passed + 1)) ;;
+    77) skipped=$((skipped + 1)) ;;
+    *) echo "run.sh: release tarball test failed ($rc)" >&2; failed=$((failed + 1)) ;;
+    esac
 fi
+
+# The README's first command on a fresh Debian 12 (tests/ops/demo-fresh.sh,
+# ~1-2 min) and the .deb under a real systemd (tests/ops/debian.sh: build,
+# install, upgrade, crash, template, remove; ~4-6 min): once each, not per
+# configuration.  77 = skipped (podman or mmdebstrap cannot run here).
+# EFSCACHE_SKIP_FRESH=1 / EFSCACHE_SKIP_DEBIAN=1 leave them out.
+for ops_script in demo-fresh debian; do
+    case $ops_script in
+    demo-fresh) [ "${EFSCACHE_SKIP_FRESH:-0}" != 1 ] || continue ;;
+    debian) [ "${EFSCACHE_SKIP_DEBIAN:-0}" != 1 ] || continue ;;
+    esac
+    [ ${#test_args[@]} -eq 0 ] || continue
+    echo "=== tests/ops/$ops_script.sh"
+    timeout 1200 "$here/tests/ops/$ops_script.sh"
+    rc=$?
+    case $rc in
+    0) passed=$((passed + 1)) ;;
+    77) skipped=$((skipped + 1)) ;;
+    *) echo "run.sh: tests/ops/$ops_script.sh failed ($rc)" >&2; failed=$((failed + 1)) ;;
+    esac
+done
 
 # Sanitizer reports from daemonized processes go to files, not to a test's
 # stderr: any report is a failure.

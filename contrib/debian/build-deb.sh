@@ -2,8 +2,9 @@
 # contrib/debian/build-deb.sh [OUTDIR] - build efscache_*.deb from this tree.
 #
 # Copies the source (without build directories and .git) to a scratch
-# directory, puts contrib/debian in place as debian/ with the systemd unit
-# and its defaults file, runs dpkg-buildpackage (binary only, unsigned) and
+# directory, puts contrib/debian in place as debian/ with the systemd units,
+# their defaults file and the tmpfiles.d rule (contrib/systemd), runs
+# dpkg-buildpackage (binary only, unsigned) and
 # lintian, and leaves the .deb and the lintian report in OUTDIR (default
 # ./deb-out).  Needs dpkg-dev, debhelper, fakeroot and the Build-Depends of
 # contrib/debian/control (apt-get build-dep is not needed: run
@@ -30,7 +31,9 @@ rm -rf "$src/debian"
 cp -r "$here/contrib/debian" "$src/debian"
 rm -f "$src/debian/build-deb.sh"
 cp "$here/contrib/systemd/efscache.service" "$src/debian/efscache.service"
+cp "$here/contrib/systemd/efscache@.service" "$src/debian/efscache@.service"
 cp "$here/contrib/systemd/efscache.default" "$src/debian/efscache.default"
+cp "$here/contrib/systemd/efscache.tmpfiles" "$src/debian/efscache.tmpfiles"
 
 (cd "$src" && dpkg-buildpackage -us -uc -b -j"${EFSCACHE_DEB_JOBS:-2}")
 cp "$work"/efscache_*.deb "$out/"

@@ -2,9 +2,10 @@
  *
  * Contract: one getxattr of CTL_XATTR_STATS, decoded by ctlproto.c.  --raw
  * prints the daemon's lines as they came; --json / --format=prometheus
- * render them with metrics.c (as the daemon's HTTP endpoint does); the
- * default text lists every line with its help, then the ratios, the mean
- * fetch latency and what the cache saved at --price-per-gb.  Lines this
+ * render them with metrics.c (as the daemon's HTTP endpoint does, without its
+ * process_* series: those are the daemon's own); the default text lists
+ * every line with its help, then the ratios, the mean fetch latency and the
+ * EFS reads saved (in dollars only with --price-per-gb).  Lines this
  * build does not know are still printed.  Changes nothing.  No locks.
  */
 #include <errno.h>
@@ -48,7 +49,8 @@ static void print_ratio(const char *what, uint64_t part, uint64_t whole, bool by
 static int print_rendered(const char *path, const char *text, enum metrics_format fmt,
 			  double price)
 {
-	char *out = metrics_render(text, fmt, price);
+	const struct metrics_opts o = {.price_per_gb = price, .process = false};
+	char *out = metrics_render(text, fmt, &o);
 
 	if (!out) {
 		path_error(path, ENOMEM);
@@ -64,7 +66,7 @@ static void print_text(const char *path, char *text, const struct ctl_stats *st,
 {
 	uint64_t hits = st->counter[ST_hits], misses = st->counter[ST_misses];
 	uint64_t bc = st->counter[ST_bytes_from_cache], bs = st->counter[ST_bytes_from_source];
-	uint64_t bb = st->counter[ST_bytes_bypassed], saved;
+	uint64_t bb = st->counter[ST_bytes_bypassed], saved = st->counter[ST_bytes_saved];
 	char a[32], b[32];
 	double cost;
 
@@ -82,7 +84,7 @@ static void print_text(const char *path, char *text, const struct ctl_stats *st,
 		if (is_byte_counter(line) && sscanf(val, "%" SCNu64, &v) == 1) {
 			printf("%-24s %12s  %s\n", line, human(v, hb, sizeof(hb)),
 			       ctl_stats_help(line));
-		} else if (!strcmp(line, "cache_dir")) {
+		} else if (!strcmp(line, "cache_dir") || !strcmp(line, "mountpoint")) {
 			printf("%-24s %s\n", line, val);
 		} else {
 			printf("%-24s %12s  %s\n", line, val, ctl_stats_help(line));
@@ -100,11 +102,16 @@ static void print_text(const char *path, char *text, const struct ctl_stats *st,
 		printf("%-24s %.2f ms mean over %" PRIu64 " fetch%s\n", "fetch latency",
 		       (double)st->fetch_sum_us / 1000.0 / (double)st->fetch_count, st->fetch_count,
 		       st->fetch_count == 1 ? "" : "es");
-	saved = metrics_saved_bytes(st->counter[ST_bytes_served], bs, bb);
+	if (price < 0) {
+		printf("%-24s %s (in dollars with --price-per-gb: EFS Elastic throughput "
+		       "bills reads per GB; Bursting and Provisioned do not)\n",
+		       "EFS reads saved", human(saved, a, sizeof(a)));
+		return;
+	}
 	cost = metrics_cost(saved, price);
 	/* cents for real money, more digits while it is still small */
-	printf("%-24s %s, worth $%.*f at $%.4f/GB read (see --price-per-gb)\n", "EFS reads saved",
-	       human(saved, a, sizeof(a)), cost >= 1 ? 2 : 4, cost, price);
+	printf("%-24s %s, worth $%.*f at $%.4f/GB read with Elastic throughput\n",
+	       "EFS reads saved", human(saved, a, sizeof(a)), cost >= 1 ? 2 : 4, cost, price);
 }
 
 int cmd_stats(int argc, char **argv)

@@ -92,8 +92,10 @@ struct emu_handle *emu_handle_new(int fd)
 {
 	struct emu_handle *h = calloc(1, sizeof(*h));
 
-	if (h)
+	if (h) {
 		h->fd = fd;
+		pthread_rwlock_init(&h->io, NULL);
+	}
 	return h;
 }
 
@@ -280,7 +282,20 @@ static bool emu_reply_mapped(fuse_req_t req, int fd, off_t off, uint64_t n)
 	return true;
 }
 
+static void read_handle(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi);
+
 void emu_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct emu_handle *h = emu_handle(fi);
+
+	pthread_rwlock_rdlock(&h->io);
+	read_handle(req, ino, size, off, fi);
+	pthread_rwlock_unlock(&h->io);
+}
+
+static void read_handle(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
 {
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	struct emu *e = emu_of(req);
@@ -391,7 +406,10 @@ void emu_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	atomic_fetch_sub(&emu_inode(e, ino)->nopen, 1);
 	if (fi->flock_release)
 		flock(h->fd, LOCK_UN);
+	pthread_rwlock_wrlock(&h->io);
 	close(h->fd);
+	pthread_rwlock_unlock(&h->io);
+	pthread_rwlock_destroy(&h->io);
 	free(h);
 	fuse_reply_err(req, 0);
 }

@@ -148,6 +148,11 @@ struct emu_handle {
 	off_t offset;
 	_Atomic bool has_locks;	     /* a POSIX lock was set through this handle */
 	_Atomic uint64_t lock_owner; /* the owner that set it */
+	/* Held shared by a READ while it uses fd (its reply reads fd too), and
+	 * exclusively by RELEASE before fd is closed.  The kernel sends RELEASE
+	 * only after every READ of the file was answered, but through
+	 * /dev/fuse, where ThreadSanitizer cannot see it: this says it. */
+	pthread_rwlock_t io;
 };
 
 /* lookupcache=: which lookup results the kernel may cache (as the NFS mount option). */

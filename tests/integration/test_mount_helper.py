@@ -146,8 +146,11 @@ def test_fstab():
     fstab = os.path.join(BASE, "fstab")
     with open(fstab, "w") as f:
         f.write("# test fstab\n")
-        f.write("%s %s fuse noauto,cache_dir=%s,ttl=0,_netdev,nofail 0 0\n"
-                % (HASH_SRC, mnt, cd))
+        # The options README and efscache(1) give for fstab: _netdev (a network file
+        # system: systemd orders it after the network) and x-systemd.requires-mounts-for
+        # (after SOURCE's own mount); neither may reach efscache as an unknown option.
+        f.write("%s %s fuse noauto,cache_dir=%s,ttl=0,_netdev,nofail,"
+                "x-systemd.requires-mounts-for=%s 0 0\n" % (HASH_SRC, mnt, cd, SRC))
     rc, out = run([MOUNT, "-T", fstab, mnt])
     m, ok = mounted_ok(name, mnt, rc, out)
     umount_ok(name, m)

@@ -1,6 +1,7 @@
 /* cache_fixture.c - the cache core's unit-test fixture: a fake source and
- * the environment the tests of test_cache_fetch.c and test_cache_space.c
- * run the cache core (cache.c over store.c and evict.c) in, no mount.
+ * the environment the tests of test_cache_fetch.c, test_cache_space.c and
+ * test_cache_model.c run the cache core (cache.c over store.c and evict.c)
+ * in, no mount.
  *
  * The fake serves real files of a temporary directory through the real
  * source calls, and lets a test count its reads, hold reads at a gate, fail
@@ -9,6 +10,9 @@
  * an inode table and a started cache; the helpers make and look up files,
  * open handles, read through the cache checking every byte, wait for
  * write-behind, and read the record's slots and data size off the disk.
+ * The core_* functions at the end are the cache core's calls as the FUSE
+ * ops make them (lookup, open, read, the handle's own source fd, evict,
+ * verify, source-gone): the model test calls nothing else of cache.h.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +27,9 @@
 #include "cache_fixture.h"
 #include "source.h"
 #include "store.h"
+
+/* tests/faultinj, when the program links it (test_cache_model). */
+void faultinj_pause_thread(bool pause) __attribute__((weak));
 
 /* check.h's counters, shared by the fixture and the test program. */
 _Atomic int check_failures;
@@ -194,6 +201,8 @@ void fake_arm_change(struct fake *f, enum change how, const char *name)
 
 /* ---- the environment: source dir, cache_dir, inode table, cache ------- */
 
+const char *env_tmp_parent = "/tmp";
+
 void env_up_nowait(struct env *v)
 {
 	char err[256] = "";
@@ -240,9 +249,15 @@ void env_down(struct env *v)
 void env_init_full(struct env *v, uint64_t cache_size, unsigned prefetch,
 			  enum verify_mode verify)
 {
+	/* EFSCACHE_TEST_TMPDIR: where (a tmpfs for a run of a million files);
+	 * else env_tmp_parent (the model test sets its own). */
+	const char *tmp = getenv("EFSCACHE_TEST_TMPDIR");
+
+	if (!tmp || strlen(tmp) > 24)
+		tmp = env_tmp_parent;
 	memset(v, 0, sizeof(*v));
-	snprintf(v->src, sizeof(v->src), "/tmp/efs-test-core-src-XXXXXX");
-	snprintf(v->cdir, sizeof(v->cdir), "/tmp/efs-test-core-cache-XXXXXX");
+	snprintf(v->src, sizeof(v->src), "%s/efs-test-core-src-XXXXXX", tmp);
+	snprintf(v->cdir, sizeof(v->cdir), "%s/efs-test-core-cache-XXXXXX", tmp);
 	CHECK(mkdtemp(v->src) != NULL);
 	CHECK(mkdtemp(v->cdir) != NULL);
 	v->cfg.source = v->src;
@@ -480,4 +495,152 @@ bool wait_stat(struct env *v, enum stat_id id, uint64_t n)
 	for (int i = 0; i < 30000 && st(v, id) < n; i++)
 		usleep(1000);
 	return st(v, id) >= n;
+}
+
+/* ---- the cache core as the FUSE ops call it ------------------------------ */
+
+int core_lookup(struct env *v, const char *name, struct efs_inode **out)
+{
+	struct efs_inode *root = itab_root(v->t);
+	struct stat st;
+	int pfd, fd, r;
+
+	*out = NULL;
+	pfd = inode_fd_get(v->t, root);
+	if (pfd < 0)
+		return pfd;
+	r = src_lookup(pfd, name, &fd, &st);
+	if (r == 0) {
+		*out = itab_get(v->t, root, name, fd, &st);
+		r = *out ? 0 : -ENOMEM;
+	}
+	inode_fd_put(v->t, root);
+	return r;
+}
+
+void core_forget(struct env *v, struct efs_inode *ino)
+{
+	itab_forget(v->t, ino, 1);
+}
+
+int core_open(struct env *v, struct efs_inode *ino, bool *keep_cache)
+{
+	struct meta_attr attr = {0};
+
+	return cache_open(v->c, ino, -1, &attr, keep_cache);
+}
+
+void core_close(struct env *v, struct efs_inode *ino)
+{
+	cache_close(v->c, ino);
+}
+
+int core_source_fd(struct env *v, struct efs_inode *ino)
+{
+	int fd = inode_fd_get(v->t, ino), r;
+
+	if (fd < 0)
+		return fd;
+	r = src_open(fd, O_RDONLY);
+	inode_fd_put(v->t, ino);
+	return r;
+}
+
+/* The source's size of ino now (what a getattr would tell the kernel);
+ * UINT64_MAX when it cannot be had. */
+static uint64_t kernel_size_now(struct env *v, struct efs_inode *ino)
+{
+	int fd = inode_fd_get(v->t, ino);
+	struct stat st;
+	uint64_t size = UINT64_MAX;
+
+	if (fd >= 0 && fstat(fd, &st) == 0)
+		size = (uint64_t)st.st_size;
+	if (fd >= 0)
+		inode_fd_put(v->t, ino);
+	return size;
+}
+
+ssize_t core_read(struct env *v, struct efs_inode *ino, int src_fd, uint64_t off, size_t len,
+		  bool sequential, unsigned char *out, struct core_reply *rep)
+{
+	struct core_reply none;
+	struct cache_read rd;
+	/* The kernel may believe the file longer than this open validated: as
+	 * if a getattr after its window had just told it the source's size
+	 * (only the source decides where a file ends). */
+	ssize_t n = cache_read(v->c, ino, src_fd, (off_t)off, len, sequential,
+			       kernel_size_now(v, ino), &rd);
+	size_t at = 0;
+
+	if (!rep)
+		rep = &none;
+	rep->cut = false;
+	rep->nseg = 0;
+	if (n < 0)
+		return n;
+	if (faultinj_pause_thread)
+		faultinj_pause_thread(true);
+	for (unsigned i = 0; i < rd.nseg && !rep->cut; i++) {
+		const struct cache_seg *s = &rd.seg[i];
+		ssize_t got = (ssize_t)s->len;
+
+		if (s->fd >= 0)
+			got = pread(s->fd, out + at, s->len, s->pos);
+		else
+			memcpy(out + at, s->mem, s->len);
+		rep->seg[rep->nseg].file = s->fd >= 0;
+		rep->seg[rep->nseg].pos = s->fd >= 0 ? (uint64_t)s->pos : 0;
+		rep->seg[rep->nseg++].len = s->len;
+		if (got < (ssize_t)s->len) {
+			rep->cut = true;
+			got = got < 0 ? 0 : got;
+		}
+		at += (size_t)got;
+	}
+	if (faultinj_pause_thread)
+		faultinj_pause_thread(false);
+	cache_read_done(v->c, &rd);
+	return rep->cut ? (ssize_t)at : n;
+}
+
+int core_evict(struct env *v, dev_t dev, ino_t ino)
+{
+	uint64_t bytes = 0, chunks = 0;
+
+	(void)dev; /* efscachectl names a file by its inode number alone */
+	return cache_evict_ino(v->c, (uint64_t)ino, &bytes, &chunks);
+}
+
+int core_verify_all(struct env *v, cache_progress_fn fn, void *arg,
+		    struct cache_verify_report *rep)
+{
+	return cache_verify_all(v->c, rep, fn, arg);
+}
+
+void core_source_gone(struct env *v, dev_t dev, ino_t ino)
+{
+	cache_source_gone(v->c, dev, (uint64_t)ino);
+}
+
+void core_record_key(struct env *v, dev_t dev, ino_t ino, char key[33])
+{
+	struct store_key k;
+
+	struct stat root;
+	uint64_t tag = stat(v->src, &root) == 0 && root.st_dev == dev ? 0 : (uint64_t)dev;
+
+	if (store_key_of(v->src, tag, (uint64_t)ino, &k) < 0)
+		k.hex[0] = '\0';
+	memcpy(key, k.hex, 33);
+}
+
+uint64_t core_entries(struct env *v)
+{
+	return stat_line(v, "cache_entries");
+}
+
+uint64_t core_write_behind(struct env *v)
+{
+	return stat_line(v, "write_behind_pending");
 }

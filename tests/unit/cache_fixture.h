@@ -1,7 +1,9 @@
 /* cache_fixture.h - the fixture of the cache core's unit tests
- * (test_cache_fetch.c, test_cache_space.c): a fake cache_source over a
- * temporary directory, the environment (source dir, cache_dir, inode table,
- * cache) and the file, handle and read helpers.  See cache_fixture.c.
+ * (test_cache_fetch.c, test_cache_space.c, test_cache_model.c): a fake
+ * cache_source over a temporary directory, the environment (source dir,
+ * cache_dir, inode table, cache), the file, handle and read helpers, and
+ * (core_*) the cache core's calls as the FUSE ops make them.  See
+ * cache_fixture.c.
  *
  * The fixture CHECKs too: including this header shares check.h's counters
  * with cache_fixture.c (CHECK_SHARED_COUNTERS), so that a program's summary
@@ -81,6 +83,8 @@ void fake_arm_change(struct fake *f, enum change how, const char *name); /* afte
  * removes them.  env_down and env_up stop and start the cache only, as a
  * daemon's exit and restart over the same cache_dir. */
 void env_init_full(struct env *v, uint64_t cache_size, unsigned prefetch, enum verify_mode verify);
+/* Where env_init makes its two directories ("/tmp"; at most 24 characters). */
+extern const char *env_tmp_parent;
 void env_init(struct env *v, uint64_t cache_size);
 void env_fini(struct env *v);
 void env_up(struct env *v);
@@ -114,5 +118,53 @@ bool wait_stat(struct env *v, enum stat_id id, uint64_t n);
 void record_path(struct env *v, uint64_t src_ino, const char *ext, char *p, size_t len);
 uint32_t disk_slot_len(struct env *v, struct efs_inode *ino, uint32_t idx);
 uint64_t disk_data_bytes(struct env *v, struct efs_inode *ino);
+
+/* ---- the cache core as the FUSE ops call it (test_cache_model.c) -------
+ * The one place that calls cache.h for the model test: when the core's API
+ * changes (a device beside the inode number, say), only these change.
+ * Every call returns 0 / a count or -errno. */
+
+/* LOOKUP of name in the source root: an inode with one more lookup
+ * reference (core_forget gives it back), or -ENOENT etc. */
+int core_lookup(struct env *v, const char *name, struct efs_inode **out);
+void core_forget(struct env *v, struct efs_inode *ino);
+/* OPEN of a regular file for reading (cache_open, no source fd of its own);
+ * RELEASE (cache_close). */
+int core_open(struct env *v, struct efs_inode *ino, bool *keep_cache);
+void core_close(struct env *v, struct efs_inode *ino);
+/* The handle's own source fd, opened by the inode's object as file_fd()
+ * does when a read must bypass the cache (-EBADFD from core_read). */
+int core_source_fd(struct env *v, struct efs_inode *ino);
+/* How a reply was made: its segments (bytes of a cache file, or memory:
+ * fetched or checked by this read, or read from the source). */
+struct core_reply {
+	bool cut; /* a segment came back short: the reply ends there */
+	unsigned nseg;
+	struct {
+		bool file;   /* a cache file's bytes (spliced by the real daemon) */
+		uint64_t pos; /* where in that file */
+		size_t len;
+	} seg[CACHE_MAX_SEGS];
+};
+/* READ of [off, off+len) into out: cache_read, then the reply's bytes as the
+ * kernel gets them (segments of cache files read with fault injection paused,
+ * as a splice is not a call of ours), then cache_read_done.  Returns the
+ * byte count, or -errno (-EBADFD: open core_source_fd and call again).  A
+ * segment that comes back short ends the reply there (a short reply is EOF
+ * to FUSE): rep->cut is then true.  rep may be NULL. */
+ssize_t core_read(struct env *v, struct efs_inode *ino, int src_fd, uint64_t off, size_t len,
+		  bool sequential, unsigned char *out, struct core_reply *rep);
+/* efscachectl evict of the file (dev, ino) and verify of the whole cache
+ * (fn may be NULL); the unlink or rename-over of its last name through the
+ * mount (fsops calls cache_source_gone then). */
+int core_evict(struct env *v, dev_t dev, ino_t ino);
+int core_verify_all(struct env *v, cache_progress_fn fn, void *arg,
+		    struct cache_verify_report *rep);
+void core_source_gone(struct env *v, dev_t dev, ino_t ino);
+/* The store key (32 hex digits and a NUL) of the record of (dev, ino). */
+void core_record_key(struct env *v, dev_t dev, ino_t ino, char key[33]);
+/* Entries the cache holds (cache_usage) and write-behind in flight. */
+uint64_t core_entries(struct env *v);
+uint64_t core_write_behind(struct env *v);
 
 #endif

@@ -262,7 +262,7 @@ static void test_metrics_options(void)
 
 	CHECK(PARSE(&cfg, err, "/src", "/mnt") == 0);
 	CHECK(cfg.metrics_host == NULL); /* off by default */
-	CHECK(cfg.price_per_gb == 0.03);
+	CHECK(cfg.price_per_gb < 0); /* no price unless given (metrics.h) */
 	config_free(&cfg);
 	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "metrics=9100,price_per_gb=0.25") == 0);
 	CHECK(cfg.metrics_host && !strcmp(cfg.metrics_host, "127.0.0.1")); /* loopback */
@@ -284,8 +284,44 @@ static void test_metrics_options(void)
 	expect_bad("price_per_gb=cheap", "price_per_gb", "USD");
 }
 
+static void test_require_source_mount(void)
+{
+	struct efs_config cfg;
+	char err[256];
+
+	CHECK(PARSE(&cfg, err, "/src", "/mnt") == 0);
+	CHECK(!cfg.require_source_mount && !cfg.source_fstype); /* off by default */
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "require_source_mount") == 0);
+	CHECK(cfg.require_source_mount && !cfg.source_fstype);
+	CHECK(!strstr(cfg.fuse_opts, "require")); /* ours, not libfuse's */
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "require_source_mount=tmpfs") == 0);
+	CHECK(cfg.require_source_mount && cfg.source_fstype &&
+	      !strcmp(cfg.source_fstype, "tmpfs"));
+	config_free(&cfg);
+	/* mount -t efs makes an nfs4 mount: that is what mountinfo shows. */
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "require_source_mount=efs") == 0);
+	CHECK(cfg.source_fstype && !strcmp(cfg.source_fstype, "nfs4"));
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "require_source_mount=fuse.s3fs") == 0);
+	CHECK(cfg.source_fstype && !strcmp(cfg.source_fstype, "fuse.s3fs"));
+	config_free(&cfg);
+	/* The last one given wins, also back to "any type". */
+	CHECK(PARSE(&cfg, err, "/src", "/mnt", "-o", "require_source_mount=nfs4",
+		    "-o", "require_source_mount") == 0);
+	CHECK(cfg.require_source_mount && !cfg.source_fstype);
+	config_free(&cfg);
+	expect_bad("require_source_mount=", "require_source_mount", NULL);
+	expect_bad("require_source_mount=nfs 4", "require_source_mount", "'nfs 4'");
+	expect_bad("require_source_mount=a/b", "require_source_mount", "file system type");
+	expect_bad("require_source_mount=abcdefghijklmnopqrstuvwxyz0123456", "require_source_mount",
+		   "at most 31");
+}
+
 int main(void)
 {
+	test_require_source_mount();
 	test_metrics_options();
 	test_defaults();
 	test_good_values();

@@ -260,6 +260,7 @@ static void test_stats_text(void)
 	st.cache_size_bytes = UINT64_MAX;
 	st.write_behind_pending = 1;
 	snprintf(st.cache_dir, sizeof(st.cache_dir), "/var/cache/with space");
+	snprintf(st.mountpoint, sizeof(st.mountpoint), "/mnt/models");
 	st.inodes = 10;
 	st.inode_fds = 9;
 	st.inode_fd_budget = 100;
@@ -268,8 +269,8 @@ static void test_stats_text(void)
 	CHECK_STR_CONTAINS(text, "reads 0\nhits 7\n");
 	CHECK_STR_CONTAINS(text, "fetch_latency_us_le_100 1\n");
 	CHECK_STR_CONTAINS(text, "fetch_latency_us_le_inf 2\nfetch_latency_us_count 2\n");
-	CHECK_STR_CONTAINS(text, "write_behind_pending 1\ncache_index_ready 0\ncache_dir /var/cache/with space\n"
-				 "inodes 10\n");
+	CHECK_STR_CONTAINS(text, "write_behind_pending 1\ncache_index_ready 0\n"
+				 "cache_dir /var/cache/with space\nmountpoint /mnt/models\ninodes 10\n");
 	n = strlen(text);
 	CHECK(n > 0 && text[n - 1] == '\n');
 	CHECK(!strcmp(text + n - strlen("inode_reopens 4\n"), "inode_reopens 4\n"));
@@ -296,6 +297,9 @@ static void test_stats_text(void)
 	more = replaced(text, "cache_dir /var/cache/with space\n", "cache_dir \n");
 	CHECK(ctl_stats_parse(more, &back) == -EBADMSG);
 	free(more);
+	more = replaced(text, "mountpoint /mnt/models\n", "");
+	CHECK(ctl_stats_parse(more, &back) == -EBADMSG);
+	free(more);
 	more = replaced(text, "inodes 10\n", "inodes 10");
 	CHECK(ctl_stats_parse(more, &back) == -EBADMSG);
 	free(more);
@@ -304,6 +308,17 @@ static void test_stats_text(void)
 	CHECK(!strcmp(ctl_stats_help("hits"), stats_help(ST_hits)));
 	CHECK(strlen(ctl_stats_help("cache_size_bytes")) > 0);
 	CHECK(strlen(ctl_stats_help("inode_fds")) > 0);
+	CHECK(strlen(ctl_stats_help("mountpoint")) > 0);
+	/* Every line has a kind: Prometheus types come from it (metrics.c). */
+	CHECK(!strcmp(ctl_stats_kind("hits"), "counter"));
+	CHECK(!strcmp(ctl_stats_kind("open_files"), "gauge"));
+	CHECK(!strcmp(ctl_stats_kind("inode_reopens"), "counter"));
+	CHECK(!strcmp(ctl_stats_kind("inode_fds"), "gauge"));
+	CHECK(!strcmp(ctl_stats_kind("write_behind_pending"), "gauge"));
+	CHECK(!strcmp(ctl_stats_kind("cache_dir"), "text"));
+	CHECK(!strcmp(ctl_stats_kind("mountpoint"), "text"));
+	CHECK(ctl_stats_kind("fetch_latency_us_count") == NULL);
+	CHECK(ctl_stats_kind("nothing_like_it") == NULL);
 	CHECK(!strcmp(ctl_stats_help("nothing_like_it"), ""));
 }
 

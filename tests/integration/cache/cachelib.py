@@ -298,7 +298,7 @@ class Stack:
     base/cache unless cache_dir is given."""
 
     def __init__(self, cache_opts=(), emu_opts=EMU_FAST, cache_dir=None, base=None,
-                 foreground=True, chunk_size="256K"):
+                 foreground=True, chunk_size="256K", cache_env=None):
         self.base = base or h.tmpdir("efscache-cache-")
         self.src = os.path.join(self.base, "src")
         self.emu = os.path.join(self.base, "emu")
@@ -307,6 +307,9 @@ class Stack:
         self.foreground = foreground
         self.chunk_size = chunk_size
         self.cache_opts = list(cache_opts)
+        # the environment of the efscache daemon (None: ours); a callable gets the Stack
+        # (faultinj_env needs cache_dir)
+        self.cache_env = cache_env(self) if callable(cache_env) else cache_env
         h.mkdirs(self.src, self.emu, self.mnt)
         self.emu_m = h.mount_emu(self.src, self.emu, *emu_opts)
         no_readahead(self.emu_m)
@@ -326,7 +329,7 @@ class Stack:
     def mount(self, extra=None):
         assert self.m is None
         self.m = h.mount_efscache(self.emu, self.mnt, *self.opts(extra),
-                                  foreground=self.foreground)
+                                  foreground=self.foreground, env=self.cache_env)
         return self.m
 
     def umount(self):
@@ -410,6 +413,123 @@ class Stack:
 
     def stderr(self):
         return self.m.stderr() if self.m else ""
+
+
+# ---------------------------------------------------------------------------------------
+# cache-side faults: the LD_PRELOAD shim (tests/faultinj/README.md) and damage underneath
+
+def _faultinj_so():
+    v = os.environ.get("EFSCACHE_FAULTINJ_SO")
+    if v:
+        return v
+    d = os.environ.get("EFSCACHE_BUILD_DIR") or os.path.dirname(os.path.dirname(h.EFSCACHE_BIN))
+    return os.path.join(d, "tests", "faultinj", "efscache-faultinj.so")
+
+
+FAULTINJ_SO = _faultinj_so()
+
+
+def sanitizer_runtime():
+    """The path of the sanitizer runtime (libasan, libtsan) the efscache binary links, or
+    None."""
+    try:
+        out = subprocess.run(["ldd", h.EFSCACHE_BIN], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith(("libasan", "libtsan")) and "=>" in parts:
+            return parts[parts.index("=>") + 1]
+    return None
+
+
+def faultinj_env(st):
+    """The daemon's environment under the shim: calls on st.cache_dir fail as the rules in
+    st.base/faultinj.rules say (faultinj_set rewrites them while it runs; the shim reads the
+    file again within 20 ms of a call on cache_dir, and the sweeper makes one every second).
+    A sanitizer build's daemon gets its runtime preloaded first (it must come first): its
+    interceptors then call the shim (built without instrumentation), which calls libc."""
+    if not os.path.exists(FAULTINJ_SO):
+        raise RuntimeError("the fault injection shim %s is not built" % FAULTINJ_SO)
+    st.faultinj_rules = os.path.join(st.base, "faultinj.rules")
+    faultinj_set(st, "", settle=False)
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = ":".join(x for x in (sanitizer_runtime(), FAULTINJ_SO,
+                                             env.get("LD_PRELOAD")) if x)
+    env["EFSCACHE_FAULTINJ_DIR"] = os.path.realpath(st.cache_dir) \
+        if os.path.exists(st.cache_dir) else st.cache_dir
+    env["EFSCACHE_FAULTINJ_FILE"] = st.faultinj_rules
+    return env
+
+
+def faultinj_set(st, rules, settle=True):
+    """Arm rules ("OP ERRNO [kind=K] [after=N] [count=M] [p=P] [seed=S]" lines, see
+    tests/faultinj/faultinj.h) in the running daemon's shim; "" disarms.  Written whole
+    (temporary file and rename) so that the shim never reads half of it.  With settle,
+    wait until the daemon's log says the shim read them (it logs every load)."""
+    settle = settle and getattr(st, "m", None) is not None
+    before = st.stderr().count("rule(s) armed") if settle else 0
+    tmp = st.faultinj_rules + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(rules + "\n")
+    os.replace(tmp, st.faultinj_rules)
+    if settle:
+        ok = wait_for(lambda: st.stderr().count("rule(s) armed") > before, timeout=10,
+                      step=0.02)
+        h.check("faultinj: the daemon's shim loaded %r" % rules.replace("\n", "; "), ok,
+                st.stderr()[-500:])
+
+
+def faultinj_failed(st, op=None):
+    """How many 'first failure' lines the shim logged (one per rule that fired), for op."""
+    lines = [x for x in st.stderr().splitlines() if "efscache-faultinj" in x and "fails with" in x]
+    return len([x for x in lines if op is None or x.split(": ", 1)[1].startswith(op + " ")])
+
+
+def rm_data_files(cache_dir):
+    """`rm -rf cache_dir` caught half way: every v1/XX/KEY.data removed, the .meta files
+    left (rm removes a record's data file before its meta file).  Returns how many."""
+    n = 0
+    for data in glob.glob(os.path.join(cache_dir, "v1", "*", "*.data")):
+        try:
+            os.unlink(data)
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def read_direct_all(path, size):
+    """All of path (size bytes expected), read with O_DIRECT in 1 MiB requests: every read
+    reaches the daemon whatever the page cache holds."""
+    import mmap
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, MiB)
+    out = []
+    try:
+        off = 0
+        while off <= size:
+            n = os.preadv(fd, [buf], off)
+            if n <= 0:
+                break
+            out.append(bytes(buf[:n]))
+            off += n
+    finally:
+        buf.close()
+        os.close(fd)
+    return b"".join(out)
+
+
+def read_whole(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def has_zero_page(data, page=4096):
+    """Whether data (whose source has no zero page) holds a page of zeros."""
+    z = bytes(page)
+    return any(data[o:o + page] == z for o in range(0, len(data) - page + 1, page))
 
 
 def delta(after, before, key):

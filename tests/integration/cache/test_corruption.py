@@ -198,8 +198,10 @@ def test_verify_xattr():
     h.eq("verify: two chunks damaged while mounted: chunks_bad", r.get("chunks_bad"), 2)
     # f is complete: its data file keeps every byte (it may back a passthrough open);
     # the two chunks stay on disk unverified, and the next read rewrites them.
-    h.eq("verify: status after verify: chunks_verified",
-         st.status("f").get("chunks_verified"), 8)
+    stf = st.status("f")
+    h.eq("verify: status after verify: chunks_cached", stf.get("chunks_cached"), 10)
+    h.check("verify: status after verify: the bad chunks are not counted verified",
+            stf.get("chunks_verified", 0) <= 8, str(stf))
     cl.drop_caches()
     e0 = st.emu_file_stats("f")
     cl.check_content("verify: f after verify: bytes", st.p("f"), st.s("f"), want)
