@@ -27,21 +27,6 @@
 
 #define NCH 32u /* chunks of the test files */
 
-/* Every chunk of ino is on disk with its slot (bounded wait). */
-static bool wait_all_stored(struct env *v, struct efs_inode *ino, uint32_t n)
-{
-	for (int i = 0; i < 2000; i++) {
-		uint32_t k = 0;
-
-		for (uint32_t idx = 0; idx < n; idx++)
-			k += disk_slot_len(v, ino, idx) != 0;
-		if (k == n)
-			return true;
-		usleep(5000);
-	}
-	return false;
-}
-
 static uint32_t stored_chunks(struct env *v, struct efs_inode *ino, uint32_t n)
 {
 	uint32_t k = 0;
@@ -49,6 +34,17 @@ static uint32_t stored_chunks(struct env *v, struct efs_inode *ino, uint32_t n)
 	for (uint32_t idx = 0; idx < n; idx++)
 		k += disk_slot_len(v, ino, idx) != 0;
 	return k;
+}
+
+/* Every chunk of ino is on disk with its slot (bounded wait). */
+static bool wait_all_stored(struct env *v, struct efs_inode *ino, uint32_t n)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (stored_chunks(v, ino, n) == n)
+			return true;
+		usleep(5000);
+	}
+	return false;
 }
 
 /* Chunks in an order no sequential reader has. */
