@@ -9,10 +9,9 @@
  * the reply is sent from (a reference each, bufpool.h; no copy), and
  * readers of that chunk meanwhile are served from that buffer (ch->mem); a
  * sequential reader gets the next chunks queued to the prefetch workers.
- * A prefetched chunk is written to the data file with O_DIRECT (no page
- * cache) and its buffer kept in c->ahead until its reader has had every
- * byte of it, so the reader's reply comes from memory, not from a disk
- * read of what was just written.  Every buffer comes from c->pool, under
+ * A prefetched chunk's buffer is kept in c->ahead until its reader has
+ * had every byte of it, so the reader's reply is made from that buffer,
+ * not from a second copy out of the data file.  Every buffer comes from c->pool, under
  * its budget: a prefetch waits for room (after giving back the oldest kept
  * buffer), the write-behind queue takes nothing beyond it.  A chunk found on
  * disk is hashed before its first use (verify=once).  Where the file ends
@@ -81,41 +80,11 @@ static struct ahead_item ahead_pop_locked(struct ahead *a)
 	return it;
 }
 
-/* Give an item back.  With readahead, a chunk its reader has not had
- * yet is read back into the page cache (POSIX_FADV_WILLNEED: the disk's
- * DMA, no copy), so that the reader, when it comes (a scattered reader of
- * a swept file, a sequential one the budget made us drop), is served from
- * memory still; the chunk is pinned meanwhile, so the data fd stays.  No
- * lock held. */
-static void ahead_release(struct cache *c, struct ahead_item *it, bool readahead)
+/* Give an item back.  No lock held. */
+static void ahead_release(struct cache *c, struct ahead_item *it)
 {
-	struct cache_file *e = it->e;
-	struct chunk *ch = NULL;
-	int fd = -1;
-
 	bufpool_put(c->pool, it->buf);
-	if (readahead && it->served < it->len) {
-		pthread_mutex_lock(&e->mu);
-		if (e->loaded && e->gen == it->gen && (ch = chunk_get(e, it->idx)) &&
-		    ch->state == CH_VERIFIED && ch->unread) {
-			ch->pins++;
-			e->pins++;
-			fd = e->sf.data_fd;
-		}
-		pthread_mutex_unlock(&e->mu);
-	}
-	if (fd >= 0) {
-		posix_fadvise(fd, (off_t)it->idx * e->sf.chunk_size, it->len,
-			      POSIX_FADV_WILLNEED);
-		pthread_mutex_lock(&e->mu);
-		ch->pins--;
-		if (!--e->pins)
-			pthread_cond_broadcast(&e->cv);
-		chunk_settle(e, ch);
-		entry_release_locked(c, e); /* as a reply's unpin: maybe idle now */
-		pthread_mutex_unlock(&e->mu);
-	}
-	entry_put(c, e);
+	entry_put(c, it->e);
 }
 
 /* Keep buf (a stored chunk of e, len bytes) for its reader; takes the
@@ -140,12 +109,12 @@ static void ahead_keep(struct cache *c, struct cache_file *e, uint64_t gen, uint
 	__atomic_store_n(&a->count, a->n, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&a->mu);
 	if (old.buf)
-		ahead_release(c, &old, true);
+		ahead_release(c, &old);
 }
 
-/* Give back the oldest kept buffer (room for a prefetch: readahead; or at
- * rest); false if none. */
-static bool ahead_drop_oldest(struct cache *c, bool readahead)
+/* Give back the oldest kept buffer (room for a prefetch, or at rest);
+ * false if none. */
+static bool ahead_drop_oldest(struct cache *c)
 {
 	struct ahead *a = c->ahead;
 	struct ahead_item old = {0};
@@ -158,7 +127,7 @@ static bool ahead_drop_oldest(struct cache *c, bool readahead)
 	pthread_mutex_unlock(&a->mu);
 	if (!old.buf)
 		return false;
-	ahead_release(c, &old, readahead);
+	ahead_release(c, &old);
 	return true;
 }
 
@@ -225,7 +194,7 @@ void cache_read_idle(struct cache *c)
 		return;
 	/* Nothing fetched for a sweep's period: kept buffers nobody read are
 	 * of no use now, and the pool's free ones go back to the system. */
-	while (ahead_drop_oldest(c, false))
+	while (ahead_drop_oldest(c))
 		;
 	bufpool_trim(c->pool);
 }
@@ -233,7 +202,7 @@ void cache_read_idle(struct cache *c)
 void cache_read_free(struct cache *c)
 {
 	if (c->ahead) {
-		while (ahead_drop_oldest(c, false))
+		while (ahead_drop_oldest(c))
 			;
 		pthread_mutex_destroy(&c->ahead->mu);
 		free(c->ahead);
@@ -935,7 +904,7 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 	/* Room in the budget first, with no lock held (whoever gives it back
 	 * may need e->mu): kept buffers not read yet go first, oldest first. */
 	while (!(buf = bufpool_get(c->pool, c->cfg->chunk_size, BUFPOOL_TRY)) &&
-	       ahead_drop_oldest(c, true))
+	       ahead_drop_oldest(c))
 		;
 	if (!buf)
 		buf = bufpool_get(c->pool, c->cfg->chunk_size, BUFPOOL_WAIT);

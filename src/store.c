@@ -11,8 +11,7 @@
  * store.h for the format.
  *
  * Nothing here changes the bytes of an existing data file but a chunk
- * write (O_DIRECT for its whole blocks, see write_direct) and a hole
- * punch the cache asks for: a new record gets a new data
+ * write and a hole punch the cache asks for: a new record gets a new data
  * file (the old one is unlinked), a record is removed by unlinking, and
  * no data file is ever created for a record that lost its own.  The
  * startup scan only stats.
@@ -797,46 +796,9 @@ int store_remove(struct store *s, const struct store_key *k)
 	return r;
 }
 
-/* Blocks for O_DIRECT: buffer, offset and length aligned to this. */
-#define DIRECT_ALIGN 4096u
-
-/* Write the whole blocks of [buf, buf + len) at off with O_DIRECT, through
- * a second fd of the data file (reopened by /proc/self/fd: the record's fd
- * also serves splice replies and must stay buffered), so a chunk crosses
- * no page cache: a buffered write copies every byte into the page cache
- * (most of a cold read's CPU, measured with perf) and leaves the pages
- * dirty for writeback.  The tail of less than a block is written buffered,
- * so the data file ends where the source file does.  -EOPNOTSUPP when
- * O_DIRECT cannot be had (no /proc, a file system without it, an unaligned
- * buffer): the caller writes it all buffered. */
-static int write_direct(int fd, const void *buf, uint32_t len, off_t off)
-{
-	const uint32_t whole = len & ~(DIRECT_ALIGN - 1);
-	char path[40];
-	int dfd, r;
-
-	if (!whole || ((uintptr_t)buf | (uint64_t)off) & (DIRECT_ALIGN - 1))
-		return -EOPNOTSUPP;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	dfd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-	if (dfd < 0)
-		return -EOPNOTSUPP;
-	r = io_pwrite_full(dfd, buf, whole, off);
-	close(dfd);
-	if (r == -EINVAL)
-		return -EOPNOTSUPP;
-	if (r == 0 && whole < len)
-		r = io_pwrite_full(fd, (const char *)buf + whole, len - whole, off + whole);
-	return r;
-}
-
 int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint32_t len, bool sync)
 {
-	const off_t off = (off_t)idx * f->chunk_size;
-	int r = write_direct(f->data_fd, buf, len, off);
-
-	if (r == -EOPNOTSUPP)
-		r = io_pwrite_full(f->data_fd, buf, len, off);
+	int r = io_pwrite_full(f->data_fd, buf, len, (off_t)idx * f->chunk_size);
 
 	if (r == 0 && sync && fdatasync(f->data_fd) < 0)
 		r = -errno;
