@@ -37,6 +37,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "stats.h"
 
@@ -218,6 +219,18 @@ int ctl_recv(struct ctl_reader *rd, struct ctl_msg *m);
  * or -errno (-EACCES when the caller may not reach it, -ENOENT/-ECONNREFUSED
  * when no daemon listens). */
 int ctl_connect(const char *cache_dir);
+/* The same, to CTL_SOCKET_NAME inside the directory behind dir_fd (an
+ * O_PATH fd the caller checked). */
+int ctl_connect_at(int dir_fd);
+
+/* The mount of device dev in mountinfo, the text of /proc/self/mountinfo:
+ * its file system type ("fuse.efscache" for ours) into fstype, and the
+ * user_id= of its super options (a FUSE mount's owner) into *owner, or -1
+ * without one.  0, or -ENOENT when no mount has that device. */
+int ctl_mountinfo_find(const char *mountinfo, dev_t dev, char *fstype, size_t fstype_len,
+		       long *owner);
+/* The file system type of an efscache mount in mountinfo. */
+#define CTL_FSTYPE "fuse.efscache"
 
 /* Daemon side: bind and listen on CTL_SOCKET_NAME inside the directory
  * dir_fd (an old socket there is replaced: the caller holds the cache_dir

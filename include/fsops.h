@@ -34,7 +34,10 @@ struct efs_fs {
 	struct fuse_session *se;   /* for attribute invalidations; set by main */
 	struct cache *cache;
 	bool logged_nofile;        /* fd exhaustion was logged */
+	bool logged_source_nofile; /* the source's EMFILE/ENFILE was logged */
 	bool logged_nomem;         /* an inode allocation failure was logged */
+	bool check_readers;        /* a reader's open asks the source whether the
+				    * caller may read (close-to-open, daemon root) */
 	struct control *ctl; /* the control socket (control.c) */
 	struct lockwait *locks; /* lock requests that must wait (lockwait.c) */
 	struct lockdep *lockdep; /* who holds and waits for which ranges */

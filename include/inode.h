@@ -31,10 +31,15 @@ struct cache_file;
 /* The source fd through which one POSIX lock owner (a process, as the
  * kernel's lock_owner) holds its fcntl locks on a file: POSIX locks belong
  * to the process, not to one open file, so all of an owner's handles share
- * this fd's OFD locks. */
+ * this fd's OFD locks.  A close by the owner (FLUSH) takes the entry off
+ * its inode at once; its fd, the only one of its open file description,
+ * is closed then (the OFD locks go with it), or by the last user still
+ * holding a reference (a lock call in progress on it). */
 struct efs_lock_owner {
 	uint64_t owner;
 	int fd;
+	unsigned refs;   /* users, plus one while listed; under i->lock */
+	bool listed;     /* on i->lock_owners; under i->lock */
 	struct efs_lock_owner *next;
 };
 
@@ -72,6 +77,13 @@ struct inode_table;
  * fd_budget bounds the O_PATH fds kept open (the root's is not counted).
  * Returns 0 or -errno. */
 int itab_new(struct inode_table **out, int root_fd, unsigned fd_budget);
+/* The process's other fds (open files and directories, the cache's files,
+ * the session) vary; fd_budget is what the inodes may hold when they are
+ * few.  An fd numbered ceiling or more means every number below it is taken:
+ * the process nears its limit, and idle inode fds are closed to make room
+ * (a batch at each such fd, towards three quarters of those open),
+ * whatever the budget.  0: no ceiling. */
+void itab_set_fd_ceiling(struct inode_table *t, unsigned ceiling);
 /* Free every inode and close their fds (at unmount). */
 void itab_free(struct inode_table *t);
 struct efs_inode *itab_root(struct inode_table *t);
@@ -139,13 +151,26 @@ struct itab_counts {
 };
 void itab_counts(struct inode_table *t, struct itab_counts *out);
 
-/* The source fd (opened on first use when create) through which POSIX lock
- * owner `owner` holds its fcntl locks on i; owned by the inode.  -ENOENT if
- * the owner holds none and !create, else -errno. */
-int inode_lock_owner_fd(struct inode_table *t, struct efs_inode *i, uint64_t owner, bool create);
-/* close(2) semantics: drop all of owner's fcntl locks on i.  Returns
- * whether owner held any (had an fd here). */
-bool inode_lock_owner_release(struct efs_inode *i, uint64_t owner);
+/* The entry (its source fd opened on first use when create) through which
+ * POSIX lock owner `owner` holds its fcntl locks on i, with a reference:
+ * its fd stays open until inode_lock_owner_put.  NULL with *err = -ENOENT
+ * if the owner holds none and !create, else -errno. */
+struct efs_lock_owner *inode_lock_owner_get(struct inode_table *t, struct efs_inode *i,
+					    uint64_t owner, bool create, int *err);
+void inode_lock_owner_put(struct efs_inode *i, struct efs_lock_owner *o);
+/* Is o still i's entry of its owner (no close took it off since it was
+ * got)?  If so, fn(arg) is called under the same lock as
+ * inode_lock_owner_release's, so what fn records cannot come after the
+ * release's own fn.  A lock applied through an entry that was taken off
+ * went with its fd: apply it again through a new entry. */
+bool inode_lock_owner_if_listed(struct efs_inode *i, struct efs_lock_owner *o,
+				void (*fn)(void *), void *arg);
+/* close(2) semantics: drop all of owner's fcntl locks on i.  The entry
+ * leaves i at once and fn(arg) (may be NULL) is called under i->lock; its
+ * fd is closed now or by the last inode_lock_owner_put.  Returns whether
+ * owner held any (had an entry here). */
+bool inode_lock_owner_release(struct efs_inode *i, uint64_t owner, void (*fn)(void *),
+			      void *arg);
 
 /* Hook called with an inode about to be freed (the cache drops its state). */
 void itab_set_release_hook(struct inode_table *t, void (*fn)(struct efs_inode *, void *),

@@ -44,6 +44,15 @@ void lockwait_free(struct lockwait *lw);
 struct lw_wait *lockwait_prepare(struct lockwait *lw, int fd, const struct flock *lk,
 				 int flock_op, const void *key, lockwait_done_fn done, void *arg,
 				 const void *id, int *err);
+/* The tries of a wait made by the caller: try(arg) returns 0 when the lock
+ * is granted, -EAGAIN while it is held by someone else, or -errno (the
+ * answer).  For record locks, whose fd belongs to the lock owner and may be
+ * closed while the wait is parked (the owner closed another fd of the
+ * file): each try takes the owner's fd as it is then, so a parked wait
+ * keeps no fd, and no lock, alive.  Otherwise as lockwait_prepare. */
+struct lw_wait *lockwait_prepare_try(struct lockwait *lw, int (*try)(void *arg),
+				     const void *key, lockwait_done_fn done, void *arg,
+				     const void *id, int *err);
 /* Let the waiter try w.  From here on w may be answered and freed at any
  * moment by another thread. */
 void lockwait_start(struct lockwait *lw, struct lw_wait *w);

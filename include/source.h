@@ -37,9 +37,12 @@ int src_stat_cached(int fd, struct stat *st);
  * fstat may be up to acregmax old).  One round trip. */
 int src_stat_sync_at(int dirfd, const char *name, struct stat *st); /* "": dirfd itself */
 /* open(2) of name in dirfd for reading or writing (no O_CREAT), never
- * following a final symlink.  On NFSv4 an open by name re-resolves the name
- * at the server and refreshes the attributes: one round trip, after which
- * fstat of the fd is current.  Returns the fd or -errno. */
+ * following a final symlink (-ELOOP) and never opening anything but a
+ * regular file or a directory: the open does not block, and a FIFO or a
+ * device found at the name is closed again (-ESTALE).  On NFSv4 an open by
+ * name re-resolves the name at the server and refreshes the attributes: one
+ * round trip, after which fstat of the fd is current.  Returns the fd or
+ * -errno. */
 int src_open_at(int dirfd, const char *name, int flags);
 
 /* The birth time of the object behind fd, from what the kernel already
@@ -61,7 +64,11 @@ int src_open(int fd, int flags);
  * then fails with -EIO: passed on, it would truncate the file for the
  * application.  Returns the byte count (at most len) or -errno. */
 ssize_t src_read(int fd, void *buf, size_t len, off_t off);
-/* Create and open name in dirfd.  Returns the open fd or -errno. */
+/* Create and open name in dirfd (open(2) with O_CREAT and flags), never
+ * following a final symlink and never opening anything but a regular file:
+ * -ESTALE if something else (a symlink, a FIFO, ...) is at the name, so that
+ * the kernel looks it up again and deals with it itself, as the caller.
+ * Returns the open fd or -errno. */
 int src_create(int dirfd, const char *name, int flags, mode_t mode);
 
 int src_mknod(int dirfd, const char *name, mode_t mode, dev_t rdev);
@@ -86,7 +93,8 @@ int src_truncate(int fd, int openfd, off_t size);
 int src_utimens(int fd, int openfd, mode_t type, const struct timespec ts[2]);
 
 int src_statfs(int fd, struct statvfs *st);
-/* access(2) on the object behind fd, with the daemon's credentials. */
+/* access(2) on the object behind fd, with the thread's credentials (its
+ * fsuid, fsgid and groups: src_cred_enter). */
 int src_access(int fd, int mask);
 
 /* Extended attributes of the object behind an O_PATH fd of the given type. */

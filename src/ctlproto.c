@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -534,32 +535,109 @@ static int socket_addr(const char *dir, int dir_fd, struct sockaddr_un *sun)
 	return n > 0 && (size_t)n < sizeof(sun->sun_path) ? 0 : -ENAMETOOLONG;
 }
 
+static int connect_to(const struct sockaddr_un *sun)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
 int ctl_connect(const char *cache_dir)
 {
 	struct sockaddr_un sun;
-	int fd, dir_fd = -1, r;
+	int dir_fd, r;
 
-	if (socket_addr(cache_dir, -1, &sun) < 0) {
-		dir_fd = open(cache_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (dir_fd < 0)
-			return -errno;
-		socket_addr(NULL, dir_fd, &sun);
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		goto out_close_dir;
-	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		r = -errno;
-		close(fd);
-		goto out_close_dir;
-	}
-	r = fd;
-out_close_dir:
-	if (dir_fd >= 0)
-		close(dir_fd);
+	if (socket_addr(cache_dir, -1, &sun) == 0)
+		return connect_to(&sun);
+	dir_fd = open(cache_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return -errno;
+	r = ctl_connect_at(dir_fd);
+	close(dir_fd);
 	return r;
+}
+
+int ctl_connect_at(int dir_fd)
+{
+	struct sockaddr_un sun;
+
+	socket_addr(NULL, dir_fd, &sun);
+	return connect_to(&sun);
+}
+
+/* The next space-separated field of *p (advanced past it), or NULL. */
+static const char *next_field(const char **p, const char *eol, size_t *len)
+{
+	const char *s = *p, *e;
+
+	while (s < eol && *s == ' ')
+		s++;
+	if (s >= eol)
+		return NULL;
+	for (e = s; e < eol && *e != ' '; e++)
+		;
+	*len = (size_t)(e - s);
+	*p = e;
+	return s;
+}
+
+/* user_id=N of the comma-separated super options opts (len bytes), or -1. */
+static long user_id_of(const char *opts, size_t len)
+{
+	const char *o = opts, *end = opts + len;
+	long id = -1;
+
+	while (o < end) {
+		const char *comma = memchr(o, ',', (size_t)(end - o));
+		const char *stop = comma ? comma : end;
+
+		if (stop - o > 8 && !strncmp(o, "user_id=", 8))
+			id = strtol(o + 8, NULL, 10);
+		o = stop + 1;
+	}
+	return id;
+}
+
+int ctl_mountinfo_find(const char *mountinfo, dev_t dev, char *fstype, size_t fstype_len,
+		       long *owner)
+{
+	const char *line = mountinfo;
+
+	while (line && *line) {
+		const char *eol = strchr(line, '\n'), *p = line, *f = NULL;
+		unsigned maj, min;
+		size_t len = 0;
+		int k;
+
+		if (!eol)
+			eol = line + strlen(line);
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE
+		 * SOURCE SUPEROPTIONS */
+		for (k = 0; k < 3 && (f = next_field(&p, eol, &len)); k++)
+			;
+		if (k == 3 && sscanf(f, "%u:%u", &maj, &min) == 2 && makedev(maj, min) == dev) {
+			while ((f = next_field(&p, eol, &len)) && !(len == 1 && *f == '-'))
+				;
+			f = f ? next_field(&p, eol, &len) : NULL;
+			if (f) {
+				snprintf(fstype, fstype_len, "%.*s", (int)len, f);
+				*owner = -1;
+				if (next_field(&p, eol, &len) && (f = next_field(&p, eol, &len)))
+					*owner = user_id_of(f, len);
+				return 0;
+			}
+		}
+		line = *eol ? eol + 1 : NULL;
+	}
+	return -ENOENT;
 }
 
 int ctl_listen(int dir_fd)

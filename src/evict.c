@@ -33,7 +33,7 @@ struct evict {
 	uint64_t usage;       /* protected by mu */
 	uint64_t pending;     /* reserved, not yet on disk; protected by mu */
 	uint64_t freeing;     /* picked, not yet reaped; protected by mu */
-	bool ready;           /* protected by mu */
+	bool ready;           /* written under mu, read atomically */
 	const struct efs_config *cfg;
 	struct store *store;
 	struct efs_stats *stats;
@@ -331,18 +331,15 @@ void evict_unreserve(struct evict *ev, uint64_t bytes)
 void evict_set_ready(struct evict *ev)
 {
 	pthread_mutex_lock(&ev->mu);
-	ev->ready = true;
+	__atomic_store_n(&ev->ready, true, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&ev->mu);
 }
 
+/* Read at every open of a file not loaded: no mutex (it only ever turns
+ * true). */
 bool evict_ready(struct evict *ev)
 {
-	bool r;
-
-	pthread_mutex_lock(&ev->mu);
-	r = ev->ready;
-	pthread_mutex_unlock(&ev->mu);
-	return r;
+	return __atomic_load_n(&ev->ready, __ATOMIC_ACQUIRE);
 }
 
 void evict_sweep(struct evict *ev, void *batch)

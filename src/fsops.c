@@ -10,7 +10,8 @@
  * fsops_dir.c and fsops_xattr.c; see fsops_int.h for their conventions.
  *
  * Locks: fs->handles_mu guards the list of open handles and is held only
- * to link or unlink one.  The inode fds handed out by ifd are reference
+ * to link or unlink one, or to collect some (files_hold_source); nothing is
+ * called with it held.  The inode fds handed out by ifd are reference
  * counted in inode.c under its own lock.
  */
 #include "ctlproto.h"
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -59,7 +61,11 @@ void handle_del(struct efs_fs *fs, struct handle *h)
 
 /* fds kept for inodes: half of what RLIMIT_NOFILE leaves after a reserve
  * for the cache's own files, worker threads and the session.  The soft
- * limit was raised to the hard one at start (main.c). */
+ * limit was raised to the hard one at start (main.c).  The other half is
+ * for what varies: open files' source fds, directory streams being read,
+ * the cache entries' files, lock owners, control connections.  When those
+ * take more, the inodes give way: a new fd numbered at the ceiling (the
+ * limit less the reserve) makes the table close idle fds (inode.h). */
 #define FD_RESERVE 128
 #define FD_BUDGET_MIN 16
 /* The budget without a limit (RLIM_INFINITY), and its ceiling: the LRU of
@@ -67,6 +73,18 @@ void handle_del(struct efs_fs *fs, struct handle *h)
  * than a source's client serves well. */
 #define FD_BUDGET_UNLIMITED (1u << 16)
 #define FD_BUDGET_MAX (1u << 20)
+
+/* The fd number from which the process nears its limit, or 0 (no limit). */
+static unsigned fd_ceiling(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > FD_BUDGET_MAX * 2)
+		return 0;
+	return rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE)
+					    : (unsigned)(rl.rlim_cur * 3 / 4);
+}
 
 static unsigned fd_budget(const struct efs_config *cfg)
 {
@@ -82,12 +100,34 @@ static unsigned fd_budget(const struct efs_config *cfg)
 	return n < FD_BUDGET_MIN ? FD_BUDGET_MIN : (unsigned)n;
 }
 
-/* The process ran out of fds: give back idle inode fds; log it once. */
+/* Can this process open an fd now?  An EMFILE or ENFILE may be the
+ * source's (a server, or a FUSE source's daemon, out of fds), not ours. */
+static bool have_free_fd(void)
+{
+	int fd = open("/", O_PATH | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* The process ran out of fds: give back idle inode fds; log it once.  If it
+ * did not (it can open one now), the source answered EMFILE/ENFILE: said
+ * once too, as the source's, and nothing is closed. */
 void note_no_fds(struct efs_fs *fs, int r, const char *what)
 {
 	struct itab_counts n;
 
 	itab_counts(fs->itab, &n);
+	if (have_free_fd()) {
+		log_once(fs->logged_source_nofile, LOG_LVL_WARN,
+			 "the source answered %s during %s while this process has fds to spare "
+			 "(%llu inode fds open): the source's server is out of file descriptors; "
+			 "retried once, then its error is passed on",
+			 strerror(-r), what, (unsigned long long)n.fds);
+		return;
+	}
 	itab_shrink(fs->itab, (unsigned)(n.fd_budget / 2));
 	log_once(fs->logged_nofile, LOG_LVL_WARN,
 		 "out of file descriptors during %s (%s) with %llu inode fds open: closed idle "
@@ -175,51 +215,78 @@ static int source_stat_named(void *arg, struct efs_inode *i, struct stat *st)
 	return r == -ENOENT ? -ESTALE : r;
 }
 
-static int source_open_named(void *arg, struct efs_inode *i, int flags)
+/* The caller's credentials around a source call, when req is not NULL. */
+static void as_caller(fuse_req_t req, struct src_cred *saved)
 {
-	struct efs_fs *fs = arg;
+	if (req)
+		enter_caller(req, saved);
+}
+
+static void as_daemon(fuse_req_t req, const struct src_cred *saved)
+{
+	if (req)
+		src_cred_leave(saved);
+}
+
+static int open_named_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
+{
 	struct efs_inode *parent;
+	struct src_cred saved;
 	char *name;
 	int pfd = at_parent_begin(fs, i, &parent, &name), r;
 
 	if (pfd < 0)
 		return pfd;
+	as_caller(req, &saved);
 	r = src_open_at(pfd, name, flags);
 	if (out_of_fds(r)) {
 		note_no_fds(fs, r, "an open");
 		r = src_open_at(pfd, name, flags);
 	}
 	stats_add(&fs->stats, ST_source_opens, 1);
+	as_daemon(req, &saved);
 	at_parent_end(fs, parent, name);
 	return r == -ENOENT ? -ESTALE : r;
 }
 
-int source_open_object(void *arg, struct efs_inode *i, int flags)
+static int source_open_named(void *arg, struct efs_inode *i, int flags)
 {
-	struct efs_fs *fs = arg;
+	return open_named_as(arg, i, flags, NULL);
+}
+
+int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
+{
+	struct src_cred saved;
 	struct stat st;
 	int fd = ifd(fs, i), r;
 
 	if (fd < 0)
 		return fd;
+	as_caller(req, &saved);
 	r = src_open(fd, flags);
 	if (out_of_fds(r)) {
 		note_no_fds(fs, r, "an open");
 		r = src_open(fd, flags);
 	}
 	stats_add(&fs->stats, ST_source_opens, 1);
+	as_daemon(req, &saved);
 	ifd_put(fs, i);
 	if (r != -ESTALE)
 		return r;
 	/* An NFS client opens even an fd's object by the name it knows it by
 	 * (OPEN with CLAIM_NULL), and that name may be gone while another
 	 * link, the one we know now, still leads to the same file. */
-	r = source_open_named(fs, i, flags);
+	r = open_named_as(fs, i, flags, req);
 	if (r >= 0 && (src_stat(r, &st) < 0 || st.st_dev != i->dev || st.st_ino != i->ino)) {
 		close(r);
 		r = -ESTALE;
 	}
 	return r;
+}
+
+int source_open_object(void *arg, struct efs_inode *i, int flags)
+{
+	return open_object_as(arg, i, flags, NULL);
 }
 
 static int source_stat_open(void *arg, int fd, struct stat *st)
@@ -297,6 +364,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		snprintf(err, errlen, "cannot set up the inode table: %s", strerror(-r));
 		return r;
 	}
+	itab_set_fd_ceiling(fs->itab, fd_ceiling());
 	{
 		const struct cache_source src = {
 			.stat_named = source_stat_named,
@@ -317,6 +385,12 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return r;
 	}
 	itab_set_release_hook(fs->itab, cache_inode_release, fs->cache);
+	/* Close-to-open: every open asks the source, and a reader's open also
+	 * asks whether the caller may read (docs/design.md, "Permissions").
+	 * Only root can act as another user; with nocto or a ttl an open
+	 * inside its window trusts the kernel's check, as it trusts the data. */
+	fs->check_readers = geteuid() == 0 && fs->policy.cto && fs->policy.ttl <= 0 &&
+			    !fs->policy.immutable;
 	pt_configure(cfg->passthrough, cfg->ro, &fs->stats);
 	return 0;
 }
@@ -358,7 +432,8 @@ void fsops_destroy(struct efs_fs *fs)
 	for (h = head ? head->next : NULL; h && h != head; h = next) {
 		next = h->next;
 		if (h->is_dir) {
-			src_closedir(((struct efs_dir *)h)->dp);
+			if (((struct efs_dir *)h)->dp)
+				src_closedir(((struct efs_dir *)h)->dp);
 		} else {
 			struct efs_file *f = (struct efs_file *)h;
 

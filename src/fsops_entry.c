@@ -5,8 +5,10 @@
  * A lookup resolves the name on the source (openat relative to the
  * parent's O_PATH fd) and takes a reference on the inode in inode.c, which
  * also decides how long the kernel may cache the entry and the attributes
- * (meta.c).  Objects are created as the caller (src_cred_enter), so the
- * source sets owner and group and checks the caller's groups.  An unlink or
+ * (meta.c).  Every change is made as the caller (src_cred_enter): the
+ * source sets owner and group of what is created and checks the caller's
+ * rights itself (its ACLs, modes changed on another host; docs/design.md,
+ * "Permissions").  Lookups, getattr and readlink run as the daemon.  An unlink or
  * a rename over a regular file that leaves it with no name drops its cache
  * record at once; a rename updates where the inode table has the names.
  *
@@ -36,9 +38,12 @@ static int lookup_again(int pfd, const char *name, int *fd, struct stat *st)
 
 	close(*fd);
 	*fd = -1;
-	if (ofd < 0)
+	/* -ESTALE: the name now leads to something that is not a file (the
+	 * open refused it); the lookup below says what. */
+	if (ofd < 0 && ofd != -ESTALE)
 		return ofd;
-	close(ofd);
+	if (ofd >= 0)
+		close(ofd);
 	return src_lookup(pfd, name, fd, st);
 }
 
@@ -188,6 +193,20 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_attr(req, &st, itab_observe(fs->itab, i, &fs->policy, &st));
 }
 
+/* Is mode the object's current mode less setuid and setgid, of which it has
+ * at least one? */
+static bool only_drops_setid(int fd, mode_t mode)
+{
+	struct stat st;
+
+	if (src_stat(fd, &st) < 0 || !(st.st_mode & (S_ISUID | S_ISGID)) ||
+	    (mode & 07777) == (st.st_mode & 07777))
+		return false;
+	return (mode & 07777) == (st.st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) ||
+	       (mode & 07777) == (st.st_mode & 07777 & ~(mode_t)S_ISUID) ||
+	       (mode & 07777) == (st.st_mode & 07777 & ~(mode_t)S_ISGID);
+}
+
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		       struct fuse_file_info *fi)
 {
@@ -195,13 +214,27 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 	struct efs_inode *i = inode_of(req, ino);
 	int openfd = fi ? file_fd_now(file_of(fi)) : -1;
 	int r = 0, fd = ifd(fs, i);
+	struct src_cred saved;
 
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
 	}
+	/* The source decides who may change what (its ACLs, a chmod made on
+	 * another host), as it would for the caller on an NFS client. */
+	enter_caller(req, &saved);
 	if (valid & FUSE_SET_ATTR_MODE) {
-		r = src_chmod(fd, openfd, attr->st_mode);
+		if (only_drops_setid(fd, attr->st_mode)) {
+			/* The kernel drops setuid and setgid after a write or a
+			 * truncate by someone else than the owner (FUSE sends it
+			 * as a chmod from the writer): as on a local file system,
+			 * not a right of the caller's. */
+			src_cred_leave(&saved);
+			r = src_chmod(fd, openfd, attr->st_mode);
+			enter_caller(req, &saved);
+		} else {
+			r = src_chmod(fd, openfd, attr->st_mode);
+		}
 		if (r < 0)
 			goto out_err;
 	}
@@ -234,10 +267,12 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		if (r < 0)
 			goto out_err;
 	}
+	src_cred_leave(&saved);
 	ifd_put(fs, i);
 	op_getattr(req, ino, fi);
 	return;
 out_err:
+	src_cred_leave(&saved);
 	ifd_put(fs, i);
 	fuse_reply_err(req, -r);
 }
@@ -267,13 +302,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
-	struct efs_fs *fs = fs_of(req);
-	struct efs_inode *i = inode_of(req, ino);
-	int fd = ifd(fs, i), r = fd < 0 ? fd : src_access(fd, mask);
-
-	if (fd >= 0)
-		ifd_put(fs, i);
-	fuse_reply_err(req, -r);
+	fuse_reply_err(req, -access_as_caller(req, inode_of(req, ino), mask));
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -307,6 +336,21 @@ void enter_caller(fuse_req_t req, struct src_cred *saved)
 	if (n > SRC_MAX_GROUPS)
 		n = SRC_MAX_GROUPS; /* the first ones; the source decides */
 	src_cred_enter(saved, ctx->uid, ctx->gid, groups, n);
+}
+
+int access_as_caller(fuse_req_t req, struct efs_inode *i, int mask)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct src_cred saved;
+	int fd = ifd(fs, i), r;
+
+	if (fd < 0)
+		return fd;
+	enter_caller(req, &saved);
+	r = src_access(fd, mask);
+	src_cred_leave(&saved);
+	ifd_put(fs, i);
+	return r;
 }
 
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, enum mk_kind kind,
@@ -376,8 +420,14 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 	{
 		struct efs_inode *np = inode_of(req, newparent);
 		int fd = ifd(fs, i), nfd = fd < 0 ? -1 : ifd(fs, np);
+		struct src_cred saved;
 
-		r = fd < 0 ? fd : nfd < 0 ? nfd : src_link(fd, nfd, newname);
+		r = fd < 0 ? fd : nfd;
+		if (r >= 0) {
+			enter_caller(req, &saved);
+			r = src_link(fd, nfd, newname);
+			src_cred_leave(&saved);
+		}
 		if (nfd >= 0)
 			ifd_put(fs, np);
 		if (fd >= 0)
@@ -438,8 +488,12 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int fd = ifd(fs, dir), victim = -1, r;
 
 	if (fd >= 0) {
+		struct src_cred saved;
+
 		victim = victim_open(fs, fd, name, &vdev, &ino);
+		enter_caller(req, &saved);
 		r = src_unlink(fd, name);
+		src_cred_leave(&saved);
 		victim_done(fs, victim, vdev, ino, r);
 		ifd_put(fs, dir);
 	} else {
@@ -452,10 +506,15 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
-	int fd = ifd(fs, dir), r = fd < 0 ? fd : src_rmdir(fd, name);
+	int fd = ifd(fs, dir), r = fd;
+	struct src_cred saved;
 
-	if (fd >= 0)
+	if (fd >= 0) {
+		enter_caller(req, &saved);
+		r = src_rmdir(fd, name);
+		src_cred_leave(&saved);
 		ifd_put(fs, dir);
+	}
 	fuse_reply_err(req, -r);
 }
 
@@ -501,7 +560,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		swapped = known_child(fs, nfd, newname);
 	else if (!(flags & RENAME_NOREPLACE))
 		victim = victim_open(fs, nfd, newname, &vdev, &ino);
-	r = src_rename(fd, name, nfd, newname, flags);
+	{
+		struct src_cred saved;
+
+		enter_caller(req, &saved);
+		r = src_rename(fd, name, nfd, newname, flags);
+		src_cred_leave(&saved);
+	}
 	victim_done(fs, victim, vdev, ino, r);
 	if (r == 0 && moved)
 		itab_moved(fs->itab, moved, ndir, newname);

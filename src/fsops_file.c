@@ -10,8 +10,9 @@
  * open decides whether the kernel keeps its page cache (the identity is
  * unchanged since the last open) and otherwise drops its attributes.
  *
- * Locks: f->mu serialises the lazy open of f->fd and is held across the
- * flush and fsync of that fd, nothing else; next_off is an atomic.
+ * Locks: f->mu serialises the lazy open of f->fd, nothing else: the flush
+ * and fsync of that fd run without it (once open, the fd stays until the
+ * handle is freed); next_off and refs are atomics.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -48,18 +49,48 @@ static int file_new(struct efs_fs *fs, struct efs_inode *i, int fd, struct fuse_
 	f->fd = fd;
 	f->flags = fi->flags;
 	f->next_off = -1;
+	f->refs = 1; /* the kernel's, until RELEASE */
+	itab_hold(fs->itab, i);
 	handle_add(fs, &f->h, false);
 	fi->fh = (uint64_t)(uintptr_t)f;
 	return 0;
 }
 
-static void file_free(struct efs_fs *fs, struct efs_file *f)
+void file_ref(struct efs_file *f)
 {
-	if (f->fd >= 0)
+	__atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
+}
+
+/* A reference for a thread that found f on fs->handles (handles_mu held):
+ * none if f is already on its way out (its last reference is gone and it
+ * waits for handles_mu to leave the list). */
+static bool file_ref_live(struct efs_file *f)
+{
+	unsigned n = __atomic_load_n(&f->refs, __ATOMIC_RELAXED);
+
+	while (n)
+		if (__atomic_compare_exchange_n(&f->refs, &n, n + 1, false, __ATOMIC_ACQUIRE,
+						__ATOMIC_RELAXED))
+			return true;
+	return false;
+}
+
+void file_unref(struct efs_fs *fs, struct efs_file *f)
+{
+	struct efs_inode *i = f->ino;
+	bool had_fd;
+
+	if (__atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	had_fd = f->fd >= 0;
+	if (had_fd)
 		close(f->fd); /* also drops flock locks held through it */
 	handle_del(fs, &f->h);
 	pthread_mutex_destroy(&f->mu);
 	free(f);
+	if (had_fd)
+		lockwait_kick(fs->locks, i); /* its flock locks went with it */
+	itab_unhold(fs->itab, i);
 }
 
 /* Flags for the source fd: O_DIRECT alignment is the application's business
@@ -73,8 +104,10 @@ static int source_flags(int flags)
  * cached files never need one).  Returns it or -errno. */
 int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
 {
-	int fd;
+	int fd = file_fd_now(f);
 
+	if (fd >= 0)
+		return fd;
 	pthread_mutex_lock(&f->mu);
 	if (f->fd < 0) {
 		fd = source_open_object(fs, i, source_flags(f->flags));
@@ -88,16 +121,36 @@ int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f)
 
 void files_hold_source(struct efs_fs *fs, struct efs_inode *i)
 {
+	struct efs_file **list = NULL, **bigger;
+	size_t n = 0, cap = 0;
 	struct handle *h;
 
+	/* Collect under the mutex, open after: the source may take its time
+	 * (an NFS open), and every open and close of the mount takes
+	 * handles_mu. */
 	pthread_mutex_lock(&fs->handles_mu);
 	for (h = fs->handles->next; h != fs->handles; h = h->next) {
 		struct efs_file *f = (struct efs_file *)h;
 
-		if (!h->is_dir && f->ino == i && __atomic_load_n(&f->fd, __ATOMIC_ACQUIRE) < 0)
-			file_fd(fs, i, f);
+		if (h->is_dir || f->ino != i || file_fd_now(f) >= 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 8;
+			bigger = realloc(list, cap * sizeof(*list));
+			if (!bigger)
+				break; /* those found so far; the others read on until
+					* their source object is gone */
+			list = bigger;
+		}
+		if (file_ref_live(f))
+			list[n++] = f;
 	}
 	pthread_mutex_unlock(&fs->handles_mu);
+	for (size_t k = 0; k < n; k++) {
+		file_fd(fs, i, list[k]);
+		file_unref(fs, list[k]);
+	}
+	free(list);
 }
 
 /* The file changed on the source: make the kernel ask for its attributes
@@ -140,7 +193,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * -o ro mounts, where the kernel refuses writers first). */
 		mode = cache_pt_open(fs->cache, i, req, false, false, &id);
 		fd = mode < 0 ? mode
-			      : source_open_object(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL));
+			      : open_object_as(fs, i, (fi->flags & ~O_DIRECT) & ~(O_CREAT | O_EXCL),
+					       req);
 		if (fd < 0) {
 			cache_pt_close(fs->cache, i, req, mode);
 			fuse_reply_err(req, -fd);
@@ -151,6 +205,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * unless a chunk must be fetched (cache.h). */
 	itab_attr(fs->itab, i, &attr);
 	r = cache_open(fs->cache, i, fd, &attr, &keep);
+	if (r == 0 && ro && S_ISREG(i->type) && fs->check_readers &&
+	    fuse_req_ctx(req)->uid != 0) {
+		/* A reader's open reached the source as the daemon (a stat or an
+		 * open by name shared by every reader): the source says whether
+		 * this caller may read, with its ACLs and a mode or owner
+		 * changed on another host since the kernel cached it. */
+		r = access_as_caller(req, i, R_OK);
+		if (r < 0)
+			cache_close(fs->cache, i);
+	}
 	if (r == 0) {
 		r = file_new(fs, i, fd, fi);
 		if (r < 0)
@@ -163,7 +227,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (mode < 0) {
 			r = mode;
 			cache_close(fs->cache, i);
-			file_free(fs, file_of(fi)); /* a reader's fd is -1 here */
+			file_unref(fs, file_of(fi)); /* a reader's fd is -1 here */
 		}
 	}
 	if (r < 0) {
@@ -181,7 +245,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* The opener was interrupted and is gone; no release will come. */
 		cache_pt_close(fs->cache, i, NULL, file_of(fi)->pt_mode);
 		cache_close(fs->cache, i);
-		file_free(fs, file_of(fi));
+		file_unref(fs, file_of(fi));
 	}
 }
 
@@ -205,9 +269,14 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 			fuse_reply_err(req, -dfd);
 			return;
 		}
-		enter_caller(req, &saved);
-		fd = src_create(dfd, name, fi->flags & ~O_DIRECT, mode);
-		src_cred_leave(&saved);
+		for (int tries = 0;; tries++) {
+			enter_caller(req, &saved);
+			fd = src_create(dfd, name, fi->flags & ~O_DIRECT, mode);
+			src_cred_leave(&saved);
+			if (!out_of_fds(fd) || tries)
+				break;
+			note_no_fds(fs, fd, "a create");
+		}
 		ifd_put(fs, dir);
 	}
 	if (fd < 0) {
@@ -237,7 +306,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 
 		if (file_of(fi)->cached)
 			cache_close(fs->cache, i);
-		file_free(fs, file_of(fi));
+		file_unref(fs, file_of(fi));
 		itab_forget(fs->itab, i, 1);
 	}
 }
@@ -249,11 +318,18 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
  * the worker keeps waiting for the source (the kernel gives it no way out),
  * then drops its answer (a chunk it fetched is still stored).  Whoever
  * claims the request first answers it.
+ *
+ * Once the interrupt answered, the kernel may release the handle and forget
+ * the inode while the worker still uses both: the worker holds a reference
+ * on the handle for the whole read (taken before the interrupt callback is
+ * registered), and the handle holds the inode.  So the worker touches
+ * nothing that can go, releases what its read pinned (cache_read_done), and
+ * only then lets go of the handle, whose last reference may free the inode:
+ * the inode's release waits for the pins of its cache entry, which must not
+ * be this thread's own.
  */
 struct read_claim {
 	pthread_t worker;
-	struct efs_fs *fs;
-	struct efs_inode *ino;
 	int owner; /* atomic: 0 nobody yet, 1 the worker, 2 the interrupt */
 };
 
@@ -267,54 +343,24 @@ static void read_interrupt(fuse_req_t req, void *data)
 	 * answers, having seen fuse_req_interrupted(). */
 	if (pthread_equal(rc->worker, pthread_self()))
 		return;
-	/* Once answered, the kernel may release the file and forget the inode
-	 * while the worker still uses it: hold the inode (the worker lets
-	 * go).  The worker may free rc as soon as the exchange is done, so it
-	 * is read before. */
-	struct efs_fs *fs = rc->fs;
-	struct efs_inode *ino = rc->ino;
-
-	itab_hold(fs->itab, ino);
+	/* rc lives on the worker's stack until the worker claimed the request
+	 * or saw that we did: it is not read after the exchange. */
 	if (__atomic_compare_exchange_n(&rc->owner, &none, 2, false, __ATOMIC_ACQ_REL,
 					__ATOMIC_ACQUIRE))
 		fuse_reply_err(req, EINTR);
-	else
-		itab_unhold(fs->itab, ino);
 }
 
-/* May the worker answer req?  If so, no callback runs or will run. */
+/* May the worker answer req?  If so, no callback runs or will run.  If not,
+ * req was answered EINTR and is gone. */
 static bool read_claim(fuse_req_t req, struct read_claim *rc)
 {
 	int none = 0;
 
 	if (!__atomic_compare_exchange_n(&rc->owner, &none, 1, false, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE)) {
-		/* answered EINTR already: req is gone, the inode held for us */
-		itab_unhold(rc->fs->itab, rc->ino);
+					 __ATOMIC_ACQUIRE))
 		return false;
-	}
 	/* Takes req's lock: waits for a callback running now (it lost). */
 	fuse_req_interrupt_func(req, NULL, NULL);
-	return true;
-}
-
-/* A reply whose bytes are all in our memory (a chunk this read fetched or
- * verified, a read from the source) is written with one writev, which copies
- * them into the request once.  libfuse's splice path would first write them
- * into a pipe, a second copy (perf: _copy_from_iter in anon_pipe_write).
- * Segments of the data file are still spliced.  False if rd has any. */
-static bool reply_mem_only(fuse_req_t req, const struct cache_read *rd)
-{
-	struct iovec iov[CACHE_MAX_SEGS];
-
-	if (!rd->nseg)
-		return false;
-	for (unsigned k = 0; k < rd->nseg; k++) {
-		if (rd->seg[k].fd >= 0)
-			return false;
-		iov[k] = (struct iovec){.iov_base = (void *)rd->seg[k].mem, .iov_len = rd->seg[k].len};
-	}
-	fuse_reply_iov(req, iov, (int)rd->nseg);
 	return true;
 }
 
@@ -329,76 +375,61 @@ static uint64_t kernel_size(struct efs_fs *fs, struct efs_inode *i)
 	return attr.seen && attr.size >= 0 ? (uint64_t)attr.size : UINT64_MAX;
 }
 
+/* Answer a read with what cache_read gathered, in one writev, and release
+ * it.  Every segment is memory: the cache copies hits out of its files and
+ * checks the copy (a splice from a cache file could not be checked). */
+static void reply_read(fuse_req_t req, struct efs_fs *fs, struct cache_read *rd, ssize_t n)
+{
+	struct iovec iov[CACHE_MAX_SEGS];
+
+	stats_add(&fs->stats, ST_bytes_served, (uint64_t)n);
+	for (unsigned k = 0; k < rd->nseg; k++)
+		iov[k] = (struct iovec){.iov_base = (void *)rd->seg[k].mem, .iov_len = rd->seg[k].len};
+	fuse_reply_iov(req, iov, (int)rd->nseg);
+	cache_read_done(fs->cache, rd);
+}
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	struct read_claim rc = {.worker = pthread_self(), .fs = fs, .ino = i};
+	struct efs_file *f = file_of(fi);
+	struct read_claim rc = {.worker = pthread_self()};
+	bool seq = note_sequential(f, off, size);
 	struct cache_read rd;
-	struct fuse_bufvec *bv;
-	bool claimed = false;
 	ssize_t n;
 
-	bool seq = note_sequential(file_of(fi), off, size);
-
+	/* Ours until the interrupt callback is registered: nobody else can
+	 * answer req yet, so the kernel cannot release f before this. */
+	file_ref(f);
 	fuse_req_interrupt_func(req, read_interrupt, &rc);
 	if (fuse_req_interrupted(req)) {
 		if (read_claim(req, &rc))
 			fuse_reply_err(req, EINTR);
-		return;
+		goto out;
 	}
 	const uint64_t ksize = kernel_size(fs, i);
 
-	n = cache_read(fs->cache, i, file_fd_now(file_of(fi)), off, size, seq, ksize, &rd);
+	n = cache_read(fs->cache, i, file_fd_now(f), off, size, seq, ksize, &rd);
 	if (n == -EBADFD) {
-		/* The read must go to the source: give the handle its fd.  Only
-		 * while the request is ours: once answered the handle may be
-		 * released. */
-		int fd;
+		/* The read must go to the source: give the handle its fd. */
+		int fd = file_fd(fs, i, f);
 
-		if (!read_claim(req, &rc))
-			return;
-		claimed = true;
-		fd = file_fd(fs, i, file_of(fi));
 		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, ksize, &rd);
 	}
-	if (!claimed && !read_claim(req, &rc)) {
+	if (!read_claim(req, &rc)) {
+		/* Answered EINTR already: drop the result, pins first. */
 		if (n >= 0)
 			cache_read_done(fs->cache, &rd);
-		return;
+		goto out;
 	}
-	if (n < 0) {
+	if (n < 0)
 		fuse_reply_err(req, (int)-n);
-		return;
-	}
-	stats_add(&fs->stats, ST_bytes_served, (uint64_t)n);
-	if (reply_mem_only(req, &rd)) {
-		cache_read_done(fs->cache, &rd);
-		return;
-	}
-	bv = calloc(1, sizeof(*bv) + (rd.nseg ? rd.nseg : 1) * sizeof(struct fuse_buf));
-	if (!bv) {
-		cache_read_done(fs->cache, &rd);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	bv->count = rd.nseg;
-	for (unsigned k = 0; k < rd.nseg; k++) {
-		struct fuse_buf *b = &bv->buf[k];
-
-		b->size = rd.seg[k].len;
-		if (rd.seg[k].fd >= 0) {
-			b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-			b->fd = rd.seg[k].fd;
-			b->pos = rd.seg[k].pos;
-		} else {
-			b->mem = (void *)rd.seg[k].mem;
-		}
-	}
-	fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
-	free(bv);
-	cache_read_done(fs->cache, &rd);
+	else
+		reply_read(req, fs, &rd, n);
+out:
+	file_unref(fs, f); /* last: may let the inode go */
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
@@ -431,17 +462,14 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	/* The owner's fcntl locks go with any close of the file: parked
 	 * waits for them may go on. */
-	if (inode_lock_owner_release(inode_of(req, ino), fi->lock_owner)) {
-		lockdep_forget(fs_of(req)->lockdep, inode_of(req, ino), fi->lock_owner);
-		lockwait_kick(fs_of(req)->locks, inode_of(req, ino));
-	}
+	release_lock_owner(fs_of(req), inode_of(req, ino), fi->lock_owner);
 	/* Closing a duplicate makes NFS-like sources report deferred write
 	 * errors now, where close(2) returns them, not at release.  A handle
-	 * that never opened the source has nothing to report. */
-	pthread_mutex_lock(&f->mu);
-	if (f->fd >= 0)
-		r = src_flush(f->fd);
-	pthread_mutex_unlock(&f->mu);
+	 * that never opened the source has nothing to report.  No lock: an
+	 * fd once open stays until the handle is freed, and a slow flush must
+	 * not hold up a lazy open of this handle on another thread. */
+	if (file_fd_now(f) >= 0)
+		r = src_flush(file_fd_now(f));
 	fuse_reply_err(req, -r);
 }
 
@@ -452,8 +480,9 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	cache_pt_close(fs_of(req)->cache, inode_of(req, ino), req, f->pt_mode);
 	if (f->cached)
 		cache_close(fs_of(req)->cache, inode_of(req, ino));
-	file_free(fs_of(req), f); /* its flock locks go with its fd */
-	lockwait_kick(fs_of(req)->locks, inode_of(req, ino));
+	/* The kernel's reference; the handle's fd (and flock locks held through
+	 * it) goes with the last one, which is usually this. */
+	file_unref(fs_of(req), f);
 	fuse_reply_err(req, 0);
 }
 
@@ -462,11 +491,10 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 	struct efs_file *f = file_of(fi);
 	int r = 0;
 
-	/* A handle that never opened the source wrote nothing through it. */
-	pthread_mutex_lock(&f->mu);
-	if (f->fd >= 0)
-		r = src_fsync(f->fd, datasync);
-	pthread_mutex_unlock(&f->mu);
+	/* A handle that never opened the source wrote nothing through it.  No
+	 * lock held across the source's fsync (see op_flush). */
+	if (file_fd_now(f) >= 0)
+		r = src_fsync(file_fd_now(f), datasync);
 	fuse_reply_err(req, -r);
 }
 

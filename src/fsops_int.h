@@ -14,11 +14,18 @@
  * struct efs_file in fi->fh, directories a struct efs_dir.
  *
  * Locks: fs->handles_mu guards the handle list only, and nothing is called
- * with it held.  f->mu guards an open file's lazy source fd; it is held
- * across the source open and fsync/flush of that fd, and only the inode
- * table's locks are taken under it (by that open).  Inode and cache locks
- * are taken inside their own modules, never held by an op across a call
- * into another module.
+ * with it held.  f->mu serialises the lazy open of an open file's source
+ * fd; it is held across that open only, and only the inode table's locks
+ * are taken under it (by that open).  Inode and cache locks are taken
+ * inside their own modules, never held by an op across a call into another
+ * module.
+ *
+ * Lifetime of an open file: f->refs counts the kernel's handle (until
+ * RELEASE) and every thread that uses f after its request may have been
+ * answered by someone else (a read whose interrupt was answered EINTR,
+ * files_hold_source).  The last file_unref closes the source fd and frees
+ * f; f holds its inode (itab_hold) until then, so the inode outlives every
+ * use of the handle.
  */
 #ifndef EFS_FSOPS_INT_H
 #define EFS_FSOPS_INT_H
@@ -42,9 +49,11 @@ struct efs_file {
 	struct handle h;        /* first */
 	pthread_mutex_t mu;     /* serialises the lazy open of fd */
 	int fd;                 /* source fd opened for I/O, or -1: read-only
-				 * handles get one only when they need it */
+				 * handles get one only when they need it; once
+				 * set it stays until the handle is freed */
 	int flags;              /* open(2) flags, for that lazy open */
-	struct efs_inode *ino;  /* immutable; the kernel holds it while open */
+	unsigned refs;          /* atomic: see "Lifetime" above */
+	struct efs_inode *ino;  /* immutable; held (itab_hold) while f lives */
 	bool cached;            /* cache_open succeeded: cache_close at release */
 	int pt_mode;            /* enum pt_mode the open was answered with */
 	off_t next_off;         /* atomic: where a sequential reader reads next */
@@ -52,7 +61,8 @@ struct efs_file {
 
 struct efs_dir {
 	struct handle h;        /* first */
-	DIR *dp;
+	struct efs_inode *ino;  /* the directory; the kernel holds it while open */
+	DIR *dp;                /* the stream while it is read, else NULL */
 	off_t offset;           /* telldir cookie of the entry after `entry` */
 	struct dirent *entry;   /* read but not yet returned, or NULL */
 	bool eof;               /* readdir(3) returned the end at offset: another
@@ -109,10 +119,17 @@ void handle_add(struct efs_fs *fs, struct handle *h, bool is_dir);
 /* The file of i is about to lose a name (unlink, rename over it): every
  * open handle of it that has no source fd yet opens one now, while the
  * object can still be reached, so that it reads on as POSIX says after
- * the name is gone (its cache record goes with the name).  Takes
- * handles_mu, then each handle's mu (fsops_file.c). */
+ * the name is gone (its cache record goes with the name).  The handles
+ * are collected (with a reference) under handles_mu and their fds opened
+ * after it is released: a slow source stalls only this call
+ * (fsops_file.c). */
 void files_hold_source(struct efs_fs *fs, struct efs_inode *i);
 void handle_del(struct efs_fs *fs, struct handle *h);
+/* Another user of f (see "Lifetime"); file_unref drops it, and the last
+ * one closes the source fd, kicks the lock waits of the inode, frees f and
+ * lets go of the inode. */
+void file_ref(struct efs_file *f);
+void file_unref(struct efs_fs *fs, struct efs_file *f);
 
 /* The process ran out of fds (r is -EMFILE or -ENFILE) during `what`: give
  * back idle inode fds and log it once. */
@@ -130,6 +147,9 @@ void note_root_fault(struct efs_fs *fs, struct efs_inode *i, int r);
  * following it by name if its handle went stale.  arg is the struct efs_fs.
  * Returns the fd or -errno. */
 int source_open_object(void *arg, struct efs_inode *i, int flags);
+/* The same as the caller of req (NULL: as the daemon): the source checks
+ * the caller's rights. */
+int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req);
 /* Is i's object gone from the source (struct cache_source's object_gone)? */
 bool source_object_gone(void *arg, struct efs_inode *i);
 
@@ -137,11 +157,17 @@ bool source_object_gone(void *arg, struct efs_inode *i);
 int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 	      struct fuse_entry_param *e);
 void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e);
-/* Switch the thread to the caller's uid, gid and groups (src_cred_enter). */
+/* Switch the thread to the caller's uid, gid and groups (src_cred_enter);
+ * back with src_cred_leave.  Only around the source call itself: inode fds
+ * are got (ifd) before, as the daemon. */
 void enter_caller(fuse_req_t req, struct src_cred *saved);
+/* access(2) of i's source object as the caller of req: the source's own
+ * answer (ACLs included).  0 or -errno. */
+int access_as_caller(fuse_req_t req, struct efs_inode *i, int mask);
 
 /* The handle's own source fd, opened on first need (read-only handles of
- * cached files never need one).  Returns it (owned by f) or -errno. */
+ * cached files never need one).  Returns it (owned by f, open as long as
+ * the caller holds a reference on f) or -errno. */
 int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f);
 
 /* The ops, by file; the table is in fsops.c. */
@@ -184,6 +210,10 @@ void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct 
 void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
 	      int sleep);
 void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op);
+/* close(2) of a file by POSIX lock owner `owner` (FLUSH): its fcntl locks
+ * on i go now, and parked waits of the file are kicked.  Returns whether it
+ * held any. */
+bool release_lock_owner(struct efs_fs *fs, struct efs_inode *i, uint64_t owner);
 /* fsops_dir.c */
 void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,

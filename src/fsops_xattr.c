@@ -191,11 +191,15 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *v
 		return;
 	}
 	{
-		int fd = ifd(fs_of(req), i), r = fd < 0 ? fd
-						 : src_setxattr(fd, i->type, name, value, size, flags);
+		int fd = ifd(fs_of(req), i), r = fd;
+		struct src_cred saved;
 
-		if (fd >= 0)
+		if (fd >= 0) {
+			enter_caller(req, &saved);
+			r = src_setxattr(fd, i->type, name, value, size, flags);
+			src_cred_leave(&saved);
 			ifd_put(fs_of(req), i);
+		}
 		fuse_reply_err(req, -r);
 	}
 }
@@ -209,10 +213,15 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		return;
 	}
 	{
-		int fd = ifd(fs_of(req), i), r = fd < 0 ? fd : src_removexattr(fd, i->type, name);
+		int fd = ifd(fs_of(req), i), r = fd;
+		struct src_cred saved;
 
-		if (fd >= 0)
+		if (fd >= 0) {
+			enter_caller(req, &saved);
+			r = src_removexattr(fd, i->type, name);
+			src_cred_leave(&saved);
 			ifd_put(fs_of(req), i);
+		}
 		fuse_reply_err(req, -r);
 	}
 }

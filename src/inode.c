@@ -21,7 +21,9 @@
  *     is open; a reopened fd is checked against (dev, ino) and, where the
  *     source records it, the birth time (inode numbers are reused).
  * Each inode also keeps the fds through which POSIX lock owners hold their
- * fcntl locks (i->lock_owners, under i->lock), closed when it is freed.
+ * fcntl locks (i->lock_owners, under i->lock): reference counted, taken off
+ * the list by the owner's close (FLUSH) and closed by the last reference,
+ * or when the inode is freed.
  *
  * Locks: t->lock, then (never the other way) nothing: i->lock is never
  * taken with t->lock held.
@@ -57,6 +59,7 @@ struct inode_table {
 	uint64_t nfds;              /* protected by lock */
 	uint64_t reopens;           /* protected by lock */
 	unsigned fd_budget;
+	unsigned fd_ceiling;        /* 0: none; set before use */
 	struct efs_inode root;
 	void (*release)(struct efs_inode *, void *);
 	void *release_arg;
@@ -189,13 +192,18 @@ unsigned itab_shrink(struct inode_table *t, unsigned keep)
 	return total;
 }
 
-/* i gets fd (it has none); trims over budget.  Returns fds to close. */
+/* i gets fd (it has none); trims over budget, or when fd's number says the
+ * process nears its limit (every number below it is taken).  Returns fds
+ * to close. */
 static unsigned adopt_fd_locked(struct inode_table *t, struct efs_inode *i, int fd,
 				int out[ITAB_TRIM_BATCH])
 {
 	i->fd = fd;
 	lru_push(t, i);
 	t->nfds++;
+	if (t->fd_ceiling && (unsigned)fd >= t->fd_ceiling) {
+		return trim_locked(t, t->nfds - t->nfds / 4, out, ITAB_TRIM_BATCH);
+	}
 	if (t->nfds <= t->fd_budget)
 		return 0;
 	return trim_locked(t, t->fd_budget > ITAB_TRIM_BATCH / 2 ? t->fd_budget - ITAB_TRIM_BATCH / 2
@@ -203,8 +211,15 @@ static unsigned adopt_fd_locked(struct inode_table *t, struct efs_inode *i, int 
 			   out, ITAB_TRIM_BATCH);
 }
 
+void itab_set_fd_ceiling(struct inode_table *t, unsigned ceiling)
+{
+	t->fd_ceiling = ceiling;
+}
+
 /* ---- lifetime ------------------------------------------------------------ */
 
+/* The inode is freed: nothing uses its lock owner entries any more (a user
+ * holds a handle of the file, and the handle holds the inode). */
 static void close_lock_owners(struct efs_inode *i)
 {
 	struct efs_lock_owner *o, *next;
@@ -762,80 +777,132 @@ void itab_counts(struct inode_table *t, struct itab_counts *out)
 
 /* ---- POSIX lock owners ------------------------------------------------ */
 
-/* The fd through which `owner` holds its fcntl locks on inode i, opened on
- * first use when create is set.  Returns the fd (owned by the inode) or
- * -errno (-ENOENT: the owner holds no locks here). */
-int inode_lock_owner_fd(struct inode_table *t, struct efs_inode *i, uint64_t owner, bool create)
+/* Drop a reference; returns the fd to close (the last one of an entry no
+ * longer listed) or -1.  Caller holds i->lock and frees nothing else. */
+static int owner_unref_locked(struct efs_lock_owner *o, bool *free_it)
 {
-	struct efs_lock_owner *o;
+	*free_it = --o->refs == 0;
+	return *free_it ? o->fd : -1;
+}
+
+struct efs_lock_owner *inode_lock_owner_get(struct inode_table *t, struct efs_inode *i,
+					    uint64_t owner, bool create, int *err)
+{
+	struct efs_lock_owner *o, *other;
 	int fd, pfd;
 
 	pthread_mutex_lock(&i->lock);
 	for (o = i->lock_owners; o; o = o->next)
 		if (o->owner == owner)
 			break;
-	fd = o ? o->fd : -ENOENT;
+	if (o)
+		o->refs++;
 	pthread_mutex_unlock(&i->lock);
-	if (o || !create)
-		return fd;
+	if (o || !create) {
+		*err = -ENOENT;
+		return o;
+	}
 
 	pfd = inode_fd_get(t, i);
-	if (pfd < 0)
-		return pfd;
+	if (pfd < 0) {
+		*err = pfd;
+		return NULL;
+	}
 	/* Read-write so both lock types work; read-only if that is all the
 	 * source allows (write locks then fail with EBADF, as they would on
 	 * such a file). */
 	fd = src_open(pfd, O_RDWR);
-	if (fd < 0)
+	if (fd == -EMFILE || fd == -ENFILE) {
+		itab_shrink(t, t->fd_budget / 2);
+		fd = src_open(pfd, O_RDWR);
+	}
+	if (fd < 0 && fd != -EMFILE && fd != -ENFILE)
 		fd = src_open(pfd, O_RDONLY);
 	inode_fd_put(t, i);
-	if (fd < 0)
-		return fd;
+	if (fd < 0) {
+		*err = fd;
+		return NULL;
+	}
 	o = calloc(1, sizeof(*o));
 	if (!o) {
 		close(fd);
-		return -ENOMEM;
+		*err = -ENOMEM;
+		return NULL;
 	}
 	o->owner = owner;
 	o->fd = fd;
+	o->refs = 2; /* the list's and the caller's */
+	o->listed = true;
 	pthread_mutex_lock(&i->lock);
-	{
-		struct efs_lock_owner *other;
-
-		for (other = i->lock_owners; other; other = other->next)
-			if (other->owner == owner)
-				break;
-		if (other) {
-			/* Raced with the same owner's other request: keep one. */
-			pthread_mutex_unlock(&i->lock);
-			close(fd);
-			free(o);
-			return other->fd;
-		}
+	for (other = i->lock_owners; other; other = other->next)
+		if (other->owner == owner)
+			break;
+	if (other) {
+		/* Raced with the same owner's other request: keep one. */
+		other->refs++;
+		pthread_mutex_unlock(&i->lock);
+		close(fd);
+		free(o);
+		return other;
 	}
 	o->next = i->lock_owners;
 	i->lock_owners = o;
 	pthread_mutex_unlock(&i->lock);
-	return fd;
+	return o;
+}
+
+void inode_lock_owner_put(struct efs_inode *i, struct efs_lock_owner *o)
+{
+	bool free_it;
+	int fd;
+
+	pthread_mutex_lock(&i->lock);
+	fd = owner_unref_locked(o, &free_it);
+	pthread_mutex_unlock(&i->lock);
+	if (fd >= 0)
+		close(fd); /* the last fd of its description: its locks go */
+	if (free_it)
+		free(o);
+}
+
+bool inode_lock_owner_if_listed(struct efs_inode *i, struct efs_lock_owner *o,
+				void (*fn)(void *), void *arg)
+{
+	bool listed;
+
+	pthread_mutex_lock(&i->lock);
+	listed = o->listed;
+	if (listed && fn)
+		fn(arg);
+	pthread_mutex_unlock(&i->lock);
+	return listed;
 }
 
 /* close(2) drops all the closing process's fcntl locks on the file. */
-bool inode_lock_owner_release(struct efs_inode *i, uint64_t owner)
+bool inode_lock_owner_release(struct efs_inode *i, uint64_t owner, void (*fn)(void *),
+			      void *arg)
 {
 	struct efs_lock_owner **pp, *o = NULL;
+	bool free_it = false;
+	int fd = -1;
 
 	pthread_mutex_lock(&i->lock);
 	for (pp = &i->lock_owners; *pp; pp = &(*pp)->next) {
 		if ((*pp)->owner == owner) {
 			o = *pp;
 			*pp = o->next;
+			o->next = NULL;
+			o->listed = false;
+			fd = owner_unref_locked(o, &free_it);
+			if (fn)
+				fn(arg);
 			break;
 		}
 	}
 	pthread_mutex_unlock(&i->lock);
-	if (!o)
-		return false;
-	close(o->fd); /* the last fd of its description: its locks go */
-	free(o);
-	return true;
+	if (fd >= 0)
+		close(fd); /* the last fd of its description: its locks go */
+	if (free_it)
+		free(o);
+	return o != NULL;
 }

@@ -21,6 +21,12 @@
  * try, cannot miss it (no signal, no window between a check and a blocking
  * call).
  *
+ * A wait tries its lock on a dup of the caller's fd (flock: the handle's
+ * open file description, which the kernel keeps while the flock call
+ * waits), or through the caller's try function (record locks: the lock
+ * owner's fd may be closed by a close of the owner meanwhile, and a dup
+ * would keep its locks alive).
+ *
  * Locks: lw->mu guards everything here; it is a leaf (no other lock is
  * taken under it) and no source call or answer is made with it held.
  */
@@ -48,7 +54,8 @@
 
 struct lw_wait {
 	struct lw_wait *prev, *next; /* on lw->head; protected by lw->mu */
-	int fd;                      /* dup of the caller's fd, owned */
+	int fd;                      /* dup of the caller's fd, owned; -1 with try */
+	int (*try)(void *arg);       /* the caller's tries, or NULL: fd's */
 	bool is_flock;
 	int flock_op;                /* LOCK_SH or LOCK_EX */
 	struct flock lk;
@@ -120,7 +127,8 @@ static void unlink_wait(struct lockwait *lw, struct lw_wait *w)
 static void finish(struct lw_wait *w, int r)
 {
 	w->done(w->arg, r);
-	close(w->fd);
+	if (w->fd >= 0)
+		close(w->fd);
 	free(w);
 }
 
@@ -129,6 +137,8 @@ static int try_once(struct lw_wait *w)
 {
 	int r;
 
+	if (w->try)
+		return w->try(w->arg);
 	if (w->is_flock) {
 		r = src_flock(w->fd, w->flock_op | LOCK_NB);
 		return r == -EWOULDBLOCK ? -EAGAIN : r;
@@ -206,6 +216,22 @@ static void *waiter(void *arg)
 	return NULL;
 }
 
+/* List w (filled but for the common fields), not ready yet. */
+static struct lw_wait *park_wait(struct lockwait *lw, struct lw_wait *w, const void *key,
+				 lockwait_done_fn done, void *arg, const void *id)
+{
+	w->key = key;
+	w->done = done;
+	w->arg = arg;
+	w->id = id;
+	w->backoff_ms = LOCKWAIT_POLL_MIN_MS;
+	pthread_mutex_lock(&lw->mu);
+	link_tail(lw, w);
+	__atomic_add_fetch(&lw->nwaits, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&lw->mu);
+	return w;
+}
+
 struct lw_wait *lockwait_prepare(struct lockwait *lw, int fd, const struct flock *lk,
 				 int flock_op, const void *key, lockwait_done_fn done, void *arg,
 				 const void *id, int *err)
@@ -228,16 +254,22 @@ struct lw_wait *lockwait_prepare(struct lockwait *lw, int fd, const struct flock
 		w->is_flock = true;
 		w->flock_op = flock_op & ~LOCK_NB;
 	}
-	w->key = key;
-	w->done = done;
-	w->arg = arg;
-	w->id = id;
-	w->backoff_ms = LOCKWAIT_POLL_MIN_MS;
-	pthread_mutex_lock(&lw->mu);
-	link_tail(lw, w);
-	__atomic_add_fetch(&lw->nwaits, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&lw->mu);
-	return w;
+	return park_wait(lw, w, key, done, arg, id);
+}
+
+struct lw_wait *lockwait_prepare_try(struct lockwait *lw, int (*try)(void *arg),
+				     const void *key, lockwait_done_fn done, void *arg,
+				     const void *id, int *err)
+{
+	struct lw_wait *w = calloc(1, sizeof(*w));
+
+	if (!w) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	w->fd = -1;
+	w->try = try;
+	return park_wait(lw, w, key, done, arg, id);
 }
 
 void lockwait_start(struct lockwait *lw, struct lw_wait *w)

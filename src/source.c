@@ -104,13 +104,35 @@ int src_birth(int fd, struct timespec *btime)
 	return 0;
 }
 
+/* An open that found something else than a regular file or a directory (a
+ * FIFO or a device put at the name on the source): never ours to open.  The
+ * open was non-blocking so that a FIFO without a writer could not hold the
+ * daemon; clear O_NONBLOCK again unless the caller asked for it.  Returns
+ * fd or -ESTALE (fd closed). */
+static int keep_if_file(int fd, int flags, bool dirs_too)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || (dirs_too && S_ISDIR(st.st_mode)))) {
+		close(fd);
+		return -ESTALE;
+	}
+	if (!(flags & O_NONBLOCK)) {
+		int fl = fcntl(fd, F_GETFL);
+
+		if (fl >= 0 && (fl & O_NONBLOCK))
+			fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	}
+	return fd;
+}
+
 int src_open_at(int dirfd, const char *name, int flags)
 {
 	int f;
 
-	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY);
-	f = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
-	return f < 0 ? -errno : f;
+	flags &= ~(O_CREAT | O_EXCL);
+	f = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	return f < 0 ? -errno : keep_if_file(f, flags, true);
 }
 
 int src_lookup(int dirfd, const char *name, int *fd, struct stat *st)
@@ -134,8 +156,10 @@ int src_open(int fd, int flags)
 	char p[PROC_FD_LEN];
 	int f;
 
-	flags &= ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY);
-	f = open(proc_fd(fd, p), flags | O_CLOEXEC);
+	flags &= ~(O_CREAT | O_EXCL | O_NOFOLLOW);
+	/* The magic link leads to the object itself, never through a symlink
+	 * (one to a symlink's O_PATH fd fails with ELOOP). */
+	f = open(proc_fd(fd, p), flags | O_NOCTTY | O_CLOEXEC);
 	return f < 0 ? -errno : f;
 }
 
@@ -217,9 +241,23 @@ ssize_t src_read(int fd, void *buf, size_t len, off_t off)
 
 int src_create(int dirfd, const char *name, int flags, mode_t mode)
 {
-	int f = openat(dirfd, name, (flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW, mode);
+	int f = openat(dirfd, name,
+		       flags | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, mode);
+	struct stat st;
+	int e;
 
-	return f < 0 ? -errno : f;
+	if (f >= 0)
+		return keep_if_file(f, flags, false);
+	e = errno;
+	/* Not a file at the name (a symlink: ELOOP; a FIFO without a reader:
+	 * ENXIO; a directory: EISDIR ...): it appeared on the source after the
+	 * kernel's lookup.  The kernel looks the name up again and opens what
+	 * it finds itself, as the caller; it follows a symlink in the caller's
+	 * namespace, as an NFS client does.  O_EXCL: EEXIST stands. */
+	if (e != EEXIST && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    !S_ISREG(st.st_mode))
+		return -ESTALE;
+	return -e;
 }
 
 int src_mknod(int dirfd, const char *name, mode_t mode, dev_t rdev)
@@ -400,7 +438,10 @@ ssize_t src_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out
 
 int src_opendir(int fd, DIR **out)
 {
-	int d = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char p[PROC_FD_LEN];
+	/* The magic link, not ".": listing needs read permission on the
+	 * directory, not search permission in it. */
+	int d = open(proc_fd(fd, p), O_RDONLY | O_DIRECTORY | O_NOCTTY | O_CLOEXEC);
 	DIR *dp;
 
 	if (d < 0)

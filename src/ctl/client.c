@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -260,23 +264,154 @@ static void denied(const char *what, const char *path, const char *cache_dir)
 	       what, path, strerror(EPERM), owner, what);
 }
 
+/* The whole of /proc/self/mountinfo, NUL-terminated (free it), or NULL. */
+static char *read_mountinfo(void)
+{
+	size_t cap = 16384, len = 0;
+	char *buf = malloc(cap), *bigger;
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0 || !buf)
+		goto err;
+	for (;;) {
+		if (cap - len < 4096) {
+			bigger = realloc(buf, cap *= 2);
+			if (!bigger)
+				goto err;
+			buf = bigger;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto err;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	return buf;
+err:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return NULL;
+}
+
+/* efscachectl is often run by root (sudo) on a path a user gave it: the
+ * daemon it talks to is found through an xattr of that path, which any
+ * file system (a user's own FUSE mount, tmpfs) can serve.  So the path must
+ * be on a mount of type fuse.efscache; *owner is that mount's owner (its
+ * user_id=).  pfd is an O_PATH fd of the path.  Reports and returns -errno
+ * if not. */
+static int check_mount(const char *path, int pfd, long *owner)
+{
+	char fstype[64] = "";
+	struct statfs sfs;
+	struct stat st;
+	char *info;
+	int r;
+
+	if (fstatfs(pfd, &sfs) < 0 || fstat(pfd, &st) < 0) {
+		r = -errno;
+		path_error(path, -r);
+		return r;
+	}
+	if (sfs.f_type != FUSE_SUPER_MAGIC) {
+		report("%s is not on an efscache mount (not a FUSE file system)", path);
+		return -ENOTSUP;
+	}
+	info = read_mountinfo();
+	if (!info) {
+		report("%s: cannot read /proc/self/mountinfo: %s", path, strerror(errno));
+		return -EIO;
+	}
+	r = ctl_mountinfo_find(info, st.st_dev, fstype, sizeof(fstype), owner);
+	free(info);
+	if (r < 0 || strcmp(fstype, CTL_FSTYPE)) {
+		report("%s is not on an efscache mount (its file system is '%s', not '" CTL_FSTYPE
+		       "')",
+		       path, r < 0 ? "unknown" : fstype);
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+/* Is uid root or the mount's owner? */
+static bool trusted_uid(uid_t uid, long owner)
+{
+	return uid == 0 || (owner >= 0 && (long)uid == owner);
+}
+
+/* cache_dir and the socket in it, checked before connecting: a directory
+ * (not a symlink) owned by root or the mount's owner that nobody else can
+ * write to, and a socket owned by one of them.  Returns an O_PATH fd of
+ * cache_dir, -EPERM (reported) if they fail the check, or -errno (-ENOENT
+ * while there is no socket yet, -EACCES for a caller who may not look). */
+static int open_ctl_dir(const char *what, const char *path, const char *cache_dir, long owner)
+{
+	struct stat st;
+	int dfd = open(cache_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (dfd < 0)
+		return -errno;
+	if (fstat(dfd, &st) < 0 || !trusted_uid(st.st_uid, owner) || (st.st_mode & 022)) {
+		report("%s %s: refusing the control socket in '%s': the directory must be owned by "
+		       "root or the mount's owner (uid %ld) and writable by no one else (it is "
+		       "owned by uid %ld, mode %04o)",
+		       what, path, cache_dir, owner, (long)st.st_uid,
+		       (unsigned)(st.st_mode & 07777));
+		close(dfd);
+		return -EPERM;
+	}
+	if (fstatat(dfd, CTL_SOCKET_NAME, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		int e = errno;
+
+		close(dfd);
+		return -e;
+	}
+	if (!S_ISSOCK(st.st_mode) || !trusted_uid(st.st_uid, owner)) {
+		report("%s %s: refusing '%s/" CTL_SOCKET_NAME "': not a socket owned by root or "
+		       "the mount's owner (uid %ld)",
+		       what, path, cache_dir, owner);
+		close(dfd);
+		return -EPERM;
+	}
+	return dfd;
+}
+
 int ctl_open(const char *what, const char *path, struct ctl_conn *cc)
 {
+	char proc[32];
 	struct ctl_stats *st;
+	long owner = -1;
 	char *text;
-	int r;
+	int r, pfd;
 
 	memset(cc, 0, sizeof(*cc));
 	cc->fd = -1;
-	r = get_stats(path, &text, &st);
-	if (r == -EBADMSG) {
-		not_on_mount(path);
+	/* One object for every check and the query: the path cannot be
+	 * swapped under us. */
+	pfd = open(path, O_PATH | O_CLOEXEC);
+	if (pfd < 0) {
+		r = -errno;
+		path_error(path, -r);
 		return r;
 	}
-	if (r < 0) {
-		xattr_error(path, -r);
-		return r;
+	r = check_mount(path, pfd, &owner);
+	if (r == 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+		r = get_stats(proc, &text, &st);
+		if (r == -EBADMSG)
+			not_on_mount(path);
+		else if (r < 0)
+			xattr_error(path, -r);
 	}
+	close(pfd);
+	if (r < 0)
+		return r;
 	cc->cache_dir = strdup(st->cache_dir);
 	free(text);
 	free(st);
@@ -287,7 +422,13 @@ int ctl_open(const char *what, const char *path, struct ctl_conn *cc)
 	/* The daemon binds its socket just after mounting, and again within a
 	 * second when cache_dir was recreated: give it that long. */
 	for (int tries = 0; tries < CONNECT_TRIES; tries++) {
-		r = ctl_connect(cc->cache_dir);
+		int dfd = open_ctl_dir(what, path, cc->cache_dir, owner);
+
+		if (dfd == -EPERM)
+			return dfd; /* reported: not a socket to trust */
+		r = dfd < 0 ? dfd : ctl_connect_at(dfd);
+		if (dfd >= 0)
+			close(dfd);
 		if (r != -ENOENT && r != -ECONNREFUSED)
 			break;
 		usleep(100 * 1000);

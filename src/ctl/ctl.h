@@ -107,8 +107,11 @@ struct ctl_conn {
 };
 
 /* Connect to the daemon serving path (any path on its mount) for the
- * action `what`.  Reports and returns -errno on failure; -EPERM when the
- * caller may not act. */
+ * action `what`.  path must be on a fuse.efscache mount, and the control
+ * socket and its directory owned by root or that mount's owner, the
+ * directory writable by no one else: efscachectl often runs as root on a
+ * path a user named.  Reports and returns -errno on failure; -EPERM when
+ * the caller may not act or the socket is not to be trusted. */
 int ctl_open(const char *what, const char *path, struct ctl_conn *cc);
 void ctl_close(struct ctl_conn *cc);
 /* Send req and read replies until `done`; progress messages go to fn.

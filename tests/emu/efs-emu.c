@@ -38,14 +38,17 @@
  *   link      link_free and the per-thread read streams above.
  * Open files and directories are a struct emu_handle in fi->fh.
  *
+ * Threads: libfuse's workers; the stats thread (SIGUSR1, with stats_file=); the pruner,
+ * which keeps the inodes' fds under the fd limit (emu-inode.c, "fd pressure").
+ *
  * Locks (counters and numeric settings are atomics):
- *   inode_lock   the inode hash and every nlookup
+ *   inode_lock   the inode hash and every nlookup; the pruner's flags
  *   fstats_lock  the per-file counter hash (not the counters themselves)
  *   link_lock    link_free and streams[]
  *   glob_lock    fail_eio and fail_enoent (rwlock)
  *   h->lock      one open directory stream
  *   in->alock    what the kernel was last told about one inode (reported, name)
- * Only nesting: inode_lock before an in->alock (emu_renamed).
+ * Only nesting: inode_lock before an in->alock (emu_renamed, the pruner).
  *
  * This file holds the command line, --help, setup and the session loop; emu.h lists the
  * others and what each holds.
@@ -309,6 +312,8 @@ static int emu_init_state(struct emu *e)
 	pthread_mutex_init(&e->fstats_lock, NULL);
 	pthread_mutex_init(&e->link_lock, NULL);
 	pthread_rwlock_init(&e->glob_lock, NULL);
+	pthread_cond_init(&e->prune_cv, NULL);
+	pthread_cond_init(&e->pruned_cv, NULL);
 	if (htab_init(&e->inodes) || htab_init(&e->fstats))
 		return -1;
 	return 0;
@@ -377,8 +382,8 @@ int main(int argc, char *argv[])
 	struct fuse_session *se;
 	struct emu e;
 	struct emu_cli cli = {.e = &e};
-	pthread_t stats_thr;
-	bool have_stats_thr = false;
+	pthread_t stats_thr, pruner_thr;
+	bool have_stats_thr = false, have_pruner = false;
 	sigset_t usr1, all, old;
 	int ret = 1;
 
@@ -453,6 +458,15 @@ int main(int argc, char *argv[])
 	} else {
 		signal(SIGUSR1, SIG_IGN);
 	}
+	/* An fd per inode: keep them under the limit (emu-inode.c, "fd pressure"). */
+	emu_fd_budget_init(&e);
+	pthread_sigmask(SIG_BLOCK, &usr1, &old);
+	have_pruner = pthread_create(&pruner_thr, NULL, emu_pruner, &e) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!have_pruner) {
+		e.fd_budget = 0;
+		emu_err("cannot start the inode pruner; lookups may fail with EMFILE");
+	}
 
 	if (opts.singlethread) {
 		ret = fuse_session_loop(se);
@@ -473,6 +487,10 @@ int main(int argc, char *argv[])
 	ret = ret < 0 ? 1 : 0; /* > 0: the signal that ended a clean unmount */
 
 out_stop_thread:
+	if (have_pruner) {
+		emu_pruner_stop(&e);
+		pthread_join(pruner_thr, NULL);
+	}
 	if (have_stats_thr) {
 		atomic_store(&e.stopping, true);
 		pthread_kill(stats_thr, SIGUSR1);

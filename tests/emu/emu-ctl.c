@@ -271,6 +271,15 @@ static size_t emu_fmt_totals(struct emu *e, char *buf, size_t size)
 	if (n < size)
 		n += (size_t)snprintf(buf + n, size - n, " hung_now=%" PRIu64,
 				      atomic_load(&e->hung_now));
+	if (n < size) {
+		size_t inodes;
+
+		pthread_mutex_lock(&e->inode_lock);
+		inodes = e->inodes.n;
+		pthread_mutex_unlock(&e->inode_lock);
+		n += (size_t)snprintf(buf + n, size - n, " inodes=%zu pruned=%" PRIu64, inodes,
+				      atomic_load(&e->pruned));
+	}
 	return n < size ? n : size - 1;
 }
 

@@ -8,8 +8,9 @@
  * kernel, what it was last told about an inode and the name it knows a regular file by (for
  * close-to-open at OPEN, emu-data.c), and which handles are stale.
  *
- * Locks: inode_lock (the inode hash and every nlookup), in->alock (reported, has_reported,
- * name, pdev, pino). emu_name_moved takes alock, drops it, then takes inode_lock.
+ * Locks: inode_lock (the inode hash and every nlookup; the pruner's flags), in->alock
+ * (reported, has_reported, name, pdev, pino). emu_name_moved takes alock, drops it, then
+ * takes inode_lock; the pruner takes alock under inode_lock.
  */
 
 #include "emu.h"
@@ -237,7 +238,13 @@ static struct emu_inode *emu_inode_ref(struct emu *e, int fd, const struct stat 
 		in = fresh;
 		fresh = NULL;
 		fd = -1;
+		if (e->fd_budget && e->inodes.n > e->fd_budget && !e->prune_wanted) {
+			e->prune_wanted = true;
+			pthread_cond_signal(&e->prune_cv);
+		}
 	}
+	if (in)
+		atomic_store(&in->used, atomic_fetch_add(&e->tick, 1));
 	pthread_mutex_unlock(&e->inode_lock);
 	free(fresh);
 	if (fd >= 0)
@@ -315,6 +322,171 @@ bool emu_name_moved(struct emu *e, struct emu_inode *in)
 	return moved;
 }
 
+/* ---- fd pressure ----
+ *
+ * An NFS client holds no fd per inode; efs-emu holds an O_PATH fd per inode the kernel knows,
+ * until the kernel forgets it, and the kernel keeps what it looked up while memory allows.
+ * A tree with more objects than RLIMIT_NOFILE (a 25,000-file site-packages under a limit
+ * of 20,000) would make lookups fail with EMFILE, which no NFS server answers.  So above
+ * fd_budget inodes the pruner thread asks the kernel to drop the names of the least
+ * recently looked-up inodes without an open handle (fuse_lowlevel_notify_inval_entry):
+ * once unused they are forgotten and their fds closed, as an NFS client drops what it
+ * cached under memory pressure.  The kernel looks such a name up again when it needs it
+ * (a LOOKUP, counted).  The invalidation runs on a thread of its own: it takes the
+ * directory's lock, which a LOOKUP in that directory holds while it waits for its reply.
+ */
+
+#define EMU_FD_RESERVE 256 /* open handles, the session, the stats file */
+
+/* Raise the soft fd limit to the hard one and set the budget: three quarters of what the
+ * reserve leaves, so a burst of lookups has room while the pruner works. */
+void emu_fd_budget_init(struct emu *e)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 22))
+		rl.rlim_cur = 1u << 22;
+	e->fd_budget = rl.rlim_cur > 2 * EMU_FD_RESERVE ? (rl.rlim_cur - EMU_FD_RESERVE) * 3 / 4
+							: rl.rlim_cur / 4;
+	if (e->fd_budget < 16)
+		e->fd_budget = 16;
+}
+
+/* A lookup got EMFILE: wake the pruner and wait (a second at most) for one pass.  True if
+ * one ended (worth another try). */
+static bool emu_wait_pruned(struct emu *e)
+{
+	struct timespec until;
+	uint64_t pass;
+	int r = 0;
+
+	if (!e->fd_budget)
+		return false;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	pthread_mutex_lock(&e->inode_lock);
+	pass = e->prune_pass;
+	e->prune_wanted = true;
+	pthread_cond_signal(&e->prune_cv);
+	while (e->prune_pass == pass && r == 0 && !atomic_load(&e->stopping))
+		r = pthread_cond_timedwait(&e->pruned_cv, &e->inode_lock, &until);
+	pass = e->prune_pass - pass;
+	pthread_mutex_unlock(&e->inode_lock);
+	return pass > 0;
+}
+
+struct emu_victim {
+	uint64_t used;
+	struct emu_inode *in;
+};
+
+static int victim_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct emu_victim *)a)->used, y = ((const struct emu_victim *)b)->used;
+
+	return x < y ? -1 : x > y;
+}
+
+struct emu_drop {
+	fuse_ino_t parent;
+	char *name;
+};
+
+/* Caller holds inode_lock: up to *n (parent, name) of the least recently used idle inodes
+ * into a fresh array (the names copied); *n becomes how many. */
+static struct emu_drop *emu_pick_locked(struct emu *e, size_t *n)
+{
+	struct emu_victim *v = calloc(e->inodes.n + 1, sizeof(*v));
+	struct emu_drop *d = NULL;
+	size_t nv = 0, nd = 0;
+
+	if (!v)
+		goto out;
+	for (size_t b = 0; b < e->inodes.nb; b++)
+		for (struct emu_hnode *p = e->inodes.b[b]; p; p = p->next) {
+			struct emu_inode *in = (struct emu_inode *)p;
+
+			if (in != &e->root && !atomic_load(&in->nopen) && nv <= e->inodes.n)
+				v[nv++] = (struct emu_victim){atomic_load(&in->used), in};
+		}
+	qsort(v, nv, sizeof(*v), victim_cmp);
+	d = calloc(*n, sizeof(*d));
+	for (size_t k = 0; d && k < nv && nd < *n; k++) {
+		struct emu_inode *in = v[k].in, *dir;
+
+		pthread_mutex_lock(&in->alock);
+		dir = NULL;
+		if (in->name)
+			dir = (struct emu_inode *)htab_find(&e->inodes, in->pdev, in->pino);
+		if (!dir && in->name && in->pdev == e->root.h.dev && in->pino == e->root.h.ino)
+			dir = &e->root;
+		if (dir) {
+			d[nd].name = strdup(in->name);
+			if (d[nd].name)
+				d[nd++].parent = emu_ino(e, dir);
+		}
+		pthread_mutex_unlock(&in->alock);
+	}
+out:
+	free(v);
+	*n = nd;
+	return d;
+}
+
+void *emu_pruner(void *arg)
+{
+	struct emu *e = arg;
+
+	pthread_mutex_lock(&e->inode_lock);
+	while (!atomic_load(&e->stopping)) {
+		struct emu_drop *d;
+		size_t n = 0;
+
+		while (!e->prune_wanted && !atomic_load(&e->stopping))
+			pthread_cond_wait(&e->prune_cv, &e->inode_lock);
+		e->prune_wanted = false;
+		if (atomic_load(&e->stopping))
+			break;
+		if (e->inodes.n > e->fd_budget * 3 / 4)
+			n = e->inodes.n - e->fd_budget * 3 / 4;
+		d = n ? emu_pick_locked(e, &n) : NULL;
+		pthread_mutex_unlock(&e->inode_lock);
+		for (size_t k = 0; k < n; k++) {
+			/* ENOENT: the kernel had already dropped it. */
+			fuse_lowlevel_notify_inval_entry(e->se, d[k].parent, d[k].name,
+							 strlen(d[k].name));
+			free(d[k].name);
+		}
+		free(d);
+		atomic_fetch_add(&e->pruned, n);
+		/* The kernel sends the FORGETs as it evicts the inodes: give it a moment before
+		 * the next pass looks at the count again. */
+		if (n)
+			emu_sleep_until(emu_now() + 20 * 1000000ull);
+		pthread_mutex_lock(&e->inode_lock);
+		e->prune_pass++;
+		pthread_cond_broadcast(&e->pruned_cv);
+	}
+	pthread_mutex_unlock(&e->inode_lock);
+	return NULL;
+}
+
+void emu_pruner_stop(struct emu *e)
+{
+	pthread_mutex_lock(&e->inode_lock);
+	atomic_store(&e->stopping, true);
+	pthread_cond_broadcast(&e->prune_cv);
+	pthread_cond_broadcast(&e->pruned_cv);
+	pthread_mutex_unlock(&e->inode_lock);
+}
+
 /* Look 'name' up under 'parent' in the source and fill *ent; takes a lookup reference. */
 int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name, struct fuse_entry_param *ent)
 {
@@ -326,6 +498,8 @@ int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name, struct fus
 	if (dir == &e->root && strcmp(name, "..") == 0)
 		name = "."; /* never climb out of SOURCE */
 	fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && emu_wait_pruned(e))
+		fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (fstatat(fd, "", &ent->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
@@ -338,8 +512,9 @@ int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name, struct fus
 	if (!in)
 		return -ENOMEM;
 	emu_note_reported(in, &ent->attr);
-	if (S_ISREG(ent->attr.st_mode))
-		emu_note_name(in, dir, name);
+	/* Regular files: the name OPEN re-resolves.  Every object: the name the pruner asks
+	 * the kernel to drop. */
+	emu_note_name(in, dir, name);
 	ent->ino = emu_ino(e, in);
 	ent->attr_timeout = emu_attr_timeout(e, ent->attr.st_mode);
 	ent->entry_timeout = emu_entry_timeout(e);

@@ -45,6 +45,7 @@
 #include <sys/fsuid.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
@@ -138,6 +139,7 @@ struct emu_inode {
 	/* CLOCK_MONOTONIC ns of the last OPEN (0: none unanswered): the next GETATTR within the
 	 * attribute timeout is that OPEN's (see emu_open_revalidate) */
 	_Atomic uint64_t open_at;
+	_Atomic uint64_t used; /* e->tick at its last lookup: the pruner drops the oldest */
 };
 
 struct emu_handle {
@@ -209,7 +211,17 @@ struct emu {
 	uint64_t link_free;			/* CLOCK_MONOTONIC ns; protected by link_lock */
 	struct emu_stream streams[EMU_STREAMS]; /* protected by link_lock */
 
-	_Atomic bool stopping; /* tells the stats thread to leave */
+	_Atomic bool stopping; /* tells the stats thread and the pruner to leave */
+
+	/* fd pressure (emu-inode.c, "Fd pressure"): above fd_budget inodes (each holds an fd)
+	 * the pruner asks the kernel to drop the names of idle ones, which it then forgets. */
+	size_t fd_budget;	   /* 0: no pruner */
+	_Atomic uint64_t tick;	   /* lookups so far: the inodes' clock */
+	_Atomic uint64_t pruned;   /* names the kernel was asked to drop (a gauge: not reset) */
+	pthread_cond_t prune_cv;   /* with inode_lock: prune_wanted or stopping */
+	pthread_cond_t pruned_cv;  /* with inode_lock: a pass ended (prune_pass counts them) */
+	bool prune_wanted;	   /* protected by inode_lock */
+	uint64_t prune_pass;	   /* protected by inode_lock */
 	uint64_t splice_max;   /* largest read reply libfuse can splice (emu_splice_max) */
 };
 
@@ -243,6 +255,9 @@ void emu_note_name(struct emu_inode *in, struct emu_inode *dir, const char *name
 bool emu_name_moved(struct emu *e, struct emu_inode *in);
 int emu_do_lookup(struct emu *e, fuse_ino_t parent, const char *name, struct fuse_entry_param *ent);
 void emu_reply_entry(fuse_req_t req, struct emu *e, const struct fuse_entry_param *ent);
+void emu_fd_budget_init(struct emu *e);
+void *emu_pruner(void *arg);
+void emu_pruner_stop(struct emu *e);
 
 /* ---- emu-ctl.c ---- */
 

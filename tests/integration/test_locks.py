@@ -629,9 +629,70 @@ def test_fcntl_deadlock_detected():
          got, ref)
 
 
+# --- a close while the same process waits (issue 15) ------------------------------------
+
+def w_setlkw_in_thread(state, start, length):
+    """Start a thread of this process that waits (F_SETLKW) for a write lock; its result
+    (0 or errno) lands in state["waited"]."""
+    import threading
+
+    def run():
+        try:
+            h.fcntl_lock(state["fd"], fcntl.F_SETLKW, fcntl.F_WRLCK, start, length)
+            state["waited"] = 0
+        except OSError as e:
+            state["waited"] = e.errno
+
+    state["waiter"] = threading.Thread(target=run, daemon=True)
+    state["waiter"].start()
+    return True
+
+
+def w_join_waiter(state, timeout):
+    state["waiter"].join(timeout)
+    return state.get("waited", "still waiting")
+
+
+def close_while_waiting(path, other_path):
+    """Process P holds [0,10) and, in a second thread, waits for [100,110), which Q holds
+    (through other_path).  P then closes another fd of the file: POSIX drops P's locks at
+    once, and P's wait goes on.  Once Q unlocks, P's wait is granted and P holds the
+    range.  R probes each step.  Returns the results."""
+    p, q, r = worker_on(path), worker_on(other_path), worker_on(other_path)
+    res = []
+    try:
+        res.append(try_call(q, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 100, 10))
+        res.append(try_call(p, w_setlk, fcntl.F_SETLK, fcntl.F_WRLCK, 0, 10))
+        p.call(w_setlkw_in_thread, 100, 10)
+        time.sleep(0.3)  # P's wait reaches the daemon and is parked (or not: same results)
+        res.append(try_call(p, w_open_close_other_fd, path))
+        res.append(h.ename(eventually(lambda: fcntl_probe_range(r, 0, 10))))
+        res.append(try_call(q, w_setlk, fcntl.F_SETLK, fcntl.F_UNLCK, 100, 10))
+        res.append(p.call(w_join_waiter, 20 * h.TIMEOUT_SCALE))
+        res.append(h.ename(fcntl_probe_range(r, 100, 10)))
+    finally:
+        p.close()
+        q.close()
+        r.close()
+    return res
+
+
+def test_close_while_waiting():
+    s, a, b = new_file("close-wait")
+    s2 = os.path.join(SRC, "close-wait-ref")
+    h.write_file(s2, b"\0" * 4096)
+    ref = close_while_waiting(s2, s2)
+    got = close_while_waiting(a, b)
+    h.eq("on SOURCE: after P's close its [0,10) is free; its wait is then granted and "
+         "holds (the reference)", ref[3:], ["0 (success)", 0, 0, "EAGAIN"])
+    h.eq("through the mount: a close while the same process waits drops the process's "
+         "locks at once (the parked wait keeps none alive), and the wait granted after it "
+         "holds its lock", got, ref)
+
+
 h.run_tests([test_flock_exclusive, test_flock_shared, test_flock_blocking,
              test_flock_release_on_close_and_exit, test_fcntl_ranges, test_fcntl_setlkw_blocks,
              test_fcntl_release_on_close_and_exit, test_fcntl_posix_owner,
              test_grantable_lock_creates_no_thread, test_blocked_waiters_share_one_thread,
              test_interrupt_blocked_waiter, test_stop_with_waiters,
-             test_fcntl_deadlock_detected])
+             test_fcntl_deadlock_detected, test_close_while_waiting])

@@ -8,6 +8,7 @@ allow_other the user cannot even stat the mount (EACCES)."""
 import os
 import pwd
 import stat
+import struct
 
 import harness as h  # noqa: E402
 
@@ -271,5 +272,114 @@ def test_without_allow_other():
             "default_permissions" in opts and "allow_other" in opts, ALLOW.info)
 
 
+# --- the source decides (DESIGN rule 18; issue 15, M8) ----------------------------------
+#
+# The kernel checks permissions (default_permissions) against the attributes it cached,
+# for up to the attribute window.  A chmod, chown or ACL made on the source by another host
+# must still count at the next open and for every change: efscache makes those source
+# calls as the caller, and a reader's open asks the source whether the caller may read.
+# A mount with a long window (actimeo=60) keeps the kernel's attributes stale for the
+# whole test, so every check below is the source's.
+
+STALE = h.mount_efscache(SRC, os.path.join(BASE, "mnt-stale"), "allow_other", "actimeo=60")
+
+
+def acl_deny(path, uid):
+    """A POSIX access ACL on path denying uid everything (mode bits unchanged: the mask
+    keeps the group class): system.posix_acl_access, version 2, entries sorted by tag."""
+    mode = os.lstat(path).st_mode
+    ent = [(0x01, (mode >> 6) & 7, 0xFFFFFFFF), (0x02, 0, uid),
+           (0x04, (mode >> 3) & 7, 0xFFFFFFFF), (0x10, (mode >> 3) & 7, 0xFFFFFFFF),
+           (0x20, mode & 7, 0xFFFFFFFF)]
+    raw = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ent)
+    os.setxattr(path, "system.posix_acl_access", raw)
+
+
+def r_read(state, p):
+    with open(p, "rb") as f:
+        return f.read()
+
+
+def r_write(state, p):
+    fd = os.open(p, os.O_WRONLY)
+    os.close(fd)
+    return True
+
+
+def r_unlink(state, p):
+    os.unlink(p)
+    return True
+
+
+def r_chmod(state, p):
+    os.chmod(p, 0o666)
+    return True
+
+
+def r_listdir(state, p):
+    return sorted(os.listdir(p))
+
+
+def as_nobody(fn, p):
+    kind, val = h.as_user(UID, GID, fn, p)
+    return 0 if kind == "ok" else val if kind == "errno" else "%s: %s" % (kind, val)
+
+
+def revoke_fixture(d):
+    os.mkdir(d, 0o777)
+    os.chmod(d, 0o777)
+    for name in ("cached", "uncached", "acl", "writable"):
+        h.write_file(os.path.join(d, name), b"data of %s\n" % name.encode(),
+                     0o666 if name == "writable" else 0o644)
+    h.write_file(os.path.join(d, "roots"), b"root's\n", 0o644)
+    h.write_file(os.path.join(d, "mine"), b"mine\n", 0o644)
+    os.chown(os.path.join(d, "mine"), UID, GID)
+    os.mkdir(os.path.join(d, "sub"), 0o755)
+
+
+def revoke(d):
+    """What another host does to the source."""
+    for name in ("cached", "uncached"):
+        os.chmod(os.path.join(d, name), 0o600)
+    acl_deny(os.path.join(d, "acl"), UID)
+    os.chmod(os.path.join(d, "writable"), 0o644)
+    os.chmod(os.path.join(d, "sub"), 0o700)
+    os.chown(os.path.join(d, "mine"), 0, 0)
+    os.chmod(d, 0o755)
+
+
+def test_source_decides():
+    ds, dm = os.path.join(SRC, "revoke-src"), os.path.join(SRC, "revoke-mnt")
+    m = os.path.join(STALE.mnt, "revoke-mnt")
+    revoke_fixture(ds)
+    revoke_fixture(dm)
+    # What nobody may do while the kernel caches these attributes.
+    h.eq("before: nobody reads a 0644 file (now cached)", as_nobody(r_read, m + "/cached"), 0)
+    h.eq("before: nobody lists a 0755 directory", as_nobody(r_listdir, m + "/sub"), 0)
+    for name in ("uncached", "acl", "writable", "roots", "mine"):
+        os.lstat(os.path.join(m, name))  # the kernel caches their attributes
+    revoke(ds)
+    revoke(dm)
+    for name, fn, what in (
+            ("cached", r_read, "read a cached file made 0600 on the source"),
+            ("uncached", r_read, "read a file made 0600 on the source"),
+            ("acl", r_read, "read a 0644 file whose source ACL denies the user"),
+            ("writable", r_write, "open for writing a file made 0644 on the source"),
+            ("sub", r_listdir, "list a directory made 0700 on the source"),
+            ("roots", r_unlink, "unlink in a directory made 0755 on the source"),
+            ("mine", r_chmod, "chmod a file given to root on the source")):
+        got = as_nobody(fn, os.path.join(m, name))
+        ref = as_nobody(fn, os.path.join(ds, name))
+        h.check("as nobody, inside the kernel's attribute window: %s: as on SOURCE (%s)"
+                % (what, h.ename(ref)), got == ref and ref != 0,
+                "mount %s, source %s" % (h.ename(got) if isinstance(got, int) else got,
+                                         h.ename(ref) if isinstance(ref, int) else ref))
+    h.check("the file in the revoked directory is still there",
+            os.path.exists(os.path.join(dm, "roots")))
+    h.eq("root still reads the revoked file through the mount",
+         h.read_file(os.path.join(m, "cached")), b"data of cached\n")
+
+
 h.run_tests([test_errno_parity_as_user, test_created_objects_owned_by_user,
-             test_setgid_clearing, test_write_clears_setuid, test_without_allow_other])
+             test_setgid_clearing, test_write_clears_setuid, test_without_allow_other,
+             test_source_decides])

@@ -55,6 +55,21 @@ static void read_all(struct env *v, struct handle *h, uint64_t size, unsigned se
 	}
 }
 
+/* A file made, read whole through the cache and closed: its record is on
+ * disk, every chunk stored. */
+static struct efs_inode *cached_file(struct env *v, const char *name, uint64_t size,
+				     unsigned seed)
+{
+	struct efs_inode *ino = make_file(v, name, size, seed);
+	struct handle h;
+
+	CHECK(h_open(v, ino, &h, NULL) == 0);
+	read_all(v, &h, size, seed);
+	wait_stored(v);
+	h_close(v, &h);
+	return ino;
+}
+
 static bool exists(const char *p)
 {
 	return access(p, F_OK) == 0;
@@ -74,11 +89,7 @@ static void test_emfile_at_load(void)
 	int r;
 
 	env_init(&v, 64u << 20);
-	ino = make_file(&v, "f", 4 * CS, 1);
-	CHECK(h_open(&v, ino, &h, NULL) == 0);
-	read_all(&v, &h, 4 * CS, 1);
-	wait_stored(&v);
-	h_close(&v, &h);
+	ino = cached_file(&v, "f", 4 * CS, 1);
 	itab_forget(v.t, ino, 1); /* the kernel forgets it: its record is unloaded */
 
 	/* Room for one more fd: the record's metadata file opens, its data
@@ -239,11 +250,7 @@ static void test_complete_never_punched(bool restart)
 
 	/* Room for five chunks and two records' metadata. */
 	env_init(&v, 5 * CS + 2 * BLK);
-	m = make_file(&v, "m", 4 * CS, 4);
-	CHECK(h_open(&v, m, &h, NULL) == 0);
-	read_all(&v, &h, 4 * CS, 4);
-	wait_stored(&v);
-	h_close(&v, &h);
+	m = cached_file(&v, "m", 4 * CS, 4);
 	held = hold_data(&v, m);
 	CHECK(held >= 0);
 	CHECK(held_bytes_right(held, 4 * CS, 4));
@@ -257,11 +264,7 @@ static void test_complete_never_punched(bool restart)
 
 	/* Another file needs the room: m is the coldest, and complete, so it
 	 * goes whole (unlinked), never chunk by chunk (hole punches). */
-	n = make_file(&v, "n", 4 * CS, 5);
-	CHECK(h_open(&v, n, &h, NULL) == 0);
-	read_all(&v, &h, 4 * CS, 5);
-	wait_stored(&v);
-	h_close(&v, &h);
+	n = cached_file(&v, "n", 4 * CS, 5);
 	CHECK(!exists(meta));
 	CHECK(held_bytes_right(held, 4 * CS, 4));
 	CHECK(st(&v, ST_evicted_bytes) >= 4 * CS);
@@ -508,11 +511,7 @@ static void test_index_never_waits(void)
 	uint64_t stored;
 
 	env_init(&v, 64u << 20);
-	ino = make_file(&v, "old", 4 * CS, 10);
-	CHECK(h_open(&v, ino, &h, NULL) == 0);
-	read_all(&v, &h, 4 * CS, 10);
-	wait_stored(&v);
-	h_close(&v, &h);
+	cached_file(&v, "old", 4 * CS, 10);
 
 	/* A restart whose index is stuck on the first record it stats. */
 	gate_set(true);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -331,8 +332,48 @@ static void test_allowed(void)
 	CHECK(control_allowed(0, 0));
 }
 
+/* efscachectl's check that a path is on an efscache mount (issue 15, L11):
+ * the mount of a device in /proc/self/mountinfo, its type and its owner. */
+static void test_mountinfo(void)
+{
+	static const char info[] =
+	    "22 1 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n"
+	    "61 22 0:52 / /tmp/x\\040y rw,nosuid,nodev master:3 shared:9 - fuse.efs-emu /src "
+	    "rw,user_id=0,group_id=0\n"
+	    "70 22 0:60 / /mnt/m rw,nosuid,nodev,relatime - fuse.efscache /mnt/efs "
+	    "rw,user_id=1000,group_id=1000,default_permissions,allow_other\n"
+	    "71 22 0:61 / /mnt/n rw - fuse.efscache a rw\n"
+	    "72 22 0:62 / /mnt/o rw - fuse";
+	char type[32];
+	long owner = 7;
+
+	CHECK(ctl_mountinfo_find(info, makedev(0, 60), type, sizeof(type), &owner) == 0);
+	CHECK(!strcmp(type, CTL_FSTYPE) && owner == 1000);
+	CHECK(ctl_mountinfo_find(info, makedev(0, 52), type, sizeof(type), &owner) == 0);
+	CHECK(!strcmp(type, "fuse.efs-emu") && owner == 0);
+	/* No user_id: no owner but root. */
+	CHECK(ctl_mountinfo_find(info, makedev(0, 61), type, sizeof(type), &owner) == 0);
+	CHECK(!strcmp(type, CTL_FSTYPE) && owner == -1);
+	/* A line cut short after the type still gives the type. */
+	CHECK(ctl_mountinfo_find(info, makedev(0, 62), type, sizeof(type), &owner) == 0);
+	CHECK(!strcmp(type, "fuse") && owner == -1);
+	CHECK(ctl_mountinfo_find(info, makedev(0, 99), type, sizeof(type), &owner) == -ENOENT);
+	CHECK(ctl_mountinfo_find("", makedev(0, 60), type, sizeof(type), &owner) == -ENOENT);
+	/* No separator: not a mount line. */
+	CHECK(ctl_mountinfo_find("1 2 0:60 / /m rw fuse.efscache x rw\n", makedev(0, 60), type,
+				 sizeof(type), &owner) == -ENOENT);
+	/* A type longer than the buffer is cut, so it never equals ours. */
+	{
+		char tiny[5];
+
+		CHECK(ctl_mountinfo_find(info, makedev(0, 60), tiny, sizeof(tiny), &owner) == 0);
+		CHECK(strlen(tiny) == sizeof(tiny) - 1 && !strncmp(tiny, CTL_FSTYPE, strlen(tiny)));
+	}
+}
+
 int main(void)
 {
+	test_mountinfo();
 	test_roundtrip();
 	test_parse_errors();
 	test_socket();

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -274,6 +275,73 @@ static void test_places(void)
 	itab_free(t);
 }
 
+/* Is a write lock of [0, 10) held on path by someone (asked through a
+ * description of our own)? */
+static bool locked_elsewhere(const char *rel)
+{
+	struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 10};
+	char p[256];
+	int fd;
+
+	path_of(p, sizeof(p), rel);
+	fd = open(p, O_RDWR);
+	CHECK(fd >= 0);
+	CHECK(fcntl(fd, F_OFD_GETLK, &lk) == 0);
+	close(fd);
+	return lk.l_type != F_UNLCK;
+}
+
+/* POSIX lock owner entries (issue 15): a close by the owner takes the entry
+ * off at once, but a lock call still using its fd keeps the fd valid until
+ * it lets go (before, the fd was closed under it: the call locked through a
+ * closed fd, or through whatever file reused its number).  The call can
+ * tell its entry was taken off, its lock goes with the entry's fd, and the
+ * owner's next call gets a new entry. */
+static void test_lock_owner_close_race(void)
+{
+	struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 10};
+	struct efs_lock_owner *o, *o2;
+	struct inode_table *t;
+	struct efs_inode *file;
+	int root, err, fd, other;
+
+	root = src_open_root(root_path);
+	CHECK(root >= 0);
+	CHECK(itab_new(&t, root, 8) == 0);
+	make("locked", false);
+	file = lookup(t, itab_root(t), "locked");
+	CHECK(file != NULL);
+	CHECK(inode_lock_owner_get(t, file, 7, false, &err) == NULL && err == -ENOENT);
+	o = inode_lock_owner_get(t, file, 7, true, &err);
+	CHECK(o != NULL);
+	fd = o->fd;
+	CHECK(inode_lock_owner_if_listed(file, o, NULL, NULL));
+	/* The owner closes the file while a lock call holds its entry. */
+	CHECK(inode_lock_owner_release(file, 7, NULL, NULL));
+	CHECK(!inode_lock_owner_release(file, 7, NULL, NULL));
+	other = open("/dev/null", O_RDONLY); /* would take a freed fd number */
+	CHECK(other >= 0 && other != fd);
+	CHECK(fcntl(fd, F_GETFD) >= 0); /* still the entry's */
+	CHECK(fcntl(o->fd, F_OFD_SETLK, &lk) == 0);
+	CHECK(locked_elsewhere("locked"));
+	CHECK(!inode_lock_owner_if_listed(file, o, NULL, NULL));
+	inode_lock_owner_put(file, o);
+	CHECK(!locked_elsewhere("locked")); /* the lock went with the fd */
+	/* The owner's next call: a new entry, and its lock stays. */
+	o2 = inode_lock_owner_get(t, file, 7, true, &err);
+	CHECK(o2 != NULL && inode_lock_owner_if_listed(file, o2, NULL, NULL));
+	if (o2) {
+		CHECK(fcntl(o2->fd, F_OFD_SETLK, &lk) == 0);
+		inode_lock_owner_put(file, o2);
+	}
+	CHECK(locked_elsewhere("locked"));
+	CHECK(inode_lock_owner_release(file, 7, NULL, NULL));
+	CHECK(!locked_elsewhere("locked"));
+	close(other);
+	itab_forget(t, file, 1);
+	itab_free(t);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/efs-test-inode-XXXXXX";
@@ -283,6 +351,7 @@ int main(void)
 	test_budget_and_reopen();
 	test_reused_number();
 	test_places();
+	test_lock_owner_close_race();
 	{
 		char cmd[128];
 

@@ -233,6 +233,67 @@ static void test_bad_fd(void)
 	lockwait_free(lw);
 }
 
+/* A wait whose tries the caller makes (record locks: lockwait_prepare_try)
+ * on the lock owner's fd as it is at each try.  The wait keeps no fd: when
+ * the owner closes its fd while the wait is parked, the owner's other
+ * locks go at once (a dup kept by the wait held them, issue 15), and the
+ * grant lands on the owner's new fd. */
+struct owner_ctx {
+	struct result res;   /* first: done() takes it */
+	pthread_mutex_t mu;
+	int fd;              /* the owner's fd now; protected by mu */
+	int tries;           /* protected by mu */
+};
+
+static int owner_try(void *arg)
+{
+	struct owner_ctx *o = arg;
+	int r;
+
+	pthread_mutex_lock(&o->mu);
+	o->tries++;
+	r = ofd_lock(o->fd, F_WRLCK);
+	pthread_mutex_unlock(&o->mu);
+	return r == -EACCES ? -EAGAIN : r;
+}
+
+static void test_try_function(void)
+{
+	struct flock other = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 200, .l_len = 10};
+	struct owner_ctx o = {.fd = open_file()};
+	int holder = open_file(), probe = open_file(), err = 0;
+	struct lockwait *lw;
+	struct lw_wait *w;
+
+	result_init(&o.res);
+	pthread_mutex_init(&o.mu, NULL);
+	CHECK(lockwait_new(&lw) == 0);
+	CHECK(fcntl(o.fd, F_OFD_SETLK, &other) == 0); /* the owner's other lock */
+	CHECK(ofd_lock(holder, F_WRLCK) == 0);
+	w = lockwait_prepare_try(lw, owner_try, &o, done, &o, &o, &err);
+	CHECK(w != NULL);
+	lockwait_start(lw, w);
+	usleep(20000);
+	CHECK(calls_of(&o.res) == 0);
+	/* The owner closes its fd: its other lock is gone at once. */
+	pthread_mutex_lock(&o.mu);
+	close(o.fd);
+	o.fd = open_file();
+	pthread_mutex_unlock(&o.mu);
+	other.l_type = F_WRLCK;
+	CHECK(fcntl(probe, F_OFD_GETLK, &other) == 0 && other.l_type == F_UNLCK);
+	CHECK(ofd_lock(holder, F_UNLCK) == 0);
+	lockwait_kick(lw, &o);
+	CHECK(await(&o.res) == 1);
+	CHECK(o.res.r == 0);
+	CHECK(ofd_lock(holder, F_WRLCK) == -EAGAIN); /* held on the owner's new fd */
+	CHECK(o.tries >= 2);
+	lockwait_free(lw);
+	close(o.fd);
+	close(holder);
+	close(probe);
+}
+
 int main(void)
 {
 	int fd = mkstemp(path);
@@ -247,6 +308,7 @@ int main(void)
 	test_interrupt();
 	test_many_then_stop();
 	test_bad_fd();
+	test_try_function();
 	unlink(path);
 	return check_done("lockwait");
 }
