@@ -32,7 +32,8 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "evictions", "evicted_bytes", "validations", "stale_dropped", "records_gone",
             "fallbacks",
             "cache_enospc", "cache_io_errors", "cache_dir_recreated", "source_errors",
-            "prefetched_chunks", "prefetch_unused_bytes", "bytes_served", "passthrough_opens",
+            "prefetched_chunks", "prefetch_unused_bytes", "scatter_sweeps", "bytes_served",
+            "passthrough_opens",
             "passthrough_refused", "source_lookups", "source_getattrs", "source_opens",
             "source_readdirs", "bytes_saved", "open_files"] + \
     ["fetch_latency_us_le_%d" % b for b in (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
