@@ -45,6 +45,10 @@ struct efs_config {
 	uint32_t acregmin, acregmax, acdirmin, acdirmax; /* seconds (meta.h) */
 	int lookupcache;         /* enum lookupcache_mode (meta.h) */
 	bool nocto;              /* opens trust attributes inside their window */
+	bool immutable;          /* -o immutable: ro, ttl=never, and the kernel
+				  * opens files and directories without asking
+				  * (docs/design.md, "Immutable trees") */
+	bool ttl_given, rw_given; /* what -o immutable may not be combined with */
 	uint64_t chunk_size;     /* power of two */
 	unsigned prefetch;       /* parallel fetch workers */
 	unsigned max_threads;    /* FUSE worker threads */
@@ -84,7 +88,7 @@ int config_parse_size(const char *s, uint64_t *out, char *err, size_t errlen);
 /* Format bytes as "4M", "1.5G" ... into buf; returns buf. */
 const char *config_fmt_size(uint64_t bytes, char *buf, size_t len);
 
-/* The usage text printed by --help. */
-extern const char config_usage[];
+/* The usage text printed by --help, in parts (NULL-terminated). */
+extern const char *const config_usage[];
 
 #endif

@@ -38,6 +38,9 @@ struct efs_fs {
 	bool logged_nomem;         /* an inode allocation failure was logged */
 	bool check_readers;        /* a reader's open asks the source whether the
 				    * caller may read (close-to-open, daemon root) */
+	bool no_open;              /* -o immutable and the kernel agreed: OPEN and
+				    * OPENDIR are answered ENOSYS, after which the
+				    * kernel opens without asking (set by op_init) */
 	struct control *ctl; /* the control socket (control.c) */
 	struct lockwait *locks; /* lock requests that must wait (lockwait.c) */
 	struct lockdep *lockdep; /* who holds and waits for which ranges */

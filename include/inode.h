@@ -66,6 +66,9 @@ struct efs_inode {
 	struct timespec list_mtime, list_ctime; /* directory as last listed */
 	bool listed;
 
+	off_t next_off;           /* atomic: where a reader without a handle
+				   * (-o immutable) reads next, for readahead */
+
 	pthread_mutex_t lock;     /* protects the fields below */
 	struct cache_file *cf;    /* cache state of a regular file, or NULL */
 	struct efs_lock_owner *lock_owners; /* fcntl lock holders */
@@ -84,6 +87,12 @@ int itab_new(struct inode_table **out, int root_fd, unsigned fd_budget);
  * (a batch at each such fd, towards three quarters of those open),
  * whatever the budget.  0: no ceiling. */
 void itab_set_fd_ceiling(struct inode_table *t, unsigned ceiling);
+/* ttl=never: the kernel keeps a file's pages as long as it knows the inode
+ * (no open asks), so a lookup that finds a regular file's size, mtime or
+ * ctime changed gives it a new inode (FUSE node id) instead, as for a
+ * reused inode number: the kernel's pages of the old version stay with
+ * the old one.  Set before use. */
+void itab_set_new_node_on_change(struct inode_table *t, bool on);
 /* Free every inode and close their fds (at unmount). */
 void itab_free(struct inode_table *t);
 struct efs_inode *itab_root(struct inode_table *t);
@@ -171,6 +180,9 @@ bool inode_lock_owner_if_listed(struct efs_inode *i, struct efs_lock_owner *o,
  * owner held any (had an entry here). */
 bool inode_lock_owner_release(struct efs_inode *i, uint64_t owner, void (*fn)(void *),
 			      void *arg);
+
+/* Does some POSIX lock owner hold an fd (and maybe locks) on i now? */
+bool inode_has_lock_owners(struct efs_inode *i);
 
 /* Hook called with an inode about to be freed (the cache drops its state). */
 void itab_set_release_hook(struct inode_table *t, void (*fn)(struct efs_inode *, void *),

@@ -13,7 +13,10 @@
  *   - close-to-open (cto, the default): every open of a file asks the source
  *     once; with nocto an open trusts attributes still inside their window;
  *   - ttl=N: the tree may be N seconds stale, so every window is at least N
- *     and an open trusts a validation younger than N; ttl=never: immutable.
+ *     and an open trusts a validation younger than N; ttl=never: immutable;
+ *   - ttl=never: attributes the source reported for a file (a lookup, its
+ *     directory's index) that equal its cached record's identity validate
+ *     it: one look at the source per file, not per file and daemon.
  * Pure functions over a policy and a per-inode state: no I/O, no locks (the
  * caller protects struct meta_attr).
  */
@@ -34,7 +37,8 @@ struct meta_policy {
 	double dirmin, dirmax;
 	enum lookupcache_mode lookupcache;
 	bool cto;              /* open asks the source (unless ttl trusts it) */
-	bool immutable;        /* ttl=never */
+	bool immutable;        /* ttl=never (or -o immutable) */
+	bool no_open;          /* -o immutable: the kernel opens without asking */
 	double ttl;            /* seconds an open trusts a validation; 0 = none */
 };
 

@@ -53,6 +53,12 @@
 	X(source_getattrs, "attribute reads (stat) sent to the source")                            \
 	X(source_opens, "opens of source files (to read, write or validate)")                      \
 	X(source_readdirs, "directory listings opened on the source")                              \
+	X(kernel_lookups, "LOOKUP requests from the kernel")                                       \
+	X(kernel_getattrs, "GETATTR requests from the kernel")                                     \
+	X(kernel_opens, "OPEN and OPENDIR requests from the kernel (none when immutable)")         \
+	X(kernel_flushes, "FLUSH requests from the kernel (a close(2) that waits for us)")         \
+	X(kernel_releases, "RELEASE and RELEASEDIR requests from the kernel")                      \
+	X(kernel_readdirs, "READDIR and READDIRPLUS requests from the kernel")                     \
 	X(bytes_saved, "bytes served that no source read was made for (a lower bound)")
 
 #define STATS_GAUGES(X) X(open_files, "files and directories open through the mount")

@@ -416,6 +416,19 @@ static int open_prepare_locked(struct cache *c, struct cache_file *e)
 	return entry_load_locked(c, e);
 }
 
+/* ttl=never: are the attributes last reported for ino (a lookup, an
+ * index of its directory) the identity of the entry's record? */
+static bool attr_is_record_locked(struct cache *c, struct cache_file *e, struct efs_inode *ino,
+				  const struct meta_attr *attr)
+{
+	const struct store_identity *id = &e->sf.id;
+
+	return c->policy.immutable && attr->seen && id->ino == (uint64_t)ino->ino &&
+	       id->size == (uint64_t)attr->size && id->mtime_sec == attr->mtime.tv_sec &&
+	       id->mtime_nsec == (uint32_t)attr->mtime.tv_nsec &&
+	       id->ctime_sec == attr->ctime.tv_sec && id->ctime_nsec == (uint32_t)attr->ctime.tv_nsec;
+}
+
 int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct meta_attr *attr,
 	       bool *keep_cache)
 {
@@ -439,6 +452,15 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	trusted = lr == 0 && e->loaded && !e->bypass &&
 		  meta_open_trusts(&c->policy, attr,
 				   e->validated ? meta_elapsed(&e->validated_at, &now) : -1.0, &now);
+	if (!trusted && lr == 0 && e->loaded && !e->bypass && attr_is_record_locked(c, e, ino, attr)) {
+		/* ttl=never: what the source last reported for the file (its
+		 * lookup, its directory's index) is the record's identity; that
+		 * is the one validation ttl=never asks for. */
+		trusted = true;
+		e->validated = true;
+		e->validated_at = now;
+		e->validated_wall = time(NULL);
+	}
 	full = lr == 0 && e->loaded && !e->bypass && !e->need_create &&
 	       e->nstored == e->sf.nchunks;
 	/* Counted as open from here (also while the source is asked), so that

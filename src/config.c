@@ -22,7 +22,7 @@
 
 #include "metrics.h"
 
-const char config_usage[] =
+static const char usage_1[] =
 	"usage: efscache SOURCE MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]\n"
 	"\n"
 	"Mount SOURCE (a slow NFS-like directory such as an Amazon EFS mount) at\n"
@@ -45,7 +45,16 @@ const char config_usage[] =
 	"                         validation younger than this and names and\n"
 	"                         attributes are cached at least this long; 0 keeps\n"
 	"                         close-to-open (default); never for immutable trees\n"
-	"\n"
+	"  -o immutable           the tree never changes while mounted: ro and\n"
+	"                         ttl=never, and the kernel opens files and\n"
+	"                         directories without asking the daemon (no request\n"
+	"                         per open or close); locks are this host's only, no\n"
+	"                         passthrough\n"
+	"\n";
+
+/* The rest of the usage text (one string literal may not be longer than
+ * ISO C's 4095 characters). */
+static const char usage_2[] =
 	"metadata caching (as the NFS client of an EFS mount; default: as fresh as\n"
 	"EFS with its recommended mount options):\n"
 	"  -o acregmin=S,acregmax=S\n"
@@ -93,6 +102,8 @@ const char config_usage[] =
 	"\n"
 	"standard FUSE options are passed to libfuse, e.g. allow_other (which turns\n"
 	"on default_permissions), default_permissions, fsname=NAME, subtype=NAME.\n";
+
+const char *const config_usage[] = {usage_1, usage_2, NULL};
 
 static void seterr(char *err, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -303,6 +314,7 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 				    val);
 			cfg->ttl = (int64_t)u;
 		}
+		cfg->ttl_given = true;
 		r = 0;
 	} else if (!strcmp(opt, "actimeo") || !strcmp(opt, "acregmin") ||
 		   !strcmp(opt, "acregmax") || !strcmp(opt, "acdirmin") ||
@@ -454,7 +466,13 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 		if (val)
 			BAD("option '%s' takes no value", opt);
 		cfg->ro = !strcmp(opt, "ro");
+		cfg->rw_given = !cfg->ro;
 		r = append_fuse_opt(cfg, opt);
+	} else if (!strcmp(opt, "immutable")) {
+		if (val)
+			BAD("option 'immutable' takes no value");
+		cfg->immutable = true;
+		r = 0;
 	} else if (!strcmp(opt, "debug")) {
 		if (val)
 			BAD("option 'debug' takes no value");
@@ -588,6 +606,33 @@ int config_parse(struct efs_config *cfg, int argc, char *const argv[], char *err
 		       config_fmt_size(cfg->chunk_size, b, sizeof(b)));
 		r = -EINVAL;
 		goto err_free;
+	}
+	if (cfg->immutable) {
+		/* Immutable means read-only and never revalidated: the kernel
+		 * keeps pages and names without asking (fsops.c, op_init). */
+		if (cfg->ttl_given && cfg->ttl != CONFIG_TTL_NEVER) {
+			seterr(err, errlen,
+			       "option 'immutable' cannot be combined with 'ttl=%lld': an "
+			       "immutable tree is never revalidated (ttl=never)",
+			       (long long)cfg->ttl);
+			r = -EINVAL;
+			goto err_free;
+		}
+		if (cfg->rw_given) {
+			seterr(err, errlen, "option 'immutable' cannot be combined with 'rw': an "
+					    "immutable mount is read-only");
+			r = -EINVAL;
+			goto err_free;
+		}
+		cfg->ttl = CONFIG_TTL_NEVER;
+		if (!cfg->ro) {
+			cfg->ro = true;
+			r = append_fuse_opt(cfg, "ro");
+			if (r) {
+				seterr(err, errlen, "out of memory");
+				goto err_free;
+			}
+		}
 	}
 	/* With allow_other the kernel must check permissions: we run as root. */
 	if (cfg->allow_other && !has_fuse_opt(cfg, "default_permissions")) {

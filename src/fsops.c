@@ -365,6 +365,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return r;
 	}
 	itab_set_fd_ceiling(fs->itab, fd_ceiling());
+	itab_set_new_node_on_change(fs->itab, fs->policy.immutable);
 	{
 		const struct cache_source src = {
 			.stat_named = source_stat_named,
@@ -391,7 +392,9 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 	 * inside its window trusts the kernel's check, as it trusts the data. */
 	fs->check_readers = geteuid() == 0 && fs->policy.cto && fs->policy.ttl <= 0 &&
 			    !fs->policy.immutable;
-	pt_configure(cfg->passthrough, cfg->ro, &fs->stats);
+	/* Passthrough needs an OPEN to answer with a backing file: none
+	 * reaches us on an immutable mount. */
+	pt_configure(cfg->passthrough && !cfg->immutable, cfg->ro, &fs->stats);
 	return 0;
 }
 
@@ -471,13 +474,30 @@ void fsops_destroy(struct efs_fs *fs)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct efs_fs *fs = userdata;
 	unsigned want = FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS | FUSE_CAP_ATOMIC_O_TRUNC |
 			FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_PARALLEL_DIROPS |
 			FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
 			FUSE_CAP_CACHE_SYMLINKS;
-	(void)userdata;
+	const unsigned no_open = FUSE_CAP_NO_OPEN_SUPPORT | FUSE_CAP_NO_OPENDIR_SUPPORT;
 
+	/* -o immutable: the kernel opens files and directories itself (the
+	 * first OPEN and OPENDIR are answered ENOSYS), keeping their pages
+	 * and listings; no OPEN, FLUSH, RELEASE, OPENDIR or RELEASEDIR
+	 * reaches us after that.  Locks then stay with the kernel: without a
+	 * handle there is no source fd to lock, and nobody writes the tree. */
+	if (fs && fs->cfg->immutable) {
+		if ((conn->capable & no_open) == no_open) {
+			want = (want & ~(FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS)) | no_open;
+			fs->no_open = true;
+		} else {
+			log_warn("immutable: the kernel cannot open files without asking the "
+				 "daemon; every open and close still makes a request");
+		}
+	}
 	conn->want |= want & conn->capable;
+	if (fs && fs->no_open) /* libfuse asks for them by default */
+		conn->want &= ~(FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS);
 	/* Nothing of ours to apply the umask to: the kernel did it already. */
 	conn->want &= ~FUSE_CAP_DONT_MASK;
 	/* With auto_inval_data and attr_timeout 0 (ttl=0) the kernel asks for
@@ -499,6 +519,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_read = EFS_MAX_READ;
 	conn->max_background = EFS_MAX_BACKGROUND;
 	conn->congestion_threshold = EFS_CONGESTION_THRESHOLD;
+	if (fs && fs->no_open)
+		return; /* locks are the kernel's (local) on purpose */
 	if (!(conn->capable & FUSE_CAP_FLOCK_LOCKS))
 		log_warn("kernel lacks remote flock support: flock() is local to this host");
 	if (!(conn->capable & FUSE_CAP_POSIX_LOCKS))

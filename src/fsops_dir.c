@@ -68,6 +68,14 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct stat st;
 	int r;
 
+	stats_add(&fs->stats, ST_kernel_opens, 1);
+	if (fs->no_open) {
+		/* -o immutable: the kernel opens directories itself from now
+		 * on and keeps their listings (see do_readdir without a handle). */
+		free(d);
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -112,11 +120,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, ino);
-	struct efs_dir *d = dir_of(fi);
+	/* A directory the kernel opened itself (-o immutable) has no handle:
+	 * a stream for this call, at the cookie asked. */
+	struct efs_dir once = {.ino = dir};
+	struct efs_dir *d = no_handle(fi) ? &once : dir_of(fi);
 	char *buf = malloc(size), *p = buf;
 	size_t rem = size;
 	int err = 0;
 
+	stats_add(&fs->stats, ST_kernel_readdirs, 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -200,7 +212,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		d->entry = NULL;
 	}
 	/* Read to its end: no fd for a handle kept open after its listing. */
-	if (d->eof)
+	if (d->eof || d == &once)
 		close_stream(d);
 	/* An error after some entries were packed is reported next time. */
 	if (err && rem == size)
@@ -226,6 +238,12 @@ void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_dir *d = dir_of(fi);
 
+	stats_add(&fs_of(req)->stats, ST_kernel_releases, 1);
+	if (!d) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+
 	handle_del(fs_of(req), &d->h);
 	close_stream(d);
 	free(d);
@@ -235,8 +253,14 @@ void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct efs_dir *d = dir_of(fi);
-	DIR *dp = d->dp;
-	int r = dp ? 0 : open_stream(fs_of(req), d->ino, NULL, &dp);
+	DIR *dp = d ? d->dp : NULL;
+	int r;
+
+	if (!d) {
+		fuse_reply_err(req, 0); /* -o immutable: nothing to sync */
+		return;
+	}
+	r = dp ? 0 : open_stream(fs_of(req), d->ino, NULL, &dp);
 
 	if (r == 0)
 		r = src_fsyncdir(dp, datasync);

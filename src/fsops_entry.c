@@ -124,8 +124,10 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
 	struct fuse_entry_param e;
-	int r = do_lookup(fs, dir, name, &e);
+	int r;
 
+	stats_add(&fs->stats, ST_kernel_lookups, 1);
+	r = do_lookup(fs, dir, name, &e);
 	note_root_fault(fs, dir, r);
 	if (r == 0 || r == -ENOENT)
 		drop_gone_at(fs, dir, name, r == 0 ? inode_of(req, e.ino) : NULL);
@@ -162,8 +164,10 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct timespec now;
 	double age = -1;
 	struct stat st;
-	int fd = ifd(fs, i), r;
+	int fd, r;
 
+	stats_add(&fs->stats, ST_kernel_getattrs, 1);
+	fd = ifd(fs, i);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
@@ -212,7 +216,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	int openfd = fi ? file_fd_now(file_of(fi)) : -1;
+	int openfd = !no_handle(fi) ? file_fd_now(file_of(fi)) : -1;
 	int r = 0, fd = ifd(fs, i);
 	struct src_cred saved;
 

@@ -87,6 +87,7 @@ void file_unref(struct efs_fs *fs, struct efs_file *f)
 		close(f->fd); /* also drops flock locks held through it */
 	handle_del(fs, &f->h);
 	pthread_mutex_destroy(&f->mu);
+	free(f->lk_owners);
 	free(f);
 	if (had_fd)
 		lockwait_kick(fs->locks, i); /* its flock locks went with it */
@@ -177,6 +178,27 @@ static void pt_answer(struct efs_file *f, struct fuse_file_info *fi, int mode, i
 #endif
 }
 
+void file_note_lock_owner(struct efs_file *f, uint64_t owner)
+{
+	uint64_t *more;
+
+	if (!f || !f->noflush)
+		return;
+	pthread_mutex_lock(&f->mu);
+	for (unsigned k = 0; k < f->n_lk_owners; k++)
+		if (f->lk_owners[k] == owner)
+			goto out;
+	more = realloc(f->lk_owners, (f->n_lk_owners + 1) * sizeof(*more));
+	if (more) {
+		more[f->n_lk_owners++] = owner;
+		f->lk_owners = more;
+	}
+	/* Without memory the owner's locks go at its next close of a file
+	 * handle that flushes, or at its exit (each of its fds flushes). */
+out:
+	pthread_mutex_unlock(&f->mu);
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -185,6 +207,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct meta_attr attr;
 	bool keep = false;
 	int fd = -1, r, mode = PT_NONE, id = 0;
+
+	stats_add(&fs->stats, ST_kernel_opens, 1);
+	if (fs->no_open) {
+		/* -o immutable: the kernel opens this mount's files itself
+		 * from now on (no OPEN, FLUSH or RELEASE; reads come without a
+		 * handle, see read_no_handle). */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 
 	if (!ro || !S_ISREG(i->type)) {
 		/* Writers (and O_TRUNC) need the source file now.  After the
@@ -238,6 +269,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->keep_cache = keep;
+	/* A reader's close need not wait for us: nothing to flush.  Its
+	 * close must still drop the closer's POSIX locks on the file, which
+	 * FLUSH tells: granted only while nobody holds locks on the file, and
+	 * an owner that locks through this handle loses its locks at its
+	 * RELEASE instead (file_note_lock_owner). */
+	if (ro && S_ISREG(i->type) && !inode_has_lock_owners(i)) {
+		fi->noflush = 1;
+		file_of(fi)->noflush = true;
+	}
 	pt_answer(file_of(fi), fi, mode, id);
 	if (!keep && S_ISREG(i->type))
 		inval_attrs(fs, ino);
@@ -389,6 +429,60 @@ static void reply_read(fuse_req_t req, struct efs_fs *fs, struct cache_read *rd,
 	cache_read_done(fs->cache, rd);
 }
 
+/* -o immutable: the kernel opened the file without asking (no handle,
+ * no RELEASE to come).  Each read is an open and a close of the cache
+ * entry: validated once per file (ttl=never; a lookup that saw the
+ * record's identity counts), loaded from the idle list or cache_dir, and
+ * left to the idle list after.  A read that must reach the source opens
+ * the file for that read only.  The inode is held for the read: an
+ * interrupt answered early may let the kernel forget it meanwhile. */
+static void read_no_handle(fuse_req_t req, struct efs_fs *fs, struct efs_inode *i, size_t size,
+			   off_t off)
+{
+	struct read_claim rc = {.worker = pthread_self()};
+	off_t prev = __atomic_exchange_n(&i->next_off, off + (off_t)size, __ATOMIC_RELAXED);
+	bool seq = off == 0 || (off >= prev - SEQ_SLACK && off <= prev + SEQ_SLACK);
+	struct meta_attr attr;
+	struct cache_read rd;
+	bool keep, opened;
+	int fd = -1;
+	ssize_t n;
+
+	itab_hold(fs->itab, i);
+	fuse_req_interrupt_func(req, read_interrupt, &rc);
+	if (fuse_req_interrupted(req)) {
+		if (read_claim(req, &rc))
+			fuse_reply_err(req, EINTR);
+		goto out;
+	}
+	itab_attr(fs->itab, i, &attr);
+	n = cache_open(fs->cache, i, -1, &attr, &keep);
+	opened = n == 0;
+	if (n == 0) {
+		const uint64_t ksize = kernel_size(fs, i);
+
+		n = cache_read(fs->cache, i, -1, off, size, seq, ksize, &rd);
+		if (n == -EBADFD) {
+			fd = source_open_object(fs, i, O_RDONLY);
+			n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, ksize, &rd);
+		}
+	}
+	if (!read_claim(req, &rc)) {
+		if (n >= 0)
+			cache_read_done(fs->cache, &rd);
+	} else if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+	} else {
+		reply_read(req, fs, &rd, n);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (opened)
+		cache_close(fs->cache, i);
+out:
+	itab_unhold(fs->itab, i);
+}
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -396,9 +490,15 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct efs_inode *i = inode_of(req, ino);
 	struct efs_file *f = file_of(fi);
 	struct read_claim rc = {.worker = pthread_self()};
-	bool seq = note_sequential(f, off, size);
+	bool seq;
 	struct cache_read rd;
 	ssize_t n;
+
+	if (no_handle(fi)) {
+		read_no_handle(req, fs, i, size, off);
+		return;
+	}
+	seq = note_sequential(f, off, size);
 
 	/* Ours until the interrupt callback is registered: nobody else can
 	 * answer req yet, so the kernel cannot release f before this. */
@@ -437,7 +537,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t 
 {
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
 	struct efs_inode *i = inode_of(req, ino);
-	int fd = file_fd(fs_of(req), i, file_of(fi));
+	int fd = no_handle(fi) ? -EBADF : file_fd(fs_of(req), i, file_of(fi));
 	ssize_t n;
 
 	if (fd < 0) {
@@ -460,6 +560,15 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct efs_file *f = file_of(fi);
 	int r = 0;
 
+	stats_add(&fs_of(req)->stats, ST_kernel_flushes, 1);
+	if (no_handle(fi)) {
+		/* A file the kernel opened itself (-o immutable): nothing was
+		 * written, and locks are the kernel's; ENOSYS tells it to send
+		 * no more FLUSH on this mount. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+
 	/* The owner's fcntl locks go with any close of the file: parked
 	 * waits for them may go on. */
 	release_lock_owner(fs_of(req), inode_of(req, ino), fi->lock_owner);
@@ -477,6 +586,15 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_file *f = file_of(fi);
 
+	stats_add(&fs_of(req)->stats, ST_kernel_releases, 1);
+	if (!f) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	/* Its close sent no FLUSH: the owners that locked through it lose
+	 * their locks now, as their close would have dropped them. */
+	for (unsigned k = 0; k < f->n_lk_owners; k++)
+		release_lock_owner(fs_of(req), inode_of(req, ino), f->lk_owners[k]);
 	cache_pt_close(fs_of(req)->cache, inode_of(req, ino), req, f->pt_mode);
 	if (f->cached)
 		cache_close(fs_of(req)->cache, inode_of(req, ino));
@@ -491,6 +609,10 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 	struct efs_file *f = file_of(fi);
 	int r = 0;
 
+	if (!f) {
+		fuse_reply_err(req, 0); /* nothing written (-o immutable) */
+		return;
+	}
 	/* A handle that never opened the source wrote nothing through it.  No
 	 * lock held across the source's fsync (see op_flush). */
 	if (file_fd_now(f) >= 0)
@@ -502,7 +624,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 			 struct fuse_file_info *fi)
 {
 	struct efs_inode *i = inode_of(req, ino);
-	int fd = file_fd(fs_of(req), i, file_of(fi));
+	int fd = no_handle(fi) ? -EBADF : file_fd(fs_of(req), i, file_of(fi));
 	/* -errno in r before cache_written, which takes locks. */
 	int r = fd < 0 ? fd : src_fallocate(fd, mode, off, len);
 
@@ -513,8 +635,15 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
-	int fd = file_fd(fs_of(req), inode_of(req, ino), file_of(fi));
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
+	/* Without a handle (-o immutable), a source fd for this call. */
+	int own = no_handle(fi) ? source_open_object(fs, i, O_RDONLY) : -1;
+	int fd = no_handle(fi) ? own : file_fd(fs, i, file_of(fi));
 	off_t r = fd < 0 ? fd : src_lseek(fd, off, whence);
+
+	if (own >= 0)
+		close(own);
 
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
@@ -527,7 +656,10 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			       struct fuse_file_info *fi_out, size_t len, int flags)
 {
 	struct efs_fs *fs = fs_of(req);
-	int in = file_fd(fs, inode_of(req, ino_in), file_of(fi_in));
+	/* A file the kernel opened itself (-o immutable): copy by reading. */
+	int in = no_handle(fi_in) || no_handle(fi_out)
+			 ? -EOPNOTSUPP
+			 : file_fd(fs, inode_of(req, ino_in), file_of(fi_in));
 	int out = in < 0 ? in : file_fd(fs, inode_of(req, ino_out), file_of(fi_out));
 	ssize_t n = in < 0 ? in : out < 0 ? out
 					  : src_copy_file_range(in, &off_in, out, &off_out, len,

@@ -57,6 +57,11 @@ struct efs_file {
 	bool cached;            /* cache_open succeeded: cache_close at release */
 	int pt_mode;            /* enum pt_mode the open was answered with */
 	off_t next_off;         /* atomic: where a sequential reader reads next */
+	bool noflush;           /* answered FOPEN_NOFLUSH: its close sends no FLUSH */
+	uint64_t *lk_owners;    /* noflush handles: POSIX lock owners that locked
+				 * through it, whose locks go at its RELEASE;
+				 * protected by mu */
+	unsigned n_lk_owners;   /* protected by mu */
 };
 
 struct efs_dir {
@@ -164,6 +169,16 @@ void enter_caller(fuse_req_t req, struct src_cred *saved);
 /* access(2) of i's source object as the caller of req: the source's own
  * answer (ACLs included).  0 or -errno. */
 int access_as_caller(fuse_req_t req, struct efs_inode *i, int mask);
+
+/* A POSIX lock owner locked through f: if f's close sends no FLUSH, its
+ * locks go at f's RELEASE instead (fsops_file.c). */
+void file_note_lock_owner(struct efs_file *f, uint64_t owner);
+/* A request of an immutable mount's handle-less file (fi->fh == 0: the
+ * kernel opened it without asking, -o immutable)? */
+static inline bool no_handle(const struct fuse_file_info *fi)
+{
+	return !fi || !fi->fh;
+}
 
 /* The handle's own source fd, opened on first need (read-only handles of
  * cached files never need one).  Returns it (owned by f, open as long as

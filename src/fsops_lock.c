@@ -118,7 +118,7 @@ void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	int err, fd, r;
 
 	o = inode_lock_owner_get(fs->itab, i, fi->lock_owner, false, &err);
-	fd = o ? o->fd : file_fd(fs, i, file_of(fi));
+	fd = o ? o->fd : no_handle(fi) ? -ENOLCK : file_fd(fs, i, file_of(fi));
 	r = fd < 0 ? fd : src_getlk(fd, lock);
 
 	if (o)
@@ -221,8 +221,14 @@ void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
+	int r;
+
+	/* Through a handle whose close sends no FLUSH: the owner's locks
+	 * go at its RELEASE (noted before it may get any). */
+	if (lock->l_type != F_UNLCK && !no_handle(fi))
+		file_note_lock_owner(file_of(fi), fi->lock_owner);
 	/* On this worker, without waiting: most locks are granted here. */
-	int r = try_setlk(fs, i, fi->lock_owner, lock, false);
+	r = try_setlk(fs, i, fi->lock_owner, lock, false);
 
 	if (r == -ENOENT) {
 		fuse_reply_err(req, 0); /* unlocking what was never locked */
@@ -245,7 +251,7 @@ void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	int fd = file_fd(fs, i, file_of(fi)), r;
+	int fd = no_handle(fi) ? -ENOLCK : file_fd(fs, i, file_of(fi)), r;
 
 	r = fd < 0 ? fd : src_flock(fd, op | LOCK_NB);
 	if (r == 0 && !(op & LOCK_EX))

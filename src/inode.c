@@ -60,6 +60,7 @@ struct inode_table {
 	uint64_t reopens;           /* protected by lock */
 	unsigned fd_budget;
 	unsigned fd_ceiling;        /* 0: none; set before use */
+	bool new_node_on_change;    /* set before use */
 	struct efs_inode root;
 	void (*release)(struct efs_inode *, void *);
 	void *release_arg;
@@ -214,6 +215,11 @@ static unsigned adopt_fd_locked(struct inode_table *t, struct efs_inode *i, int 
 void itab_set_fd_ceiling(struct inode_table *t, unsigned ceiling)
 {
 	t->fd_ceiling = ceiling;
+}
+
+void itab_set_new_node_on_change(struct inode_table *t, bool on)
+{
+	t->new_node_on_change = on;
 }
 
 /* ---- lifetime ------------------------------------------------------------ */
@@ -517,7 +523,13 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	}
 	pthread_mutex_lock(&t->lock);
 	i = find_locked(t, st->st_dev, st->st_ino);
-	if (i && is_other_object(i, st, has_btime, &btime)) {
+	if (i && i != &t->root && t->new_node_on_change && S_ISREG(st->st_mode) && i->attr.seen &&
+	    !meta_attr_same(&i->attr, st)) {
+		/* ttl=never: another version of the file; the kernel's pages
+		 * of the old one must not be served for it. */
+		supersede_locked(t, i);
+		i = NULL;
+	} else if (i && is_other_object(i, st, has_btime, &btime)) {
 		/* The number was reused for a new object (the old one is gone
 		 * but the kernel still holds its inode): the old inode leaves
 		 * the hash and lives on until it is forgotten; the new object
@@ -876,6 +888,16 @@ bool inode_lock_owner_if_listed(struct efs_inode *i, struct efs_lock_owner *o,
 		fn(arg);
 	pthread_mutex_unlock(&i->lock);
 	return listed;
+}
+
+bool inode_has_lock_owners(struct efs_inode *i)
+{
+	bool any;
+
+	pthread_mutex_lock(&i->lock);
+	any = i->lock_owners != NULL;
+	pthread_mutex_unlock(&i->lock);
+	return any;
 }
 
 /* close(2) drops all the closing process's fcntl locks on the file. */

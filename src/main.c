@@ -172,7 +172,8 @@ int main(int argc, char *argv[])
 		return EXIT_USAGE;
 	}
 	if (cfg.show_help) {
-		fputs(config_usage, stdout);
+		for (const char *const *u = config_usage; *u; u++)
+			fputs(*u, stdout);
 		config_free(&cfg);
 		return 0;
 	}

@@ -25,7 +25,8 @@ void meta_policy_init(struct meta_policy *p, const struct efs_config *cfg)
 	p->dirmax = cfg->acdirmax;
 	p->lookupcache = (enum lookupcache_mode)cfg->lookupcache;
 	p->cto = !cfg->nocto;
-	p->immutable = cfg->ttl == CONFIG_TTL_NEVER;
+	p->immutable = cfg->ttl == CONFIG_TTL_NEVER || cfg->immutable;
+	p->no_open = cfg->immutable;
 	p->ttl = cfg->ttl > 0 ? (double)cfg->ttl : 0;
 	if (p->immutable)
 		floor = META_FOREVER;

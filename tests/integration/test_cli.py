@@ -162,7 +162,8 @@ def test_help_version():
         rc, out, err, leaked = run([flag])
         h.eq("%s exits 0" % flag, rc, 0, err[:300])
         missing = [o for o in ("cache_dir", "cache_size", "cache_min_free", "ttl", "chunk_size",
-                               "prefetch", "verify", "ro", "allow_other", "-f", "-d", "-o")
+                               "prefetch", "verify", "ro", "immutable", "allow_other", "-f", "-d",
+                               "-o")
                    if o not in out]
         h.check("%s prints usage on stdout naming every option of DESIGN.md section 2" % flag,
                 not missing, "missing %s; stdout %r" % (missing, out[:300]))

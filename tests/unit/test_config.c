@@ -319,9 +319,38 @@ static void test_require_source_mount(void)
 		   "at most 31");
 }
 
+/* -o immutable: ro and ttl=never, refused with anything that says
+ * otherwise; the metadata policy then has the kernel open without us. */
+static void test_immutable(void)
+{
+	struct efs_config cfg;
+	struct meta_policy p;
+	char err[256];
+
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "immutable") == 0);
+	CHECK(cfg.immutable && cfg.ro && cfg.ttl == CONFIG_TTL_NEVER);
+	CHECK(!strcmp(cfg.fuse_opts, "ro"));
+	meta_policy_init(&p, &cfg);
+	CHECK(p.immutable && p.no_open);
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "ro,ttl=never,immutable") == 0);
+	CHECK(!strcmp(cfg.fuse_opts, "ro")); /* not twice */
+	config_free(&cfg);
+	/* ttl=never alone keeps the kernel asking at every open. */
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "ttl=never") == 0);
+	meta_policy_init(&p, &cfg);
+	CHECK(p.immutable && !p.no_open && !cfg.ro);
+	config_free(&cfg);
+	expect_bad("immutable,ttl=60", "immutable", "ttl=60");
+	expect_bad("ttl=0,immutable", "immutable", "ttl=0");
+	expect_bad("immutable,rw", "immutable", "rw");
+	expect_bad("immutable=1", "immutable", "no value");
+}
+
 int main(void)
 {
 	test_require_source_mount();
+	test_immutable();
 	test_metrics_options();
 	test_defaults();
 	test_good_values();

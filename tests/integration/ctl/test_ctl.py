@@ -35,7 +35,9 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "prefetched_chunks", "prefetch_unused_bytes", "scatter_sweeps", "bytes_served",
             "passthrough_opens",
             "passthrough_refused", "source_lookups", "source_getattrs", "source_opens",
-            "source_readdirs", "bytes_saved", "open_files"] + \
+            "source_readdirs", "kernel_lookups", "kernel_getattrs", "kernel_opens",
+            "kernel_flushes", "kernel_releases", "kernel_readdirs", "bytes_saved",
+            "open_files"] + \
     ["fetch_latency_us_le_%d" % b for b in (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
                                             100000, 250000, 500000, 1000000, 2500000, 10000000)] + \
     ["fetch_latency_us_le_inf", "fetch_latency_us_count", "fetch_latency_us_sum",
