@@ -6,7 +6,9 @@
 #
 #   bin/efscache bin/efscachectl bin/fusermount3   static-pie, no libraries
 #   share/man/man1/efscache.1 efscachectl.1
-#   lib/systemd/system/efscache.service, etc/default/efscache
+#   lib/systemd/system/efscache.service and efscache@.service,
+#   libexec/efscache/efscache-clear-dead-mount, lib/tmpfiles.d/efscache.conf,
+#   etc/default/efscache, share/doc/efscache/examples/efscache-instance.default
 #   install.sh README.md (and LICENSE when the tree has one)
 #
 # Static, with glibc: the binaries need nothing from the host, not even a
@@ -149,7 +151,14 @@ install -D -m 0644 "$eb/docs/efscache.1" "$stage/share/man/man1/efscache.1"
 install -D -m 0644 "$eb/docs/efscachectl.1" "$stage/share/man/man1/efscachectl.1"
 install -D -m 0644 "$here/contrib/systemd/efscache.service" \
     "$stage/lib/systemd/system/efscache.service"
+install -D -m 0644 "$here/contrib/systemd/efscache@.service" \
+    "$stage/lib/systemd/system/efscache@.service"
+install -D -m 0755 "$here/contrib/systemd/efscache-clear-dead-mount" \
+    "$stage/libexec/efscache/efscache-clear-dead-mount"
+install -D -m 0644 "$here/contrib/systemd/efscache.tmpfiles" "$stage/lib/tmpfiles.d/efscache.conf"
 install -D -m 0644 "$here/contrib/systemd/efscache.default" "$stage/etc/default/efscache"
+install -D -m 0644 "$here/contrib/systemd/efscache-instance.default" \
+    "$stage/share/doc/efscache/examples/efscache-instance.default"
 install -D -m 0755 "$here/contrib/release/install.sh" "$stage/install.sh"
 install -m 0644 "$here/README.md" "$stage/README.md"
 [ -f "$here/LICENSE" ] && install -m 0644 "$here/LICENSE" "$stage/LICENSE"

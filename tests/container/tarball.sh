@@ -58,8 +58,10 @@ top=${top%%/*}
 mkdir -p "$work/x"
 tar -C "$work/x" -xzf "$tarball"
 for f in bin/efscache bin/efscachectl bin/fusermount3 share/man/man1/efscache.1 \
-    share/man/man1/efscachectl.1 lib/systemd/system/efscache.service etc/default/efscache \
-    install.sh README.md; do
+    share/man/man1/efscachectl.1 lib/systemd/system/efscache.service \
+    lib/systemd/system/efscache@.service libexec/efscache/efscache-clear-dead-mount \
+    lib/tmpfiles.d/efscache.conf etc/default/efscache \
+    share/doc/efscache/examples/efscache-instance.default install.sh README.md; do
     check "tarball holds $f" test -s "$work/x/$top/$f"
 done
 # static FILE: no program interpreter, no shared library needed.
@@ -149,6 +151,17 @@ check "install.sh: the unit starts PREFIX/bin/efscache" grep -q '^ExecStart=/opt
 check "install.sh: no path of the unit is left at /usr/bin or /bin" \
     sh -c "! grep -E '(^|[= ])(/usr)?/bin/(efscache|fusermount3)' '$unit'"
 check "install.sh: /etc/default/efscache" test -s "$work/root/etc/default/efscache"
+helper="$work/root/opt/efscache/libexec/efscache/efscache-clear-dead-mount"
+check "install.sh: the dead-mount helper under PREFIX/libexec, running PREFIX's fusermount3" \
+    sh -c "test -x '$helper' && grep -q '^ *exec /opt/efscache/bin/fusermount3 ' '$helper'"
+for u in efscache.service efscache@.service; do
+    check "install.sh: $u clears dead mounts with PREFIX's helper" \
+        grep -q '^ExecStartPre=-/opt/efscache/libexec/efscache/efscache-clear-dead-mount ' \
+        "$work/root/etc/systemd/system/$u"
+    check "install.sh: $u names no /usr/bin, /bin or /usr/libexec path" \
+        sh -c "! grep -E '(^|[-= ])(/usr)?/(bin|libexec)/(efscache|fusermount3)' '$work/root/etc/systemd/system/$u'"
+done
+check "install.sh: the tmpfiles.d rule" grep -q '^x /tmp/efscache' "$work/root/etc/tmpfiles.d/efscache.conf"
 
 echo "1..$checks"
 echo "# tarball test: $((checks - fails)) passed, $fails failed"
