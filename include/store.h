@@ -85,6 +85,11 @@ struct store_file {
 	uint32_t chunk_size;
 	uint32_t nchunks;
 	uint32_t hdr_check; /* seeds the slot checks */
+	/* atomic: the data file is at least this long (the end of the last
+	 * chunk written or loaded).  Shorter: it was cut under the daemon,
+	 * which SEEK_HOLE alone cannot tell inside the block at the cut once
+	 * a later write extended the file again. */
+	uint64_t data_min;
 };
 
 struct store;
@@ -150,8 +155,14 @@ void store_file_close(struct store_file *f);
  * existed (its metadata file was there), 0 if not, or -errno. */
 int store_remove(struct store *s, const struct store_key *k);
 
+/* -ESTALE, writing nothing, when the data file is shorter than data_min
+ * (cut under us: a write past its end would make the cut's tail read as
+ * data). */
 int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint32_t len,
 		      bool sync);
+/* 0 if the data file is still at least data_min long, -ESTALE if it was
+ * cut, or -errno.  A hit checks it after its copy. */
+int store_data_intact(const struct store_file *f);
 int store_read_chunk(struct store_file *f, uint32_t idx, void *buf, uint32_t len);
 int store_set_slot(struct store_file *f, uint32_t idx, const struct store_slot *slot);
 /* Bytes in chunk idx of f's source file: chunk_size, less for the last

@@ -244,6 +244,16 @@ static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
 	return n;
 }
 
+/* A data file was truncated or punched under the daemon. */
+static void data_changed_under_us(struct cache *c, const char *how)
+{
+	log_once(c->logged_io, LOG_LVL_WARN,
+		 "cache: a data file in cache_dir '%s' was changed under the daemon "
+		 "(truncated or punched: %s); reading from the source",
+		 store_path(c->store), how);
+	stats_add(c->stats, ST_cache_io_errors, 1);
+}
+
 void note_cache_error(struct cache *c, int r)
 {
 	if (r == -ENOSPC || r == -EDQUOT) {
@@ -306,6 +316,7 @@ static int ensure_record(struct cache *c, struct cache_file *e)
 	if (r == 0) {
 		e->sf.meta_fd = nf.meta_fd;
 		e->sf.data_fd = nf.data_fd;
+		e->sf.data_min = 0; /* a new, empty data file */
 		e->need_create = false;
 		e->store_gen = cache_store_gen(c);
 		e->rec->on_disk = true;
@@ -344,6 +355,16 @@ static bool store_chunk(struct cache *c, struct cache_file *e, uint32_t idx, con
 		return false;
 	}
 	r = store_write_chunk(&e->sf, idx, buf, len, c->cfg->verify == VERIFY_NEVER);
+	if (r == -ESTALE) {
+		/* The data file was cut under us: none of its bytes are
+		 * trusted now; the next open replaces the record. */
+		evict_unreserve(c->ev, bytes);
+		pthread_mutex_lock(&e->mu);
+		e->bypass = true;
+		pthread_mutex_unlock(&e->mu);
+		data_changed_under_us(c, "cut short");
+		return false;
+	}
 	if (r == 0)
 		r = store_set_slot(&e->sf, idx, &slot);
 	if (r < 0) {
@@ -659,6 +680,13 @@ static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *c
 	n = io_pread_full(fd, buf->data, to - from, pos);
 	if (n == (ssize_t)(to - from) && !data_holds(fd, (uint64_t)pos, (uint64_t)pos + n))
 		n = -ENODATA;
+	/* Cut and extended again: the cut's block reads as data (zeros). */
+	if (n == (ssize_t)(to - from)) {
+		int r = store_data_intact(&e->sf);
+
+		if (r < 0)
+			n = r;
+	}
 	pthread_mutex_lock(&e->mu);
 	ch->pins--;
 	e->pins--;
@@ -667,11 +695,9 @@ static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *c
 		pthread_cond_broadcast(&e->cv);
 	if (n != (ssize_t)(to - from)) {
 		bufpool_put(c->pool, buf);
-		log_once(c->logged_io, LOG_LVL_WARN,
-			 "cache: a data file in cache_dir '%s' was changed under the daemon "
-			 "(truncated or punched: %s); reading from the source",
-			 store_path(c->store), n < 0 ? strerror((int)-n) : "short");
-		stats_add(c->stats, ST_cache_io_errors, 1);
+		data_changed_under_us(c, n == -ESTALE ? "cut short"
+					 : n < 0      ? strerror((int)-n)
+						      : "short");
 		e->bypass = true;
 		return -ESTALE;
 	}

@@ -568,6 +568,27 @@ int store_open_record(struct store *s, const struct store_key *k, struct store_f
 /* Slots are read this many at a time (64 KiB). */
 #define SLOT_BATCH 4096
 
+static void data_min_raise(struct store_file *f, uint64_t end)
+{
+	uint64_t cur = __atomic_load_n(&f->data_min, __ATOMIC_RELAXED);
+
+	while (cur < end && !__atomic_compare_exchange_n(&f->data_min, &cur, end, true,
+							 __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+}
+
+int store_data_intact(const struct store_file *f)
+{
+	const uint64_t min = __atomic_load_n(&f->data_min, __ATOMIC_ACQUIRE);
+	struct stat st;
+
+	if (!min)
+		return 0;
+	if (fstat(f->data_fd, &st) < 0)
+		return -errno;
+	return (uint64_t)st.st_size < min ? -ESTALE : 0;
+}
+
 int store_each_slot(struct store_file *f,
 		    int (*fn)(uint32_t idx, const struct store_slot *slot, void *arg), void *arg)
 {
@@ -618,6 +639,7 @@ int store_each_slot(struct store_file *f,
 				continue;
 			if ((uint64_t)idx * f->chunk_size + slot.len > data_size)
 				continue; /* the data file does not hold it */
+			data_min_raise(f, (uint64_t)idx * f->chunk_size + slot.len);
 			r = fn(idx, &slot, arg);
 			if (r < 0)
 				goto out;
@@ -776,6 +798,7 @@ void store_file_close(struct store_file *f)
 	if (f->data_fd >= 0)
 		close(f->data_fd);
 	f->meta_fd = f->data_fd = -1;
+	f->data_min = 0;
 }
 
 int store_remove(struct store *s, const struct store_key *k)
@@ -798,10 +821,15 @@ int store_remove(struct store *s, const struct store_key *k)
 
 int store_write_chunk(struct store_file *f, uint32_t idx, const void *buf, uint32_t len, bool sync)
 {
-	int r = io_pwrite_full(f->data_fd, buf, len, (off_t)idx * f->chunk_size);
+	const uint64_t off = (uint64_t)idx * f->chunk_size;
+	int r = store_data_intact(f);
 
+	if (r == 0)
+		r = io_pwrite_full(f->data_fd, buf, len, (off_t)off);
 	if (r == 0 && sync && fdatasync(f->data_fd) < 0)
 		r = -errno;
+	if (r == 0)
+		data_min_raise(f, off + len);
 	return r;
 }
 
