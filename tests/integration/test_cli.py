@@ -5,8 +5,10 @@ lists every option of DESIGN.md section 2; --version; daemon mode vs -f; SIGTERM
 unmount and exit 0; relative paths; fsname; -o ro gives EROFS."""
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 
 import harness as h  # noqa: E402
 
@@ -340,6 +342,63 @@ def test_readonly():
         h.unmount(m)
 
 
+def fs_type(path):
+    """The type of the file system mounted at path (mountinfo), or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if left.split()[4] == path:
+                return right.split()[0]
+    return None
+
+
+def test_cache_dir_in_ram_warns():
+    """A cache_dir on tmpfs holds the cache in RAM (and goes at reboot): the daemon says so
+    on stderr at start and serves anyway; on a disk it says nothing of the kind."""
+    ram = tempfile.mkdtemp(prefix="efscache-cli-ram-")
+    made = False
+    if fs_type("/dev/shm") == "tmpfs":
+        cdir = tempfile.mkdtemp(prefix="efscache-cli-cache-", dir="/dev/shm")
+    elif os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "efs-test-ram", ram], check=True)
+        made = True
+        cdir = os.path.join(ram, "cache")
+    else:
+        print("# no tmpfs at /dev/shm and not root: the RAM warning is not checked")
+        return
+    try:
+        disk = cache_dir()
+        cases = [("tmpfs", cdir, True)]
+        t = subprocess.run(["stat", "-f", "-c", "%T", os.path.dirname(disk)],
+                           capture_output=True, text=True).stdout.strip()
+        if t in ("tmpfs", "ramfs"):
+            print("# the test's own temp dir is on %s: no case without the warning" % t)
+        else:
+            cases.append(("disk", disk, False))
+        for where, opt_dir, want in cases:
+            try:
+                m = h.mount_efscache(SRC, MNT, "cache_dir=" + opt_dir, foreground=True)
+            except h.MountError as e:
+                h.check("cache_dir on %s: mounts" % where, False, e)
+                continue
+            try:
+                h.eq("cache_dir on %s: serves" % where,
+                     h.read_file(os.path.join(MNT, "file")), b"hello\n")
+                err = m.stderr()
+                said = "RAM" in err or "tmpfs" in err
+                h.check("cache_dir on %s: %s" % (where, "stderr warns it is in RAM, naming it"
+                                                 if want else "no RAM warning"),
+                        said == want and (not want or opt_dir in err), err.strip()[-400:])
+            finally:
+                h.unmount(m)
+    finally:
+        if made:
+            subprocess.run(["umount", "-l", ram], capture_output=True)
+        else:
+            shutil.rmtree(cdir, ignore_errors=True)
+        shutil.rmtree(ram, ignore_errors=True)
+
+
 h.run_tests([test_bad_option_values, test_bad_paths, test_good_values_mount,
              test_help_version, test_daemon_mode, test_signals, test_debug_flag, test_relative_paths,
-             test_readonly])
+             test_readonly, test_cache_dir_in_ram_warns])

@@ -381,8 +381,28 @@ def test_container_and_debian():
     h.check("debian/rules: executable", os.access(os.path.join(C, "debian", "rules"), os.X_OK))
 
 
+def test_metrics_port():
+    """Every recipe that serves metrics uses 10190 (a second instance's example the port
+    after it); none uses 9464, the OpenTelemetry Prometheus exporter's default (issue 16)."""
+    found = []
+    for d, _, files in os.walk(C):
+        for f in files:
+            path = os.path.join(d, f)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+            except (UnicodeDecodeError, OSError):
+                continue
+            for m in re.finditer(r"metrics=[^,\s\"']*:(\d+)", text):
+                found.append((os.path.relpath(path, C), int(m.group(1))))
+    h.check("recipes: some recipe serves metrics", found, found)
+    bad = [f for f in found if not 10190 <= f[1] < 10200]
+    h.check("recipes: every metrics port is 10190 (or next to it for another instance)",
+            not bad, bad)
+
+
 S = {}
 
 if __name__ == "__main__":
     h.run_tests([test_k8s, test_k8s_restricted, test_ecs, test_systemd,
-                  test_container_and_debian])
+                  test_container_and_debian, test_metrics_port])
