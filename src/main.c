@@ -135,8 +135,9 @@ static void status_line(void *fs, char *buf, size_t len)
 	metrics_summary(text, buf, len);
 }
 
-/* Set by on_source_lost before it ends the session: exit 1, not 0. */
-static volatile sig_atomic_t source_lost;
+/* Set by on_source_lost (the watch thread) before it ends the session:
+ * exit 1, not 0.  Atomic: read by the main thread after the loop. */
+static int source_lost;
 
 /* The watch thread found SOURCE replaced (srcwatch.h).  Serving on would show
  * the old tree under the new one's name: unmount and exit 1, for systemd's
@@ -150,7 +151,7 @@ static void on_source_lost(void *arg, const char *why)
 	log_err("%s; unmounting '%s' and exiting with status 1 so that a restart serves the "
 		"new one",
 		why, cfg->mountpoint);
-	source_lost = 1;
+	__atomic_store_n(&source_lost, 1, __ATOMIC_RELEASE);
 	kill(getpid(), SIGTERM);
 }
 
@@ -284,7 +285,7 @@ int main(int argc, char *argv[])
 	/* libfuse's signal handler leaves the signal number as the result. */
 	ret = (r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP) ? EXIT_SUCCESS
 								   : EXIT_FAILURE;
-	if (source_lost)
+	if (__atomic_load_n(&source_lost, __ATOMIC_ACQUIRE))
 		ret = EXIT_FAILURE;
 
 out_unmount:
