@@ -714,7 +714,12 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 	pthread_mutex_lock(&e->mu);
 	entry_check_store_gen_locked(c, e);
 	fsize = e->sf.id.size;
-	if (!e->loaded || e->bypass || (uint64_t)off >= fsize) {
+	/* Only a record checked against the source at an open serves reads.
+	 * An open that could not read the record (EMFILE, EIO) validated
+	 * nothing and reads the source; a record loaded after it (by verify,
+	 * or by another open before its own check) may be of an older version
+	 * of the file, whose files are still on disk. */
+	if (!e->loaded || e->bypass || !e->validated || (uint64_t)off >= fsize) {
 		/* Uncached, or past the size we validated (the file grew). */
 		pthread_mutex_unlock(&e->mu);
 		n = read_direct(c, src_fd, off, size, rd);

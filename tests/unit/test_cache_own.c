@@ -6,9 +6,11 @@
  * source while open (M3), a complete record's data file that a passthrough
  * reader (of this daemon or of one before it) holds (P1), verify racing an
  * unlink (H1), prefetch with failing record opens (H2), a huge sparse file
- * (H6), many files read once (M1).  Witnesses: every byte read is checked
- * against the source's pattern, the fake's read count, the files under
- * cache_dir, fds held by the test itself, and malloc's bytes in use.
+ * (H6), many files read once (M1); and an open that could not read an old
+ * record, which verify then loaded (the model test, seed 103).  Witnesses:
+ * every byte read is checked against the source's pattern, the fake's read
+ * count, the files under cache_dir, fds held by the test itself, and
+ * malloc's bytes in use.
  */
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -119,6 +121,65 @@ static void test_emfile_at_load(void)
 	CHECK(h_open(&v, ino, &h, NULL) == 0);
 	reads = fake_reads(&v.f);
 	read_all(&v, &h, 4 * CS, 1);
+	CHECK(fake_reads(&v.f) == reads);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* An open that could not read the record (EMFILE) reads the source and
+ * validates nothing; the file had changed on the source, so the record on
+ * disk is of an older version.  A verify (or anything else that loads the
+ * record) must not make that handle's reads hits of the old version. */
+static void test_unvalidated_load(void)
+{
+	const uint64_t size2 = 3 * CS + 100;
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	struct meta_attr attr = {0};
+	struct cache_verify_report rep;
+	struct rlimit old, low;
+	unsigned reads;
+	bool keep;
+	int r;
+
+	env_init(&v, 64u << 20);
+	ino = cached_file(&v, "u", 4 * CS, 1);
+	itab_forget(v.t, ino, 1); /* its record is unloaded */
+	write_file(&v, "u", size2, 2); /* changed in place on the source */
+
+	ino = lookup(&v, "u");
+	h.ino = ino;
+	h.fd = openat(v.f.root, "u", O_RDONLY);
+	CHECK(h.fd >= 0);
+	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = limit_with_room(1);
+	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	r = cache_open(v.c, ino, -1, &attr, &keep);
+	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	CHECK(r == 0);
+	CHECK(!keep);
+	read_all(&v, &h, size2, 2); /* from the source */
+
+	/* verify loads the old record (nothing wrong with it as a record) and
+	 * keeps it loaded, as the file is open: the handle still reads the
+	 * source, up to the new end. */
+	CHECK(cache_verify_all(v.c, &rep, NULL, NULL) == 0);
+	CHECK(rep.chunks_checked == 4 && rep.chunks_bad == 0);
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, size2, 2);
+	CHECK(fake_reads(&v.f) == reads + 4);
+	CHECK(read_check(&v, &h, size2, CS, 2) == 0);
+	h_close(&v, &h);
+
+	/* The next open checks the record, finds it old and replaces it. */
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	read_all(&v, &h, size2, 2);
+	CHECK(read_check(&v, &h, size2, CS, 2) == 0);
+	wait_stored(&v);
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, size2, 2);
 	CHECK(fake_reads(&v.f) == reads);
 	h_close(&v, &h);
 	env_fini(&v);
@@ -673,6 +734,7 @@ static void test_many_files(void)
 int main(void)
 {
 	test_emfile_at_load();
+	test_unvalidated_load();
 	test_data_removed();
 	test_data_cut();
 	test_grown_while_open();
