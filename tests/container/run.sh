@@ -253,8 +253,8 @@ for pass in cold warm; do
     dd if="$models/model.bin" iflag=nocache count=0 status=none 2>/dev/null || true
 done
 prom=$(podman exec "$efs_ctr" efscachectl stats --format=prometheus /mnt/efscache/models)
-cache_bytes=$(echo "$prom" | awk '$1 == "efscache_from_cache_bytes_total" {print $2}')
-src_bytes=$(echo "$prom" | awk '$1 == "efscache_from_source_bytes_total" {print $2}')
+cache_bytes=$(echo "$prom" | awk '$1 ~ /^efscache_from_cache_bytes_total({|$)/ {print $2}')
+src_bytes=$(echo "$prom" | awk '$1 ~ /^efscache_from_source_bytes_total({|$)/ {print $2}')
 check "warm read served from the cache, EFS read once (from_source $src_bytes, from_cache $cache_bytes)" \
     test "${src_bytes:-0}" -le $(((48 << 20) + (1 << 20) * 8)) -a "${cache_bytes:-0}" -ge $((48 << 20))
 check "HEALTHCHECK (efscache-entrypoint health: daemon alive, mount listed) passes" \
