@@ -79,16 +79,38 @@ static bool exists(const char *p)
 
 /* ---- C1: EMFILE while a record's files are opened ---------------------- */
 
+/* Look name up and open it with room for one more fd only: the record's
+ * metadata file opens, its data file does not (EMFILE), the handle's own
+ * source fd was opened before.  The open must succeed without the cache
+ * (no keep_cache).  Returns the inode; h is the handle. */
+static struct efs_inode *open_short_of_fds(struct env *v, const char *name, struct handle *h)
+{
+	struct efs_inode *ino = lookup(v, name);
+	struct meta_attr attr = {0};
+	struct rlimit old, low;
+	bool keep = true;
+	int r;
+
+	h->ino = ino;
+	h->fd = openat(v->f.root, name, O_RDONLY);
+	CHECK(h->fd >= 0);
+	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = limit_with_room(1);
+	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	r = cache_open(v->c, ino, -1, &attr, &keep);
+	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	CHECK(r == 0);
+	CHECK(!keep);
+	return ino;
+}
+
 static void test_emfile_at_load(void)
 {
 	struct env v;
 	struct handle h;
 	struct efs_inode *ino;
-	struct meta_attr attr = {0};
-	struct rlimit old, low;
 	unsigned reads;
-	bool keep;
-	int r;
 
 	env_init(&v, 64u << 20);
 	ino = cached_file(&v, "f", 4 * CS, 1);
@@ -96,18 +118,7 @@ static void test_emfile_at_load(void)
 
 	/* Room for one more fd: the record's metadata file opens, its data
 	 * file does not (EMFILE), the source's fetch fd does. */
-	ino = lookup(&v, "f");
-	h.ino = ino;
-	h.fd = openat(v.f.root, "f", O_RDONLY);
-	CHECK(h.fd >= 0);
-	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
-	low = old;
-	low.rlim_cur = limit_with_room(1);
-	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
-	r = cache_open(v.c, ino, -1, &attr, &keep);
-	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
-	CHECK(r == 0);
-	CHECK(!keep);
+	ino = open_short_of_fds(&v, "f", &h);
 
 	/* The record could not be read: this open reads the source, right. */
 	reads = fake_reads(&v.f);
@@ -136,30 +147,15 @@ static void test_unvalidated_load(void)
 	struct env v;
 	struct handle h;
 	struct efs_inode *ino;
-	struct meta_attr attr = {0};
 	struct cache_verify_report rep;
-	struct rlimit old, low;
 	unsigned reads;
-	bool keep;
-	int r;
 
 	env_init(&v, 64u << 20);
 	ino = cached_file(&v, "u", 4 * CS, 1);
 	itab_forget(v.t, ino, 1); /* its record is unloaded */
 	write_file(&v, "u", size2, 2); /* changed in place on the source */
 
-	ino = lookup(&v, "u");
-	h.ino = ino;
-	h.fd = openat(v.f.root, "u", O_RDONLY);
-	CHECK(h.fd >= 0);
-	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
-	low = old;
-	low.rlim_cur = limit_with_room(1);
-	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
-	r = cache_open(v.c, ino, -1, &attr, &keep);
-	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
-	CHECK(r == 0);
-	CHECK(!keep);
+	ino = open_short_of_fds(&v, "u", &h);
 	read_all(&v, &h, size2, 2); /* from the source */
 
 	/* verify loads the old record (nothing wrong with it as a record) and
