@@ -46,6 +46,8 @@
 
 static _Atomic unsigned char fdk[FD_MAX];
 static _Thread_local int paused;
+/* What the last failure injected in this thread was (faultinj_last_failure). */
+static _Thread_local char last_failure[PATH_MAX + 160];
 
 static _Atomic(const char *) dirp; /* NULL: off */
 
@@ -291,6 +293,8 @@ static bool should_fail(enum faultinj_op op, int k, int *err)
 		r->failed++;
 		fail = true;
 		*err = r->r.err;
+		snprintf(last_failure, sizeof(last_failure), "%s of a %s file failed with %s (rule %u)",
+			 faultinj_op_name(op), faultinj_kind_name(kind), strerrorname_np(r->r.err), i);
 		if (!r->logged && log_on) {
 			r->logged = true;
 			say("%s of a %s file of cache_dir fails with %s (rule %u, first failure)",
@@ -307,7 +311,20 @@ static bool should_fail(enum faultinj_op op, int k, int *err)
 /* Fail a call on fd (the common case). */
 static bool fd_fails(int fd, enum faultinj_op op, int *err)
 {
-	return should_fail(op, fd_kind(fd), err);
+	char link[64], path[PATH_MAX];
+	size_t at;
+	ssize_t n;
+
+	if (!should_fail(op, fd_kind(fd), err))
+		return false;
+	/* Which file the fd is now: a mark left on a reused number would
+	 * show here as a file outside cache_dir. */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	path[n > 0 ? n : 0] = '\0';
+	at = strlen(last_failure);
+	snprintf(last_failure + at, sizeof(last_failure) - at, " on fd %d (%s)", fd, path);
+	return true;
 }
 
 #define FAIL_WITH(err) (errno = (err), -1)
@@ -587,6 +604,16 @@ uint64_t faultinj_rule_failures(int i)
 void faultinj_pause_thread(bool pause)
 {
 	paused = pause;
+}
+
+const char *faultinj_last_failure(void)
+{
+	return last_failure;
+}
+
+void faultinj_forget_failure(void)
+{
+	last_failure[0] = '\0';
 }
 
 bool faultinj_fd_known(int fd, enum faultinj_kind *kind)

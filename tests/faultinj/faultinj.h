@@ -101,6 +101,11 @@ uint64_t faultinj_rule_failures(int i);
 
 /* Stop (true) or resume counting and failing calls of this thread. */
 void faultinj_pause_thread(bool pause);
+/* The last failure injected in the calling thread ("" if none since
+ * faultinj_forget_failure): op, kind, errno, rule, and for a call on an fd
+ * the file the fd names now. */
+const char *faultinj_last_failure(void);
+void faultinj_forget_failure(void);
 /* Whether fd is an fd of cache_dir that faultinj knows, and its kind. */
 bool faultinj_fd_known(int fd, enum faultinj_kind *kind);
 

@@ -657,7 +657,7 @@ static void failf(struct worker *w, enum fkind k, const char *fmt, ...)
 
 static void failf(struct worker *w, enum fkind k, const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[4096];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -1080,11 +1080,20 @@ static void check_read(struct worker *w, struct mhandle *h, uint64_t off, size_t
 		 * on NFS.  Anything else is the cache's doing. */
 		if (gone && (n == -ESTALE || n == -ENOENT))
 			return;
+		char link[64], path[PATH_MAX] = "";
+		ssize_t l;
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", h->fd);
+		l = h->fd >= 0 ? readlink(link, path, sizeof(path) - 1) : -1;
+		path[l > 0 ? l : 0] = '\0';
 		failf(w, F_READ_ERROR,
 		      "read of '%s' (object %u, inode %lu) [%" PRIu64 "+%zu] failed: %s (the "
-		      "source had no fault; only cache-side faults were injected)",
+		      "source had no fault; only cache-side faults were injected)\n"
+		      "  size validated at open %" PRIu64 "; handle's source fd %d (%s); last "
+		      "fault injected in this thread during the read: %s",
 		      slot_names[o->kind], o->id, (unsigned long)o->ino, off, len,
-		      strerror((int)-n));
+		      strerror((int)-n), h->open_size, h->fd, path,
+		      faultinj_last_failure()[0] ? faultinj_last_failure() : "none");
 		return;
 	}
 	nruns = 0;
@@ -1170,6 +1179,7 @@ static ssize_t do_read(struct worker *w, struct mhandle *h, uint64_t off, size_t
 	pthread_mutex_lock(&mu);
 	w->reading = r1 = tick();
 	pthread_mutex_unlock(&mu);
+	faultinj_forget_failure();
 	n = core_read(&V, h->ino, h->fd, off, len, seq, w->buf, &rep);
 	if (n == -EBADFD && h->fd < 0) {
 		int fd = core_source_fd(&V, h->ino);
