@@ -27,6 +27,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -45,6 +46,8 @@
 #define CTL_PERIOD_MS 20
 
 static _Atomic unsigned char fdk[FD_MAX];
+/* fds the test owns (faultinj_protect_fd): closing one elsewhere aborts. */
+static _Atomic unsigned char fdprot[FD_MAX];
 static _Thread_local int paused;
 /* What the last failure injected in this thread was (faultinj_last_failure). */
 static _Thread_local char last_failure[PATH_MAX + 160];
@@ -466,22 +469,49 @@ ON_PATH(int, statvfs64, FAULTINJ_STATVFS, at_kind(AT_FDCWD, path),
 
 /* ---- fds leaving: forget their marks --------------------------------------- */
 
+/* A close of an fd the test owns, by anyone else, is a stray close (of a
+ * number its closer no longer owned): the moment to stop, with the stack
+ * that did it. */
+static void check_not_protected(int fd, const char *call)
+{
+	void *frames[32];
+	int n;
+
+	if (fd < 0 || fd >= FD_MAX || !fdprot[fd])
+		return;
+	say("%s(%d): the fd is the test's own (faultinj_protect_fd): a stray close; stack:",
+	    call, fd);
+	n = backtrace(frames, 32);
+	backtrace_symbols_fd(frames, n, 2);
+	abort();
+}
+
+void faultinj_protect_fd(int fd, bool on)
+{
+	if (fd >= 0 && fd < FD_MAX)
+		fdprot[fd] = on;
+}
+
 int close(int fd)
 {
+	check_not_protected(fd, "close");
 	forget_fd(fd);
 	return REAL(close)(fd);
 }
 
 int closedir(DIR *d)
 {
+	check_not_protected(dirfd(d), "closedir");
 	forget_fd(dirfd(d));
 	return REAL(closedir)(d);
 }
 
 int fclose(FILE *f)
 {
-	if (f)
+	if (f) {
+		check_not_protected(fileno(f), "fclose");
 		forget_fd(fileno(f));
+	}
 	return REAL(fclose)(f);
 }
 
@@ -496,6 +526,7 @@ int dup2(int fd, int nfd)
 {
 	int k = fd >= 0 && fd < FD_MAX ? fdk[fd] : 0;
 
+	check_not_protected(nfd, "dup2");
 	forget_fd(nfd);
 	return note_fd(REAL(dup2)(fd, nfd), k);
 }
@@ -504,6 +535,7 @@ int dup3(int fd, int nfd, int flags)
 {
 	int k = fd >= 0 && fd < FD_MAX ? fdk[fd] : 0;
 
+	check_not_protected(nfd, "dup3");
 	forget_fd(nfd);
 	return note_fd(REAL(dup3)(fd, nfd, flags), k);
 }
@@ -511,8 +543,10 @@ int dup3(int fd, int nfd, int flags)
 int close_range(unsigned int first, unsigned int last, int flags)
 {
 	if (!(flags & CLOSE_RANGE_CLOEXEC))
-		for (unsigned int fd = first; fd <= last && fd < FD_MAX; fd++)
+		for (unsigned int fd = first; fd <= last && fd < FD_MAX; fd++) {
+			check_not_protected((int)fd, "close_range");
 			fdk[fd] = 0;
+		}
 	return REAL(close_range)(first, last, flags);
 }
 

@@ -106,6 +106,10 @@ void faultinj_pause_thread(bool pause);
  * the file the fd names now. */
 const char *faultinj_last_failure(void);
 void faultinj_forget_failure(void);
+/* fd is the caller's own (on) until it says otherwise (off): a close of it
+ * (close, dup2/dup3 over it, close_range) by anyone meanwhile aborts with
+ * a stack, the mark of code closing a number it no longer owned. */
+void faultinj_protect_fd(int fd, bool on);
 /* Whether fd is an fd of cache_dir that faultinj knows, and its kind. */
 bool faultinj_fd_known(int fd, enum faultinj_kind *kind);
 

@@ -1196,6 +1196,7 @@ static ssize_t do_read(struct worker *w, struct mhandle *h, uint64_t off, size_t
 			n = fd;
 		} else {
 			h->fd = fd;
+			faultinj_protect_fd(fd, true); /* a stray close of it aborts */
 			n = core_read(&V, h->ino, h->fd, off, len, seq, w->buf, &rep);
 		}
 	}
@@ -1263,8 +1264,10 @@ static void handle_close(struct worker *w, unsigned i)
 	struct mhandle *h = &w->h[i];
 
 	core_close(&V, h->ino);
-	if (h->fd >= 0)
+	if (h->fd >= 0) {
+		faultinj_protect_fd(h->fd, false);
 		close(h->fd);
+	}
 	core_forget(&V, h->ino);
 	trace(w, OP_CLOSE, (int)h->obj->kind, (int)h->obj->id, 0, 0, 0, NULL);
 	pthread_mutex_lock(&mu);
@@ -1898,6 +1901,8 @@ static void setup_source(void)
 	srcfd = open(V.src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	gravefd = open(grave, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	CHECK(srcfd >= 0 && gravefd >= 0 && fstat(srcfd, &st) == 0);
+	faultinj_protect_fd(srcfd, true); /* never closed: a stray close aborts */
+	faultinj_protect_fd(gravefd, true);
 	src_dev = st.st_dev;
 	for (int k = 0; k < SK_N; k++) {
 		struct worker w0 = {.rng = rng + (uint64_t)k};

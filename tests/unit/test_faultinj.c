@@ -3,16 +3,19 @@
  * build uses included, and under ASan, whose interceptors come next), only
  * calls on cache_dir are counted and failed, rules pass `after` calls and
  * stop after `count`, a seeded probability repeats, a closed fd is
- * forgotten, a paused thread is left alone, and the damage helpers remove
- * and truncate what they say.
+ * forgotten, a paused thread is left alone, the last failure of a thread
+ * is told with the file its fd names, a stray close of an fd the test owns
+ * aborts, and the damage helpers remove and truncate what they say.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -241,6 +244,50 @@ static void test_parse(void)
 	CHECK(faultinj_parse("", err, sizeof(err)) == 0);
 }
 
+/* The last failure a thread saw names the op and the file; a close of a
+ * protected fd by anyone aborts (in a child here), until it is released. */
+static void test_last_failure_protect(void)
+{
+	struct faultinj_rule r = {.op = FAULTINJ_READ, .err = EIO, .count = 1, .p = 1};
+	int fd = open_in(cdir, "l.data"), st = 0;
+	char c;
+	pid_t pid;
+
+	CHECK(fd >= 0);
+	faultinj_forget_failure();
+	CHECK(faultinj_last_failure()[0] == '\0');
+	CHECK(faultinj_arm(&r) == 0);
+	CHECK(pread(fd, &c, 1, 0) == -1 && errno == EIO);
+	CHECK(strstr(faultinj_last_failure(), "EIO") != NULL);
+	CHECK(strstr(faultinj_last_failure(), "l.data") != NULL);
+	faultinj_disarm_all();
+
+	faultinj_protect_fd(fd, true);
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 2); /* its stack report is expected */
+		close(fd);     /* aborts */
+		_exit(0);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		int other_fd = dup(fd); /* another number: closes fine */
+
+		_exit(other_fd >= 0 && close(other_fd) == 0 ? 0 : 1);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	faultinj_protect_fd(fd, false);
+	CHECK(close(fd) == 0);
+}
+
 int main(void)
 {
 	setup();
@@ -249,6 +296,7 @@ int main(void)
 	test_probability();
 	test_store_calls();
 	test_parse();
+	test_last_failure_protect();
 	teardown();
 	return check_done("test_faultinj");
 }
