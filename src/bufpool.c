@@ -9,8 +9,10 @@
  * given back (counted in use meanwhile).
  */
 #include "bufpool.h"
+#include "log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -131,7 +133,19 @@ void bufpool_put(struct bufpool *p, struct pbuf *b)
 {
 	bool keep;
 
-	if (!b || __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL))
+	unsigned left;
+
+	if (!b)
+		return;
+	left = __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL);
+	if (left == UINT_MAX) {
+		/* Given back once more than it was taken: someone used it
+		 * after its last reference went, and may have read another
+		 * chunk's bytes from it.  A bug of ours: stop here. */
+		log_err("bufpool: a buffer was given back once too often");
+		abort();
+	}
+	if (left)
 		return;
 	pthread_mutex_lock(&p->mu);
 	p->in_use -= b->size;
