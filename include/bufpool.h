@@ -24,6 +24,7 @@ struct pbuf {
 	void *data;        /* page-aligned, at least `size` bytes */
 	size_t size;       /* bytes mapped */
 	unsigned refs;     /* atomic */
+	unsigned gen;      /* bumped each time it is taken (bufpool_held) */
 	struct pbuf *next; /* the free list; protected by the pool's mutex */
 };
 
@@ -40,6 +41,9 @@ void bufpool_free(struct bufpool *p);
 /* A buffer of at least len bytes with one reference, or NULL. */
 struct pbuf *bufpool_get(struct bufpool *p, size_t len, enum bufpool_mode mode);
 void bufpool_ref(struct pbuf *b);
+/* A holder that noted b->gen when it got its reference still has the
+ * buffer it got (not given back and taken again since): for asserts. */
+bool bufpool_held(const struct pbuf *b, unsigned gen);
 /* Drop a reference; the last gives the buffer back. */
 void bufpool_put(struct bufpool *p, struct pbuf *b);
 /* The buffers in use exceed the budget: queue nothing more. */

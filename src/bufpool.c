@@ -7,6 +7,14 @@
  * while the pool holds more than the budget is unmapped at once.  A
  * request larger than buf_size is mapped for itself and unmapped when
  * given back (counted in use meanwhile).
+ *
+ * A reference given back early (a holder still reading a buffer another
+ * user now fills) shows as wrong bytes far from its cause, so misuse is
+ * made to show where it happens: the free list is FIFO (a buffer given
+ * back is the last one taken again); in ASan builds its bytes are poisoned
+ * while it is free, so a late reader stops at its access with its stack;
+ * each take bumps b->gen, which holders record and check (bufpool_held);
+ * a put past zero aborts.
  */
 #include "bufpool.h"
 #include "log.h"
@@ -17,6 +25,22 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_ASAN 1
+#endif
+#endif
+#ifdef POOL_ASAN
+#include <sanitizer/asan_interface.h>
+#define poison(b) ASAN_POISON_MEMORY_REGION((b)->data, (b)->size)
+#define unpoison(b) ASAN_UNPOISON_MEMORY_REGION((b)->data, (b)->size)
+#else
+#define poison(b) ((void)(b))
+#define unpoison(b) ((void)(b))
+#endif
+
 #define PAGE 4096u
 
 struct bufpool {
@@ -24,7 +48,8 @@ struct bufpool {
 	pthread_cond_t cv;
 	size_t buf_size;
 	uint64_t budget;
-	struct pbuf *free_list; /* protected by mu */
+	struct pbuf *free_list; /* oldest first; protected by mu */
+	struct pbuf *free_tail; /* newest; protected by mu */
 	uint64_t in_use, kept;  /* bytes; protected by mu */
 	uint64_t peak, maps;    /* protected by mu */
 	uint64_t takes;         /* protected by mu */
@@ -64,6 +89,7 @@ void bufpool_free(struct bufpool *p)
 		return;
 	while ((b = p->free_list)) {
 		p->free_list = b->next;
+		unpoison(b);
 		unmap(b);
 	}
 	pthread_cond_destroy(&p->cv);
@@ -83,6 +109,7 @@ static struct pbuf *map(size_t size)
 		return NULL;
 	}
 	b->size = size;
+	b->gen = 0;
 	b->next = NULL;
 	return b;
 }
@@ -106,7 +133,10 @@ struct pbuf *bufpool_get(struct bufpool *p, size_t len, enum bufpool_mode mode)
 		p->peak = p->in_use;
 	if (size == p->buf_size && (b = p->free_list)) {
 		p->free_list = b->next;
+		if (!p->free_list)
+			p->free_tail = NULL;
 		p->kept -= b->size;
+		unpoison(b);
 	}
 	pthread_mutex_unlock(&p->mu);
 	if (!b) {
@@ -120,8 +150,14 @@ struct pbuf *bufpool_get(struct bufpool *p, size_t len, enum bufpool_mode mode)
 		if (!b)
 			return NULL;
 	}
-	b->refs = 1;
+	b->gen++;
+	__atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
 	return b;
+}
+
+bool bufpool_held(const struct pbuf *b, unsigned gen)
+{
+	return __atomic_load_n(&b->refs, __ATOMIC_RELAXED) && b->gen == gen;
 }
 
 void bufpool_ref(struct pbuf *b)
@@ -131,9 +167,8 @@ void bufpool_ref(struct pbuf *b)
 
 void bufpool_put(struct bufpool *p, struct pbuf *b)
 {
-	bool keep;
-
 	unsigned left;
+	bool keep;
 
 	if (!b)
 		return;
@@ -151,9 +186,14 @@ void bufpool_put(struct bufpool *p, struct pbuf *b)
 	p->in_use -= b->size;
 	keep = b->size == p->buf_size && p->in_use + p->kept + b->size <= p->budget;
 	if (keep) {
-		b->next = p->free_list;
-		p->free_list = b;
+		b->next = NULL;
+		if (p->free_tail)
+			p->free_tail->next = b;
+		else
+			p->free_list = b;
+		p->free_tail = b;
 		p->kept += b->size;
+		poison(b);
 	}
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
@@ -190,11 +230,12 @@ uint64_t bufpool_trim(struct bufpool *p)
 	pthread_mutex_lock(&p->mu);
 	list = p->free_list;
 	bytes = p->kept;
-	p->free_list = NULL;
+	p->free_list = p->free_tail = NULL;
 	p->kept = 0;
 	pthread_mutex_unlock(&p->mu);
 	while ((b = list)) {
 		list = b->next;
+		unpoison(b);
 		unmap(b);
 	}
 	return bytes;

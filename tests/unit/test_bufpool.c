@@ -2,7 +2,9 @@
  * for O_DIRECT and shared by reference; the budget refuses a prefetch
  * (TRY), holds one back until room is given back (WAIT), never a demand
  * read; freed buffers are reused within the budget and unmapped by trim;
- * a large request is mapped for itself. */
+ * a large request is mapped for itself; a buffer given back is the last
+ * taken again, poisoned meanwhile (ASan), and its old holders' gen no
+ * longer matches once it is taken again. */
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -10,6 +12,20 @@
 
 #include "bufpool.h"
 #include "check.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASAN 1
+#endif
+#endif
+#ifdef ASAN
+#include <sanitizer/asan_interface.h>
+#define poisoned(p) __asan_address_is_poisoned(p)
+#else
+#define poisoned(p) ((void)(p), true)
+#endif
 
 #define SZ (64u << 10)
 
@@ -98,6 +114,28 @@ int main(void)
 	CHECK(bufpool_trim(p) == 2 * SZ);
 	bufpool_stats(p, &st);
 	CHECK(st.kept == 0);
+
+	/* Misuse shows where it happens.  a and b given back in that order
+	 * come back in that order (the longest time free), poisoned while
+	 * free; a holder of a from before no longer holds it. */
+	a = bufpool_get(p, SZ, BUFPOOL_TRY);
+	b = bufpool_get(p, SZ, BUFPOOL_TRY);
+	CHECK(a && b);
+	unsigned ga = a->gen;
+
+	CHECK(bufpool_held(a, ga));
+	bufpool_put(p, a);
+	bufpool_put(p, b);
+	CHECK(!bufpool_held(a, ga));
+	CHECK(poisoned(a->data) && poisoned((char *)b->data + SZ - 1));
+	c = bufpool_get(p, SZ, BUFPOOL_TRY);
+	d = bufpool_get(p, SZ, BUFPOOL_TRY);
+	CHECK(c == a && d == b);
+	CHECK(!bufpool_held(c, ga) && bufpool_held(c, c->gen));
+	memset(c->data, 2, SZ); /* no longer poisoned */
+	memset(d->data, 2, SZ);
+	bufpool_put(p, c);
+	bufpool_put(p, d);
 	bufpool_free(p);
 	return check_done("bufpool");
 }
