@@ -23,6 +23,7 @@
  */
 #include "cache_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -42,8 +43,10 @@
  * and one more segment from the source). */
 static void add_mem(struct cache_read *rd, struct pbuf *buf, const void *mem, size_t len)
 {
-	if (buf)
+	if (buf) {
+		rd->buf_gen[rd->nbufs] = buf->gen;
 		rd->bufs[rd->nbufs++] = buf;
+	}
 	if (len)
 		rd->seg[rd->nseg++] = (struct cache_seg){.fd = -1, .mem = mem, .len = len};
 }
@@ -60,6 +63,7 @@ struct ahead_item {
 	uint32_t len;     /* bytes of the chunk in buf */
 	uint32_t served;  /* bytes of it replied so far */
 	struct pbuf *buf;
+	unsigned buf_gen; /* buf->gen when kept */
 };
 
 /* A FIFO ring; ahead_mu is a leaf (taken under e->mu). */
@@ -83,6 +87,7 @@ static struct ahead_item ahead_pop_locked(struct ahead *a)
 /* Give an item back.  No lock held. */
 static void ahead_release(struct cache *c, struct ahead_item *it)
 {
+	assert(bufpool_held(it->buf, it->buf_gen));
 	bufpool_put(c->pool, it->buf);
 	entry_put(c, it->e);
 }
@@ -104,7 +109,8 @@ static void ahead_keep(struct cache *c, struct cache_file *e, uint64_t gen, uint
 	if (a->n == a->cap)
 		old = ahead_pop_locked(a);
 	a->item[(a->head + a->n) % a->cap] =
-		(struct ahead_item){.e = e, .gen = gen, .idx = idx, .len = len, .buf = buf};
+		(struct ahead_item){.e = e, .gen = gen, .idx = idx, .len = len, .buf = buf,
+				    .buf_gen = buf->gen};
 	a->n++;
 	__atomic_store_n(&a->count, a->n, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&a->mu);
@@ -150,6 +156,7 @@ static bool ahead_serve_locked(struct cache *c, struct cache_file *e, uint32_t i
 
 		if (it->e != e || it->idx != idx || it->gen != e->gen || to > it->len)
 			continue;
+		assert(bufpool_held(it->buf, it->buf_gen));
 		buf = it->buf;
 		bufpool_ref(buf);
 		it->served += (uint32_t)(to - from);
@@ -449,7 +456,7 @@ static bool write_behind_locked(struct cache *c, struct cache_file *e, struct ch
 				struct pbuf *buf, uint32_t len, uint64_t hash)
 {
 	struct prefetch_job job = {.entry = e, .chunk = ch, .idx = ch->idx, .fd = -1, .len = len,
-				   .hash = hash, .buf = buf};
+				   .hash = hash, .buf = buf, .tag = buf->gen};
 
 	if (!c->wb || bufpool_over(c->pool))
 		return false;
@@ -477,9 +484,11 @@ static void write_behind_done(struct cache *c, const struct prefetch_job *job, b
 	struct chunk *ch = job->chunk;
 	struct pbuf *mem;
 
+	assert(bufpool_held(job->buf, (unsigned)job->tag));
 	pthread_mutex_lock(&e->mu);
 	mem = ch->mem;
 	ch->mem = NULL;
+	assert(mem == job->buf);
 	finish_store_locked(c, e, ch, stored, job->hash, job->len, false);
 	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
@@ -494,6 +503,9 @@ void cache_run_write_behind(const struct prefetch_job *job, void *arg)
 	struct cache *c = arg;
 	const struct pbuf *b = job->buf;
 
+	/* Never bytes of a buffer given back: they would be stored as this
+	 * chunk's. */
+	assert(bufpool_held(b, (unsigned)job->tag));
 	write_behind_done(c, job,
 			  store_chunk(c, job->entry, job->idx, b->data, job->len, job->hash));
 }
@@ -1104,8 +1116,12 @@ out:
 
 void cache_read_done(struct cache *c, struct cache_read *rd)
 {
-	for (unsigned i = 0; i < rd->nbufs; i++)
+	for (unsigned i = 0; i < rd->nbufs; i++) {
+		/* The reply was made from the buffers this read took: none was
+		 * given back and taken by another meanwhile. */
+		assert(bufpool_held(rd->bufs[i], rd->buf_gen[i]));
 		bufpool_put(c->pool, rd->bufs[i]);
+	}
 	if (rd->entry)
 		entry_put(c, rd->entry);
 	memset(rd, 0, sizeof(*rd));
