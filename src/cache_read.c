@@ -20,6 +20,24 @@
  * which the owner of a BUSY chunk drops for every source or cache_dir read
  * and write (order: cache_int.h).  A read holds a reference on its entry
  * until its reply is sent.
+ *
+ * Buffer references (each noted with the buffer's gen and checked with
+ * bufpool_held where it is used):
+ *   reply       one per rd->bufs[i], whose segments point into it: a fresh
+ *               buffer (direct read, hit copy, verify, the reader's own
+ *               fetch) or a bufpool_ref of ch->mem (under e->mu) or of a
+ *               kept chunk (under ahead mu); cache_read_done gives them
+ *               back once the reply is sent.
+ *   write-behind job  its own, taken before it is queued; given back by
+ *               write_behind_done, whether the job ran or was dropped.
+ *   ch->mem     its own, taken with the job's under e->mu; set only while
+ *               the chunk is BUSY and owned by that job (nothing else
+ *               changes the chunk meanwhile); cleared under e->mu and
+ *               given back by write_behind_done.
+ *   kept chunk  the prefetch worker's, passed to the item in c->ahead;
+ *               given back by whoever takes the item out of the ring under
+ *               ahead mu (ring full, oldest dropped, served to its end).
+ *   prefetch worker  its own from the job's start until kept or given back.
  */
 #include "cache_int.h"
 
@@ -566,8 +584,6 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 			stored = !changed;
 		} else if (!changed && may_store) {
 			hash = csum64(buf, want);
-			/* A reader's own fetch is written behind its reply; a
-			 * prefetch worker has no reply to wait for. */
 			/* A reader's own fetch is written behind its reply; a
 			 * prefetch worker has no reply to wait for, and its
 			 * chunk's waiters get it once stored (a read that
