@@ -57,12 +57,20 @@ def test_many_readers():
     for i in range(READERS):
         h.eq("reader %d read the right bytes" % i, got.get(i), want[i])
     peak = status_kib(pid, "VmHWM")
-    h.check("peak RSS within the buffer budget and the daemon's base",
-            peak <= BUDGET + BASE, "VmHWM %d MiB" % (peak // MiB))
-    ok = cl.wait_for(lambda: status_kib(pid, "VmRSS") <= REST, timeout=30)
-    rss = status_kib(pid, "VmRSS")
-    h.check("RSS at rest after the load <= %d MiB" % (REST // MiB), ok, "VmRSS %d MiB" % (rss // MiB))
-    print("# peak %d MiB, rest %d MiB" % (peak // MiB, rss // MiB))
+    san = h.sanitizer_of(pid)
+    if san:
+        # ASan's quarantine and shadow (also of the pool's free buffers, poisoned while
+        # free) and TSan's shadow are most of such a daemon's RSS: nothing to bound.
+        h.note("%s build: RSS is the sanitizer's as much as ours, not checked (peak %d MiB)"
+               % (san, peak // MiB))
+    else:
+        h.check("peak RSS within the buffer budget and the daemon's base",
+                peak <= BUDGET + BASE, "VmHWM %d MiB" % (peak // MiB))
+        ok = cl.wait_for(lambda: status_kib(pid, "VmRSS") <= REST, timeout=30)
+        rss = status_kib(pid, "VmRSS")
+        h.check("RSS at rest after the load <= %d MiB" % (REST // MiB), ok,
+                "VmRSS %d MiB" % (rss // MiB))
+        print("# peak %d MiB, rest %d MiB" % (peak // MiB, rss // MiB))
     h.check("clean unmount", not st.umount())
 
 
