@@ -7,7 +7,8 @@
  * reader (of this daemon or of one before it) holds (P1), verify racing an
  * unlink (H1), prefetch with failing record opens (H2), a huge sparse file
  * (H6), many files read once (M1); and an open that could not read an old
- * record, which verify then loaded (the model test, seed 103).  Witnesses:
+ * record, which verify then loaded (the model test, seed 103); write-behind
+ * within its bound in bytes while the disk stalls.  Witnesses:
  * every byte read is checked against the source's pattern, the fake's read
  * count, the files under cache_dir, fds held by the test itself, and
  * malloc's bytes in use.
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "cache_fixture.h"
+#include "cache_test.h"
 
 /* An RLIMIT_NOFILE under which exactly `room` more fds can be opened: fd
  * numbers must stay below it, and the lowest free ones are used first. */
@@ -678,6 +680,130 @@ static void test_index_never_waits(void)
 	env_fini(&v);
 }
 
+/* ---- write-behind within its bound in bytes while the disk stalls ------- */
+
+/* This program's pwrite, which the cache's static library calls instead of
+ * libc's: while the gate is closed, a write to a data file by any thread
+ * but the test's own (the write-behind worker) waits at it, as on a disk
+ * that stalls.  With 64-bit file offsets the headers name this symbol
+ * pwrite64. */
+static pthread_mutex_t wgate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wgate_cv = PTHREAD_COND_INITIALIZER;
+static bool wgate_closed;     /* protected by wgate_mu */
+static unsigned wgate_held;   /* protected by wgate_mu */
+static _Thread_local bool wgate_passes; /* the test's own thread */
+
+static bool is_data_file(int fd)
+{
+	char link[64], path[512];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n < 0)
+		return false;
+	path[n] = '\0';
+	return strstr(path, ".data") != NULL;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	ssize_t (*real)(int, const void *, size_t, off_t);
+	bool closed;
+
+	*(void **)&real = dlsym(RTLD_NEXT, "pwrite64");
+	pthread_mutex_lock(&wgate_mu);
+	closed = wgate_closed;
+	pthread_mutex_unlock(&wgate_mu);
+	if (closed && !wgate_passes && is_data_file(fd)) {
+		pthread_mutex_lock(&wgate_mu);
+		wgate_held++;
+		pthread_cond_broadcast(&wgate_cv);
+		while (wgate_closed)
+			pthread_cond_wait(&wgate_cv, &wgate_mu);
+		wgate_held--;
+		pthread_mutex_unlock(&wgate_mu);
+	}
+	return real(fd, buf, len, off);
+}
+
+static void wgate_set(bool closed)
+{
+	pthread_mutex_lock(&wgate_mu);
+	wgate_closed = closed;
+	pthread_cond_broadcast(&wgate_cv);
+	pthread_mutex_unlock(&wgate_mu);
+}
+
+/* Wait (bounded) until a write waits at the gate. */
+static bool wgate_wait_held(void)
+{
+	bool held = false;
+
+	for (int i = 0; i < 10000 && !held; i++) {
+		pthread_mutex_lock(&wgate_mu);
+		held = wgate_held > 0;
+		pthread_mutex_unlock(&wgate_mu);
+		if (!held)
+			usleep(1000);
+	}
+	return held;
+}
+
+/* A reader hands its fetched chunk to write-behind with a copy of its
+ * bytes; past WB_MAX_BYTES of copies it stores the chunk itself, so a
+ * stalled disk cannot make write-behind hold the memory of every chunk
+ * read meanwhile.  The bound is lowered to four chunks here (256 MiB is
+ * out of a unit test's reach, and the queue's 256 chunks of 64 KiB make
+ * only 16 MiB), and the worker's writes stall while 16 chunks are read. */
+static void test_write_behind_bounded(void)
+{
+	const uint64_t limit = 4 * CS;
+	const unsigned n = 16;
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	unsigned reads;
+
+	env_init(&v, 64u << 20);
+	cache_test_set_wb_limit(v.c, limit);
+	wgate_passes = true;
+	ino = make_file(&v, "wb", (n + 1) * CS, 12);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	/* Chunk 0 makes the record: the writes below only fill it. */
+	CHECK(read_check(&v, &h, 0, CS, 12) == CS);
+	wait_stored(&v);
+	CHECK(st(&v, ST_chunks_stored) == 1);
+
+	wgate_set(true);
+	for (unsigned i = 1; i <= n; i++) {
+		CHECK(read_check(&v, &h, (uint64_t)i * CS, CS, 12) == CS);
+		CHECK(cache_test_wb_bytes(v.c) <= limit);
+	}
+	/* The worker stalls in the write of chunk 1; chunks 1-4 fill the
+	 * bound, and the readers of chunks 5-16 stored theirs themselves. */
+	CHECK(wgate_wait_held());
+	CHECK(cache_test_wb_bytes(v.c) == limit);
+	CHECK(stat_line(&v, "write_behind_pending") == limit / CS);
+	CHECK(st(&v, ST_chunks_stored) == 1 + n - limit / CS);
+	CHECK(disk_slot_len(&v, ino, 1) == 0);
+	for (unsigned i = 5; i <= n; i++)
+		CHECK(disk_slot_len(&v, ino, i) == CS);
+
+	/* The disk is back: write-behind catches up, every chunk is a hit. */
+	wgate_set(false);
+	wait_stored(&v);
+	CHECK(cache_test_wb_bytes(v.c) == 0);
+	CHECK(st(&v, ST_chunks_stored) == 1 + n);
+	reads = fake_reads(&v.f);
+	for (unsigned i = 0; i <= n; i++)
+		CHECK(read_check(&v, &h, (uint64_t)i * CS, CS, 12) == CS);
+	CHECK(fake_reads(&v.f) == reads);
+	h_close(&v, &h);
+	wgate_passes = false;
+	env_fini(&v);
+}
+
 /* ---- M1: many files read once ------------------------------------------- */
 
 static void test_many_files(void)
@@ -741,6 +867,7 @@ int main(void)
 	test_prefetch_emfile();
 	test_huge_sparse();
 	test_index_never_waits();
+	test_write_behind_bounded();
 	test_many_files();
 	return check_done("test_cache_own");
 }
