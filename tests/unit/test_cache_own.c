@@ -79,6 +79,80 @@ static bool exists(const char *p)
 	return access(p, F_OK) == 0;
 }
 
+/* ---- gates: calls held on demand ----------------------------------------- */
+
+/* This program's fstatat and pwrite (further down), which the cache's
+ * static library calls instead of libc's, hold some calls at a gate while
+ * it is closed: an index stuck on a stat, a disk that stalls.  They find
+ * libc's with dlsym, which a static binary has none of: the release
+ * tarball's static build leaves this program out. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool closed;   /* protected by mu */
+	unsigned held; /* protected by mu: calls waiting at it */
+};
+#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0}
+
+/* A call goes through g: it waits while g is closed. */
+static void gate_pass(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->held++;
+	pthread_cond_broadcast(&g->cv);
+	while (g->closed)
+		pthread_cond_wait(&g->cv, &g->mu);
+	g->held--;
+	pthread_mutex_unlock(&g->mu);
+}
+
+static bool gate_is_closed(struct gate *g)
+{
+	bool closed;
+
+	pthread_mutex_lock(&g->mu);
+	closed = g->closed;
+	pthread_mutex_unlock(&g->mu);
+	return closed;
+}
+
+static void gate_set(struct gate *g, bool closed)
+{
+	pthread_mutex_lock(&g->mu);
+	g->closed = closed;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* Wait (10 s at most) until a call waits at g. */
+static bool gate_wait_held(struct gate *g)
+{
+	bool held = false;
+
+	for (int i = 0; i < 10000 && !held; i++) {
+		pthread_mutex_lock(&g->mu);
+		held = g->held > 0;
+		pthread_mutex_unlock(&g->mu);
+		if (!held)
+			usleep(1000);
+	}
+	return held;
+}
+
+/* fd is a record's data file (KEY.data), by its name. */
+static bool is_data_file(int fd)
+{
+	char link[64], path[512];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n < 0)
+		return false;
+	path[n] = '\0';
+	return strstr(path, ".data") != NULL;
+}
+
 /* ---- C1: EMFILE while a record's files are opened ---------------------- */
 
 /* Look name up and open it with room for one more fd only: the record's
@@ -576,13 +650,10 @@ static void test_huge_sparse(void)
 
 /* ---- M5: nothing waits for the startup index ---------------------------- */
 
-/* The index stats every record (fstatat): this program's fstatat, which the
- * cache's static library calls instead of libc's, holds those of metadata
- * files while the gate is closed, so the index cannot complete. */
-static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
-static bool gate_closed;    /* protected by gate_mu */
-static unsigned gate_held;  /* protected by gate_mu */
+/* The index stats every record (fstatat): this program's fstatat holds
+ * those of metadata files at stat_gate, so the index cannot complete
+ * while it is closed. */
+static struct gate stat_gate = GATE_INIT;
 
 static int gated_fstatat(const char *sym, int dirfd, const char *path, struct stat *st,
 			 int flags)
@@ -590,15 +661,8 @@ static int gated_fstatat(const char *sym, int dirfd, const char *path, struct st
 	int (*real)(int, const char *, struct stat *, int);
 
 	*(void **)&real = dlsym(RTLD_NEXT, sym);
-	if (path && strstr(path, ".meta")) {
-		pthread_mutex_lock(&gate_mu);
-		gate_held++;
-		pthread_cond_broadcast(&gate_cv);
-		while (gate_closed)
-			pthread_cond_wait(&gate_cv, &gate_mu);
-		gate_held--;
-		pthread_mutex_unlock(&gate_mu);
-	}
+	if (path && strstr(path, ".meta"))
+		gate_pass(&stat_gate);
 	return real(dirfd, path, st, flags);
 }
 
@@ -606,14 +670,6 @@ static int gated_fstatat(const char *sym, int dirfd, const char *path, struct st
 int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 {
 	return gated_fstatat("fstatat64", dirfd, path, st, flags);
-}
-
-static void gate_set(bool closed)
-{
-	pthread_mutex_lock(&gate_mu);
-	gate_closed = closed;
-	pthread_cond_broadcast(&gate_cv);
-	pthread_mutex_unlock(&gate_mu);
 }
 
 static void test_index_never_waits(void)
@@ -628,23 +684,10 @@ static void test_index_never_waits(void)
 	cached_file(&v, "old", 4 * CS, 10);
 
 	/* A restart whose index is stuck on the first record it stats. */
-	gate_set(true);
+	gate_set(&stat_gate, true);
 	env_down(&v);
 	env_up_nowait(&v);
-	pthread_mutex_lock(&gate_mu);
-	for (int i = 0; i < 500 && !gate_held; i++) {
-		struct timespec t;
-
-		clock_gettime(CLOCK_REALTIME, &t);
-		t.tv_nsec += 10 * 1000 * 1000;
-		if (t.tv_nsec >= 1000000000) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&gate_cv, &gate_mu, &t);
-	}
-	CHECK(gate_held > 0);
-	pthread_mutex_unlock(&gate_mu);
+	CHECK(gate_wait_held(&stat_gate));
 	CHECK(stat_line(&v, "cache_index_ready") == 0);
 
 	/* A cached file is served from the cache meanwhile... */
@@ -668,7 +711,7 @@ static void test_index_never_waits(void)
 	h_close(&v, &h);
 	alarm(0);
 
-	gate_set(false);
+	gate_set(&stat_gate, false);
 	for (int i = 0; i < 5000 && !stat_line(&v, "cache_index_ready"); i++)
 		usleep(1000);
 	CHECK(stat_line(&v, "cache_index_ready") == 1);
@@ -682,72 +725,21 @@ static void test_index_never_waits(void)
 
 /* ---- write-behind within its bound in bytes while the disk stalls ------- */
 
-/* This program's pwrite, which the cache's static library calls instead of
- * libc's: while the gate is closed, a write to a data file by any thread
- * but the test's own (the write-behind worker) waits at it, as on a disk
- * that stalls.  With 64-bit file offsets the headers name this symbol
- * pwrite64. */
-static pthread_mutex_t wgate_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wgate_cv = PTHREAD_COND_INITIALIZER;
-static bool wgate_closed;     /* protected by wgate_mu */
-static unsigned wgate_held;   /* protected by wgate_mu */
-static _Thread_local bool wgate_passes; /* the test's own thread */
-
-static bool is_data_file(int fd)
-{
-	char link[64], path[512];
-	ssize_t n;
-
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, path, sizeof(path) - 1);
-	if (n < 0)
-		return false;
-	path[n] = '\0';
-	return strstr(path, ".data") != NULL;
-}
+/* This program's pwrite holds writes to data files at write_gate, as on a
+ * disk that stalls: those of every thread but the test's own (the
+ * write-behind worker's).  With 64-bit file offsets the headers name this
+ * symbol pwrite64. */
+static struct gate write_gate = GATE_INIT;
+static _Thread_local bool writes_pass; /* the test's own thread */
 
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 {
 	ssize_t (*real)(int, const void *, size_t, off_t);
-	bool closed;
 
 	*(void **)&real = dlsym(RTLD_NEXT, "pwrite64");
-	pthread_mutex_lock(&wgate_mu);
-	closed = wgate_closed;
-	pthread_mutex_unlock(&wgate_mu);
-	if (closed && !wgate_passes && is_data_file(fd)) {
-		pthread_mutex_lock(&wgate_mu);
-		wgate_held++;
-		pthread_cond_broadcast(&wgate_cv);
-		while (wgate_closed)
-			pthread_cond_wait(&wgate_cv, &wgate_mu);
-		wgate_held--;
-		pthread_mutex_unlock(&wgate_mu);
-	}
+	if (!writes_pass && gate_is_closed(&write_gate) && is_data_file(fd))
+		gate_pass(&write_gate);
 	return real(fd, buf, len, off);
-}
-
-static void wgate_set(bool closed)
-{
-	pthread_mutex_lock(&wgate_mu);
-	wgate_closed = closed;
-	pthread_cond_broadcast(&wgate_cv);
-	pthread_mutex_unlock(&wgate_mu);
-}
-
-/* Wait (bounded) until a write waits at the gate. */
-static bool wgate_wait_held(void)
-{
-	bool held = false;
-
-	for (int i = 0; i < 10000 && !held; i++) {
-		pthread_mutex_lock(&wgate_mu);
-		held = wgate_held > 0;
-		pthread_mutex_unlock(&wgate_mu);
-		if (!held)
-			usleep(1000);
-	}
-	return held;
 }
 
 /* A reader hands its fetched chunk to write-behind with a copy of its
@@ -767,7 +759,7 @@ static void test_write_behind_bounded(void)
 
 	env_init(&v, 64u << 20);
 	cache_test_set_wb_limit(v.c, limit);
-	wgate_passes = true;
+	writes_pass = true;
 	ino = make_file(&v, "wb", (n + 1) * CS, 12);
 	CHECK(h_open(&v, ino, &h, NULL) == 0);
 	/* Chunk 0 makes the record: the writes below only fill it. */
@@ -775,14 +767,14 @@ static void test_write_behind_bounded(void)
 	wait_stored(&v);
 	CHECK(st(&v, ST_chunks_stored) == 1);
 
-	wgate_set(true);
+	gate_set(&write_gate, true);
 	for (unsigned i = 1; i <= n; i++) {
 		CHECK(read_check(&v, &h, (uint64_t)i * CS, CS, 12) == CS);
 		CHECK(cache_test_wb_bytes(v.c) <= limit);
 	}
 	/* The worker stalls in the write of chunk 1; chunks 1-4 fill the
 	 * bound, and the readers of chunks 5-16 stored theirs themselves. */
-	CHECK(wgate_wait_held());
+	CHECK(gate_wait_held(&write_gate));
 	CHECK(cache_test_wb_bytes(v.c) == limit);
 	CHECK(stat_line(&v, "write_behind_pending") == limit / CS);
 	CHECK(st(&v, ST_chunks_stored) == 1 + n - limit / CS);
@@ -791,7 +783,7 @@ static void test_write_behind_bounded(void)
 		CHECK(disk_slot_len(&v, ino, i) == CS);
 
 	/* The disk is back: write-behind catches up, every chunk is a hit. */
-	wgate_set(false);
+	gate_set(&write_gate, false);
 	wait_stored(&v);
 	CHECK(cache_test_wb_bytes(v.c) == 0);
 	CHECK(st(&v, ST_chunks_stored) == 1 + n);
@@ -800,7 +792,7 @@ static void test_write_behind_bounded(void)
 		CHECK(read_check(&v, &h, (uint64_t)i * CS, CS, 12) == CS);
 	CHECK(fake_reads(&v.f) == reads);
 	h_close(&v, &h);
-	wgate_passes = false;
+	writes_pass = false;
 	env_fini(&v);
 }
 
