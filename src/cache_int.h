@@ -192,6 +192,7 @@ struct cache {
 	struct prefetch *wb; /* write-behind: stores chunks after the reply */
 	uint64_t wb_pending; /* atomic: chunks queued or being written behind */
 	uint64_t wb_bytes;   /* atomic: their bytes */
+	uint64_t wb_limit;   /* bound of wb_bytes: WB_MAX_BYTES (tests lower it) */
 	unsigned window;     /* chunks to keep queued ahead of a sequential reader */
 	dev_t root_dev;      /* SOURCE's file system: device tag 0 in keys */
 	bool root_dev_known;

@@ -29,10 +29,6 @@
 #include "log.h"
 #include "source.h"
 
-/* Write-behind holds at most this many bytes of copies: beyond it readers
- * store their chunks themselves (whatever chunk_size is). */
-#define WB_MAX_BYTES (256ULL << 20)
-
 /* ---- the read path ------------------------------------------------------ */
 
 /* Append a memory segment; buf (if not NULL) is freed by cache_read_done.
@@ -286,7 +282,7 @@ static bool write_behind(struct cache *c, struct cache_file *e, struct chunk *ch
 
 	if (!c->wb)
 		return false;
-	if (__atomic_add_fetch(&c->wb_bytes, len, __ATOMIC_RELAXED) > WB_MAX_BYTES)
+	if (__atomic_add_fetch(&c->wb_bytes, len, __ATOMIC_RELAXED) > c->wb_limit)
 		goto err_bytes;
 	job.buf = malloc(len ? len : 1);
 	if (!job.buf)
