@@ -230,6 +230,31 @@ static void describe_word(const unsigned char *b, char *out, size_t outlen)
 		snprintf(out, outlen, "not a tag: %016" PRIx64, w);
 }
 
+/* Describe the word of the file that holds byte pos of a reply of n bytes
+ * read at off: the 8 bytes of [pos & ~7, +8), aligned in the file as the
+ * tags are, not in the reply (a read at an odd offset would mix two words
+ * into a tag of nothing: seed 110's "another object at 161 MB" was write 2
+ * of the same object at the same offset).  When that word starts before
+ * the reply, the next one is described. */
+static void describe_word_at(const unsigned char *buf, uint64_t off, size_t n, uint64_t pos,
+			     char *out, size_t outlen)
+{
+	uint64_t a = pos & ~(uint64_t)7;
+	unsigned char word[8] = {0};
+	char what[96];
+
+	if (a < off)
+		a += 8;
+	if (a >= off + n) {
+		snprintf(out, outlen, "no whole word");
+		return;
+	}
+	memcpy(word, buf + (a - off), off + n - a < 8 ? (size_t)(off + n - a) : 8);
+	describe_word(word, what, sizeof(what));
+	snprintf(out, outlen, "the word at %" PRIu64 " holds %s%s", a, what,
+		 off + n - a < 8 ? " (cut)" : "");
+}
+
 /* ---- the oracle: objects and their versions ---------------------------------- */
 
 struct extent {
@@ -1111,12 +1136,9 @@ static void check_read(struct worker *w, struct mhandle *h, uint64_t off, size_t
 		}
 	}
 	if (bad) {
-		char got[96], want[160] = "";
-		size_t at = (size_t)(first - off) & ~(size_t)7;
-		unsigned char word[8] = {0};
+		char got[160], want[160] = "";
 
-		memcpy(word, w->buf + at, (size_t)n - at < 8 ? (size_t)n - at : 8);
-		describe_word(word, got, sizeof(got));
+		describe_word_at(w->buf, off, (size_t)n, first, got, sizeof(got));
 		for (unsigned i = 0; i < win->n && strlen(want) < 120; i++)
 			snprintf(want + strlen(want), sizeof(want) - strlen(want),
 				 "%s%" PRIu64 "@[%" PRIu64 ",%s]", i ? " " : "", win->v[i]->size,
@@ -1125,7 +1147,7 @@ static void check_read(struct worker *w, struct mhandle *h, uint64_t off, size_t
 			w, zeros == bad ? F_ZEROS : F_WRONG_BYTES,
 			"read of '%s' (object %u, inode %lu) [%" PRIu64 "+%zu] -> %zd: %" PRIu64
 			" wrong bytes (%" PRIu64 " of them zeros), the first at offset %" PRIu64
-			"; its word holds %s%s",
+			"; %s%s",
 			slot_names[o->kind], o->id, (unsigned long)o->ino, off, len, n, bad, zeros,
 			first, got, rep->cut ? "; a reply segment came back short" : "")) {
 			fprintf(stderr,
@@ -1134,11 +1156,8 @@ static void check_read(struct worker *w, struct mhandle *h, uint64_t off, size_t
 				"; versions allowed (size@[from,until]): %s\n  wrong ranges:",
 				h->open_tick, r1, r2, want);
 			for (unsigned i = 0; i < nruns; i++) {
-				size_t a = (size_t)(runs[i][0] - off) & ~(size_t)7;
-
-				memset(word, 0, sizeof(word));
-				memcpy(word, w->buf + a, (size_t)n - a < 8 ? (size_t)n - a : 8);
-				describe_word(word, got, sizeof(got));
+				describe_word_at(w->buf, off, (size_t)n, runs[i][0], got,
+						 sizeof(got));
 				fprintf(stderr, " [%" PRIu64 ",%" PRIu64 ") (%s)", runs[i][0],
 					runs[i][1], got);
 			}
