@@ -340,6 +340,12 @@ class Stack:
         self.m = None
         return probs
 
+    def check_umount(self, what="clean unmount"):
+        """Unmount and check it was clean, the problems (a daemon still running after the
+        wait, with its threads' states; fusermount3's error) in the check's detail."""
+        probs = self.umount()
+        h.check(what, not probs, "; ".join(probs))
+
     def remount(self, extra=None):
         probs = self.umount()
         h.check("clean unmount before remount", not probs, "; ".join(probs))

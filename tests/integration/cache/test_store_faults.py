@@ -118,7 +118,7 @@ def test_store_faults():
     cl.faultinj_set(st, "")
     check_caching_resumes(what, st, want)
     h.check("the mount still answers", os.path.isdir(st.mnt) and os.listdir(st.mnt))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_emfile_at_reopen():
@@ -151,7 +151,7 @@ def test_emfile_at_reopen():
         h.check("after the eviction, a %s read of x gives the source's bytes" % how, got == x,
                 "%d bytes of %d%s" % (len(got), len(x),
                                       ", a page of zeros" if cl.has_zero_page(got) else ""))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":
