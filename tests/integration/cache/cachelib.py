@@ -347,8 +347,7 @@ class Stack:
         h.check(what, not probs, "; ".join(probs))
 
     def remount(self, extra=None):
-        probs = self.umount()
-        h.check("clean unmount before remount", not probs, "; ".join(probs))
+        self.check_umount("clean unmount before remount")
         return self.mount(extra)
 
     def daemon_pid(self):
