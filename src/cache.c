@@ -26,14 +26,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache_test.h"
 #include "log.h"
 
 /* Write-behind: one writer keeps the disk busy without competing with the
- * FUSE workers for the 2-4 cores of a typical host; 256 chunks queued (and
- * no more than the buffer budget allows, cache_read.c) before readers store
- * their chunks themselves. */
+ * FUSE workers for the 2-4 cores of a typical host; 256 chunks queued, and
+ * at most WB_MAX_BYTES of the buffers they hold (and no more than the
+ * buffer budget allows, cache_read.c), before readers store their chunks
+ * themselves. */
 #define WB_WORKERS 1
 #define WB_QUEUE 256
+#define WB_MAX_BYTES (256ULL << 20)
 /* Prefetch jobs queued at most, in windows (prefetch workers x 2 chunks):
  * room for that many sequential readers at once before readers fetch the
  * chunks themselves. */
@@ -209,6 +212,7 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	meta_policy_init(&c->policy, cfg);
 	c->stats = stats;
 	c->idle_max = idle_max_of_limit();
+	c->wb_limit = WB_MAX_BYTES;
 	/* Files on SOURCE's own file system keep the keys of earlier
 	 * versions (device tag 0). */
 	if (stat(cfg->source, &st) == 0) {
@@ -395,6 +399,16 @@ void cache_free(struct cache *c)
 	pthread_mutex_destroy(&c->sweep_mu);
 	pthread_cond_destroy(&c->sweep_cv);
 	free(c);
+}
+
+void cache_test_set_wb_limit(struct cache *c, uint64_t max)
+{
+	c->wb_limit = max;
+}
+
+uint64_t cache_test_wb_bytes(struct cache *c)
+{
+	return __atomic_load_n(&c->wb_bytes, __ATOMIC_ACQUIRE);
 }
 
 const char *cache_dir_path(const struct cache *c)

@@ -204,6 +204,8 @@ struct cache {
 	struct bufpool *pool; /* every chunk buffer, under one budget */
 	struct ahead *ahead;  /* prefetched chunks kept for their reader */
 	uint64_t wb_pending; /* atomic: chunks queued or being written behind */
+	uint64_t wb_bytes;   /* atomic: their bytes */
+	uint64_t wb_limit;   /* bound of wb_bytes: WB_MAX_BYTES (tests lower it) */
 	unsigned window;     /* chunks to keep queued ahead of a sequential reader */
 	dev_t root_dev;      /* SOURCE's file system: device tag 0 in keys */
 	bool root_dev_known;

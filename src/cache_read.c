@@ -478,6 +478,10 @@ static bool write_behind_locked(struct cache *c, struct cache_file *e, struct ch
 
 	if (!c->wb || bufpool_over(c->pool))
 		return false;
+	if (__atomic_add_fetch(&c->wb_bytes, len, __ATOMIC_RELAXED) > c->wb_limit) {
+		__atomic_fetch_sub(&c->wb_bytes, len, __ATOMIC_RELAXED);
+		return false;
+	}
 	bufpool_ref(buf); /* the job's */
 	bufpool_ref(buf); /* ch->mem's */
 	ch->mem = buf;
@@ -489,6 +493,7 @@ static bool write_behind_locked(struct cache *c, struct cache_file *e, struct ch
 		ch->mem = NULL;
 		bufpool_put(c->pool, buf);
 		bufpool_put(c->pool, buf);
+		__atomic_fetch_sub(&c->wb_bytes, len, __ATOMIC_RELAXED);
 		return false;
 	}
 	/* Readers waiting for the chunk can be served from memory now. */
@@ -512,6 +517,7 @@ static void write_behind_done(struct cache *c, const struct prefetch_job *job, b
 	pthread_mutex_unlock(&e->mu);
 	bufpool_put(c->pool, mem);
 	bufpool_put(c->pool, job->buf);
+	__atomic_fetch_sub(&c->wb_bytes, job->len, __ATOMIC_RELAXED);
 	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
 	entry_put(c, e);
 }

@@ -4,15 +4,18 @@
  * Each test is one finding of issue 15: EMFILE while a record is opened
  * (C1), a data file removed under the daemon (H5), a file grown on the
  * source while open (M3), a complete record's data file that a passthrough
- * reader (of this daemon or of one before it) holds (P1), verify racing an
- * unlink (H1), prefetch with failing record opens (H2), a huge sparse file
- * (H6), many files read once (M1); and an open that could not read an old
- * record, which verify then loaded (the model test, seed 103).  Witnesses:
+ * reader (of this daemon or of one before it) holds, and evict beside a
+ * passthrough open that came while it waited (P1), verify racing an unlink
+ * (H1), prefetch with failing record opens (H2), a huge sparse file (H6),
+ * write-behind within its bound in bytes while the disk stalls, many files
+ * read once (M1); and an open that could not read an old record, which
+ * verify then loaded (the model test, seed 103).  Witnesses:
  * every byte read is checked against the source's pattern, the fake's read
  * count, the files under cache_dir, fds held by the test itself, and
  * malloc's bytes in use.
  */
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -22,9 +25,12 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cache_fixture.h"
+#include "cache_test.h"
+#include "passthrough.h"
 
 /* An RLIMIT_NOFILE under which exactly `room` more fds can be opened: fd
  * numbers must stay below it, and the lowest free ones are used first. */
@@ -75,6 +81,81 @@ static struct efs_inode *cached_file(struct env *v, const char *name, uint64_t s
 static bool exists(const char *p)
 {
 	return access(p, F_OK) == 0;
+}
+
+/* ---- gates: calls held on demand ----------------------------------------- */
+
+/* This program's fstatat, pwrite and pread (further down), which the
+ * cache's static library calls instead of libc's, hold some calls at a gate
+ * while it is closed: an index stuck on a stat, a disk that stalls, a hit
+ * whose copy takes its time.  They find libc's with dlsym, which a static
+ * binary has none of: the release tarball's static build leaves this
+ * program out. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool closed;   /* protected by mu */
+	unsigned held; /* protected by mu: calls waiting at it */
+};
+#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0}
+
+/* A call goes through g: it waits while g is closed. */
+static void gate_pass(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->held++;
+	pthread_cond_broadcast(&g->cv);
+	while (g->closed)
+		pthread_cond_wait(&g->cv, &g->mu);
+	g->held--;
+	pthread_mutex_unlock(&g->mu);
+}
+
+static bool gate_is_closed(struct gate *g)
+{
+	bool closed;
+
+	pthread_mutex_lock(&g->mu);
+	closed = g->closed;
+	pthread_mutex_unlock(&g->mu);
+	return closed;
+}
+
+static void gate_set(struct gate *g, bool closed)
+{
+	pthread_mutex_lock(&g->mu);
+	g->closed = closed;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* Wait (10 s at most) until a call waits at g. */
+static bool gate_wait_held(struct gate *g)
+{
+	bool held = false;
+
+	for (int i = 0; i < 10000 && !held; i++) {
+		pthread_mutex_lock(&g->mu);
+		held = g->held > 0;
+		pthread_mutex_unlock(&g->mu);
+		if (!held)
+			usleep(1000);
+	}
+	return held;
+}
+
+/* fd is a record's data file (KEY.data), by its name. */
+static bool is_data_file(int fd)
+{
+	char link[64], path[512];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n < 0)
+		return false;
+	path[n] = '\0';
+	return strstr(path, ".data") != NULL;
 }
 
 /* ---- C1: EMFILE while a record's files are opened ---------------------- */
@@ -423,6 +504,202 @@ static void test_incomplete_punched(void)
 	env_fini(&v);
 }
 
+/* ---- P1: evict beside a passthrough open that came while it waited ------ */
+
+/* passthrough.c answers opens with kernel backing ids (libfuse >= 3.17 and
+ * a kernel that agreed at INIT), which a unit test has neither of.  This
+ * program's pt_open_locked and pt_release_locked stand in for it (the
+ * static library links them instead of passthrough.c's): the rules of
+ * passthrough.h over struct pt_entry, with made-up ids.  Only the evict
+ * test below opens through cache_pt_open. */
+static int fake_ids; /* atomic: backing ids handed out */
+static int fake_req; /* the requests' stand-in (never looked into) */
+
+int pt_open_locked(struct pt_entry *pe, void *req, bool ro, bool unchanged, bool eligible,
+		   int data_fd, uint64_t data_size, int *backing_id)
+{
+	struct stat s;
+
+	(void)req;
+	*backing_id = 0;
+	if (pe->opens > 0) {
+		if (!ro || !unchanged)
+			return ro ? -EBUSY : -ETXTBSY;
+		pe->opens++;
+		*backing_id = pe->backing_id;
+		return PT_PASSTHROUGH;
+	}
+	if (ro && eligible && !pe->cached && data_fd >= 0 && fstat(data_fd, &s) == 0 &&
+	    (uint64_t)s.st_size == data_size) {
+		pe->backing_id = __atomic_add_fetch(&fake_ids, 1, __ATOMIC_RELAXED);
+		pe->opens = 1;
+		*backing_id = pe->backing_id;
+		return PT_PASSTHROUGH;
+	}
+	pe->cached++;
+	return PT_CACHED;
+}
+
+void pt_release_locked(struct pt_entry *pe, void *req, enum pt_mode mode)
+{
+	(void)req;
+	if (mode == PT_CACHED && pe->cached)
+		pe->cached--;
+	if (mode == PT_PASSTHROUGH && pe->opens && --pe->opens == 0)
+		pe->backing_id = 0;
+}
+
+/* This program's pread holds reads of data files at read_gate, for the
+ * threads that ask for it: a hit whose copy waits there keeps its chunk
+ * pinned.  With 64-bit file offsets the headers name this symbol pread64. */
+static struct gate read_gate = GATE_INIT;
+static _Thread_local bool reads_held;
+
+ssize_t pread(int fd, void *buf, size_t len, off_t off)
+{
+	ssize_t (*real)(int, void *, size_t, off_t);
+
+	*(void **)&real = dlsym(RTLD_NEXT, "pread64");
+	if (reads_held && is_data_file(fd))
+		gate_pass(&read_gate);
+	return real(fd, buf, len, off);
+}
+
+/* Thread tid sleeps in a futex: it waits on a mutex or a condition
+ * variable (Linux's /proc/self/task/TID/syscall starts with the number of
+ * the call a blocked thread is in, and says "running" otherwise). */
+static bool in_futex(pid_t tid)
+{
+	char p[64], line[128];
+	long nr = -1;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(p, "r");
+	if (!f)
+		return false;
+	if (!fgets(line, sizeof(line), f) || sscanf(line, "%ld", &nr) != 1)
+		nr = -1;
+	fclose(f);
+	return nr == SYS_futex;
+}
+
+struct evict_arg {
+	struct env *v;
+	uint64_t ino;
+	pid_t tid;  /* atomic: its thread, once started */
+	int r;
+	bool done;  /* atomic */
+};
+
+/* efscachectl evict of the file. */
+static void *evict_main(void *p)
+{
+	struct evict_arg *a = p;
+	uint64_t bytes = 0, chunks = 0;
+
+	__atomic_store_n(&a->tid, gettid(), __ATOMIC_RELEASE);
+	a->r = cache_evict_ino(a->v->c, a->ino, &bytes, &chunks);
+	__atomic_store_n(&a->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+struct hit_arg {
+	struct env *v;
+	struct handle *h;
+	ssize_t n;
+};
+
+/* A hit on chunk 0 whose copy out of the data file waits at read_gate. */
+static void *held_hit_main(void *p)
+{
+	struct hit_arg *a = p;
+
+	reads_held = true;
+	a->n = read_check(a->v, a->h, 0, CS, 13);
+	return NULL;
+}
+
+/* efscachectl evict waits until nothing uses the record (no BUSY chunk, no
+ * pin), then removes it whole.  A read-only open may come meanwhile and
+ * be answered with passthrough (every chunk cached and verified): from
+ * then on the kernel reads the data file, and evict must answer EBUSY and
+ * leave the record alone, however quiet it found it before its wait. */
+static void test_evict_waits_then_passthrough(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	struct evict_arg ea;
+	struct hit_arg ha;
+	pthread_t evictor, reader;
+	struct stat before, after;
+	char data[256], meta[256];
+	uint64_t bytes = 0, chunks = 0;
+	unsigned reads;
+	int mode, id = 0, held, asleep, i;
+
+	env_init(&v, 64u << 20);
+	ino = cached_file(&v, "ev", 4 * CS, 13);
+	record_path(&v, (uint64_t)ino->ino, "data", data, sizeof(data));
+	record_path(&v, (uint64_t)ino->ino, "meta", meta, sizeof(meta));
+	CHECK(stat(data, &before) == 0);
+	held = hold_data(&v, ino); /* to read the bytes, whatever happens to the name */
+	CHECK(held >= 0);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	signal(SIGALRM, on_alarm);
+	alarm(30);
+
+	/* A hit in progress: chunk 0 pinned while its copy waits. */
+	gate_set(&read_gate, true);
+	ha = (struct hit_arg){.v = &v, .h = &h};
+	CHECK(pthread_create(&reader, NULL, held_hit_main, &ha) == 0);
+	CHECK(gate_wait_held(&read_gate));
+
+	/* evict waits for the pin to go: its thread sleeps in a futex, twice
+	 * 10 ms apart (nothing else it could sleep on is held: the hit waits
+	 * at the gate without the entry's mutex). */
+	ea = (struct evict_arg){.v = &v, .ino = (uint64_t)ino->ino};
+	CHECK(pthread_create(&evictor, NULL, evict_main, &ea) == 0);
+	for (asleep = 0, i = 0; asleep < 2 && i < 2000; i++) {
+		pid_t tid = __atomic_load_n(&ea.tid, __ATOMIC_ACQUIRE);
+
+		asleep = tid && in_futex(tid) ? asleep + 1 : 0;
+		usleep(10000);
+	}
+	CHECK(asleep == 2);
+
+	/* Meanwhile a read-only open, unchanged: passthrough. */
+	mode = cache_pt_open(v.c, ino, &fake_req, true, true, &id);
+	CHECK(mode == PT_PASSTHROUGH && id > 0);
+	CHECK(!__atomic_load_n(&ea.done, __ATOMIC_ACQUIRE));
+
+	/* The hit ends, evict wakes: the kernel reads the data file now. */
+	gate_set(&read_gate, false);
+	pthread_join(reader, NULL);
+	CHECK(ha.n == CS);
+	pthread_join(evictor, NULL);
+	CHECK(ea.r == -EBUSY);
+	CHECK(stat(data, &after) == 0 && after.st_ino == before.st_ino &&
+	      after.st_size == before.st_size && after.st_blocks == before.st_blocks);
+	CHECK(exists(meta));
+	CHECK(held_bytes_right(held, 4 * CS, 13));
+	reads = fake_reads(&v.f);
+	read_all(&v, &h, 4 * CS, 13);
+	CHECK(fake_reads(&v.f) == reads);
+
+	/* Once the passthrough open is released, evict removes the record. */
+	cache_pt_close(v.c, ino, &fake_req, mode);
+	CHECK(cache_evict_ino(v.c, (uint64_t)ino->ino, &bytes, &chunks) == 0);
+	CHECK(bytes == 4 * CS && chunks == 4);
+	CHECK(!exists(data) && !exists(meta));
+	CHECK(held_bytes_right(held, 4 * CS, 13));
+	alarm(0);
+	h_close(&v, &h);
+	close(held);
+	env_fini(&v);
+}
+
 /* ---- H1: verify racing an unlink ---------------------------------------- */
 
 struct race_arg {
@@ -574,13 +851,10 @@ static void test_huge_sparse(void)
 
 /* ---- M5: nothing waits for the startup index ---------------------------- */
 
-/* The index stats every record (fstatat): this program's fstatat, which the
- * cache's static library calls instead of libc's, holds those of metadata
- * files while the gate is closed, so the index cannot complete. */
-static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
-static bool gate_closed;    /* protected by gate_mu */
-static unsigned gate_held;  /* protected by gate_mu */
+/* The index stats every record (fstatat): this program's fstatat holds
+ * those of metadata files at stat_gate, so the index cannot complete
+ * while it is closed. */
+static struct gate stat_gate = GATE_INIT;
 
 static int gated_fstatat(const char *sym, int dirfd, const char *path, struct stat *st,
 			 int flags)
@@ -588,15 +862,8 @@ static int gated_fstatat(const char *sym, int dirfd, const char *path, struct st
 	int (*real)(int, const char *, struct stat *, int);
 
 	*(void **)&real = dlsym(RTLD_NEXT, sym);
-	if (path && strstr(path, ".meta")) {
-		pthread_mutex_lock(&gate_mu);
-		gate_held++;
-		pthread_cond_broadcast(&gate_cv);
-		while (gate_closed)
-			pthread_cond_wait(&gate_cv, &gate_mu);
-		gate_held--;
-		pthread_mutex_unlock(&gate_mu);
-	}
+	if (path && strstr(path, ".meta"))
+		gate_pass(&stat_gate);
 	return real(dirfd, path, st, flags);
 }
 
@@ -604,14 +871,6 @@ static int gated_fstatat(const char *sym, int dirfd, const char *path, struct st
 int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 {
 	return gated_fstatat("fstatat64", dirfd, path, st, flags);
-}
-
-static void gate_set(bool closed)
-{
-	pthread_mutex_lock(&gate_mu);
-	gate_closed = closed;
-	pthread_cond_broadcast(&gate_cv);
-	pthread_mutex_unlock(&gate_mu);
 }
 
 static void test_index_never_waits(void)
@@ -626,23 +885,10 @@ static void test_index_never_waits(void)
 	cached_file(&v, "old", 4 * CS, 10);
 
 	/* A restart whose index is stuck on the first record it stats. */
-	gate_set(true);
+	gate_set(&stat_gate, true);
 	env_down(&v);
 	env_up_nowait(&v);
-	pthread_mutex_lock(&gate_mu);
-	for (int i = 0; i < 500 && !gate_held; i++) {
-		struct timespec t;
-
-		clock_gettime(CLOCK_REALTIME, &t);
-		t.tv_nsec += 10 * 1000 * 1000;
-		if (t.tv_nsec >= 1000000000) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&gate_cv, &gate_mu, &t);
-	}
-	CHECK(gate_held > 0);
-	pthread_mutex_unlock(&gate_mu);
+	CHECK(gate_wait_held(&stat_gate));
 	CHECK(stat_line(&v, "cache_index_ready") == 0);
 
 	/* A cached file is served from the cache meanwhile... */
@@ -666,7 +912,7 @@ static void test_index_never_waits(void)
 	h_close(&v, &h);
 	alarm(0);
 
-	gate_set(false);
+	gate_set(&stat_gate, false);
 	for (int i = 0; i < 5000 && !stat_line(&v, "cache_index_ready"); i++)
 		usleep(1000);
 	CHECK(stat_line(&v, "cache_index_ready") == 1);
@@ -675,6 +921,79 @@ static void test_index_never_waits(void)
 	wait_stored(&v);
 	CHECK(st(&v, ST_chunks_stored) == stored + 4);
 	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* ---- write-behind within its bound in bytes while the disk stalls ------- */
+
+/* This program's pwrite holds writes to data files at write_gate, as on a
+ * disk that stalls: those of every thread but the test's own (the
+ * write-behind worker's).  With 64-bit file offsets the headers name this
+ * symbol pwrite64. */
+static struct gate write_gate = GATE_INIT;
+static _Thread_local bool writes_pass; /* the test's own thread */
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	ssize_t (*real)(int, const void *, size_t, off_t);
+
+	*(void **)&real = dlsym(RTLD_NEXT, "pwrite64");
+	if (!writes_pass && gate_is_closed(&write_gate) && is_data_file(fd))
+		gate_pass(&write_gate);
+	return real(fd, buf, len, off);
+}
+
+/* A reader hands its fetched chunk's buffer to write-behind; past
+ * WB_MAX_BYTES of buffers held it stores the chunk itself, so a stalled
+ * disk cannot make write-behind hold the memory of every chunk read
+ * meanwhile.  The bound is lowered to four chunks here (256 MiB is
+ * out of a unit test's reach, and the queue's 256 chunks of 64 KiB make
+ * only 16 MiB), and the worker's writes stall while 16 chunks are read. */
+static void test_write_behind_bounded(void)
+{
+	const uint64_t limit = 4 * CS;
+	const unsigned n = 16;
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	unsigned reads;
+
+	env_init(&v, 64u << 20);
+	cache_test_set_wb_limit(v.c, limit);
+	writes_pass = true;
+	ino = make_file(&v, "wb", (n + 1) * CS, 12);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	/* Chunk 0 makes the record: the writes below only fill it. */
+	CHECK(read_check(&v, &h, 0, CS, 12) == CS);
+	wait_stored(&v);
+	CHECK(st(&v, ST_chunks_stored) == 1);
+
+	gate_set(&write_gate, true);
+	for (unsigned i = 1; i <= n; i++) {
+		CHECK(read_check(&v, &h, (uint64_t)i * CS, CS, 12) == CS);
+		CHECK(cache_test_wb_bytes(v.c) <= limit);
+	}
+	/* The worker stalls in the write of chunk 1; chunks 1-4 fill the
+	 * bound, and the readers of chunks 5-16 stored theirs themselves. */
+	CHECK(gate_wait_held(&write_gate));
+	CHECK(cache_test_wb_bytes(v.c) == limit);
+	CHECK(stat_line(&v, "write_behind_pending") == limit / CS);
+	CHECK(st(&v, ST_chunks_stored) == 1 + n - limit / CS);
+	CHECK(disk_slot_len(&v, ino, 1) == 0);
+	for (unsigned i = 5; i <= n; i++)
+		CHECK(disk_slot_len(&v, ino, i) == CS);
+
+	/* The disk is back: write-behind catches up, every chunk is a hit. */
+	gate_set(&write_gate, false);
+	wait_stored(&v);
+	CHECK(cache_test_wb_bytes(v.c) == 0);
+	CHECK(st(&v, ST_chunks_stored) == 1 + n);
+	reads = fake_reads(&v.f);
+	for (unsigned i = 0; i <= n; i++)
+		CHECK(read_check(&v, &h, (uint64_t)i * CS, CS, 12) == CS);
+	CHECK(fake_reads(&v.f) == reads);
+	h_close(&v, &h);
+	writes_pass = false;
 	env_fini(&v);
 }
 
@@ -737,10 +1056,12 @@ int main(void)
 	test_complete_never_punched(false);
 	test_complete_never_punched(true);
 	test_incomplete_punched();
+	test_evict_waits_then_passthrough();
 	test_verify_races_unlink();
 	test_prefetch_emfile();
 	test_huge_sparse();
 	test_index_never_waits();
+	test_write_behind_bounded();
 	test_many_files();
 	return check_done("test_cache_own");
 }
