@@ -64,6 +64,11 @@ struct cache_source {
 	/* The process ran out of fds opening a cache file: give back idle
 	 * fds of the layer above (the inode table's).  May be NULL. */
 	void (*out_of_fds)(void *arg);
+	/* An open found no record of ino (a cold file) and validated it as
+	 * st: the layer above may fetch the file's siblings ahead
+	 * (siblings.h).  Called with no lock held, before the open is
+	 * answered: it must not wait for the source.  May be NULL. */
+	void (*cold_open)(void *arg, struct efs_inode *ino, const struct stat *st);
 	void *arg;
 };
 
@@ -90,6 +95,22 @@ void cache_free(struct cache *c);
  * successful cache_open of a regular file is paired with cache_close. */
 int cache_open(struct cache *c, struct efs_inode *ino, int open_fd,
 	       const struct meta_attr *attr, bool *keep_cache);
+/* Fetching ahead of any open (siblings.c): the source file (dev, ino) has
+ * no record and nobody uses its entry, so cache_fill would store it. */
+bool cache_fill_wanted(struct cache *c, dev_t dev, uint64_t ino);
+/* Store the whole file open on fd (an fd of the source file, O_DIRECT if
+ * the source allows it; st is its fstat after the open that reached the
+ * server), chunk by chunk, each read with no lock held and nothing of the
+ * entry claimed meanwhile: a demand open or read of the file never waits
+ * for this source read.  A chunk is stored only if, after its read, the
+ * source still has st's identity and the entry then has no record, or a
+ * record of that identity lacking the chunk; a record this call makes
+ * makes the next open drop the kernel's pages of the file.  Takes chunk
+ * buffers only while the pool is under its budget; never delays the
+ * cache's own work.  Returns the bytes stored, 0 if nothing was, or the
+ * source's -errno. */
+ssize_t cache_fill(struct cache *c, int fd, const struct stat *st);
+
 /* A file handle of ino was released. */
 void cache_close(struct cache *c, struct efs_inode *ino);
 

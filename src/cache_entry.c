@@ -436,7 +436,7 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	struct cache_file *e;
 	struct timespec now;
 	struct stat st;
-	bool trusted, full;
+	bool trusted, full, cold, drop_pages;
 	int r, lr, fd = -1;
 
 	*keep_cache = false;
@@ -463,12 +463,17 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	}
 	full = lr == 0 && e->loaded && !e->bypass && !e->need_create &&
 	       e->nstored == e->sf.nchunks;
+	/* A record cache_fill made: the kernel's pages of the file, if it has
+	 * any, are of no version this open has seen. */
+	drop_pages = e->filled;
+	if (trusted)
+		e->filled = false;
 	/* Counted as open from here (also while the source is asked), so that
 	 * the idle list does not take the record meanwhile. */
 	e->opens++;
 	pthread_mutex_unlock(&e->mu);
 	if (trusted) {
-		*keep_cache = true;
+		*keep_cache = !drop_pages;
 		return 0;
 	}
 
@@ -507,16 +512,19 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	pthread_mutex_lock(&e->mu);
 	stats_add(c->stats, ST_validations, 1);
 	lr = open_prepare_locked(c, e);
+	cold = open_fd < 0 && lr == 0 && !e->loaded;
 	if (lr < 0) {
 		/* The record could not be read (cache trouble): this open reads
 		 * from the source; the next one tries again. */
 		*keep_cache = false;
 	} else if (e->loaded && !e->bypass && cache_identity_equal(&e->sf.id, &id)) {
-		*keep_cache = true;
+		*keep_cache = !e->filled;
 	} else {
 		reset_locked(c, e, &id);
 		*keep_cache = false;
 	}
+	if (lr == 0)
+		e->filled = false;
 	e->validated = lr == 0;
 	e->validated_at = now;
 	e->validated_wall = time(NULL);
@@ -527,6 +535,8 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	pthread_mutex_unlock(&e->mu);
 	if (fd >= 0)
 		close(fd);
+	if (cold && c->src.cold_open)
+		c->src.cold_open(c->src.arg, ino, &st);
 	return 0;
 }
 

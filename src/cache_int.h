@@ -166,6 +166,11 @@ struct cache_file {
 	bool disk_differs;       /* a slot or punch failed: the record on disk
 				  * may say more than the map (no stamp) */
 	bool creating;           /* a thread is writing it (others wait on cv) */
+	bool filled;             /* the record was made by cache_fill, ahead of
+				  * any open: the next open must drop the
+				  * kernel's pages of the file (it may hold an
+				  * older version's, read before the record
+				  * it had then was evicted) */
 	struct timespec validated_at; /* CLOCK_MONOTONIC */
 	time_t validated_wall;
 	struct store_file sf;

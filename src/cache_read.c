@@ -1148,3 +1148,173 @@ void cache_read_done(struct cache *c, struct cache_read *rd)
 		entry_put(c, rd->entry);
 	memset(rd, 0, sizeof(*rd));
 }
+
+/* ---- whole files fetched ahead of their open (cache_fill) -------------- */
+
+/* May chunk idx of the file of identity id be stored in e, now?  With
+ * take, the entry gets a record for id if it has none (prepared in memory,
+ * as at a cold open) and the chunk becomes BUSY, ours.  Without, nothing
+ * changes.  e->mu held.  Never waits: an entry someone else is busy with
+ * is left to them. */
+static bool fill_chunk_locked(struct cache *c, struct cache_file *e,
+			      const struct store_identity *id, uint32_t idx, bool take,
+			      struct chunk **out)
+{
+	struct chunk *ch;
+
+	entry_check_store_gen_locked(c, e);
+	if (pt_holds(&e->pt) || !evict_ready(c->ev))
+		return false;
+	if (!e->loaded) {
+		/* An open (its record unreadable) or a reset in progress:
+		 * theirs. */
+		if (e->opens || e->jobs || !entry_quiet(e))
+			return false;
+		if (entry_load_locked(c, e) < 0)
+			return false;
+	}
+	if (!e->loaded) {
+		if (!take)
+			return true;
+		e->store_gen = cache_store_gen(c);
+		if (store_prepare(id, (uint32_t)c->cfg->chunk_size, &e->sf) < 0)
+			return false;
+		e->loaded = true;
+		e->need_create = true;
+		e->bypass = false;
+		/* Only an open validates; the pages the kernel may hold of
+		 * this file are of no version it validated (cache_open). */
+		e->validated = false;
+		e->filled = true;
+		e->gen++;
+	}
+	if (e->bypass || !cache_identity_equal(&e->sf.id, id) || idx >= e->sf.nchunks)
+		return false;
+	ch = chunk_get(e, idx);
+	if (ch && (ch->state != CH_ABSENT || ch->queued))
+		return false;
+	if (!take)
+		return true;
+	if (!ch && !(ch = chunk_make(e, idx)))
+		return false;
+	ch->state = CH_BUSY;
+	chunk_unlist(e, ch);
+	e->busy++;
+	*out = ch;
+	return true;
+}
+
+bool cache_fill_wanted(struct cache *c, dev_t dev, uint64_t ino)
+{
+	struct cache_file *e;
+	struct store_key k;
+	bool wanted;
+
+	if (!evict_ready(c->ev) || cache_key_of(c, dev, ino, &k) < 0)
+		return false;
+	e = entry_get(c, &k, true);
+	if (!e)
+		return true; /* the index is complete: no record on disk */
+	pthread_mutex_lock(&e->mu);
+	entry_check_store_gen_locked(c, e);
+	wanted = !e->loaded && !e->opens && !e->jobs && entry_quiet(e) &&
+		 !(e->rec->on_disk && e->rec->disk_gen == (uint32_t)cache_store_gen(c));
+	pthread_mutex_unlock(&e->mu);
+	entry_put(c, e);
+	return wanted;
+}
+
+/* Store one chunk read by cache_fill (buf: its bytes, len of them, hashed).
+ * Returns true if it was taken (stored, or being written behind). */
+static bool fill_commit(struct cache *c, struct cache_file *e, const struct store_identity *id,
+			uint32_t idx, struct pbuf *buf, uint32_t len, uint64_t hash)
+{
+	struct chunk *ch = NULL;
+	bool stored;
+
+	pthread_mutex_lock(&e->mu);
+	if (!fill_chunk_locked(c, e, id, idx, true, &ch)) {
+		pthread_mutex_unlock(&e->mu);
+		return false;
+	}
+	/* Readers of the chunk are served from buf at once (ch->mem). */
+	if (write_behind_locked(c, e, ch, buf, len, hash)) {
+		pthread_mutex_unlock(&e->mu);
+		return true;
+	}
+	pthread_mutex_unlock(&e->mu);
+	stored = store_chunk(c, e, idx, buf->data, len, hash);
+	pthread_mutex_lock(&e->mu);
+	/* Not "prefetched": the reader-less chunks of a sequential prefetch
+	 * are kept in c->ahead for their reader; these have none yet. */
+	finish_store_locked(c, e, ch, stored, hash, len, false);
+	pthread_mutex_unlock(&e->mu);
+	return stored;
+}
+
+ssize_t cache_fill(struct cache *c, int fd, const struct stat *st)
+{
+	const uint64_t cs = c->cfg->chunk_size;
+	struct store_identity id, now_id;
+	struct cache_file *e;
+	struct store_key k;
+	struct stat now;
+	ssize_t total = 0;
+	uint32_t nchunks;
+
+	if (!S_ISREG(st->st_mode) || st->st_size <= 0 || !evict_ready(c->ev) ||
+	    cache_key_of(c, st->st_dev, (uint64_t)st->st_ino, &k) < 0)
+		return 0;
+	e = entry_get(c, &k, false);
+	if (!e)
+		return 0;
+	cache_identity_of(st, &id);
+	nchunks = (uint32_t)(((uint64_t)st->st_size + cs - 1) / cs);
+	for (uint32_t idx = 0; idx < nchunks; idx++) {
+		const uint64_t start = (uint64_t)idx * cs;
+		const uint32_t want =
+			(uint32_t)((uint64_t)st->st_size - start < cs ? (uint64_t)st->st_size - start
+								       : cs);
+		struct pbuf *buf;
+		uint64_t hash;
+		bool ok;
+		ssize_t n;
+
+		pthread_mutex_lock(&e->mu);
+		ok = fill_chunk_locked(c, e, &id, idx, false, NULL);
+		pthread_mutex_unlock(&e->mu);
+		if (!ok)
+			continue;
+		/* Never beyond the budget: a reader's fetch and write-behind
+		 * need the room more. */
+		if (bufpool_over(c->pool) || !(buf = bufpool_get(c->pool, want, BUFPOOL_TRY)))
+			break;
+		n = c->src.read(c->src.arg, fd, buf->data, want, (off_t)start);
+		if (n < 0) {
+			bufpool_put(c->pool, buf);
+			total = total ? total : n;
+			break;
+		}
+		stats_add(c->stats, ST_bytes_from_source, (uint64_t)n);
+		/* Short, or the identity moved while we read: nothing of this
+		 * version is stored (the next open sees what changed). */
+		if ((uint32_t)n != want || c->src.stat_open(c->src.arg, fd, &now) < 0) {
+			bufpool_put(c->pool, buf);
+			break;
+		}
+		cache_identity_of(&now, &now_id);
+		if (!cache_identity_equal(&now_id, &id)) {
+			bufpool_put(c->pool, buf);
+			break;
+		}
+		hash = csum64(buf->data, want);
+		if (fill_commit(c, e, &id, idx, buf, want, hash))
+			total += want;
+		bufpool_put(c->pool, buf);
+	}
+	pthread_mutex_lock(&e->mu);
+	entry_release_locked(c, e);
+	pthread_mutex_unlock(&e->mu);
+	entry_put(c, e);
+	return total;
+}
