@@ -26,6 +26,8 @@ enum verify_mode { VERIFY_ONCE, VERIFY_ALWAYS, VERIFY_NEVER };
 #define CONFIG_MIN_CHUNK_SIZE (64ULL << 10)
 #define CONFIG_MAX_CHUNK_SIZE (64ULL << 20)
 #define CONFIG_MAX_PREFETCH 64
+#define CONFIG_DEFAULT_SIBLINGS 64
+#define CONFIG_MAX_SIBLINGS 1024
 /* Attribute cache windows, seconds: the Linux NFS client's defaults, which
  * EFS's recommended mount options keep. */
 #define CONFIG_DEFAULT_ACREGMIN 3
@@ -51,6 +53,8 @@ struct efs_config {
 	bool ttl_given, rw_given; /* what -o immutable may not be combined with */
 	uint64_t chunk_size;     /* power of two */
 	unsigned prefetch;       /* parallel fetch workers */
+	unsigned siblings;       /* small files of a directory fetched ahead when
+				  * one is opened cold; 0 = off (siblings.h) */
 	unsigned max_threads;    /* FUSE worker threads */
 	enum verify_mode verify;
 	bool passthrough;        /* -o passthrough=auto (true) or off */

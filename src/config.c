@@ -77,6 +77,9 @@ static const char usage_2[] =
 	"                         from 64K to 64M (default 1M)\n"
 	"  -o prefetch=N          parallel fetch workers for readahead and warm,\n"
 	"                         0 to 64 (default 8)\n"
+	"  -o siblings=N          when a small file (1M or less) is opened cold, fetch\n"
+	"                         up to N other small files of its directory ahead, in\n"
+	"                         parallel (8M at most), 0 to 1024 (default 64; 0: off)\n"
 	"  -o verify=once|always|never\n"
 	"                         verify a cached chunk's checksum before its first\n"
 	"                         use by this daemon (default), on every read, or never\n"
@@ -377,6 +380,13 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 			    val, CONFIG_MAX_PREFETCH);
 		cfg->prefetch = (unsigned)u;
 		r = 0;
+	} else if (!strcmp(opt, "siblings")) {
+		NEED_VALUE();
+		if (parse_uint(val, 0, CONFIG_MAX_SIBLINGS, &u))
+			BAD("bad value for option 'siblings': '%s': expected a number from 0 to %d",
+			    val, CONFIG_MAX_SIBLINGS);
+		cfg->siblings = (unsigned)u;
+		r = 0;
 	} else if (!strcmp(opt, "metrics")) {
 		char host[64];
 		const char *port = val;
@@ -529,6 +539,7 @@ int config_parse(struct efs_config *cfg, int argc, char *const argv[], char *err
 	cfg->lookupcache = LOOKUPCACHE_ALL;
 	cfg->chunk_size = CONFIG_DEFAULT_CHUNK_SIZE;
 	cfg->prefetch = CONFIG_DEFAULT_PREFETCH;
+	cfg->siblings = CONFIG_DEFAULT_SIBLINGS;
 	cfg->max_threads = CONFIG_DEFAULT_MAX_THREADS;
 	cfg->verify = VERIFY_ONCE;
 	cfg->passthrough = true;
