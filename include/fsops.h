@@ -33,6 +33,7 @@ struct efs_fs {
 	struct meta_policy policy; /* how long the kernel may cache metadata */
 	struct fuse_session *se;   /* for attribute invalidations; set by main */
 	struct cache *cache;
+	struct sib *sib;           /* siblings fetched ahead (siblings.c); may be NULL */
 	bool logged_nofile;        /* fd exhaustion was logged */
 	bool logged_source_nofile; /* the source's EMFILE/ENFILE was logged */
 	bool logged_nomem;         /* an inode allocation failure was logged */

@@ -46,6 +46,9 @@
 	X(prefetched_chunks, "chunks fetched ahead of the reader")                                 \
 	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")            \
 	X(scatter_sweeps, "files fetched whole ahead of a reader that missed chunks out of order") \
+	X(sibling_scans, "directories listed to fetch small files ahead of a cold open")          \
+	X(sibling_files, "small files fetched whole ahead of their open")                         \
+	X(sibling_bytes, "bytes of small files fetched ahead of their open")                      \
 	X(bytes_served, "bytes returned to read requests (from cache or source)")                 \
 	X(passthrough_opens, "opens served by kernel passthrough to the cache's data file")        \
 	X(passthrough_refused, "opens refused because the file was open with passthrough")        \
@@ -61,7 +64,9 @@
 	X(kernel_readdirs, "READDIR and READDIRPLUS requests from the kernel")                     \
 	X(bytes_saved, "bytes served that no source read was made for (a lower bound)")
 
-#define STATS_GAUGES(X) X(open_files, "files and directories open through the mount")
+#define STATS_GAUGES(X)                                                                            \
+	X(open_files, "files and directories open through the mount")                              \
+	X(sibling_pending, "directory listings and small files queued or being fetched ahead")
 
 /* Upper bounds (microseconds) of the fetch latency buckets; one more bucket
  * (+Inf) follows the last. */

@@ -31,6 +31,7 @@
 #include "lockwait.h"
 #include "log.h"
 #include "passthrough.h"
+#include "siblings.h"
 #include "source.h"
 #include "srcwatch.h"
 
@@ -331,6 +332,28 @@ bool source_object_gone(void *arg, struct efs_inode *i)
 	return r == -ESTALE || r == -ENOENT || (r == 0 && st.st_nlink == 0);
 }
 
+/* A small file was opened cold: its directory's other small files may be
+ * fetched ahead (siblings.c).  Only with the directory's O_PATH fd open
+ * already: reopening it would cost the open a round trip. */
+static void source_cold_open(void *arg, struct efs_inode *i, const struct stat *st)
+{
+	struct efs_fs *fs = arg;
+	struct efs_inode *parent;
+	char *name;
+	int pfd;
+
+	if (!fs->sib || (uint64_t)st->st_size > SIB_MAX_FILE ||
+	    itab_parent_get(fs->itab, i, &parent, &name) < 0)
+		return;
+	pfd = inode_fd_peek(fs->itab, parent);
+	if (pfd >= 0) {
+		sib_cold_open(fs->sib, pfd, parent->dev, (uint64_t)parent->ino, name,
+			      (uint64_t)st->st_size);
+		inode_fd_put(fs->itab, parent);
+	}
+	itab_parent_put(fs->itab, parent, name);
+}
+
 int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_t errlen)
 {
 	int fd, r;
@@ -376,10 +399,17 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 			.read = source_read,
 			.object_gone = source_object_gone,
 			.out_of_fds = source_out_of_fds,
+			.cold_open = source_cold_open,
 			.arg = fs,
 		};
 
 		r = cache_new(&fs->cache, cfg, &src, &fs->stats, err, errlen);
+	}
+	if (r == 0) {
+		r = sib_new(&fs->sib, cfg, fs->cache, &fs->stats);
+		if (r < 0)
+			snprintf(err, errlen, "cannot set up the sibling fetches: %s",
+				 strerror(-r));
 	}
 	if (r < 0) {
 		fsops_destroy(fs);
@@ -402,6 +432,8 @@ int fsops_start(struct efs_fs *fs)
 {
 	int r = cache_start(fs->cache);
 
+	if (r == 0)
+		r = sib_start(fs->sib);
 	if (r < 0)
 		return r;
 	/* Actions on the cache: a socket in cache_dir, for root and the owner.
@@ -450,6 +482,8 @@ void fsops_destroy(struct efs_fs *fs)
 	fs->handles = NULL;
 	control_stop(fs->ctl); /* before the cache it acts on */
 	fs->ctl = NULL;
+	sib_free(fs->sib); /* its jobs fill the cache */
+	fs->sib = NULL;
 	if (fs->itab)
 		itab_free(fs->itab);
 	fs->itab = NULL;

@@ -1,0 +1,53 @@
+/* siblings.h - a directory's small files fetched ahead when one of them is
+ * opened cold.
+ *
+ * A Python import or a node require opens a package's files one after the
+ * other, each at the source's latency.  When an open finds no record of a
+ * small file, its directory is listed once (per window) and the other small
+ * regular files the cache has no record of are fetched whole, in parallel,
+ * by a pool of their own, bounded in files and bytes.  Nothing here delays
+ * a demand open or read: the cache claims nothing while a sibling is read
+ * (cache_fill), the pool's threads and queue are not the readahead's, and
+ * chunk buffers are taken only while the pool is under its budget.
+ */
+#ifndef EFS_SIBLINGS_H
+#define EFS_SIBLINGS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "stats.h"
+
+struct cache;
+struct sib;
+
+/* A file larger than this neither starts a burst nor is fetched by one. */
+#define SIB_MAX_FILE (1ULL << 20)
+/* Bytes fetched ahead by one burst (one directory), at most. */
+#define SIB_MAX_BYTES (8ULL << 20)
+/* A directory is listed at most once per this many seconds. */
+#define SIB_WINDOW_S 60
+/* Bursts in flight at once, each holding one fd of its directory. */
+#define SIB_MAX_DIRS 8
+
+/* The pool for cache c: cfg->prefetch workers (none, and every call a
+ * no-op, when cfg->siblings or cfg->prefetch is 0).  0 or -errno. */
+int sib_new(struct sib **out, const struct efs_config *cfg, struct cache *c,
+	    struct efs_stats *stats);
+/* Start the workers (after daemonizing).  0 or -errno. */
+int sib_start(struct sib *s);
+/* Stop the workers; jobs not run are dropped.  Before the cache is freed.
+ * s may be NULL. */
+void sib_free(struct sib *s);
+/* The file `name` (size bytes) of the directory whose O_PATH fd is dirfd,
+ * (dev, dir_ino) its identity, was opened and had no record: queue the
+ * directory's other small files, unless the file is not small, the
+ * directory had its burst within the window, or too many are in flight.
+ * dirfd is not consumed (a dup is kept).  Never waits for the source. */
+void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const char *name,
+		   uint64_t size);
+/* Wait until every queued job has run (tests, benchmarks). */
+void sib_drain(struct sib *s);
+
+#endif

@@ -1,0 +1,296 @@
+/* siblings.c - a directory's small files fetched ahead when one of them is
+ * opened cold (issue 17).
+ *
+ *   cold open of d/a.py (no record, <= SIB_MAX_FILE)
+ *     -> sib_cold_open: d's burst within SIB_WINDOW_S?  too many in flight?
+ *        else dup d's O_PATH fd into a struct sib_dir, queue a DIR job
+ *   DIR job:  list d; each regular file but a.py that the cache has no
+ *             record of (cache_fill_wanted, by d_ino), up to cfg->siblings
+ *             of them: queue a FILE job (a reference on the sib_dir each)
+ *   FILE job: open the name in d (O_NOFOLLOW, nothing but a regular file,
+ *             O_DIRECT where allowed); small, and the burst has bytes
+ *             left (SIB_MAX_BYTES)?  cache_fill it
+ *
+ * The source is reached as SOURCE is everywhere (source.c): by name
+ * relative to the directory's fd, never following a symlink, never opening
+ * a FIFO or a device.  A file is read as the daemon: its open through the
+ * mount still asks the source whether the caller may read it, as for any
+ * cached file (docs/design.md, "Permissions").  What is fetched is stored
+ * under the identity the source gave at its open and confirmed after the
+ * read, and validated at its own open like any record (cache_fill).
+ *
+ * Priority below demand reads: a pool of its own (threads and a bounded
+ * queue; a job that does not fit is dropped), and the cache claims nothing
+ * of a file while it is read here, so a demand open or read of it never
+ * waits for this work (cache.h).
+ *
+ * State: s->mu (a leaf: held for memory only, never while calling the cache
+ * or the source) protects the window table (directories whose burst began
+ * within SIB_WINDOW_S, a fixed array: memory does not grow with the tree)
+ * and s->ndirs.  A struct sib_dir is shared by the jobs of one burst
+ * (refs, files and bytes left: atomics); the last reference closes its fd.
+ */
+#include "siblings.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "log.h"
+#include "prefetch.h"
+#include "source.h"
+
+#define SIB_SLOTS 256        /* directories remembered for the window */
+#define SIB_QUEUE_MAX 4096   /* jobs queued at most */
+
+enum sib_kind { SIB_DIR, SIB_FILE };
+
+struct sib_dir {
+	struct sib *s;
+	int fd;             /* O_PATH fd of the directory (a dup) */
+	dev_t dev;
+	char *opened;       /* the file whose open began the burst */
+	unsigned refs;      /* atomic: the queued and running jobs */
+	uint64_t bytes_left; /* atomic */
+};
+
+struct sib_slot {
+	dev_t dev;
+	uint64_t ino;
+	time_t at; /* CLOCK_MONOTONIC seconds; 0: empty */
+};
+
+struct sib {
+	const struct efs_config *cfg;
+	struct cache *c;
+	struct efs_stats *stats;
+	struct prefetch *pool;
+	pthread_mutex_t mu;
+	struct sib_slot slot[SIB_SLOTS]; /* protected by mu */
+	unsigned ndirs;                  /* bursts in flight; protected by mu */
+};
+
+static void dir_put(struct sib_dir *d)
+{
+	struct sib *s = d->s;
+
+	if (__atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	close(d->fd);
+	free(d->opened);
+	free(d);
+	pthread_mutex_lock(&s->mu);
+	s->ndirs--;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* One sibling: open it by name, fetch it whole if it is small and the
+ * burst has bytes left. */
+static void run_file(struct sib *s, struct sib_dir *d, const char *name)
+{
+	uint64_t size, left;
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	fd = src_open_at(d->fd, name, O_RDONLY | O_DIRECT);
+	if (fd == -EINVAL)
+		fd = src_open_at(d->fd, name, O_RDONLY);
+	if (fd < 0)
+		return; /* gone, replaced by a directory, out of fds: not ours to say */
+	stats_add(s->stats, ST_source_opens, 1);
+	if (src_stat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    (uint64_t)st.st_size > SIB_MAX_FILE)
+		goto out_close;
+	size = (uint64_t)st.st_size;
+	left = __atomic_load_n(&d->bytes_left, __ATOMIC_RELAXED);
+	do {
+		if (left < size)
+			goto out_close;
+	} while (!__atomic_compare_exchange_n(&d->bytes_left, &left, left - size, false,
+					      __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+	n = cache_fill(s->c, fd, &st);
+	if (n > 0) {
+		stats_add(s->stats, ST_sibling_files, 1);
+		stats_add(s->stats, ST_sibling_bytes, (uint64_t)n);
+	}
+out_close:
+	close(fd);
+}
+
+/* List the directory and queue its small files the cache lacks. */
+static void run_dir(struct sib *s, struct sib_dir *d)
+{
+	struct dirent *ent;
+	unsigned queued = 0;
+	DIR *dp;
+
+	if (src_opendir(d->fd, &dp) < 0)
+		return;
+	stats_add(s->stats, ST_source_readdirs, 1);
+	stats_add(s->stats, ST_sibling_scans, 1);
+	while (queued < s->cfg->siblings && src_readdir(dp, &ent) == 0 && ent) {
+		struct prefetch_job job = {.idx = SIB_FILE, .fd = -1};
+
+		/* d_type is what the listing says; the open checks again. */
+		if (ent->d_type != DT_REG || !strcmp(ent->d_name, d->opened) ||
+		    !cache_fill_wanted(s->c, d->dev, (uint64_t)ent->d_ino))
+			continue;
+		job.entry = d;
+		job.buf = strdup(ent->d_name);
+		if (!job.buf)
+			break;
+		__atomic_add_fetch(&d->refs, 1, __ATOMIC_RELAXED);
+		stats_add(s->stats, ST_sibling_pending, 1);
+		if (!prefetch_submit(s->pool, &job)) {
+			/* The queue is full: the rest is fetched at its open. */
+			stats_sub(s->stats, ST_sibling_pending, 1);
+			free(job.buf);
+			dir_put(d);
+			break;
+		}
+		queued++;
+	}
+	src_closedir(dp);
+}
+
+static void run_job(const struct prefetch_job *job, void *arg)
+{
+	struct sib *s = arg;
+	struct sib_dir *d = job->entry;
+
+	if (job->idx == SIB_DIR)
+		run_dir(s, d);
+	else
+		run_file(s, d, job->buf);
+	free(job->buf);
+	dir_put(d);
+	stats_sub(s->stats, ST_sibling_pending, 1);
+}
+
+static void drop_job(const struct prefetch_job *job, void *arg)
+{
+	struct sib *s = arg;
+
+	free(job->buf);
+	dir_put(job->entry);
+	stats_sub(s->stats, ST_sibling_pending, 1);
+}
+
+int sib_new(struct sib **out, const struct efs_config *cfg, struct cache *c,
+	    struct efs_stats *stats)
+{
+	unsigned queue = SIB_MAX_DIRS * (cfg->siblings + 1);
+	struct sib *s;
+	int r;
+
+	*out = NULL;
+	if (!cfg->siblings || !cfg->prefetch)
+		return 0;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->cfg = cfg;
+	s->c = c;
+	s->stats = stats;
+	pthread_mutex_init(&s->mu, NULL);
+	r = prefetch_new(&s->pool, cfg->prefetch, queue < SIB_QUEUE_MAX ? queue : SIB_QUEUE_MAX,
+			 run_job, s);
+	if (r < 0) {
+		pthread_mutex_destroy(&s->mu);
+		free(s);
+		return r;
+	}
+	*out = s;
+	return 0;
+}
+
+int sib_start(struct sib *s)
+{
+	return s ? prefetch_start(s->pool) : 0;
+}
+
+void sib_free(struct sib *s)
+{
+	if (!s)
+		return;
+	prefetch_free(s->pool, drop_job);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+void sib_drain(struct sib *s)
+{
+	if (s)
+		prefetch_drain(s->pool);
+}
+
+/* Claim the directory's burst: false if it had one within the window or
+ * too many are in flight.  s->mu held. */
+static bool claim_locked(struct sib *s, dev_t dev, uint64_t ino)
+{
+	struct sib_slot *sl = &s->slot[(ino ^ (uint64_t)dev * 0x9e3779b97f4a7c15ULL) % SIB_SLOTS];
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (sl->at && sl->dev == dev && sl->ino == ino && now.tv_sec - sl->at < SIB_WINDOW_S)
+		return false;
+	if (s->ndirs >= SIB_MAX_DIRS)
+		return false;
+	sl->dev = dev;
+	sl->ino = ino;
+	sl->at = now.tv_sec ? now.tv_sec : 1;
+	s->ndirs++;
+	return true;
+}
+
+void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const char *name,
+		   uint64_t size)
+{
+	struct prefetch_job job = {.idx = SIB_DIR, .fd = -1};
+	struct sib_dir *d;
+	bool ok;
+
+	if (!s || size > SIB_MAX_FILE)
+		return;
+	pthread_mutex_lock(&s->mu);
+	ok = claim_locked(s, dev, dir_ino);
+	pthread_mutex_unlock(&s->mu);
+	if (!ok)
+		return;
+	d = calloc(1, sizeof(*d));
+	if (d) {
+		d->s = s;
+		d->dev = dev;
+		d->refs = 1;
+		d->bytes_left = SIB_MAX_BYTES;
+		d->opened = strdup(name);
+		d->fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+	}
+	if (!d || !d->opened || d->fd < 0) {
+		if (d) {
+			if (d->fd >= 0)
+				close(d->fd);
+			free(d->opened);
+			free(d);
+		}
+		pthread_mutex_lock(&s->mu);
+		s->ndirs--;
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	job.entry = d;
+	stats_add(s->stats, ST_sibling_pending, 1);
+	if (!prefetch_submit(s->pool, &job)) {
+		stats_sub(s->stats, ST_sibling_pending, 1);
+		dir_put(d);
+	}
+}
