@@ -95,6 +95,10 @@ void cache_free(struct cache *c);
  * successful cache_open of a regular file is paired with cache_close. */
 int cache_open(struct cache *c, struct efs_inode *ino, int open_fd,
 	       const struct meta_attr *attr, bool *keep_cache);
+/* May bytes be fetched ahead of any open now?  Not into a cache smaller
+ * than 16 times that, nor when cache_dir's file system is short of room
+ * (cache_min_free): speculative work evicts nothing but the LRU's own. */
+bool cache_room_ahead(struct cache *c, uint64_t bytes);
 /* Fetching ahead of any open (siblings.c): the source file (dev, ino) has
  * no record and nobody uses its entry, so cache_fill would store it. */
 bool cache_fill_wanted(struct cache *c, dev_t dev, uint64_t ino);

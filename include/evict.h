@@ -101,6 +101,10 @@ void evict_sweep(struct evict *ev, void *batch);
 void evict_reset(struct evict *ev);
 
 uint64_t evict_usage(struct evict *ev);
+/* Does cache_dir's file system hold bytes more, beside the reservations,
+ * while keeping cache_min_free free, without evicting anything?  (Work
+ * that may be skipped, such as fetching ahead, asks before it begins.) */
+bool evict_fs_room(struct evict *ev, uint64_t bytes);
 uint64_t evict_limit(const struct evict *ev);
 
 #endif

@@ -1204,6 +1204,12 @@ static bool fill_chunk_locked(struct cache *c, struct cache_file *e,
 	return true;
 }
 
+bool cache_room_ahead(struct cache *c, uint64_t bytes)
+{
+	return evict_ready(c->ev) && c->cfg->cache_size / 16 >= bytes &&
+	       evict_fs_room(c->ev, bytes) && cache_dir_owned(c);
+}
+
 bool cache_fill_wanted(struct cache *c, dev_t dev, uint64_t ino)
 {
 	struct cache_file *e;

@@ -388,3 +388,16 @@ uint64_t evict_limit(const struct evict *ev)
 {
 	return ev->cfg->cache_size;
 }
+
+bool evict_fs_room(struct evict *ev, uint64_t bytes)
+{
+	uint64_t avail, total;
+	bool ok;
+
+	if (store_fs_space(ev->store, &avail, &total) < 0)
+		return false;
+	pthread_mutex_lock(&ev->mu);
+	ok = avail >= bytes + ev->pending + min_free_bytes(ev, total);
+	pthread_mutex_unlock(&ev->mu);
+	return ok;
+}

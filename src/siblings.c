@@ -133,7 +133,7 @@ static void run_dir(struct sib *s, struct sib_dir *d)
 	unsigned queued = 0;
 	DIR *dp;
 
-	if (src_opendir(d->fd, &dp) < 0)
+	if (!cache_room_ahead(s->c, SIB_MAX_BYTES) || src_opendir(d->fd, &dp) < 0)
 		return;
 	stats_add(s->stats, ST_source_readdirs, 1);
 	stats_add(s->stats, ST_sibling_scans, 1);
