@@ -38,13 +38,18 @@ _Atomic int check_count;
 /* ---- the fake source ----------------------------------------------------- */
 
 
+static bool fake_gated_locked(struct fake *f)
+{
+	return f->hold || (f->hold_others && !pthread_equal(pthread_self(), f->free_thread));
+}
+
 static void fake_wait_gate(struct fake *f)
 {
 	pthread_mutex_lock(&f->mu);
 	f->reads++;
 	f->held++;
 	pthread_cond_broadcast(&f->cv);
-	while (f->hold)
+	while (fake_gated_locked(f))
 		pthread_cond_wait(&f->cv, &f->mu);
 	f->held--;
 	pthread_mutex_unlock(&f->mu);
@@ -189,6 +194,25 @@ void fake_set_hold(struct fake *f, bool hold)
 	f->hold = hold;
 	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
+}
+
+void fake_hold_others(struct fake *f, bool hold)
+{
+	pthread_mutex_lock(&f->mu);
+	f->hold_others = hold;
+	f->free_thread = pthread_self();
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
+unsigned fake_held(struct fake *f)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&f->mu);
+	n = f->held;
+	pthread_mutex_unlock(&f->mu);
+	return n;
 }
 
 void fake_arm_change(struct fake *f, enum change how, const char *name)

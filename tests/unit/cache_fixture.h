@@ -47,6 +47,8 @@ struct fake {
 	int fail;	      /* errno every call fails with; 0 = none */
 	bool other_ino;	      /* the next stat_open reports another inode */
 	bool hold;	      /* reads wait at the gate until it opens */
+	bool hold_others;     /* reads of threads but `free` wait at the gate */
+	pthread_t free_thread;
 	unsigned held;	      /* reads waiting at the gate now */
 	enum change change;   /* done once, after the next read's bytes */
 	char change_name[64]; /* the file it is done to */
@@ -76,6 +78,10 @@ struct handle {
 unsigned fake_reads(struct fake *f);
 void fake_set_fail(struct fake *f, int err); /* every call fails with -err; 0 = none */
 void fake_set_hold(struct fake *f, bool hold); /* reads wait at the gate while hold */
+/* Reads of every thread but the caller wait at the gate while hold (the
+ * caller's own reads, the demand's, pass); fake_held counts the waiting. */
+void fake_hold_others(struct fake *f, bool hold);
+unsigned fake_held(struct fake *f);
 void fake_arm_change(struct fake *f, enum change how, const char *name); /* after next read */
 
 /* The environment: env_init makes the directories and starts a cache of
