@@ -320,6 +320,59 @@ static void test_pages_dropped(void)
 	teardown(&v, s);
 }
 
+/* At most SIB_MAX_DIRS bursts at once: with every sibling read held at the
+ * gate, the next directory's cold open starts nothing; once they end, it
+ * does. */
+static void test_dirs_in_flight(void)
+{
+	struct env v;
+	struct sib *s = setup(&v, 8, 1ULL << 30);
+	int dfd[SIB_MAX_DIRS + 1];
+	char name[32];
+
+	for (unsigned i = 0; i <= SIB_MAX_DIRS; i++) {
+		int fd;
+
+		snprintf(name, sizeof(name), "d%u", i);
+		CHECK(mkdirat(v.f.root, name, 0755) == 0);
+		dfd[i] = openat(v.f.root, name, O_PATH | O_DIRECTORY);
+		CHECK(dfd[i] >= 0);
+		fd = openat(dfd[i], "a", O_CREAT | O_WRONLY, 0644);
+		CHECK(fd >= 0 && write(fd, "a", 1) == 1);
+		close(fd);
+		fd = openat(dfd[i], "b", O_CREAT | O_WRONLY, 0644);
+		CHECK(fd >= 0 && write(fd, "bb", 2) == 2);
+		close(fd);
+	}
+	fake_hold_others(&v.f, true);
+	for (unsigned i = 0; i < SIB_MAX_DIRS; i++) {
+		struct stat d;
+
+		CHECK(fstat(dfd[i], &d) == 0);
+		sib_cold_open(s, dfd[i], d.st_dev, (uint64_t)d.st_ino, "a", 1);
+	}
+	/* Two workers hold a sibling read each; the other bursts wait. */
+	while (fake_held(&v.f) < 2)
+		usleep(1000);
+	{
+		struct stat d;
+
+		CHECK(fstat(dfd[SIB_MAX_DIRS], &d) == 0);
+		sib_cold_open(s, dfd[SIB_MAX_DIRS], d.st_dev, (uint64_t)d.st_ino, "a", 1);
+		fake_hold_others(&v.f, false);
+		settle(&v, s);
+		CHECK(st(&v, ST_sibling_scans) == SIB_MAX_DIRS);
+		CHECK(st(&v, ST_sibling_files) == SIB_MAX_DIRS);
+		sib_cold_open(s, dfd[SIB_MAX_DIRS], d.st_dev, (uint64_t)d.st_ino, "a", 1);
+		settle(&v, s);
+		CHECK(st(&v, ST_sibling_scans) == SIB_MAX_DIRS + 1);
+		CHECK(st(&v, ST_sibling_files) == SIB_MAX_DIRS + 1);
+	}
+	for (unsigned i = 0; i <= SIB_MAX_DIRS; i++)
+		close(dfd[i]);
+	teardown(&v, s);
+}
+
 int main(void)
 {
 	signal(SIGALRM, on_alarm);
@@ -330,5 +383,6 @@ int main(void)
 	test_changed_meanwhile();
 	test_known_skipped();
 	test_pages_dropped();
+	test_dirs_in_flight();
 	return check_done("test_siblings");
 }
