@@ -31,6 +31,11 @@ int src_stat(int fd, struct stat *st);
  * (AT_STATX_DONT_SYNC).  Only for attributes the server confirmed recently
  * through another call (a forced stat by name of the same object). */
 int src_stat_cached(int fd, struct stat *st);
+/* What the source's client knows of name in dirfd (not following a final
+ * symlink): no round trip for the attributes (AT_STATX_DONT_SYNC), though
+ * resolving a name the client has not seen costs a lookup.  Type and size
+ * only, possibly stale: a hint, never a file's identity. */
+int src_stat_cached_at(int dirfd, const char *name, struct stat *st);
 /* The stat of name in dirfd (not following a final symlink) that really
  * reaches the server: statx with AT_STATX_FORCE_SYNC, which an NFS client
  * sends as a GETATTR instead of answering from its attribute cache (a plain

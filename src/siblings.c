@@ -101,6 +101,12 @@ static void run_file(struct sib *s, struct sib_dir *d, const char *name)
 	ssize_t n;
 	int fd;
 
+	/* A file the source's client already knows to be large or not a
+	 * file (a listing with attributes, as NFS's READDIR and FUSE's
+	 * READDIRPLUS give) costs no OPEN. */
+	if (src_stat_cached_at(d->fd, name, &st) == 0 &&
+	    (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > SIB_MAX_FILE))
+		return;
 	fd = src_open_at(d->fd, name, O_RDONLY | O_DIRECT);
 	if (fd == -EINVAL)
 		fd = src_open_at(d->fd, name, O_RDONLY);

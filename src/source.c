@@ -83,6 +83,12 @@ int src_stat_cached(int fd, struct stat *st)
 			     STATX_BASIC_STATS & ~STATX_ATIME, st);
 }
 
+int src_stat_cached_at(int dirfd, const char *name, struct stat *st)
+{
+	return statx_to_stat(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC,
+			     STATX_TYPE | STATX_SIZE, st);
+}
+
 int src_stat_sync_at(int dirfd, const char *name, struct stat *st)
 {
 	return statx_to_stat(dirfd, name,
