@@ -7,9 +7,10 @@
  *   DIR job:  list d; each regular file but a.py that the cache has no
  *             record of (cache_fill_wanted, by d_ino), up to cfg->siblings
  *             of them: queue a FILE job (a reference on the sib_dir each)
- *   FILE job: open the name in d (O_NOFOLLOW, nothing but a regular file,
- *             O_DIRECT where allowed); small, and the burst has bytes
- *             left (SIB_MAX_BYTES)?  cache_fill it
+ *   FILE job: skip it if the source's client knows it is large or not a
+ *             file (no round trip); open the name in d (O_NOFOLLOW, nothing
+ *             but a regular file, O_DIRECT where allowed); small, and the
+ *             burst has bytes left (SIB_MAX_BYTES)?  cache_fill it
  *
  * The source is reached as SOURCE is everywhere (source.c): by name
  * relative to the directory's fd, never following a symlink, never opening
