@@ -95,13 +95,17 @@ static void dir_put(struct sib_dir *d)
 
 /* One sibling: open it by name, fetch it whole if it is small and the
  * burst has bytes left. */
-static void run_file(struct sib *s, struct sib_dir *d, const char *name)
+static void run_file(struct sib *s, struct sib_dir *d, const char *name, uint64_t ino)
 {
 	uint64_t size, left;
 	struct stat st;
 	ssize_t n;
 	int fd;
 
+	/* Opened through the mount since the listing (the application got
+	 * there first): its open fetches it, an OPEN here would be wasted. */
+	if (!cache_fill_wanted(s->c, d->dev, ino))
+		return;
 	/* A file the source's client already knows to be large or not a
 	 * file (a listing with attributes, as NFS's READDIR and FUSE's
 	 * READDIRPLUS give) costs no OPEN. */
@@ -152,6 +156,7 @@ static void run_dir(struct sib *s, struct sib_dir *d)
 		    !cache_fill_wanted(s->c, d->dev, (uint64_t)ent->d_ino))
 			continue;
 		job.entry = d;
+		job.tag = (uint64_t)ent->d_ino;
 		job.buf = strdup(ent->d_name);
 		if (!job.buf)
 			break;
@@ -177,7 +182,7 @@ static void run_job(const struct prefetch_job *job, void *arg)
 	if (job->idx == SIB_DIR)
 		run_dir(s, d);
 	else
-		run_file(s, d, job->buf);
+		run_file(s, d, job->buf, job->tag);
 	free(job->buf);
 	dir_put(d);
 	stats_sub(s->stats, ST_sibling_pending, 1);
