@@ -73,7 +73,8 @@ def test_one_round_trip_per_open():
 
 
 def test_cold_no_more_than_efs():
-    st = cl.Stack(emu_opts=EMU_NFS)
+    # The first read's own cost: no fetch ahead of "direct" (test_cold_siblings_cost).
+    st = cl.Stack(emu_opts=EMU_NFS, cache_opts=("siblings=0",))
     for n in ("direct", "cached"):
         cl.make_file(st.s(n), 20 * KiB, seed=len(n))
     before = meta(st.emu_stats())
@@ -85,6 +86,41 @@ def test_cold_no_more_than_efs():
     h.note("first read of a small file: EFS directly %s, through efscache %s" % (efs, ours))
     h.check("a cold first read through efscache costs no more requests than EFS directly",
             sum(ours.values()) <= sum(efs.values()), "efs %s efscache %s" % (efs, ours))
+    st.check_umount("clean unmount")
+
+
+def test_cold_siblings_cost():
+    """A cold first read of a small file costs what EFS costs for it, plus the fetch ahead of
+    its directory's other small files (siblings): one listing and, per sibling, one OPEN and
+    one READ; their own opens then cost one GETATTR each, as any valid cached file's."""
+    st = cl.Stack(emu_opts=EMU_NFS)
+    os.makedirs(st.s("e"))
+    os.makedirs(st.s("d"))
+    cl.make_file(st.s("e", "direct"), 20 * KiB, seed=3)
+    want = {n: cl.make_file(st.s("d", n), 20 * KiB, seed=len(n) + 40) for n in ("a", "bb", "ccc")}
+    before = meta(st.emu_stats())
+    read_once(st.e("e", "direct"))
+    efs = diff(meta(st.emu_stats()), before)
+    before = meta(st.emu_stats())
+    h.eq("cold read of d/a: right bytes", cl.sha(read_once(st.p("d", "a"))), want["a"])
+    h.check("the fetches ahead ended",
+            cl.wait_for(lambda: st.stats(settled=False).get("sibling_pending", 0) == 0, 30))
+    st.stats()
+    ours = diff(meta(st.emu_stats()), before)
+    h.note("cold read of one small file: EFS directly %s; through efscache, with its 2 "
+           "siblings fetched ahead, %s" % (efs, ours))
+    h.eq("siblings fetched", st.stats().get("sibling_files"), 2)
+    h.check("... costing one listing and one OPEN and one READ each beyond EFS's cost of a",
+            ours["opens"] <= efs["opens"] + 2 and ours["read_ops"] <= efs["read_ops"] + 2 and
+            ours["readdirs"] <= efs["readdirs"] + 2 and ours["lookups"] <= efs["lookups"] + 2 and
+            ours["getattrs"] <= efs["getattrs"] + 2, "efs %s efscache %s" % (efs, ours))
+    for n in ("bb", "ccc"):
+        before = meta(st.emu_stats())
+        h.eq("%s: right bytes" % n, cl.sha(read_once(st.p("d", n))), want[n])
+        got = diff(meta(st.emu_stats()), before)
+        # (its lookup may refresh the emulated client's attributes: a GETATTR more)
+        h.check("%s fetched ahead: its open sends no OPEN and no READ, a GETATTR" % n,
+                got["opens"] == 0 and got["read_ops"] == 0 and got["getattrs"] >= 1, got)
     st.check_umount("clean unmount")
 
 
@@ -280,7 +316,8 @@ def test_immutable_opens_ask_nothing():
     st.check_umount("clean unmount")
 
 
-h.run_tests([test_one_round_trip_per_open, test_cold_no_more_than_efs, test_changes_seen_at_open,
+h.run_tests([test_one_round_trip_per_open, test_cold_no_more_than_efs, test_cold_siblings_cost,
+             test_changes_seen_at_open,
              test_names_within_window, test_lookupcache_modes, test_relaxed_modes,
              test_reader_close_sends_no_flush, test_noflush_close_drops_locks,
              test_immutable_opens_ask_nothing])
