@@ -35,7 +35,10 @@ h.make_random_file(os.path.join(RAW, "late-fault.bin"), 8 * MiB, seed=8)
 EMU = h.mount_emu(RAW, os.path.join(BASE, "emu"), "latency_ms=0.2", "meta_latency_ms=0.1")
 # lookupcache=positive: the fault tests make lookups fail and then expect the name back at
 # once, which a cached negative entry (the default, as on EFS) would hide for acdirmin.
-M = h.mount_efscache(EMU.mnt, os.path.join(BASE, "mnt"), "lookupcache=positive")
+# siblings=0: they also expect a file never read through the mount to be neither cached
+# nor its name known to efscache's side of the emu (a fetch ahead of faulty.bin's
+# siblings would fetch "vanishing" and look its name up).
+M = h.mount_efscache(EMU.mnt, os.path.join(BASE, "mnt"), "lookupcache=positive", "siblings=0")
 MNT = M.mnt
 
 

@@ -367,12 +367,14 @@ class Stack:
     # -- counters
     def stats(self, settled=True):
         """efscache's counters.  Chunks a reader fetched are written to cache_dir behind its
-        reply; with settled (the default) wait until none is pending, so counters such as
-        chunks_stored say what the reads before the call did."""
+        reply, and a cold open of a small file fetches its siblings ahead; with settled (the
+        default) wait until neither is pending, so counters such as chunks_stored say what
+        the reads before the call did, and no request of theirs comes after it."""
         deadline = time.monotonic() + 30
         while True:
             s = parse_lines(os.getxattr(self.mnt, "user.efscache.stats"))
-            if not settled or not s.get("write_behind_pending") or time.monotonic() > deadline:
+            if not settled or time.monotonic() > deadline or \
+                    not (s.get("write_behind_pending") or s.get("sibling_pending")):
                 return s
             time.sleep(0.01)
 
