@@ -820,8 +820,11 @@ static void sweep_locked(struct cache *c, struct cache_file *e)
 {
 	if (!e->sweep)
 		return;
-	if (!c->pf || e->bypass || !e->loaded || e->gen != e->sweep_gen || !e->opens ||
-	    e->fetch_fd < 0) {
+	/* The reader gone (its last close) ends the sweep; a mount that
+	 * opens files without asking (-o immutable) tells of no close, so
+	 * there the sweep runs to the end of the file. */
+	if (!c->pf || e->bypass || !e->loaded || e->gen != e->sweep_gen ||
+	    (!e->opens && !c->policy.no_open) || e->fetch_fd < 0) {
 		e->sweep = false;
 		return;
 	}
@@ -1005,6 +1008,10 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 out:
 	sweep_locked(c, e);
 	entry_release_locked(c, e);
+	/* This job was the entry's last use and unloaded it: nobody is left
+	 * to read the chunk from memory. */
+	if (!e->loaded)
+		keep = 0;
 	pthread_mutex_unlock(&e->mu);
 	if (keep)
 		ahead_keep(c, e, gen, job->idx, keep, buf);

@@ -228,6 +228,45 @@ static void test_data_file_whole(void)
 	env_fini(&v);
 }
 
+/* A mount that opens files without asking (-o immutable) tells of no close:
+ * each read is an open and a close of the entry.  A scattered reader's
+ * sweep must not stop at those closes, and fetches the whole file. */
+static void test_sweep_without_handles(void)
+{
+	unsigned char *b = malloc(8192);
+	struct env v;
+	struct efs_inode *ino;
+	bool keep;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	env_down(&v);
+	v.cfg.immutable = true;
+	env_up(&v);
+	ino = make_file(&v, "noopen", (uint64_t)NCH * CS, 10);
+	for (unsigned i = 0; i < 5; i++) {
+		const uint64_t off = (uint64_t)scattered[i] * CS + 4096;
+		ssize_t n;
+
+		CHECK(core_open(&v, ino, &keep) == 0);
+		n = core_read(&v, ino, -1, off, 8192, false, b, NULL);
+		if (n == -EBADFD) {
+			int fd = core_source_fd(&v, ino);
+
+			n = fd < 0 ? fd : core_read(&v, ino, fd, off, 8192, false, b, NULL);
+			if (fd >= 0)
+				close(fd);
+		}
+		CHECK(n == 8192 && b && bytes_are(b, off, 8192, 10));
+		core_close(&v, ino);
+	}
+	CHECK(st(&v, ST_scatter_sweeps) == 1);
+	CHECK(wait_all_stored(&v, ino, NCH));
+	wait_stored(&v);
+	CHECK(fake_reads(&v.f) == NCH);
+	free(b);
+	env_fini(&v);
+}
+
 int main(void)
 {
 	test_data_file_whole();
@@ -235,5 +274,6 @@ int main(void)
 	test_no_sweep();
 	test_loaders();
 	test_sweep_stops_at_close();
+	test_sweep_without_handles();
 	return check_done("cache_cold");
 }
