@@ -46,6 +46,7 @@
 	X(prefetched_chunks, "chunks fetched ahead of the reader")                                 \
 	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")            \
 	X(scatter_sweeps, "files fetched whole ahead of a reader that missed chunks out of order") \
+	X(kept_hits, "reads served from a prefetched chunk still in memory (no cache file read)")  \
 	X(sibling_scans, "directories listed to fetch small files ahead of a cold open")          \
 	X(sibling_files, "small files fetched whole ahead of their open")                         \
 	X(sibling_bytes, "bytes of small files fetched ahead of their open")                      \
