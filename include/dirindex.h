@@ -108,6 +108,8 @@ struct dix_dir {
 	unsigned refs;
 	bool listed;              /* in the table (else freed at its last put) */
 	bool checked_here;        /* checked against the source by this daemon */
+	bool unsaved;             /* its store said "not yet" (-EAGAIN): the
+				   * next dix_get saves it */
 	struct timespec checked;  /* CLOCK_MONOTONIC of that check */
 	struct dix_dir *hnext, *lru_prev, *lru_next;
 };
@@ -118,7 +120,8 @@ struct dix_store_ops {
 	 * 0, -ENOENT (none), or -errno. */
 	int (*load)(void *arg, uint64_t dev, uint64_t ino, void **buf, size_t *len);
 	/* Keep buf as the snapshot of (dev, ino), replacing any older one.
-	 * The index works whether it succeeds or not. */
+	 * The index works whether it succeeds or not; -EAGAIN (not yet)
+	 * has the next dix_get of it try again. */
 	int (*save)(void *arg, uint64_t dev, uint64_t ino, const struct dix_dir *d, const void *buf,
 		    size_t len);
 	void (*remove)(void *arg, uint64_t dev, uint64_t ino);
@@ -130,7 +133,10 @@ struct dix;
 /* An index keeping at most mem_max bytes of snapshots in memory (those in
  * use may exceed it until put).  ops is copied.  0 or -ENOMEM. */
 int dix_new(struct dix **out, size_t mem_max, const struct dix_store_ops *ops);
+/* dix_free saves what its store said "not yet" to first (dix_flush). */
 void dix_free(struct dix *x);
+/* Save the snapshots the store said "not yet" to (each tried once). */
+void dix_flush(struct dix *x);
 
 /* The snapshot of directory (dev, ino), from memory or the store, with a
  * reference (dix_put); NULL if there is none. */

@@ -460,20 +460,31 @@ static struct dix_dir *publish_locked(struct dix *x, struct dix_dir *d)
 	return gone;
 }
 
-void dix_free(struct dix *x)
+/* Write d to the store (d is listed, the caller holds a reference; no
+ * lock held).  A store not ready yet (-EAGAIN: the cache's startup index
+ * is not complete) leaves d to be saved at a later dix_get. */
+static void save(struct dix *x, struct dix_dir *d)
 {
-	if (!x)
-		return;
-	for (size_t b = 0; b < DIX_BUCKETS; b++) {
-		struct dix_dir *d = x->buckets[b], *next;
+	void *buf = NULL;
+	size_t len = 0;
+	bool still;
+	int r;
 
-		for (; d; d = next) {
-			next = d->hnext;
-			dix_dir_free(d);
-		}
-	}
-	pthread_mutex_destroy(&x->mu);
-	free(x);
+	if (!x->ops.save || dix_encode(d, &buf, &len) < 0)
+		return;
+	r = x->ops.save(x->ops.arg, d->dev, d->ino, d, buf, len);
+	free(buf);
+	pthread_mutex_lock(&x->mu);
+	if (r == 0)
+		x->saves++;
+	else if (r == -EAGAIN && d->listed)
+		d->unsaved = true;
+	/* A change forgotten (or a newer pass published) while we saved
+	 * must not be undone by this older snapshot. */
+	still = d->listed && find_locked(x, d->dev, d->ino) == d;
+	pthread_mutex_unlock(&x->mu);
+	if (r == 0 && !still && x->ops.remove)
+		x->ops.remove(x->ops.arg, d->dev, d->ino);
 }
 
 struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino)
@@ -483,14 +494,20 @@ struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino)
 	size_t len = 0;
 	int r;
 
+	bool retry = false;
+
 	pthread_mutex_lock(&x->mu);
 	d = find_locked(x, dev, ino);
 	if (d) {
 		d->refs++;
 		lru_unlink(d);
 		lru_push(x, d);
+		retry = d->unsaved;
+		d->unsaved = false;
 	}
 	pthread_mutex_unlock(&x->mu);
+	if (retry)
+		save(x, d);
 	if (d || !x->ops.load)
 		return d;
 
@@ -543,6 +560,49 @@ void dix_put(struct dix *x, struct dix_dir *d)
 	if (free_it)
 		dix_dir_free(d);
 	free_chain(gone);
+}
+
+void dix_flush(struct dix *x)
+{
+	for (;;) {
+		struct dix_dir *d = NULL;
+
+		pthread_mutex_lock(&x->mu);
+		for (struct dix_dir *e = x->lru.lru_next; e != &x->lru; e = e->lru_next)
+			if (e->unsaved) {
+				d = e;
+				break;
+			}
+		if (d) {
+			d->unsaved = false;
+			d->refs++;
+		}
+		pthread_mutex_unlock(&x->mu);
+		if (!d)
+			return;
+		save(x, d);
+		pthread_mutex_lock(&x->mu);
+		d->unsaved = false; /* still not: once is enough here */
+		pthread_mutex_unlock(&x->mu);
+		dix_put(x, d);
+	}
+}
+
+void dix_free(struct dix *x)
+{
+	if (!x)
+		return;
+	dix_flush(x);
+	for (size_t b = 0; b < DIX_BUCKETS; b++) {
+		struct dix_dir *d = x->buckets[b], *next;
+
+		for (; d; d = next) {
+			next = d->hnext;
+			dix_dir_free(d);
+		}
+	}
+	pthread_mutex_destroy(&x->mu);
+	free(x);
 }
 
 void dix_checked(struct dix *x, struct dix_dir *d, const struct timespec *now)
@@ -725,8 +785,6 @@ struct dix_dir *dix_build_commit(struct dix *x, struct dix_build *b, const struc
 {
 	struct dix_dir *d = calloc(1, sizeof(*d)), *gone;
 	uint32_t off = 0;
-	void *buf = NULL;
-	size_t len = 0;
 
 	if (!d || (b->n && !(d->names = malloc(b->names_len))) || !(d->ent = calloc(b->n ? b->n : 1,
 										 sizeof(*d->ent)))) {
@@ -765,27 +823,10 @@ struct dix_dir *dix_build_commit(struct dix *x, struct dix_build *b, const struc
 	d->checked_here = true;
 	dix_build_abort(b);
 
-	/* Encoded before it is published (it does not change after). */
-	if (x->ops.save && dix_encode(d, &buf, &len) < 0)
-		buf = NULL;
 	pthread_mutex_lock(&x->mu);
 	gone = publish_locked(x, d);
 	pthread_mutex_unlock(&x->mu);
 	free_chain(gone);
-	if (buf) {
-		bool still;
-
-		if (x->ops.save(x->ops.arg, d->dev, d->ino, d, buf, len) == 0) {
-			/* A change forgotten (or a newer pass published) while we
-			 * saved must not be undone by this older snapshot. */
-			pthread_mutex_lock(&x->mu);
-			x->saves++;
-			still = d->listed && find_locked(x, d->dev, d->ino) == d;
-			pthread_mutex_unlock(&x->mu);
-			if (!still && x->ops.remove)
-				x->ops.remove(x->ops.arg, d->dev, d->ino);
-		}
-		free(buf);
-	}
+	save(x, d);
 	return d;
 }

@@ -265,6 +265,7 @@ struct fake_store {
 	unsigned char *buf;
 	size_t len;
 	unsigned loads, saves, removes;
+	unsigned not_yet; /* saves that answer -EAGAIN first */
 };
 
 static int fs_load(void *arg, uint64_t dev, uint64_t ino, void **buf, size_t *len)
@@ -290,6 +291,10 @@ static int fs_save(void *arg, uint64_t dev, uint64_t ino, const struct dix_dir *
 	(void)dev;
 	(void)ino;
 	(void)d;
+	if (s->not_yet) {
+		s->not_yet--;
+		return -EAGAIN;
+	}
 	s->saves++;
 	free(s->buf);
 	s->buf = malloc(len);
@@ -353,6 +358,31 @@ static void test_store(void)
 	s.loads = 0;
 	CHECK(dix_get(x, DEV, DIR_INO) == NULL && s.loads == 1);
 	dix_free(x);
+	free(s.buf);
+	s = (struct fake_store){0};
+
+	/* The store not ready at the pass (the cache's startup index): saved
+	 * at the next use instead, once. */
+	s.not_yet = 1;
+	CHECK(dix_new(&x, 1 << 20, &ops) == 0);
+	d = build(x, 3, 70);
+	CHECK(s.saves == 0 && s.buf == NULL);
+	dix_put(x, d);
+	d = dix_get(x, DEV, DIR_INO);
+	CHECK(d && s.saves == 1 && s.buf != NULL);
+	dix_put(x, d);
+	d = dix_get(x, DEV, DIR_INO);
+	CHECK(s.saves == 1);
+	dix_put(x, d);
+	dix_free(x);
+	/* ... or at the daemon's exit, if nothing used it again. */
+	s.not_yet = 1;
+	CHECK(dix_new(&x, 1 << 20, &ops) == 0);
+	d = build(x, 3, 80);
+	CHECK(s.saves == 1);
+	dix_put(x, d);
+	dix_free(x);
+	CHECK(s.saves == 2 && s.buf != NULL);
 	free(s.buf);
 }
 
