@@ -386,6 +386,12 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return r;
 	}
 	itab_set_release_hook(fs->itab, cache_inode_release, fs->cache);
+	r = index_init(fs);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the directory index: %s", strerror(-r));
+		fsops_destroy(fs);
+		return r;
+	}
 	/* Close-to-open: every open asks the source, and a reader's open also
 	 * asks whether the caller may read (docs/design.md, "Permissions").
 	 * Only root can act as another user; with nocto or a ttl an open
@@ -437,6 +443,8 @@ void fsops_destroy(struct efs_fs *fs)
 		if (h->is_dir) {
 			if (((struct efs_dir *)h)->dp)
 				src_closedir(((struct efs_dir *)h)->dp);
+			if (((struct efs_dir *)h)->snap)
+				index_put(fs, ((struct efs_dir *)h)->snap);
 		} else {
 			struct efs_file *f = (struct efs_file *)h;
 
@@ -450,6 +458,7 @@ void fsops_destroy(struct efs_fs *fs)
 	fs->handles = NULL;
 	control_stop(fs->ctl); /* before the cache it acts on */
 	fs->ctl = NULL;
+	index_free(fs); /* its snapshots persist through the cache: first */
 	if (fs->itab)
 		itab_free(fs->itab);
 	fs->itab = NULL;
