@@ -11,13 +11,13 @@
  * passed since this daemon made or last checked it, then after one stat of
  * D on the source shows its inode number, mtime and ctime unchanged.  A
  * snapshot read from cache_dir is checked at its first use (default
- * options).  An opendir checks the snapshot against the stat it makes.
+ * options).
  *
  * What it answers: a name and its attributes (itab_observe_at: what is
  * left of the file's own window since the pass saw them, none for a
  * snapshot of an earlier daemon, the full window with ttl=never); a name
- * absent (lookupcache=all); a listing of a handle, by position; a getattr
- * inside the file's window.  The source is asked instead for a name
+ * absent (lookupcache=all, with ttl=N or ttl=never only); a listing, by
+ * position; a getattr inside the file's window.  The source is asked instead for a name
  * another file system is mounted on, a file of several links (with default
  * options: a change through another name is not seen here), and a file
  * whose inode holds a newer, different answer.
@@ -326,10 +326,14 @@ out:
 int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
 		 struct fuse_entry_param *e)
 {
-	struct dix_dir *d = index_dir(fs, dir);
+	struct dix_dir *d;
 	const struct dix_entry *ent;
 	int r;
 
+	/* A name no snapshot can hold: the source says which error. */
+	if (strlen(name) > DIX_NAME_MAX)
+		return -EAGAIN;
+	d = index_dir(fs, dir);
 	if (!d && fs->dix && fs->policy.immutable &&
 	    !__atomic_load_n(&dir->unindexed, __ATOMIC_RELAXED)) {
 		/* ttl=never: list it now, so that no name in it asks again, in
@@ -341,7 +345,12 @@ int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
 	ent = dix_find(d, name, strlen(name));
 	if (ent) {
 		r = index_entry(fs, dir, d, ent, e);
-	} else if (fs->policy.lookupcache == LOOKUPCACHE_ALL) {
+	} else if (fs->policy.lookupcache == LOOKUPCACHE_ALL &&
+		   (fs->policy.immutable || fs->policy.ttl > 0)) {
+		/* Absent, with ttl=N or ttl=never only: an NFS client never
+		 * answers "no such name" from a listing (its negative entries
+		 * are per name asked), so with default options a name made
+		 * on the source after the listing shows at once, as on EFS. */
 		struct timespec now;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
@@ -349,7 +358,7 @@ int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
 		e->entry_timeout = names_left(fs, dir, d, &now);
 		r = -ENOENT;
 	} else {
-		r = -EAGAIN; /* lookupcache=positive: absent names ask */
+		r = -EAGAIN; /* the source says */
 	}
 	dix_put(fs->dix, d);
 	if (r != -EAGAIN)
