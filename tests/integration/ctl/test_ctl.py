@@ -35,7 +35,8 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "prefetched_chunks", "prefetch_unused_bytes", "bytes_served", "passthrough_opens",
             "passthrough_refused", "source_lookups", "source_getattrs", "source_opens",
             "source_readdirs", "kernel_lookups", "kernel_getattrs", "kernel_opens",
-            "kernel_flushes", "kernel_releases", "kernel_readdirs", "bytes_saved",
+            "kernel_flushes", "kernel_releases", "kernel_readdirs", "index_lookups",
+            "index_getattrs", "index_listings", "index_builds", "index_checks", "bytes_saved",
             "open_files"] + \
     ["fetch_latency_us_le_%d" % b for b in (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
                                             100000, 250000, 500000, 1000000, 2500000, 10000000)] + \
