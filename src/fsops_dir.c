@@ -144,7 +144,7 @@ static bool list_once_from_snapshot(fuse_req_t req, struct efs_fs *fs, struct ef
 		return false;
 	/* The snapshot that may answer now, else a new one (an immutable
 	 * directory lists the same again). */
-	snap = index_dir(fs, dir);
+	snap = index_dir(fs, dir, true);
 	if (!snap)
 		snap = index_build(fs, dir, DIX_MAX_ENTRIES);
 	if (snap && list_mode_is(dir, LIST_SNAPSHOT)) {
@@ -211,7 +211,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		itab_observe(fs->itab, i, &fs->policy, &st);
 		/* A snapshot of the directory that may answer now lists it
 		 * (checked against the server if its window passed). */
-		d->snap = index_dir(fs, i);
+		d->snap = index_dir(fs, i, true);
 	}
 	if (d->snap)
 		close_stream(d); /* listed from the snapshot */

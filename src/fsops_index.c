@@ -91,7 +91,7 @@ static double names_left(struct efs_fs *fs, struct efs_inode *dir, struct dix_di
 	return left > 0 ? left : 0;
 }
 
-struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir)
+struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir, bool may_check)
 {
 	struct dix_dir *d;
 	struct meta_attr a;
@@ -115,7 +115,10 @@ struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir)
 		dix_forget(fs->dix, (uint64_t)dir->dev, (uint64_t)dir->ino);
 		return NULL;
 	case DIX_CHECK:
-		break;
+		if (may_check)
+			break;
+		dix_put(fs->dix, d);
+		return NULL;
 	}
 	/* Its window passed: one stat of the directory checks every name
 	 * (forced: the source's client may have cached its attributes). */
@@ -333,7 +336,7 @@ int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
 	/* A name no snapshot can hold: the source says which error. */
 	if (strlen(name) > DIX_NAME_MAX)
 		return -EAGAIN;
-	d = index_dir(fs, dir);
+	d = index_dir(fs, dir, true);
 	if (!d && fs->dix && fs->policy.immutable &&
 	    !__atomic_load_n(&dir->unindexed, __ATOMIC_RELAXED)) {
 		/* ttl=never: list it now, so that no name in it asks again, in
@@ -386,7 +389,7 @@ int index_getattr(struct efs_fs *fs, struct efs_inode *i, struct stat *st, doubl
 		return -EAGAIN;
 	if (itab_parent_get(fs->itab, i, &parent, &name) < 0)
 		return -EAGAIN;
-	d = index_dir(fs, parent);
+	d = index_dir(fs, parent, false); /* no check: not for one getattr */
 	if (d && (ent = dix_find(d, name, strlen(name))) && !(ent->flags & DIX_F_MOUNT) &&
 	    ent->a.ino == (uint64_t)i->ino) {
 		dix_stat(ent, d->dev, st);

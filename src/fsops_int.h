@@ -193,8 +193,9 @@ int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f);
 int index_init(struct efs_fs *fs);
 void index_free(struct efs_fs *fs);
 /* The snapshot of dir that may answer now (checked against the source if
- * its window passed), with a reference (index_put); NULL if none may. */
-struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir);
+ * its window passed and may_check; else none), with a reference
+ * (index_put); NULL if none may. */
+struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir, bool may_check);
 void index_put(struct efs_fs *fs, struct dix_dir *d);
 /* A new snapshot of dir from one pass over the source (at most max_names
  * names), published and saved; with a reference, or NULL. */
