@@ -111,7 +111,7 @@ struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir, bool may_che
 	case DIX_ANSWER:
 		return d;
 	case DIX_STALE:
-			dix_put(fs->dix, d);
+		dix_put(fs->dix, d);
 		dix_forget(fs->dix, (uint64_t)dir->dev, (uint64_t)dir->ino);
 		return NULL;
 	case DIX_CHECK:
