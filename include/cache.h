@@ -111,6 +111,7 @@ struct cache_read {
 	struct cache_seg seg[CACHE_MAX_SEGS];
 	unsigned nseg;
 	void *bufs[CACHE_MAX_SEGS]; /* to free once the reply is sent */
+	unsigned buf_gen[CACHE_MAX_SEGS]; /* each one's gen when taken (bufpool.h) */
 	unsigned nbufs;
 	struct cache *cache;
 	struct cache_file *entry;   /* held until cache_read_done */

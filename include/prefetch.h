@@ -17,7 +17,7 @@ struct prefetch_job {
 	void *entry;   /* the cache entry (the job holds a reference) */
 	void *chunk;   /* write-behind: the chunk, BUSY and owned by the job */
 	uint32_t idx;  /* chunk index */
-	uint64_t tag;  /* the entry's generation when queued */
+	uint64_t tag;  /* the entry's generation when queued; write-behind: buf's gen */
 	int fd;        /* source fd owned by the job (closed after it runs), or -1 */
 	void *buf;     /* write-behind: the chunk's bytes, owned by the job */
 	uint32_t len;

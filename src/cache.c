@@ -31,8 +31,9 @@
 
 /* Write-behind: one writer keeps the disk busy without competing with the
  * FUSE workers for the 2-4 cores of a typical host; 256 chunks queued, and
- * at most WB_MAX_BYTES of their copies (whatever chunk_size is), before
- * readers store their chunks themselves (cache_read.c). */
+ * at most WB_MAX_BYTES of the buffers they hold (and no more than the
+ * buffer budget allows, cache_read.c), before readers store their chunks
+ * themselves. */
 #define WB_WORKERS 1
 #define WB_QUEUE 256
 #define WB_MAX_BYTES (256ULL << 20)
@@ -44,6 +45,10 @@
  * the fd limit, between these bounds. */
 #define IDLE_MIN 8
 #define IDLE_MAX 4096
+/* Chunk buffers in use (fetches, write-behind, replies; bufpool.h): at most
+ * this, or room for every prefetch worker's chunk twice and 8 more if that
+ * is larger; demand reads may go beyond it, nothing else does. */
+#define BUF_BUDGET_MIN (48ULL << 20)
 
 /* ---- eviction: pick under the LRU mutex, reap after ---------------------- */
 
@@ -221,6 +226,11 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 		r = store_open(&c->store, cfg->cache_dir, err, errlen);
 	if (r == 0)
 		r = evict_new(&c->ev, cfg, c->store, stats, pick_cb, reap_cb, c);
+	if (r == 0) {
+		uint64_t budget = (2ULL * cfg->prefetch + 8) * cfg->chunk_size;
+
+		r = cache_read_init(c, budget > BUF_BUDGET_MIN ? budget : BUF_BUDGET_MIN);
+	}
 	/* Keep twice as many chunks queued as there are workers, so none idles. */
 	c->window = cfg->prefetch * 2;
 	if (r == 0 && cfg->prefetch)
@@ -338,8 +348,10 @@ static void *sweeper_main(void *arg)
 		}
 		evict_sweep(c->ev, &batch);
 		/* Buffers of a burst of reads go back to the system at rest. */
-		if (!__atomic_load_n(&c->wb_pending, __ATOMIC_RELAXED))
+		if (!__atomic_load_n(&c->wb_pending, __ATOMIC_RELAXED)) {
+			cache_read_idle(c);
 			malloc_trim(0);
+		}
 		pthread_mutex_lock(&c->sweep_mu);
 	}
 	pthread_mutex_unlock(&c->sweep_mu);
@@ -379,6 +391,7 @@ void cache_free(struct cache *c)
 	prefetch_drain(c->wb);
 	prefetch_free(c->wb, cache_drop_write_behind);
 	c->wb = NULL;
+	cache_read_free(c); /* kept buffers hold entries */
 	if (c->buckets)
 		cache_table_free(c);
 	evict_free(c->ev);

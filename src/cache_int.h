@@ -96,6 +96,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "bufpool.h"
 #include "cache.h"
 #include "evict.h"
 #include "meta.h"
@@ -110,6 +111,9 @@ struct chunk {
 	uint64_t hash;                 /* slot: XXH3 of the chunk's bytes */
 	uint32_t len;                  /* slot: bytes on disk; 0 = none */
 	uint32_t idx;
+	struct pbuf *mem;              /* BUSY while written behind: its bytes
+					* (fetched, hashed), served to readers
+					* meanwhile; holds a reference */
 	uint16_t pins;                 /* replies in flight from the data file */
 	uint8_t state;
 	bool listed;                   /* on the recency list */
@@ -178,6 +182,13 @@ struct cache_file {
 	unsigned pins;
 	unsigned busy;
 	unsigned jobs;            /* prefetch jobs queued for it */
+	/* A scattered reader (cache_read.c): */
+	uint32_t last_miss;       /* chunk of the last demand fetch + 1; 0 none */
+	uint16_t scattered;       /* demand fetches not next to the one before */
+	bool loader;              /* chunk 0 begins like a model file */
+	bool sweep;               /* the rest of the file is fetched ahead */
+	uint32_t sweep_next;      /* the next chunk the sweep looks at */
+	uint64_t sweep_gen;       /* e->gen when the sweep began */
 	struct pt_entry pt;       /* kernel passthrough opens (passthrough.h) */
 };
 
@@ -190,6 +201,8 @@ struct cache {
 	struct evict *ev;
 	struct prefetch *pf;
 	struct prefetch *wb; /* write-behind: stores chunks after the reply */
+	struct bufpool *pool; /* every chunk buffer, under one budget */
+	struct ahead *ahead;  /* prefetched chunks kept for their reader */
 	uint64_t wb_pending; /* atomic: chunks queued or being written behind */
 	uint64_t wb_bytes;   /* atomic: their bytes */
 	uint64_t wb_limit;   /* bound of wb_bytes: WB_MAX_BYTES (tests lower it) */
@@ -340,6 +353,12 @@ static inline bool cache_no_fds(int r)
 
 /* ---- cache_read.c --------------------------------------------------------- */
 
+/* The buffer pool (budget: bytes of chunk buffers in use) and the
+ * prefetched chunks kept in memory; idle (the sweep, each second) gives
+ * both back to the system once nothing was fetched since the last call. */
+int cache_read_init(struct cache *c, uint64_t budget);
+void cache_read_idle(struct cache *c);
+void cache_read_free(struct cache *c);
 void note_cache_error(struct cache *c, int r);
 /* Prefetch and write-behind workers' jobs, and their drop at shutdown. */
 void cache_run_prefetch(const struct prefetch_job *job, void *arg);

@@ -5,17 +5,43 @@
  * changed under us is caught); every reply is made from memory.  A missing
  * chunk is fetched whole by the one thread that marks it BUSY; other
  * readers wait on e->cv (single flight).  A reader's fetched chunk is
- * stored by the write-behind worker after the reply; a sequential reader
- * gets the next chunks queued to the prefetch workers.  A chunk found on
+ * stored by the write-behind worker after the reply, from the very buffer
+ * the reply is sent from (a reference each, bufpool.h; no copy), and
+ * readers of that chunk meanwhile are served from that buffer (ch->mem); a
+ * sequential reader gets the next chunks queued to the prefetch workers.
+ * A prefetched chunk's buffer is kept in c->ahead until its reader has
+ * had every byte of it, so the reader's reply is made from that buffer,
+ * not from a second copy out of the data file.  Every buffer comes from c->pool, under
+ * its budget: a prefetch waits for room (after giving back the oldest kept
+ * buffer), the write-behind queue takes nothing beyond it.  A chunk found on
  * disk is hashed before its first use (verify=once).  Where the file ends
  * is the source's to say: a read past the size validated at open goes to
  * the source whenever the kernel may think the file longer.  Locks: e->mu,
  * which the owner of a BUSY chunk drops for every source or cache_dir read
  * and write (order: cache_int.h).  A read holds a reference on its entry
  * until its reply is sent.
+ *
+ * Buffer references (each noted with the buffer's gen and checked with
+ * bufpool_held where it is used):
+ *   reply       one per rd->bufs[i], whose segments point into it: a fresh
+ *               buffer (direct read, hit copy, verify, the reader's own
+ *               fetch) or a bufpool_ref of ch->mem (under e->mu) or of a
+ *               kept chunk (under ahead mu); cache_read_done gives them
+ *               back once the reply is sent.
+ *   write-behind job  its own, taken before it is queued; given back by
+ *               write_behind_done, whether the job ran or was dropped.
+ *   ch->mem     its own, taken with the job's under e->mu; set only while
+ *               the chunk is BUSY and owned by that job (nothing else
+ *               changes the chunk meanwhile); cleared under e->mu and
+ *               given back by write_behind_done.
+ *   kept chunk  the prefetch worker's, passed to the item in c->ahead;
+ *               given back by whoever takes the item out of the ring under
+ *               ahead mu (ring full, oldest dropped, served to its end).
+ *   prefetch worker  its own from the job's start until kept or given back.
  */
 #include "cache_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -29,49 +55,217 @@
 #include "log.h"
 #include "source.h"
 
-/* ---- the read path ------------------------------------------------------ */
-
-/* Append a memory segment; buf (if not NULL) is freed by cache_read_done.
- * Callers keep nseg below CACHE_MAX_SEGS (a request spans at most
- * 1 MiB / 64 KiB + 1 chunks, and one more segment from the source). */
-static void add_mem(struct cache_read *rd, void *buf, const void *mem, size_t len)
+/* Append a memory segment; buf (a struct pbuf, if not NULL) is given back
+ * by cache_read_done: its reference passes to rd.  Callers keep nseg
+ * below CACHE_MAX_SEGS (a request spans at most 1 MiB / 64 KiB + 1 chunks,
+ * and one more segment from the source). */
+static void add_mem(struct cache_read *rd, struct pbuf *buf, const void *mem, size_t len)
 {
-	if (buf)
+	if (buf) {
+		rd->buf_gen[rd->nbufs] = buf->gen;
 		rd->bufs[rd->nbufs++] = buf;
+	}
 	if (len)
 		rd->seg[rd->nseg++] = (struct cache_seg){.fd = -1, .mem = mem, .len = len};
 }
 
-#define ALIGN ((uint64_t)CACHE_BUF_ALIGN)
+/* ---- prefetched chunks kept in memory for their reader ----------------- */
 
-/* Chunk buffers are aligned for O_DIRECT and sized to whole blocks. */
-static void *chunk_buf(uint64_t len)
+/* A fetched chunk, stored, kept for the reader the prefetch ran ahead of.
+ * The item holds a reference on the entry (so e and gen name one record's
+ * chunk for as long as it lives) and one on the buffer. */
+struct ahead_item {
+	struct cache_file *e;
+	uint64_t gen;     /* e->gen when fetched: a reset forgets it */
+	uint32_t idx;
+	uint32_t len;     /* bytes of the chunk in buf */
+	uint32_t served;  /* bytes of it replied so far */
+	struct pbuf *buf;
+	unsigned buf_gen; /* buf->gen when kept */
+};
+
+/* A FIFO ring; ahead_mu is a leaf (taken under e->mu). */
+struct ahead {
+	pthread_mutex_t mu;
+	unsigned cap, head, n; /* protected by mu */
+	unsigned count;        /* atomic copy of n, read without mu */
+	struct ahead_item item[];
+};
+
+static struct ahead_item ahead_pop_locked(struct ahead *a)
 {
-	void *p = NULL;
+	struct ahead_item it = a->item[a->head];
 
-	return posix_memalign(&p, ALIGN, (len + ALIGN - 1) & ~(ALIGN - 1)) ? NULL : p;
+	a->head = (a->head + 1) % a->cap;
+	a->n--;
+	__atomic_store_n(&a->count, a->n, __ATOMIC_RELAXED);
+	return it;
+}
+
+/* Give an item back.  No lock held. */
+static void ahead_release(struct cache *c, struct ahead_item *it)
+{
+	assert(bufpool_held(it->buf, it->buf_gen));
+	bufpool_put(c->pool, it->buf);
+	entry_put(c, it->e);
+}
+
+/* Keep buf (a stored chunk of e, len bytes) for its reader; takes the
+ * caller's buffer reference.  No lock held. */
+static void ahead_keep(struct cache *c, struct cache_file *e, uint64_t gen, uint32_t idx,
+		       uint32_t len, struct pbuf *buf)
+{
+	struct ahead *a = c->ahead;
+	struct ahead_item old = {0};
+
+	if (!a || !a->cap) {
+		bufpool_put(c->pool, buf);
+		return;
+	}
+	entry_ref(e);
+	pthread_mutex_lock(&a->mu);
+	if (a->n == a->cap)
+		old = ahead_pop_locked(a);
+	a->item[(a->head + a->n) % a->cap] =
+		(struct ahead_item){.e = e, .gen = gen, .idx = idx, .len = len, .buf = buf,
+				    .buf_gen = buf->gen};
+	a->n++;
+	__atomic_store_n(&a->count, a->n, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&a->mu);
+	if (old.buf)
+		ahead_release(c, &old);
+}
+
+/* Give back the oldest kept buffer (room for a prefetch, or at rest);
+ * false if none. */
+static bool ahead_drop_oldest(struct cache *c)
+{
+	struct ahead *a = c->ahead;
+	struct ahead_item old = {0};
+
+	if (!a)
+		return false;
+	pthread_mutex_lock(&a->mu);
+	if (a->n)
+		old = ahead_pop_locked(a);
+	pthread_mutex_unlock(&a->mu);
+	if (!old.buf)
+		return false;
+	ahead_release(c, &old);
+	return true;
+}
+
+/* Bytes [from, to) of chunk idx of e from a kept buffer, into rd (the
+ * reference passes to rd); the item goes once all its bytes were served.
+ * e->mu held (the reader's reference on e keeps the item's from being the
+ * last).  False if none is kept. */
+static bool ahead_serve_locked(struct cache *c, struct cache_file *e, uint32_t idx, size_t from,
+			       size_t to, struct cache_read *rd)
+{
+	struct ahead *a = c->ahead;
+	struct pbuf *buf = NULL;
+	bool done = false;
+
+	if (!a || !__atomic_load_n(&a->count, __ATOMIC_RELAXED))
+		return false;
+	pthread_mutex_lock(&a->mu);
+	for (unsigned k = 0; k < a->n; k++) {
+		struct ahead_item *it = &a->item[(a->head + k) % a->cap];
+
+		if (it->e != e || it->idx != idx || it->gen != e->gen || to > it->len)
+			continue;
+		assert(bufpool_held(it->buf, it->buf_gen));
+		buf = it->buf;
+		bufpool_ref(buf);
+		it->served += (uint32_t)(to - from);
+		if (it->served >= it->len) {
+			/* Swap the oldest into its place and pop that. */
+			struct ahead_item mine = *it;
+
+			*it = a->item[a->head];
+			ahead_pop_locked(a);
+			bufpool_put(c->pool, mine.buf);
+			done = true;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (!buf)
+		return false;
+	if (done)
+		__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* the reader's is held */
+	add_mem(rd, buf, (char *)buf->data + from, to - from);
+	return true;
+}
+
+int cache_read_init(struct cache *c, uint64_t budget)
+{
+	unsigned cap = (unsigned)(budget / 2 / c->cfg->chunk_size);
+	int r = bufpool_new(&c->pool, c->cfg->chunk_size, budget);
+
+	if (r < 0)
+		return r;
+	c->ahead = calloc(1, sizeof(*c->ahead) + cap * sizeof(struct ahead_item));
+	if (!c->ahead)
+		return -ENOMEM;
+	pthread_mutex_init(&c->ahead->mu, NULL);
+	c->ahead->cap = cap;
+	return 0;
+}
+
+void cache_read_idle(struct cache *c)
+{
+	if (!bufpool_quiet(c->pool))
+		return;
+	/* Nothing fetched for a sweep's period: kept buffers nobody read are
+	 * of no use now, and the pool's free ones go back to the system. */
+	while (ahead_drop_oldest(c))
+		;
+	bufpool_trim(c->pool);
+}
+
+void cache_read_free(struct cache *c)
+{
+	if (c->ahead) {
+		while (ahead_drop_oldest(c))
+			;
+		pthread_mutex_destroy(&c->ahead->mu);
+		free(c->ahead);
+		c->ahead = NULL;
+	}
+	bufpool_free(c->pool);
+	c->pool = NULL;
+}
+
+/* ---- the read path ------------------------------------------------------ */
+
+/* A chunk buffer for a reader (never waits; aligned for O_DIRECT, whole
+ * pages). */
+static struct pbuf *chunk_buf(struct cache *c, uint64_t len)
+{
+	return bufpool_get(c->pool, len ? (size_t)len : 1, BUFPOOL_DEMAND);
 }
 
 /* Read straight from the source, caching nothing. */
 static ssize_t read_direct(struct cache *c, int src_fd, off_t off, size_t size,
 			   struct cache_read *rd)
 {
-	void *buf;
+	struct pbuf *buf;
 	ssize_t n;
 
 	if (src_fd < 0)
 		return -EBADFD; /* the caller opens the handle's own fd */
-	buf = chunk_buf(size ? size : 1);
+	buf = chunk_buf(c, size);
 	if (!buf)
 		return -ENOMEM;
-	n = c->src.read(c->src.arg, src_fd, buf, size, off);
+	n = c->src.read(c->src.arg, src_fd, buf->data, size, off);
 	if (n < 0) {
-		free(buf);
+		bufpool_put(c->pool, buf);
 		stats_add(c->stats, ST_source_errors, 1);
 		return n;
 	}
 	stats_add(c->stats, ST_bytes_bypassed, (uint64_t)n);
-	add_mem(rd, buf, buf, (size_t)n);
+	add_mem(rd, buf, buf->data, (size_t)n);
 	return n;
 }
 
@@ -270,48 +464,59 @@ static void finish_store_locked(struct cache *c, struct cache_file *e, struct ch
 	pthread_cond_broadcast(&e->cv);
 }
 
-/* Hand a fetched chunk (BUSY, ours) to the write-behind worker with a copy
- * of its bytes; the chunk stays BUSY (and counted in e->busy) until the
- * worker stored it, so readers of it wait and nothing resets the entry
- * under the write.  False if the queue is full: the caller stores it. */
-static bool write_behind(struct cache *c, struct cache_file *e, struct chunk *ch,
-			 const void *buf, uint32_t len, uint64_t hash)
+/* Hand a fetched chunk (BUSY, ours) to the write-behind worker with a
+ * reference on its buffer (no copy); the chunk stays BUSY (and counted in
+ * e->busy) until the worker stored it, so nothing resets the entry under
+ * the write, and its readers meanwhile are served from ch->mem.  False if
+ * the queue is full or the buffers are over budget: the caller stores it.
+ * e->mu held (ch->mem is set before the worker can finish the chunk). */
+static bool write_behind_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				struct pbuf *buf, uint32_t len, uint64_t hash)
 {
 	struct prefetch_job job = {.entry = e, .chunk = ch, .idx = ch->idx, .fd = -1, .len = len,
-				   .hash = hash};
+				   .hash = hash, .buf = buf, .tag = buf->gen};
 
-	if (!c->wb)
+	if (!c->wb || bufpool_over(c->pool))
 		return false;
-	if (__atomic_add_fetch(&c->wb_bytes, len, __ATOMIC_RELAXED) > c->wb_limit)
-		goto err_bytes;
-	job.buf = malloc(len ? len : 1);
-	if (!job.buf)
-		goto err_bytes;
-	memcpy(job.buf, buf, len);
+	if (__atomic_add_fetch(&c->wb_bytes, len, __ATOMIC_RELAXED) > c->wb_limit) {
+		__atomic_fetch_sub(&c->wb_bytes, len, __ATOMIC_RELAXED);
+		return false;
+	}
+	bufpool_ref(buf); /* the job's */
+	bufpool_ref(buf); /* ch->mem's */
+	ch->mem = buf;
 	entry_ref(e);
 	__atomic_fetch_add(&c->wb_pending, 1, __ATOMIC_RELAXED);
 	if (!prefetch_submit(c->wb, &job)) {
 		__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* ours is still held */
-		free(job.buf);
-		goto err_bytes;
+		ch->mem = NULL;
+		bufpool_put(c->pool, buf);
+		bufpool_put(c->pool, buf);
+		__atomic_fetch_sub(&c->wb_bytes, len, __ATOMIC_RELAXED);
+		return false;
 	}
+	/* Readers waiting for the chunk can be served from memory now. */
+	pthread_cond_broadcast(&e->cv);
 	return true;
-
-err_bytes:
-	__atomic_fetch_sub(&c->wb_bytes, len, __ATOMIC_RELAXED);
-	return false;
 }
 
 static void write_behind_done(struct cache *c, const struct prefetch_job *job, bool stored)
 {
 	struct cache_file *e = job->entry;
+	struct chunk *ch = job->chunk;
+	struct pbuf *mem;
 
+	assert(bufpool_held(job->buf, (unsigned)job->tag));
 	pthread_mutex_lock(&e->mu);
-	finish_store_locked(c, e, job->chunk, stored, job->hash, job->len, false);
+	mem = ch->mem;
+	ch->mem = NULL;
+	assert(mem == job->buf);
+	finish_store_locked(c, e, ch, stored, job->hash, job->len, false);
 	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
-	free(job->buf);
+	bufpool_put(c->pool, mem);
+	bufpool_put(c->pool, job->buf);
 	__atomic_fetch_sub(&c->wb_bytes, job->len, __ATOMIC_RELAXED);
 	__atomic_fetch_sub(&c->wb_pending, 1, __ATOMIC_RELEASE);
 	entry_put(c, e);
@@ -320,9 +525,13 @@ static void write_behind_done(struct cache *c, const struct prefetch_job *job, b
 void cache_run_write_behind(const struct prefetch_job *job, void *arg)
 {
 	struct cache *c = arg;
+	const struct pbuf *b = job->buf;
 
+	/* Never bytes of a buffer given back: they would be stored as this
+	 * chunk's. */
+	assert(bufpool_held(b, (unsigned)job->tag));
 	write_behind_done(c, job,
-			  store_chunk(c, job->entry, job->idx, job->buf, job->len, job->hash));
+			  store_chunk(c, job->entry, job->idx, b->data, job->len, job->hash));
 }
 
 void cache_drop_write_behind(const struct prefetch_job *job, void *arg)
@@ -337,8 +546,9 @@ void cache_drop_write_behind(const struct prefetch_job *job, void *arg)
  * ABSENT, and wake the waiters.  Returns the bytes fetched (short only if
  * the source shrank) or -errno from the source. */
 static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
-				  int fd, void *buf, bool prefetched)
+				  int fd, struct pbuf *pb, bool prefetched)
 {
+	void *buf = pb->data;
 	const uint64_t start = (uint64_t)ch->idx * e->sf.chunk_size;
 	const uint32_t want = store_chunk_len(&e->sf, ch->idx);
 	const struct store_identity id = e->sf.id;
@@ -381,10 +591,16 @@ static ssize_t fetch_owned_locked(struct cache *c, struct cache_file *e, struct 
 		} else if (!changed && may_store) {
 			hash = csum64(buf, want);
 			/* A reader's own fetch is written behind its reply; a
-			 * prefetch worker has no reply to wait for. */
-			if (!prefetched && write_behind(c, e, ch, buf, want, hash)) {
+			 * prefetch worker has no reply to wait for, and its
+			 * chunk's waiters get it once stored (a read that
+			 * returned has its chunks on disk, or counted in
+			 * write_behind_pending: status, warm and the tests
+			 * rely on it). */
+			if (!prefetched) {
 				pthread_mutex_lock(&e->mu);
-				return n; /* the chunk stays BUSY until written */
+				if (write_behind_locked(c, e, ch, pb, want, hash))
+					return n; /* the chunk stays BUSY until written */
+				pthread_mutex_unlock(&e->mu);
 			}
 			stored = store_chunk(c, e, ch->idx, buf, want, hash);
 		}
@@ -451,6 +667,19 @@ static void touch_rec_locked(struct cache *c, struct cache_file *e)
 	evict_touch(c->ev, &e->rec->lru);
 }
 
+/* A stored chunk served len bytes: counted, and hot in its record and the
+ * LRU.  e->mu held. */
+static ssize_t hit_count_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
+				size_t len)
+{
+	ch->unread = false;
+	stats_add(c->stats, ST_hits, 1);
+	stats_add(c->stats, ST_bytes_from_cache, len);
+	chunk_list_hot(e, ch);
+	touch_rec_locked(c, e);
+	return (ssize_t)len;
+}
+
 /* The data file holds bytes all over [pos, end): one lseek, the first
  * hole at or after pos (the file's end counts as one). */
 static bool data_holds(int fd, uint64_t pos, uint64_t end)
@@ -474,7 +703,7 @@ static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *c
 {
 	const off_t pos = (off_t)((uint64_t)ch->idx * e->sf.chunk_size + from);
 	const int fd = e->sf.data_fd;
-	void *buf = malloc(to - from ? to - from : 1);
+	struct pbuf *buf = chunk_buf(c, to - from);
 	ssize_t n = -ENOMEM;
 
 	if (!buf)
@@ -482,7 +711,7 @@ static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *c
 	ch->pins++;
 	e->pins++;
 	pthread_mutex_unlock(&e->mu);
-	n = io_pread_full(fd, buf, to - from, pos);
+	n = io_pread_full(fd, buf->data, to - from, pos);
 	if (n == (ssize_t)(to - from) && !data_holds(fd, (uint64_t)pos, (uint64_t)pos + n))
 		n = -ENODATA;
 	/* Cut and extended again: the cut's block reads as data (zeros). */
@@ -499,49 +728,158 @@ static ssize_t hit_locked(struct cache *c, struct cache_file *e, struct chunk *c
 	if (!e->pins)
 		pthread_cond_broadcast(&e->cv);
 	if (n != (ssize_t)(to - from)) {
-		free(buf);
+		bufpool_put(c->pool, buf);
 		data_changed_under_us(c, n == -ESTALE ? "cut short"
 					 : n < 0      ? strerror((int)-n)
 						      : "short");
 		e->bypass = true;
 		return -ESTALE;
 	}
-	add_mem(rd, buf, buf, to - from);
-	ch->unread = false;
-	stats_add(c->stats, ST_hits, 1);
-	stats_add(c->stats, ST_bytes_from_cache, to - from);
-	chunk_list_hot(e, ch);
-	touch_rec_locked(c, e);
-	return (ssize_t)(to - from);
+	add_mem(rd, buf, buf->data, to - from);
+	return hit_count_locked(c, e, ch, to - from);
+}
+
+/* A reader that misses chunks out of order (mmap faults, the preads of a
+ * model loader) gets the whole file fetched ahead, in parallel, once it
+ * missed this many chunks not next to the one it missed before, or once
+ * it missed any chunk past the header of a file whose first bytes are
+ * those of a model file. */
+#define SCATTER_MISSES 4
+/* ... for files of at least this many chunks, and no more than this share
+ * of cache_size (a sweep must not evict what it just fetched). */
+#define SCATTER_MIN_CHUNKS 8
+#define SCATTER_MAX_SHARE 2
+
+/* The first bytes of a file are those of a model file that loaders read by
+ * header, then scattered: safetensors (an 8-byte little-endian length of
+ * the JSON header that follows, then '{') or GGUF (magic "GGUF"). */
+static bool model_header(const unsigned char *p, size_t n, uint64_t size)
+{
+	uint64_t hlen = 0;
+
+	if (n >= 4 && !memcmp(p, "GGUF", 4))
+		return true;
+	if (n < 9)
+		return false;
+	for (int i = 7; i >= 0; i--)
+		hlen = hlen << 8 | p[i];
+	return p[8] == '{' && hlen >= 2 && hlen <= (100u << 20) && hlen + 8 <= size;
+}
+
+/* A reader not reading sequentially fetched chunk idx itself (a demand
+ * miss; a sequential reader's misses are those its prefetch has not
+ * reached yet, out of order under load); buf holds its first n bytes.
+ * Start a sweep of the file if the misses look scattered.  e->mu held. */
+static void note_miss_locked(struct cache *c, struct cache_file *e, uint32_t idx,
+			     const void *buf, size_t n)
+{
+	const uint32_t prev = e->last_miss;
+
+	if (idx == 0)
+		e->loader = model_header(buf, n, e->sf.id.size);
+	e->last_miss = idx + 1;
+	if (e->sweep || !c->pf || prev == 0 || idx == prev || idx + 1 == prev)
+		return; /* the first miss, or next to the one before */
+	if (e->scattered < UINT16_MAX)
+		e->scattered++;
+	if (e->scattered < SCATTER_MISSES && !(e->loader && idx > 1))
+		return;
+	if (e->sf.nchunks < SCATTER_MIN_CHUNKS ||
+	    e->sf.id.size > c->cfg->cache_size / SCATTER_MAX_SHARE)
+		return;
+	e->sweep = true;
+	e->sweep_next = 0;
+	e->sweep_gen = e->gen;
+	stats_add(c->stats, ST_scatter_sweeps, 1);
+}
+
+/* Queue a prefetch job for chunk i of e (ABSENT, not queued); e->mu held.
+ * False if the queue is full. */
+static bool queue_chunk_locked(struct cache *c, struct cache_file *e, struct chunk *ch)
+{
+	struct prefetch_job job = {.entry = e, .idx = ch->idx, .tag = e->gen, .fd = -1};
+
+	ch->queued = true;
+	entry_ref(e);
+	e->jobs++;
+	if (prefetch_submit(c->pf, &job))
+		return true;
+	e->jobs--;
+	__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* the caller's is held */
+	ch->queued = false;
+	chunk_settle(e, ch);
+	return false;
+}
+
+/* Keep a sweep going: at most a window of jobs queued for the entry, the
+ * missing chunks in file order.  It ends at the end of the file, when the
+ * entry is reset or goes to bypass, or when no handle has it open (the
+ * reader went away).  e->mu held; called after each read of the entry and
+ * after each of its prefetch jobs. */
+static void sweep_locked(struct cache *c, struct cache_file *e)
+{
+	if (!e->sweep)
+		return;
+	if (!c->pf || e->bypass || !e->loaded || e->gen != e->sweep_gen || !e->opens ||
+	    e->fetch_fd < 0) {
+		e->sweep = false;
+		return;
+	}
+	while (e->jobs < c->window && e->sweep_next < e->sf.nchunks) {
+		struct chunk *ch = chunk_get(e, e->sweep_next);
+
+		if (ch && (ch->queued || ch->state != CH_ABSENT)) {
+			e->sweep_next++;
+			continue;
+		}
+		if (!ch && !(ch = chunk_make(e, e->sweep_next)))
+			return;
+		if (!queue_chunk_locked(c, e, ch))
+			return; /* the queue is full: on at the next read or job */
+		e->sweep_next++;
+	}
+	if (e->sweep_next >= e->sf.nchunks)
+		e->sweep = false;
 }
 
 /* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
  * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
  * look at the entry again: it may have been reset meanwhile), or -errno. */
 static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t idx,
-				 struct efs_inode *ino, size_t from, size_t to,
+				 struct efs_inode *ino, size_t from, size_t to, bool sequential,
 				 struct cache_read *rd)
 {
 	const uint32_t want = store_chunk_len(&e->sf, idx);
 	struct chunk *ch = chunk_get(e, idx);
+	struct pbuf *buf;
 	ssize_t n;
-	void *buf;
 
+	if (rd->nseg + 2 >= CACHE_MAX_SEGS || rd->nbufs + 2 >= CACHE_MAX_SEGS)
+		return -E2BIG;
+	if (ch && ch->state == CH_BUSY && ch->mem) {
+		/* Fetched and being written behind: the same bytes, from
+		 * memory, without waiting for the write. */
+		bufpool_ref(ch->mem);
+		add_mem(rd, ch->mem, (char *)ch->mem->data + from, to - from);
+		stats_add(c->stats, ST_hits, 1);
+		stats_add(c->stats, ST_bytes_from_cache, to - from);
+		return (ssize_t)(to - from);
+	}
 	if (ch && ch->state == CH_BUSY) {
 		stats_add(c->stats, ST_fetch_waits, 1);
 		pthread_cond_wait(&e->cv, &e->mu);
 		return -EAGAIN;
 	}
-	if (rd->nbufs + 2 >= CACHE_MAX_SEGS)
-		return -E2BIG;
 
+	if (ch && ch->state == CH_VERIFIED && ahead_serve_locked(c, e, idx, from, to, rd))
+		return hit_count_locked(c, e, ch, to - from); /* prefetched, still in memory */
 	if (ch && (ch->state == CH_VERIFIED ||
 		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER)))
 		return hit_locked(c, e, ch, from, to, rd);
 
 	if (!ch && !(ch = chunk_make(e, idx)))
 		return -ENOBUFS; /* no memory for its state: from the source */
-	buf = chunk_buf(want ? want : 1);
+	buf = chunk_buf(c, want);
 	if (!buf) {
 		chunk_settle(e, ch);
 		return -ENOMEM;
@@ -552,12 +890,12 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 
 	if (ch->len) {
 		/* PRESENT: check the bytes on disk before their first use. */
-		if (verify_owned_locked(c, e, ch, buf)) {
+		if (verify_owned_locked(c, e, ch, buf->data)) {
 			e->busy--;
 			pthread_cond_broadcast(&e->cv);
 			stats_add(c->stats, ST_hits, 1);
 			stats_add(c->stats, ST_bytes_from_cache, to - from);
-			add_mem(rd, buf, (char *)buf + from, to - from);
+			add_mem(rd, buf, (char *)buf->data + from, to - from);
 			return (ssize_t)(to - from);
 		}
 	}
@@ -570,16 +908,18 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		finish_store_locked(c, e, ch, false, 0, 0, false);
 	}
 	if (n < 0) {
-		free(buf);
+		bufpool_put(c->pool, buf);
 		return n;
 	}
 	if ((size_t)n <= from) {
-		free(buf);
+		bufpool_put(c->pool, buf);
 		return 0;
 	}
+	if (!sequential)
+		note_miss_locked(c, e, idx, buf->data, (size_t)n);
 	if ((size_t)n < to)
 		to = (size_t)n;
-	add_mem(rd, buf, (char *)buf + from, to - from);
+	add_mem(rd, buf, (char *)buf->data + from, to - from);
 	return (ssize_t)(to - from);
 }
 
@@ -596,7 +936,6 @@ static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint
 		last = e->sf.nchunks ? e->sf.nchunks - 1 : 0;
 	for (uint32_t i = idx + 1; i <= last && i < e->sf.nchunks; i++) {
 		struct chunk *ch = chunk_get(e, i);
-		struct prefetch_job job = {.entry = e, .idx = i, .tag = e->gen, .fd = -1};
 
 		/* Fetch what is missing; verify ahead what a new daemon found on
 		 * disk, so a reader after a restart does not hash each chunk in
@@ -607,17 +946,8 @@ static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint
 			continue;
 		if (!ch && !(ch = chunk_make(e, i)))
 			return;
-		ch->queued = true;
-		entry_ref(e);
-		e->jobs++;
-		if (!prefetch_submit(c->pf, &job)) {
-			/* Queue full: the reader fetches what it needs. */
-			e->jobs--;
-			__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* the reader's is held */
-			ch->queued = false;
-			chunk_settle(e, ch);
-			return;
-		}
+		if (!queue_chunk_locked(c, e, ch))
+			return; /* queue full: the reader fetches what it needs */
 	}
 }
 
@@ -627,8 +957,17 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 	struct cache *c = arg;
 	struct cache_file *e = job->entry;
 	struct chunk *ch;
-	void *buf = NULL;
+	struct pbuf *buf;
+	uint32_t keep = 0;
+	uint64_t gen = 0;
 
+	/* Room in the budget first, with no lock held (whoever gives it back
+	 * may need e->mu): kept buffers not read yet go first, oldest first. */
+	while (!(buf = bufpool_get(c->pool, c->cfg->chunk_size, BUFPOOL_TRY)) &&
+	       ahead_drop_oldest(c))
+		;
+	if (!buf)
+		buf = bufpool_get(c->pool, c->cfg->chunk_size, BUFPOOL_WAIT);
 	pthread_mutex_lock(&e->mu);
 	e->jobs--;
 	if (!e->loaded || e->bypass || e->gen != job->tag || !(ch = chunk_get(e, job->idx)))
@@ -639,26 +978,38 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 		chunk_settle(e, ch);
 		goto out;
 	}
-	buf = chunk_buf(e->sf.chunk_size);
+	if (buf && buf->size < e->sf.chunk_size) {
+		/* A record of a larger chunk_size than the daemon's. */
+		bufpool_put(c->pool, buf);
+		buf = chunk_buf(c, e->sf.chunk_size);
+	}
 	if (buf) {
 		bool was_present = ch->state == CH_PRESENT;
 
 		ch->state = CH_BUSY;
 		chunk_unlist(e, ch);
 		e->busy++;
-		if (was_present && verify_owned_locked(c, e, ch, buf)) {
+		if (was_present && verify_owned_locked(c, e, ch, buf->data)) {
 			e->busy--;
 			pthread_cond_broadcast(&e->cv);
-		} else {
-			fetch_owned_locked(c, e, ch, e->fetch_fd, buf, true);
+		} else if (fetch_owned_locked(c, e, ch, e->fetch_fd, buf, true) > 0 &&
+			   (ch = chunk_get(e, job->idx)) && ch->state == CH_VERIFIED &&
+			   ch->unread) {
+			/* Stored: kept in memory for the reader (below). */
+			keep = store_chunk_len(&e->sf, job->idx);
+			gen = e->gen;
 		}
 	} else {
 		chunk_settle(e, ch);
 	}
 out:
+	sweep_locked(c, e);
 	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
-	free(buf);
+	if (keep)
+		ahead_keep(c, e, gen, job->idx, keep, buf);
+	else
+		bufpool_put(c->pool, buf);
 	entry_put(c, e);
 }
 
@@ -751,7 +1102,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 			whole = true;
 			break;
 		}
-		n = read_chunk_locked(c, e, idx, ino, from, to, rd);
+		n = read_chunk_locked(c, e, idx, ino, from, to, sequential, rd);
 		if (n == -EAGAIN)
 			continue;
 		if (n == -ESTALE || n == -ENOBUFS) {
@@ -771,6 +1122,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 	}
 	if (sequential && total > 0 && e->gen == gen && e->loaded)
 		schedule_prefetch_locked(c, e, (uint32_t)((end - 1) / cs));
+	sweep_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
 	n = total;
 	if (n >= 0 && !whole && (uint64_t)off + size > fsize) {
@@ -786,8 +1138,12 @@ out:
 
 void cache_read_done(struct cache *c, struct cache_read *rd)
 {
-	for (unsigned i = 0; i < rd->nbufs; i++)
-		free(rd->bufs[i]);
+	for (unsigned i = 0; i < rd->nbufs; i++) {
+		/* The reply was made from the buffers this read took: none was
+		 * given back and taken by another meanwhile. */
+		assert(bufpool_held(rd->bufs[i], rd->buf_gen[i]));
+		bufpool_put(c->pool, rd->bufs[i]);
+	}
 	if (rd->entry)
 		entry_put(c, rd->entry);
 	memset(rd, 0, sizeof(*rd));

@@ -7,7 +7,6 @@
  * mounts nothing.
  */
 #include <errno.h>
-#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -136,24 +135,6 @@ static void status_line(void *fs, char *buf, size_t len)
 	metrics_summary(text, buf, len);
 }
 
-/*
- * Every fetch allocates a chunk-sized buffer and frees it after the store and the reply.
- * glibc serves such sizes with a fresh mmap (or trims them back off the heap), so each chunk
- * cost page faults, zeroing of the new pages and a munmap on top of the copy: measured with
- * perf over efs-emu, a cold 4-reader read spent more CPU in those and in touching the new
- * pages than in its copies. Keep buffers of up to a few chunks in the heap for reuse.
- */
-static void keep_chunk_buffers(uint64_t chunk_size)
-{
-	const uint64_t max = 32u << 20; /* glibc's largest mmap threshold (HEAP_MAX_SIZE / 2) */
-	uint64_t t = 4 * chunk_size;
-
-	if (t > max)
-		t = max;
-	mallopt(M_MMAP_THRESHOLD, (int)t);
-	mallopt(M_TRIM_THRESHOLD, (int)(2 * max));
-}
-
 /* Set by on_source_lost (the watch thread) before it ends the session:
  * exit 1, not 0.  Atomic: read by the main thread after the loop. */
 static int source_lost;
@@ -204,7 +185,6 @@ int main(int argc, char *argv[])
 	}
 	if (cfg.debug)
 		log_set_level(LOG_LVL_DEBUG);
-	keep_chunk_buffers(cfg.chunk_size);
 	r = config_check_paths(&cfg, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "efscache: %s\n", err);

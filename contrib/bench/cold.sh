@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# contrib/bench/cold.sh - cold reads at the source's cap (issue 11, item 4).
+# contrib/bench/cold.sh - cold reads at the source's cap (issues 11 and 18).
 #
 #     contrib/bench/cold.sh            # SIZE=2G, TREE=4G, RUNS=3 (~10 min)
 #     QUICK=1 contrib/bench/cold.sh    # SIZE=512M, TREE=1G, RUNS=1
@@ -13,15 +13,31 @@
 #   local direct             fio seq1.fio on SRC/big (the local disk, no FUSE)
 #   local efscache cold      fio seq1.fio through `efscache SRC MNT2` (no
 #                            emulator): the first read from a fast local source
+#   mmap-rand rows           mmaprand.py on big: mapped, 1 MiB regions in a
+#                            shuffled order, every 4 KiB page touched (how
+#                            safetensors / llama.cpp load), for efs (the
+#                            emulator directly), efscache cold, warm-disk (the
+#                            cache filled, page cache dropped), warm-page (no
+#                            drop), local, and rclone cold (rclone mount
+#                            --vfs-cache-mode full over EMU) if rclone is there
+#   efscache 32 readers      32 concurrent cold readers of 32 different
+#                            files of SIZE/32 each through a mount with
+#                            cache_size=SIZE/2 (eviction runs): MiB/s, the
+#                            daemon's peak RSS (VmHWM) and its RSS at rest
+#                            (REST_S seconds after the load)
 # where EMU is `efs-emu SRC EMU` with its defaults (bw_mib=500, latency_ms=1,
 # serial_reads=1).  Targets (issue 11): efscache cold seq1 and seq4 and warm
-# each >= 0.9 x bw_mib, seq4 >= seq1, local efscache cold >= 0.6 x local direct.
-# CPU seconds of the efscache and efs-emu processes are recorded per row.
+# each >= 0.9 x bw_mib, seq4 >= seq1, local efscache cold >= 0.6 x local direct;
+# (issue 18) efscache cold mmap-rand >= seq1 / 1.2 (time <= 1.2 x the
+# sequential cold read of the same file), daemon CPU <= 0.6 s per GiB for
+# cold seq1 and seq4, RSS at rest after 32 readers <= 64 MiB.  CPU seconds of
+# the efscache and efs-emu processes are recorded per row, and given per GiB
+# the row read.
 #
 # Writes OUT_DIR/cold.md and cold.csv.  Environment (defaults in brackets):
 #   SIZE [2G]  TREE [4G]  RUNS [3]  QUICK=1  EMU_OPTS  EFSCACHE_OPTS
 #   EFSCACHE_BUILD  BENCH_TMPDIR [/var/tmp]  OUT_DIR [docs/bench]  KEEP_TMP
-#   NO_INSTALL  STEP_TIMEOUT [600]
+#   NO_INSTALL  STEP_TIMEOUT [600]  REST_S [5]  RCLONE [1 if installed]
 #   PERF [0]  1: in the last round, `perf record -g` the daemons during each
 #             cache row and append their top symbols to cold.md
 set -euo pipefail
@@ -47,6 +63,9 @@ EFSCACHE_OPTS=${EFSCACHE_OPTS:-}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 PERF=${PERF:-0}
 PERF_PID=""
+REST_S=${REST_S:-5}
+RSS_PEAK="" RSS_REST=""
+ROW_BYTES=0
 
 # cpu_of PID -> utime + stime in seconds ("-" if gone)
 cpu_of() {
@@ -54,23 +73,34 @@ cpu_of() {
         "/proc/$1/stat" 2>/dev/null || echo -
 }
 
-# row SETUP WORKLOAD CMD...: drop caches, run CMD (prints MiB/s), record it
-# with the CPU seconds of $EPID (efscache, if set) and of $EMU_PID.
+# rss_kib PID FIELD -> VmRSS / VmHWM of PID in KiB ("" if gone)
+rss_kib() {
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true
+}
+
+# row SETUP WORKLOAD CMD...: drop caches (unless NO_DROP=1), run CMD (prints
+# MiB/s), record it with the CPU seconds of $EPID (efscache, if set) and of
+# $EMU_PID, the bytes the row read (ROW_BYTES) and RSS_PEAK / RSS_REST (MiB,
+# set by the 32-reader row).
 row() {
     local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de=""
     shift 2
-    drop_caches
+    [ "${NO_DROP:-0}" = 1 ] || drop_caches
+    RSS_PEAK="" RSS_REST=""
+    rm -f "$WORK/rss"
     c0=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
     e0=$(cpu_of "$EMU_PID")
     perf_start "$setup" "$wl"
     v=$("$@") || v=""
     perf_stop
+    # shellcheck disable=SC2034 # read from the file CMD's subshell wrote
+    [ -f "$WORK/rss" ] && read -r RSS_PEAK RSS_REST <"$WORK/rss"
     c1=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
     e1=$(cpu_of "$EMU_PID")
     [ "$c0" != - ] && [ "$c1" != - ] && dc=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
     [ "$e0" != - ] && [ "$e1" != - ] && de=$(awk -v a="$e0" -v b="$e1" 'BEGIN { printf "%.2f", b - a }')
     [[ $setup == local* ]] && de=""
-    echo "$ROUND,$setup,$wl,$v,$dc,$de" >>"$CSV"
+    echo "$ROUND,$setup,$wl,$v,$dc,$de,$ROW_BYTES,$RSS_PEAK,$RSS_REST" >>"$CSV"
     log "  $setup $wl: ${v:-FAILED} MiB/s (efscache cpu ${dc:--} s, efs-emu cpu ${de:--} s)"
 }
 
@@ -108,6 +138,47 @@ perf_summary() {
     done
 }
 
+# mmap_rand FILE -> MiB/s of mmaprand.py over FILE, empty on failure.
+mmap_rand() {
+    timeout -k 10 "$STEP_TIMEOUT" "$PY" "$BENCH_DIR/mmaprand.py" "$1" 2>>"$WORK/mmap.log" ||
+        echo ""
+}
+
+# readers32 DIR: 32 concurrent cold readers (dd, 1 MiB reads) of DIR/r/f1..32;
+# prints MiB/s and writes to $WORK/rss the daemon's VmHWM and its VmRSS REST_S
+# seconds after the load, in MiB (row reads them: it runs us in a subshell).
+# The mount is fresh, so VmHWM is this load's peak.
+readers32() {
+    local t0 t1 i pids=() bad=0
+    t0=$(now)
+    for i in $(seq 1 32); do
+        dd if="$1/r/f$i" of=/dev/null bs=1M status=none & pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || bad=1; done
+    t1=$(now)
+    local peak rest
+    peak=$(( $(rss_kib "$EPID" VmHWM) / 1024 ))
+    sleep "$REST_S"
+    rest=$(( $(rss_kib "$EPID" VmRSS) / 1024 ))
+    echo "$peak $rest" >"$WORK/rss"
+    [ $bad = 0 ] && mibps "$R32_BYTES" "$(elapsed "$t0" "$t1")" || echo ""
+}
+
+# rclone_fresh: (re)mount rclone over EMU on RMNT with an empty cache.
+rclone_fresh() {
+    rclone_stop
+    rm -rf "$RCACHE"
+    mkdir -p "$RCACHE"
+    start_daemon "$RMNT" "$WORK/rclone.log" rclone mount "$EMU" "$RMNT" \
+        --vfs-cache-mode full --cache-dir "$RCACHE" || die "rclone did not mount over $EMU"
+    RPID=$DAEMON_PID
+}
+
+rclone_stop() {
+    [ -n "$RPID" ] && stop_daemon "$RMNT" "$RPID"
+    RPID=""
+}
+
 warm_tree() {
     local t0 t1
     t0=$(now)
@@ -117,14 +188,15 @@ warm_tree() {
     mibps "$TREE_BYTES" "$(elapsed "$t0" "$t1")"
 }
 
-# efscache_fresh SOURCE: (re)mount efscache over SOURCE on MNT with an empty cache.
+# efscache_fresh SOURCE [OPTS]: (re)mount efscache over SOURCE on MNT with an
+# empty cache (OPTS: more -o options).
 efscache_fresh() {
     [ -n "$EPID" ] && stop_daemon "$MNT" "$EPID"
     EPID=""
     rm -rf "$CACHE"
     # shellcheck disable=SC2086
     start_daemon "$MNT" "$WORK/efscache.log" "$EFSCACHE_BIN" "$1" "$MNT" -f \
-        -o "cache_dir=$CACHE" $EFSCACHE_OPTS || die "efscache did not mount over $1"
+        -o "cache_dir=$CACHE${2:+,$2}" $EFSCACHE_OPTS || die "efscache did not mount over $1"
     EPID=$DAEMON_PID
 }
 
@@ -145,8 +217,9 @@ main() {
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
     WORK=$BENCH_TMP SRC=$BENCH_TMP/src EMU=$BENCH_TMP/emu MNT=$BENCH_TMP/mnt
-    CACHE=$BENCH_TMP/cache
-    mkdir -p "$SRC/tree/small" "$EMU" "$MNT"
+    CACHE=$BENCH_TMP/cache RMNT=$BENCH_TMP/rmnt RCACHE=$BENCH_TMP/rcache RPID=""
+    RCLONE=${RCLONE:-$(command -v rclone >/dev/null && echo 1 || echo 0)}
+    mkdir -p "$SRC/tree/small" "$SRC/r" "$EMU" "$MNT" "$RMNT"
     bench_check_drop
     [ "$BENCH_CAN_DROP" = 1 ] || die "cold rows need drop_caches (run as root)"
 
@@ -164,6 +237,8 @@ main() {
         n=$((n + sz)) i=$((i + 1))
     done
     TREE_FILES=$((i + 4))
+    for i in $(seq 1 32); do make_file "$SRC/r/f$i" $((SIZE_BYTES / 32)); done
+    R32_BYTES=$((SIZE_BYTES / 32 * 32))
     sync
 
     # shellcheck disable=SC2086
@@ -174,23 +249,40 @@ main() {
 v = os.getxattr(sys.argv[1], "user.efsemu.config").decode()
 print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
     CSV=$WORK/cold.csv
-    echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s" >"$CSV"
+    echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s,bytes,rss_peak_mib,rss_rest_mib" >"$CSV"
     EPID=""
     LOADS=()
     for ((r = 1; r <= RUNS; r++)); do
         ROUND=$r
         LOADS+=("$(cut -d' ' -f1 /proc/loadavg)")
         log "round $r of $RUNS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+        ROW_BYTES=$SIZE_BYTES
         row efs seq1 fio_mibps seq1 "$EMU/big"
         row efs seq4 fio_mibps seq4 "$EMU/big"
+        row efs mmap-rand mmap_rand "$EMU/big"
         efscache_fresh "$EMU"
         row efscache-cold seq1 fio_mibps seq1 "$MNT/big"
         efscache_fresh "$EMU"
         row efscache-cold seq4 fio_mibps seq4 "$MNT/big"
         efscache_fresh "$EMU"
+        row efscache-cold mmap-rand mmap_rand "$MNT/big"
+        row efscache-warm-disk mmap-rand mmap_rand "$MNT/big"
+        NO_DROP=1 row efscache-warm-page mmap-rand mmap_rand "$MNT/big"
+        efscache_fresh "$EMU"
+        ROW_BYTES=$TREE_BYTES
         row efscache-cold warm warm_tree "$MNT/tree"
+        efscache_fresh "$EMU" "cache_size=$((SIZE_BYTES / 2))"
+        ROW_BYTES=$R32_BYTES
+        row efscache-cold readers32 readers32 "$MNT"
         efscache_stop
+        ROW_BYTES=$SIZE_BYTES
+        if [ "$RCLONE" = 1 ]; then
+            rclone_fresh
+            row rclone-cold mmap-rand mmap_rand "$RMNT/big"
+            rclone_stop
+        fi
         row local-direct seq1 fio_mibps seq1 "$SRC/big"
+        row local-direct mmap-rand mmap_rand "$SRC/big"
         efscache_fresh "$SRC"
         row local-efscache-cold seq1 fio_mibps seq1 "$MNT/big"
         efscache_stop
@@ -208,13 +300,17 @@ print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
     "$PY" - "$CSV" "$OUT_DIR/cold.md" <<'EOF'
 import csv, datetime, os, platform, statistics, sys
 e = os.environ
-vals, cpu, ecpu = {}, {}, {}
+vals, cpu, ecpu, cpg, rss = {}, {}, {}, {}, {}
 for r in csv.DictReader(open(sys.argv[1])):
     k = (r["setup"], r["workload"])
     if r["mibps"]:
         vals.setdefault(k, []).append(float(r["mibps"]))
     if r["efscache_cpu_s"]:
         cpu.setdefault(k, []).append(float(r["efscache_cpu_s"]))
+        if r.get("bytes") and float(r["bytes"]) > 0:
+            cpg.setdefault(k, []).append(float(r["efscache_cpu_s"]) / (float(r["bytes"]) / 2**30))
+    if r.get("rss_peak_mib"):
+        rss.setdefault(k, []).append((float(r["rss_peak_mib"]), float(r["rss_rest_mib"] or 0)))
     if r["emu_cpu_s"]:
         ecpu.setdefault(k, []).append(float(r["emu_cpu_s"]))
 med = {k: statistics.median(v) for k, v in vals.items()}
@@ -241,8 +337,8 @@ L = ["# Cold reads at the source's cap" + (" — QUICK smoke run" if e["QUICK"] 
      "- machine load average (1 min) at the start of each round: %s; other users of a "
      "shared machine slow every row alike" % e["LOADS"],
      "",
-     "| row | MiB/s (median) | runs | reference | ratio | target | efscache CPU s | efs-emu CPU s |",
-     "|---|---:|---|---|---:|---|---:|---:|"]
+     "| row | MiB/s (median) | runs | reference | ratio | target | efscache CPU s | efscache CPU s/GiB | vs efs seq4 | efs-emu CPU s |",
+     "|---|---:|---|---|---:|---|---:|---:|---:|---:|"]
 rows = [
     (("efs", "seq1"), "efs-emu directly, seq1 (no cache)", None),
     (("efs", "seq4"), "efs-emu directly, seq4 (no cache)", None),
@@ -252,30 +348,58 @@ rows = [
     (("local-direct", "seq1"), "local directory directly, seq1 (no FUSE)", None),
     (("local-efscache-cold", "seq1"), "efscache cold seq1 over the local directory",
      ("direct", 0.6)),
+    (("efs", "mmap-rand"), "efs-emu directly, mmap-rand (no cache)", None),
+    (("efscache-cold", "mmap-rand"), "efscache cold mmap-rand over efs-emu", ("seq1", 1 / 1.2)),
+    (("efscache-warm-disk", "mmap-rand"), "efscache warm-disk mmap-rand (page cache dropped)", None),
+    (("efscache-warm-page", "mmap-rand"), "efscache warm-page mmap-rand (pages kept)", None),
+    (("rclone-cold", "mmap-rand"), "rclone (vfs-cache-mode full) cold mmap-rand over efs-emu", None),
+    (("local-direct", "mmap-rand"), "local directory directly, mmap-rand (no FUSE)", None),
+    (("efscache-cold", "readers32"), "efscache cold, 32 readers of 32 files (cache_size=SIZE/2)", None),
 ]
+seq4 = med.get(("efs", "seq4"))
+refs = {"cap": ("cap %.0f" % cap, cap), "direct": ("local direct", direct),
+        "seq1": ("efscache cold seq1", med.get(("efscache-cold", "seq1")))}
 summary = []
 for k, label, tgt in rows:
     m = med.get(k)
     runs = ", ".join("%.0f" % v for v in vals.get(k, [])) or "failed"
     ref = ratio = res = ""
     if tgt and m is not None:
-        base = cap if tgt[0] == "cap" else direct
-        ref = "cap %.0f" % cap if tgt[0] == "cap" else "local direct"
+        ref, base = refs[tgt[0]]
         if base:
             ratio = "%.2f" % (m / base)
             ok = m >= tgt[1] * base
-            res = ("≥ %.1f: **%s**" % (tgt[1], "met" if ok else "missed"))
+            res = ("≥ %.2f: **%s**" % (tgt[1], "met" if ok else "missed"))
             summary.append("%-45s %6.0f MiB/s  %s x %s  %s" % (label, m, ratio, ref,
                                                               "met" if ok else "MISSED"))
-    L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    if k not in vals and k[0].startswith("rclone"):
+        continue
+    L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         label, "%.0f" % m if m is not None else "–", runs, ref, ratio, res,
-        mcpu(cpu, k), mcpu(ecpu, k)))
+        mcpu(cpu, k), "%.2f" % statistics.median(cpg[k]) if k in cpg else "",
+        "%.2f" % (m / seq4) if m is not None and seq4 and not k[0].startswith("local") else "",
+        mcpu(ecpu, k)))
 s1, s4 = med.get(("efscache-cold", "seq1")), med.get(("efscache-cold", "seq4"))
 if s1 and s4:
     ok = s4 >= s1
     L += ["", "4 jobs never below 1 job: seq4 / seq1 = %.2f: **%s**" % (s4 / s1,
                                                                       "met" if ok else "missed")]
     summary.append("seq4 / seq1 = %.2f  %s" % (s4 / s1, "met" if ok else "MISSED"))
+for k in (("efscache-cold", "seq1"), ("efscache-cold", "seq4")):
+    if k in cpg:
+        c = statistics.median(cpg[k])
+        L += ["", "daemon CPU for %s %s: %.2f s/GiB, target ≤ 0.6: **%s**" % (
+            k[0], k[1], c, "met" if c <= 0.6 else "missed")]
+        summary.append("CPU %s %s %.2f s/GiB  %s" % (k[0], k[1], c, "met" if c <= 0.6 else "MISSED"))
+r32 = rss.get(("efscache-cold", "readers32"))
+if r32:
+    peak = statistics.median(p for p, _ in r32)
+    rest = statistics.median(r for _, r in r32)
+    ok = rest <= 64
+    L += ["", "32 concurrent cold readers: daemon RSS %.0f MiB at peak (VmHWM), %.0f MiB at rest "
+          "(median; target at rest ≤ 64: **%s**)" % (peak, rest, "met" if ok else "missed")]
+    summary.append("32 readers RSS peak %.0f MiB, rest %.0f MiB  %s" % (peak, rest,
+                                                                     "met" if ok else "MISSED"))
 open(sys.argv[2], "w").write("\n".join(L) + "\n")
 print("\n".join(summary))
 EOF

@@ -188,17 +188,27 @@ static int abs_kind(const char *p)
 	return FD_KNOWN | kind_of_name(p + n);
 }
 
-/* What /proc says fd is: FD_KNOWN | kind, or 0. */
-static int proc_kind(int fd)
+/* The file fd names now, as /proc says it, into path (PATH_MAX bytes; ""
+ * if it cannot be read); its length. */
+static ssize_t fd_path(int fd, char *path)
 {
-	char link[64], path[PATH_MAX];
+	char link[64];
 	ssize_t n;
 
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, path, sizeof(path) - 1);
+	n = readlink(link, path, PATH_MAX - 1);
+	path[n > 0 ? n : 0] = '\0';
+	return n;
+}
+
+/* What /proc says fd is: FD_KNOWN | kind, or 0. */
+static int proc_kind(int fd)
+{
+	char path[PATH_MAX];
+	ssize_t n = fd_path(fd, path);
+
 	if (n <= 0)
 		return 0;
-	path[n] = '\0';
 	if (n > 10 && !strcmp(path + n - 10, " (deleted)"))
 		path[n - 10] = '\0';
 	return abs_kind(path);
@@ -247,8 +257,34 @@ static int note_fd(int fd, int k)
 	return fd;
 }
 
-static void forget_fd(int fd)
+/* A close of an fd the test owns, by anyone else, is a stray close (of a
+ * number its closer no longer owned): the moment to stop, with the stack
+ * that did it. */
+static void check_not_protected(int fd, const char *call)
 {
+	void *frames[32];
+	int n;
+
+	if (fd < 0 || fd >= FD_MAX || !fdprot[fd])
+		return;
+	say("%s(%d): the fd is the test's own (faultinj_protect_fd): a stray close; stack:",
+	    call, fd);
+	n = backtrace(frames, 32);
+	backtrace_symbols_fd(frames, n, 2);
+	abort();
+}
+
+void faultinj_protect_fd(int fd, bool on)
+{
+	if (fd >= 0 && fd < FD_MAX)
+		fdprot[fd] = on;
+}
+
+/* fd is being closed (or replaced, by call): it is not cache_dir's any
+ * more, and it must not be one the test protects. */
+static void fd_leaves(int fd, const char *call)
+{
+	check_not_protected(fd, call);
 	if (fd >= 0 && fd < FD_MAX)
 		fdk[fd] = 0;
 }
@@ -314,17 +350,14 @@ static bool should_fail(enum faultinj_op op, int k, int *err)
 /* Fail a call on fd (the common case). */
 static bool fd_fails(int fd, enum faultinj_op op, int *err)
 {
-	char link[64], path[PATH_MAX];
+	char path[PATH_MAX];
 	size_t at;
-	ssize_t n;
 
 	if (!should_fail(op, fd_kind(fd), err))
 		return false;
 	/* Which file the fd is now: a mark left on a reused number would
 	 * show here as a file outside cache_dir. */
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, path, sizeof(path) - 1);
-	path[n > 0 ? n : 0] = '\0';
+	fd_path(fd, path);
 	at = strlen(last_failure);
 	snprintf(last_failure + at, sizeof(last_failure) - at, " on fd %d (%s)", fd, path);
 	return true;
@@ -469,49 +502,22 @@ ON_PATH(int, statvfs64, FAULTINJ_STATVFS, at_kind(AT_FDCWD, path),
 
 /* ---- fds leaving: forget their marks --------------------------------------- */
 
-/* A close of an fd the test owns, by anyone else, is a stray close (of a
- * number its closer no longer owned): the moment to stop, with the stack
- * that did it. */
-static void check_not_protected(int fd, const char *call)
-{
-	void *frames[32];
-	int n;
-
-	if (fd < 0 || fd >= FD_MAX || !fdprot[fd])
-		return;
-	say("%s(%d): the fd is the test's own (faultinj_protect_fd): a stray close; stack:",
-	    call, fd);
-	n = backtrace(frames, 32);
-	backtrace_symbols_fd(frames, n, 2);
-	abort();
-}
-
-void faultinj_protect_fd(int fd, bool on)
-{
-	if (fd >= 0 && fd < FD_MAX)
-		fdprot[fd] = on;
-}
-
 int close(int fd)
 {
-	check_not_protected(fd, "close");
-	forget_fd(fd);
+	fd_leaves(fd, "close");
 	return REAL(close)(fd);
 }
 
 int closedir(DIR *d)
 {
-	check_not_protected(dirfd(d), "closedir");
-	forget_fd(dirfd(d));
+	fd_leaves(dirfd(d), "closedir");
 	return REAL(closedir)(d);
 }
 
 int fclose(FILE *f)
 {
-	if (f) {
-		check_not_protected(fileno(f), "fclose");
-		forget_fd(fileno(f));
-	}
+	if (f)
+		fd_leaves(fileno(f), "fclose");
 	return REAL(fclose)(f);
 }
 
@@ -526,8 +532,7 @@ int dup2(int fd, int nfd)
 {
 	int k = fd >= 0 && fd < FD_MAX ? fdk[fd] : 0;
 
-	check_not_protected(nfd, "dup2");
-	forget_fd(nfd);
+	fd_leaves(nfd, "dup2");
 	return note_fd(REAL(dup2)(fd, nfd), k);
 }
 
@@ -535,18 +540,15 @@ int dup3(int fd, int nfd, int flags)
 {
 	int k = fd >= 0 && fd < FD_MAX ? fdk[fd] : 0;
 
-	check_not_protected(nfd, "dup3");
-	forget_fd(nfd);
+	fd_leaves(nfd, "dup3");
 	return note_fd(REAL(dup3)(fd, nfd, flags), k);
 }
 
 int close_range(unsigned int first, unsigned int last, int flags)
 {
 	if (!(flags & CLOSE_RANGE_CLOEXEC))
-		for (unsigned int fd = first; fd <= last && fd < FD_MAX; fd++) {
-			check_not_protected((int)fd, "close_range");
-			fdk[fd] = 0;
-		}
+		for (unsigned int fd = first; fd <= last && fd < FD_MAX; fd++)
+			fd_leaves((int)fd, "close_range");
 	return REAL(close_range)(first, last, flags);
 }
 

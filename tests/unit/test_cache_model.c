@@ -1473,14 +1473,17 @@ static void close_all_handles(void)
 
 static void do_restart(struct worker *w)
 {
+	const enum verify_mode verify = chance(&w->rng, 25) ? VERIFY_ALWAYS : VERIFY_ONCE;
+
 	pthread_rwlock_wrlock(&life);
 	close_all_handles();
 	faultinj_disarm_all();
 	env_down(&V);
-	V.cfg.verify = chance(&w->rng, 25) ? VERIFY_ALWAYS : VERIFY_ONCE;
+	V.cfg.verify = verify;
 	env_up(&V);
 	pthread_rwlock_unlock(&life);
-	trace(w, OP_RESTART, -1, -1, 0, 0, V.cfg.verify, "verify mode");
+	/* Not V.cfg.verify: another thread's restart may be writing it now. */
+	trace(w, OP_RESTART, -1, -1, 0, 0, verify, "verify mode");
 	n_restarts++;
 }
 

@@ -943,10 +943,10 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 	return real(fd, buf, len, off);
 }
 
-/* A reader hands its fetched chunk to write-behind with a copy of its
- * bytes; past WB_MAX_BYTES of copies it stores the chunk itself, so a
- * stalled disk cannot make write-behind hold the memory of every chunk
- * read meanwhile.  The bound is lowered to four chunks here (256 MiB is
+/* A reader hands its fetched chunk's buffer to write-behind; past
+ * WB_MAX_BYTES of buffers held it stores the chunk itself, so a stalled
+ * disk cannot make write-behind hold the memory of every chunk read
+ * meanwhile.  The bound is lowered to four chunks here (256 MiB is
  * out of a unit test's reach, and the queue's 256 chunks of 64 KiB make
  * only 16 MiB), and the worker's writes stall while 16 chunks are read. */
 static void test_write_behind_bounded(void)

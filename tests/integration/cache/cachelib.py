@@ -340,9 +340,14 @@ class Stack:
         self.m = None
         return probs
 
-    def remount(self, extra=None):
+    def check_umount(self, what="clean unmount"):
+        """Unmount and check it was clean, the problems (a daemon still running after the
+        wait, with its threads' states; fusermount3's error) in the check's detail."""
         probs = self.umount()
-        h.check("clean unmount before remount", not probs, "; ".join(probs))
+        h.check(what, not probs, "; ".join(probs))
+
+    def remount(self, extra=None):
+        self.check_umount("clean unmount before remount")
         return self.mount(extra)
 
     def daemon_pid(self):

@@ -136,7 +136,7 @@ def test_cache_dir_removed():
             os.path.islink(st.cache_dir) or os.path.isdir(st.cache_dir))
     if os.path.islink(st.cache_dir):
         os.unlink(st.cache_dir)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -79,19 +79,19 @@ def test_second_daemon():
                 rc not in (0, "timeout") and not mounted,
                 "exit %s mounted %s stderr %r" % (rc, mounted, err.strip()))
     cl.check_content("first daemon still serves", st.p("f"), st.s("f"), want)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
     # once the first daemon is gone, the cache_dir can be used again
     st.mount()
     cl.check_content("after the first daemon exited, a new one starts", st.p("f"), st.s("f"),
                      want)
-    h.check("clean unmount (2)", not st.umount())
+    st.check_umount("clean unmount (2)")
 
 
 def test_bad_cache_dirs():
     st = cl.Stack()
     base = st.base
     mnt2 = os.path.join(base, "mnt2")
-    h.check("unmount the stack's efscache", not st.umount())
+    st.check_umount("unmount the stack's efscache")
 
     # a symlink to a good directory
     real = os.path.join(base, "real")
@@ -146,7 +146,7 @@ def test_bad_cache_dirs():
 
 def test_new_cache_dir_modes():
     st = cl.Stack(cache_dir=None)
-    h.check("unmount the stack's efscache", not st.umount())
+    st.check_umount("unmount the stack's efscache")
     cache_dir = os.path.join(st.base, "fresh")
     st.cache_dir = cache_dir
     old = os.umask(0)
@@ -175,7 +175,7 @@ def test_new_cache_dir_modes():
                 bad.append("%s owned by %d" % (os.path.relpath(p, cache_dir), s.st_uid))
     h.check("every directory in cache_dir is 0700, every file 0600", not bad, bad[:10])
     h.check("records were written", len(cl.records(cache_dir)) >= 1, str(os.listdir(cache_dir)))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

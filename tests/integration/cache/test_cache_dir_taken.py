@@ -49,7 +49,7 @@ def test_cache_dir_taken():
     fd = take_over(st.cache_dir)
     h.check("setup: cache_dir removed and its lock taken by someone else", fd is not None)
     if fd is None:
-        h.check("clean unmount", not st.umount())
+        st.check_umount("clean unmount")
         return
     ok = cl.wait_for(lambda: "another efscache holds its lock" in st.m.stderr(), timeout=10)
     h.check("the daemon says it lost cache_dir and stops caching", ok, st.m.stderr()[-500:])
@@ -76,7 +76,7 @@ def test_cache_dir_taken():
     h.check("lock back: chunks stored again", cl.delta(st.stats(), s0, "chunks_stored") > 0)
     h.check("lock back: a record in cache_dir", len(cl.records(st.cache_dir)) >= 1,
             our_files(st.cache_dir))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_data_file_removed():
     check_reads("KEY.data removed, third read", st, "model.bin", want)
     h.check("the mount still answers", os.path.isdir(st.mnt))
     h.note("third read fetched %d bytes from the emu" % (st.emu_read_bytes() - e0))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_rm_rf_half_way():
@@ -75,7 +75,7 @@ def test_rm_rf_half_way():
             "%d data files removed, %d records left" % (removed, len(cl.records(st.cache_dir))))
     for n in ("a", "b", "c"):
         check_reads("rm -rf half way", st, n, want[n])
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def test_cache_size_tmpfs():
         st = cl.Stack(cache_opts=("cache_size=16M", "cache_min_free=0"), base=base,
                       cache_dir=os.path.join(tdir, "cache"))
         fill_beyond_limit(st, "tmpfs", lambda: fs_used(tdir))
-        h.check("tmpfs: clean unmount", not st.umount())
+        st.check_umount("tmpfs: clean unmount")
         h.check("tmpfs: emu unmounted", not st.emu_m.umount())
     finally:
         umount_tmpfs(tdir, "tmpfs")
@@ -168,7 +168,7 @@ def test_cache_size():
     h.check("LRU: D (just read) is cached", cached["D"] == 4 * MiB, str(cached))
     h.check("LRU: usage <= limit", cl.file_usage(st.cache_dir) <= LIMIT,
             "%d" % cl.file_usage(st.cache_dir))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_min_free():
@@ -220,7 +220,7 @@ def test_min_free():
         s = st.stats()
         h.check("min_free: evictions counted", s["evictions"] > 0, str(s))
         h.check("min_free: the cache is used", s["cache_usage_bytes"] > 4 * MiB, str(s))
-        h.check("min_free: clean unmount", not st.umount())
+        st.check_umount("min_free: clean unmount")
         h.check("min_free: emu unmounted", not st.emu_m.umount())
     finally:
         umount_tmpfs(tdir, "min_free")

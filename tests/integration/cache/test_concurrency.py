@@ -69,7 +69,7 @@ def test_fio_verify():
         h.note("fio %s: fetch_waits %d, misses %d, emu read %d" % (
             label, cl.delta(s1, s0, "fetch_waits"), cl.delta(s1, s0, "misses"), fetched))
     cl.check_content("fio file: bytes equal the source", st.p("fio.dat"), st.s("fio.dat"), want)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_threads():
@@ -136,7 +136,7 @@ def test_threads():
             rnd, cl.delta(s1, s0, "fetch_waits"), cl.delta(s1, s0, "misses"),
             cl.delta(s1, s0, "chunks_stored"), fetched))
     cl.check_content("bytes equal the source", st.p("f"), st.s("f"))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_processes():
@@ -155,7 +155,7 @@ def test_processes():
         fetched = st.emu_file_stats("f")["read_bytes"] - e0.get("read_bytes", 0)
         h.check("round %d: emu served <= size + one chunk per reader" % rnd,
                 fetched <= size + THREADS * CS, "emu served %d bytes" % fetched)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

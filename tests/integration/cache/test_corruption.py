@@ -56,7 +56,7 @@ def test_damage_while_unmounted():
     want = fill(st, "f", seed=1)
 
     def damage(label, fn):
-        h.check("%s: unmount" % label, not st.umount())
+        st.check_umount("%s: unmount" % label)
         rec = st.record_of("f")
         if not h.check("%s: record of f found" % label, rec is not None,
                        "no record with f's inode under %s" % st.cache_dir):
@@ -139,7 +139,7 @@ def test_damage_while_unmounted():
 
     # 13. the record (meta + data) of another file of the same size copied over f's
     want_g = fill(st, "g", seed=2)
-    h.check("other record: unmount", not st.umount())
+    st.check_umount("other record: unmount")
     rf, rg = st.record_of("f"), st.record_of("g")
     if h.check("other record: both records found", rf and rg, "f %s g %s" % (rf, rg)):
         shutil.copyfile(rg[0], rf[0])
@@ -147,7 +147,7 @@ def test_damage_while_unmounted():
         reread_after(st, "g's record copied over f's", "f", want, expect_mismatch=False,
                      expect_refetch=SIZE)
         cl.check_content("g still right", st.p("g"), st.s("g"), want_g)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_damage_while_mounted_verify_always():
@@ -180,7 +180,7 @@ def test_damage_while_mounted_verify_always():
             cl.delta(s1, s0, "chunks_verified") >= 10, str(s1))
     h.eq("verify=always: undamaged re-read fetched 0 bytes",
          cl.delta(st.emu_stats(), e0, "read_bytes"), 0)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_verify_xattr():
@@ -211,7 +211,7 @@ def test_verify_xattr():
     cl.check_content("verify: g untouched", st.p("g"), st.s("g"), want_g)
     r = st.verify_all()
     h.eq("verify: after refetch: chunks_bad", r.get("chunks_bad"), 0)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def append_seen(direct):
     finally:
         buf.close()
         os.close(fd)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_append_seen_direct():

@@ -128,7 +128,7 @@ def test_errno_mid_read():
         cl.drop_caches()
         fy.still_cached(name, "f", MiB)
     h.check("source_errors counted", st.stats()["source_errors"] >= 3)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_estale_replaced():
@@ -164,7 +164,7 @@ def test_estale_replaced():
     cl.check_content("replaced: the new file again", st.p("f"), st.s("f"), new)
     h.eq("replaced: the new file was cached (0 bytes refetched)",
          st.emu_file_stats("f").get("read_bytes", 0) - e0, 0)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 READER = r'''
@@ -242,7 +242,7 @@ def test_hang_then_answers():
     st.emu_set("hang", "")
     cl.drop_caches()
     fy.still_cached("hang", "f", 4 * MiB)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_hang_interrupted():
@@ -289,11 +289,11 @@ def test_hang_interrupted():
     st.emu_set("hang", "")
     gone = cl.wait_for(lambda: not st.m.daemon_pids(), 60)
     h.check("source answered: the daemon exits", gone)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
     st.mount()
     cl.drop_caches()
     cl.check_content("source answered: f reads right", st.p("f"), st.s("f"), fy.want["f"])
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_enotconn():
@@ -324,14 +324,14 @@ def test_enotconn():
     cl.no_readahead(st.emu_m)
     err, _ = attempt(read_all, st.p("g"))
     h.note("source back, same efscache daemon: reading g gives %s" % ename(err))
-    h.check("clean unmount of efscache", not st.umount())
+    st.check_umount("clean unmount of efscache")
     st.mount()
     for rel in ("f", "g"):
         e0 = st.emu_file_stats(rel).get("read_bytes", 0)
         cl.check_content("remounted: %s right" % rel, st.p(rel), st.s(rel), fy.want[rel])
         h.eq("remounted: %s from the cache (nothing was deleted)" % rel,
              st.emu_file_stats(rel).get("read_bytes", 0) - e0, 0)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_short_reads():
@@ -356,7 +356,7 @@ def test_short_reads():
         cl.check_content("cleared: %s right" % rel, st.p(rel), st.s(rel), want)
     cl.drop_caches()
     fy.still_cached("short reads cleared", "f", 4 * MiB)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def attributable(data, orig):
@@ -401,7 +401,7 @@ def test_bytes_change_between_reads():
                     if not data or data[i:i + 4096] != now[i:i + 4096])))
     cl.drop_caches()
     fy.still_cached("bytes changed", "c", MiB + 4096)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

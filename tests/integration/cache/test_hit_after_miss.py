@@ -74,7 +74,7 @@ def test_hit_after_miss():
     h.check("cache_usage_bytes > 0", st.stats().get("cache_usage_bytes", 0) > 0,
             str(st.stats()))
 
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

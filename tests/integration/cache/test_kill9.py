@@ -123,7 +123,7 @@ def test_kill9():
     s = st.stats()
     h.note("last daemon: %s" % {k: s[k] for k in ("checksum_mismatches", "chunks_verified",
                                                    "chunks_stored")})
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

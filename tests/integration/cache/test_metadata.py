@@ -69,7 +69,7 @@ def test_one_round_trip_per_open():
         h.eq("open %d of a valid cached file: exactly one GETATTR reaches the source, "
              "nothing else" % rnd, got,
              {"lookups": 0, "getattrs": 1, "opens": 0, "readdirs": 0, "read_ops": 0})
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_cold_no_more_than_efs():
@@ -85,7 +85,7 @@ def test_cold_no_more_than_efs():
     h.note("first read of a small file: EFS directly %s, through efscache %s" % (efs, ours))
     h.check("a cold first read through efscache costs no more requests than EFS directly",
             sum(ours.values()) <= sum(efs.values()), "efs %s efscache %s" % (efs, ours))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_changes_seen_at_open():
@@ -111,7 +111,7 @@ def test_changes_seen_at_open():
     os.unlink(st.s("f"))
     h.check_errno("deleted: next open fails with ENOENT", read_once, (st.p("f"),),
                   expected={2})
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_names_within_window():
@@ -127,7 +127,7 @@ def test_names_within_window():
             os.path.exists(st.p("d/new")))
     h.check("a removed file is gone once the window passed", not os.path.lexists(st.p("d/old")))
     h.eq("the listing shows the change", sorted(os.listdir(st.p("d"))), ["new"])
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_lookupcache_modes():
@@ -146,7 +146,7 @@ def test_lookupcache_modes():
         else:
             h.eq("%s: no negative caching: the lookup reaches the source" % (opts,),
                  asked, 1)
-        h.check("clean unmount %s" % (opts,), not st.umount())
+        st.check_umount("clean unmount %s" % (opts,))
 
 
 def test_relaxed_modes():
@@ -161,7 +161,7 @@ def test_relaxed_modes():
         h.eq("%s: opens inside the window ask the source nothing" % (opts,),
              diff(meta(st.emu_stats()), before),
              {"lookups": 0, "getattrs": 0, "opens": 0, "readdirs": 0, "read_ops": 0})
-        h.check("clean unmount %s" % (opts,), not st.umount())
+        st.check_umount("clean unmount %s" % (opts,))
 
 
 def test_reader_close_sends_no_flush():
@@ -180,7 +180,7 @@ def test_reader_close_sends_no_flush():
     with open(st.p("f"), "r+b") as f:
         f.write(b"x")
     h.eq("a writer's close flushes", diff(kernel(st), before)["kernel_flushes"], 1)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def _lock_then_close(path, ready, go):
@@ -228,7 +228,7 @@ def test_noflush_close_drops_locks():
     os.waitpid(pid, 0)
     for x in (r1, w1, r2, w2):
         os.close(x)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_immutable_opens_ask_nothing():
@@ -277,7 +277,7 @@ def test_immutable_opens_ask_nothing():
         h.eq("immutable: lseek SEEK_END", os.lseek(f.fileno(), 0, os.SEEK_END), 20 * KiB)
     h.check_errno("immutable: a write open is refused (read-only)", open, (st.p("d/a"), "r+b"),
                   expected={errno.EROFS})
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 h.run_tests([test_one_round_trip_per_open, test_cold_no_more_than_efs, test_changes_seen_at_open,

@@ -180,7 +180,7 @@ def test_ro_full_partial_changed():
     h.eq("cached again: passthrough with the newer bytes", cl.sha(fill(st, "f")), newer)
     h.eq("cached again after the change: passthrough",
          cl.delta(st.stats(), s0, "passthrough_opens"), 1)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_rw_auto_is_off():
@@ -209,7 +209,7 @@ def test_rw_auto_is_off():
     h.eq("rw mount: one log line says why passthrough is off", len(log), 1, str(log))
     h.check("rw mount: the log line gives the reason", any("read-write" in ln for ln in log),
             str(log))
-    h.check("clean unmount (rw)", not st.umount())
+    st.check_umount("clean unmount (rw)")
 
 
 def test_ro_passthrough_off():
@@ -225,7 +225,7 @@ def test_ro_passthrough_off():
     h.check("passthrough=off: reads reach efscache", cl.delta(s1, s0, "reads") > 0, str(s1))
     h.check("passthrough=off: nothing logged about passthrough",
             "passthrough: off" not in st.stderr(), st.stderr()[-1000:])
-    h.check("clean unmount (off)", not st.umount())
+    st.check_umount("clean unmount (off)")
 
 
 def test_eviction_pressure():
@@ -269,7 +269,7 @@ def test_eviction_pressure():
     h.check("eviction happened", s.get("evictions", 0) > 0, str(s))
     for n in names:
         cl.check_content("after pressure: %s" % n, st.p(n), st.s(n), want[n])
-    h.check("clean unmount (pressure)", not st.umount())
+    st.check_umount("clean unmount (pressure)")
 
 
 def test_kill9_with_passthrough_opens():
@@ -305,7 +305,7 @@ def test_kill9_with_passthrough_opens():
     for n in "ab":
         h.eq("after remount, passthrough again: %s" % n, cl.sha(fill(st, n)), want[n])
     h.eq("after remount: passthrough opens", cl.delta(st.stats(), s0, "passthrough_opens"), 2)
-    h.check("clean unmount (kill9)", not st.umount())
+    st.check_umount("clean unmount (kill9)")
 
 
 def test_reader_outlives_daemon():
@@ -362,7 +362,7 @@ def test_reader_outlives_daemon():
     except OSError:
         pass
     settle(st)
-    h.check("clean unmount (outliving reader)", not st.umount())
+    st.check_umount("clean unmount (outliving reader)")
 
 
 if __name__ == "__main__":

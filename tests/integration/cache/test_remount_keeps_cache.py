@@ -59,7 +59,7 @@ def test_remount_keeps_cache():
     for n in files:
         cl.check_content("chunk_size back: read %s" % n, st.p(n), st.s(n), want[n])
 
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def test_unlink_of_open_file_while_source_hangs():
     h.check("the reader that had f open still reads it after the unlink",
             cl.sha(data) == want_f)
     h.check("f is gone from the source", not os.path.exists(st.s("f")))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 h.require_fuse()

@@ -700,8 +700,7 @@ def test_soak():
                     "%d -> %d" % (warm[1], end[1]))
     else:
         h.check("fds and RSS of the last daemon measured", False, "%r %r" % (warm, end))
-    probs = st.umount()
-    h.check("clean unmount", not probs, "; ".join(probs))
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

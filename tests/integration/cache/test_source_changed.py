@@ -80,7 +80,7 @@ def test_in_place_same_mtime():
     # and again without dropping anything, many small reads through one fd
     data = cl.read_range(st.p("g"), 0, SIZE)
     h.eq("(a2) pread of the whole file", cl.sha(data), new_g)
-    h.check("clean unmount (a)", not st.umount())
+    st.check_umount("clean unmount (a)")
 
 
 def test_replaced_by_rename():
@@ -98,7 +98,7 @@ def test_replaced_by_rename():
     os.rename(st.s(".f.tmp"), st.s("f"))
     cl.check_content("(b) after rename of a same-size, same-mtime file: new bytes",
                      st.p("f"), st.s("f"), new2)
-    h.check("clean unmount (b)", not st.umount())
+    st.check_umount("clean unmount (b)")
 
 
 def test_truncate_extend():
@@ -126,7 +126,7 @@ def test_truncate_extend():
         f.seek(SIZE + MiB)
         f.write(b"tail")
     cl.check_content("(c) extended by a hole + data: bytes", st.p("f"), st.s("f"))
-    h.check("clean unmount (c)", not st.umount())
+    st.check_umount("clean unmount (c)")
 
 
 def test_deleted():
@@ -144,7 +144,7 @@ def test_deleted():
     new = cl.make_file(st.s("f"), SIZE, seed=10)
     cl.wait_dir_window()
     cl.check_content("(d) new file with the old name: new bytes", st.p("f"), st.s("f"), new)
-    h.check("clean unmount (d)", not st.umount())
+    st.check_umount("clean unmount (d)")
 
 
 def test_ttl_never():
@@ -156,7 +156,7 @@ def test_ttl_never():
     what = "old" if got == old else "new" if got == new else "a MIX of old and new"
     h.note("(e) ttl=never, source rewritten in place: the mount served the %s version "
            "(allowed by contract: ttl=never is for immutable trees)" % what)
-    h.check("clean unmount (e)", not st.umount())
+    st.check_umount("clean unmount (e)")
 
 
 def test_ttl_positive():
@@ -170,7 +170,7 @@ def test_ttl_positive():
     # once the ttl has passed for sure, the next open must see the change
     time.sleep(2.5)
     cl.check_content("(f) ttl=1: after the ttl expired: new bytes", st.p("f"), st.s("f"), new)
-    h.check("clean unmount (f)", not st.umount())
+    st.check_umount("clean unmount (f)")
 
 
 if __name__ == "__main__":

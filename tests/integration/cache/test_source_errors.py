@@ -100,7 +100,7 @@ def test_eio():
                      want["cached"])
     h.eq("EIO did not delete cached data: 0 bytes refetched",
          st.emu_file_stats("cached")["read_bytes"] - e0.get("read_bytes", 0), 0)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_eio_mid_read():
@@ -127,7 +127,7 @@ def test_eio_mid_read():
         h.eq("round %d: f fully cached now" % rnd,
              st.emu_file_stats("f")["read_bytes"] - e0.get("read_bytes", 0), 0)
     h.check("source_errors counted", st.stats()["source_errors"] >= 1, str(st.stats()))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_enoent():
@@ -163,7 +163,7 @@ def test_enoent():
     os.close(fd)
     st.emu_set("fail_enoent", "")
     cl.check_content("fault cleared: y right", st.p("y"), st.s("y"), want["y"])
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_ttl_never_eio():
@@ -179,7 +179,7 @@ def test_ttl_never_eio():
             err == errno.EIO or (err == 0 and cl.sha(data) == want), "errno %s" % err)
     st.emu_set("fail_eio", "")
     cl.check_content("ttl=never: fault cleared: right", st.p("c"), st.s("c"), want)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_unlink():
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         h.eq("unlink while open: the open file still reads its bytes", cl.sha(f.read()),
              want)
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_rename_over():
@@ -94,7 +94,7 @@ def test_rename_over():
     else:
         h.eq("rename exchange: rc", r, 0)
         h.check("rename exchange: both records kept", not gone(rec_x) and not gone(rec_y))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_gone_on_source():
@@ -143,7 +143,7 @@ def test_gone_on_source():
     h.eq("renamed on the source: not counted as gone", st.stats()["records_gone"] - g0, 0)
     for f in (hold_d, hold_r, hold_m):
         f.close()
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_gone_at_lookup():
@@ -166,7 +166,7 @@ def test_gone_at_lookup():
     h.check("renamed on the source: its record is kept", not gone(rec_k), str(rec_k))
     hold_l.close()
     hold_k.close()
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -109,8 +109,7 @@ def test_store_faults():
 
     # Armed across a restart: the startup index and the first reads meet them.
     what = "EMFILE and EIO on records across a restart"
-    probs = st.umount()
-    h.check("%s: clean unmount" % what, not probs, "; ".join(probs))
+    st.check_umount("%s: clean unmount" % what)
     cl.faultinj_set(st, "open EMFILE kind=data p=0.5 seed=3\nread EIO kind=meta p=0.5 seed=4",
                     settle=False)
     st.mount()
@@ -118,7 +117,7 @@ def test_store_faults():
     cl.faultinj_set(st, "")
     check_caching_resumes(what, st, want)
     h.check("the mount still answers", os.path.isdir(st.mnt) and os.listdir(st.mnt))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_emfile_at_reopen():
@@ -151,7 +150,7 @@ def test_emfile_at_reopen():
         h.check("after the eviction, a %s read of x gives the source's bytes" % how, got == x,
                 "%d bytes of %d%s" % (len(got), len(x),
                                       ", a page of zeros" if cl.has_zero_page(got) else ""))
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def test_tiny_tmpfs():
         cl.check_content("after the filler: d", st.p("d"), st.s("d"), want["d"])
 
         # 5. a daemon started with the fs full (and kept full)
-        h.check("unmount", not st.umount())
+        st.check_umount("unmount")
         fill_up(filler)
         st.mount()
         cl.drop_caches()
@@ -141,7 +141,7 @@ def test_tiny_tmpfs():
         cl.check_content("started on a full fs, then freed: d", st.p("d"), st.s("d"), want["d"])
         h.check("started on a full fs, then freed: chunks stored",
                 cl.delta(st.stats(), s0, "chunks_stored") > 0, str(st.stats()))
-        h.check("clean unmount", not st.umount())
+        st.check_umount("clean unmount")
         h.check("emu unmounted", not st.emu_m.umount())
     finally:
         if st is not None and st.m is not None:

@@ -100,13 +100,13 @@ def scenario(st, tag):
 def test_write_coherence():
     st = cl.Stack()
     scenario(st, "ttl0")
-    h.check("clean unmount", not st.umount())
+    st.check_umount("clean unmount")
 
 
 def test_write_coherence_ttl_never():
     st = cl.Stack(cache_opts=("ttl=never",))
     scenario(st, "ttlnever")
-    h.check("clean unmount (ttl=never)", not st.umount())
+    st.check_umount("clean unmount (ttl=never)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,239 @@
+/* test_cache_cold.c - cold reads against a fake source, no mount (the
+ * fixture: cache_fixture.c).
+ *
+ * What issue 18 promises: a reader that misses chunks out of order (mmap
+ * faults, a loader's preads) gets the rest of the file fetched ahead, each
+ * chunk once, and so does a reader of a model file (safetensors or GGUF
+ * header) after its first scattered miss; a sequential reader or one that
+ * looks at two places of a file does not; the sweep stops when the reader
+ * goes away; prefetched chunks kept in memory are the source's bytes;
+ * chunks written behind from the reply's buffer reach the data file whole.
+ * The fake's read count, the stats counters, the record's slots and the
+ * data file witness it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache_fixture.h"
+#include "../../src/cache_int.h" /* c->pf: wait for the prefetch queue */
+
+#define NCH 32u /* chunks of the test files */
+
+static uint32_t stored_chunks(struct env *v, struct efs_inode *ino, uint32_t n)
+{
+	uint32_t k = 0;
+
+	for (uint32_t idx = 0; idx < n; idx++)
+		k += disk_slot_len(v, ino, idx) != 0;
+	return k;
+}
+
+/* Every chunk of ino is on disk with its slot (bounded wait). */
+static bool wait_all_stored(struct env *v, struct efs_inode *ino, uint32_t n)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (stored_chunks(v, ino, n) == n)
+			return true;
+		usleep(5000);
+	}
+	return false;
+}
+
+/* Chunks in an order no sequential reader has. */
+static const uint32_t scattered[] = {17, 3, 28, 9, 22, 5, 30, 12};
+
+static void test_scattered_reader_sweeps(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	ino = make_file(&v, "scatter", (uint64_t)NCH * CS, 3);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	/* Small reads inside chunks, as page faults are. */
+	for (unsigned i = 0; i < 5; i++)
+		CHECK(read_check_seq(&v, &h, (uint64_t)scattered[i] * CS + 4096, 8192, 3, false) ==
+		      8192);
+	CHECK(st(&v, ST_scatter_sweeps) == 1);
+	CHECK(wait_all_stored(&v, ino, NCH));
+	wait_stored(&v);
+	/* Each chunk came from the source once: the sweep skipped what the
+	 * reader had fetched, and the reader's next reads are hits. */
+	CHECK(fake_reads(&v.f) == NCH);
+	for (uint32_t idx = 0; idx < NCH; idx++)
+		CHECK(read_check_seq(&v, &h, (uint64_t)idx * CS, CS, 3, false) == CS);
+	CHECK(fake_reads(&v.f) == NCH);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+static void test_no_sweep(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	ino = make_file(&v, "two", (uint64_t)NCH * CS, 4);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	/* The end of a file, then its start, then on from there (a zip
+	 * reader; a tool that reads a header and a trailer). */
+	CHECK(read_check_seq(&v, &h, (uint64_t)(NCH - 1) * CS, CS, 4, false) == CS);
+	CHECK(read_check_seq(&v, &h, 0, CS, 4, false) == CS);
+	CHECK(read_check_seq(&v, &h, CS, CS, 4, false) == CS);
+	CHECK(read_check_seq(&v, &h, 2 * CS, CS, 4, false) == CS);
+	wait_stored(&v);
+	CHECK(st(&v, ST_scatter_sweeps) == 0);
+	CHECK(stored_chunks(&v, ino, NCH) == 4);
+	CHECK(fake_reads(&v.f) == 4);
+	h_close(&v, &h);
+
+	/* A file too small to sweep. */
+	ino = make_file(&v, "small", 6 * CS, 5);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	for (uint32_t idx = 5;; idx -= 2) {
+		CHECK(read_check_seq(&v, &h, (uint64_t)idx * CS, 100, 5, false) == 100);
+		if (idx < 2)
+			break;
+	}
+	CHECK(read_check_seq(&v, &h, 4 * CS, 100, 5, false) == 100);
+	CHECK(read_check_seq(&v, &h, 2 * CS, 100, 5, false) == 100);
+	CHECK(st(&v, ST_scatter_sweeps) == 0);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* Overwrite the first bytes of the source file name with hdr. */
+static void put_header(struct env *v, const char *name, const void *hdr, size_t len)
+{
+	char p[128];
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/%s", v->src, name);
+	fd = open(p, O_WRONLY);
+	CHECK(fd >= 0);
+	CHECK(pwrite(fd, hdr, len, 0) == (ssize_t)len);
+	close(fd);
+}
+
+static void test_loader_sweeps(const char *name, const void *hdr, size_t len, bool model)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	unsigned char b[64];
+	struct cache_read rd;
+	ssize_t n;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	write_file(&v, name, (uint64_t)NCH * CS, 6);
+	put_header(&v, name, hdr, len);
+	ino = lookup(&v, name);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	/* The header, then one tensor far away. */
+	n = cache_read(v.c, ino, h.fd, 0, sizeof(b), false, UINT64_MAX, &rd);
+	CHECK(n == (ssize_t)sizeof(b));
+	if (n == (ssize_t)sizeof(b)) {
+		gather(&rd, b);
+		CHECK(!memcmp(b, hdr, len));
+	}
+	cache_read_done(v.c, &rd);
+	CHECK(read_check_seq(&v, &h, 20 * CS + 512, 4096, 6, false) == 4096);
+	CHECK(st(&v, ST_scatter_sweeps) == (model ? 1u : 0u));
+	if (model)
+		CHECK(wait_all_stored(&v, ino, NCH));
+	wait_stored(&v);
+	CHECK(fake_reads(&v.f) == (model ? NCH : 2u));
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+static void test_loaders(void)
+{
+	/* safetensors: u64 LE header length, then the JSON header. */
+	static const unsigned char st_hdr[] = {40, 0, 0, 0, 0, 0, 0, 0, '{', '"', 'a', '"', ':'};
+	/* Not one: the length points past the file. */
+	static const unsigned char bad_hdr[] = {0, 0, 0, 0, 1, 0, 0, 0, '{', '"', 'a', '"', ':'};
+
+	test_loader_sweeps("model.safetensors", st_hdr, sizeof(st_hdr), true);
+	test_loader_sweeps("model.gguf", "GGUF\3\0\0\0", 8, true);
+	test_loader_sweeps("data.bin", bad_hdr, sizeof(bad_hdr), false);
+}
+
+static void test_sweep_stops_at_close(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	const uint32_t nch = 256;
+	unsigned reads;
+
+	env_init_full(&v, 256u << 20, 2, VERIFY_ONCE);
+	ino = make_file(&v, "gone", (uint64_t)nch * CS, 7);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	for (unsigned i = 0; i < 5; i++)
+		CHECK(read_check_seq(&v, &h, (uint64_t)scattered[i] * CS, 100, 7, false) == 100);
+	CHECK(st(&v, ST_scatter_sweeps) == 1);
+	/* The reader goes away while the sweep's first jobs wait at the gate. */
+	fake_set_hold(&v.f, true);
+	h_close(&v, &h);
+	fake_set_hold(&v.f, false);
+	/* Every job queued ran (a sweep that went on would queue more). */
+	prefetch_drain(v.c->pf);
+	wait_stored(&v);
+	reads = fake_reads(&v.f);
+	/* The 5 misses, and the jobs queued before the close: a window
+	 * (2 x prefetch) and a job's refill each. */
+	CHECK(reads < 5 + 4 * 2 + 8);
+	CHECK(reads >= 5);
+	env_fini(&v);
+}
+
+/* Chunks written behind from the reply's own buffer (no copy) reach the
+ * data file whole: it ends where the source file does (a last chunk that
+ * is not whole pages) and holds its bytes. */
+static void test_data_file_whole(void)
+{
+	const uint64_t size = 8ull * CS + 1234;
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	struct stat sb;
+	unsigned char *b;
+	char p[256];
+	int fd;
+
+	env_init(&v, 64u << 20);
+	ino = make_file(&v, "direct", size, 8);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	CHECK(read_check_seq(&v, &h, 0, (size_t)size, 8, false) == (ssize_t)size);
+	wait_stored(&v);
+	CHECK(stored_chunks(&v, ino, 9) == 9);
+	record_path(&v, (uint64_t)ino->ino, "data", p, sizeof(p));
+	CHECK(stat(p, &sb) == 0 && (uint64_t)sb.st_size == size);
+	b = malloc(size);
+	fd = open(p, O_RDONLY);
+	CHECK(b && fd >= 0 && pread(fd, b, size, 0) == (ssize_t)size);
+	CHECK(b && bytes_are(b, 0, (size_t)size, 8));
+	if (fd >= 0)
+		close(fd);
+	free(b);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+int main(void)
+{
+	test_data_file_whole();
+	test_scattered_reader_sweeps();
+	test_no_sweep();
+	test_loaders();
+	test_sweep_stops_at_close();
+	return check_done("cache_cold");
+}
