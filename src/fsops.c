@@ -561,6 +561,15 @@ size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 	st.inode_fds = ic.fds;
 	st.inode_fd_budget = ic.fd_budget;
 	st.inode_reopens = ic.reopens;
+	if (fs->dix) {
+		struct dix_counts dc;
+
+		dix_counts(fs->dix, &dc);
+		st.index_snapshots = dc.dirs;
+		st.index_memory_bytes = dc.bytes;
+		st.index_loads = dc.loads;
+		st.index_memory_budget = fs->cfg->index_mem;
+	}
 	return ctl_stats_format(&st, buf, cap);
 }
 

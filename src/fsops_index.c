@@ -50,8 +50,6 @@
 #include "dirindex_cache.h"
 #include "fsops_int.h"
 
-/* Snapshots kept in memory; the rest are read back from cache_dir. */
-#define INDEX_MEM_MAX (32u << 20)
 /* A lookup in a directory without a snapshot lists it (ttl=never) only up
  * to this many names; a bigger one is asked name by name. */
 #define INDEX_BUILD_ON_LOOKUP_MAX 4096
@@ -64,7 +62,7 @@ int index_init(struct efs_fs *fs)
 	if (fs->policy.lookupcache == LOOKUPCACHE_NONE)
 		return 0; /* strict: names always from the source */
 	dirindex_cache_ops(fs->cache, &ops);
-	return dix_new(&fs->dix, INDEX_MEM_MAX, &ops);
+	return dix_new(&fs->dix, (size_t)fs->cfg->index_mem, &ops);
 }
 
 void index_free(struct efs_fs *fs)
