@@ -792,8 +792,10 @@ struct dix_dir *dix_build_commit(struct dix *x, struct dix_build *b, const struc
 		dix_build_abort(b);
 		return NULL;
 	}
-	/* Sorted, then the names packed in that order (the encoded form). */
-	qsort_r(b->ent, b->n, sizeof(*b->ent), entry_cmp, b->names);
+	/* Sorted, then the names packed in that order (the encoded form).
+	 * An empty directory has no entries array to sort (b->ent NULL). */
+	if (b->n > 1)
+		qsort_r(b->ent, b->n, sizeof(*b->ent), entry_cmp, b->names);
 	for (uint32_t i = 0; i < b->n; i++) {
 		const struct dix_entry *e = &b->ent[i];
 

@@ -117,6 +117,30 @@ static void test_round_trip(void)
 	dix_free(x);
 }
 
+/* An empty directory (the root of a new mount, a package's empty data
+ * dir): a snapshot of no names, which answers every name absent. */
+static void test_empty(void)
+{
+	struct dix *x;
+	struct dix_dir *d, *back;
+	void *buf;
+	size_t len;
+
+	CHECK(dix_new(&x, 1 << 20, NULL) == 0);
+	d = build(x, 0, 50);
+	CHECK(d && d->n == 0 && d->names_len == 0);
+	CHECK(d && dix_find(d, "f0", 2) == NULL);
+	CHECK(d && dix_encode(d, &buf, &len) == 0 && len == DIX_HEADER_SIZE);
+	if (d && len == DIX_HEADER_SIZE) {
+		CHECK(dix_decode(buf, len, DEV, DIR_INO, &back) == 0);
+		CHECK(back->n == 0 && dix_find(back, "f0", 2) == NULL);
+		dix_dir_free(back);
+		free(buf);
+	}
+	dix_put(x, d);
+	dix_free(x);
+}
+
 /* Torn at every length, every bit flipped: refused, never trusted. */
 static void test_torn_and_flipped(void)
 {
@@ -514,6 +538,7 @@ static void test_rules_never(void)
 int main(void)
 {
 	test_round_trip();
+	test_empty();
 	test_torn_and_flipped();
 	test_bad_names();
 	test_duplicate();
