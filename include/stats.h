@@ -46,6 +46,7 @@
 	X(prefetched_chunks, "chunks fetched ahead of the reader")                                 \
 	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")            \
 	X(scatter_sweeps, "files fetched whole ahead of a reader that missed chunks out of order") \
+	X(kept_hits, "reads served from a prefetched chunk still in memory (no cache file read)")  \
 	X(bytes_served, "bytes returned to read requests (from cache or source)")                 \
 	X(passthrough_opens, "opens served by kernel passthrough to the cache's data file")        \
 	X(passthrough_refused, "opens refused because the file was open with passthrough")        \

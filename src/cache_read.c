@@ -79,7 +79,7 @@ struct ahead_item {
 	uint64_t gen;     /* e->gen when fetched: a reset forgets it */
 	uint32_t idx;
 	uint32_t len;     /* bytes of the chunk in buf */
-	uint32_t served;  /* bytes of it replied so far */
+	uint64_t served;  /* parts of it replied so far (ahead_parts) */
 	struct pbuf *buf;
 	unsigned buf_gen; /* buf->gen when kept */
 };
@@ -155,8 +155,31 @@ static bool ahead_drop_oldest(struct cache *c)
 	return true;
 }
 
+/* The parts of a chunk of len bytes (64 equal parts, the last shorter) that
+ * [from, to) covers whole: a reader that reads some bytes twice (overlapping
+ * or repeated reads) does not make the item look served before it is. */
+static uint64_t ahead_parts(uint32_t len, size_t from, size_t to)
+{
+	const size_t part = ((size_t)len + 63) / 64;
+	const size_t nparts = ((size_t)len + part - 1) / part;
+	const size_t first = (from + part - 1) / part;
+	const size_t end = to >= len ? nparts : to / part;
+	uint64_t upto, below;
+
+	if (end <= first)
+		return 0;
+	upto = end >= 64 ? ~0ULL : (1ULL << end) - 1;
+	below = (1ULL << first) - 1;
+	return upto & ~below;
+}
+
+static uint64_t ahead_all_parts(uint32_t len)
+{
+	return ahead_parts(len, 0, len);
+}
+
 /* Bytes [from, to) of chunk idx of e from a kept buffer, into rd (the
- * reference passes to rd); the item goes once all its bytes were served.
+ * reference passes to rd); the item goes once every part of it was served.
  * e->mu held (the reader's reference on e keeps the item's from being the
  * last).  False if none is kept. */
 static bool ahead_serve_locked(struct cache *c, struct cache_file *e, uint32_t idx, size_t from,
@@ -177,8 +200,8 @@ static bool ahead_serve_locked(struct cache *c, struct cache_file *e, uint32_t i
 		assert(bufpool_held(it->buf, it->buf_gen));
 		buf = it->buf;
 		bufpool_ref(buf);
-		it->served += (uint32_t)(to - from);
-		if (it->served >= it->len) {
+		it->served |= ahead_parts(it->len, from, to);
+		if (it->served == ahead_all_parts(it->len)) {
 			/* Swap the oldest into its place and pop that. */
 			struct ahead_item mine = *it;
 
@@ -820,8 +843,11 @@ static void sweep_locked(struct cache *c, struct cache_file *e)
 {
 	if (!e->sweep)
 		return;
-	if (!c->pf || e->bypass || !e->loaded || e->gen != e->sweep_gen || !e->opens ||
-	    e->fetch_fd < 0) {
+	/* The reader gone (its last close) ends the sweep; a mount that
+	 * opens files without asking (-o immutable) tells of no close, so
+	 * there the sweep runs to the end of the file. */
+	if (!c->pf || e->bypass || !e->loaded || e->gen != e->sweep_gen ||
+	    (!e->opens && !c->policy.no_open) || e->fetch_fd < 0) {
 		e->sweep = false;
 		return;
 	}
@@ -871,8 +897,10 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		return -EAGAIN;
 	}
 
-	if (ch && ch->state == CH_VERIFIED && ahead_serve_locked(c, e, idx, from, to, rd))
+	if (ch && ch->state == CH_VERIFIED && ahead_serve_locked(c, e, idx, from, to, rd)) {
+		stats_add(c->stats, ST_kept_hits, 1);
 		return hit_count_locked(c, e, ch, to - from); /* prefetched, still in memory */
+	}
 	if (ch && (ch->state == CH_VERIFIED ||
 		   (ch->state == CH_PRESENT && c->cfg->verify == VERIFY_NEVER)))
 		return hit_locked(c, e, ch, from, to, rd);
@@ -1005,6 +1033,10 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 out:
 	sweep_locked(c, e);
 	entry_release_locked(c, e);
+	/* This job was the entry's last use and unloaded it: nobody is left
+	 * to read the chunk from memory. */
+	if (!e->loaded)
+		keep = 0;
 	pthread_mutex_unlock(&e->mu);
 	if (keep)
 		ahead_keep(c, e, gen, job->idx, keep, buf);

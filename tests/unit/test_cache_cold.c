@@ -228,6 +228,86 @@ static void test_data_file_whole(void)
 	env_fini(&v);
 }
 
+/* A mount that opens files without asking (-o immutable) tells of no close:
+ * each read is an open and a close of the entry.  A scattered reader's
+ * sweep must not stop at those closes, and fetches the whole file. */
+static void test_sweep_without_handles(void)
+{
+	unsigned char *b = malloc(8192);
+	struct env v;
+	struct efs_inode *ino;
+	bool keep;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	env_down(&v);
+	v.cfg.immutable = true;
+	env_up(&v);
+	ino = make_file(&v, "noopen", (uint64_t)NCH * CS, 10);
+	for (unsigned i = 0; i < 5; i++) {
+		const uint64_t off = (uint64_t)scattered[i] * CS + 4096;
+		ssize_t n;
+
+		CHECK(core_open(&v, ino, &keep) == 0);
+		n = core_read(&v, ino, -1, off, 8192, false, b, NULL);
+		if (n == -EBADFD) {
+			int fd = core_source_fd(&v, ino);
+
+			n = fd < 0 ? fd : core_read(&v, ino, fd, off, 8192, false, b, NULL);
+			if (fd >= 0)
+				close(fd);
+		}
+		CHECK(n == 8192 && b && bytes_are(b, off, 8192, 10));
+		core_close(&v, ino);
+	}
+	CHECK(st(&v, ST_scatter_sweeps) == 1);
+	CHECK(wait_all_stored(&v, ino, NCH));
+	wait_stored(&v);
+	CHECK(fake_reads(&v.f) == NCH);
+	free(b);
+	env_fini(&v);
+}
+
+/* A prefetched chunk kept in memory for its reader is served from memory
+ * to its end, also when the reader reads some of its bytes twice (the
+ * kernel's readahead and a reader's own reads overlap). */
+static void test_kept_overlapping_reads(void)
+{
+	static const struct {
+		size_t from, to;
+	} part[] = {{0, CS / 2}, {CS / 4, 3 * CS / 4}, {CS / 2, CS}};
+	unsigned char *b = malloc(CS);
+	struct env v;
+	struct efs_inode *ino;
+	bool keep;
+	int fd;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	ino = make_file(&v, "kept", 8 * CS, 11);
+	CHECK(core_open(&v, ino, &keep) == 0);
+	fd = core_source_fd(&v, ino);
+	CHECK(fd >= 0 && b);
+	CHECK(core_read(&v, ino, fd, 0, CS, true, b, NULL) == CS);
+	prefetch_drain(v.c->pf);
+	wait_stored(&v);
+	CHECK(disk_slot_len(&v, ino, 1) == CS);
+	for (unsigned i = 0; i < 3; i++) {
+		const size_t len = part[i].to - part[i].from;
+
+		CHECK(core_read(&v, ino, fd, CS + part[i].from, len, false, b, NULL) ==
+		      (ssize_t)len);
+		CHECK(bytes_are(b, CS + part[i].from, len, 11));
+		CHECK(st(&v, ST_kept_hits) == i + 1);
+	}
+	/* Served whole: the next read of it is the data file's. */
+	CHECK(core_read(&v, ino, fd, CS, CS, false, b, NULL) == CS);
+	CHECK(bytes_are(b, CS, CS, 11));
+	CHECK(st(&v, ST_kept_hits) == 3);
+	close(fd);
+	core_close(&v, ino);
+	free(b);
+	env_fini(&v);
+}
+
 int main(void)
 {
 	test_data_file_whole();
@@ -235,5 +315,7 @@ int main(void)
 	test_no_sweep();
 	test_loaders();
 	test_sweep_stops_at_close();
+	test_sweep_without_handles();
+	test_kept_overlapping_reads();
 	return check_done("cache_cold");
 }
