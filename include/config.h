@@ -21,6 +21,9 @@ enum verify_mode { VERIFY_ONCE, VERIFY_ALWAYS, VERIFY_NEVER };
 #define CONFIG_DEFAULT_CACHE_SIZE (10ULL << 30)
 #define CONFIG_DEFAULT_MIN_FREE_PCT 10
 #define CONFIG_DEFAULT_CHUNK_SIZE (1ULL << 20)
+/* Directory index snapshots kept in memory once unused (dirindex.h). */
+#define CONFIG_DEFAULT_INDEX_MEM (8ULL << 20)
+#define CONFIG_MAX_INDEX_MEM (1ULL << 30)
 #define CONFIG_DEFAULT_PREFETCH 8
 #define CONFIG_DEFAULT_MAX_THREADS 16
 #define CONFIG_MIN_CHUNK_SIZE (64ULL << 10)
@@ -43,6 +46,7 @@ struct efs_config {
 	uint64_t cache_size; /* bytes */
 	uint64_t min_free_bytes; /* used when min_free_pct < 0 */
 	int min_free_pct;        /* 0..99, or -1 when given as a SIZE */
+	uint64_t index_mem;      /* bytes of unused index snapshots kept loaded */
 	int64_t ttl;             /* seconds, or CONFIG_TTL_NEVER */
 	uint32_t acregmin, acregmax, acdirmin, acdirmax; /* seconds (meta.h) */
 	int lookupcache;         /* enum lookupcache_mode (meta.h) */

@@ -96,7 +96,7 @@ int ctl_status_parse(const char *text, struct ctl_file_status *st);
  *   the counters and gauges of stats.h (STATS_LIST, STATS_GAUGES),
  *   fetch_latency_us_le_BOUND (cumulative, BOUND "inf" last),
  *   fetch_latency_us_count, fetch_latency_us_sum,
- *   CTL_STATS_CACHE, cache_dir, mountpoint, CTL_STATS_INODES.
+ *   CTL_STATS_CACHE, cache_dir, mountpoint, CTL_STATS_INODES, CTL_STATS_INDEX.
  * The lists give each line's kind (counter: only grows; gauge: goes up and
  * down), which metrics.c turns into the Prometheus type. */
 #define CTL_STATS_CACHE(X)                                                                         \
@@ -111,6 +111,14 @@ int ctl_status_parse(const char *text, struct ctl_file_status *st);
 	X(inode_fds, gauge, "source fds the inodes hold open")                                     \
 	X(inode_fd_budget, gauge, "most source fds the inodes may hold")                           \
 	X(inode_reopens, counter, "source fds closed for the budget and opened again")
+/* The directory index's memory (dirindex.h): snapshots kept loaded after
+ * they answered, bounded by -o index_mem; the rest are read back from
+ * cache_dir when asked. */
+#define CTL_STATS_INDEX(X)                                                                         \
+	X(index_snapshots, gauge, "directory index snapshots in memory")                           \
+	X(index_memory_bytes, gauge, "memory those snapshots take")                                \
+	X(index_memory_budget, gauge, "most of it kept once unused (-o index_mem)")                \
+	X(index_loads, counter, "directory index snapshots read back from cache_dir")
 #define CTL_STATS_DIR_HELP "where the cache lives"
 #define CTL_STATS_MNT_HELP "where the daemon mounted the tree (its own mount namespace's path)"
 #define CTL_PATH_MAX 4096
@@ -126,6 +134,7 @@ struct ctl_stats {
 	char mountpoint[CTL_PATH_MAX];
 #define X(name, kind, what) uint64_t name;
 	CTL_STATS_INODES(X)
+	CTL_STATS_INDEX(X)
 #undef X
 };
 

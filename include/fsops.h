@@ -19,6 +19,7 @@ struct control;
 struct lockwait;
 struct lockdep;
 struct srcwatch;
+struct dix;
 
 /* Largest read request we accept: just under 1 MiB, so that a reply (data,
  * header and libfuse's slack of a page per segment) fits in a 1 MiB pipe
@@ -34,6 +35,9 @@ struct efs_fs {
 	struct fuse_session *se;   /* for attribute invalidations; set by main */
 	struct cache *cache;
 	struct sib *sib;           /* siblings fetched ahead (siblings.c); may be NULL */
+	struct dix *dix;           /* the directory index (fsops_index.c); NULL: off */
+	uint64_t index_gen;        /* atomic: changes made through the mount, for
+				    * the index's passes (fsops_index.c) */
 	bool logged_nofile;        /* fd exhaustion was logged */
 	bool logged_source_nofile; /* the source's EMFILE/ENFILE was logged */
 	bool logged_nomem;         /* an inode allocation failure was logged */

@@ -66,6 +66,15 @@ struct efs_inode {
 	struct timespec list_mtime, list_ctime; /* directory as last listed */
 	bool listed;
 
+	bool unindexed;           /* atomic: a pass over this directory made no
+				   * index snapshot (too big, a fault), or it
+				   * changed through the mount since: a lookup
+				   * does not list it (fsops_index.c) */
+	uint8_t list_mode;        /* atomic: how listings without a handle (-o
+				   * immutable) are served for this inode's
+				   * life, chosen at its first: LIST_* in
+				   * fsops_dir.c (the kernel's cookies of one
+				   * can never reach the other) */
 	off_t next_off;           /* atomic: where a reader without a handle
 				   * (-o immutable) reads next, for readahead */
 
@@ -103,6 +112,14 @@ struct efs_inode *itab_root(struct inode_table *t);
  * lookup reference.  Returns NULL on ENOMEM. */
 struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, const char *name,
 			   int fd, const struct stat *st);
+/* The same for an object the source was not asked about now: what a
+ * directory index says of name in parent (st, and its birth time if the
+ * source records one, else NULL).  The inode holds no fd until one is
+ * needed (inode_fd_get opens it from the parent and name, and checks it
+ * is still the same object).  Returns NULL on ENOMEM. */
+struct efs_inode *itab_get_known(struct inode_table *t, struct efs_inode *parent,
+				 const char *name, const struct stat *st,
+				 const struct timespec *btime);
 /* Drop n lookup references; frees the inode when none are left. */
 void itab_forget(struct inode_table *t, struct efs_inode *ino, uint64_t n);
 /* The inode of (dev, ino) if the kernel knows it, else NULL; no reference
@@ -141,9 +158,16 @@ int itab_parent_get(struct inode_table *t, struct efs_inode *ino, struct efs_ino
 void itab_parent_put(struct inode_table *t, struct efs_inode *parent, char *name);
 
 /* Metadata state (meta.h) under the table lock.  itab_observe: the source
- * answered st for i; returns the attribute timeout to give the kernel. */
+ * answered st for i; returns the attribute timeout to give the kernel.
+ * itab_observe_at: a directory index says st of i, as the source answered
+ * at `at` (CLOCK_MONOTONIC; NULL: at an unknown time, by an earlier
+ * daemon): recorded unless i holds a newer answer, and returns what is left
+ * of the window (0 if nothing), or -1 if i's newer answer differs (the
+ * index is out of date for i: ask the source). */
 double itab_observe(struct inode_table *t, struct efs_inode *i, const struct meta_policy *p,
 		    const struct stat *st);
+double itab_observe_at(struct inode_table *t, struct efs_inode *i, const struct meta_policy *p,
+		       const struct stat *st, const struct timespec *at);
 void itab_attr(struct inode_table *t, struct efs_inode *i, struct meta_attr *out);
 double itab_entry_timeout(struct inode_table *t, struct efs_inode *dir,
 			  const struct meta_policy *p, bool negative);

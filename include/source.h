@@ -86,6 +86,10 @@ int src_rename(int olddir, const char *oldname, int newdir, const char *newname,
 /* The stat of name in dirfd, not following a final symlink, as the
  * source's client knows it (no forced round trip). */
 int src_stat_at(int dirfd, const char *name, struct stat *st);
+/* src_stat_at and the birth time (*has_btime false if the source records
+ * none), in one call. */
+int src_stat_at_btime(int dirfd, const char *name, struct stat *st, struct timespec *btime,
+		      bool *has_btime);
 /* Hard link the object behind fd as newdir/newname. */
 int src_link(int fd, int newdir, const char *newname);
 /* Returns the target length (not NUL-terminated) or -errno. */

@@ -63,6 +63,11 @@
 	X(kernel_flushes, "FLUSH requests from the kernel (a close(2) that waits for us)")         \
 	X(kernel_releases, "RELEASE and RELEASEDIR requests from the kernel")                      \
 	X(kernel_readdirs, "READDIR and READDIRPLUS requests from the kernel")                     \
+	X(index_lookups, "lookups answered from the directory index (found or absent)")            \
+	X(index_getattrs, "getattrs answered from the directory index")                            \
+	X(index_listings, "directory listings (READDIR requests) served from the index")           \
+	X(index_builds, "directories listed from the source into the index")                       \
+	X(index_checks, "directory index windows checked against the source (one stat)")           \
 	X(bytes_saved, "bytes served that no source read was made for (a lower bound)")
 
 #define STATS_GAUGES(X)                                                                            \

@@ -73,6 +73,9 @@ static const char usage_2[] =
 	"                         open asks once, so it sees every change made before)\n"
 	"  -o strict              no metadata caching: every lookup and stat asks the\n"
 	"                         source (actimeo=0,lookupcache=none)\n"
+	"  -o index_mem=SIZE      memory the directory index keeps of snapshots once\n"
+	"                         they answered (default 8M); the others are read\n"
+	"                         back from cache_dir when asked\n"
 	"  -o chunk_size=SIZE     unit of caching and checksumming, a power of two\n"
 	"                         from 64K to 64M (default 1M)\n"
 	"  -o prefetch=N          parallel fetch workers for readahead and warm,\n"
@@ -306,6 +309,13 @@ static int parse_one_opt(struct efs_config *cfg, char *opt, char *err, size_t er
 			cfg->min_free_pct = -1;
 		}
 		r = 0;
+	} else if (!strcmp(opt, "index_mem")) {
+		NEED_VALUE();
+		if (config_parse_size(val, &cfg->index_mem, why, sizeof(why)))
+			BAD("bad value for option 'index_mem': '%s': %s", val, why);
+		if (cfg->index_mem > CONFIG_MAX_INDEX_MEM)
+			BAD("bad value for option 'index_mem': '%s': at most 1G", val);
+		r = 0;
 	} else if (!strcmp(opt, "ttl")) {
 		NEED_VALUE();
 		if (!strcmp(val, "never")) {
@@ -531,6 +541,7 @@ int config_parse(struct efs_config *cfg, int argc, char *const argv[], char *err
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->cache_size = CONFIG_DEFAULT_CACHE_SIZE;
 	cfg->min_free_pct = CONFIG_DEFAULT_MIN_FREE_PCT;
+	cfg->index_mem = CONFIG_DEFAULT_INDEX_MEM;
 	cfg->ttl = 0;
 	cfg->acregmin = CONFIG_DEFAULT_ACREGMIN;
 	cfg->acregmax = CONFIG_DEFAULT_ACREGMAX;

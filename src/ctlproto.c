@@ -218,6 +218,13 @@ enum {
 };
 
 enum {
+#define X(name, kind, what) SK_INDEX_##name,
+	CTL_STATS_INDEX(X)
+#undef X
+	SK_NINDEX
+};
+
+enum {
 	SK_COUNTER = 0,
 	SK_FETCH_LE = SK_COUNTER + ST__COUNT,
 	SK_FETCH_COUNT = SK_FETCH_LE + STATS_FETCH_NBOUNDS + 1,
@@ -226,7 +233,8 @@ enum {
 	SK_DIR = SK_CACHE + SK_NCACHE,
 	SK_MNT,
 	SK_INODES,
-	SK__N = SK_INODES + SK_NINODES
+	SK_INDEX = SK_INODES + SK_NINODES,
+	SK__N = SK_INDEX + SK_NINDEX
 };
 
 _Static_assert(SK__N <= KV_KEYS_MAX, "raise KV_KEYS_MAX");
@@ -237,25 +245,25 @@ static const uint64_t fetch_bounds_us[STATS_FETCH_NBOUNDS] = {STATS_FETCH_BOUNDS
  * the two paths). */
 static const char *const stats_extra_names[] = {
 #define X(name, kind, what) #name,
-    CTL_STATS_CACHE(X) "cache_dir", "mountpoint", CTL_STATS_INODES(X)
+    CTL_STATS_CACHE(X) "cache_dir", "mountpoint", CTL_STATS_INODES(X) CTL_STATS_INDEX(X)
 #undef X
 };
 
 static const char *const stats_extra_kinds[] = {
 #define X(name, kind, what) #kind,
-    CTL_STATS_CACHE(X) "text", "text", CTL_STATS_INODES(X)
+    CTL_STATS_CACHE(X) "text", "text", CTL_STATS_INODES(X) CTL_STATS_INDEX(X)
 #undef X
 };
 
 static const char *const stats_extra_helps[] = {
 #define X(name, kind, what) what,
-    CTL_STATS_CACHE(X) CTL_STATS_DIR_HELP, CTL_STATS_MNT_HELP, CTL_STATS_INODES(X)
+    CTL_STATS_CACHE(X) CTL_STATS_DIR_HELP, CTL_STATS_MNT_HELP, CTL_STATS_INODES(X) CTL_STATS_INDEX(X)
 #undef X
 };
 
 static const size_t stats_extra_offsets[] = {
 #define X(name, kind, what) offsetof(struct ctl_stats, name),
-    CTL_STATS_CACHE(X) 0, 0, CTL_STATS_INODES(X)
+    CTL_STATS_CACHE(X) 0, 0, CTL_STATS_INODES(X) CTL_STATS_INDEX(X)
 #undef X
 };
 

@@ -416,6 +416,12 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		return r;
 	}
 	itab_set_release_hook(fs->itab, cache_inode_release, fs->cache);
+	r = index_init(fs);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the directory index: %s", strerror(-r));
+		fsops_destroy(fs);
+		return r;
+	}
 	/* Close-to-open: every open asks the source, and a reader's open also
 	 * asks whether the caller may read (docs/design.md, "Permissions").
 	 * Only root can act as another user; with nocto or a ttl an open
@@ -469,6 +475,8 @@ void fsops_destroy(struct efs_fs *fs)
 		if (h->is_dir) {
 			if (((struct efs_dir *)h)->dp)
 				src_closedir(((struct efs_dir *)h)->dp);
+			if (((struct efs_dir *)h)->snap)
+				index_put(fs, ((struct efs_dir *)h)->snap);
 		} else {
 			struct efs_file *f = (struct efs_file *)h;
 
@@ -484,6 +492,7 @@ void fsops_destroy(struct efs_fs *fs)
 	fs->ctl = NULL;
 	sib_free(fs->sib); /* its jobs fill the cache */
 	fs->sib = NULL;
+	index_free(fs); /* its snapshots persist through the cache: first */
 	if (fs->itab)
 		itab_free(fs->itab);
 	fs->itab = NULL;
@@ -586,6 +595,15 @@ size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 	st.inode_fds = ic.fds;
 	st.inode_fd_budget = ic.fd_budget;
 	st.inode_reopens = ic.reopens;
+	if (fs->dix) {
+		struct dix_counts dc;
+
+		dix_counts(fs->dix, &dc);
+		st.index_snapshots = dc.dirs;
+		st.index_memory_bytes = dc.bytes;
+		st.index_loads = dc.loads;
+		st.index_memory_budget = fs->cfg->index_mem;
+	}
 	return ctl_stats_format(&st, buf, cap);
 }
 

@@ -52,6 +52,117 @@ static int open_stream(struct efs_fs *fs, struct efs_inode *i, fuse_req_t req, D
 	return r;
 }
 
+/* Listings served from a directory index snapshot number their entries
+ * by position: "." is 0, ".." 1, the snapshot's i-th name i + 2, and the
+ * cookie of an entry (where the next call starts) is its position + 1,
+ * tagged.  A handle that lists from a snapshot hands out no other
+ * cookie (its stream is closed); a directory without a handle, see
+ * list_once_from_snapshot. */
+#define SNAP_COOKIE_TAG (1ULL << 62)
+
+static bool is_snap_cookie(off_t off)
+{
+	return off == 0 || ((uint64_t)off & SNAP_COOKIE_TAG);
+}
+
+/* Answer a listing of dir from snapshot snap, from cookie offset. */
+static void reply_snapshot(fuse_req_t req, struct efs_fs *fs, struct efs_inode *dir,
+			   struct dix_dir *snap, size_t size, off_t offset, bool plus)
+{
+	uint64_t pos = (uint64_t)offset & ~SNAP_COOKIE_TAG;
+	char *buf = malloc(size), *p = buf;
+	size_t rem = size;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (; pos < (uint64_t)snap->n + 2; pos++) {
+		const struct dix_entry *ent = pos >= 2 ? &snap->ent[pos - 2] : NULL;
+		const off_t next = (off_t)(SNAP_COOKIE_TAG | (pos + 1));
+		char name[DIX_NAME_MAX + 1];
+		struct fuse_entry_param e;
+		size_t n;
+
+		memset(&e, 0, sizeof(e));
+		if (!ent) {
+			strcpy(name, pos ? ".." : ".");
+			e.attr.st_ino = pos ? (ino_t)snap->dotdot_ino : (ino_t)snap->dot_ino;
+			e.attr.st_mode = S_IFDIR;
+		} else {
+			memcpy(name, dix_name(snap, ent), ent->name_len);
+			name[ent->name_len] = '\0';
+			/* Looked up with the listing (readdirplus); a name the
+			 * index cannot answer for is listed without attributes
+			 * (the kernel looks it up itself when it needs it). */
+			if (!plus || index_entry(fs, dir, snap, ent, &e) < 0) {
+				memset(&e, 0, sizeof(e));
+				e.attr.st_ino = (ino_t)ent->a.ino;
+				e.attr.st_mode = (mode_t)(ent->a.mode & S_IFMT);
+			}
+		}
+		n = plus ? fuse_add_direntry_plus(req, p, rem, name, &e, next)
+			 : fuse_add_direntry(req, p, rem, name, &e.attr, next);
+		if (n > rem) {
+			if (e.ino)
+				itab_forget(fs->itab, inode_of(req, e.ino), 1);
+			break;
+		}
+		p += n;
+		rem -= n;
+	}
+	stats_add(&fs->stats, ST_index_listings, 1);
+	fuse_reply_buf(req, buf, size - rem);
+	free(buf);
+}
+
+/* A directory listed without a handle (-o immutable) is listed either
+ * from snapshots or from the source's stream for as long as the inode
+ * lives (the kernel's cookies go with the inode): a call cannot tell a
+ * stream's cookie from a snapshot's.  The first listing decides. */
+enum { LIST_UNDECIDED, LIST_SNAPSHOT, LIST_STREAM };
+
+/* Is dir's list mode `mode`, deciding it if it was not yet? */
+static bool list_mode_is(struct efs_inode *dir, uint8_t mode)
+{
+	uint8_t was = LIST_UNDECIDED;
+
+	if (__atomic_compare_exchange_n(&dir->list_mode, &was, mode, false, __ATOMIC_RELAXED,
+					__ATOMIC_RELAXED))
+		return true;
+	return was == mode;
+}
+
+/* A listing without a handle from a snapshot, if dir's are.  True if it
+ * replied. */
+static bool list_once_from_snapshot(fuse_req_t req, struct efs_fs *fs, struct efs_inode *dir,
+				    size_t size, off_t offset, bool plus)
+{
+	struct dix_dir *snap;
+
+	if (!fs->dix || __atomic_load_n(&dir->list_mode, __ATOMIC_RELAXED) == LIST_STREAM)
+		return false;
+	/* The snapshot that may answer now, else a new one (an immutable
+	 * directory lists the same again). */
+	snap = index_dir(fs, dir, true);
+	if (!snap)
+		snap = index_build(fs, dir, DIX_MAX_ENTRIES);
+	if (snap && list_mode_is(dir, LIST_SNAPSHOT)) {
+		reply_snapshot(req, fs, dir, snap, size, offset, plus);
+		index_put(fs, snap);
+		return true;
+	}
+	if (snap)
+		index_put(fs, snap);
+	if (list_mode_is(dir, LIST_STREAM))
+		return false;
+	/* Listed from snapshots before, none to be had now (a fault, or
+	 * the directory grew past the index's bound): an error, never a
+	 * cookie of one given to the other. */
+	fuse_reply_err(req, EIO);
+	return true;
+}
+
 static void close_stream(struct efs_dir *d)
 {
 	if (d->dp)
@@ -98,7 +209,12 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->cache_readdir = 1;
 		fi->keep_cache = itab_listing_unchanged(fs->itab, i, &st);
 		itab_observe(fs->itab, i, &fs->policy, &st);
+		/* A snapshot of the directory that may answer now lists it
+		 * (checked against the server if its window passed). */
+		d->snap = index_dir(fs, i, true);
 	}
+	if (d->snap)
+		close_stream(d); /* listed from the snapshot */
 	if (fi->keep_cache)
 		close_stream(d); /* the kernel lists from its cache */
 	fi->fh = (uint64_t)(uintptr_t)d;
@@ -106,6 +222,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		handle_del(fs_of(req), &d->h);
 		close_stream(d);
+		index_put(fs, d->snap);
 		free(d);
 	}
 }
@@ -124,11 +241,33 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 	 * a stream for this call, at the cookie asked. */
 	struct efs_dir once = {.ino = dir};
 	struct efs_dir *d = no_handle(fi) ? &once : dir_of(fi);
-	char *buf = malloc(size), *p = buf;
+	char *buf, *p;
 	size_t rem = size;
 	int err = 0;
 
 	stats_add(&fs->stats, ST_kernel_readdirs, 1);
+	if (d == &once && list_once_from_snapshot(req, fs, dir, size, offset, plus))
+		return;
+	if (d != &once && plus && !d->snap && offset == 0 && !d->tried_index && fs->dix) {
+		/* The first listing with attributes of this handle from its
+		 * start: one pass over the source (the lookups readdirplus
+		 * makes anyway) makes a snapshot, which lists it and answers
+		 * the lookups that follow.  A directory without a handle (-o
+		 * immutable) is listed from the stream, whose cookies are the
+		 * source's: a call cannot tell them from a snapshot's, so it
+		 * never mixes the two; its readdirplus lookups are answered
+		 * from the index (do_lookup). */
+		d->tried_index = true;
+		d->snap = index_build(fs, dir, DIX_MAX_ENTRIES);
+		if (d->snap)
+			close_stream(d);
+	}
+	if (d->snap && is_snap_cookie(offset)) {
+		reply_snapshot(req, fs, dir, d->snap, size, offset, plus);
+		return;
+	}
+	buf = malloc(size);
+	p = buf;
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -246,6 +385,7 @@ void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	handle_del(fs_of(req), &d->h);
 	close_stream(d);
+	index_put(fs_of(req), d->snap);
 	free(d);
 	fuse_reply_err(req, 0);
 }

@@ -58,6 +58,10 @@ int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 
 	if (bad_name(name))
 		return -EINVAL;
+	/* The directory index answers while it may (fsops_index.c). */
+	r = index_lookup(fs, parent, name, e);
+	if (r != -EAGAIN)
+		return r;
 	memset(e, 0, sizeof(*e));
 	pfd = ifd(fs, parent);
 	if (pfd < 0)
@@ -71,6 +75,8 @@ int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 	if (r == 0 && S_ISREG(e->attr.st_mode) && e->attr.st_nlink == 0)
 		r = lookup_again(pfd, name, &fd, &e->attr);
 	ifd_put(fs, parent);
+	if (r == -ENOENT)
+		e->entry_timeout = itab_entry_timeout(fs->itab, parent, &fs->policy, true);
 	if (r < 0)
 		return r;
 	i = itab_get(fs->itab, parent, name, fd, &e->attr);
@@ -132,9 +138,12 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (r == 0 || r == -ENOENT)
 		drop_gone_at(fs, dir, name, r == 0 ? inode_of(req, e.ino) : NULL);
 	if (r == -ENOENT) {
-		/* A negative entry: the kernel remembers the name is absent. */
+		/* A negative entry: the kernel remembers the name is absent
+		 * for as long as do_lookup said. */
+		double t = e.entry_timeout;
+
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = itab_entry_timeout(fs->itab, dir, &fs->policy, true);
+		e.entry_timeout = t;
 		if (e.entry_timeout > 0)
 			r = 0;
 	}
@@ -164,9 +173,16 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct timespec now;
 	double age = -1;
 	struct stat st;
+	double t;
 	int fd, r;
 
 	stats_add(&fs->stats, ST_kernel_getattrs, 1);
+	/* Inside the window of what was last seen, and the directory index
+	 * has just that: no fd to open again for it. */
+	if (index_getattr(fs, i, &st, &t) == 0) {
+		fuse_reply_attr(req, &st, t);
+		return;
+	}
 	fd = ifd(fs, i);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
@@ -273,6 +289,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 	}
 	src_cred_leave(&saved);
 	ifd_put(fs, i);
+	index_parent_changed(fs, i);
 	op_getattr(req, ino, fi);
 	return;
 out_err:
@@ -389,6 +406,7 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, enum 
 	}
 	src_cred_leave(&saved);
 	ifd_put(fs, dir);
+	index_dir_changed(fs, dir);
 	if (r == 0)
 		r = do_lookup(fs_of(req), dir, name, &e);
 	reply_entry_or_err(req, r, &e);
@@ -436,6 +454,8 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 			ifd_put(fs, np);
 		if (fd >= 0)
 			ifd_put(fs, i);
+		index_dir_changed(fs, np);
+		index_parent_changed(fs, i); /* its link count */
 	}
 	if (r == 0)
 		r = do_lookup(fs, inode_of(req, newparent), newname, &e);
@@ -500,6 +520,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		src_cred_leave(&saved);
 		victim_done(fs, victim, vdev, ino, r);
 		ifd_put(fs, dir);
+		index_dir_changed(fs, dir);
 	} else {
 		r = fd;
 	}
@@ -512,12 +533,19 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct efs_inode *dir = inode_of(req, parent);
 	int fd = ifd(fs, dir), r = fd;
 	struct src_cred saved;
+	struct stat gone;
 
 	if (fd >= 0) {
+		bool known = fs->dix && src_stat_at(fd, name, &gone) == 0;
+
 		enter_caller(req, &saved);
 		r = src_rmdir(fd, name);
 		src_cred_leave(&saved);
 		ifd_put(fs, dir);
+		index_dir_changed(fs, dir);
+		/* Its own snapshot too: the inode number may come back. */
+		if (r == 0 && known && fs->dix)
+			dix_forget(fs->dix, (uint64_t)gone.st_dev, (uint64_t)gone.st_ino);
 	}
 	fuse_reply_err(req, -r);
 }
@@ -572,6 +600,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		src_cred_leave(&saved);
 	}
 	victim_done(fs, victim, vdev, ino, r);
+	index_dir_changed(fs, dir);
+	index_dir_changed(fs, ndir);
+	/* A directory moved or swapped has another "..". */
+	if (r == 0 && moved && S_ISDIR(moved->type))
+		index_dir_changed(fs, moved);
+	if (r == 0 && swapped && S_ISDIR(swapped->type))
+		index_dir_changed(fs, swapped);
 	if (r == 0 && moved)
 		itab_moved(fs->itab, moved, ndir, newname);
 	if (r == 0 && swapped)

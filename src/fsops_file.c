@@ -199,6 +199,14 @@ out:
 	pthread_mutex_unlock(&f->mu);
 }
 
+/* A change goes through a handle of i (a write, fallocate, copy): the
+ * snapshot of its directory goes, at every change (one made since the last
+ * would hold the size and times before this one). */
+static void file_changed(struct efs_fs *fs, struct efs_inode *i)
+{
+	index_parent_changed(fs, i);
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
@@ -231,6 +239,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fuse_reply_err(req, -fd);
 			return;
 		}
+		if (fi->flags & O_TRUNC)
+			file_changed(fs, i); /* its size and times */
 	}
 	/* A reader of a cached file costs one round trip here, and none more
 	 * unless a chunk must be fetched (cache.h). */
@@ -323,6 +333,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		fuse_reply_err(req, -fd);
 		return;
 	}
+	index_dir_changed(fs, dir);
 	r = do_lookup(fs, dir, name, &e);
 	if (r == 0) {
 		struct efs_inode *i = inode_of(req, e.ino);
@@ -549,6 +560,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t 
 	out.buf[0].pos = off;
 	n = fuse_buf_copy(&out, in, 0);
 	cache_written(fs_of(req)->cache, i);
+	file_changed(fs_of(req), i);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -629,6 +641,8 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 	int r = fd < 0 ? fd : src_fallocate(fd, mode, off, len);
 
 	cache_written(fs_of(req)->cache, i);
+	if (fd >= 0)
+		file_changed(fs_of(req), i);
 	fuse_reply_err(req, -r);
 }
 
@@ -666,6 +680,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 								(unsigned)flags);
 
 	cache_written(fs->cache, inode_of(req, ino_out));
+	if (out >= 0)
+		file_changed(fs, inode_of(req, ino_out));
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else

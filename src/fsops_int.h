@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "dirindex.h"
 #include "fsops.h"
 #include "source.h"
 
@@ -72,6 +73,9 @@ struct efs_dir {
 	struct dirent *entry;   /* read but not yet returned, or NULL */
 	bool eof;               /* readdir(3) returned the end at offset: another
 				 * call would only ask the source again */
+	struct dix_dir *snap;   /* the directory index's snapshot this handle
+				 * lists (by position), or NULL: the stream */
+	bool tried_index;       /* a snapshot was tried at its first listing */
 };
 
 static inline struct efs_fs *fs_of(fuse_req_t req)
@@ -184,6 +188,36 @@ static inline bool no_handle(const struct fuse_file_info *fi)
  * cached files never need one).  Returns it (owned by f, open as long as
  * the caller holds a reference on f) or -errno. */
 int file_fd(struct efs_fs *fs, struct efs_inode *i, struct efs_file *f);
+
+/* fsops_index.c: the directory index (dirindex.h) in the ops. */
+int index_init(struct efs_fs *fs);
+void index_free(struct efs_fs *fs);
+/* The snapshot of dir that may answer now (checked against the source if
+ * its window passed and may_check; else none), with a reference
+ * (index_put); NULL if none may. */
+struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir, bool may_check);
+void index_put(struct efs_fs *fs, struct dix_dir *d);
+/* A new snapshot of dir from one pass over the source (at most max_names
+ * names), published and saved; with a reference, or NULL. */
+struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned max_names);
+/* The entry of ent (of snapshot d of dir) for the kernel, with a lookup
+ * reference on its inode.  0, -ENOMEM, or -EAGAIN: the source must say
+ * (a mount point, or the inode knows something newer). */
+int index_entry(struct efs_fs *fs, struct efs_inode *dir, struct dix_dir *d,
+		const struct dix_entry *ent, struct fuse_entry_param *e);
+/* name in dir from the index: 0 (e filled, a lookup reference taken),
+ * -ENOENT (absent; e->entry_timeout is how long the kernel may cache
+ * that), -EAGAIN (the index cannot say: ask the source), -errno. */
+int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
+		 struct fuse_entry_param *e);
+/* i's attributes from its directory's snapshot, inside i's window: 0 and
+ * the timeout left, or -EAGAIN. */
+int index_getattr(struct efs_fs *fs, struct efs_inode *i, struct stat *st, double *timeout);
+/* A change through the mount in dir (a name added, removed or replaced, an
+ * attribute of a name in it): its snapshot goes.  index_parent_changed:
+ * the same for the directory i was last seen in. */
+void index_dir_changed(struct efs_fs *fs, struct efs_inode *dir);
+void index_parent_changed(struct efs_fs *fs, struct efs_inode *i);
 
 /* The ops, by file; the table is in fsops.c. */
 /* fsops_entry.c */

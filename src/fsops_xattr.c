@@ -199,6 +199,7 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *v
 			r = src_setxattr(fd, i->type, name, value, size, flags);
 			src_cred_leave(&saved);
 			ifd_put(fs_of(req), i);
+			index_parent_changed(fs_of(req), i); /* its ctime */
 		}
 		fuse_reply_err(req, -r);
 	}
@@ -221,6 +222,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 			r = src_removexattr(fd, i->type, name);
 			src_cred_leave(&saved);
 			ifd_put(fs_of(req), i);
+			index_parent_changed(fs_of(req), i); /* its ctime */
 		}
 		fuse_reply_err(req, -r);
 	}

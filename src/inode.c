@@ -498,27 +498,28 @@ static void supersede_locked(struct inode_table *t, struct efs_inode *i)
 	t->superseded = i;
 }
 
-struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, const char *name,
-			   int fd, const struct stat *st)
+/* itab_get and itab_get_known: fd may be -1 (the inode gets none until
+ * someone needs it; inode_fd_get opens it from the parent and name). */
+static struct efs_inode *get(struct inode_table *t, struct efs_inode *parent, const char *name,
+			     int fd, const struct stat *st, bool has_btime, struct timespec btime)
 {
 	struct efs_inode *i, *fresh, *old = NULL;
-	struct timespec btime = {0};
-	bool has_btime;
 	char *nm;
 	int drop[ITAB_TRIM_BATCH];
 	unsigned ndrop = 0;
 
 	if (st->st_dev == t->root.dev && st->st_ino == t->root.ino) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return &t->root;
 	}
 	/* Allocate outside the lock; most lookups of hot trees find a match. */
 	fresh = calloc(1, sizeof(*fresh));
-	has_btime = src_birth(fd, &btime) == 0;
 	nm = strdup(name);
 	if (!nm) {
 		free(fresh);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return NULL;
 	}
 	pthread_mutex_lock(&t->lock);
@@ -540,10 +541,10 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	if (i) {
 		i->nlookup++;
 		old = set_place_locked(t, i, parent, nm);
-		if (i->fd < 0) {
+		if (i->fd < 0 && fd >= 0) {
 			ndrop = adopt_fd_locked(t, i, fd, drop);
 			fd = -1;
-		} else {
+		} else if (i->fd >= 0) {
 			lru_unlink(i);
 			lru_push(t, i);
 		}
@@ -558,7 +559,8 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 	if (!fresh) {
 		pthread_mutex_unlock(&t->lock);
 		free(nm);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return NULL;
 	}
 	fresh->dev = st->st_dev;
@@ -576,12 +578,30 @@ struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, cons
 		fresh->next = t->buckets[h];
 		t->buckets[h] = fresh;
 	}
-	ndrop = adopt_fd_locked(t, fresh, fd, drop);
+	if (fd >= 0)
+		ndrop = adopt_fd_locked(t, fresh, fd, drop);
 	if (++t->count > t->nbuckets * 2)
 		grow(t);
 	pthread_mutex_unlock(&t->lock);
 	close_all(drop, ndrop);
 	return fresh;
+}
+
+struct efs_inode *itab_get(struct inode_table *t, struct efs_inode *parent, const char *name,
+			   int fd, const struct stat *st)
+{
+	struct timespec btime = {0};
+	bool has_btime = src_birth(fd, &btime) == 0;
+
+	return get(t, parent, name, fd, st, has_btime, btime);
+}
+
+struct efs_inode *itab_get_known(struct inode_table *t, struct efs_inode *parent,
+				 const char *name, const struct stat *st,
+				 const struct timespec *btime)
+{
+	return get(t, parent, name, -1, st, btime != NULL,
+		   btime ? *btime : (struct timespec){0});
 }
 
 void itab_forget(struct inode_table *t, struct efs_inode *i, uint64_t n)
@@ -738,6 +758,37 @@ double itab_observe(struct inode_table *t, struct efs_inode *i, const struct met
 	timeo = meta_observe(p, &i->attr, st, &now);
 	pthread_mutex_unlock(&t->lock);
 	return timeo;
+}
+
+static bool ts_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+double itab_observe_at(struct inode_table *t, struct efs_inode *i, const struct meta_policy *p,
+		       const struct stat *st, const struct timespec *at)
+{
+	struct timespec now;
+	struct meta_attr *a = &i->attr;
+	double left;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&t->lock);
+	if (a->seen && (!at || ts_after(&a->at, at))) {
+		/* What the inode has is newer: st is of no use if it differs,
+		 * and adds nothing if it does not. */
+		left = meta_attr_same(a, st) ? a->timeo - meta_elapsed(&a->at, &now) : -1;
+		if (left < 0 && meta_attr_same(a, st))
+			left = 0;
+	} else if (!at) {
+		left = 0; /* seen when, nobody knows: no window, nothing recorded */
+	} else {
+		left = meta_observe(p, a, st, at) - meta_elapsed(at, &now);
+		if (left < 0)
+			left = 0;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return left;
 }
 
 void itab_attr(struct inode_table *t, struct efs_inode *i, struct meta_attr *out)

@@ -50,31 +50,38 @@ int src_stat(int fd, struct stat *st)
 			     STATX_BASIC_STATS & ~STATX_ATIME, st);
 }
 
-/* statx with the given flags and mask into a struct stat. */
-static int statx_to_stat(int dirfd, const char *name, int flags, unsigned mask, struct stat *st)
+/* statx with the given flags and mask into a struct stat (and *sxp, if
+ * not NULL). */
+static int statx_to_stat_sx(int dirfd, const char *name, int flags, unsigned mask,
+			    struct stat *st, struct statx *sxp)
 {
-	struct statx sx;
+	struct statx tmp, *sx = sxp ? sxp : &tmp;
 
-	if (statx(dirfd, name, flags, mask, &sx) < 0)
+	if (statx(dirfd, name, flags, mask, sx) < 0)
 		return -errno;
 	memset(st, 0, sizeof(*st));
-	st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
-	st->st_ino = sx.stx_ino;
-	st->st_mode = sx.stx_mode;
-	st->st_nlink = sx.stx_nlink;
-	st->st_uid = sx.stx_uid;
-	st->st_gid = sx.stx_gid;
-	st->st_rdev = makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
-	st->st_size = (off_t)sx.stx_size;
-	st->st_blksize = sx.stx_blksize;
-	st->st_blocks = (blkcnt_t)sx.stx_blocks;
-	st->st_atim.tv_sec = sx.stx_atime.tv_sec;
-	st->st_atim.tv_nsec = sx.stx_atime.tv_nsec;
-	st->st_mtim.tv_sec = sx.stx_mtime.tv_sec;
-	st->st_mtim.tv_nsec = sx.stx_mtime.tv_nsec;
-	st->st_ctim.tv_sec = sx.stx_ctime.tv_sec;
-	st->st_ctim.tv_nsec = sx.stx_ctime.tv_nsec;
+	st->st_dev = makedev(sx->stx_dev_major, sx->stx_dev_minor);
+	st->st_ino = sx->stx_ino;
+	st->st_mode = sx->stx_mode;
+	st->st_nlink = sx->stx_nlink;
+	st->st_uid = sx->stx_uid;
+	st->st_gid = sx->stx_gid;
+	st->st_rdev = makedev(sx->stx_rdev_major, sx->stx_rdev_minor);
+	st->st_size = (off_t)sx->stx_size;
+	st->st_blksize = sx->stx_blksize;
+	st->st_blocks = (blkcnt_t)sx->stx_blocks;
+	st->st_atim.tv_sec = sx->stx_atime.tv_sec;
+	st->st_atim.tv_nsec = sx->stx_atime.tv_nsec;
+	st->st_mtim.tv_sec = sx->stx_mtime.tv_sec;
+	st->st_mtim.tv_nsec = sx->stx_mtime.tv_nsec;
+	st->st_ctim.tv_sec = sx->stx_ctime.tv_sec;
+	st->st_ctim.tv_nsec = sx->stx_ctime.tv_nsec;
 	return 0;
+}
+
+static int statx_to_stat(int dirfd, const char *name, int flags, unsigned mask, struct stat *st)
+{
+	return statx_to_stat_sx(dirfd, name, flags, mask, st, NULL);
 }
 
 int src_stat_cached(int fd, struct stat *st)
@@ -300,6 +307,24 @@ int src_rename(int olddir, const char *oldname, int newdir, const char *newname,
 int src_stat_at(int dirfd, const char *name, struct stat *st)
 {
 	return neg(fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW));
+}
+
+int src_stat_at_btime(int dirfd, const char *name, struct stat *st, struct timespec *btime,
+		      bool *has_btime)
+{
+	struct statx sx;
+	int r = statx_to_stat_sx(dirfd, name, AT_SYMLINK_NOFOLLOW,
+				 (STATX_BASIC_STATS & ~STATX_ATIME) | STATX_BTIME, st, &sx);
+
+	*has_btime = false;
+	if (r < 0)
+		return r;
+	if (sx.stx_mask & STATX_BTIME) {
+		btime->tv_sec = sx.stx_btime.tv_sec;
+		btime->tv_nsec = sx.stx_btime.tv_nsec;
+		*has_btime = true;
+	}
+	return 0;
 }
 
 int src_link(int fd, int newdir, const char *newname)

@@ -22,11 +22,12 @@
 #   efs, efs-warm                efs-emu SRC EMU with its defaults (acregmin=3, acdirmin=30,
 #                                lookupcache=all, close-to-open): client caches dropped /
 #                                the same workload again right after
-#   efscache-{cold,warm-disk,warm-page}   efscache EMU MNT -f -o cache_dir=C $EFSCACHE_OPTS
-#   relaxed-{cold,warm-disk,warm-page}    the same plus -o $RELAXED_OPTS
-#   rclone-{cold,warm-disk,warm-page}     rclone mount --vfs-cache-mode full (if installed)
+#   efscache-{cold,warm-disk,warm-page,restart}  efscache EMU MNT -f -o cache_dir=C $EFSCACHE_OPTS
+#   relaxed-{cold,warm-disk,warm-page,restart}   the same plus -o $RELAXED_OPTS
+#   rclone-{cold,warm-disk,warm-page,restart}    rclone mount --vfs-cache-mode full (if installed)
 #   cold: caches dropped and an empty cache dir; warm-disk: caches dropped, cache dir kept;
-#   warm-page: run once, then measured.
+#   warm-page: run once, then measured; restart: a new daemon on the cache dir the others
+#   left, caches dropped.
 #
 # Environment (defaults in brackets):
 #   RUNS [3]  SITES [4] TOPS [10] SUBS [3] MODS [16]  (QUICK=1: RUNS=1, 3 4 2 6)
@@ -131,14 +132,15 @@ round_efs() {
 }
 
 CACHE_PID="" CACHE_MNT=""
-# cache_mount KIND: a fresh (empty cache) mount of KIND (efscache, relaxed, rclone) over EMU.
+# cache_mount KIND [keep]: a fresh mount of KIND (efscache, relaxed, rclone) over EMU, on an
+# empty cache dir, or with "keep" on the cache dir the last mount left (a daemon restart).
 cache_mount() {
-    local kind=$1 relaxed=()
+    local kind=$1 keep=${2:-} relaxed=()
     cache_umount
     case $kind in
     rclone)
         CACHE_MNT=$WORK/rmnt
-        rm -rf "$WORK/rcache"
+        [ "$keep" = keep ] || rm -rf "$WORK/rcache"
         mkdir -p "$WORK/rcache"
         # shellcheck disable=SC2086
         start_daemon "$CACHE_MNT" "$WORK/logs/rclone.log" rclone mount "$EMU" "$CACHE_MNT" \
@@ -146,7 +148,7 @@ cache_mount() {
         ;;
     efscache | relaxed)
         CACHE_MNT=$WORK/emnt
-        rm -rf "$WORK/ecache"
+        [ "$keep" = keep ] || rm -rf "$WORK/ecache"
         [ "$kind" = relaxed ] && [ -n "$RELAXED_OPTS" ] && relaxed=(-o "$RELAXED_OPTS")
         # shellcheck disable=SC2086
         start_daemon "$CACHE_MNT" "$WORK/logs/$kind.log" "$EFSCACHE_BIN" "$EMU" "$CACHE_MNT" \
@@ -175,6 +177,14 @@ round_cache() {
         cold "$kind-warm-disk" "$wl" "$CACHE_MNT"
         measure_warm "$kind-warm-page" "$wl" "$CACHE_MNT"
         kill -0 "$CACHE_PID" 2>/dev/null || NOTES+=("round $ROUND: the $kind daemon died during $wl")
+        # A new daemon on the cache dir the last one left, caches dropped.
+        if cache_mount "$kind" keep; then
+            cold "$kind-restart" "$wl" "$CACHE_MNT"
+            kill -0 "$CACHE_PID" 2>/dev/null ||
+                NOTES+=("round $ROUND: the restarted $kind daemon died during $wl")
+        else
+            NOTES+=("round $ROUND: $kind did not mount again on its cache dir; no $wl restart row")
+        fi
         cache_umount
     done
 }

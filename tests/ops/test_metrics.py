@@ -127,8 +127,13 @@ EXPECTED_TYPES = {
     "efscache_kernel_lookups": "counter", "efscache_kernel_getattrs": "counter",
     "efscache_kernel_opens": "counter", "efscache_kernel_flushes": "counter",
     "efscache_kernel_releases": "counter", "efscache_kernel_readdirs": "counter",
+    "efscache_index_lookups": "counter", "efscache_index_getattrs": "counter",
+    "efscache_index_listings": "counter", "efscache_index_builds": "counter",
+    "efscache_index_checks": "counter",
     "efscache_inode_reopens": "counter", "efscache_inodes": "gauge",
     "efscache_inode_fds": "gauge", "efscache_inode_fd_budget": "gauge",
+    "efscache_index_snapshots": "gauge", "efscache_index_memory_bytes": "gauge",
+    "efscache_index_memory_budget": "gauge", "efscache_index_loads": "counter",
     "efscache_write_behind_pending": "gauge", "efscache_info": "gauge",
 }
 PROCESS_TYPES = {

@@ -35,6 +35,7 @@ static void test_defaults(void)
 	CHECK(!strcmp(cfg.cache_dir, "/tmp/efscache"));
 	CHECK(cfg.cache_size == 10ULL << 30);
 	CHECK(cfg.min_free_pct == 10);
+	CHECK(cfg.index_mem == 8ULL << 20);
 	CHECK(cfg.ttl == 0);
 	CHECK(cfg.verify == VERIFY_ONCE);
 	CHECK(cfg.passthrough);
@@ -68,6 +69,12 @@ static void test_good_values(void)
 	CHECK(cfg.ttl == 30 && cfg.verify == VERIFY_NEVER && cfg.min_free_pct == 0);
 	config_free(&cfg);
 
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "index_mem=0") == 0 && cfg.index_mem == 0);
+	config_free(&cfg);
+	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "index_mem=512K") == 0 &&
+	      cfg.index_mem == 512ULL << 10);
+	config_free(&cfg);
+
 	CHECK(PARSE(&cfg, err, "/s", "/m", "-o", "passthrough=off") == 0);
 	CHECK(!cfg.passthrough);
 	CHECK(cfg.fuse_opts[0] == '\0'); /* ours, not handed to libfuse */
@@ -98,6 +105,9 @@ static void test_passthrough_and_allow_other(void)
 
 static void test_bad_values(void)
 {
+	expect_bad("index_mem=", "index_mem", "needs a value");
+	expect_bad("index_mem=4Q", "index_mem", "4Q");
+	expect_bad("index_mem=2G", "index_mem", "at most 1G");
 	expect_bad("cache_size=10X", "cache_size", "10X");
 	expect_bad("cache_size=0", "cache_size", "greater than 0");
 	expect_bad("cache_size=", "cache_size", "needs a value");

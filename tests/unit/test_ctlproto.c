@@ -266,6 +266,10 @@ static void test_stats_text(void)
 	st.inode_fds = 9;
 	st.inode_fd_budget = 100;
 	st.inode_reopens = 4;
+	st.index_snapshots = 2;
+	st.index_memory_bytes = 9000;
+	st.index_memory_budget = 8 << 20;
+	st.index_loads = 5;
 	text = stats_text(&st);
 	CHECK_STR_CONTAINS(text, "reads 0\nhits 7\n");
 	CHECK_STR_CONTAINS(text, "fetch_latency_us_le_100 1\n");
@@ -274,7 +278,9 @@ static void test_stats_text(void)
 				 "cache_dir /var/cache/with space\nmountpoint /mnt/models\ninodes 10\n");
 	n = strlen(text);
 	CHECK(n > 0 && text[n - 1] == '\n');
-	CHECK(!strcmp(text + n - strlen("inode_reopens 4\n"), "inode_reopens 4\n"));
+	CHECK_STR_CONTAINS(text, "inode_reopens 4\nindex_snapshots 2\nindex_memory_bytes 9000\n"
+				 "index_memory_budget 8388608\n");
+	CHECK(!strcmp(text + n - strlen("index_loads 5\n"), "index_loads 5\n"));
 	CHECK(ctl_stats_parse(text, &back) == 0);
 	CHECK(!memcmp(&back, &st, sizeof(st)));
 
@@ -315,6 +321,8 @@ static void test_stats_text(void)
 	CHECK(!strcmp(ctl_stats_kind("open_files"), "gauge"));
 	CHECK(!strcmp(ctl_stats_kind("inode_reopens"), "counter"));
 	CHECK(!strcmp(ctl_stats_kind("inode_fds"), "gauge"));
+	CHECK(!strcmp(ctl_stats_kind("index_memory_bytes"), "gauge"));
+	CHECK(!strcmp(ctl_stats_kind("index_loads"), "counter"));
 	CHECK(!strcmp(ctl_stats_kind("write_behind_pending"), "gauge"));
 	CHECK(!strcmp(ctl_stats_kind("cache_dir"), "text"));
 	CHECK(!strcmp(ctl_stats_kind("mountpoint"), "text"));

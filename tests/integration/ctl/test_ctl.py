@@ -37,14 +37,16 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "passthrough_opens",
             "passthrough_refused", "source_lookups", "source_getattrs", "source_opens",
             "source_readdirs", "kernel_lookups", "kernel_getattrs", "kernel_opens",
-            "kernel_flushes", "kernel_releases", "kernel_readdirs", "bytes_saved",
+            "kernel_flushes", "kernel_releases", "kernel_readdirs", "index_lookups",
+            "index_getattrs", "index_listings", "index_builds", "index_checks", "bytes_saved",
             "open_files", "sibling_pending"] + \
     ["fetch_latency_us_le_%d" % b for b in (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
                                             100000, 250000, 500000, 1000000, 2500000, 10000000)] + \
     ["fetch_latency_us_le_inf", "fetch_latency_us_count", "fetch_latency_us_sum",
      "cache_entries", "cache_usage_bytes", "cache_size_bytes", "write_behind_pending",
      "cache_index_ready",
-     "cache_dir", "mountpoint", "inodes", "inode_fds", "inode_fd_budget", "inode_reopens"]
+     "cache_dir", "mountpoint", "inodes", "inode_fds", "inode_fd_budget", "inode_reopens",
+     "index_snapshots", "index_memory_bytes", "index_memory_budget", "index_loads"]
 SUMMARY = re.compile(r"^warmed (\d+) files?, ([\d.]+) MiB in ([\d.]+) s \(([\d.]+) MiB/s\)(.*)$",
                      re.M)
 SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")

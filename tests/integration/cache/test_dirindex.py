@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""The directory index (docs/design.md, "Directory index"; issue 17 item 2), with efs-emu's
+counters as witness and its emulated client caching no names (every lookup efscache makes
+reaches it):
+
+- -o immutable: after a daemon restart with the cache kept, a find + stat of a tree and an
+  import-like walk (stat of each path, open and read of each file) make no LOOKUP at the
+  source, and see the same names, sizes and bytes as the source;
+- default options: a name removed on the source (or added) is seen once the directory's
+  window passed, also when the index came from an earlier daemon; a name never asked is
+  asked of the source (a listing answers no negative lookup, as on EFS);
+- a change through the mount is seen at once (the index of the directory is dropped)."""
+
+import errno
+import os
+import time
+
+import cachelib as cl
+from cachelib import KiB, h
+
+# The emulated NFS client caches no names: every lookup efscache makes is counted.
+EMU = ("latency_ms=0.2", "meta_latency_ms=0.05", "bw_mib=0", "acregmin=1", "acdirmin=1",
+       "lookupcache=none")
+SHORT = ("acregmin=1", "acregmax=1", "acdirmin=1", "acdirmax=1")
+
+
+def meta(e):
+    return {k: e.get(k, 0) for k in ("lookups", "getattrs", "opens", "readdirs", "read_ops")}
+
+
+def diff(after, before):
+    return {k: after[k] - before[k] for k in after}
+
+
+def make_tree(st):
+    """pkg/ with modules and two levels of subpackages: {relative path: sha256}."""
+    want = {}
+    for d in ("pkg", "pkg/sub", "pkg/sub/deep", "pkg/other"):
+        os.makedirs(st.s(d), exist_ok=True)
+        for n in ("__init__.py", "mod_a.py", "mod_b.py"):
+            rel = os.path.join(d, n)
+            want[rel] = cl.make_file(st.s(rel), 3 * KiB + len(rel), seed=len(rel))
+    return want
+
+
+def walk(root):
+    """find + stat: {relative path: (mode, size)} of everything under root."""
+    seen = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            s = os.lstat(p)
+            seen[os.path.relpath(p, root)] = (s.st_mode, s.st_size)
+    return seen
+
+
+def import_like(st, want):
+    """What an import does: stat each component of each path, probe missing names (the
+    .so/.pyc a finder looks for), open and read each file."""
+    got = {}
+    for rel in sorted(want):
+        parts = rel.split("/")
+        for k in range(1, len(parts) + 1):
+            os.stat(st.p(*parts[:k]))
+        base = st.p(rel[:-3])
+        for ext in (".cpython-311-x86_64-linux-gnu.so", ".abi3.so"):
+            h.check("absent %s%s" % (rel[:-3], ext), not os.path.lexists(base + ext))
+        with open(st.p(rel), "rb") as f:
+            got[rel] = cl.sha(f.read())
+    return got
+
+
+def test_immutable_restart_asks_no_names():
+    st = cl.Stack(emu_opts=EMU, cache_opts=("immutable",))
+    want = make_tree(st)
+    src = walk(st.src)
+    h.eq("first daemon: find + stat", walk(st.mnt), src)
+    h.eq("first daemon: import-like walk", import_like(st, want), want)
+    s = st.stats()
+    h.check("first daemon: directories listed into the index", s.get("index_builds", 0) >= 4,
+            "index_builds %s" % s.get("index_builds"))
+    st.remount()  # a daemon restart, cache_dir kept
+    cl.drop_caches()
+    e0 = meta(st.emu_stats())
+    h.eq("restarted: find + stat", walk(st.mnt), src)
+    h.eq("restarted: import-like walk", import_like(st, want), want)
+    got = diff(meta(st.emu_stats()), e0)
+    h.note("restarted, immutable: at the source %s" % got)
+    h.eq("restarted, immutable: no LOOKUP reaches the source", got["lookups"], 0)
+    h.eq("restarted, immutable: no data is read from the source", got["read_ops"], 0)
+    s = st.stats()
+    h.check("restarted: lookups answered from the index", s.get("index_lookups", 0) > 0)
+    h.check_errno("a name longer than any in an index: the source's error, not absent",
+                  os.stat, (st.p("pkg", "x" * 300),), expected={errno.ENAMETOOLONG})
+    probs = st.umount()
+    h.check("clean unmount", not probs, "; ".join(probs))
+
+
+def test_default_removed_name_seen_after_window():
+    st = cl.Stack(emu_opts=EMU, cache_opts=SHORT)
+    os.mkdir(st.s("d"))
+    for n in ("keep", "gone"):
+        cl.make_file(st.s("d", n), 4 * KiB, seed=len(n))
+    h.eq("listing", sorted(os.listdir(st.p("d"))), ["gone", "keep"])
+    # As on EFS: a name never asked is asked of the source, not answered absent from a
+    # listing (an NFS client's negative entries are per name).
+    cl.make_file(st.s("d/late"), 4 * KiB, seed=8)
+    h.check("a name made on the source after the listing is seen at once",
+            os.path.exists(st.p("d/late")))
+    os.unlink(st.s("d/late"))
+    time.sleep(2.5)
+    for restart in (False, True):
+        if restart:
+            cl.make_file(st.s("d/gone"), 4 * KiB, seed=9)
+            h.eq("listing again", sorted(os.listdir(st.p("d"))), ["gone", "keep"])
+            h.check("stat of gone", os.path.exists(st.p("d/gone")))
+            st.remount()  # the index of d now comes from cache_dir
+            cl.drop_caches()
+            h.check("restarted: gone is there", os.path.exists(st.p("d/gone")))
+            s = st.stats()
+            h.check("restarted: the index from cache_dir was checked (one stat of d) and "
+                    "answered", s.get("index_checks", 0) >= 1 and s.get("index_lookups", 0) >= 1,
+                    "index_checks %s index_lookups %s" % (s.get("index_checks"),
+                                                          s.get("index_lookups")))
+        os.unlink(st.s("d/gone"))
+        cl.make_file(st.s("d/new"), 4 * KiB, seed=7)
+        time.sleep(2.5)  # efscache's and the emulated client's 1 s windows, with margin
+        h.check("restart %s: a removed name is gone once the window passed" % restart,
+                not os.path.lexists(st.p("d/gone")))
+        h.check("restart %s: a new name is seen once the window passed" % restart,
+                os.path.exists(st.p("d/new")))
+        h.eq("restart %s: the listing shows both changes" % restart,
+             sorted(os.listdir(st.p("d"))), ["keep", "new"])
+        os.unlink(st.s("d/new"))
+        time.sleep(2.5)
+    probs = st.umount()
+    h.check("clean unmount", not probs, "; ".join(probs))
+
+
+def test_changes_through_the_mount():
+    """Each change is made right after a listing (which makes d's snapshot) and checked after
+    the kernel forgot its names, so that only the index could answer stale."""
+    st = cl.Stack(emu_opts=EMU, cache_opts=("acregmin=30", "acdirmin=30"))
+    os.mkdir(st.s("d"))
+    cl.make_file(st.s("d/f"), 4 * KiB, seed=1)
+
+    def listed_then(what, change, check):
+        h.check("%s: listed first" % what, len(os.listdir(st.p("d"))) > 0)
+        change()
+        cl.drop_caches()
+        h.check("%s: seen at once" % what, check())
+
+    def append():
+        with open(st.p("d/f"), "ab") as f:
+            f.write(b"x" * 100)
+
+    def create():
+        with open(st.p("d/g"), "wb") as f:
+            f.write(b"y")
+
+    listed_then("appended", append, lambda: os.stat(st.p("d/f")).st_size == 4 * KiB + 100)
+    listed_then("truncated", lambda: os.truncate(st.p("d/f"), 10),
+                lambda: os.stat(st.p("d/f")).st_size == 10)
+    listed_then("chmod", lambda: os.chmod(st.p("d/f"), 0o600),
+                lambda: os.stat(st.p("d/f")).st_mode & 0o777 == 0o600)
+    listed_then("created", create, lambda: os.path.exists(st.p("d/g")))
+    listed_then("removed", lambda: os.unlink(st.p("d/f")),
+                lambda: not os.path.lexists(st.p("d/f")))
+    listed_then("renamed", lambda: os.rename(st.p("d/g"), st.p("d/h")),
+                lambda: not os.path.lexists(st.p("d/g")) and os.path.exists(st.p("d/h")))
+    listed_then("mkdir", lambda: os.mkdir(st.p("d/sub")), lambda: os.path.isdir(st.p("d/sub")))
+    listed_then("rmdir", lambda: os.rmdir(st.p("d/sub")),
+                lambda: not os.path.lexists(st.p("d/sub")))
+    listed_then("symlink", lambda: os.symlink("h", st.p("d/l")),
+                lambda: os.path.islink(st.p("d/l")))
+    listed_then("link", lambda: os.link(st.p("d/h"), st.p("d/h2")),
+                lambda: os.stat(st.p("d/h")).st_nlink == 2)
+    h.eq("listing", sorted(os.listdir(st.p("d"))), ["h", "h2", "l"])
+    h.eq("the source agrees", sorted(os.listdir(st.s("d"))), ["h", "h2", "l"])
+    probs = st.umount()
+    h.check("clean unmount", not probs, "; ".join(probs))
+
+
+h.run_tests([test_immutable_restart_asks_no_names, test_default_removed_name_seen_after_window,
+             test_changes_through_the_mount])
