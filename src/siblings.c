@@ -79,18 +79,26 @@ struct sib {
 	unsigned ndirs;                  /* bursts in flight; protected by mu */
 };
 
-static void dir_put(struct sib_dir *d)
+/* Free a burst's record (d may be NULL or half made: a failed start) and
+ * give back its place among the bursts in flight. */
+static void dir_free(struct sib *s, struct sib_dir *d)
 {
-	struct sib *s = d->s;
-
-	if (__atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL))
-		return;
-	close(d->fd);
-	free(d->opened);
-	free(d);
+	if (d) {
+		if (d->fd >= 0)
+			close(d->fd);
+		free(d->opened);
+		free(d);
+	}
 	pthread_mutex_lock(&s->mu);
 	s->ndirs--;
 	pthread_mutex_unlock(&s->mu);
+}
+
+static void dir_put(struct sib_dir *d)
+{
+	if (__atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	dir_free(d->s, d);
 }
 
 /* One sibling: open it by name, fetch it whole if it is small and the
@@ -288,15 +296,7 @@ void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const 
 		d->fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
 	}
 	if (!d || !d->opened || d->fd < 0) {
-		if (d) {
-			if (d->fd >= 0)
-				close(d->fd);
-			free(d->opened);
-			free(d);
-		}
-		pthread_mutex_lock(&s->mu);
-		s->ndirs--;
-		pthread_mutex_unlock(&s->mu);
+		dir_free(s, d);
 		return;
 	}
 	job.entry = d;
