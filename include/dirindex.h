@@ -141,6 +141,8 @@ void dix_flush(struct dix *x);
 /* The snapshot of directory (dev, ino), from memory or the store, with a
  * reference (dix_put); NULL if there is none. */
 struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino);
+/* The same from memory only (never read from the store). */
+struct dix_dir *dix_get_loaded(struct dix *x, uint64_t dev, uint64_t ino);
 void dix_put(struct dix *x, struct dix_dir *d);
 
 /* The entry named name (len bytes) in d, or NULL. */

@@ -487,7 +487,8 @@ static void save(struct dix *x, struct dix_dir *d)
 		x->ops.remove(x->ops.arg, d->dev, d->ino);
 }
 
-struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino)
+/* dix_get, reading the store only if load. */
+static struct dix_dir *get(struct dix *x, uint64_t dev, uint64_t ino, bool load)
 {
 	struct dix_dir *d, *gone;
 	void *buf = NULL;
@@ -508,7 +509,7 @@ struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino)
 	pthread_mutex_unlock(&x->mu);
 	if (retry)
 		save(x, d);
-	if (d || !x->ops.load)
+	if (d || !load || !x->ops.load)
 		return d;
 
 	r = x->ops.load(x->ops.arg, dev, ino, &buf, &len);
@@ -542,6 +543,16 @@ struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino)
 	pthread_mutex_unlock(&x->mu);
 	free_chain(gone);
 	return d;
+}
+
+struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino)
+{
+	return get(x, dev, ino, true);
+}
+
+struct dix_dir *dix_get_loaded(struct dix *x, uint64_t dev, uint64_t ino)
+{
+	return get(x, dev, ino, false);
 }
 
 void dix_put(struct dix *x, struct dix_dir *d)

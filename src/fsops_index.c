@@ -99,11 +99,28 @@ struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir, bool may_che
 
 	if (!fs->dix || !S_ISDIR(dir->type))
 		return NULL;
-	d = dix_get(fs->dix, (uint64_t)dir->dev, (uint64_t)dir->ino);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (fs->policy.immutable) {
+		d = dix_get(fs->dix, (uint64_t)dir->dev, (uint64_t)dir->ino);
+	} else {
+		/* Default options: its entries' attributes are as of its pass,
+		 * and answered for only while the files' shortest window lasts
+		 * since (index_entry).  Past that every name it gave would
+		 * cost the kernel a GETATTR, by name at the source, so it
+		 * answers nothing: a lookup asks the source (one LOOKUP, as
+		 * EFS's own client), a listing makes a new pass (one listing,
+		 * whose stats the source's client answers from it).  One read
+		 * back from cache_dir (an earlier daemon's, or pushed out of
+		 * memory) is of unknown age: not read at all. */
+		d = dix_get_loaded(fs->dix, (uint64_t)dir->dev, (uint64_t)dir->ino);
+		if (d && dix_attr_left(d, false, fs->policy.regmin, &now) <= 0) {
+			dix_put(fs->dix, d);
+			d = NULL;
+		}
+	}
 	if (!d)
 		return NULL;
 	itab_attr(fs->itab, dir, &a);
-	clock_gettime(CLOCK_MONOTONIC, &now);
 	switch (dix_judge(fs->dix, d, fs->policy.immutable,
 			  itab_entry_timeout(fs->itab, dir, &fs->policy, false), &a, &now)) {
 	case DIX_ANSWER:
@@ -169,8 +186,12 @@ int index_entry(struct efs_fs *fs, struct efs_inode *dir, struct dix_dir *d,
 	 * inode's own window): with ttl=never as of now. */
 	left = itab_observe_at(fs->itab, i, &fs->policy, &e->attr,
 			       fs->policy.immutable ? &now : d->seen_here ? &d->seen : NULL);
-	if (left < 0) {
-		/* The inode knows something newer of the file: the source. */
+	/* The inode knows something newer of the file; or (default options)
+	 * the pass is older than the file's window: a name without
+	 * attributes the kernel may keep would cost a GETATTR next, by name
+	 * at the source for an inode with no fd, more than the one LOOKUP
+	 * the source gives both in. */
+	if (left < 0 || (left == 0 && !fs->policy.immutable)) {
 		itab_forget(fs->itab, i, 1);
 		return -EAGAIN;
 	}

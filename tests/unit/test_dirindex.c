@@ -353,11 +353,17 @@ static void test_store(void)
 	dix_put(x, d);
 	dix_free(x);
 
-	/* The next daemon finds it in the store, with no check time. */
+	/* The next daemon finds it in the store, with no check time; not
+	 * from memory only (default options do not read the store). */
 	CHECK(dix_new(&x, 1 << 20, &ops) == 0);
+	s.loads = 0;
+	CHECK(dix_get_loaded(x, DEV, DIR_INO) == NULL && s.loads == 0);
 	d = dix_get(x, DEV, DIR_INO);
 	CHECK(d && d->n == 5 && !d->checked_here && !d->seen_here);
 	CHECK(d && dix_find(d, "f4", 2) != NULL);
+	dix_put(x, d);
+	d = dix_get_loaded(x, DEV, DIR_INO);
+	CHECK(d && d->n == 5 && s.loads == 1);
 	dix_put(x, d);
 	dix_counts(x, &n);
 	CHECK(n.loads == 1 && n.bad == 0);
