@@ -52,9 +52,7 @@ int do_lookup(struct efs_fs *fs, struct efs_inode *parent, const char *name,
 		     struct fuse_entry_param *e)
 {
 	struct efs_inode *i;
-	int fd, r;
-
-	int pfd;
+	int fd, pfd, r;
 
 	if (bad_name(name))
 		return -EINVAL;
