@@ -260,6 +260,13 @@ static int read_names(DIR *dp, unsigned max, char **names, size_t *len, unsigned
 	return 0;
 }
 
+/* A directory's attributes for index_build (see there). */
+static int stat_dir(struct efs_fs *fs, int fd, struct stat *st)
+{
+	stats_add(&fs->stats, ST_source_getattrs, 1);
+	return fs->policy.immutable ? src_stat_sync_at(fd, "", st) : src_stat(fd, st);
+}
+
 struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned max_names)
 {
 	struct dix_build *b = NULL;
@@ -284,11 +291,13 @@ struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned m
 	fd = ifd(fs, dir);
 	if (fd < 0)
 		return NULL;
-	/* The directory as the server has it now, not as its client
-	 * cached it (the listing would be newer than that), before the
-	 * listing: a change after this shows in the check at the end. */
-	r = src_stat_sync_at(fd, "", &st);
-	stats_add(&fs->stats, ST_source_getattrs, 1);
+	/* The directory before the listing: a change after this shows in
+	 * the check at the end.  With ttl=never (kept, never checked again)
+	 * as the server has it now; with other options as its client cached
+	 * it, which costs no request: attributes older than the listing
+	 * only make the snapshot look changed sooner (rules 1 and 4 of
+	 * dix_judge), never a newer one answer for an older listing. */
+	r = stat_dir(fs, fd, &st);
 	if (r == 0)
 		r = src_opendir(fd, &dp);
 	ifd_put(fs, dir);
@@ -319,8 +328,7 @@ struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned m
 			goto out;
 	}
 	/* The directory moved during the pass: what it saw may be a mix. */
-	stats_add(&fs->stats, ST_source_getattrs, 1);
-	if (src_stat_sync_at(dfd, "", &after) < 0 || after.st_ino != st.st_ino ||
+	if (stat_dir(fs, dfd, &after) < 0 || after.st_ino != st.st_ino ||
 	    after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
 	    after.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
 	    after.st_ctim.tv_sec != st.st_ctim.tv_sec || after.st_ctim.tv_nsec != st.st_ctim.tv_nsec)

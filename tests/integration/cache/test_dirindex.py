@@ -167,6 +167,8 @@ def test_default_stale_snapshot_costs_no_more_than_efs():
     h.note("find + stat of %d names in 4 directories: at the source %s" % (names, got))
     h.check("... lists each directory (a READDIR and the one at its end) rather than "
             "asking for each name", got["lookups"] <= 4 and got["readdirs"] <= 3 * 4, got)
+    h.check("... with the directory's attributes its client cached (not a GETATTR each)",
+            got["getattrs"] < 4, got)
     time.sleep(2.5)
     cl.drop_caches()
     e0 = meta(st.emu_stats())
