@@ -7,11 +7,11 @@
  * A snapshot of directory D answers (index_dir) by dix_judge's rules
  * (dirindex.h): never with lookupcache=none (strict: no index at all);
  * with ttl=never (and -o immutable) always, unless D was seen since with
- * another mtime or ctime; otherwise while D's name window (meta.c) has not
- * passed since this daemon made or last checked it, then after one stat of
- * D on the source shows its inode number, mtime and ctime unchanged.  A
- * snapshot read from cache_dir is checked at its first use (default
- * options).
+ * another mtime or ctime; otherwise only while the files' shortest
+ * attribute window lasts since this daemon's pass made it (never one read
+ * back from cache_dir), and in that span while D's name window (meta.c)
+ * has not passed since it was made or last checked, then after one stat
+ * of D on the source shows its inode number, mtime and ctime unchanged.
  *
  * What it answers: a name and its attributes (itab_observe_at: what is
  * left of the file's own window since the pass saw them, none for a
@@ -24,7 +24,7 @@
  *
  * Snapshots are made from one pass over the source directory: readdir and
  * one stat per name (index_build), the same requests a readdirplus made
- * before, published only if the directory's mtime and ctime did not move
+ * before (with ttl=never also two forced stats of D), published only if the directory's mtime and ctime did not move
  * during the pass and nothing changed through the mount meanwhile
  * (fs->index_gen).  Made at a handle's first readdirplus from its start,
  * and with ttl=never also at a lookup in a directory that has none and did
