@@ -146,7 +146,7 @@ static bool list_once_from_snapshot(fuse_req_t req, struct efs_fs *fs, struct ef
 	 * directory lists the same again). */
 	snap = index_dir(fs, dir, true);
 	if (!snap)
-		snap = index_build(fs, dir, DIX_MAX_ENTRIES);
+		snap = index_build(fs, dir, DIX_MAX_ENTRIES, NULL);
 	if (snap && list_mode_is(dir, LIST_SNAPSHOT)) {
 		reply_snapshot(req, fs, dir, snap, size, offset, plus);
 		index_put(fs, snap);
@@ -257,8 +257,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		 * source's: a call cannot tell them from a snapshot's, so it
 		 * never mixes the two; its readdirplus lookups are answered
 		 * from the index (do_lookup). */
+		bool unread = d->dp && d->offset == 0 && !d->entry && !d->eof;
+
 		d->tried_index = true;
-		d->snap = index_build(fs, dir, DIX_MAX_ENTRIES);
+		/* The handle's stream makes it if nothing was read from it. */
+		d->snap = index_build(fs, dir, DIX_MAX_ENTRIES, unread ? d->dp : NULL);
 		if (d->snap)
 			close_stream(d);
 	}

@@ -267,7 +267,8 @@ static int stat_dir(struct efs_fs *fs, int fd, struct stat *st)
 	return fs->policy.immutable ? src_stat_sync_at(fd, "", st) : src_stat(fd, st);
 }
 
-struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned max_names)
+struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned max_names,
+			    DIR *stream)
 {
 	struct dix_build *b = NULL;
 	struct dix_dir *d = NULL;
@@ -291,6 +292,10 @@ struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned m
 	fd = ifd(fs, dir);
 	if (fd < 0)
 		return NULL;
+	/* A handle's unread stream lists it: no second open of the directory
+	 * at the source (an OPENDIR there). */
+	if (stream)
+		rewinddir(stream);
 	/* The directory before the listing: a change after this shows in
 	 * the check at the end.  With ttl=never (kept, never checked again)
 	 * as the server has it now; with other options as its client cached
@@ -298,7 +303,9 @@ struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned m
 	 * only make the snapshot look changed sooner (rules 1 and 4 of
 	 * dix_judge), never a newer one answer for an older listing. */
 	r = stat_dir(fs, fd, &st);
-	if (r == 0)
+	if (r == 0 && stream)
+		dp = stream;
+	else if (r == 0)
 		r = src_opendir(fd, &dp);
 	ifd_put(fs, dir);
 	if (r < 0)
@@ -347,7 +354,10 @@ out:
 	__atomic_store_n(&dir->unindexed, d == NULL, __ATOMIC_RELAXED);
 	dix_build_abort(b);
 	free(names);
-	src_closedir(dp);
+	if (dp != stream)
+		src_closedir(dp);
+	else if (!d)
+		rewinddir(stream); /* the handle lists from it after all */
 	return d;
 }
 
@@ -368,7 +378,7 @@ int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
 	    !__atomic_load_n(&dir->unindexed, __ATOMIC_RELAXED)) {
 		/* ttl=never: list it now, so that no name in it asks again, in
 		 * this daemon or the next. */
-		d = index_build(fs, dir, INDEX_BUILD_ON_LOOKUP_MAX);
+		d = index_build(fs, dir, INDEX_BUILD_ON_LOOKUP_MAX, NULL);
 	}
 	if (!d)
 		return -EAGAIN;

@@ -198,8 +198,11 @@ void index_free(struct efs_fs *fs);
 struct dix_dir *index_dir(struct efs_fs *fs, struct efs_inode *dir, bool may_check);
 void index_put(struct efs_fs *fs, struct dix_dir *d);
 /* A new snapshot of dir from one pass over the source (at most max_names
- * names), published and saved; with a reference, or NULL. */
-struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned max_names);
+ * names), published and saved; with a reference, or NULL.  stream: an
+ * open stream of dir to list it with (left rewound if no snapshot came of
+ * it), or NULL to open one. */
+struct dix_dir *index_build(struct efs_fs *fs, struct efs_inode *dir, unsigned max_names,
+			    DIR *stream);
 /* The entry of ent (of snapshot d of dir) for the kernel, with a lookup
  * reference on its inode.  0, -ENOMEM, or -EAGAIN: the source must say
  * (a mount point, or the inode knows something newer). */
