@@ -24,11 +24,12 @@
  *
  * Snapshots are made from one pass over the source directory: readdir and
  * one stat per name (index_build), the same requests a readdirplus made
- * before (with ttl=never also two forced stats of D), published only if the directory's mtime and ctime did not move
- * during the pass and nothing changed through the mount meanwhile
- * (fs->index_gen).  Made at a handle's first readdirplus from its start,
- * and with ttl=never also at a lookup in a directory that has none and did
- * not change through the mount (so that a restarted daemon finds every
+ * before (with ttl=never also two forced stats of D), published only if
+ * the directory's mtime and ctime did not move during the pass and nothing
+ * changed through the mount meanwhile (fs->index_gen).  Made at a
+ * handle's first readdirplus from its start (from its stream), and with
+ * ttl=never also at a lookup in a directory that has none and did not
+ * change through the mount (so that a restarted daemon finds every
  * directory on the way to a file without the source).  A directory without
  * a handle (-o immutable) is listed from snapshots, or from the source's
  * stream for the inode's life once a snapshot could not be had
