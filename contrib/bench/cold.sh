@@ -38,6 +38,8 @@
 #   SIZE [2G]  TREE [4G]  RUNS [3]  QUICK=1  EMU_OPTS  EFSCACHE_OPTS
 #   EFSCACHE_BUILD  BENCH_TMPDIR [/var/tmp]  OUT_DIR [docs/bench]  KEEP_TMP
 #   NO_INSTALL  STEP_TIMEOUT [600]  REST_S [5]  RCLONE [1 if installed]
+#   ROWS      a bash regex over "SETUP WORKLOAD" (e.g. 'efs seq|cold (seq1|mmap-rand)'):
+#             only the rows it matches run (the others are left out of cold.md)
 #   PERF [0]  1: in the last round, `perf record -g` the daemons during each
 #             cache row and append their top symbols to cold.md
 set -euo pipefail
@@ -85,6 +87,7 @@ rss_kib() {
 row() {
     local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de=""
     shift 2
+    [ -z "${ROWS:-}" ] || [[ "$setup $wl" =~ $ROWS ]] || return 0
     [ "${NO_DROP:-0}" = 1 ] || drop_caches
     RSS_PEAK="" RSS_REST=""
     rm -f "$WORK/rss"
