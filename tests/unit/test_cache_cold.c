@@ -309,6 +309,17 @@ static void test_kept_overlapping_reads(void)
 	env_fini(&v);
 }
 
+/* Reads waiting at the fake's gate reach n (bounded wait). */
+static bool wait_held(struct env *v, unsigned n)
+{
+	for (int i = 0; i < 400; i++) {
+		if (fake_held(&v->f) >= n)
+			return true;
+		usleep(5000);
+	}
+	return false;
+}
+
 /* A reader in another thread (read_check_seq, not sequential); with
  * free_thread, its reads pass the fake's gate while the others' wait. */
 struct reader {
@@ -320,6 +331,8 @@ struct reader {
 	unsigned seed;
 	bool free_thread;
 	unsigned nfirst;        /* with free_thread: scattered[] chunks read first */
+	unsigned held;          /* ... then wait for this many reads at the gate */
+	bool held_ok;
 	ssize_t n;
 };
 
@@ -332,19 +345,9 @@ static void *reader_main(void *arg)
 	for (unsigned i = 0; i < r->nfirst; i++)
 		read_check_seq(r->v, r->h, (uint64_t)scattered[i] * CS + 4096, 8192, r->seed,
 			       false);
+	r->held_ok = !r->held || wait_held(r->v, r->held);
 	r->n = read_check_seq(r->v, r->h, r->off, r->len, r->seed, false);
 	return NULL;
-}
-
-/* Reads waiting at the fake's gate reach n (bounded wait). */
-static bool wait_held(struct env *v, unsigned n)
-{
-	for (int i = 0; i < 400; i++) {
-		if (fake_held(&v->f) >= n)
-			return true;
-		usleep(5000);
-	}
-	return false;
 }
 
 /* A page fault reads around the page: one request over two missing chunks.
@@ -392,12 +395,13 @@ static void test_sweep_neighbour_first(void)
 	ino = make_file(&v, "neighbour", (uint64_t)nch * CS, 13);
 	CHECK(h_open(&v, ino, &h, NULL) == 0);
 	e = ino->cf;
-	/* The sweep's jobs wait at the gate (holding both workers); the
-	 * reader's own reads pass. */
+	/* The sweep's jobs wait at the gate (holding both workers, the rest
+	 * of its window queued); the reader's own reads pass. */
 	r = (struct reader){.v = &v, .h = &h, .off = 200 * CS + 4096, .len = 8192, .seed = 13,
-			    .free_thread = true, .nfirst = 5};
+			    .free_thread = true, .nfirst = 5, .held = 2};
 	CHECK(pthread_create(&r.th, NULL, reader_main, &r) == 0);
 	pthread_join(r.th, NULL);
+	CHECK(r.held_ok);
 	CHECK(r.n == 8192);
 	CHECK(st(&v, ST_scatter_sweeps) == 1);
 	CHECK(e != NULL);
