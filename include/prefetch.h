@@ -36,9 +36,6 @@ int prefetch_start(struct prefetch *p);
 /* Queue a job; false if the pool is full or stopped (the job's fd is then
  * not consumed). */
 bool prefetch_submit(struct prefetch *p, const struct prefetch_job *job);
-/* The same, but the job goes ahead of every queued one (the next free
- * worker runs it): a chunk a reader is about to wait for. */
-bool prefetch_submit_urgent(struct prefetch *p, const struct prefetch_job *job);
 /* Wait until every queued job has run (write-behind at unmount). */
 void prefetch_drain(struct prefetch *p);
 /* Stop the workers; pending jobs are dropped through `drop`. */

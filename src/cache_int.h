@@ -117,8 +117,7 @@ struct chunk {
 	uint16_t pins;                 /* replies in flight from the data file */
 	uint8_t state;
 	bool listed;                   /* on the recency list */
-	uint8_t queued;                /* prefetch jobs pending for it: at most
-					* one queued in turn and one urgent */
+	bool queued;                   /* a prefetch job for it is pending */
 	bool unread;                   /* stored by prefetch, not read since */
 };
 

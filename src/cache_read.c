@@ -816,57 +816,22 @@ static void note_miss_locked(struct cache *c, struct cache_file *e, uint32_t idx
 	stats_add(c->stats, ST_scatter_sweeps, 1);
 }
 
-/* Queue a prefetch job for chunk ch of e (ABSENT): at the queue's tail, or
- * at its head if urgent; e->mu held.  False if the queue is full. */
-static bool queue_chunk_locked(struct cache *c, struct cache_file *e, struct chunk *ch,
-			       bool urgent)
+/* Queue a prefetch job for chunk i of e (ABSENT, not queued); e->mu held.
+ * False if the queue is full. */
+static bool queue_chunk_locked(struct cache *c, struct cache_file *e, struct chunk *ch)
 {
 	struct prefetch_job job = {.entry = e, .idx = ch->idx, .tag = e->gen, .fd = -1};
 
-	ch->queued++;
+	ch->queued = true;
 	entry_ref(e);
 	e->jobs++;
-	if (urgent ? prefetch_submit_urgent(c->pf, &job) : prefetch_submit(c->pf, &job))
+	if (prefetch_submit(c->pf, &job))
 		return true;
 	e->jobs--;
 	__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* the caller's is held */
-	ch->queued--;
+	ch->queued = false;
 	chunk_settle(e, ch);
 	return false;
-}
-
-/* A reader that is not reading sequentially is about to wait for chunks
- * [first, req_last] of e (one request), and soon for those up to last
- * (the kernel's next readahead of a mapping, see cache_read).  The reader
- * fetches the first missing one itself; each other missing one is queued
- * ahead of every other job (not behind a sweep's or a sequential reader's),
- * so that they come from the source at the same time as the reader's own,
- * not one after the other.  A chunk that has a job queued in turn gets an
- * urgent one besides (whichever runs first fetches it, the other finds it
- * taken).  e->mu held. */
-static void queue_urgent_locked(struct cache *c, struct cache_file *e, uint32_t first,
-				uint32_t req_last, uint32_t last)
-{
-	bool mine = true;
-
-	if (!c->pf || e->bypass || !e->loaded || e->fetch_fd < 0)
-		return;
-	for (uint32_t i = first; i <= last && i < e->sf.nchunks; i++) {
-		struct chunk *ch = chunk_get(e, i);
-
-		if (ch && ch->state != CH_ABSENT)
-			continue; /* stored, or a fetch is under way */
-		if (mine && i <= req_last) {
-			mine = false;
-			continue;
-		}
-		if (ch && ch->queued > 1)
-			continue;
-		if (!ch && !(ch = chunk_make(e, i)))
-			return;
-		if (!queue_chunk_locked(c, e, ch, true))
-			return;
-	}
 }
 
 /* Keep a sweep going: at most a window of jobs queued for the entry, the
@@ -895,7 +860,7 @@ static void sweep_locked(struct cache *c, struct cache_file *e)
 		}
 		if (!ch && !(ch = chunk_make(e, e->sweep_next)))
 			return;
-		if (!queue_chunk_locked(c, e, ch, false))
+		if (!queue_chunk_locked(c, e, ch))
 			return; /* the queue is full: on at the next read or job */
 		e->sweep_next++;
 	}
@@ -1015,7 +980,7 @@ static void schedule_prefetch_locked(struct cache *c, struct cache_file *e, uint
 			continue;
 		if (!ch && !(ch = chunk_make(e, i)))
 			return;
-		if (!queue_chunk_locked(c, e, ch, false))
+		if (!queue_chunk_locked(c, e, ch))
 			return; /* queue full: the reader fetches what it needs */
 	}
 }
@@ -1041,7 +1006,7 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 	e->jobs--;
 	if (!e->loaded || e->bypass || e->gen != job->tag || !(ch = chunk_get(e, job->idx)))
 		goto out;
-	ch->queued--;
+	ch->queued = false;
 	if (e->fetch_fd < 0 ||
 	    (ch->state != CH_ABSENT && !(ch->state == CH_PRESENT && c->cfg->verify == VERIFY_ONCE))) {
 		chunk_settle(e, ch);
@@ -1095,7 +1060,7 @@ void cache_drop_prefetch(const struct prefetch_job *job, void *arg)
 	pthread_mutex_lock(&e->mu);
 	e->jobs--;
 	if (e->gen == job->tag && (ch = chunk_get(e, job->idx))) {
-		ch->queued--;
+		ch->queued = false;
 		chunk_settle(e, ch);
 	}
 	entry_release_locked(c, e);
@@ -1155,16 +1120,6 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 	gen = e->gen;
 	cs = e->sf.chunk_size;
 	end = (uint64_t)off + size < fsize ? (uint64_t)off + size : fsize;
-	if (!sequential && end > (uint64_t)off) {
-		/* A page fault of a mapping reads around the page (half a
-		 * readahead window before it, half after), then the window
-		 * after that one: with a sweep on (each chunk is fetched
-		 * anyway), the chunk after this request is wanted next. */
-		const uint32_t first = (uint32_t)((uint64_t)off / cs);
-		const uint32_t req_last = (uint32_t)((end - 1) / cs);
-
-		queue_urgent_locked(c, e, first, req_last, req_last + (e->sweep ? 1 : 0));
-	}
 	for (pos = (uint64_t)off; pos < end;) {
 		uint32_t idx = (uint32_t)(pos / cs);
 		uint64_t cstart = (uint64_t)idx * cs;

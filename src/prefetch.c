@@ -1,8 +1,7 @@
 /* prefetch.c - bounded job queue and worker threads.
  *
- * State: a ring of jobs under p->mu; workers sleep on p->cv and take the
- * job at the head; a job is added at the tail, or at the head when urgent
- * (a reader waits for it).  Jobs run without the lock held.  Invariant: every submitted job is either run or
+ * State: a ring of jobs under p->mu; workers sleep on p->cv.  Jobs run
+ * without the lock held.  Invariant: every submitted job is either run or
  * handed to the drop callback at shutdown, so its fd is always closed.
  */
 #include "prefetch.h"
@@ -90,34 +89,19 @@ int prefetch_start(struct prefetch *p)
 	return 0;
 }
 
-static bool submit(struct prefetch *p, const struct prefetch_job *job, bool urgent)
+bool prefetch_submit(struct prefetch *p, const struct prefetch_job *job)
 {
 	bool ok = false;
 
 	pthread_mutex_lock(&p->mu);
 	if (p->started && !p->stop && p->count < p->cap) {
-		if (urgent) {
-			p->head = (p->head + p->cap - 1) % p->cap;
-			p->ring[p->head] = *job;
-		} else {
-			p->ring[(p->head + p->count) % p->cap] = *job;
-		}
+		p->ring[(p->head + p->count) % p->cap] = *job;
 		p->count++;
 		pthread_cond_signal(&p->cv);
 		ok = true;
 	}
 	pthread_mutex_unlock(&p->mu);
 	return ok;
-}
-
-bool prefetch_submit(struct prefetch *p, const struct prefetch_job *job)
-{
-	return submit(p, job, false);
-}
-
-bool prefetch_submit_urgent(struct prefetch *p, const struct prefetch_job *job)
-{
-	return submit(p, job, true);
 }
 
 void prefetch_drain(struct prefetch *p)

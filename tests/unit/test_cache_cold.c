@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,119 +308,6 @@ static void test_kept_overlapping_reads(void)
 	env_fini(&v);
 }
 
-/* Reads waiting at the fake's gate reach n (bounded wait). */
-static bool wait_held(struct env *v, unsigned n)
-{
-	for (int i = 0; i < 400; i++) {
-		if (fake_held(&v->f) >= n)
-			return true;
-		usleep(5000);
-	}
-	return false;
-}
-
-/* A reader in another thread (read_check_seq, not sequential); with
- * free_thread, its reads pass the fake's gate while the others' wait. */
-struct reader {
-	pthread_t th;
-	struct env *v;
-	struct handle *h;
-	uint64_t off;
-	size_t len;
-	unsigned seed;
-	bool free_thread;
-	unsigned nfirst;        /* with free_thread: scattered[] chunks read first */
-	unsigned held;          /* ... then wait for this many reads at the gate */
-	bool held_ok;
-	ssize_t n;
-};
-
-static void *reader_main(void *arg)
-{
-	struct reader *r = arg;
-
-	if (r->free_thread)
-		fake_hold_others(&r->v->f, true);
-	for (unsigned i = 0; i < r->nfirst; i++)
-		read_check_seq(r->v, r->h, (uint64_t)scattered[i] * CS + 4096, 8192, r->seed,
-			       false);
-	r->held_ok = !r->held || wait_held(r->v, r->held);
-	r->n = read_check_seq(r->v, r->h, r->off, r->len, r->seed, false);
-	return NULL;
-}
-
-/* A page fault reads around the page: one request over two missing chunks.
- * The reader fetches the first; the second is fetched by a worker at the
- * same time (both wait at the gate together), not after the first. */
-static void test_request_chunks_together(void)
-{
-	struct env v;
-	struct handle h;
-	struct reader r;
-	struct efs_inode *ino;
-
-	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
-	ino = make_file(&v, "around", 8 * CS, 12);
-	CHECK(h_open(&v, ino, &h, NULL) == 0);
-	CHECK(read_check_seq(&v, &h, 0, 4096, 12, false) == 4096); /* the fetch fd */
-	fake_set_hold(&v.f, true);
-	r = (struct reader){.v = &v, .h = &h, .off = 3 * CS + CS / 2, .len = CS, .seed = 12};
-	CHECK(pthread_create(&r.th, NULL, reader_main, &r) == 0);
-	CHECK(wait_held(&v, 2));
-	fake_set_hold(&v.f, false);
-	pthread_join(r.th, NULL);
-	CHECK(r.n == CS);
-	wait_stored(&v);
-	CHECK(fake_reads(&v.f) == 3);
-	CHECK(stored_chunks(&v, ino, 8) == 3);
-	h_close(&v, &h);
-	env_fini(&v);
-}
-
-/* During a sweep, a fault's chunk is followed by the kernel's readahead of
- * the window after it: the next chunk is queued ahead of the sweep (which
- * is far behind, at the start of the file), and only that one. */
-static void test_sweep_neighbour_first(void)
-{
-	const uint32_t nch = 256;
-	struct env v;
-	struct handle h;
-	struct reader r;
-	struct efs_inode *ino;
-	struct cache_file *e;
-	struct chunk *ch;
-
-	env_init_full(&v, 256u << 20, 2, VERIFY_ONCE);
-	ino = make_file(&v, "neighbour", (uint64_t)nch * CS, 13);
-	CHECK(h_open(&v, ino, &h, NULL) == 0);
-	e = ino->cf;
-	/* The sweep's jobs wait at the gate (holding both workers, the rest
-	 * of its window queued); the reader's own reads pass. */
-	r = (struct reader){.v = &v, .h = &h, .off = 200 * CS + 4096, .len = 8192, .seed = 13,
-			    .free_thread = true, .nfirst = 5, .held = 2};
-	CHECK(pthread_create(&r.th, NULL, reader_main, &r) == 0);
-	pthread_join(r.th, NULL);
-	CHECK(r.held_ok);
-	CHECK(r.n == 8192);
-	CHECK(st(&v, ST_scatter_sweeps) == 1);
-	CHECK(e != NULL);
-	if (e) {
-		pthread_mutex_lock(&e->mu);
-		ch = chunk_get(e, 201);
-		CHECK(ch && ch->queued == 1 && ch->state == CH_ABSENT);
-		ch = chunk_get(e, 202);
-		CHECK(!ch || !ch->queued);
-		CHECK(e->sweep_next < 200);
-		pthread_mutex_unlock(&e->mu);
-	}
-	fake_hold_others(&v.f, false);
-	CHECK(wait_all_stored(&v, ino, nch));
-	wait_stored(&v);
-	CHECK(fake_reads(&v.f) == nch);
-	h_close(&v, &h);
-	env_fini(&v);
-}
-
 int main(void)
 {
 	test_data_file_whole();
@@ -431,7 +317,5 @@ int main(void)
 	test_sweep_stops_at_close();
 	test_sweep_without_handles();
 	test_kept_overlapping_reads();
-	test_request_chunks_together();
-	test_sweep_neighbour_first();
 	return check_done("cache_cold");
 }

@@ -26,8 +26,6 @@ struct rec {
 	unsigned ran[MAXJOBS]; /* times job idx was run */
 	unsigned dropped[MAXJOBS];
 	unsigned bad_fields;
-	uint32_t order[MAXJOBS]; /* idx of the jobs in the order they finished */
-	unsigned nfinished;
 };
 
 /* Fields every job carries, derived from its index. */
@@ -66,7 +64,6 @@ static void run(const struct prefetch_job *job, void *arg)
 	usleep(500);
 	pthread_mutex_lock(&r->mu);
 	r->ran[job->idx]++;
-	r->order[r->nfinished++ % MAXJOBS] = job->idx;
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -201,41 +198,6 @@ static void test_queue_bound(void)
 	rec_fini(&r);
 }
 
-/* An urgent job goes ahead of the queued ones (one worker: the order the
- * jobs finish in is the order they were taken), and counts in the bound. */
-static void test_urgent_first(void)
-{
-	struct prefetch *p;
-	struct rec r;
-	struct prefetch_job j;
-
-	rec_init(&r);
-	r.gate_closed = true;
-	CHECK(prefetch_new(&p, 1, 5, run, &r) == 0);
-	CHECK(prefetch_start(p) == 0);
-	j = job_of(&r, 0, -1);
-	CHECK(prefetch_submit(p, &j));
-	wait_at_gate(&r, 1);
-	for (unsigned i = 1; i <= 3; i++) {
-		j = job_of(&r, i, -1);
-		CHECK(prefetch_submit(p, &j));
-	}
-	j = job_of(&r, 4, -1);
-	CHECK(prefetch_submit_urgent(p, &j));
-	j = job_of(&r, 5, -1);
-	CHECK(prefetch_submit_urgent(p, &j));
-	j = job_of(&r, 6, -1);
-	CHECK(!prefetch_submit_urgent(p, &j)); /* full: 5 queued */
-	open_gate(&r);
-	prefetch_drain(p);
-	CHECK(r.nfinished == 6);
-	/* The last urgent one first, then the other, then the queue in order. */
-	CHECK(r.order[0] == 0 && r.order[1] == 5 && r.order[2] == 4);
-	CHECK(r.order[3] == 1 && r.order[4] == 2 && r.order[5] == 3);
-	prefetch_free(p, drop);
-	rec_fini(&r);
-}
-
 struct freer {
 	struct prefetch *p;
 	struct rec *r;
@@ -335,7 +297,6 @@ int main(void)
 {
 	test_run_and_drain();
 	test_queue_bound();
-	test_urgent_first();
 	test_shutdown_with_queued();
 	test_no_workers();
 	return check_done("test_prefetch");
