@@ -870,10 +870,12 @@ static void sweep_locked(struct cache *c, struct cache_file *e)
 
 /* Serve bytes [from, to) of chunk idx; e->mu held on entry and exit.
  * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
- * look at the entry again: it may have been reset meanwhile), or -errno. */
+ * look at the entry again: it may have been reset meanwhile), or -errno.
+ * *waited: the chunk this read last waited for (UINT32_MAX: none), so that
+ * a reader woken for another chunk's sake counts its wait once. */
 static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t idx,
 				 struct efs_inode *ino, size_t from, size_t to, bool sequential,
-				 struct cache_read *rd)
+				 uint32_t *waited, struct cache_read *rd)
 {
 	const uint32_t want = store_chunk_len(&e->sf, idx);
 	struct chunk *ch = chunk_get(e, idx);
@@ -892,7 +894,11 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		return (ssize_t)(to - from);
 	}
 	if (ch && ch->state == CH_BUSY) {
-		stats_add(c->stats, ST_fetch_waits, 1);
+		/* e->cv wakes every waiter of the entry whenever any of its
+		 * chunks leaves BUSY: one wait for this chunk is counted once. */
+		if (*waited != idx)
+			stats_add(c->stats, ST_fetch_waits, 1);
+		*waited = idx;
 		pthread_cond_wait(&e->cv, &e->mu);
 		return -EAGAIN;
 	}
@@ -1079,6 +1085,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 {
 	struct cache_file *e = ino->cf;
 	uint64_t end, pos, cs, fsize, gen;
+	uint32_t waited = UINT32_MAX;
 	ssize_t total = 0, n;
 	bool whole = false, direct = false;
 
@@ -1134,7 +1141,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 			whole = true;
 			break;
 		}
-		n = read_chunk_locked(c, e, idx, ino, from, to, sequential, rd);
+		n = read_chunk_locked(c, e, idx, ino, from, to, sequential, &waited, rd);
 		if (n == -EAGAIN)
 			continue;
 		if (n == -ESTALE || n == -ENOBUFS) {

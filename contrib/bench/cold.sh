@@ -38,6 +38,8 @@
 #   SIZE [2G]  TREE [4G]  RUNS [3]  QUICK=1  EMU_OPTS  EFSCACHE_OPTS
 #   EFSCACHE_BUILD  BENCH_TMPDIR [/var/tmp]  OUT_DIR [docs/bench]  KEEP_TMP
 #   NO_INSTALL  STEP_TIMEOUT [600]  REST_S [5]  RCLONE [1 if installed]
+#   ROWS      a bash regex over "SETUP WORKLOAD" (e.g. 'efs seq|cold (seq1|mmap-rand)'):
+#             only the rows it matches run (the others are left out of cold.md)
 #   PERF [0]  1: in the last round, `perf record -g` the daemons during each
 #             cache row and append their top symbols to cold.md
 set -euo pipefail
@@ -85,6 +87,7 @@ rss_kib() {
 row() {
     local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de=""
     shift 2
+    [ -z "${ROWS:-}" ] || [[ "$setup $wl" =~ $ROWS ]] || return 0
     [ "${NO_DROP:-0}" = 1 ] || drop_caches
     RSS_PEAK="" RSS_REST=""
     rm -f "$WORK/rss"
@@ -372,7 +375,7 @@ for k, label, tgt in rows:
             res = ("≥ %.2f: **%s**" % (tgt[1], "met" if ok else "missed"))
             summary.append("%-45s %6.0f MiB/s  %s x %s  %s" % (label, m, ratio, ref,
                                                               "met" if ok else "MISSED"))
-    if k not in vals and k[0].startswith("rclone"):
+    if k not in vals and (k[0].startswith("rclone") or e.get("ROWS")):
         continue
     L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         label, "%.0f" % m if m is not None else "–", runs, ref, ratio, res,

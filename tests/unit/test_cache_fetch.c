@@ -73,6 +73,47 @@ static void test_single_flight(void)
 	CHECK(read_check(&v, &h, CS, CS, 1) == CS);
 	CHECK(fake_reads(&v.f) == 1);
 	h_close(&v, &h);
+	CHECK(st(&v, ST_fetch_waits) == NREADERS - 1);
+	env_fini(&v);
+}
+
+/* A reader waiting for a chunk is woken whenever another chunk of the file
+ * is done (one condition variable per entry): its one wait is counted
+ * once, not at each wake-up. */
+static void test_wait_counted_once(void)
+{
+	struct env v;
+	struct handle h;
+	pthread_t th[2];
+	struct reader_arg a[2];
+
+	env_init(&v, 64u << 20);
+	make_file(&v, "once", 3 * CS, 1);
+	CHECK(h_open(&v, lookup(&v, "once"), &h, NULL) == 0);
+	/* Our own reads pass the gate; the two readers' wait there. */
+	fake_hold_others(&v.f, true);
+	for (int i = 0; i < 2; i++) {
+		a[i] = (struct reader_arg){.v = &v, .h = &h, .off = CS + 100u * i, .len = 1000};
+		CHECK(pthread_create(&th[i], NULL, reader_main, &a[i]) == 0);
+		if (i == 0)
+			for (int k = 0; k < 400 && fake_held(&v.f) < 1; k++)
+				usleep(5000);
+	}
+	CHECK(wait_stat(&v, ST_fetch_waits, 1));
+	/* Another chunk fetched and stored meanwhile wakes the waiter. */
+	CHECK(read_check(&v, &h, 0, CS, 1) == CS);
+	CHECK(read_check(&v, &h, 2 * CS, CS, 1) == CS);
+	wait_stored(&v);
+	usleep(20000);
+	CHECK(st(&v, ST_fetch_waits) == 1);
+	fake_hold_others(&v.f, false);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(a[i].n == 1000);
+	}
+	CHECK(st(&v, ST_fetch_waits) == 1);
+	CHECK(fake_reads(&v.f) == 3);
+	h_close(&v, &h);
 	env_fini(&v);
 }
 
@@ -342,6 +383,7 @@ static void test_corrupt_verify_always(void)
 int main(void)
 {
 	test_single_flight();
+	test_wait_counted_once();
 	test_change_mid_fetch(CHG_MTIME);
 	test_change_mid_fetch(CHG_SIZE);
 	test_change_mid_fetch(CHG_INODE);
