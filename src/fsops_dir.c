@@ -213,6 +213,14 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * (checked against the server if its window passed). */
 		d->snap = index_dir(fs, i, true);
 	}
+	/* Default options, no snapshot fresh enough to list it: the kernel's
+	 * cached listing has names whose attributes it must then ask for one
+	 * by one (a GETATTR each at the source after a find or an import's
+	 * listdir).  Listed again instead: one pass, whose attributes come
+	 * with the entries, as an NFS client turns a stat storm into one
+	 * READDIRPLUS. */
+	if (fi->keep_cache && fs->dix && !fs->policy.immutable && !d->snap)
+		fi->keep_cache = 0;
 	if (d->snap)
 		close_stream(d); /* listed from the snapshot */
 	if (fi->keep_cache)

@@ -201,6 +201,34 @@ def test_default_stale_snapshot_costs_no_more_than_efs():
     h.check("clean unmount", not probs, "; ".join(probs))
 
 
+def test_default_relisting_refreshes_attributes():
+    """Default options, a directory listed again after the files' window with the page cache
+    warm: listed from the source again (the kernel's cached listing would leave it a GETATTR
+    per name to ask for), so that stat of each name costs nothing more at the source."""
+    st = cl.Stack(emu_opts=EMU_NFS, cache_opts=SHORT)
+    os.mkdir(st.s("d"))
+    n = 40
+    for k in range(n):
+        cl.make_file(st.s("d", "m%02d.py" % k), 1 * KiB, seed=k)
+
+    def list_and_stat():
+        for name in os.listdir(st.p("d")):
+            os.stat(st.p("d", name))
+
+    list_and_stat()
+    time.sleep(2.5)  # past efscache's 1 s windows and the emulated client's
+    e0 = meta(st.emu_stats())
+    list_and_stat()
+    got = diff(meta(st.emu_stats()), e0)
+    h.note("listdir + stat of %d files after the window, caches warm: at the source %s"
+           % (n, got))
+    h.check("... the directory listed again (its attributes with the entries), not a "
+            "GETATTR or LOOKUP per name", got["readdirs"] >= 1 and
+            got["getattrs"] + got["lookups"] < n // 4, got)
+    probs = st.umount()
+    h.check("clean unmount", not probs, "; ".join(probs))
+
+
 def test_listing_while_the_mount_changes():
     """A write through the mount during a listing's pass (elsewhere in the tree) keeps that
     pass from making a snapshot (what it saw of a file may predate the write); the handle then
@@ -287,5 +315,6 @@ def test_changes_through_the_mount():
 
 
 h.run_tests([test_immutable_restart_asks_no_names, test_default_removed_name_seen_after_window,
-             test_default_stale_snapshot_costs_no_more_than_efs, test_listing_while_the_mount_changes,
+             test_default_stale_snapshot_costs_no_more_than_efs,
+             test_default_relisting_refreshes_attributes, test_listing_while_the_mount_changes,
              test_changes_through_the_mount])
