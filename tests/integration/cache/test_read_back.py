@@ -60,7 +60,9 @@ def test_read_back():
     h.eq("first daemon: bytes equal the source", read_all(st, want), want)
 
     e0 = restart_and_list(st)
-    s = st.stats()  # settled: the jobs ran
+    # The jobs are queued after the listing's reply: wait for them, then for the pool.
+    cl.wait_for(lambda: st.stats(settled=False).get("record_readaheads", 0) >= 9, 30)
+    s = st.stats()
     h.eq("read back: pkg's 6 small files and __pycache__'s 3, not big.bin nor sub/x.py",
          s.get("record_readaheads"), 9)
     e1 = meta(st.emu_stats())
@@ -70,8 +72,8 @@ def test_read_back():
     h.eq("the reads read nothing back again", st.stats().get("record_readaheads"), 9)
 
     restart_and_list(st, ["siblings=0"])
-    h.eq("-o siblings=0: nothing read back", st.stats().get("record_readaheads", 0), 0)
     h.eq("siblings=0: bytes equal the source", read_all(st, want), want)
+    h.eq("-o siblings=0: nothing read back", st.stats().get("record_readaheads", 0), 0)
     st.check_umount()
 
 
