@@ -50,7 +50,7 @@
 	X(sibling_scans, "directories listed to fetch small files ahead of a cold open")          \
 	X(sibling_files, "small files fetched whole ahead of their open")                         \
 	X(sibling_bytes, "bytes of small files fetched ahead of their open")                      \
-	X(record_readaheads, "cached files read back into the page cache when their directory is listed") \
+	X(record_readaheads, "cached records read into the page cache at a listing")               \
 	X(bytes_served, "bytes returned to read requests (from cache or source)")                 \
 	X(passthrough_opens, "opens served by kernel passthrough to the cache's data file")        \
 	X(passthrough_refused, "opens refused because the file was open with passthrough")        \
