@@ -102,6 +102,15 @@ bool cache_room_ahead(struct cache *c, uint64_t bytes);
 /* Fetching ahead of any open (siblings.c): the source file (dev, ino) has
  * no record and nobody uses its entry, so cache_fill would store it. */
 bool cache_fill_wanted(struct cache *c, dev_t dev, uint64_t ino);
+/* Does the cache know a record (or an entry) of the source file (dev,
+ * ino)?  A table look-up: no cache_dir access. */
+bool cache_knows(struct cache *c, dev_t dev, uint64_t ino);
+/* The kernel's page cache lost the cache_dir files of the source file
+ * (dev, ino) (drop_caches, memory pressure, a restart after either): start
+ * reading its record back, if the cache knows one, without waiting for
+ * it (store_readahead).  True if the reads were started.  Changes no
+ * state; the record is checked as ever when it is used. */
+bool cache_read_ahead(struct cache *c, dev_t dev, uint64_t ino);
 /* Store the whole file open on fd (an fd of the source file, O_DIRECT if
  * the source allows it; st is its fstat after the open that reached the
  * server), chunk by chunk, each read with no lock held and nothing of the

@@ -47,6 +47,13 @@ void sib_free(struct sib *s);
  * dirfd is not consumed (a dup is kept).  Never waits for the source. */
 void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const char *name,
 		   uint64_t size);
+/* The directory (dev, dir_ino) was listed from its index snapshot, and
+ * ino[0..n) are its small regular files the cache has records of: read
+ * (at most cfg->siblings of) those records back into the page cache on
+ * the pool, in case the page cache lost them (cache_read_ahead), unless
+ * the directory's were within the window.  Never waits for the disk or
+ * the source. */
+void sib_listed(struct sib *s, dev_t dev, uint64_t dir_ino, const uint64_t *ino, unsigned n);
 /* Wait until every queued job has run (tests, benchmarks). */
 void sib_drain(struct sib *s);
 

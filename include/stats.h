@@ -50,6 +50,7 @@
 	X(sibling_scans, "directories listed to fetch small files ahead of a cold open")          \
 	X(sibling_files, "small files fetched whole ahead of their open")                         \
 	X(sibling_bytes, "bytes of small files fetched ahead of their open")                      \
+	X(record_readaheads, "cached records read into the page cache at a listing")               \
 	X(bytes_served, "bytes returned to read requests (from cache or source)")                 \
 	X(passthrough_opens, "opens served by kernel passthrough to the cache's data file")        \
 	X(passthrough_refused, "opens refused because the file was open with passthrough")        \
@@ -72,7 +73,7 @@
 
 #define STATS_GAUGES(X)                                                                            \
 	X(open_files, "files and directories open through the mount")                              \
-	X(sibling_pending, "directory listings and small files queued or being fetched ahead")
+	X(sibling_pending, "listings and small files queued or being fetched or read back ahead")
 
 /* Upper bounds (microseconds) of the fetch latency buckets; one more bucket
  * (+Inf) follows the last. */

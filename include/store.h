@@ -126,6 +126,11 @@ void store_key_unpack(const struct store_key_bin *b, struct store_key *k);
  * -EBADMSG if the header is corrupt or of another version, -EBUSY if the
  * store is lost to another daemon. */
 int store_open_record(struct store *s, const struct store_key *k, struct store_file *f);
+/* Ask the kernel to read key's record (both files, whole) into the page
+ * cache ahead of its use, without waiting for the data: a hint that
+ * changes nothing on disk or in the cache.  0, -ENOENT (no such record),
+ * -EBUSY (store lost), or -errno of an open. */
+int store_readahead(struct store *s, const struct store_key *k);
 /* Call fn for every intact slot of the open record f whose chunk the data
  * file holds (a slot past the data file's end is skipped: its bytes are
  * not there), reading the slot array in blocks and skipping its holes, so

@@ -259,6 +259,9 @@ int cache_table_init(struct cache *c);
 void cache_table_free(struct cache *c);
 /* The key of the source file (dev, ino): dev is the raw st_dev. */
 int cache_key_of(struct cache *c, dev_t dev, uint64_t ino, struct store_key *k);
+/* Does the table hold a rec for key (a record on disk, or an entry)?  A
+ * look under table_mu, nothing made. */
+bool cache_table_knows(struct cache *c, const struct store_key *k);
 /* The entry of key with a reference (entry_put), made if needed; with
  * only_known, NULL when the table has no rec for key.  NULL without memory. */
 struct cache_file *entry_get(struct cache *c, const struct store_key *k, bool only_known);

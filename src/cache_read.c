@@ -1269,6 +1269,28 @@ bool cache_fill_wanted(struct cache *c, dev_t dev, uint64_t ino)
 	return wanted;
 }
 
+bool cache_knows(struct cache *c, dev_t dev, uint64_t ino)
+{
+	struct store_key k;
+
+	return cache_key_of(c, dev, ino, &k) == 0 && cache_table_knows(c, &k);
+}
+
+bool cache_read_ahead(struct cache *c, dev_t dev, uint64_t ino)
+{
+	struct store_key k;
+
+	/* Only a record the table knows: an unknown key would cost a
+	 * failed lookup in cache_dir, a disk read when its dentries are
+	 * gone too. */
+	if (cache_key_of(c, dev, ino, &k) < 0 || !cache_table_knows(c, &k))
+		return false;
+	if (store_readahead(c->store, &k) < 0)
+		return false;
+	stats_add(c->stats, ST_record_readaheads, 1);
+	return true;
+}
+
 /* Store one chunk read by cache_fill (buf: its bytes, len of them, hashed).
  * Returns true if it was taken (stored, or being written behind). */
 static bool fill_commit(struct cache *c, struct cache_file *e, const struct store_identity *id,

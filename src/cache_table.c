@@ -275,6 +275,18 @@ int cache_key_of(struct cache *c, dev_t dev, uint64_t ino, struct store_key *k)
 	return store_key_of(c->cfg->source, tag, ino, k);
 }
 
+bool cache_table_knows(struct cache *c, const struct store_key *k)
+{
+	struct store_key_bin kb;
+	bool known;
+
+	store_key_pack(k, &kb);
+	pthread_mutex_lock(&c->table_mu);
+	known = find_locked(c, &kb) != NULL;
+	pthread_mutex_unlock(&c->table_mu);
+	return known;
+}
+
 unsigned cache_other_devs(struct cache *c, dev_t *out, unsigned max)
 {
 	unsigned n;

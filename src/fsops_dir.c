@@ -114,6 +114,10 @@ static void reply_snapshot(fuse_req_t req, struct efs_fs *fs, struct efs_inode *
 	stats_add(&fs->stats, ST_index_listings, 1);
 	fuse_reply_buf(req, buf, size - rem);
 	free(buf);
+	/* A listing from the start is where an import begins with a
+	 * directory: its files' records are read next (index_listed). */
+	if (offset == 0)
+		index_listed(fs, snap);
 }
 
 /* A directory listed without a handle (-o immutable) is listed either

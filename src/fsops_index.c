@@ -50,6 +50,7 @@
 
 #include "dirindex_cache.h"
 #include "fsops_int.h"
+#include "siblings.h"
 
 /* A lookup in a directory without a snapshot lists it (ttl=never) only up
  * to this many names; a bigger one is asked name by name. */
@@ -200,6 +201,55 @@ int index_entry(struct efs_fs *fs, struct efs_inode *dir, struct dix_dir *d,
 	e->attr_timeout = left;
 	e->entry_timeout = names_left(fs, dir, d, &now);
 	return 0;
+}
+
+/* ---- reading cached files back ------------------------------------------------ */
+
+/* d's small regular files with records, read back (sib_listed). */
+static void read_back(struct efs_fs *fs, struct dix_dir *d)
+{
+	unsigned max = fs->cfg->siblings, n = 0;
+	uint64_t *ino;
+
+	if (!d->n)
+		return;
+	ino = malloc((d->n < max ? d->n : max) * sizeof(*ino));
+	if (!ino)
+		return;
+	for (uint32_t k = 0; k < d->n && n < max; k++) {
+		const struct dix_entry *ent = &d->ent[k];
+
+		/* Files the cache has no record of are not asked for: a
+		 * listing of an uncached directory claims no window. */
+		if (S_ISREG(ent->a.mode) && !(ent->flags & DIX_F_MOUNT) && ent->a.size > 0 &&
+		    ent->a.size <= SIB_MAX_FILE && cache_knows(fs->cache, (dev_t)d->dev, ent->a.ino))
+			ino[n++] = ent->a.ino;
+	}
+	sib_listed(fs->sib, (dev_t)d->dev, d->ino, ino, n);
+	free(ino);
+}
+
+void index_listed(struct efs_fs *fs, struct dix_dir *d)
+{
+	static const char pycache[] = "__pycache__";
+	const struct dix_entry *ent;
+	struct dix_dir *sub;
+
+	if (!fs->sib || !fs->cfg->siblings)
+		return;
+	read_back(fs, d);
+	/* Python reads a package's compiled modules from __pycache__, which
+	 * it never lists (it opens them by name): its files are read back
+	 * with the package's listing.  Any snapshot of it will do, checked
+	 * or not: this is a hint, every record is validated at its use. */
+	ent = dix_find(d, pycache, sizeof(pycache) - 1);
+	if (!ent || !S_ISDIR(ent->a.mode) || (ent->flags & DIX_F_MOUNT))
+		return;
+	sub = dix_get(fs->dix, d->dev, ent->a.ino);
+	if (!sub)
+		return;
+	read_back(fs, sub);
+	dix_put(fs->dix, sub);
 }
 
 /* ---- making one ---------------------------------------------------------------- */

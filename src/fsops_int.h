@@ -216,6 +216,10 @@ int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
 /* i's attributes from its directory's snapshot, inside i's window: 0 and
  * the timeout left, or -EAGAIN. */
 int index_getattr(struct efs_fs *fs, struct efs_inode *i, struct stat *st, double *timeout);
+/* Snapshot d was listed from its start: have the cache read its small
+ * files' records back into the page cache ahead of their reads (siblings.c,
+ * sib_listed), in case the page cache lost them.  Never waits. */
+void index_listed(struct efs_fs *fs, struct dix_dir *d);
 /* A change through the mount in dir (a name added, removed or replaced, an
  * attribute of a name in it): its snapshot goes.  index_parent_changed:
  * the same for the directory i was last seen in. */

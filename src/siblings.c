@@ -1,5 +1,8 @@
 /* siblings.c - a directory's small files fetched ahead when one of them is
- * opened cold (issue 17).
+ * opened cold (issue 17), and the cache's records of a listed directory's
+ * small files read back into the page cache (SIB_WARM jobs, sib_listed:
+ * cache_read_ahead on batches of inode numbers, no source access; their
+ * window table s->warm is apart from the cold one).
  *
  *   cold open of d/a.py (no record, <= SIB_MAX_FILE)
  *     -> sib_cold_open: d's burst within SIB_WINDOW_S?  too many in flight?
@@ -52,7 +55,16 @@
 #define SIB_SLOTS 256        /* directories remembered for the window */
 #define SIB_QUEUE_MAX 4096   /* jobs queued at most */
 
-enum sib_kind { SIB_DIR, SIB_FILE };
+enum sib_kind { SIB_DIR, SIB_FILE, SIB_WARM };
+
+/* Files per SIB_WARM job: a directory's records are read back by a few
+ * workers at once (each open waits for its inode from disk). */
+#define SIB_WARM_BATCH 4
+/* A listing reaches the daemon only when the kernel lost it, which is
+ * when the page cache may have lost the records too: read them back
+ * at most once per this many seconds per directory (a burst of
+ * listers), not once a minute. */
+#define SIB_WARM_WINDOW_S 2
 
 struct sib_dir {
 	struct sib *s;
@@ -76,6 +88,7 @@ struct sib {
 	struct prefetch *pool;
 	pthread_mutex_t mu;
 	struct sib_slot slot[SIB_SLOTS]; /* protected by mu */
+	struct sib_slot warm[SIB_SLOTS]; /* listings read back; protected by mu */
 	unsigned ndirs;                  /* bursts in flight; protected by mu */
 };
 
@@ -182,11 +195,27 @@ static void run_dir(struct sib *s, struct sib_dir *d)
 	src_closedir(dp);
 }
 
+/* A SIB_WARM job: job->buf holds job->len inode numbers of the device
+ * job->tag; no sib_dir. */
+static void run_warm(struct sib *s, const struct prefetch_job *job)
+{
+	const uint64_t *ino = job->buf;
+
+	for (uint32_t i = 0; i < job->len; i++)
+		(void)cache_read_ahead(s->c, (dev_t)job->tag, ino[i]);
+}
+
 static void run_job(const struct prefetch_job *job, void *arg)
 {
 	struct sib *s = arg;
 	struct sib_dir *d = job->entry;
 
+	if (job->idx == SIB_WARM) {
+		run_warm(s, job);
+		free(job->buf);
+		stats_sub(s->stats, ST_sibling_pending, 1);
+		return;
+	}
 	if (job->idx == SIB_DIR)
 		run_dir(s, d);
 	else
@@ -201,8 +230,9 @@ static void drop_job(const struct prefetch_job *job, void *arg)
 	struct sib *s = arg;
 
 	free(job->buf);
-	dir_put(job->entry);
 	stats_sub(s->stats, ST_sibling_pending, 1);
+	if (job->idx != SIB_WARM)
+		dir_put(job->entry);
 }
 
 int sib_new(struct sib **out, const struct efs_config *cfg, struct cache *c,
@@ -253,21 +283,28 @@ void sib_drain(struct sib *s)
 		prefetch_drain(s->pool);
 }
 
-/* Claim the directory's burst: false if it had one within the window or
- * too many are in flight.  s->mu held. */
-static bool claim_locked(struct sib *s, dev_t dev, uint64_t ino)
+/* Claim the directory's place in table (s->slot or s->warm): false if it
+ * had one within the window.  s->mu held. */
+static bool window_claim_locked(struct sib_slot *table, time_t window, dev_t dev, uint64_t ino)
 {
-	struct sib_slot *sl = &s->slot[(ino ^ (uint64_t)dev * 0x9e3779b97f4a7c15ULL) % SIB_SLOTS];
+	struct sib_slot *sl = &table[(ino ^ (uint64_t)dev * 0x9e3779b97f4a7c15ULL) % SIB_SLOTS];
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (sl->at && sl->dev == dev && sl->ino == ino && now.tv_sec - sl->at < SIB_WINDOW_S)
-		return false;
-	if (s->ndirs >= SIB_MAX_DIRS)
+	if (sl->at && sl->dev == dev && sl->ino == ino && now.tv_sec - sl->at < window)
 		return false;
 	sl->dev = dev;
 	sl->ino = ino;
 	sl->at = now.tv_sec ? now.tv_sec : 1;
+	return true;
+}
+
+/* Claim the directory's burst: false if it had one within the window or
+ * too many are in flight.  s->mu held. */
+static bool claim_locked(struct sib *s, dev_t dev, uint64_t ino)
+{
+	if (s->ndirs >= SIB_MAX_DIRS || !window_claim_locked(s->slot, SIB_WINDOW_S, dev, ino))
+		return false;
 	s->ndirs++;
 	return true;
 }
@@ -304,5 +341,36 @@ void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const 
 	if (!prefetch_submit(s->pool, &job)) {
 		stats_sub(s->stats, ST_sibling_pending, 1);
 		dir_put(d);
+	}
+}
+
+void sib_listed(struct sib *s, dev_t dev, uint64_t dir_ino, const uint64_t *ino, unsigned n)
+{
+	bool ok;
+
+	if (!s || !n)
+		return;
+	pthread_mutex_lock(&s->mu);
+	ok = window_claim_locked(s->warm, SIB_WARM_WINDOW_S, dev, dir_ino);
+	pthread_mutex_unlock(&s->mu);
+	if (!ok)
+		return;
+	if (n > s->cfg->siblings)
+		n = s->cfg->siblings;
+	for (unsigned at = 0; at < n; at += SIB_WARM_BATCH) {
+		unsigned k = n - at < SIB_WARM_BATCH ? n - at : SIB_WARM_BATCH;
+		struct prefetch_job job = {.idx = SIB_WARM, .fd = -1, .tag = (uint64_t)dev};
+
+		job.buf = malloc(k * sizeof(*ino));
+		if (!job.buf)
+			return;
+		memcpy(job.buf, ino + at, k * sizeof(*ino));
+		job.len = k;
+		stats_add(s->stats, ST_sibling_pending, 1);
+		if (!prefetch_submit(s->pool, &job)) {
+			stats_sub(s->stats, ST_sibling_pending, 1);
+			free(job.buf); /* the queue is full: read at their use */
+			return;
+		}
 	}
 }

@@ -522,6 +522,27 @@ static int open_rel(struct store *s, const struct store_key *k, const char *ext,
 	return fd;
 }
 
+int store_readahead(struct store *s, const struct store_key *k)
+{
+	static const char *const ext[] = {"meta", "data"};
+	int fd;
+
+	if (is_lost(s))
+		return -EBUSY;
+	for (unsigned i = 0; i < 2; i++) {
+		/* O_NONBLOCK: a FIFO put in cache_dir in a record's place
+		 * must not hold the worker (O_RDWR opens elsewhere do not
+		 * block on one either). */
+		fd = open_rel(s, k, ext[i], O_RDONLY | O_NONBLOCK);
+		if (fd < 0)
+			return fd;
+		/* Starts the reads and returns; a failure only loses the hint. */
+		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+		close(fd);
+	}
+	return 0;
+}
+
 /* The whole range or -ENODATA: a record or chunk is never short. */
 static int read_full(int fd, void *buf, size_t len, off_t off)
 {

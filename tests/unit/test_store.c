@@ -143,11 +143,14 @@ static void test_records(const char *base)
 	store_key_of("/src", 0, 42, &k);
 	CHECK(strlen(k.hex) == 32);
 	CHECK(store_load(s, &k, &f, &slots) == -ENOENT);
+	CHECK(store_readahead(s, &k) == -ENOENT);
 
 	{
 		struct store_identity id = ID;
 		id.size = 3 * sizeof(chunk) + 5;
 		CHECK(store_create(s, &k, &id, sizeof(chunk), &f) == 0);
+		/* A hint: both files opened, nothing changed. */
+		CHECK(store_readahead(s, &k) == 0);
 		CHECK(f.nchunks == 4);
 		CHECK(store_write_chunk(&f, 1, chunk, sizeof(chunk), true) == 0);
 		sl.hash = csum64(chunk, sizeof(chunk));
@@ -290,6 +293,7 @@ static void test_lost_lock(const char *base)
 	CHECK(store_check_dir(a) == -EBUSY);
 	CHECK(store_create(a, &k, &id, 1 << 20, &f) == -EBUSY);
 	CHECK(f.meta_fd == -1 && f.data_fd == -1);
+	CHECK(store_readahead(a, &k) == -EBUSY);
 	CHECK(store_check_dir(a) == -EBUSY);
 	/* The other daemon exits: the lock is ours again. */
 	store_close(b);
