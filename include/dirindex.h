@@ -143,6 +143,8 @@ void dix_flush(struct dix *x);
 struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino);
 /* The same from memory only (never read from the store). */
 struct dix_dir *dix_get_loaded(struct dix *x, uint64_t dev, uint64_t ino);
+/* Another reference on d, which the caller holds one on (dix_put). */
+void dix_ref(struct dix *x, struct dix_dir *d);
 void dix_put(struct dix *x, struct dix_dir *d);
 
 /* The entry named name (len bytes) in d, or NULL. */

@@ -555,6 +555,13 @@ struct dix_dir *dix_get_loaded(struct dix *x, uint64_t dev, uint64_t ino)
 	return get(x, dev, ino, false);
 }
 
+void dix_ref(struct dix *x, struct dix_dir *d)
+{
+	pthread_mutex_lock(&x->mu);
+	d->refs++;
+	pthread_mutex_unlock(&x->mu);
+}
+
 void dix_put(struct dix *x, struct dix_dir *d)
 {
 	bool free_it, over;

@@ -112,12 +112,17 @@ static void reply_snapshot(fuse_req_t req, struct efs_fs *fs, struct efs_inode *
 		rem -= n;
 	}
 	stats_add(&fs->stats, ST_index_listings, 1);
+	/* Once replied to, the kernel may close the handle whose reference
+	 * on snap the caller holds (a RELEASEDIR on another thread): one
+	 * of our own for what follows the reply. */
+	dix_ref(fs->dix, snap);
 	fuse_reply_buf(req, buf, size - rem);
 	free(buf);
 	/* A listing from the start is where an import begins with a
 	 * directory: its files' records are read next (index_listed). */
 	if (offset == 0)
 		index_listed(fs, snap);
+	index_put(fs, snap);
 }
 
 /* A directory listed without a handle (-o immutable) is listed either
