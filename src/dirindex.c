@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "checksum.h"
+#include "le.h"
 
 #define DIX_MAGIC "EFSCDIRX"
 #define DIX_NO_BTIME 0xffffffffu
@@ -47,41 +48,6 @@ struct dix_build {
 	uint32_t names_len, names_cap;
 	bool bad;
 };
-
-/* ---- little-endian fields ------------------------------------------------ */
-
-static void put16(unsigned char *p, uint16_t v)
-{
-	p[0] = (unsigned char)v;
-	p[1] = (unsigned char)(v >> 8);
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint16_t get16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 /* ---- names and entries --------------------------------------------------- */
 

@@ -36,6 +36,7 @@
 
 #include "checksum.h"
 #include "io.h"
+#include "le.h"
 
 #define LAYOUT_DIR "v1"
 /* At start, how long a cache_dir locked by a daemon that is exiting (just
@@ -67,38 +68,6 @@ static void fds_rdlock(struct store *s)
 static void fds_unlock(struct store *s)
 {
 	pthread_rwlock_unlock(&s->fds_mu);
-}
-
-/* ---- little-endian encoding ------------------------------------------- */
-
-static void put32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
 }
 
 /* The byte offsets below are the header's and the slot's fields as the
