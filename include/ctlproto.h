@@ -118,7 +118,8 @@ int ctl_status_parse(const char *text, struct ctl_file_status *st);
 	X(index_snapshots, gauge, "directory index snapshots in memory")                           \
 	X(index_memory_bytes, gauge, "memory those snapshots take")                                \
 	X(index_memory_budget, gauge, "most of it kept once unused (-o index_mem)")                \
-	X(index_loads, counter, "directory index snapshots read back from cache_dir")
+	X(index_loads, counter, "directory index snapshots read back from cache_dir")              \
+	X(index_saves, counter, "directory index snapshots written to cache_dir")
 #define CTL_STATS_DIR_HELP "where the cache lives"
 #define CTL_STATS_MNT_HELP "where the daemon mounted the tree (its own mount namespace's path)"
 #define CTL_PATH_MAX 4096

@@ -114,7 +114,8 @@ struct dix_dir {
 	struct dix_dir *hnext, *lru_prev, *lru_next;
 };
 
-/* Where snapshots persist.  All may be NULL (memory only). */
+/* Where snapshots persist.  All may be NULL (memory only); with save NULL
+ * and remove set, a published snapshot removes the stored one instead. */
 struct dix_store_ops {
 	/* The encoded snapshot of directory (dev, ino), malloc'd into *buf.
 	 * 0, -ENOENT (none), or -errno. */

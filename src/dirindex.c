@@ -436,7 +436,14 @@ static void save(struct dix *x, struct dix_dir *d)
 	bool still;
 	int r;
 
-	if (!x->ops.save || dix_encode(d, &buf, &len) < 0)
+	if (!x->ops.save) {
+		/* Kept in memory only: a copy an earlier daemon stored must
+		 * not outlive this newer pass. */
+		if (x->ops.remove)
+			x->ops.remove(x->ops.arg, d->dev, d->ino);
+		return;
+	}
+	if (dix_encode(d, &buf, &len) < 0)
 		return;
 	r = x->ops.save(x->ops.arg, d->dev, d->ino, d, buf, len);
 	free(buf);

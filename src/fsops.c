@@ -602,6 +602,7 @@ size_t fsops_stats_text(struct efs_fs *fs, char *buf, size_t cap)
 		st.index_snapshots = dc.dirs;
 		st.index_memory_bytes = dc.bytes;
 		st.index_loads = dc.loads;
+		st.index_saves = dc.saves;
 		st.index_memory_budget = fs->cfg->index_mem;
 	}
 	return ctl_stats_format(&st, buf, cap);

@@ -2,7 +2,8 @@
  * snapshot of a directory may answer for the source, how one is made, what
  * a change through the mount drops, and where snapshots persist (the
  * cache's records, cache_blob.h, so they are checksummed, bounded by
- * cache_size and survive a restart).
+ * cache_size and survive a restart; with ttl=never and -o immutable only,
+ * the modes that read them back).
  *
  * A snapshot of directory D answers (index_dir) by dix_judge's rules
  * (dirindex.h): never with lookupcache=none (strict: no index at all);
@@ -64,6 +65,15 @@ int index_init(struct efs_fs *fs)
 	if (fs->policy.lookupcache == LOOKUPCACHE_NONE)
 		return 0; /* strict: names always from the source */
 	dirindex_cache_ops(fs->cache, &ops);
+	if (!fs->policy.immutable) {
+		/* Default options (and ttl=N): a snapshot answers only within
+		 * the window since this daemon's pass, so one read back from
+		 * cache_dir never would.  Writing each pass there (a record
+		 * removed and one created per directory listed) would be work
+		 * for nothing; a pass removes what an earlier daemon kept. */
+		ops.load = NULL;
+		ops.save = NULL;
+	}
 	return dix_new(&fs->dix, (size_t)fs->cfg->index_mem, &ops);
 }
 

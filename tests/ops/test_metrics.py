@@ -134,6 +134,7 @@ EXPECTED_TYPES = {
     "efscache_inode_fds": "gauge", "efscache_inode_fd_budget": "gauge",
     "efscache_index_snapshots": "gauge", "efscache_index_memory_bytes": "gauge",
     "efscache_index_memory_budget": "gauge", "efscache_index_loads": "counter",
+    "efscache_index_saves": "counter",
     "efscache_write_behind_pending": "gauge", "efscache_info": "gauge",
 }
 PROCESS_TYPES = {

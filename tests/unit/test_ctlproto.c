@@ -270,6 +270,7 @@ static void test_stats_text(void)
 	st.index_memory_bytes = 9000;
 	st.index_memory_budget = 8 << 20;
 	st.index_loads = 5;
+	st.index_saves = 6;
 	text = stats_text(&st);
 	CHECK_STR_CONTAINS(text, "reads 0\nhits 7\n");
 	CHECK_STR_CONTAINS(text, "fetch_latency_us_le_100 1\n");
@@ -280,7 +281,8 @@ static void test_stats_text(void)
 	CHECK(n > 0 && text[n - 1] == '\n');
 	CHECK_STR_CONTAINS(text, "inode_reopens 4\nindex_snapshots 2\nindex_memory_bytes 9000\n"
 				 "index_memory_budget 8388608\n");
-	CHECK(!strcmp(text + n - strlen("index_loads 5\n"), "index_loads 5\n"));
+	CHECK(!strcmp(text + n - strlen("index_loads 5\nindex_saves 6\n"),
+		      "index_loads 5\nindex_saves 6\n"));
 	CHECK(ctl_stats_parse(text, &back) == 0);
 	CHECK(!memcmp(&back, &st, sizeof(st)));
 

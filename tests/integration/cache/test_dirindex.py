@@ -124,7 +124,7 @@ def test_default_removed_name_seen_after_window():
             cl.make_file(st.s("d/gone"), 4 * KiB, seed=9)
             h.eq("listing again", sorted(os.listdir(st.p("d"))), ["gone", "keep"])
             h.check("stat of gone", os.path.exists(st.p("d/gone")))
-            st.remount()  # the index of d now comes from cache_dir
+            st.remount()  # a new daemon: the earlier one's index is not used
             cl.drop_caches()
             h.check("restarted: gone is there", os.path.exists(st.p("d/gone")))
             s = st.stats()
@@ -314,7 +314,40 @@ def test_changes_through_the_mount():
     h.check("clean unmount", not probs, "; ".join(probs))
 
 
+def test_default_writes_no_snapshots():
+    """Default options never read a snapshot back from cache_dir (an earlier daemon's age is
+    not known), so they write none; a pass removes the one a ttl=never daemon left, which a
+    later ttl=never daemon would otherwise read back as if nothing had been listed since."""
+    st = cl.Stack(emu_opts=EMU)
+    make_tree(st)
+    src = walk(st.src)
+
+    def listed(what):
+        cl.drop_caches()
+        h.eq("%s: find + stat" % what, walk(st.mnt), src)
+        return st.stats()
+
+    s = listed("default")
+    h.check("default: directories listed into the index", s.get("index_builds", 0) >= 4,
+            "index_builds %s" % s.get("index_builds"))
+    h.eq("default: no snapshot written to cache_dir", s.get("index_saves"), 0)
+    st.remount(("ttl=never",))
+    s = listed("ttl=never")
+    h.check("ttl=never: snapshots written to cache_dir", s.get("index_saves", 0) >= 4,
+            "index_saves %s" % s.get("index_saves"))
+    st.remount()
+    s = listed("default after ttl=never")
+    h.eq("default after ttl=never: nothing read back", s.get("index_loads"), 0)
+    h.eq("default after ttl=never: nothing written", s.get("index_saves"), 0)
+    st.remount(("ttl=never",))
+    s = listed("ttl=never after default")
+    h.eq("ttl=never after default: the blobs its passes replaced are gone",
+         s.get("index_loads"), 0)
+    probs = st.umount()
+    h.check("clean unmount", not probs, "; ".join(probs))
+
+
 h.run_tests([test_immutable_restart_asks_no_names, test_default_removed_name_seen_after_window,
              test_default_stale_snapshot_costs_no_more_than_efs,
              test_default_relisting_refreshes_attributes, test_listing_while_the_mount_changes,
-             test_changes_through_the_mount])
+             test_changes_through_the_mount, test_default_writes_no_snapshots])

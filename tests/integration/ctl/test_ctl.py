@@ -46,7 +46,8 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
      "cache_entries", "cache_usage_bytes", "cache_size_bytes", "write_behind_pending",
      "cache_index_ready",
      "cache_dir", "mountpoint", "inodes", "inode_fds", "inode_fd_budget", "inode_reopens",
-     "index_snapshots", "index_memory_bytes", "index_memory_budget", "index_loads"]
+     "index_snapshots", "index_memory_bytes", "index_memory_budget", "index_loads",
+     "index_saves"]
 SUMMARY = re.compile(r"^warmed (\d+) files?, ([\d.]+) MiB in ([\d.]+) s \(([\d.]+) MiB/s\)(.*)$",
                      re.M)
 SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
