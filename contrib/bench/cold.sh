@@ -85,10 +85,11 @@ rss_kib() {
 # $EMU_PID, the bytes the row read (ROW_BYTES) and RSS_PEAK / RSS_REST (MiB,
 # set by the 32-reader row).
 row() {
-    local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de=""
+    local setup=$1 wl=$2 v c0 c1 e0 e1 dc="" de="" d0 d1
     shift 2
     [ -z "${ROWS:-}" ] || [[ "$setup $wl" =~ $ROWS ]] || return 0
     [ "${NO_DROP:-0}" = 1 ] || drop_caches
+    d0=$(drop_count)
     RSS_PEAK="" RSS_REST=""
     rm -f "$WORK/rss"
     c0=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
@@ -100,11 +101,13 @@ row() {
     [ -f "$WORK/rss" ] && read -r RSS_PEAK RSS_REST <"$WORK/rss"
     c1=$([ -n "$EPID" ] && cpu_of "$EPID" || echo -)
     e1=$(cpu_of "$EMU_PID")
+    d1=$(drop_count)
     [ "$c0" != - ] && [ "$c1" != - ] && dc=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
     [ "$e0" != - ] && [ "$e1" != - ] && de=$(awk -v a="$e0" -v b="$e1" 'BEGIN { printf "%.2f", b - a }')
     [[ $setup == local* ]] && de=""
-    echo "$ROUND,$setup,$wl,$v,$dc,$de,$ROW_BYTES,$RSS_PEAK,$RSS_REST" >>"$CSV"
-    log "  $setup $wl: ${v:-FAILED} MiB/s (efscache cpu ${dc:--} s, efs-emu cpu ${de:--} s)"
+    echo "$ROUND,$setup,$wl,$v,$dc,$de,$ROW_BYTES,$RSS_PEAK,$RSS_REST,$((d1 - d0))" >>"$CSV"
+    log "  $setup $wl: ${v:-FAILED} MiB/s (efscache cpu ${dc:--} s, efs-emu cpu ${de:--} s," \
+        "page cache dropped by others $((d1 - d0)) times)"
 }
 
 # perf_start SETUP WL: with PERF=1, in the last round, profile the daemons
@@ -252,7 +255,7 @@ main() {
 v = os.getxattr(sys.argv[1], "user.efsemu.config").decode()
 print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
     CSV=$WORK/cold.csv
-    echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s,bytes,rss_peak_mib,rss_rest_mib" >"$CSV"
+    echo "round,setup,workload,mibps,efscache_cpu_s,emu_cpu_s,bytes,rss_peak_mib,rss_rest_mib,other_drops" >"$CSV"
     EPID=""
     LOADS=()
     for ((r = 1; r <= RUNS; r++)); do
@@ -303,9 +306,10 @@ print(dict(kv.split("=") for kv in v.split()).get("bw_mib", "500"))' "$EMU")
     "$PY" - "$CSV" "$OUT_DIR/cold.md" <<'EOF'
 import csv, datetime, os, platform, statistics, sys
 e = os.environ
-vals, cpu, ecpu, cpg, rss = {}, {}, {}, {}, {}
+vals, cpu, ecpu, cpg, rss, drops = {}, {}, {}, {}, {}, {}
 for r in csv.DictReader(open(sys.argv[1])):
     k = (r["setup"], r["workload"])
+    drops[k] = drops.get(k, 0) + int(r.get("other_drops") or 0)
     if r["mibps"]:
         vals.setdefault(k, []).append(float(r["mibps"]))
     if r["efscache_cpu_s"]:
@@ -339,9 +343,12 @@ L = ["# Cold reads at the source's cap" + (" — QUICK smoke run" if e["QUICK"] 
      "- CPU: seconds of user + system time of the daemon processes during the row (median)",
      "- machine load average (1 min) at the start of each round: %s; other users of a "
      "shared machine slow every row alike" % e["LOADS"],
+     "- drops: how many times another process dropped the page cache during the row, all "
+     "runs together (/proc/vmstat drop_pagecache; each costs a page-cache reader the pages "
+     "read ahead, and makes later page allocations fault in the host on this VM)",
      "",
-     "| row | MiB/s (median) | runs | reference | ratio | target | efscache CPU s | efscache CPU s/GiB | vs efs seq4 | efs-emu CPU s |",
-     "|---|---:|---|---|---:|---|---:|---:|---:|---:|"]
+     "| row | MiB/s (median) | runs | reference | ratio | target | efscache CPU s | efscache CPU s/GiB | vs efs seq4 | efs-emu CPU s | drops |",
+     "|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|"]
 rows = [
     (("efs", "seq1"), "efs-emu directly, seq1 (no cache)", None),
     (("efs", "seq4"), "efs-emu directly, seq4 (no cache)", None),
@@ -377,11 +384,11 @@ for k, label, tgt in rows:
                                                               "met" if ok else "MISSED"))
     if k not in vals and (k[0].startswith("rclone") or e.get("ROWS")):
         continue
-    L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         label, "%.0f" % m if m is not None else "–", runs, ref, ratio, res,
         mcpu(cpu, k), "%.2f" % statistics.median(cpg[k]) if k in cpg else "",
         "%.2f" % (m / seq4) if m is not None and seq4 and not k[0].startswith("local") else "",
-        mcpu(ecpu, k)))
+        mcpu(ecpu, k), drops.get(k, "")))
 s1, s4 = med.get(("efscache-cold", "seq1")), med.get(("efscache-cold", "seq4"))
 if s1 and s4:
     ok = s4 >= s1
