@@ -410,6 +410,8 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		if (r < 0)
 			snprintf(err, errlen, "cannot set up the sibling fetches: %s",
 				 strerror(-r));
+		else
+			sib_set_lister(fs->sib, index_small_files, fs);
 	}
 	if (r < 0) {
 		fsops_destroy(fs);

@@ -262,6 +262,55 @@ void index_listed(struct efs_fs *fs, struct dix_dir *d)
 	dix_put(fs->dix, sub);
 }
 
+/* A cold open's burst of sibling fetches (siblings.c) takes the small
+ * regular files from a snapshot instead of listing the directory on the
+ * source again: one this daemon may answer from by the first test of
+ * index_dir (its pass within the files' window; any in memory with
+ * ttl=never).  Only a hint: each file is opened by name and checked as a
+ * listing's would be, and fetched under the identity its open gives. */
+int index_small_files(void *arg, dev_t dev, uint64_t dir_ino, unsigned max,
+		      struct sib_names *out)
+{
+	struct efs_fs *fs = arg;
+	struct timespec now;
+	struct dix_dir *d;
+	unsigned n = 0;
+	size_t len = 0;
+
+	if (!fs->dix)
+		return -ENOENT;
+	d = dix_get_loaded(fs->dix, (uint64_t)dev, dir_ino);
+	if (!d)
+		return -ENOENT;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!fs->policy.immutable && dix_attr_left(d, false, fs->policy.regmin, &now) <= 0) {
+		dix_put(fs->dix, d);
+		return -ENOENT;
+	}
+	out->ino = malloc(((d->n < max ? d->n : max) + 1) * sizeof(*out->ino));
+	out->names = malloc((size_t)d->names_len + d->n + 1);
+	if (!out->ino || !out->names) {
+		free(out->ino);
+		free(out->names);
+		dix_put(fs->dix, d);
+		return -ENOENT;
+	}
+	for (uint32_t k = 0; k < d->n && n < max; k++) {
+		const struct dix_entry *ent = &d->ent[k];
+
+		if (!S_ISREG(ent->a.mode) || (ent->flags & DIX_F_MOUNT) || ent->a.size == 0 ||
+		    ent->a.size > SIB_MAX_FILE)
+			continue;
+		memcpy(out->names + len, d->names + ent->name_off, ent->name_len);
+		len += ent->name_len;
+		out->names[len++] = '\0';
+		out->ino[n++] = ent->a.ino;
+	}
+	out->n = n;
+	dix_put(fs->dix, d);
+	return 0;
+}
+
 /* ---- making one ---------------------------------------------------------------- */
 
 /* The names of the directory behind dp, without "." and ".." (their

@@ -220,6 +220,10 @@ int index_getattr(struct efs_fs *fs, struct efs_inode *i, struct stat *st, doubl
  * files' records back into the page cache ahead of their reads (siblings.c,
  * sib_listed), in case the page cache lost them.  Never waits. */
 void index_listed(struct efs_fs *fs, struct dix_dir *d);
+/* sib_lister_fn (siblings.h) over the index: arg is the struct efs_fs. */
+struct sib_names;
+int index_small_files(void *arg, dev_t dev, uint64_t dir_ino, unsigned max,
+		      struct sib_names *out);
 /* A change through the mount in dir (a name added, removed or replaced, an
  * attribute of a name in it): its snapshot goes.  index_parent_changed:
  * the same for the directory i was last seen in. */

@@ -7,7 +7,9 @@
  *   cold open of d/a.py (no record, <= SIB_MAX_FILE)
  *     -> sib_cold_open: d's burst within SIB_WINDOW_S?  too many in flight?
  *        else dup d's O_PATH fd into a struct sib_dir, queue a DIR job
- *   DIR job:  list d; each regular file but a.py that the cache has no
+ *   DIR job:  list d (from the directory index's snapshot of it if the
+ *             daemon has one, s->lister: no READDIR; else from the
+ *             source); each regular file but a.py that the cache has no
  *             record of (cache_fill_wanted, by d_ino), up to cfg->siblings
  *             of them: queue a FILE job (a reference on the sib_dir each)
  *   FILE job: skip it if the source's client knows it is large or not a
@@ -90,6 +92,8 @@ struct sib {
 	struct sib_slot slot[SIB_SLOTS]; /* protected by mu */
 	struct sib_slot warm[SIB_SLOTS]; /* listings read back; protected by mu */
 	unsigned ndirs;                  /* bursts in flight; protected by mu */
+	sib_lister_fn lister;            /* set before the workers start */
+	void *lister_arg;
 };
 
 /* Free a burst's record (d may be NULL or half made: a failed start) and
@@ -158,39 +162,70 @@ out_close:
 	close(fd);
 }
 
-/* List the directory and queue its small files the cache lacks. */
-static void run_dir(struct sib *s, struct sib_dir *d)
+/* Queue a FILE job for the regular file name (inode ino) unless it is the
+ * one opened or the cache has it.  Returns 1 if queued, 0 if skipped, -1 if
+ * no more can be (out of memory, the queue full: the rest is fetched at its
+ * open). */
+static int queue_file(struct sib *s, struct sib_dir *d, const char *name, uint64_t ino)
 {
-	struct dirent *ent;
-	unsigned queued = 0;
-	DIR *dp;
+	struct prefetch_job job = {.idx = SIB_FILE, .fd = -1, .entry = d, .tag = ino};
 
-	if (!cache_room_ahead(s->c, SIB_MAX_BYTES) || src_opendir(d->fd, &dp) < 0)
+	if (!strcmp(name, d->opened) || !cache_fill_wanted(s->c, d->dev, ino))
+		return 0;
+	job.buf = strdup(name);
+	if (!job.buf)
+		return -1;
+	__atomic_add_fetch(&d->refs, 1, __ATOMIC_RELAXED);
+	stats_add(s->stats, ST_sibling_pending, 1);
+	if (!prefetch_submit(s->pool, &job)) {
+		stats_sub(s->stats, ST_sibling_pending, 1);
+		free(job.buf);
+		dir_put(d);
+		return -1;
+	}
+	return 1;
+}
+
+/* List the directory and queue its small files the cache lacks. */
+static void run_dir(struct sib *s, struct sib_dir *d, uint64_t dir_ino)
+{
+	unsigned queued = 0, max = s->cfg->siblings;
+	struct sib_names known;
+	struct dirent *ent;
+	DIR *dp;
+	int r;
+
+	if (!cache_room_ahead(s->c, SIB_MAX_BYTES))
+		return;
+	stats_add(s->stats, ST_sibling_scans, 1);
+	/* A listing the daemon has (the opener's own, as an import lists a
+	 * package before it opens its modules) saves a READDIR.  It holds
+	 * the small regular files only; one more than max, for the opened
+	 * file among them. */
+	if (s->lister && s->lister(s->lister_arg, d->dev, dir_ino, max + 1, &known) == 0) {
+		const char *name = known.names;
+
+		for (unsigned k = 0; k < known.n && queued < max; k++, name += strlen(name) + 1) {
+			r = queue_file(s, d, name, known.ino[k]);
+			if (r < 0)
+				break;
+			queued += (unsigned)r;
+		}
+		free(known.names);
+		free(known.ino);
+		return;
+	}
+	if (src_opendir(d->fd, &dp) < 0)
 		return;
 	stats_add(s->stats, ST_source_readdirs, 1);
-	stats_add(s->stats, ST_sibling_scans, 1);
-	while (queued < s->cfg->siblings && src_readdir(dp, &ent) == 0 && ent) {
-		struct prefetch_job job = {.idx = SIB_FILE, .fd = -1};
-
+	while (queued < max && src_readdir(dp, &ent) == 0 && ent) {
 		/* d_type is what the listing says; the open checks again. */
-		if (ent->d_type != DT_REG || !strcmp(ent->d_name, d->opened) ||
-		    !cache_fill_wanted(s->c, d->dev, (uint64_t)ent->d_ino))
+		if (ent->d_type != DT_REG)
 			continue;
-		job.entry = d;
-		job.tag = (uint64_t)ent->d_ino;
-		job.buf = strdup(ent->d_name);
-		if (!job.buf)
+		r = queue_file(s, d, ent->d_name, (uint64_t)ent->d_ino);
+		if (r < 0)
 			break;
-		__atomic_add_fetch(&d->refs, 1, __ATOMIC_RELAXED);
-		stats_add(s->stats, ST_sibling_pending, 1);
-		if (!prefetch_submit(s->pool, &job)) {
-			/* The queue is full: the rest is fetched at its open. */
-			stats_sub(s->stats, ST_sibling_pending, 1);
-			free(job.buf);
-			dir_put(d);
-			break;
-		}
-		queued++;
+		queued += (unsigned)r;
 	}
 	src_closedir(dp);
 }
@@ -217,7 +252,7 @@ static void run_job(const struct prefetch_job *job, void *arg)
 		return;
 	}
 	if (job->idx == SIB_DIR)
-		run_dir(s, d);
+		run_dir(s, d, job->tag);
 	else
 		run_file(s, d, job->buf, job->tag);
 	free(job->buf);
@@ -261,6 +296,14 @@ int sib_new(struct sib **out, const struct efs_config *cfg, struct cache *c,
 	}
 	*out = s;
 	return 0;
+}
+
+void sib_set_lister(struct sib *s, sib_lister_fn fn, void *arg)
+{
+	if (!s)
+		return;
+	s->lister = fn;
+	s->lister_arg = arg;
 }
 
 int sib_start(struct sib *s)
@@ -312,7 +355,7 @@ static bool claim_locked(struct sib *s, dev_t dev, uint64_t ino)
 void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const char *name,
 		   uint64_t size)
 {
-	struct prefetch_job job = {.idx = SIB_DIR, .fd = -1};
+	struct prefetch_job job = {.idx = SIB_DIR, .fd = -1, .tag = dir_ino};
 	struct sib_dir *d;
 	bool ok;
 

@@ -63,6 +63,8 @@ def test_siblings():
     cold_open(st, "pkg")
     s1 = settle(st)
     h.eq("one directory listed", cl.delta(s1, s0, "sibling_scans"), 1)
+    h.eq("pkg never listed through the mount: listed on the source",
+         cl.delta(s1, s0, "source_readdirs"), 1)
     h.eq("every small regular sibling fetched", cl.delta(s1, s0, "sibling_files"), len(files))
     h.eq("sibling_bytes: their sizes", cl.delta(s1, s0, "sibling_bytes"),
          sum(files.values()))
@@ -121,5 +123,32 @@ def test_siblings():
         st.check_umount("clean unmount (%s)" % opt)
 
 
+def test_listed_first():
+    """As an import does: the package is listed through the mount (its snapshot made in the
+    directory index), then its first module opened cold.  The burst takes the small files
+    from that snapshot: no second READDIR at efs-emu, the same files fetched."""
+    st = cl.Stack()
+    files = make_pkg(st, "pkg")
+    cl.drop_caches()
+    st.emu_reset()
+    h.eq("the listing", sorted(os.listdir(st.p("pkg"))),
+         sorted(list(files) + ["__init__.py", "big.bin", "fifo", "link.py", "sub"]))
+    e0, s0 = st.emu_stats(), st.stats()
+    cold_open(st, "pkg")
+    s1 = settle(st)
+    e1 = st.emu_stats()
+    h.eq("one burst", cl.delta(s1, s0, "sibling_scans"), 1)
+    h.eq("no READDIR at efs-emu after the mount's own listing", cl.delta(e1, e0, "readdirs"), 0)
+    h.eq("source_readdirs: none", cl.delta(s1, s0, "source_readdirs"), 0)
+    h.eq("every small regular sibling fetched", sorted(fetched(st, "pkg", files)), sorted(files))
+    h.eq("big.bin (over 1M): not read", st.emu_file_stats("pkg/big.bin").get("read_bytes"), 0)
+    h.eq("sub/x.py (another directory): not opened",
+         st.emu_file_stats("pkg/sub/x.py").get("opens"), 0)
+    for name in sorted(files):
+        cl.check_content("%s: bytes equal the source" % name, st.p("pkg", name),
+                         st.s("pkg", name))
+    st.check_umount("clean unmount")
+
+
 if __name__ == "__main__":
-    cl.main([test_siblings])
+    cl.main([test_siblings, test_listed_first])
