@@ -125,6 +125,9 @@ void itab_forget(struct inode_table *t, struct efs_inode *ino, uint64_t n);
 /* The inode of (dev, ino) if the kernel knows it, else NULL; no reference
  * is taken, so only for callers that hold one another way. */
 struct efs_inode *itab_find(struct inode_table *t, dev_t dev, ino_t ino);
+/* itab_find taking a hold (give it back with itab_unhold), for a thread
+ * that has no reference of its own. */
+struct efs_inode *itab_find_hold(struct inode_table *t, dev_t dev, ino_t ino);
 /* Keep i in the table without a lookup reference (a worker that goes on
  * using it after its request was answered); itab_unhold gives it back. */
 void itab_hold(struct inode_table *t, struct efs_inode *i);

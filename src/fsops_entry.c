@@ -205,6 +205,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	stats_add(&fs->stats, ST_source_getattrs, 1);
 	ifd_put(fs, i);
 	note_root_fault(fs, i, r);
+	index_gone(fs, i, r);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else

@@ -236,6 +236,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 					       req);
 		if (fd < 0) {
 			cache_pt_close(fs->cache, i, req, mode);
+			index_gone(fs, i, fd);
 			fuse_reply_err(req, -fd);
 			return;
 		}
@@ -275,6 +276,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		cache_pt_close(fs->cache, i, req, mode);
 		if (fd >= 0)
 			close(fd);
+		index_gone(fs, i, r);
 		fuse_reply_err(req, -r);
 		return;
 	}

@@ -262,31 +262,51 @@ void index_listed(struct efs_fs *fs, struct dix_dir *d)
 	dix_put(fs->dix, sub);
 }
 
+/* A snapshot of directory (dev, ino) for a cold open's burst of sibling
+ * fetches: one this daemon may answer from by the first test of index_dir
+ * (its pass within the files' window; any in memory with ttl=never), else
+ * a pass made now, as the burst would list the directory anyway; NULL if
+ * neither (the kernel forgot the directory, it is too big, it changed
+ * during the pass). */
+static struct dix_dir *burst_snapshot(struct efs_fs *fs, dev_t dev, uint64_t ino)
+{
+	struct efs_inode *dir;
+	struct timespec now;
+	struct dix_dir *d = dix_get_loaded(fs->dix, (uint64_t)dev, ino);
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (d && !fs->policy.immutable && dix_attr_left(d, false, fs->policy.regmin, &now) <= 0) {
+		dix_put(fs->dix, d);
+		d = NULL;
+	}
+	if (d)
+		return d;
+	dir = itab_find_hold(fs->itab, dev, (ino_t)ino);
+	if (!dir)
+		return NULL;
+	if (!__atomic_load_n(&dir->unindexed, __ATOMIC_RELAXED))
+		d = index_build(fs, dir, INDEX_BUILD_ON_LOOKUP_MAX, NULL);
+	itab_unhold(fs->itab, dir);
+	return d;
+}
+
 /* A cold open's burst of sibling fetches (siblings.c) takes the small
- * regular files from a snapshot instead of listing the directory on the
- * source again: one this daemon may answer from by the first test of
- * index_dir (its pass within the files' window; any in memory with
- * ttl=never).  Only a hint: each file is opened by name and checked as a
- * listing's would be, and fetched under the identity its open gives. */
+ * regular files from the directory's snapshot (burst_snapshot), and the
+ * listing it makes is the index's pass: an import opens a package's
+ * __init__ (or a __pycache__ file, a directory it never lists) before it
+ * lists the package, and then finds the names in the index.  Only a hint
+ * for the burst: each file is opened by name and checked as a listing's
+ * would be, and fetched under the identity its open gives. */
 int index_small_files(void *arg, dev_t dev, uint64_t dir_ino, unsigned max,
 		      struct sib_names *out)
 {
 	struct efs_fs *fs = arg;
-	struct timespec now;
 	struct dix_dir *d;
 	unsigned n = 0;
 	size_t len = 0;
 
-	if (!fs->dix)
+	if (!fs->dix || !(d = burst_snapshot(fs, dev, dir_ino)))
 		return -ENOENT;
-	d = dix_get_loaded(fs->dix, (uint64_t)dev, dir_ino);
-	if (!d)
-		return -ENOENT;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!fs->policy.immutable && dix_attr_left(d, false, fs->policy.regmin, &now) <= 0) {
-		dix_put(fs->dix, d);
-		return -ENOENT;
-	}
 	out->ino = malloc(((d->n < max ? d->n : max) + 1) * sizeof(*out->ino));
 	out->names = malloc((size_t)d->names_len + d->n + 1);
 	if (!out->ino || !out->names) {
@@ -567,6 +587,12 @@ void index_dir_changed(struct efs_fs *fs, struct efs_inode *dir)
 	 * next listing does. */
 	__atomic_store_n(&dir->unindexed, true, __ATOMIC_RELAXED);
 	dix_forget(fs->dix, (uint64_t)dir->dev, (uint64_t)dir->ino);
+}
+
+void index_gone(struct efs_fs *fs, struct efs_inode *i, int r)
+{
+	if (r == -ESTALE)
+		index_parent_changed(fs, i);
 }
 
 void index_parent_changed(struct efs_fs *fs, struct efs_inode *i)

@@ -220,6 +220,10 @@ int index_getattr(struct efs_fs *fs, struct efs_inode *i, struct stat *st, doubl
  * files' records back into the page cache ahead of their reads (siblings.c,
  * sib_listed), in case the page cache lost them.  Never waits. */
 void index_listed(struct efs_fs *fs, struct dix_dir *d);
+/* r from the source for i: -ESTALE (its file gone or replaced there) means
+ * the snapshot that named it is out of date: it goes, so that the kernel's
+ * lookup again (it retries an ESTALE) reaches the source. */
+void index_gone(struct efs_fs *fs, struct efs_inode *i, int r);
 /* sib_lister_fn (siblings.h) over the index: arg is the struct efs_fs. */
 struct sib_names;
 int index_small_files(void *arg, dev_t dev, uint64_t dir_ino, unsigned max,

@@ -381,6 +381,18 @@ struct efs_inode *itab_find(struct inode_table *t, dev_t dev, ino_t ino)
 	return i;
 }
 
+struct efs_inode *itab_find_hold(struct inode_table *t, dev_t dev, ino_t ino)
+{
+	struct efs_inode *i;
+
+	pthread_mutex_lock(&t->lock);
+	i = find_locked(t, dev, ino);
+	if (i && i != &t->root)
+		i->refs++;
+	pthread_mutex_unlock(&t->lock);
+	return i;
+}
+
 /* Unhash i if nothing references it; returns true if the caller must
  * destroy it (and then drop its reference on the parent). */
 /* Take i off the list it is on: its hash chain, or the superseded list.

@@ -150,5 +150,46 @@ def test_listed_first():
     st.check_umount("clean unmount")
 
 
+def test_burst_lists_for_the_index():
+    """An import opens a package's __init__ before it lists the package, and opens its
+    __pycache__ files by name, never listing that directory.  The burst a cold open starts
+    lists the directory for the directory index: the package's listing through the mount
+    then costs no READDIR at efs-emu and its names no LOOKUP, and __pycache__'s names are
+    answered from the index.  Windows of 60 s, so that a slow machine does not outlive them."""
+    st = cl.Stack(cache_opts=("acregmin=60", "acregmax=60", "acdirmin=60", "acdirmax=60"))
+    files = make_pkg(st, "pkg")
+    os.makedirs(st.s("pkg", "__pycache__"))
+    pyc = ["m%02d.cpython-311.pyc" % i for i in range(6)]
+    for i, n in enumerate(pyc):
+        cl.make_file(st.s("pkg", "__pycache__", n), 3000 + i, seed=300 + i)
+    cl.drop_caches()
+    st.emu_reset()
+    s0 = st.stats()
+    cold_open(st, "pkg")
+    cl.check_content("__pycache__/%s: bytes" % pyc[0], st.p("pkg", "__pycache__", pyc[0]),
+                     st.s("pkg", "__pycache__", pyc[0]))
+    s1 = settle(st)
+    h.eq("two bursts (pkg, pkg/__pycache__)", cl.delta(s1, s0, "sibling_scans"), 2)
+    h.check("their listings were the index's passes", cl.delta(s1, s0, "index_builds") >= 2,
+            str(s1))
+    e0, i0 = st.emu_stats(), st.stats()
+    h.eq("the listing", sorted(os.listdir(st.p("pkg"))),
+         sorted(list(files) + ["__init__.py", "__pycache__", "big.bin", "fifo", "link.py",
+                               "sub"]))
+    for name in sorted(files):
+        os.stat(st.p("pkg", name))
+    for n in pyc[1:]:
+        cl.check_content("__pycache__/%s: bytes" % n, st.p("pkg", "__pycache__", n),
+                         st.s("pkg", "__pycache__", n))
+    e1, i1 = st.emu_stats(), st.stats()
+    h.eq("pkg listed again through the mount: no READDIR at efs-emu",
+         cl.delta(e1, e0, "readdirs"), 0)
+    h.eq("no LOOKUP at efs-emu for pkg's names nor __pycache__'s",
+         cl.delta(e1, e0, "lookups"), 0)
+    h.check("__pycache__'s names answered from the index",
+            cl.delta(i1, i0, "index_lookups") >= len(pyc) - 1, str(i1))
+    st.check_umount("clean unmount")
+
+
 if __name__ == "__main__":
-    cl.main([test_siblings, test_listed_first])
+    cl.main([test_siblings, test_listed_first, test_burst_lists_for_the_index])
