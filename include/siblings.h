@@ -35,18 +35,19 @@ struct sib;
  * no-op, when cfg->siblings or cfg->prefetch is 0).  0 or -errno. */
 int sib_new(struct sib **out, const struct efs_config *cfg, struct cache *c,
 	    struct efs_stats *stats);
-/* The small regular files of directory (dev, dir_ino) as a listing the
- * daemon already has gave them (the directory index, fsops_index.c), so
- * that a burst need not list the directory on the source again: n names,
- * each NUL-terminated, one after the other in names, and their inode
- * numbers in ino, both malloc'd (the burst frees them). */
+/* The small regular files of directory (dev, dir_ino) from the daemon's
+ * own listing of it (the directory index, fsops_index.c: a snapshot it
+ * has, or one it makes now), so that the burst's listing serves the index
+ * too: n names, each NUL-terminated, one after the other in names, and
+ * their inode numbers in ino, both malloc'd (the burst frees them). */
 struct sib_names {
 	unsigned n;
 	uint64_t *ino;
 	char *names;
 };
-/* Returns 0 with *out filled, or -ENOENT (no such listing: the burst lists
- * the source).  Called on a pool worker, never with s's lock held. */
+/* Returns 0 with *out filled, or -ENOENT (none could be had: the burst
+ * lists the source itself).  Called on a pool worker, never with s's lock
+ * held. */
 typedef int (*sib_lister_fn)(void *arg, dev_t dev, uint64_t dir_ino, unsigned max,
 			     struct sib_names *out);
 /* Set before sib_start. */

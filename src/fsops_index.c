@@ -216,6 +216,14 @@ int index_entry(struct efs_fs *fs, struct efs_inode *dir, struct dix_dir *d,
 /* ---- reading cached files back ------------------------------------------------ */
 
 /* d's small regular files with records, read back (sib_listed). */
+/* A regular file of 1 MiB at most (SIB_MAX_FILE), not empty, nothing
+ * mounted on it: what the read-back and the sibling fetches take. */
+static bool small_file(const struct dix_entry *ent)
+{
+	return S_ISREG(ent->a.mode) && !(ent->flags & DIX_F_MOUNT) && ent->a.size > 0 &&
+	       ent->a.size <= SIB_MAX_FILE;
+}
+
 static void read_back(struct efs_fs *fs, struct dix_dir *d)
 {
 	unsigned max = fs->cfg->siblings, n = 0;
@@ -231,8 +239,7 @@ static void read_back(struct efs_fs *fs, struct dix_dir *d)
 
 		/* Files the cache has no record of are not asked for: a
 		 * listing of an uncached directory claims no window. */
-		if (S_ISREG(ent->a.mode) && !(ent->flags & DIX_F_MOUNT) && ent->a.size > 0 &&
-		    ent->a.size <= SIB_MAX_FILE && cache_knows(fs->cache, (dev_t)d->dev, ent->a.ino))
+		if (small_file(ent) && cache_knows(fs->cache, (dev_t)d->dev, ent->a.ino))
 			ino[n++] = ent->a.ino;
 	}
 	sib_listed(fs->sib, (dev_t)d->dev, d->ino, ino, n);
@@ -318,8 +325,7 @@ int index_small_files(void *arg, dev_t dev, uint64_t dir_ino, unsigned max,
 	for (uint32_t k = 0; k < d->n && n < max; k++) {
 		const struct dix_entry *ent = &d->ent[k];
 
-		if (!S_ISREG(ent->a.mode) || (ent->flags & DIX_F_MOUNT) || ent->a.size == 0 ||
-		    ent->a.size > SIB_MAX_FILE)
+		if (!small_file(ent))
 			continue;
 		memcpy(out->names + len, d->names + ent->name_off, ent->name_len);
 		len += ent->name_len;

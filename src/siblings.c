@@ -7,9 +7,9 @@
  *   cold open of d/a.py (no record, <= SIB_MAX_FILE)
  *     -> sib_cold_open: d's burst within SIB_WINDOW_S?  too many in flight?
  *        else dup d's O_PATH fd into a struct sib_dir, queue a DIR job
- *   DIR job:  list d (from the directory index's snapshot of it if the
- *             daemon has one, s->lister: no READDIR; else from the
- *             source); each regular file but a.py that the cache has no
+ *   DIR job:  list d (s->lister: the directory index's snapshot of it,
+ *             or its pass made now; else from the source itself); each
+ *             regular file but a.py that the cache has no
  *             record of (cache_fill_wanted, by d_ino), up to cfg->siblings
  *             of them: queue a FILE job (a reference on the sib_dir each)
  *   FILE job: skip it if the source's client knows it is large or not a
@@ -198,10 +198,10 @@ static void run_dir(struct sib *s, struct sib_dir *d, uint64_t dir_ino)
 	if (!cache_room_ahead(s->c, SIB_MAX_BYTES))
 		return;
 	stats_add(s->stats, ST_sibling_scans, 1);
-	/* A listing the daemon has (the opener's own, as an import lists a
-	 * package before it opens its modules) saves a READDIR.  It holds
-	 * the small regular files only; one more than max, for the opened
-	 * file among them. */
+	/* The index's listing: a snapshot the daemon has (the opener's own
+	 * listing) or the pass it makes now, which then answers the
+	 * directory's listing and names.  It holds the small regular files
+	 * only; one more than max, for the opened file among them. */
 	if (s->lister && s->lister(s->lister_arg, d->dev, dir_ino, max + 1, &known) == 0) {
 		const char *name = known.names;
 
