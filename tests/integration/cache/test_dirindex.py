@@ -323,6 +323,9 @@ def test_default_writes_no_snapshots():
     src = walk(st.src)
 
     def listed(what):
+        # Until the startup index is complete the store takes no snapshot (a save waits).
+        h.check("%s: the startup index completed" % what,
+                cl.wait_for(lambda: st.stats(settled=False).get("cache_index_ready") == 1, 30))
         cl.drop_caches()
         h.eq("%s: find + stat" % what, walk(st.mnt), src)
         return st.stats()
