@@ -69,6 +69,13 @@ struct cache_source {
 	 * (siblings.h).  Called with no lock held, before the open is
 	 * answered: it must not wait for the source.  May be NULL. */
 	void (*cold_open)(void *arg, struct efs_inode *ino, const struct stat *st);
+	/* Put len bytes at off of ino (a chunk a sweep fetched, of the
+	 * identity validated at the last open) in the kernel's page cache of
+	 * the file, so that its reader finds them there.  Called from a
+	 * prefetch worker with no lock held; may wait for the kernel (a page
+	 * locked by a read in flight).  0 or -errno.  May be NULL (no pushes;
+	 * see cache_fence_begin). */
+	int (*push)(void *arg, struct efs_inode *ino, uint64_t off, const void *buf, size_t len);
 	void *arg;
 };
 
@@ -124,8 +131,22 @@ bool cache_read_ahead(struct cache *c, dev_t dev, uint64_t ino);
  * source's -errno. */
 ssize_t cache_fill(struct cache *c, int fd, const struct stat *st);
 
-/* A file handle of ino was released. */
-void cache_close(struct cache *c, struct efs_inode *ino);
+/* A file handle of ino was released; writer: its cache_open was given the
+ * caller's source fd (open_fd >= 0). */
+void cache_close(struct cache *c, struct efs_inode *ino, bool writer);
+
+/* Pushes (cache_source.push) must not land after a reply that makes the
+ * kernel's view of the file newer than theirs: an open (its reply drops
+ * the kernel's pages when the file changed), a truncate.  Such a request
+ * calls cache_fence_begin first: no push starts until cache_fence_end, and
+ * those in flight are waited for.  A push may wait for a read in flight,
+ * which only a FUSE worker answers: with may_wait false (on a FUSE
+ * worker), -EWOULDBLOCK says pushes are in flight (nothing taken: run the
+ * request on a thread of its own and call again with may_wait true).
+ * 1: fenced, call cache_fence_end after the reply; 0: nothing to fence
+ * (no entry, not a regular file, a source without push). */
+int cache_fence_begin(struct cache *c, struct efs_inode *ino, bool may_wait);
+void cache_fence_end(struct cache *c, struct efs_inode *ino);
 
 /* Drop the inode's reference (inode release hook). */
 void cache_inode_release(struct efs_inode *ino, void *cache);

@@ -51,6 +51,13 @@ struct efs_fs {
 	struct lockdep *lockdep; /* who holds and waits for which ranges */
 	struct srcwatch *watch;  /* poked when the root fails; set by main, may be NULL */
 	struct efs_stats stats;
+	/* Pushes into the kernel's page cache and the requests answered on
+	 * threads of their own meanwhile (fsops_push.c): */
+	pthread_mutex_t push_mu;
+	pthread_cond_t push_cv;
+	unsigned pushes;           /* in the kernel now; protected by push_mu */
+	unsigned deferred;         /* requests on their own threads; push_mu */
+	bool push_stopped;         /* the session is ending: no more; push_mu */
 	pthread_mutex_t handles_mu;
 	struct handle *handles; /* open files and dirs; protected by handles_mu */
 };
@@ -61,8 +68,9 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 /* Start background work; after daemonizing. */
 int fsops_start(struct efs_fs *fs);
 /* The session loop ended: answer the requests still parked (lock waits,
- * with EINTR) while the session can still carry the replies.  Before
- * fuse_session_destroy; idempotent. */
+ * with EINTR) and those pushes wait for, until no push is in flight, while
+ * the session can still carry the replies.  Before fuse_session_unmount
+ * and fuse_session_destroy; idempotent. */
 void fsops_stop(struct efs_fs *fs);
 void fsops_destroy(struct efs_fs *fs);
 

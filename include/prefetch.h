@@ -22,6 +22,8 @@ struct prefetch_job {
 	void *buf;     /* write-behind: the chunk's bytes, owned by the job */
 	uint32_t len;
 	uint64_t hash;
+	bool push;     /* put buf's len bytes in the kernel's page cache (a
+			* chunk its reader fetched itself, cache_read.c) */
 };
 
 typedef void (*prefetch_run_fn)(const struct prefetch_job *job, void *arg);

@@ -47,6 +47,8 @@
 	X(prefetch_unused_bytes, "prefetched bytes evicted or dropped before any read")            \
 	X(scatter_sweeps, "files fetched whole ahead of a reader that missed chunks out of order") \
 	X(kept_hits, "reads served from a prefetched chunk still in memory (no cache file read)")  \
+	X(pushed_bytes, "bytes of swept chunks put in the kernel's page cache ahead of the reader") \
+	X(push_waits, "opens and truncates that waited for a push in flight (off a FUSE worker)")  \
 	X(sibling_scans, "directories listed to fetch small files ahead of a cold open")          \
 	X(sibling_files, "small files fetched whole ahead of their open")                         \
 	X(sibling_bytes, "bytes of small files fetched ahead of their open")                      \

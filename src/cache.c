@@ -233,6 +233,10 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	}
 	/* Keep twice as many chunks queued as there are workers, so none idles. */
 	c->window = cfg->prefetch * 2;
+	/* Swept files are pushed into the kernel's page cache whole: up to a
+	 * quarter of memory, beyond which they would push out what others
+	 * read (cache_read.c). */
+	c->push_max = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE) / 4;
 	if (r == 0 && cfg->prefetch)
 		r = prefetch_new(&c->pf, cfg->prefetch, c->window * PF_QUEUE_WINDOWS, cache_run_prefetch, c);
 	if (r == 0)

@@ -361,6 +361,15 @@ void cache_inode_release(struct efs_inode *ino, void *arg)
 
 	if (!e)
 		return;
+	/* Pushes name the inode by its address, which a new inode may take
+	 * once this one is freed: none may start after this, and those in
+	 * flight end at once (the kernel forgot the inode: ENOENT). */
+	pthread_mutex_lock(&e->mu);
+	if (e->push_ino == ino)
+		e->push_ino = NULL;
+	while (e->pushing)
+		pthread_cond_wait(&e->cv, &e->mu);
+	pthread_mutex_unlock(&e->mu);
 	ino->cf = NULL;
 	/* The kernel forgot the file: the idle list keeps records of files it
 	 * knows, not of every file ever read (fds at rest stay flat). */
@@ -471,6 +480,8 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	/* Counted as open from here (also while the source is asked), so that
 	 * the idle list does not take the record meanwhile. */
 	e->opens++;
+	if (open_fd >= 0)
+		e->writers++; /* no pushes while it may write (cache_read.c) */
 	pthread_mutex_unlock(&e->mu);
 	if (trusted) {
 		*keep_cache = !drop_pages;
@@ -493,6 +504,8 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 			close(fd);
 		pthread_mutex_lock(&e->mu);
 		e->opens--;
+		if (open_fd >= 0)
+			e->writers--;
 		entry_release_locked(c, e);
 		pthread_mutex_unlock(&e->mu);
 		/* Deleted or replaced on another host: give its space back now
@@ -540,7 +553,7 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	return 0;
 }
 
-void cache_close(struct cache *c, struct efs_inode *ino)
+void cache_close(struct cache *c, struct efs_inode *ino, bool writer)
 {
 	struct cache_file *e = ino->cf;
 
@@ -549,7 +562,41 @@ void cache_close(struct cache *c, struct efs_inode *ino)
 	pthread_mutex_lock(&e->mu);
 	if (e->opens)
 		e->opens--;
+	if (writer && e->writers)
+		e->writers--;
 	entry_release_locked(c, e);
+	pthread_mutex_unlock(&e->mu);
+}
+
+int cache_fence_begin(struct cache *c, struct efs_inode *ino, bool may_wait)
+{
+	struct cache_file *e;
+
+	if (!c->src.push || !S_ISREG(ino->type) || !(e = entry_of_inode(c, ino)))
+		return 0;
+	pthread_mutex_lock(&e->mu);
+	if (e->pushing && !may_wait) {
+		pthread_mutex_unlock(&e->mu);
+		return -EWOULDBLOCK;
+	}
+	e->fences++;
+	if (e->pushing)
+		stats_add(c->stats, ST_push_waits, 1);
+	while (e->pushing)
+		pthread_cond_wait(&e->cv, &e->mu);
+	pthread_mutex_unlock(&e->mu);
+	return 1;
+}
+
+void cache_fence_end(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e = ino->cf;
+
+	if (!c->src.push || !S_ISREG(ino->type) || !e)
+		return;
+	pthread_mutex_lock(&e->mu);
+	if (e->fences)
+		e->fences--;
 	pthread_mutex_unlock(&e->mu);
 }
 

@@ -71,6 +71,10 @@
  *   e->mu -> prefetch queue mutex                (schedule_prefetch_locked)
  *   e->mu -> c->sweep_mu                         (note_cache_error)
  *
+ *   A push (cache_run_prefetch) runs with no lock held, counted in
+ *   e->pushing; a fence or an inode's release waits for the count on e->cv,
+ *   never on a FUSE worker (the kernel may make a push wait for a READ).
+ *
  *   The LRU mutex reaches entries the other way only by trylock (pick), so
  *   eviction never waits for an entry; an entry's mutex reaches another
  *   entry's only by trylock (idle_trim).  No lock is held while the source
@@ -194,6 +198,11 @@ struct cache_file {
 	bool sweep;               /* the rest of the file is fetched ahead */
 	uint32_t sweep_next;      /* the next chunk the sweep looks at */
 	uint64_t sweep_gen;       /* e->gen when the sweep began */
+	/* Swept chunks put in the kernel's page cache (cache_run_prefetch): */
+	struct efs_inode *push_ino; /* the inode they go to, while it lives */
+	unsigned pushing;         /* pushes in flight (e->mu dropped) */
+	unsigned fences;          /* cache_fence_begin without its end */
+	unsigned writers;         /* cache_open with the caller's source fd */
 	struct pt_entry pt;       /* kernel passthrough opens (passthrough.h) */
 };
 
@@ -212,6 +221,7 @@ struct cache {
 	uint64_t wb_bytes;   /* atomic: their bytes */
 	uint64_t wb_limit;   /* bound of wb_bytes: WB_MAX_BYTES (tests lower it) */
 	unsigned window;     /* chunks to keep queued ahead of a sequential reader */
+	uint64_t push_max;   /* largest file whose swept chunks are pushed */
 	dev_t root_dev;      /* SOURCE's file system: device tag 0 in keys */
 	bool root_dev_known;
 

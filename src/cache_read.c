@@ -793,8 +793,8 @@ static bool model_header(const unsigned char *p, size_t n, uint64_t size)
  * miss; a sequential reader's misses are those its prefetch has not
  * reached yet, out of order under load); buf holds its first n bytes.
  * Start a sweep of the file if the misses look scattered.  e->mu held. */
-static void note_miss_locked(struct cache *c, struct cache_file *e, uint32_t idx,
-			     const void *buf, size_t n)
+static void note_miss_locked(struct cache *c, struct cache_file *e, struct efs_inode *ino,
+			     uint32_t idx, const void *buf, size_t n)
 {
 	const uint32_t prev = e->last_miss;
 
@@ -813,6 +813,12 @@ static void note_miss_locked(struct cache *c, struct cache_file *e, uint32_t idx
 	e->sweep = true;
 	e->sweep_next = 0;
 	e->sweep_gen = e->gen;
+	/* Its chunks go to the kernel's page cache too, where the reader's
+	 * faults find them without a request (cache_run_prefetch), unless the
+	 * kernel opens files without telling us (no open to fence pushes
+	 * with) or the file would take too much of memory. */
+	if (c->src.push && !c->policy.no_open && e->sf.id.size <= c->push_max)
+		e->push_ino = ino;
 	stats_add(c->stats, ST_scatter_sweeps, 1);
 }
 
@@ -832,6 +838,82 @@ static bool queue_chunk_locked(struct cache *c, struct cache_file *e, struct chu
 	ch->queued = false;
 	chunk_settle(e, ch);
 	return false;
+}
+
+/* May a chunk of generation gen that a prefetch job fetched go to the
+ * kernel's page cache now?  Only of a file being swept (a sequential
+ * reader's readahead asks for its pages itself; the sweep's reader faults
+ * wherever it likes), of the identity validated at the last open (gen),
+ * to an inode that lives (push_ino), while no request that must come after
+ * every push is being answered (fences), nobody may write the file through
+ * the mount (writers: the kernel's pages would hold what they wrote) and
+ * nothing made the entry serve from the source (bypass).  e->mu held. */
+static bool push_ok_locked(struct cache *c, struct cache_file *e, uint64_t gen)
+{
+	return c->src.push && e->push_ino && !e->fences && !e->writers && !e->bypass &&
+	       e->loaded && e->gen == gen && e->sweep_gen == gen;
+}
+
+/* Push len bytes at off into ino's page cache; e->pushing was counted
+ * under e->mu, which is not held here.  True if the kernel took them. */
+static bool push_chunk(struct cache *c, struct cache_file *e, struct efs_inode *ino,
+		       uint64_t off, const void *buf, size_t len)
+{
+	int r = c->src.push(c->src.arg, ino, off, buf, len);
+
+	pthread_mutex_lock(&e->mu);
+	if (r < 0 && e->push_ino == ino)
+		e->push_ino = NULL; /* the kernel forgot it, or refuses: stop */
+	if (!--e->pushing)
+		pthread_cond_broadcast(&e->cv); /* fences, cache_inode_release */
+	pthread_mutex_unlock(&e->mu);
+	if (r < 0)
+		return false;
+	stats_add(c->stats, ST_pushed_bytes, len);
+	return true;
+}
+
+/* Queue a push of chunk idx, len bytes in buf (fetched by its reader, who
+ * asked for some of its pages), if the file is being swept and pushed;
+ * e->mu held.  The job holds a reference on buf. */
+static void queue_push_locked(struct cache *c, struct cache_file *e, uint32_t idx,
+			      struct pbuf *buf, size_t len)
+{
+	struct prefetch_job job = {.entry = e, .idx = idx, .tag = e->gen, .fd = -1,
+				   .buf = buf, .len = (uint32_t)len, .push = true};
+
+	if (!c->pf || !len || !push_ok_locked(c, e, e->gen))
+		return;
+	bufpool_ref(buf);
+	entry_ref(e);
+	e->jobs++;
+	if (prefetch_submit(c->pf, &job))
+		return;
+	e->jobs--;
+	__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* the caller's is held */
+	bufpool_put(c->pool, buf);
+}
+
+/* A push job (queue_push_locked). */
+static void run_push(struct cache *c, const struct prefetch_job *job)
+{
+	struct cache_file *e = job->entry;
+	struct efs_inode *ino = NULL;
+	uint64_t off = 0;
+
+	pthread_mutex_lock(&e->mu);
+	e->jobs--;
+	if (push_ok_locked(c, e, job->tag)) {
+		ino = e->push_ino;
+		off = (uint64_t)job->idx * e->sf.chunk_size;
+		e->pushing++;
+	}
+	entry_release_locked(c, e);
+	pthread_mutex_unlock(&e->mu);
+	if (ino)
+		push_chunk(c, e, ino, off, ((struct pbuf *)job->buf)->data, job->len);
+	bufpool_put(c->pool, job->buf);
+	entry_put(c, e);
 }
 
 /* Keep a sweep going: at most a window of jobs queued for the entry, the
@@ -950,7 +1032,10 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		return 0;
 	}
 	if (!sequential)
-		note_miss_locked(c, e, idx, buf->data, (size_t)n);
+		note_miss_locked(c, e, ino, idx, buf->data, (size_t)n);
+	/* The reader asked for some pages of the chunk; a swept file's
+	 * reader gets the others in the kernel too. */
+	queue_push_locked(c, e, idx, buf, (size_t)n);
 	if ((size_t)n < to)
 		to = (size_t)n;
 	add_mem(rd, buf, (char *)buf->data + from, to - from);
@@ -992,9 +1077,15 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 	struct cache_file *e = job->entry;
 	struct chunk *ch;
 	struct pbuf *buf;
-	uint32_t keep = 0;
+	struct efs_inode *push_ino = NULL;
+	uint64_t push_off = 0;
+	uint32_t keep = 0, fetched = 0;
 	uint64_t gen = 0;
 
+	if (job->push) {
+		run_push(c, job);
+		return;
+	}
 	/* Room in the budget first, with no lock held (whoever gives it back
 	 * may need e->mu): kept buffers not read yet go first, oldest first. */
 	while (!(buf = bufpool_get(c->pool, c->cfg->chunk_size, BUFPOOL_TRY)) &&
@@ -1027,10 +1118,13 @@ void cache_run_prefetch(const struct prefetch_job *job, void *arg)
 			e->busy--;
 			pthread_cond_broadcast(&e->cv);
 		} else if (fetch_owned_locked(c, e, ch, e->fetch_fd, buf, true) > 0 &&
-			   (ch = chunk_get(e, job->idx)) && ch->state == CH_VERIFIED &&
-			   ch->unread) {
-			/* Stored: kept in memory for the reader (below). */
-			keep = store_chunk_len(&e->sf, job->idx);
+			   (ch = chunk_get(e, job->idx)) && ch->state == CH_VERIFIED) {
+			/* Stored: pushed to the kernel, or kept in memory for
+			 * the reader if it has not read it yet (below).  A
+			 * reader that read some of it (from memory, while it
+			 * was written) asked for those pages only. */
+			fetched = store_chunk_len(&e->sf, job->idx);
+			keep = ch->unread ? fetched : 0;
 			gen = e->gen;
 		}
 	} else {
@@ -1043,10 +1137,20 @@ out:
 	 * to read the chunk from memory. */
 	if (!e->loaded)
 		keep = 0;
+	if (fetched && e->loaded && push_ok_locked(c, e, gen)) {
+		push_ino = e->push_ino;
+		push_off = (uint64_t)job->idx * e->sf.chunk_size;
+		e->pushing++;
+	}
 	pthread_mutex_unlock(&e->mu);
+	if (push_ino && push_chunk(c, e, push_ino, push_off, buf->data, fetched)) {
+		bufpool_put(c->pool, buf); /* the reader finds it in the kernel */
+		keep = 0;
+		buf = NULL;
+	}
 	if (keep)
 		ahead_keep(c, e, gen, job->idx, keep, buf);
-	else
+	else if (buf)
 		bufpool_put(c->pool, buf);
 	entry_put(c, e);
 }
@@ -1059,7 +1163,9 @@ void cache_drop_prefetch(const struct prefetch_job *job, void *arg)
 
 	pthread_mutex_lock(&e->mu);
 	e->jobs--;
-	if (e->gen == job->tag && (ch = chunk_get(e, job->idx))) {
+	if (job->push) {
+		bufpool_put(c->pool, job->buf);
+	} else if (e->gen == job->tag && (ch = chunk_get(e, job->idx))) {
 		ch->queued = false;
 		chunk_settle(e, ch);
 	}

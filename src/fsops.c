@@ -361,6 +361,8 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 	memset(fs, 0, sizeof(*fs));
 	fs->cfg = cfg;
 	pthread_mutex_init(&fs->handles_mu, NULL);
+	pthread_mutex_init(&fs->push_mu, NULL);
+	pthread_cond_init(&fs->push_cv, NULL);
 	fs->handles = calloc(1, sizeof(struct handle));
 	if (!fs->handles) {
 		snprintf(err, errlen, "out of memory");
@@ -400,6 +402,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 			.object_gone = source_object_gone,
 			.out_of_fds = source_out_of_fds,
 			.cold_open = source_cold_open,
+			.push = source_push,
 			.arg = fs,
 		};
 
@@ -458,6 +461,7 @@ void fsops_stop(struct efs_fs *fs)
 {
 	if (fs->locks)
 		lockwait_stop(fs->locks);
+	push_stop(fs);
 }
 
 void fsops_destroy(struct efs_fs *fs)

@@ -231,6 +231,25 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
+	int fence = (valid & FUSE_SET_ATTR_SIZE) ? cache_fence_begin(fs->cache, i, false) : 0;
+
+	/* A truncate's reply makes the kernel cut its pages: after every push
+	 * of the file's chunks in flight (cache.h), as op_open. */
+	if (fence == -EWOULDBLOCK) {
+		if (push_defer_setattr(fs, req, ino, attr, valid, fi) == 0)
+			return;
+		fence = cache_fence_begin(fs->cache, i, true);
+	}
+	setattr_fenced(req, ino, attr, valid, fi);
+	if (fence > 0)
+		cache_fence_end(fs->cache, i);
+}
+
+void setattr_fenced(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+		    struct fuse_file_info *fi)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
 	int openfd = !no_handle(fi) ? file_fd_now(file_of(fi)) : -1;
 	int r = 0, fd = ifd(fs, i);
 	struct src_cred saved;

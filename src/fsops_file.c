@@ -211,6 +211,24 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
+	int fence = fs->no_open ? 0 : cache_fence_begin(fs->cache, i, false);
+
+	/* Its reply must follow every push of the file's chunks in flight
+	 * (cache.h): a push may wait for a read only a worker answers. */
+	if (fence == -EWOULDBLOCK) {
+		if (push_defer_open(fs, req, ino, fi) == 0)
+			return;
+		fence = cache_fence_begin(fs->cache, i, true);
+	}
+	open_fenced(req, ino, fi);
+	if (fence > 0)
+		cache_fence_end(fs->cache, i);
+}
+
+void open_fenced(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, ino);
 	bool ro = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC);
 	struct meta_attr attr;
 	bool keep = false;
@@ -255,20 +273,22 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		 * changed on another host since the kernel cached it. */
 		r = access_as_caller(req, i, R_OK);
 		if (r < 0)
-			cache_close(fs->cache, i);
+			cache_close(fs->cache, i, fd >= 0);
 	}
 	if (r == 0) {
 		r = file_new(fs, i, fd, fi);
-		if (r < 0)
-			cache_close(fs->cache, i);
-		else
+		if (r < 0) {
+			cache_close(fs->cache, i, fd >= 0);
+		} else {
 			file_of(fi)->cached = true;
+			file_of(fi)->writer = fd >= 0;
+		}
 	}
 	if (r == 0 && ro && S_ISREG(i->type)) {
 		mode = cache_pt_open(fs->cache, i, req, true, keep, &id);
 		if (mode < 0) {
 			r = mode;
-			cache_close(fs->cache, i);
+			cache_close(fs->cache, i, false);
 			file_unref(fs, file_of(fi)); /* a reader's fd is -1 here */
 		}
 	}
@@ -296,7 +316,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted and is gone; no release will come. */
 		cache_pt_close(fs->cache, i, NULL, file_of(fi)->pt_mode);
-		cache_close(fs->cache, i);
+		cache_close(fs->cache, i, file_of(fi)->writer);
 		file_unref(fs, file_of(fi));
 	}
 }
@@ -344,8 +364,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 
 		itab_attr(fs->itab, i, &attr);
 		r = file_new(fs, i, fd, fi);
-		if (r == 0 && cache_open(fs->cache, i, fd, &attr, &keep) == 0)
+		if (r == 0 && cache_open(fs->cache, i, fd, &attr, &keep) == 0) {
 			file_of(fi)->cached = true;
+			file_of(fi)->writer = true;
+		}
 		if (r < 0)
 			itab_forget(fs->itab, i, 1);
 	}
@@ -358,7 +380,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		struct efs_inode *i = inode_of(req, e.ino);
 
 		if (file_of(fi)->cached)
-			cache_close(fs->cache, i);
+			cache_close(fs->cache, i, true);
 		file_unref(fs, file_of(fi));
 		itab_forget(fs->itab, i, 1);
 	}
@@ -491,7 +513,7 @@ static void read_no_handle(fuse_req_t req, struct efs_fs *fs, struct efs_inode *
 	if (fd >= 0)
 		close(fd);
 	if (opened)
-		cache_close(fs->cache, i);
+		cache_close(fs->cache, i, false);
 out:
 	itab_unhold(fs->itab, i);
 }
@@ -611,7 +633,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		release_lock_owner(fs_of(req), inode_of(req, ino), f->lk_owners[k]);
 	cache_pt_close(fs_of(req)->cache, inode_of(req, ino), req, f->pt_mode);
 	if (f->cached)
-		cache_close(fs_of(req)->cache, inode_of(req, ino));
+		cache_close(fs_of(req)->cache, inode_of(req, ino), f->writer);
 	/* The kernel's reference; the handle's fd (and flock locks held through
 	 * it) goes with the last one, which is usually this. */
 	file_unref(fs_of(req), f);

@@ -56,6 +56,7 @@ struct efs_file {
 	unsigned refs;          /* atomic: see "Lifetime" above */
 	struct efs_inode *ino;  /* immutable; held (itab_hold) while f lives */
 	bool cached;            /* cache_open succeeded: cache_close at release */
+	bool writer;            /* that cache_open had the caller's source fd */
 	int pt_mode;            /* enum pt_mode the open was answered with */
 	off_t next_off;         /* atomic: where a sequential reader reads next */
 	bool noflush;           /* answered FOPEN_NOFLUSH: its close sends no FLUSH */
@@ -255,6 +256,21 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	       const char *newname, unsigned int flags);
 /* fsops_file.c */
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* op_open and op_setattr once no push is in flight (fsops_push.c). */
+void open_fenced(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void setattr_fenced(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+		    struct fuse_file_info *fi);
+/* Pushes into the kernel's page cache (cache_source.push) and the requests
+ * that must wait for them (fsops_push.c). */
+int source_push(void *arg, struct efs_inode *i, uint64_t off, const void *buf, size_t len);
+/* Answer the request on a thread of its own once pushes are done: 0, or
+ * -errno if no thread could be made (the caller then waits itself). */
+int push_defer_open(struct efs_fs *fs, fuse_req_t req, fuse_ino_t ino,
+		    const struct fuse_file_info *fi);
+/* No push from now on; serve requests until none is in flight. */
+void push_stop(struct efs_fs *fs);
+int push_defer_setattr(struct efs_fs *fs, fuse_req_t req, fuse_ino_t ino, const struct stat *attr,
+		       int valid, const struct fuse_file_info *fi);
 void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	       struct fuse_file_info *fi);
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);

@@ -215,6 +215,70 @@ unsigned fake_held(struct fake *f)
 	return n;
 }
 
+/* The bytes pushed are checked against the source file's at off. */
+static int fake_push(void *arg, struct efs_inode *ino, uint64_t off, const void *buf, size_t len)
+{
+	struct fake *f = arg;
+	unsigned char *want = malloc(len);
+	bool bad = true;
+	int fd;
+
+	pthread_mutex_lock(&f->mu);
+	if (!f->push_on) {
+		pthread_mutex_unlock(&f->mu);
+		free(want);
+		return -ENOSYS;
+	}
+	f->pushing++;
+	pthread_cond_broadcast(&f->cv);
+	while (f->push_hold)
+		pthread_cond_wait(&f->cv, &f->mu);
+	pthread_mutex_unlock(&f->mu);
+	fd = fake_open_object(f, ino, O_RDONLY);
+	if (want && fd >= 0)
+		bad = pread(fd, want, len, (off_t)off) != (ssize_t)len || memcmp(want, buf, len);
+	if (fd >= 0)
+		close(fd);
+	free(want);
+	pthread_mutex_lock(&f->mu);
+	f->pushing--;
+	f->pushes++;
+	f->pushed += len;
+	f->push_bad += bad;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	return 0;
+}
+
+void fake_set_push(struct fake *f, bool on, bool hold)
+{
+	pthread_mutex_lock(&f->mu);
+	f->push_on = on;
+	f->push_hold = hold;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
+unsigned fake_pushes(struct fake *f)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&f->mu);
+	n = f->pushes;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+unsigned fake_pushing(struct fake *f)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&f->mu);
+	n = f->pushing;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
 void fake_arm_change(struct fake *f, enum change how, const char *name)
 {
 	pthread_mutex_lock(&f->mu);
@@ -237,6 +301,7 @@ void env_up_nowait(struct env *v)
 	    .stat_open = fake_stat_open,
 	    .validated = fake_validated,
 	    .read = fake_read,
+	    .push = fake_push,
 	    .arg = &v->f,
 	};
 	int root = src_open_root(v->src);
@@ -385,7 +450,7 @@ int h_open(struct env *v, struct efs_inode *ino, struct handle *h, bool *keep)
 
 void h_close(struct env *v, struct handle *h)
 {
-	cache_close(v->c, h->ino);
+	cache_close(v->c, h->ino, false);
 	if (h->fd >= 0)
 		close(h->fd);
 	h->fd = -1;
@@ -556,7 +621,7 @@ int core_open(struct env *v, struct efs_inode *ino, bool *keep_cache)
 
 void core_close(struct env *v, struct efs_inode *ino)
 {
-	cache_close(v->c, ino);
+	cache_close(v->c, ino, false);
 }
 
 int core_source_fd(struct env *v, struct efs_inode *ino)

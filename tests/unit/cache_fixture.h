@@ -52,6 +52,13 @@ struct fake {
 	unsigned held;	      /* reads waiting at the gate now */
 	enum change change;   /* done once, after the next read's bytes */
 	char change_name[64]; /* the file it is done to */
+	/* Pushes into the "kernel's page cache" (cache_source.push): */
+	bool push_on;	      /* accepted (else refused with ENOSYS) */
+	bool push_hold;	      /* pushes wait at their gate until it opens */
+	unsigned pushes;      /* accepted */
+	unsigned push_bad;    /* whose bytes differ from the source file's */
+	unsigned pushing;     /* in the callback now */
+	uint64_t pushed;      /* bytes accepted */
 };
 
 /* ---- the environment: source dir, cache_dir, inode table, cache ------- */
@@ -82,6 +89,9 @@ void fake_set_hold(struct fake *f, bool hold); /* reads wait at the gate while h
  * caller's own reads, the demand's, pass); fake_held counts the waiting. */
 void fake_hold_others(struct fake *f, bool hold);
 unsigned fake_held(struct fake *f);
+void fake_set_push(struct fake *f, bool on, bool hold);
+unsigned fake_pushes(struct fake *f);
+unsigned fake_pushing(struct fake *f); /* pushes in the callback now */
 void fake_arm_change(struct fake *f, enum change how, const char *name); /* after next read */
 
 /* The environment: env_init makes the directories and starts a cache of

@@ -7,12 +7,16 @@
  * header) after its first scattered miss; a sequential reader or one that
  * looks at two places of a file does not; the sweep stops when the reader
  * goes away; prefetched chunks kept in memory are the source's bytes;
- * chunks written behind from the reply's buffer reach the data file whole.
+ * chunks written behind from the reply's buffer reach the data file whole;
+ * a swept file's chunks go to the kernel's page cache (the fake's push
+ * checks their bytes), never while a request that must follow them is
+ * answered (a fence), a writer has the file open or after its inode went.
  * The fake's read count, the stats counters, the record's slots and the
  * data file witness it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,6 +312,182 @@ static void test_kept_overlapping_reads(void)
 	env_fini(&v);
 }
 
+/* Wait (bounded) until cond(v) holds. */
+static bool wait_until(struct env *v, bool (*cond)(struct env *))
+{
+	for (int i = 0; i < 4000; i++) {
+		if (cond(v))
+			return true;
+		usleep(2500);
+	}
+	return false;
+}
+
+static bool a_push_held(struct env *v)
+{
+	return fake_pushing(&v->f) > 0;
+}
+
+/* Open ino and miss 5 chunks out of order: the fifth starts the sweep. */
+static void scatter(struct env *v, struct handle *h, struct efs_inode *ino, unsigned seed)
+{
+	CHECK(h_open(v, ino, h, NULL) == 0);
+	for (unsigned i = 0; i < 5; i++)
+		CHECK(read_check_seq(v, h, (uint64_t)scattered[i] * CS + 4096, 8192, seed, false) ==
+		      8192);
+	CHECK(st(v, ST_scatter_sweeps) >= 1);
+}
+
+struct fencer {
+	struct env *v;
+	struct efs_inode *ino;
+	int r;
+	bool done; /* atomic */
+};
+
+static void *fence_thread(void *arg)
+{
+	struct fencer *f = arg;
+
+	f->r = cache_fence_begin(f->v->c, f->ino, true);
+	__atomic_store_n(&f->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *release_thread(void *arg)
+{
+	struct fencer *f = arg;
+
+	cache_inode_release(f->ino, f->v->c);
+	__atomic_store_n(&f->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void test_sweep_pushes(void)
+{
+	struct env v;
+	struct handle h;
+	struct efs_inode *ino;
+	unsigned n;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	fake_set_push(&v.f, true, false);
+	ino = make_file(&v, "pushed", (uint64_t)NCH * CS, 6);
+	scatter(&v, &h, ino, 6);
+	CHECK(wait_all_stored(&v, ino, NCH));
+	wait_stored(&v);
+	prefetch_drain(v.c->pf);
+	/* Every chunk the sweep fetched, and the reader's own misses once
+	 * the sweep began (the fifth), went to the kernel, each with the
+	 * source's bytes. */
+	n = fake_pushes(&v.f);
+	CHECK(n >= NCH - 4 && n <= NCH);
+	CHECK(v.f.push_bad == 0);
+	CHECK(st(&v, ST_pushed_bytes) == v.f.pushed);
+	CHECK(st(&v, ST_push_waits) == 0);
+	/* A sequential reader of another file pushes nothing. */
+	ino = make_file(&v, "seq", (uint64_t)NCH * CS, 8);
+	h_close(&v, &h);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	for (uint32_t idx = 0; idx < NCH; idx++)
+		CHECK(read_check_seq(&v, &h, (uint64_t)idx * CS, CS, 8, true) == CS);
+	wait_stored(&v);
+	prefetch_drain(v.c->pf);
+	CHECK(fake_pushes(&v.f) == n);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* An open (or a truncate) fences pushes: on a FUSE worker it is told to
+ * go elsewhere while one is in flight; elsewhere it waits for it; while
+ * fenced no push starts. */
+static void test_fence_waits_for_pushes(void)
+{
+	struct env v;
+	struct handle h;
+	struct fencer f = {0};
+	pthread_t t;
+	unsigned n;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	fake_set_push(&v.f, true, true);
+	f.v = &v;
+	f.ino = make_file(&v, "fenced", (uint64_t)NCH * CS, 7);
+	scatter(&v, &h, f.ino, 7);
+	CHECK(wait_until(&v, a_push_held));
+	CHECK(cache_fence_begin(v.c, f.ino, false) == -EWOULDBLOCK);
+	CHECK(pthread_create(&t, NULL, fence_thread, &f) == 0);
+	usleep(100 * 1000);
+	CHECK(!__atomic_load_n(&f.done, __ATOMIC_ACQUIRE)); /* waits for the push */
+	fake_set_push(&v.f, true, false);
+	pthread_join(t, NULL);
+	CHECK(f.r == 1);
+	CHECK(st(&v, ST_push_waits) == 1);
+	/* Fenced: the sweep goes on fetching, but pushes nothing. */
+	n = fake_pushes(&v.f);
+	CHECK(wait_all_stored(&v, f.ino, NCH));
+	wait_stored(&v);
+	prefetch_drain(v.c->pf);
+	CHECK(fake_pushes(&v.f) == n);
+	CHECK(cache_fence_begin(v.c, f.ino, false) == 1); /* none in flight: at once */
+	cache_fence_end(v.c, f.ino);
+	cache_fence_end(v.c, f.ino);
+	CHECK(v.f.push_bad == 0);
+	h_close(&v, &h);
+	env_fini(&v);
+}
+
+/* No push while a writer has the file open (the kernel's pages would hold
+ * what it wrote), and none after the inode went (its number may name
+ * another file then); the inode's release waits for a push in flight. */
+static void test_no_push_for_writers_or_gone(void)
+{
+	struct env v;
+	struct handle h;
+	struct fencer f = {0};
+	struct meta_attr attr = {0};
+	struct efs_inode *ino;
+	char p[128];
+	pthread_t t;
+	unsigned held;
+	bool keep;
+	int wfd;
+
+	env_init_full(&v, 64u << 20, 2, VERIFY_ONCE);
+	fake_set_push(&v.f, true, false);
+	ino = make_file(&v, "written", (uint64_t)NCH * CS, 9);
+	snprintf(p, sizeof(p), "%s/written", v.src);
+	wfd = open(p, O_RDWR);
+	CHECK(wfd >= 0);
+	CHECK(cache_open(v.c, ino, wfd, &attr, &keep) == 0);
+	scatter(&v, &h, ino, 9);
+	CHECK(wait_all_stored(&v, ino, NCH));
+	wait_stored(&v);
+	prefetch_drain(v.c->pf);
+	CHECK(fake_pushes(&v.f) == 0);
+	cache_close(v.c, ino, true);
+	close(wfd);
+	h_close(&v, &h);
+
+	fake_set_push(&v.f, true, true);
+	f.v = &v;
+	f.ino = make_file(&v, "gone", (uint64_t)NCH * CS, 10);
+	scatter(&v, &h, f.ino, 10);
+	CHECK(wait_until(&v, a_push_held));
+	h_close(&v, &h);
+	CHECK(pthread_create(&t, NULL, release_thread, &f) == 0);
+	usleep(100 * 1000);
+	CHECK(!__atomic_load_n(&f.done, __ATOMIC_ACQUIRE)); /* waits for the pushes */
+	held = fake_pushing(&v.f); /* one per worker at most */
+	CHECK(held >= 1 && held <= 2);
+	fake_set_push(&v.f, true, false);
+	pthread_join(t, NULL);
+	prefetch_drain(v.c->pf);
+	CHECK(fake_pushes(&v.f) == held); /* those held; none after */
+	CHECK(v.f.push_bad == 0);
+	env_fini(&v);
+}
+
 int main(void)
 {
 	test_data_file_whole();
@@ -317,5 +497,8 @@ int main(void)
 	test_sweep_stops_at_close();
 	test_sweep_without_handles();
 	test_kept_overlapping_reads();
+	test_sweep_pushes();
+	test_fence_waits_for_pushes();
+	test_no_push_for_writers_or_gone();
 	return check_done("cache_cold");
 }

@@ -33,6 +33,7 @@ COUNTERS = ["reads", "hits", "misses", "fetch_waits", "bytes_from_cache", "bytes
             "fallbacks",
             "cache_enospc", "cache_io_errors", "cache_dir_recreated", "source_errors",
             "prefetched_chunks", "prefetch_unused_bytes", "scatter_sweeps", "kept_hits",
+            "pushed_bytes", "push_waits",
             "sibling_scans", "sibling_files", "sibling_bytes", "record_readaheads",
             "bytes_served", "passthrough_opens",
             "passthrough_refused", "source_lookups", "source_getattrs", "source_opens",
