@@ -196,6 +196,40 @@ static unsigned idle_max_of_limit(void)
 	return n < IDLE_MIN ? IDLE_MIN : n > IDLE_MAX ? IDLE_MAX : (unsigned)n;
 }
 
+/* The memory this daemon's pages may take: the machine's, or less if its
+ * cgroup (v2 memory.max, v1 memory.limit_in_bytes) sets a lower limit, as
+ * a container's does: the pages the daemon puts in the page cache are
+ * charged to it. */
+static uint64_t memory_limit(void)
+{
+	static const char *const files[] = {"memory.max", "memory.limit_in_bytes"};
+	uint64_t lim = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+	char line[4096], path[4200];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		/* "0::/path" (v2) or "N:memory:/path" (v1) */
+		char *ctl = strchr(line, ':'), *rel = ctl ? strchr(ctl + 1, ':') : NULL;
+		bool v2 = ctl && rel == ctl + 1;
+		unsigned long long v;
+		FILE *m;
+
+		if (!rel || (!v2 && strncmp(ctl + 1, "memory:", 7) != 0))
+			continue;
+		rel[strcspn(rel, "\n")] = '\0';
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s%s/%s", v2 ? "" : "/memory", rel + 1,
+			 files[!v2]);
+		m = fopen(path, "re");
+		if (m && fscanf(m, "%llu", &v) == 1 && v > 0 && v < lim)
+			lim = v; /* "max" reads as no number: no limit */
+		if (m)
+			fclose(m);
+	}
+	if (f)
+		fclose(f);
+	return lim;
+}
+
 int cache_new(struct cache **out, const struct efs_config *cfg, const struct cache_source *src,
 	      struct efs_stats *stats, char *err, size_t errlen)
 {
@@ -236,7 +270,7 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	/* Swept files are pushed into the kernel's page cache whole: up to a
 	 * quarter of memory, beyond which they would push out what others
 	 * read (cache_read.c). */
-	c->push_max = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE) / 4;
+	c->push_max = memory_limit() / 4;
 	if (r == 0 && cfg->prefetch)
 		r = prefetch_new(&c->pf, cfg->prefetch, c->window * PF_QUEUE_WINDOWS, cache_run_prefetch, c);
 	if (r == 0)
