@@ -37,7 +37,9 @@ int source_push(void *arg, struct efs_inode *i, uint64_t off, const void *buf, s
 	fs->pushes++;
 	pthread_mutex_unlock(&fs->push_mu);
 	bv.buf[0].mem = (void *)buf;
-	r = fuse_lowlevel_notify_store(fs->se, ino_id(fs, i), (off_t)off, &bv, 0);
+	/* One writev from our buffer: a splice would copy it into a pipe of
+	 * the calling thread's own that libfuse frees only for its workers. */
+	r = fuse_lowlevel_notify_store(fs->se, ino_id(fs, i), (off_t)off, &bv, FUSE_BUF_NO_SPLICE);
 	pthread_mutex_lock(&fs->push_mu);
 	fs->pushes--;
 	pthread_cond_broadcast(&fs->push_cv);
