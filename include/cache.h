@@ -175,8 +175,8 @@ struct cache_read {
 /* Read [off, off+size) of the file of ino.  src_fd is the file handle's
  * own source fd, or -1 if it has none: reads that must bypass the cache
  * then return -EBADFD before adding anything, and the caller opens one and
- * calls again.  A sequential reader gets the following chunks fetched
- * ahead in parallel.  kernel_size: the largest size the kernel may believe
+ * calls again.  A sequential reader (how: CACHE_READ_SEQUENTIAL) gets the
+ * following chunks fetched ahead in parallel.  kernel_size: the largest size the kernel may believe
  * the file has (the attributes last given it; UINT64_MAX if unknown): a
  * read past the size validated at open is finished from the source when
  * the kernel may think the file longer, as only the source decides where
@@ -184,7 +184,11 @@ struct cache_read {
  * -errno.  The caller calls cache_read_done after replying (also when the
  * reply failed). */
 ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
-		   bool sequential, uint64_t kernel_size, struct cache_read *out);
+		   unsigned how, uint64_t kernel_size, struct cache_read *out);
+/* How a reader reads (cache_read's how). */
+#define CACHE_READ_SEQUENTIAL 1u /* on from where it stopped: read ahead for it */
+#define CACHE_READ_NO_PAGES 2u	 /* it keeps no pages (O_DIRECT): a sweep it starts
+				  * pushes nothing into the kernel's page cache */
 /* Release what cache_read() pinned and allocated. */
 void cache_read_done(struct cache *c, struct cache_read *rd);
 

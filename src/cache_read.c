@@ -792,7 +792,8 @@ static bool model_header(const unsigned char *p, size_t n, uint64_t size)
 /* A reader not reading sequentially fetched chunk idx itself (a demand
  * miss; a sequential reader's misses are those its prefetch has not
  * reached yet, out of order under load); buf holds its first n bytes.
- * Start a sweep of the file if the misses look scattered.  e->mu held. */
+ * Start a sweep of the file if the misses look scattered, its chunks pushed
+ * into ino's page cache (NULL: the reader keeps no pages).  e->mu held. */
 static void note_miss_locked(struct cache *c, struct cache_file *e, struct efs_inode *ino,
 			     uint32_t idx, const void *buf, size_t n)
 {
@@ -817,7 +818,7 @@ static void note_miss_locked(struct cache *c, struct cache_file *e, struct efs_i
 	 * faults find them without a request (cache_run_prefetch), unless the
 	 * kernel opens files without telling us (no open to fence pushes
 	 * with) or the file would take too much of memory. */
-	if (c->src.push && !c->policy.no_open && e->sf.id.size <= c->push_max)
+	if (ino && c->src.push && !c->policy.no_open && e->sf.id.size <= c->push_max)
 		e->push_ino = ino;
 	stats_add(c->stats, ST_scatter_sweeps, 1);
 }
@@ -954,10 +955,11 @@ static void sweep_locked(struct cache *c, struct cache_file *e)
  * Returns the bytes added to rd, -EAGAIN if it had to wait (the caller must
  * look at the entry again: it may have been reset meanwhile), or -errno.
  * *waited: the chunk this read last waited for (UINT32_MAX: none), so that
- * a reader woken for another chunk's sake counts its wait once. */
+ * a reader woken for another chunk's sake counts its wait once.  pages: ino,
+ * or NULL for a reader that keeps no pages (note_miss_locked). */
 static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t idx,
-				 struct efs_inode *ino, size_t from, size_t to, bool sequential,
-				 uint32_t *waited, struct cache_read *rd)
+				 struct efs_inode *ino, struct efs_inode *pages, size_t from, size_t to,
+				 bool sequential, uint32_t *waited, struct cache_read *rd)
 {
 	const uint32_t want = store_chunk_len(&e->sf, idx);
 	struct chunk *ch = chunk_get(e, idx);
@@ -1032,7 +1034,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		return 0;
 	}
 	if (!sequential)
-		note_miss_locked(c, e, ino, idx, buf->data, (size_t)n);
+		note_miss_locked(c, e, pages, idx, buf->data, (size_t)n);
 	/* The reader asked for some pages of the chunk; a swept file's
 	 * reader gets the others in the kernel too. */
 	queue_push_locked(c, e, idx, buf, (size_t)n);
@@ -1187,8 +1189,11 @@ static ssize_t read_tail(struct cache *c, int src_fd, uint64_t fsize, uint64_t e
 }
 
 ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off, size_t size,
-		   bool sequential, uint64_t kernel_size, struct cache_read *rd)
+		   unsigned how, uint64_t kernel_size, struct cache_read *rd)
 {
+	const bool sequential = how & CACHE_READ_SEQUENTIAL;
+	/* A sweep this reader starts pushes into the kernel for it. */
+	struct efs_inode *pages = (how & CACHE_READ_NO_PAGES) ? NULL : ino;
 	struct cache_file *e = ino->cf;
 	uint64_t end, pos, cs, fsize, gen;
 	uint32_t waited = UINT32_MAX;
@@ -1247,7 +1252,7 @@ ssize_t cache_read(struct cache *c, struct efs_inode *ino, int src_fd, off_t off
 			whole = true;
 			break;
 		}
-		n = read_chunk_locked(c, e, idx, ino, from, to, sequential, &waited, rd);
+		n = read_chunk_locked(c, e, idx, ino, pages, from, to, sequential, &waited, rd);
 		if (n == -EAGAIN)
 			continue;
 		if (n == -ESTALE || n == -ENOBUFS) {

@@ -525,7 +525,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct efs_inode *i = inode_of(req, ino);
 	struct efs_file *f = file_of(fi);
 	struct read_claim rc = {.worker = pthread_self()};
-	bool seq;
+	unsigned how;
 	struct cache_read rd;
 	ssize_t n;
 
@@ -533,7 +533,10 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		read_no_handle(req, fs, i, size, off);
 		return;
 	}
-	seq = note_sequential(f, off, size);
+	/* An O_DIRECT reader (efscachectl warm) keeps no pages: chunks pushed
+	 * into the kernel for it would only be dropped. */
+	how = (note_sequential(f, off, size) ? CACHE_READ_SEQUENTIAL : 0) |
+	      ((f->flags & O_DIRECT) ? CACHE_READ_NO_PAGES : 0);
 
 	/* Ours until the interrupt callback is registered: nobody else can
 	 * answer req yet, so the kernel cannot release f before this. */
@@ -546,12 +549,12 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	const uint64_t ksize = kernel_size(fs, i);
 
-	n = cache_read(fs->cache, i, file_fd_now(f), off, size, seq, ksize, &rd);
+	n = cache_read(fs->cache, i, file_fd_now(f), off, size, how, ksize, &rd);
 	if (n == -EBADFD) {
 		/* The read must go to the source: give the handle its fd. */
 		int fd = file_fd(fs, i, f);
 
-		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, seq, ksize, &rd);
+		n = fd < 0 ? fd : cache_read(fs->cache, i, fd, off, size, how, ksize, &rd);
 	}
 	if (!read_claim(req, &rc)) {
 		/* Answered EINTR already: drop the result, pins first. */

@@ -385,6 +385,23 @@ static void test_sweep_pushes(void)
 	CHECK(v.f.push_bad == 0);
 	CHECK(st(&v, ST_pushed_bytes) == v.f.pushed);
 	CHECK(st(&v, ST_push_waits) == 0);
+	/* A reader that keeps no pages (O_DIRECT: efscachectl warm) makes the
+	 * cache sweep a file it reads out of order, which pushes nothing. */
+	ino = make_file(&v, "direct", (uint64_t)NCH * CS, 11);
+	h_close(&v, &h);
+	CHECK(h_open(&v, ino, &h, NULL) == 0);
+	for (unsigned i = 0; i < 5; i++) {
+		struct cache_read rd;
+
+		CHECK(cache_read(v.c, ino, h.fd, (off_t)((uint64_t)scattered[i] * CS + 4096), 8192,
+				 CACHE_READ_NO_PAGES, UINT64_MAX, &rd) == 8192);
+		cache_read_done(v.c, &rd);
+	}
+	CHECK(st(&v, ST_scatter_sweeps) == 2);
+	CHECK(wait_all_stored(&v, ino, NCH));
+	wait_stored(&v);
+	prefetch_drain(v.c->pf);
+	CHECK(fake_pushes(&v.f) == n);
 	/* A sequential reader of another file pushes nothing. */
 	ino = make_file(&v, "seq", (uint64_t)NCH * CS, 8);
 	h_close(&v, &h);
