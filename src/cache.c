@@ -268,8 +268,8 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	/* Keep twice as many chunks queued as there are workers, so none idles. */
 	c->window = cfg->prefetch * 2;
 	/* Swept files are pushed into the kernel's page cache whole: up to a
-	 * quarter of memory, beyond which they would push out what others
-	 * read (cache_read.c). */
+	 * quarter of the memory the daemon may use, beyond which they would
+	 * push out what others read (cache_read.c). */
 	c->push_max = memory_limit() / 4;
 	if (r == 0 && cfg->prefetch)
 		r = prefetch_new(&c->pf, cfg->prefetch, c->window * PF_QUEUE_WINDOWS, cache_run_prefetch, c);

@@ -816,10 +816,12 @@ static void note_miss_locked(struct cache *c, struct cache_file *e, struct efs_i
 	e->sweep_gen = e->gen;
 	/* Its chunks go to the kernel's page cache too, where the reader's
 	 * faults find them without a request (cache_run_prefetch), unless the
-	 * kernel opens files without telling us (no open to fence pushes
-	 * with) or the file would take too much of memory. */
-	if (ino && c->src.push && !c->policy.no_open && e->sf.id.size <= c->push_max)
-		e->push_ino = ino;
+	 * reader keeps no pages, the kernel opens files without telling us
+	 * (no open to fence pushes with) or the file would take too much of
+	 * memory.  An earlier sweep's inode goes either way. */
+	e->push_ino = ino && c->src.push && !c->policy.no_open && e->sf.id.size <= c->push_max
+			      ? ino
+			      : NULL;
 	stats_add(c->stats, ST_scatter_sweeps, 1);
 }
 
@@ -855,8 +857,21 @@ static bool push_ok_locked(struct cache *c, struct cache_file *e, uint64_t gen)
 	       e->loaded && e->gen == gen && e->sweep_gen == gen;
 }
 
-/* Push len bytes at off into ino's page cache; e->pushing was counted
- * under e->mu, which is not held here.  True if the kernel took them. */
+/* Claim a push of chunk idx of generation gen, if push_ok_locked: the inode
+ * it goes to (NULL: none), *off where; counted in e->pushing until
+ * push_chunk.  e->mu held. */
+static struct efs_inode *push_claim_locked(struct cache *c, struct cache_file *e, uint64_t gen,
+					   uint32_t idx, uint64_t *off)
+{
+	if (!push_ok_locked(c, e, gen))
+		return NULL;
+	*off = (uint64_t)idx * e->sf.chunk_size;
+	e->pushing++;
+	return e->push_ino;
+}
+
+/* Push len bytes at off into ino's page cache (push_claim_locked); e->mu
+ * is not held here.  True if the kernel took them. */
 static bool push_chunk(struct cache *c, struct cache_file *e, struct efs_inode *ino,
 		       uint64_t off, const void *buf, size_t len)
 {
@@ -904,11 +919,7 @@ static void run_push(struct cache *c, const struct prefetch_job *job)
 
 	pthread_mutex_lock(&e->mu);
 	e->jobs--;
-	if (push_ok_locked(c, e, job->tag)) {
-		ino = e->push_ino;
-		off = (uint64_t)job->idx * e->sf.chunk_size;
-		e->pushing++;
-	}
+	ino = push_claim_locked(c, e, job->tag, job->idx, &off);
 	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
 	if (ino)
@@ -1139,11 +1150,8 @@ out:
 	 * to read the chunk from memory. */
 	if (!e->loaded)
 		keep = 0;
-	if (fetched && e->loaded && push_ok_locked(c, e, gen)) {
-		push_ino = e->push_ino;
-		push_off = (uint64_t)job->idx * e->sf.chunk_size;
-		e->pushing++;
-	}
+	if (fetched && e->loaded)
+		push_ino = push_claim_locked(c, e, gen, job->idx, &push_off);
 	pthread_mutex_unlock(&e->mu);
 	if (push_ino && push_chunk(c, e, push_ino, push_off, buf->data, fetched)) {
 		bufpool_put(c->pool, buf); /* the reader finds it in the kernel */
