@@ -231,18 +231,17 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	int fence = (valid & FUSE_SET_ATTR_SIZE) ? cache_fence_begin(fs->cache, i, false) : 0;
+	int fence = (valid & FUSE_SET_ATTR_SIZE) ? push_fence_begin(fs, i, false) : 0;
 
 	/* A truncate's reply makes the kernel cut its pages: after every push
 	 * of the file's chunks in flight (cache.h), as op_open. */
 	if (fence == -EWOULDBLOCK) {
 		if (push_defer_setattr(fs, req, ino, attr, valid, fi) == 0)
 			return;
-		fence = cache_fence_begin(fs->cache, i, true);
+		fence = push_fence_begin(fs, i, true);
 	}
 	setattr_fenced(req, ino, attr, valid, fi);
-	if (fence > 0)
-		cache_fence_end(fs->cache, i);
+	push_fence_end(fs, i, fence);
 }
 
 void setattr_fenced(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,

@@ -211,18 +211,17 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *i = inode_of(req, ino);
-	int fence = fs->no_open ? 0 : cache_fence_begin(fs->cache, i, false);
+	int fence = fs->no_open ? 0 : push_fence_begin(fs, i, false);
 
 	/* Its reply must follow every push of the file's chunks in flight
 	 * (cache.h): a push may wait for a read only a worker answers. */
 	if (fence == -EWOULDBLOCK) {
 		if (push_defer_open(fs, req, ino, fi) == 0)
 			return;
-		fence = cache_fence_begin(fs->cache, i, true);
+		fence = push_fence_begin(fs, i, true);
 	}
 	open_fenced(req, ino, fi);
-	if (fence > 0)
-		cache_fence_end(fs->cache, i);
+	push_fence_end(fs, i, fence);
 }
 
 void open_fenced(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -267,10 +267,15 @@ int source_push(void *arg, struct efs_inode *i, uint64_t off, const void *buf, s
  * -errno if no thread could be made (the caller then waits itself). */
 int push_defer_open(struct efs_fs *fs, fuse_req_t req, fuse_ino_t ino,
 		    const struct fuse_file_info *fi);
-/* No push from now on; serve requests until none is in flight. */
-void push_stop(struct efs_fs *fs);
 int push_defer_setattr(struct efs_fs *fs, fuse_req_t req, fuse_ino_t ino, const struct stat *attr,
 		       int valid, const struct fuse_file_info *fi);
+/* cache_fence_begin for a request whose reply comes before the fence ends:
+ * i is held until push_fence_end (once answered, the kernel may release and
+ * forget i, and the last forget would free it under the fence). */
+int push_fence_begin(struct efs_fs *fs, struct efs_inode *i, bool may_wait);
+void push_fence_end(struct efs_fs *fs, struct efs_inode *i, int fence);
+/* No push from now on; serve requests until none is in flight. */
+void push_stop(struct efs_fs *fs);
 void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	       struct fuse_file_info *fi);
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);

@@ -49,6 +49,23 @@ int source_push(void *arg, struct efs_inode *i, uint64_t off, const void *buf, s
 
 /* ---- requests answered off the FUSE workers ------------------------------ */
 
+int push_fence_begin(struct efs_fs *fs, struct efs_inode *i, bool may_wait)
+{
+	int fence = cache_fence_begin(fs->cache, i, may_wait);
+
+	if (fence > 0)
+		itab_hold(fs->itab, i);
+	return fence;
+}
+
+void push_fence_end(struct efs_fs *fs, struct efs_inode *i, int fence)
+{
+	if (fence <= 0)
+		return;
+	cache_fence_end(fs->cache, i);
+	itab_unhold(fs->itab, i);
+}
+
 enum deferred_op { DEFER_OPEN, DEFER_SETATTR };
 
 struct deferred {
@@ -67,14 +84,13 @@ static void *deferred_main(void *arg)
 	struct deferred *d = arg;
 	struct efs_fs *fs = d->fs;
 	struct efs_inode *i = inode_of(d->req, d->ino);
-	int fence = cache_fence_begin(fs->cache, i, true);
+	int fence = push_fence_begin(fs, i, true);
 
 	if (d->op == DEFER_OPEN)
 		open_fenced(d->req, d->ino, &d->fi);
 	else
 		setattr_fenced(d->req, d->ino, &d->attr, d->valid, d->has_fi ? &d->fi : NULL);
-	if (fence > 0)
-		cache_fence_end(fs->cache, i);
+	push_fence_end(fs, i, fence);
 	free(d);
 	pthread_mutex_lock(&fs->push_mu);
 	fs->deferred--;

@@ -8,6 +8,13 @@
  * it is made; every other call goes straight through.  The sleep is in the
  * daemon, not in the kernel: the push holds no page lock meanwhile, so the
  * test sees the waits of the daemon's own fences, not the kernel's.
+ *
+ * With EFSCACHE_SLOW_OPEN_REPLY_MS set, a reply whose body is one struct
+ * fuse_open_out (an OPEN's or OPENDIR's; a 16-byte READ's too) returns that
+ * many milliseconds after it is written: the worker that answered an open
+ * is still in the request while the kernel releases and forgets the file.
+ * EFSCACHE_SLOW_REPLY_MS does the same after every reply: whatever a worker
+ * does after answering meets the kernel's next requests on the same files.
  */
 #include <dlfcn.h>
 #include <linux/fuse.h>
@@ -15,6 +22,13 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
 
 typedef ssize_t (*writev_fn)(int, const struct iovec *, int);
 
@@ -35,10 +49,21 @@ ssize_t writev(int fd, const struct iovec *iov, int n)
 	if (hdr && iov[0].iov_len >= sizeof(*hdr) && hdr->unique == 0 &&
 	    hdr->error == FUSE_NOTIFY_STORE) {
 		const char *v = getenv("EFSCACHE_SLOW_NOTIFY_MS");
-		long ms = v ? atol(v) : 300;
-		struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
 
-		nanosleep(&ts, NULL);
+		sleep_ms(v ? atol(v) : 300);
+	}
+	if (hdr && iov[0].iov_len >= sizeof(*hdr) && hdr->unique != 0) {
+		const char *v = getenv("EFSCACHE_SLOW_REPLY_MS");
+		ssize_t r;
+
+		if (!v && hdr->error == 0 && n == 2 &&
+		    iov[1].iov_len == sizeof(struct fuse_open_out))
+			v = getenv("EFSCACHE_SLOW_OPEN_REPLY_MS");
+		if (!v)
+			return f(fd, iov, n);
+		r = f(fd, iov, n);
+		sleep_ms(atol(v));
+		return r;
 	}
 	return f(fd, iov, n);
 }

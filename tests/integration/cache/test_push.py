@@ -15,7 +15,11 @@ the file; every chunk the sweep stores goes to the kernel's page cache too
   worker (push_waits) and reads the new bytes, by read() and by mmap, never a pushed old
   page;
 - a SIGTERM while (slow) pushes run with a reader faulting: the daemon answers what is
-  queued, exits and unmounts, and the reader does not hang."""
+  queued, exits and unmounts, and the reader does not hang;
+- an open whose worker is still in the request after its reply (slownotify.c sleeps
+  after writing it) while the kernel releases and forgets the file (read, close,
+  unlink): the fence the open took ends on a live inode (under ASan a freed one is a
+  report, and the daemon must stay up and serve every byte)."""
 
 import mmap
 import os
@@ -197,5 +201,34 @@ def test_sigterm_while_pushing():
     h.check("nothing left mounted", not os.path.ismount(st.mnt), "")
 
 
+def test_open_answered_then_forgotten():
+    def env(st):
+        e = slow_push_env(st)
+        e["EFSCACHE_SLOW_OPEN_REPLY_MS"] = "400"
+        return e
+
+    st = cl.Stack(chunk_size="1M", cache_opts=CACHE_OPTS, cache_env=env)
+    s0 = st.stats()
+    bad = []
+    for k in range(4):
+        name = "f%d" % k
+        cl.make_file(st.s(name), 256 * 1024, seed=90 + k)
+        with open(st.s(name), "rb") as g:
+            want = g.read()
+        with open(st.p(name), "rb") as g:
+            if g.read() != want:
+                bad.append(name)
+        os.unlink(st.p(name))
+        # (the kernel forgets the unlinked file now, while the open's worker sleeps)
+    time.sleep(1)  # every worker's sleep ends, and with it its open's fence
+    h.check("every byte read is the source's", not bad, "differ: %s" % bad)
+    h.check("the kernel forgot the files (the daemon's inodes are back to before)",
+            cl.wait_for(lambda: st.stats(settled=False)["inodes"] <= s0["inodes"], 10),
+            "inodes %d, before %d" % (st.stats(settled=False)["inodes"], s0["inodes"]))
+    h.check("the daemon is still up", bool(st.m.daemon_pids()), st.stderr()[-2000:])
+    st.check_umount()
+
+
 if __name__ == "__main__":
-    cl.main([test_mmap_pass_is_pushed, test_change_while_pushing, test_sigterm_while_pushing])
+    cl.main([test_mmap_pass_is_pushed, test_change_while_pushing, test_sigterm_while_pushing,
+             test_open_answered_then_forgotten])
