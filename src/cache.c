@@ -273,6 +273,8 @@ int cache_new(struct cache **out, const struct efs_config *cfg, const struct cac
 	c->push_max = memory_limit() / 4;
 	if (r == 0 && cfg->prefetch)
 		r = prefetch_new(&c->pf, cfg->prefetch, c->window * PF_QUEUE_WINDOWS, cache_run_prefetch, c);
+	if (r == 0 && cfg->prefetch)
+		r = prefetch_new(&c->pushq, 1, c->window * PF_QUEUE_WINDOWS, cache_run_prefetch, c);
 	if (r == 0)
 		r = prefetch_new(&c->wb, WB_WORKERS, WB_QUEUE, cache_run_write_behind, c);
 	if (r < 0 && err && errlen && err[0] == '\0')
@@ -409,6 +411,8 @@ int cache_start(struct cache *c)
 	r = prefetch_start(c->wb);
 	if (r == 0 && c->pf)
 		r = prefetch_start(c->pf);
+	if (r == 0 && c->pushq)
+		r = prefetch_start(c->pushq);
 	return r;
 }
 
@@ -425,6 +429,8 @@ void cache_free(struct cache *c)
 	}
 	prefetch_free(c->pf, cache_drop_prefetch);
 	c->pf = NULL;
+	prefetch_free(c->pushq, cache_drop_prefetch);
+	c->pushq = NULL;
 	/* What was read before the unmount is on disk after it. */
 	prefetch_drain(c->wb);
 	prefetch_free(c->wb, cache_drop_write_behind);

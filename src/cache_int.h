@@ -214,6 +214,10 @@ struct cache {
 	struct store *store;
 	struct evict *ev;
 	struct prefetch *pf;
+	/* Pushes of the chunks readers fetched themselves (cache_read.c), on a
+	 * thread of their own: a queued push holds its chunk's buffer, which
+	 * a prefetch worker waiting for the buffer budget must see come back. */
+	struct prefetch *pushq;
 	struct prefetch *wb; /* write-behind: stores chunks after the reply */
 	struct bufpool *pool; /* every chunk buffer, under one budget */
 	struct ahead *ahead;  /* prefetched chunks kept for their reader */

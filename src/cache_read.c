@@ -891,19 +891,20 @@ static bool push_chunk(struct cache *c, struct cache_file *e, struct efs_inode *
 
 /* Queue a push of chunk idx, len bytes in buf (fetched by its reader, who
  * asked for some of its pages), if the file is being swept and pushed;
- * e->mu held.  The job holds a reference on buf. */
+ * e->mu held.  The job holds a reference on buf, in the buffer budget: it
+ * goes to c->pushq, never behind a sweep job that waits for the budget. */
 static void queue_push_locked(struct cache *c, struct cache_file *e, uint32_t idx,
 			      struct pbuf *buf, size_t len)
 {
 	struct prefetch_job job = {.entry = e, .idx = idx, .tag = e->gen, .fd = -1,
 				   .buf = buf, .len = (uint32_t)len, .push = true};
 
-	if (!c->pf || !len || !push_ok_locked(c, e, e->gen))
+	if (!c->pushq || !len || !push_ok_locked(c, e, e->gen))
 		return;
 	bufpool_ref(buf);
 	entry_ref(e);
 	e->jobs++;
-	if (prefetch_submit(c->pf, &job))
+	if (prefetch_submit(c->pushq, &job))
 		return;
 	e->jobs--;
 	__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL); /* the caller's is held */

@@ -27,7 +27,7 @@ packages=(gcc meson ninja-build pkg-config libfuse3-dev fuse3 libxxhash-dev pyth
           libmicrohttpd-dev python3-prometheus-client python3-yaml
           podman runc mmdebstrap uidmap
           build-essential dpkg-dev debhelper fakeroot lintian
-          clang valgrind git)
+          clang valgrind git gdb)
 
 install_packages() {
     local missing=() p

@@ -78,6 +78,19 @@ def sanitizer_of(pid):
     return "asan" if "libasan" in maps else "tsan" if "libtsan" in maps else None
 
 
+def _thread_stacks(pid):
+    """Every thread's stack of pid (gdb), the tail of it, or '' without gdb: where a daemon
+    that would not exit was waiting, in its own functions."""
+    try:
+        r = subprocess.run(["gdb", "-batch", "-nx", "-p", str(pid), "-ex",
+                            "thread apply all bt 25"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = [x for x in r.stdout.splitlines() if x.startswith(("#", "Thread"))]
+    return "\n".join(lines)[-6000:]
+
+
 def _thread_states(pid):
     """'TID:STATE:WCHAN ...' of pid's threads, to say where a daemon that would not exit
     was waiting."""
@@ -242,8 +255,9 @@ class Mount:
         left = self.daemon_pids()
         if left:
             problems.append("daemon pid(s) %s still running %ds after unmount; killed; its "
-                            "threads (tid:state:wchan) were: %s"
-                            % (left, timeout, "; ".join(_thread_states(p) for p in left)))
+                            "threads (tid:state:wchan) were: %s\n%s"
+                            % (left, timeout, "; ".join(_thread_states(p) for p in left),
+                               "\n".join(_thread_stacks(p) for p in left)))
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 for p in left:
                     try:
