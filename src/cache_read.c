@@ -789,18 +789,23 @@ static bool model_header(const unsigned char *p, size_t n, uint64_t size)
 	return p[8] == '{' && hlen >= 2 && hlen <= (100u << 20) && hlen + 8 <= size;
 }
 
-/* A reader not reading sequentially fetched chunk idx itself (a demand
- * miss; a sequential reader's misses are those its prefetch has not
- * reached yet, out of order under load); buf holds its first n bytes.
- * Start a sweep of the file if the misses look scattered, its chunks pushed
- * into ino's page cache (NULL: the reader keeps no pages).  e->mu held. */
+/* A reader fetched chunk idx itself (a demand miss); buf holds its first n
+ * bytes.  Start a sweep of the file if the misses of readers not reading
+ * sequentially look scattered, its chunks pushed into ino's page cache
+ * (NULL: the reader keeps no pages).  A sequential reader's misses are
+ * those its prefetch has not reached yet (out of order under load), except
+ * the first chunk's: a loader's read of the header starts at 0 and looks
+ * sequential, and the scattered misses that follow it start the sweep.
+ * e->mu held. */
 static void note_miss_locked(struct cache *c, struct cache_file *e, struct efs_inode *ino,
-			     uint32_t idx, const void *buf, size_t n)
+			     uint32_t idx, bool sequential, const void *buf, size_t n)
 {
 	const uint32_t prev = e->last_miss;
 
 	if (idx == 0)
 		e->loader = model_header(buf, n, e->sf.id.size);
+	if (sequential && idx != 0)
+		return;
 	e->last_miss = idx + 1;
 	if (e->sweep || !c->pf || prev == 0 || idx == prev || idx + 1 == prev)
 		return; /* the first miss, or next to the one before */
@@ -1045,8 +1050,7 @@ static ssize_t read_chunk_locked(struct cache *c, struct cache_file *e, uint32_t
 		bufpool_put(c->pool, buf);
 		return 0;
 	}
-	if (!sequential)
-		note_miss_locked(c, e, pages, idx, buf->data, (size_t)n);
+	note_miss_locked(c, e, pages, idx, sequential, buf->data, (size_t)n);
 	/* The reader asked for some pages of the chunk; a swept file's
 	 * reader gets the others in the kernel too. */
 	queue_push_locked(c, e, idx, buf, (size_t)n);

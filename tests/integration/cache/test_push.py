@@ -16,6 +16,9 @@ the file; every chunk the sweep stores goes to the kernel's page cache too
   page;
 - a SIGTERM while (slow) pushes run with a reader faulting: the daemon answers what is
   queued, exits and unmounts, and the reader does not hang;
+- a loader's reads through the mount (safetensors: its header from offset 0, which the
+  mount sees as a sequential read, then tensors far apart) start the sweep at the first
+  tensor missed, where a file without a model header needs 4 scattered misses;
 - an open whose worker is still in the request after its reply (slownotify.c sleeps
   after writing it) while the kernel releases and forgets the file (read, close,
   unlink): the fence the open took ends on a live inode (under ASan a freed one is a
@@ -201,6 +204,47 @@ def test_sigterm_while_pushing():
     h.check("nothing left mounted", not os.path.ismount(st.mnt), "")
 
 
+def loader_reads(f, regions):
+    """Read the open file f as a safetensors loader does: the 8-byte header length, the
+    header, then 1 MiB at each of regions (chunk numbers); return the bytes per region."""
+    hlen = int.from_bytes(f.read(8), "little")
+    f.read(hlen)
+    return {r: os.pread(f.fileno(), MiB, r * MiB) for r in regions}
+
+
+def test_loader_through_mount():
+    st = cl.Stack(emu_opts=EMU_SLOW, chunk_size="1M", cache_opts=CACHE_OPTS)
+    header = b'{"__metadata__":{"format":"pt"},"w":{"dtype":"F16","shape":[4],' \
+             b'"data_offsets":[0,8]}}'
+    for name, model in (("model.safetensors", True), ("data.bin", False)):
+        cl.make_file(st.s(name), SIZE, seed=86)
+        if model:
+            with open(st.s(name), "r+b") as g:
+                g.write(len(header).to_bytes(8, "little") + header)
+        with open(st.s(name), "rb") as g:
+            want = g.read()
+        cl.drop_caches()
+        s0 = st.stats()
+        # The loader keeps the file open (a sweep ends with its reader's last close).
+        with open(st.p(name), "rb") as f:
+            got = loader_reads(f, (40, 9))
+            s1 = st.stats(settled=False)
+            h.check("%s: the loader's reads hold the source's bytes" % name,
+                    all(got[r] == want[r * MiB:(r + 1) * MiB] for r in got), "")
+            sweeps = cl.delta(s1, s0, "scatter_sweeps")
+            h.check("%s: %s" % (name, "a sweep began at the first tensor after the header"
+                                if model else "a file that is no model: no sweep after two "
+                                "scattered reads"),
+                    sweeps == (1 if model else 0), "scatter_sweeps %d" % sweeps)
+            if model:
+                h.check("the sweep fetched the whole file", cl.wait_for(
+                    lambda: cl.delta(st.stats(settled=False), s0, "bytes_from_source") >= SIZE,
+                    60), "stats %s" % st.stats(settled=False))
+        with open(st.p(name), "rb") as g:
+            h.check("%s: the whole file reads right afterwards" % name, g.read() == want, "")
+    st.check_umount()
+
+
 def test_open_answered_then_forgotten():
     def env(st):
         e = slow_push_env(st)
@@ -231,4 +275,4 @@ def test_open_answered_then_forgotten():
 
 if __name__ == "__main__":
     cl.main([test_mmap_pass_is_pushed, test_change_while_pushing, test_sigterm_while_pushing,
-             test_open_answered_then_forgotten])
+             test_loader_through_mount, test_open_answered_then_forgotten])
