@@ -46,6 +46,8 @@
  *   fstats_lock  the per-file counter hash (not the counters themselves)
  *   link_lock    link_free and streams[]
  *   glob_lock    fail_eio and fail_enoent (rwlock)
+ *   name_lock    an OPEN's check and count (read) against an unlink's or a rename's
+ *                silly-rename decision and the call itself (write); taken first
  *   h->lock      one open directory stream
  *   in->alock    what the kernel was last told about one inode (reported, name)
  * Only nesting: inode_lock before an in->alock (emu_renamed, the pruner).
@@ -311,6 +313,7 @@ static int emu_init_state(struct emu *e)
 	pthread_mutex_init(&e->inode_lock, NULL);
 	pthread_mutex_init(&e->fstats_lock, NULL);
 	pthread_mutex_init(&e->link_lock, NULL);
+	pthread_rwlock_init(&e->name_lock, NULL);
 	pthread_rwlock_init(&e->glob_lock, NULL);
 	pthread_cond_init(&e->prune_cv, NULL);
 	pthread_cond_init(&e->pruned_cv, NULL);

@@ -158,19 +158,24 @@ void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, err);
 		return;
 	}
+	pthread_rwlock_rdlock(&e->name_lock);
 	err = emu_open_revalidate(e, ino, in);
 	if (err) {
+		pthread_rwlock_unlock(&e->name_lock);
 		fuse_reply_err(req, err);
 		return;
 	}
 	emu_procname(proc, sizeof(proc), in->fd);
 	fd = open(proc, emu_open_flags(fi->flags));
 	if (fd < 0) {
-		fuse_reply_err(req, errno);
+		err = errno;
+		pthread_rwlock_unlock(&e->name_lock);
+		fuse_reply_err(req, err);
 		return;
 	}
 	h = emu_handle_new(fd);
 	if (!h) {
+		pthread_rwlock_unlock(&e->name_lock);
 		close(fd);
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -179,6 +184,7 @@ void emu_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * close-to-open, so a read after open is served (and counted) here. */
 	fi->fh = (uintptr_t)h;
 	atomic_fetch_add(&in->nopen, 1);
+	pthread_rwlock_unlock(&e->name_lock);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		atomic_fetch_sub(&in->nopen, 1);
 		close(fd);

@@ -312,10 +312,14 @@ static void emu_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct emu *e = emu_of(req);
 	int dfd = emu_inode(e, parent)->fd;
+	int r;
 
 	emu_meta(e, C_OPS);
+	pthread_rwlock_wrlock(&e->name_lock);
 	emu_mark_silly(e, dfd, name);
-	fuse_reply_err(req, unlinkat(dfd, name, 0) < 0 ? errno : 0);
+	r = unlinkat(dfd, name, 0) < 0 ? errno : 0;
+	pthread_rwlock_unlock(&e->name_lock);
+	fuse_reply_err(req, r);
 }
 
 static void emu_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -349,13 +353,17 @@ static void emu_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 	int r;
 
 	emu_meta(e, C_OPS);
+	pthread_rwlock_wrlock(&e->name_lock);
 	if (!(flags & RENAME_EXCHANGE))
 		emu_mark_silly(e, emu_inode(e, newparent)->fd, newname);
 	r = renameat2(emu_inode(e, parent)->fd, name, emu_inode(e, newparent)->fd, newname, flags);
 	if (r < 0) {
-		fuse_reply_err(req, errno);
+		r = errno;
+		pthread_rwlock_unlock(&e->name_lock);
+		fuse_reply_err(req, r);
 		return;
 	}
+	pthread_rwlock_unlock(&e->name_lock);
 	/* the kernel moves its dentries: a later OPEN is by the new name */
 	emu_renamed(e, emu_inode(e, newparent), newname);
 	if (flags & RENAME_EXCHANGE)

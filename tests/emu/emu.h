@@ -207,6 +207,12 @@ struct emu {
 	_Atomic uint64_t hung_now; /* requests hanging right now (a gauge, not reset) */
 	_Atomic bool have_globs;
 
+	/* OPENs (read) against unlinks and renames through the mount (write):
+	 * an OPEN's close-to-open check and its count in nopen are one step
+	 * for emu_mark_silly, as the NFS client's open and its silly-rename
+	 * decision are under the VFS's locks. */
+	pthread_rwlock_t name_lock;
+
 	pthread_mutex_t link_lock;
 	uint64_t link_free;			/* CLOCK_MONOTONIC ns; protected by link_lock */
 	struct emu_stream streams[EMU_STREAMS]; /* protected by link_lock */
