@@ -135,6 +135,28 @@ ssize_t cache_fill(struct cache *c, int fd, const struct stat *st);
  * caller's source fd (open_fd >= 0). */
 void cache_close(struct cache *c, struct efs_inode *ino, bool writer);
 
+/* A duplicate of the source fd that cache_open opened ino's object by (by
+ * name, and found it to be ino's) and keeps for fetching while a handle
+ * has ino open, or -ESTALE if the cache holds none: what a reader's handle
+ * reads by when ino's name came to lead to another object after its open
+ * (renamed over, unlinked), as an open file on NFS stays readable. */
+int cache_dup_checked(struct cache *c, struct efs_inode *ino);
+
+/* An unlink or a rename through the mount may take the last name of ino's
+ * object, between cache_victim_begin and cache_victim_end.  A reader open
+ * meanwhile (cache_open) opens the object by name and keeps that fd
+ * instead of trusting its attributes or asking for them only, and begin
+ * returns true if a handle has ino open or its open is being checked:
+ * the caller then opens the object for reading and gives the fd to
+ * cache_adopt_source.  Either way a reader whose open was checked before
+ * the name went has a source fd of the object, which the source keeps for
+ * it (NFS's silly rename) and its handle reads by (cache_dup_checked). */
+bool cache_victim_begin(struct cache *c, struct efs_inode *ino);
+void cache_victim_end(struct cache *c, struct efs_inode *ino);
+/* Takes fd, opened for reading on ino's object: kept as the fd the cache
+ * fetches by while ino is open, else closed. */
+void cache_adopt_source(struct cache *c, struct efs_inode *ino, int fd);
+
 /* Pushes (cache_source.push) must not land after a reply that makes the
  * kernel's view of the file newer than theirs: an open (its reply drops
  * the kernel's pages when the file changed), a truncate.  Such a request

@@ -482,6 +482,13 @@ int cache_open(struct cache *c, struct efs_inode *ino, int open_fd, const struct
 	e->opens++;
 	if (open_fd >= 0)
 		e->writers++; /* no pushes while it may write (cache_read.c) */
+	if (e->victims && open_fd < 0) {
+		/* Its name may go now (cache_victim_begin): the check opens
+		 * the object and keeps the fd, so this reader can read it on
+		 * once the name is gone. */
+		trusted = false;
+		full = false;
+	}
 	pthread_mutex_unlock(&e->mu);
 	if (trusted) {
 		*keep_cache = !drop_pages;
@@ -566,6 +573,69 @@ void cache_close(struct cache *c, struct efs_inode *ino, bool writer)
 		e->writers--;
 	entry_release_locked(c, e);
 	pthread_mutex_unlock(&e->mu);
+}
+
+int cache_dup_checked(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e = ino->cf;
+	int fd = -1;
+
+	(void)c;
+	if (!e || !S_ISREG(ino->type))
+		return -ESTALE;
+	pthread_mutex_lock(&e->mu);
+	/* A fetch fd is of the entry's object (the entry is the object's
+	 * inode number's, which the object keeps while an fd holds it). */
+	if (e->opens && e->fetch_fd >= 0)
+		fd = fcntl(e->fetch_fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&e->mu);
+	return fd < 0 ? -ESTALE : fd;
+}
+
+bool cache_victim_begin(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e;
+	bool r;
+
+	if (!S_ISREG(ino->type) || !(e = entry_of_inode(c, ino)))
+		return false;
+	/* Under e->mu as cache_open's count of the open and its look at
+	 * e->victims: one of the two sees the other. */
+	pthread_mutex_lock(&e->mu);
+	e->victims++;
+	r = e->opens > 0;
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
+void cache_victim_end(struct cache *c, struct efs_inode *ino)
+{
+	struct cache_file *e = ino->cf;
+
+	(void)c;
+	if (!e || !S_ISREG(ino->type))
+		return;
+	pthread_mutex_lock(&e->mu);
+	if (e->victims)
+		e->victims--;
+	pthread_mutex_unlock(&e->mu);
+}
+
+void cache_adopt_source(struct cache *c, struct efs_inode *ino, int fd)
+{
+	struct cache_file *e = ino->cf;
+
+	(void)c;
+	if (e && S_ISREG(ino->type)) {
+		pthread_mutex_lock(&e->mu);
+		if (e->opens && e->fetch_fd < 0) {
+			e->fetch_fd = fd;
+			fd = -1;
+		}
+		pthread_mutex_unlock(&e->mu);
+	}
+	if (fd >= 0)
+		close(fd);
 }
 
 int cache_fence_begin(struct cache *c, struct efs_inode *ino, bool may_wait)

@@ -188,6 +188,7 @@ struct cache_file {
 	int fetch_fd;             /* source fd for fetches (O_DIRECT if allowed),
 				   * open while handles or jobs use the entry; -1 */
 	unsigned opens;           /* file handles (cache_open without cache_close) */
+	unsigned victims;         /* unlinks, renames over it in progress (cache_victim_begin) */
 	unsigned pins;
 	unsigned busy;
 	unsigned jobs;            /* prefetch jobs queued for it */

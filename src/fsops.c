@@ -255,12 +255,41 @@ static int source_open_named(void *arg, struct efs_inode *i, int flags)
 	return open_named_as(arg, i, flags, NULL);
 }
 
+/* i's name leads to another object now (renamed over or unlinked since
+ * the kernel's lookup): a reader whose open the cache checked against i's
+ * object reads that object on through the fd the cache opened it by (a
+ * handle opens its own fd only at its first read the source must serve).
+ * The reopen is made as the caller, as any open. */
+static int reopen_checked(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
+{
+	struct src_cred saved;
+	struct stat st;
+	int dup, r;
+
+	if ((flags & (O_ACCMODE | O_TRUNC)) != O_RDONLY ||
+	    (dup = cache_dup_checked(fs->cache, i)) < 0)
+		return -ESTALE;
+	as_caller(req, &saved);
+	r = src_open(dup, flags & ~O_DIRECT);
+	as_daemon(req, &saved);
+	close(dup);
+	if (r >= 0 && (src_stat(r, &st) < 0 || st.st_dev != i->dev || st.st_ino != i->ino)) {
+		close(r);
+		r = -ESTALE;
+	}
+	if (r >= 0)
+		stats_add(&fs->stats, ST_source_opens, 1);
+	return r < 0 ? -ESTALE : r;
+}
+
 int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
 {
 	struct src_cred saved;
 	struct stat st;
 	int fd = ifd(fs, i), r;
 
+	if (fd == -ESTALE)
+		return reopen_checked(fs, i, flags, req);
 	if (fd < 0)
 		return fd;
 	as_caller(req, &saved);
@@ -282,7 +311,7 @@ int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t
 		close(r);
 		r = -ESTALE;
 	}
-	return r;
+	return r == -ESTALE ? reopen_checked(fs, i, flags, req) : r;
 }
 
 int source_open_object(void *arg, struct efs_inode *i, int flags)

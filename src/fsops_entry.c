@@ -481,13 +481,16 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 
 /* Space comes back: before an unlink or a rename over name, an O_PATH fd
  * of the regular file that may lose its last name there (and its inode
- * number in *ino), or -1. */
-static int victim_open(struct efs_fs *fs, int dirfd, const char *name, dev_t *dev, uint64_t *ino)
+ * number in *ino), or -1; *held: its inode if the kernel knows it, held,
+ * and marked for the cache (cache_victim_begin) until victim_done. */
+static int victim_open(struct efs_fs *fs, int dirfd, const char *name, dev_t *dev, uint64_t *ino,
+		       struct efs_inode **held)
 {
 	struct efs_inode *open_ino;
 	struct stat st;
 	int fd;
 
+	*held = NULL;
 	if (src_lookup(dirfd, name, &fd, &st) < 0)
 		return -1;
 	if (!S_ISREG(st.st_mode)) {
@@ -496,16 +499,29 @@ static int victim_open(struct efs_fs *fs, int dirfd, const char *name, dev_t *de
 	}
 	*dev = st.st_dev;
 	*ino = (uint64_t)st.st_ino;
-	open_ino = itab_find(fs->itab, st.st_dev, st.st_ino);
-	if (open_ino)
+	open_ino = itab_find_hold(fs->itab, st.st_dev, st.st_ino);
+	if (open_ino) {
 		files_hold_source(fs, open_ino);
+		/* A reader whose open the cache checked by name without
+		 * opening the file (or is checking now) has no source fd, and
+		 * its handle may not be on the list yet: the cache keeps one
+		 * for it (cache_dup_checked). */
+		if (cache_victim_begin(fs->cache, open_ino)) {
+			int rfd = src_open(fd, O_RDONLY);
+
+			if (rfd >= 0)
+				cache_adopt_source(fs->cache, open_ino, rfd);
+		}
+		*held = open_ino;
+	}
 	return fd;
 }
 
 /* After the call: a file left with no name loses its cache record now.  Its
  * fd tells (so a hard link made meanwhile keeps the record): a link count
  * of 0, or, on NFS, a handle the server no longer knows. */
-static void victim_done(struct efs_fs *fs, int fd, dev_t dev, uint64_t ino, int r)
+static void victim_done(struct efs_fs *fs, int fd, dev_t dev, uint64_t ino, int r,
+			struct efs_inode *held)
 {
 	struct stat st;
 	int sr;
@@ -518,12 +534,17 @@ static void victim_done(struct efs_fs *fs, int fd, dev_t dev, uint64_t ino, int 
 			cache_source_gone(fs->cache, dev, ino);
 	}
 	close(fd);
+	if (held) {
+		cache_victim_end(fs->cache, held);
+		itab_unhold(fs->itab, held);
+	}
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent);
+	struct efs_inode *held = NULL;
 	uint64_t ino = 0;
 	dev_t vdev = 0;
 	int fd = ifd(fs, dir), victim = -1, r;
@@ -531,11 +552,11 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (fd >= 0) {
 		struct src_cred saved;
 
-		victim = victim_open(fs, fd, name, &vdev, &ino);
+		victim = victim_open(fs, fd, name, &vdev, &ino, &held);
 		enter_caller(req, &saved);
 		r = src_unlink(fd, name);
 		src_cred_leave(&saved);
-		victim_done(fs, victim, vdev, ino, r);
+		victim_done(fs, victim, vdev, ino, r, held);
 		ifd_put(fs, dir);
 		index_dir_changed(fs, dir);
 	} else {
@@ -582,7 +603,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 {
 	struct efs_fs *fs = fs_of(req);
 	struct efs_inode *dir = inode_of(req, parent), *ndir = inode_of(req, newparent);
-	struct efs_inode *moved = NULL, *swapped = NULL;
+	struct efs_inode *moved = NULL, *swapped = NULL, *held = NULL;
 	int fd, nfd, r, victim = -1;
 	uint64_t ino = 0;
 	dev_t vdev = 0;
@@ -608,7 +629,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	if (flags & RENAME_EXCHANGE)
 		swapped = known_child(fs, nfd, newname);
 	else if (!(flags & RENAME_NOREPLACE))
-		victim = victim_open(fs, nfd, newname, &vdev, &ino);
+		victim = victim_open(fs, nfd, newname, &vdev, &ino, &held);
 	{
 		struct src_cred saved;
 
@@ -616,7 +637,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		r = src_rename(fd, name, nfd, newname, flags);
 		src_cred_leave(&saved);
 	}
-	victim_done(fs, victim, vdev, ino, r);
+	victim_done(fs, victim, vdev, ino, r, held);
 	index_dir_changed(fs, dir);
 	index_dir_changed(fs, ndir);
 	/* A directory moved or swapped has another "..". */

@@ -4,7 +4,9 @@ loses its cache record at once, and efscache's cache_usage_bytes drops by what i
 Witnesses: the record's files in cache_dir (found by the source inode in their header)
 and the daemon's cache_usage_bytes.  A file that keeps another name (hard link), or whose
 rename is an exchange, keeps its record; a reader that still holds the deleted file open
-goes on reading the right bytes."""
+goes on reading the right bytes, also when its open raced the rename that replaced the
+file (a writer replacing a file by rename while readers open it: every read after an open
+that succeeded gets one whole version, never ESTALE)."""
 
 import ctypes
 import os
@@ -169,5 +171,71 @@ def test_gone_at_lookup():
     st.check_umount("clean unmount")
 
 
+def test_replaced_while_readers_open(secs=15):
+    """One writer replaces f by rename (write tmp, rename tmp over f) in a loop, two readers
+    open and read f in a loop.  A reader whose open was checked just before the rename holds
+    no source fd (the cache checked the name without opening it) and the replaced file
+    loses its record at the rename: before 12-06 its read found the file gone from the
+    source (ESTALE, 1 to 13 times in 20 s here).  An open itself may still meet ESTALE: the
+    kernel retries it once, and a second rename in that window fails it (as on NFS)."""
+    import threading
+
+    st = cl.Stack(chunk_size="64K")
+
+    def version(k):
+        return (b"%d;" % k) * 100  # its size changes with k's digits
+
+    def whole(d):
+        return b";" in d and d == d[:d.index(b";") + 1] * 100
+
+    with open(st.p("f"), "wb") as g:
+        g.write(version(0))
+    stop = time.monotonic() + secs
+    res = {"reads": 0, "renames": 0, "open_estale": 0, "read_errors": [], "bad": []}
+
+    def reader():
+        while time.monotonic() < stop:
+            try:
+                g = open(st.p("f"), "rb")
+            except OSError as e:
+                if e.errno != 116:
+                    res["read_errors"].append("open: %r" % e)
+                res["open_estale"] += 1
+                continue
+            try:
+                d = g.read()
+                res["reads"] += 1
+                if not whole(d):
+                    res["bad"].append(d[:40])
+            except OSError as e:
+                res["read_errors"].append("read: %r" % e)
+            finally:
+                g.close()
+
+    def writer():
+        k = 1
+        while time.monotonic() < stop:
+            with open(st.p("tmp"), "wb") as g:
+                g.write(version(k))
+            os.rename(st.p("tmp"), st.p("f"))
+            res["renames"] += 1
+            k += 1
+
+    ts = [threading.Thread(target=reader) for _ in range(2)] + [threading.Thread(target=writer)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    h.note("%d reads, %d renames, %d opens failed with ESTALE" %
+           (res["reads"], res["renames"], res["open_estale"]))
+    h.check("the writer and the readers ran", res["reads"] > 100 and res["renames"] > 100,
+            str(res))
+    h.check("no read after a successful open failed", not res["read_errors"],
+            "%d errors, first %s" % (len(res["read_errors"]), res["read_errors"][:3]))
+    h.check("every read got one whole version", not res["bad"], str(res["bad"][:3]))
+    st.check_umount("clean unmount")
+
+
 if __name__ == "__main__":
-    cl.main([test_unlink, test_rename_over, test_gone_on_source, test_gone_at_lookup])
+    cl.main([test_unlink, test_rename_over, test_gone_on_source, test_gone_at_lookup,
+             test_replaced_while_readers_open])
