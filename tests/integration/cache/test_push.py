@@ -79,8 +79,12 @@ def test_mmap_pass_is_pushed():
     bad = touch_pass(st.p("model"), want, seed=18)
     s1 = st.stats()
     h.eq("every region of the mapping holds the source's bytes", bad, [])
+    # (The ASan build under load once counted two: after the first sweep has queued its
+    # last chunk, scattered misses go on counting and may start another, which fetches
+    # only what is still missing; "each byte fetched from the source once" below is what
+    # must hold.)
     h.check("the reader's scattered faults made a sweep",
-            cl.delta(s1, s0, "scatter_sweeps") == 1, "stats %s" % s1)
+            cl.delta(s1, s0, "scatter_sweeps") >= 1, "stats %s" % s1)
     pushed = cl.delta(s1, s0, "pushed_bytes")
     h.check("the sweep's chunks were pushed into the kernel's page cache",
             pushed >= SIZE // 2, "pushed_bytes %d of %d" % (pushed, SIZE))
