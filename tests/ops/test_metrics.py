@@ -92,6 +92,27 @@ def drop_page_cache(path):
         os.close(fd)
 
 
+def page_cache_drops():
+    """How many times a process dropped the page cache (drop_caches) since boot: another
+    user of a shared machine doing it mid-read makes the kernel read pages again."""
+    with open("/proc/vmstat") as f:
+        for line in f:
+            k, v = line.split()
+            if k == "drop_pagecache":
+                return int(v)
+    return 0
+
+
+def reread_bound(drops_before):
+    """The most bytes the kernel may ask for in one read of the file: an eighth more (a
+    page reclaimed mid-read and read again), or twice the file when someone dropped the
+    page cache during the read."""
+    if page_cache_drops() != drops_before:
+        h.note("the page cache was dropped during the read: up to twice the file allowed")
+        return 2 * SIZE
+    return SIZE + SIZE // 8
+
+
 def read_all(path):
     with open(path, "rb") as f:
         return h.hashlib.sha256(f.read()).hexdigest()
@@ -223,7 +244,9 @@ def test_cold_then_warm():
     path = os.path.join(S["mnt"], "model.bin")
     before, _ = scrape_http()
     emu0 = h.emu_stats(S["emu"])["read_bytes"]
+    drops = page_cache_drops()
     h.eq("cold read: right bytes", read_all(path), S["sha"])
+    bound = reread_bound(drops)
     cold, _ = scrape_http()
     emu1 = h.emu_stats(S["emu"])["read_bytes"]
     d = {k: cold[k] - before.get(k, 0) for k in cold}
@@ -243,24 +266,26 @@ def test_cold_then_warm():
     # The kernel may read a page twice (its page cache reclaimed one mid-read under
     # memory pressure): served bytes are at least the file; what came from EFS is exact.
     h.check("cold read: served_bytes grew by the file size",
-            SIZE <= d["efscache_served_bytes_total"] <= SIZE + SIZE // 8, d)
+            SIZE <= d["efscache_served_bytes_total"] <= bound, d)
     h.check("cold read: no EFS bytes saved but for pages read twice",
             d["efscache_saved_bytes_total"] <= d["efscache_served_bytes_total"] - SIZE, d)
     S["cold_excerpt"] = ctl("stats", "--format=prometheus", S["mnt"]).stdout
 
     drop_page_cache(path)
+    drops = page_cache_drops()
     h.eq("warm read: right bytes", read_all(path), S["sha"])
+    bound = reread_bound(drops)
     warm, _ = scrape_http()
     emu2 = h.emu_stats(S["emu"])["read_bytes"]
     d = {k: warm[k] - cold.get(k, 0) for k in warm}
     h.eq("warm read: nothing from the source", d["efscache_from_source_bytes_total"], 0.0)
     h.eq("warm read: efs-emu saw nothing", emu2 - emu1, 0)
     h.check("warm read: from_cache_bytes grew by the file size",
-            SIZE <= d["efscache_from_cache_bytes_total"] <= SIZE + SIZE // 8, d)
+            SIZE <= d["efscache_from_cache_bytes_total"] <= bound, d)
     h.check("warm read: hits grew", d["efscache_hits_total"] >= SIZE // CHUNK, d)
     h.eq("warm read: no new misses", d["efscache_misses_total"], 0.0)
     h.check("warm read: EFS bytes saved grew by the file size",
-            SIZE <= d["efscache_saved_bytes_total"] <= SIZE + SIZE // 8, d)
+            SIZE <= d["efscache_saved_bytes_total"] <= bound, d)
     saved = warm["efscache_saved_bytes_total"] / (1 << 30) * 0.5
     h.check("saved dollars = saved bytes at -o price_per_gb=0.5",
             abs(warm["efscache_saved_dollars_total"] - saved) < 1e-6,
