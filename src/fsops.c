@@ -255,6 +255,19 @@ static int source_open_named(void *arg, struct efs_inode *i, int flags)
 	return open_named_as(arg, i, flags, NULL);
 }
 
+/* fd, just opened for i, if it is i's object (same device and inode
+ * number); else it is closed and the answer is -ESTALE.  Errors pass. */
+static int keep_if_object(int fd, struct efs_inode *i)
+{
+	struct stat st;
+
+	if (fd >= 0 && (src_stat(fd, &st) < 0 || st.st_dev != i->dev || st.st_ino != i->ino)) {
+		close(fd);
+		return -ESTALE;
+	}
+	return fd;
+}
+
 /* i's name leads to another object now (renamed over or unlinked since
  * the kernel's lookup): a reader whose open the cache checked against i's
  * object reads that object on through the fd the cache opened it by (a
@@ -263,7 +276,6 @@ static int source_open_named(void *arg, struct efs_inode *i, int flags)
 static int reopen_checked(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
 {
 	struct src_cred saved;
-	struct stat st;
 	int dup, r;
 
 	if ((flags & (O_ACCMODE | O_TRUNC)) != O_RDONLY ||
@@ -273,10 +285,7 @@ static int reopen_checked(struct efs_fs *fs, struct efs_inode *i, int flags, fus
 	r = src_open(dup, flags & ~O_DIRECT);
 	as_daemon(req, &saved);
 	close(dup);
-	if (r >= 0 && (src_stat(r, &st) < 0 || st.st_dev != i->dev || st.st_ino != i->ino)) {
-		close(r);
-		r = -ESTALE;
-	}
+	r = keep_if_object(r, i);
 	if (r >= 0)
 		stats_add(&fs->stats, ST_source_opens, 1);
 	return r < 0 ? -ESTALE : r;
@@ -285,7 +294,6 @@ static int reopen_checked(struct efs_fs *fs, struct efs_inode *i, int flags, fus
 int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t req)
 {
 	struct src_cred saved;
-	struct stat st;
 	int fd = ifd(fs, i), r;
 
 	if (fd == -ESTALE)
@@ -306,11 +314,7 @@ int open_object_as(struct efs_fs *fs, struct efs_inode *i, int flags, fuse_req_t
 	/* An NFS client opens even an fd's object by the name it knows it by
 	 * (OPEN with CLAIM_NULL), and that name may be gone while another
 	 * link, the one we know now, still leads to the same file. */
-	r = open_named_as(fs, i, flags, req);
-	if (r >= 0 && (src_stat(r, &st) < 0 || st.st_dev != i->dev || st.st_ino != i->ino)) {
-		close(r);
-		r = -ESTALE;
-	}
+	r = keep_if_object(open_named_as(fs, i, flags, req), i);
 	return r == -ESTALE ? reopen_checked(fs, i, flags, req) : r;
 }
 
