@@ -144,6 +144,8 @@ void dix_flush(struct dix *x);
 struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino);
 /* The same from memory only (never read from the store). */
 struct dix_dir *dix_get_loaded(struct dix *x, uint64_t dev, uint64_t ino);
+/* Is the snapshot of (dev, ino) in memory (no reference taken)? */
+bool dix_loaded(struct dix *x, uint64_t dev, uint64_t ino);
 /* Another reference on d, which the caller holds one on (dix_put). */
 void dix_ref(struct dix *x, struct dix_dir *d);
 void dix_put(struct dix *x, struct dix_dir *d);
@@ -215,7 +217,8 @@ struct dix_dir *dix_build_commit(struct dix *x, struct dix_build *b, const struc
 void dix_build_abort(struct dix_build *b);
 
 /* The directory changed (through the mount) or its snapshot is wrong:
- * drop it from memory and from the store. */
+ * drop it from memory and from the store.  A dix_get reading the store
+ * meanwhile (on any thread) returns NULL rather than what it read. */
 void dix_forget(struct dix *x, uint64_t dev, uint64_t ino);
 
 /* Encoding (the format above), for the store and the fuzzer.  dix_decode

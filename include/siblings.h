@@ -52,6 +52,12 @@ typedef int (*sib_lister_fn)(void *arg, dev_t dev, uint64_t dir_ino, unsigned ma
 			     struct sib_names *out);
 /* Set before sib_start. */
 void sib_set_lister(struct sib *s, sib_lister_fn fn, void *arg);
+/* Bring directory (dev, dir_ino)'s index snapshot into memory from
+ * cache_dir (the directory index, fsops_index.c); called on a pool worker,
+ * never with s's lock held. */
+typedef void (*sib_loader_fn)(void *arg, dev_t dev, uint64_t dir_ino);
+/* Set before sib_start. */
+void sib_set_loader(struct sib *s, sib_loader_fn fn, void *arg);
 /* Start the workers (after daemonizing).  0 or -errno. */
 int sib_start(struct sib *s);
 /* Stop the workers; jobs not run are dropped.  Before the cache is freed.
@@ -67,10 +73,13 @@ void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const 
 /* The directory (dev, dir_ino) was listed from its index snapshot, and
  * ino[0..n) are its small regular files the cache has records of: read
  * (at most cfg->siblings of) those records back into the page cache on
- * the pool, in case the page cache lost them (cache_read_ahead), unless
- * the directory's were within the window.  Never waits for the disk or
- * the source. */
-void sib_listed(struct sib *s, dev_t dev, uint64_t dir_ino, const uint64_t *ino, unsigned n);
+ * the pool, in case the page cache lost them (cache_read_ahead); and
+ * sub[0..nsub) are its subdirectories whose snapshots are not in memory:
+ * load (at most cfg->siblings of) them on the pool (the loader), as a walk
+ * or an import lists them next.  Neither if the directory's were within
+ * the window.  Never waits for the disk or the source. */
+void sib_listed(struct sib *s, dev_t dev, uint64_t dir_ino, const uint64_t *ino, unsigned n,
+		const uint64_t *sub, unsigned nsub);
 /* Wait until every queued job has run (tests, benchmarks). */
 void sib_drain(struct sib *s);
 

@@ -36,6 +36,10 @@ struct dix {
 	struct dix_dir lru;                   /* head: lru_next is the hottest */
 	size_t bytes, mem_max;                /* protected by mu */
 	uint64_t ndirs, loads, saves, bad;    /* protected by mu */
+	/* Moves at each dix_forget (twice: before and after the store's
+	 * remove), so that a load that read the store meanwhile publishes
+	 * nothing (get).  Protected by mu. */
+	uint64_t forgets;
 	struct dix_store_ops ops;
 };
 
@@ -466,11 +470,13 @@ static struct dix_dir *get(struct dix *x, uint64_t dev, uint64_t ino, bool load)
 	struct dix_dir *d, *gone;
 	void *buf = NULL;
 	size_t len = 0;
+	uint64_t forgets;
 	int r;
 
 	bool retry = false;
 
 	pthread_mutex_lock(&x->mu);
+	forgets = x->forgets;
 	d = find_locked(x, dev, ino);
 	if (d) {
 		d->refs++;
@@ -500,6 +506,14 @@ static struct dix_dir *get(struct dix *x, uint64_t dev, uint64_t ino, bool load)
 		return NULL;
 	}
 	pthread_mutex_lock(&x->mu);
+	if (x->forgets != forgets) {
+		/* A snapshot was forgotten while this one was read: it may be
+		 * the record that forget removed (a change through the mount),
+		 * so it answers nothing; the caller asks the source. */
+		pthread_mutex_unlock(&x->mu);
+		dix_dir_free(d);
+		return NULL;
+	}
 	x->loads++;
 	{
 		struct dix_dir *other = find_locked(x, dev, ino);
@@ -526,6 +540,16 @@ struct dix_dir *dix_get(struct dix *x, uint64_t dev, uint64_t ino)
 struct dix_dir *dix_get_loaded(struct dix *x, uint64_t dev, uint64_t ino)
 {
 	return get(x, dev, ino, false);
+}
+
+bool dix_loaded(struct dix *x, uint64_t dev, uint64_t ino)
+{
+	bool r;
+
+	pthread_mutex_lock(&x->mu);
+	r = find_locked(x, dev, ino) != NULL;
+	pthread_mutex_unlock(&x->mu);
+	return r;
 }
 
 void dix_ref(struct dix *x, struct dix_dir *d)
@@ -669,20 +693,32 @@ double dix_attr_left(const struct dix_dir *d, bool never, double window,
 	return left > 0 ? left : 0;
 }
 
-void dix_forget(struct dix *x, uint64_t dev, uint64_t ino)
+/* Take (dev, ino)'s snapshot out of memory, and count a forget. */
+static void unlist_counted(struct dix *x, uint64_t dev, uint64_t ino)
 {
 	struct dix_dir *d;
 	bool free_it = false;
 
 	pthread_mutex_lock(&x->mu);
+	x->forgets++;
 	d = find_locked(x, dev, ino);
 	if (d)
 		free_it = unlist_locked(x, d);
 	pthread_mutex_unlock(&x->mu);
 	if (free_it)
 		dix_dir_free(d);
+}
+
+void dix_forget(struct dix *x, uint64_t dev, uint64_t ino)
+{
+	/* A load (get, any thread) that began before the store's remove may
+	 * have read the old record: if it publishes before the second count
+	 * it is taken out again here, and if after, it sees the count moved
+	 * and publishes nothing. */
+	unlist_counted(x, dev, ino);
 	if (x->ops.remove)
 		x->ops.remove(x->ops.arg, dev, ino);
+	unlist_counted(x, dev, ino);
 }
 
 void dix_counts(struct dix *x, struct dix_counts *out)

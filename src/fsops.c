@@ -460,6 +460,7 @@ int fsops_init(struct efs_fs *fs, const struct efs_config *cfg, char *err, size_
 		fsops_destroy(fs);
 		return r;
 	}
+	index_set_loader(fs);
 	/* Close-to-open: every open asks the source, and a reader's open also
 	 * asks whether the caller may read (docs/design.md, "Permissions").
 	 * Only root can act as another user; with nocto or a ttl an open

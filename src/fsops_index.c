@@ -215,7 +215,6 @@ int index_entry(struct efs_fs *fs, struct efs_inode *dir, struct dix_dir *d,
 
 /* ---- reading cached files back ------------------------------------------------ */
 
-/* d's small regular files with records, read back (sib_listed). */
 /* A regular file of 1 MiB at most (SIB_MAX_FILE), not empty, nothing
  * mounted on it: what the read-back and the sibling fetches take. */
 static bool small_file(const struct dix_entry *ent)
@@ -224,26 +223,49 @@ static bool small_file(const struct dix_entry *ent)
 	       ent->a.size <= SIB_MAX_FILE;
 }
 
+/* d's small regular files with records read back, and (ttl=never, -o
+ * immutable: the modes whose snapshots persist) the snapshots of its
+ * subdirectories loaded, on the pool (sib_listed). */
 static void read_back(struct efs_fs *fs, struct dix_dir *d)
 {
-	unsigned max = fs->cfg->siblings, n = 0;
-	uint64_t *ino;
+	unsigned max = fs->cfg->siblings, n = 0, nsub = 0;
+	uint64_t *ino, *sub;
 
 	if (!d->n)
 		return;
-	ino = malloc((d->n < max ? d->n : max) * sizeof(*ino));
+	ino = malloc(2 * (d->n < max ? d->n : max) * sizeof(*ino));
 	if (!ino)
 		return;
-	for (uint32_t k = 0; k < d->n && n < max; k++) {
+	sub = ino + (d->n < max ? d->n : max);
+	for (uint32_t k = 0; k < d->n && (n < max || nsub < max); k++) {
 		const struct dix_entry *ent = &d->ent[k];
 
 		/* Files the cache has no record of are not asked for: a
 		 * listing of an uncached directory claims no window. */
-		if (small_file(ent) && cache_knows(fs->cache, (dev_t)d->dev, ent->a.ino))
+		if (n < max && small_file(ent) && cache_knows(fs->cache, (dev_t)d->dev, ent->a.ino))
 			ino[n++] = ent->a.ino;
+		else if (nsub < max && fs->policy.immutable && S_ISDIR(ent->a.mode) &&
+			 !(ent->flags & DIX_F_MOUNT) &&
+			 !dix_loaded(fs->dix, d->dev, ent->a.ino))
+			sub[nsub++] = ent->a.ino;
 	}
-	sib_listed(fs->sib, (dev_t)d->dev, d->ino, ino, n);
+	sib_listed(fs->sib, (dev_t)d->dev, d->ino, ino, n, sub, nsub);
 	free(ino);
+}
+
+/* A snapshot loaded ahead (sib_listed's SIB_SNAP jobs): into memory from
+ * cache_dir, where the next use finds it; judged at that use like any. */
+static void load_ahead(void *arg, dev_t dev, uint64_t dir_ino)
+{
+	struct efs_fs *fs = arg;
+
+	dix_put(fs->dix, dix_get(fs->dix, (uint64_t)dev, dir_ino));
+}
+
+void index_set_loader(struct efs_fs *fs)
+{
+	if (fs->dix && fs->policy.immutable)
+		sib_set_loader(fs->sib, load_ahead, fs);
 }
 
 void index_listed(struct efs_fs *fs, struct dix_dir *d)

@@ -218,9 +218,14 @@ int index_lookup(struct efs_fs *fs, struct efs_inode *dir, const char *name,
  * the timeout left, or -EAGAIN. */
 int index_getattr(struct efs_fs *fs, struct efs_inode *i, struct stat *st, double *timeout);
 /* Snapshot d was listed from its start: have the cache read its small
- * files' records back into the page cache ahead of their reads (siblings.c,
- * sib_listed), in case the page cache lost them.  Never waits. */
+ * files' records back into the page cache ahead of their reads, and (ttl=
+ * never, -o immutable) its subdirectories' snapshots into memory ahead of
+ * their listings (siblings.c, sib_listed), in case they were lost.  Never
+ * waits. */
 void index_listed(struct efs_fs *fs, struct dix_dir *d);
+/* Before the workers start: let sib_listed load subdirectories' snapshots
+ * (ttl=never and -o immutable, whose snapshots persist). */
+void index_set_loader(struct efs_fs *fs);
 /* r from the source for i: -ESTALE (its file gone or replaced there) means
  * the snapshot that named it is out of date: it goes, so that the kernel's
  * lookup again (it retries an ESTALE) reaches the source. */

@@ -2,7 +2,9 @@
  * opened cold (issue 17), and the cache's records of a listed directory's
  * small files read back into the page cache (SIB_WARM jobs, sib_listed:
  * cache_read_ahead on batches of inode numbers, no source access; their
- * window table s->warm is apart from the cold one).
+ * window table s->warm is apart from the cold one), and the index
+ * snapshots of its subdirectories loaded from cache_dir with them
+ * (SIB_SNAP jobs: the loader, dix_get; no source access either).
  *
  *   cold open of d/a.py (no record, <= SIB_MAX_FILE)
  *     -> sib_cold_open: d's burst within SIB_WINDOW_S?  too many in flight?
@@ -57,7 +59,7 @@
 #define SIB_SLOTS 256        /* directories remembered for the window */
 #define SIB_QUEUE_MAX 4096   /* jobs queued at most */
 
-enum sib_kind { SIB_DIR, SIB_FILE, SIB_WARM };
+enum sib_kind { SIB_DIR, SIB_FILE, SIB_WARM, SIB_SNAP };
 
 /* Files per SIB_WARM job: a directory's records are read back by a few
  * workers at once (each open waits for its inode from disk). */
@@ -94,6 +96,8 @@ struct sib {
 	unsigned ndirs;                  /* bursts in flight; protected by mu */
 	sib_lister_fn lister;            /* set before the workers start */
 	void *lister_arg;
+	sib_loader_fn loader;            /* set before the workers start */
+	void *loader_arg;
 };
 
 /* Free a burst's record (d may be NULL or half made: a failed start) and
@@ -240,13 +244,26 @@ static void run_warm(struct sib *s, const struct prefetch_job *job)
 		(void)cache_read_ahead(s->c, (dev_t)job->tag, ino[i]);
 }
 
+/* A SIB_SNAP job: job->buf holds job->len directory inode numbers of the
+ * device job->tag, whose snapshots are loaded; no sib_dir. */
+static void run_snap(struct sib *s, const struct prefetch_job *job)
+{
+	const uint64_t *ino = job->buf;
+
+	for (uint32_t i = 0; i < job->len && s->loader; i++)
+		s->loader(s->loader_arg, (dev_t)job->tag, ino[i]);
+}
+
 static void run_job(const struct prefetch_job *job, void *arg)
 {
 	struct sib *s = arg;
 	struct sib_dir *d = job->entry;
 
-	if (job->idx == SIB_WARM) {
-		run_warm(s, job);
+	if (job->idx == SIB_WARM || job->idx == SIB_SNAP) {
+		if (job->idx == SIB_WARM)
+			run_warm(s, job);
+		else
+			run_snap(s, job);
 		free(job->buf);
 		stats_sub(s->stats, ST_sibling_pending, 1);
 		return;
@@ -266,7 +283,7 @@ static void drop_job(const struct prefetch_job *job, void *arg)
 
 	free(job->buf);
 	stats_sub(s->stats, ST_sibling_pending, 1);
-	if (job->idx != SIB_WARM)
+	if (job->idx != SIB_WARM && job->idx != SIB_SNAP)
 		dir_put(job->entry);
 }
 
@@ -304,6 +321,14 @@ void sib_set_lister(struct sib *s, sib_lister_fn fn, void *arg)
 		return;
 	s->lister = fn;
 	s->lister_arg = arg;
+}
+
+void sib_set_loader(struct sib *s, sib_loader_fn fn, void *arg)
+{
+	if (!s)
+		return;
+	s->loader = fn;
+	s->loader_arg = arg;
 }
 
 int sib_start(struct sib *s)
@@ -387,33 +412,48 @@ void sib_cold_open(struct sib *s, int dirfd, dev_t dev, uint64_t dir_ino, const 
 	}
 }
 
-void sib_listed(struct sib *s, dev_t dev, uint64_t dir_ino, const uint64_t *ino, unsigned n)
+/* Queue ino[0..n) of device dev in jobs of kind `kind` (SIB_WARM or
+ * SIB_SNAP), SIB_WARM_BATCH each; false once the queue is full (the rest
+ * is done at its use). */
+static bool queue_batches(struct sib *s, enum sib_kind kind, dev_t dev, const uint64_t *ino,
+			  unsigned n)
+{
+	if (n > s->cfg->siblings)
+		n = s->cfg->siblings;
+	for (unsigned at = 0; at < n; at += SIB_WARM_BATCH) {
+		unsigned k = n - at < SIB_WARM_BATCH ? n - at : SIB_WARM_BATCH;
+		struct prefetch_job job = {.idx = kind, .fd = -1, .tag = (uint64_t)dev};
+
+		job.buf = malloc(k * sizeof(*ino));
+		if (!job.buf)
+			return false;
+		memcpy(job.buf, ino + at, k * sizeof(*ino));
+		job.len = k;
+		stats_add(s->stats, ST_sibling_pending, 1);
+		if (!prefetch_submit(s->pool, &job)) {
+			stats_sub(s->stats, ST_sibling_pending, 1);
+			free(job.buf);
+			return false;
+		}
+	}
+	return true;
+}
+
+void sib_listed(struct sib *s, dev_t dev, uint64_t dir_ino, const uint64_t *ino, unsigned n,
+		const uint64_t *sub, unsigned nsub)
 {
 	bool ok;
 
-	if (!s || !n)
+	if (!s || (!n && !(nsub && s->loader)))
 		return;
 	pthread_mutex_lock(&s->mu);
 	ok = window_claim_locked(s->warm, SIB_WARM_WINDOW_S, dev, dir_ino);
 	pthread_mutex_unlock(&s->mu);
 	if (!ok)
 		return;
-	if (n > s->cfg->siblings)
-		n = s->cfg->siblings;
-	for (unsigned at = 0; at < n; at += SIB_WARM_BATCH) {
-		unsigned k = n - at < SIB_WARM_BATCH ? n - at : SIB_WARM_BATCH;
-		struct prefetch_job job = {.idx = SIB_WARM, .fd = -1, .tag = (uint64_t)dev};
-
-		job.buf = malloc(k * sizeof(*ino));
-		if (!job.buf)
-			return;
-		memcpy(job.buf, ino + at, k * sizeof(*ino));
-		job.len = k;
-		stats_add(s->stats, ST_sibling_pending, 1);
-		if (!prefetch_submit(s->pool, &job)) {
-			stats_sub(s->stats, ST_sibling_pending, 1);
-			free(job.buf); /* the queue is full: read at their use */
-			return;
-		}
-	}
+	/* The subdirectories first: a walk lists them before it opens the
+	 * files (their listings then queue theirs). */
+	if (s->loader && !queue_batches(s, SIB_SNAP, dev, sub, nsub))
+		return;
+	(void)queue_batches(s, SIB_WARM, dev, ino, n);
 }

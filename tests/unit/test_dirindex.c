@@ -290,6 +290,7 @@ struct fake_store {
 	size_t len;
 	unsigned loads, saves, removes;
 	unsigned not_yet; /* saves that answer -EAGAIN first */
+	struct dix *forget_in_load; /* a change through the mount during a load */
 };
 
 static int fs_load(void *arg, uint64_t dev, uint64_t ino, void **buf, size_t *len)
@@ -304,6 +305,13 @@ static int fs_load(void *arg, uint64_t dev, uint64_t ino, void **buf, size_t *le
 	*buf = malloc(s->len);
 	memcpy(*buf, s->buf, s->len);
 	*len = s->len;
+	if (s->forget_in_load) {
+		/* Read, then forgotten (and removed) before it is published. */
+		struct dix *x = s->forget_in_load;
+
+		s->forget_in_load = NULL;
+		dix_forget(x, dev, ino);
+	}
 	return 0;
 }
 
@@ -410,6 +418,23 @@ static void test_store(void)
 	CHECK(dix_get(x, DEV, DIR_INO) == NULL && s.loads == 1);
 	dix_free(x);
 	free(s.buf);
+	s = (struct fake_store){0};
+
+	/* Forgotten while a load (a lookup's, or one loaded ahead on another
+	 * thread) read the store: what it read is the record the forget
+	 * removed, so it publishes nothing and answers nothing. */
+	CHECK(dix_new(&x, 1 << 20, &ops) == 0);
+	d = build(x, 4, 65);
+	dix_put(x, d);
+	dix_free(x);
+	CHECK(dix_new(&x, 1 << 20, &ops) == 0);
+	s.forget_in_load = x;
+	s.loads = 0;
+	CHECK(dix_get(x, DEV, DIR_INO) == NULL && s.loads == 1 && s.buf == NULL);
+	CHECK(!dix_loaded(x, DEV, DIR_INO) && dix_get_loaded(x, DEV, DIR_INO) == NULL);
+	dix_counts(x, &n);
+	CHECK(n.loads == 0 && n.dirs == 0);
+	dix_free(x);
 	s = (struct fake_store){0};
 
 	/* The store not ready at the pass (the cache's startup index): saved

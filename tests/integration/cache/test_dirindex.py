@@ -350,7 +350,52 @@ def test_default_writes_no_snapshots():
     h.check("clean unmount", not probs, "; ".join(probs))
 
 
+def test_immutable_restart_loads_subdirectories_ahead():
+    """After a restart, a listing of a directory loads its subdirectories' snapshots from
+    cache_dir on the pool (a walk or an import lists them next): listing them then loads
+    nothing more, and every name and size is the source's."""
+    st = cl.Stack(emu_opts=EMU, cache_opts=("immutable",))
+    subs = ["s%d" % k for k in range(6)]
+    for d in subs:
+        os.makedirs(st.s("top", d, "deep"))
+        for n in ("a.py", "b.py"):
+            cl.make_file(st.s("top", d, n), 2 * KiB + len(d), seed=len(n))
+    src = walk(st.src)
+
+    def ready(what):
+        h.check("%s: the startup index completed" % what,
+                cl.wait_for(lambda: st.stats(settled=False).get("cache_index_ready") == 1, 30))
+
+    ready("first daemon")
+    h.eq("first daemon: find + stat", walk(st.mnt), src)
+    h.check("first daemon: snapshots written", st.stats().get("index_saves", 0) >= 8,
+            "index_saves %s" % st.stats().get("index_saves"))
+    st.remount()
+    ready("restarted")
+    cl.drop_caches()
+    e0 = meta(st.emu_stats())
+    h.eq("restarted: listing of top", sorted(os.listdir(st.p("top"))), subs)
+    loads = st.stats().get("index_loads", 0)  # settled: the pool has run
+    # The root's and top's snapshots for the listing, and one per subdirectory ahead.
+    h.check("restarted: the subdirectories' snapshots loaded with top's listing",
+            loads >= 2 + len(subs), "index_loads %s" % loads)
+    for d in subs:
+        h.eq("restarted: listing of %s" % d, sorted(os.listdir(st.p("top", d))),
+             ["a.py", "b.py", "deep"])
+    loads2 = st.stats().get("index_loads", 0)
+    h.eq("restarted: listing the subdirectories loaded only theirs ahead",
+         loads2 - loads, len(subs))  # each one's "deep"
+    for d in subs:
+        h.eq("restarted: listing of %s/deep" % d, os.listdir(st.p("top", d, "deep")), [])
+    h.eq("restarted: listing those loaded nothing", st.stats().get("index_loads", 0), loads2)
+    h.eq("restarted: find + stat", walk(st.mnt), src)
+    h.eq("restarted: no LOOKUP reached the source", diff(meta(st.emu_stats()), e0)["lookups"], 0)
+    probs = st.umount()
+    h.check("clean unmount", not probs, "; ".join(probs))
+
+
 h.run_tests([test_immutable_restart_asks_no_names, test_default_removed_name_seen_after_window,
              test_default_stale_snapshot_costs_no_more_than_efs,
              test_default_relisting_refreshes_attributes, test_listing_while_the_mount_changes,
-             test_changes_through_the_mount, test_default_writes_no_snapshots])
+             test_changes_through_the_mount, test_default_writes_no_snapshots,
+             test_immutable_restart_loads_subdirectories_ahead])
