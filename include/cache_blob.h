@@ -44,5 +44,8 @@ int cache_blob_get(struct cache *c, const struct store_key *k, struct store_iden
 		   void **buf, size_t *len);
 /* Remove record k if there is one. */
 void cache_blob_remove(struct cache *c, const struct store_key *k);
+/* Does the cache's table know record k (no cache_dir access; false for
+ * all until the startup index has seen it)? */
+bool cache_blob_known(struct cache *c, const struct store_key *k);
 
 #endif

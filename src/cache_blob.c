@@ -166,6 +166,11 @@ static int read_whole(struct cache *c, struct cache_file *e, const struct store_
 	return 0;
 }
 
+bool cache_blob_known(struct cache *c, const struct store_key *k)
+{
+	return cache_table_knows(c, k);
+}
+
 int cache_blob_get(struct cache *c, const struct store_key *k, struct store_identity *id,
 		   void **out, size_t *outlen)
 {

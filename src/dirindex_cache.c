@@ -61,6 +61,13 @@ static void blob_remove(void *arg, uint64_t dev, uint64_t ino)
 		cache_blob_remove(c, &k);
 }
 
+bool dirindex_cache_has(struct cache *c, uint64_t dev, uint64_t ino)
+{
+	struct store_key k;
+
+	return cache_blob_key(c, BLOB_KIND, (dev_t)dev, ino, &k) == 0 && cache_blob_known(c, &k);
+}
+
 void dirindex_cache_ops(struct cache *c, struct dix_store_ops *ops)
 {
 	*ops = (struct dix_store_ops){

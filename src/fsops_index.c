@@ -240,13 +240,15 @@ static void read_back(struct efs_fs *fs, struct dix_dir *d)
 	for (uint32_t k = 0; k < d->n && (n < max || nsub < max); k++) {
 		const struct dix_entry *ent = &d->ent[k];
 
-		/* Files the cache has no record of are not asked for: a
-		 * listing of an uncached directory claims no window. */
+		/* Files and snapshots the cache has no record of are not
+		 * asked for: a listing of an uncached directory claims no
+		 * window. */
 		if (n < max && small_file(ent) && cache_knows(fs->cache, (dev_t)d->dev, ent->a.ino))
 			ino[n++] = ent->a.ino;
 		else if (nsub < max && fs->policy.immutable && S_ISDIR(ent->a.mode) &&
 			 !(ent->flags & DIX_F_MOUNT) &&
-			 !dix_loaded(fs->dix, d->dev, ent->a.ino))
+			 !dix_loaded(fs->dix, d->dev, ent->a.ino) &&
+			 dirindex_cache_has(fs->cache, d->dev, ent->a.ino))
 			sub[nsub++] = ent->a.ino;
 	}
 	sib_listed(fs->sib, (dev_t)d->dev, d->ino, ino, n, sub, nsub);
