@@ -43,27 +43,31 @@ struct efs_lock_owner {
 	struct efs_lock_owner *next;
 };
 
+/* Fields ordered by size (no padding holes: one per inode the kernel
+ * knows, hundreds of thousands of them in a big tree). */
 struct efs_inode {
 	dev_t dev;       /* immutable */
 	ino_t ino;       /* immutable */
-	mode_t type;     /* S_IFMT bits; immutable */
 	/* Protected by the table lock: */
 	uint64_t nlookup;         /* the kernel's references */
 	uint64_t refs;            /* children whose parent this is, and callers
 				   * inside inode_fd_get() */
 	struct efs_inode *next;   /* hash chain, or the list of superseded inodes */
-	bool superseded;          /* its number now names another object: out of
-				   * the hash, alive until the kernel forgets it */
 	struct efs_inode *parent; /* where the name was last seen; NULL for the root */
 	char *name;               /* its name in parent */
 	struct efs_inode *place_next; /* chain of the (parent, name) index */
 	struct timespec btime;    /* birth time, if the source records it */
-	bool has_btime;
-	int fd;                   /* O_PATH, O_NOFOLLOW fd of the source object, or -1 */
-	unsigned fd_users;        /* inode_fd_get() without inode_fd_put() */
 	struct efs_inode *lru_prev, *lru_next; /* fd LRU, while fd >= 0 */
 	struct meta_attr attr;    /* attribute cache state (meta.h) */
 	struct timespec list_mtime, list_ctime; /* directory as last listed */
+	off_t next_off;           /* atomic: where a reader without a handle
+				   * (-o immutable) reads next, for readahead */
+	mode_t type;              /* S_IFMT bits; immutable */
+	int fd;                   /* O_PATH, O_NOFOLLOW fd of the source object, or -1 */
+	unsigned fd_users;        /* inode_fd_get() without inode_fd_put() */
+	bool superseded;          /* its number now names another object: out of
+				   * the hash, alive until the kernel forgets it */
+	bool has_btime;
 	bool listed;
 
 	bool unindexed;           /* atomic: a pass over this directory made no
@@ -75,8 +79,6 @@ struct efs_inode {
 				   * life, chosen at its first: LIST_* in
 				   * fsops_dir.c (the kernel's cookies of one
 				   * can never reach the other) */
-	off_t next_off;           /* atomic: where a reader without a handle
-				   * (-o immutable) reads next, for readahead */
 
 	pthread_mutex_t lock;     /* protects the fields below */
 	struct cache_file *cf;    /* cache state of a regular file, or NULL */

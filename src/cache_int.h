@@ -155,10 +155,11 @@ struct rec {
 struct cache_file {
 	struct rec *rec;         /* immutable */
 	struct store_key key;    /* immutable: rec->key in text */
+	bool idle_linked;        /* protected by c->table_mu (here: in key's
+				  * padding, one malloc size class less) */
 	unsigned refs;           /* atomic; see cache_table.c */
 	unsigned irefs;          /* atomic: of refs, the inodes' (ino->cf) */
 	struct cache_file *idle_prev, *idle_next; /* protected by c->table_mu */
-	bool idle_linked;        /* protected by c->table_mu */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;       /* chunk left BUSY, pins dropped, record created */
