@@ -228,15 +228,15 @@ static bool small_file(const struct dix_entry *ent)
  * subdirectories loaded, on the pool (sib_listed). */
 static void read_back(struct efs_fs *fs, struct dix_dir *d)
 {
-	unsigned max = fs->cfg->siblings, n = 0, nsub = 0;
+	unsigned max = fs->cfg->siblings, n = 0, nsub = 0, cap = d->n < max ? d->n : max;
 	uint64_t *ino, *sub;
 
 	if (!d->n)
 		return;
-	ino = malloc(2 * (d->n < max ? d->n : max) * sizeof(*ino));
+	ino = malloc(2 * cap * sizeof(*ino));
 	if (!ino)
 		return;
-	sub = ino + (d->n < max ? d->n : max);
+	sub = ino + cap;
 	for (uint32_t k = 0; k < d->n && (n < max || nsub < max); k++) {
 		const struct dix_entry *ent = &d->ent[k];
 

@@ -234,24 +234,19 @@ static void run_dir(struct sib *s, struct sib_dir *d, uint64_t dir_ino)
 	src_closedir(dp);
 }
 
-/* A SIB_WARM job: job->buf holds job->len inode numbers of the device
- * job->tag; no sib_dir. */
-static void run_warm(struct sib *s, const struct prefetch_job *job)
+/* A SIB_WARM or SIB_SNAP job: job->buf holds job->len inode numbers of
+ * the device job->tag, files whose records are read back (WARM) or
+ * directories whose snapshots are loaded (SNAP); no sib_dir. */
+static void run_batch(struct sib *s, const struct prefetch_job *job)
 {
 	const uint64_t *ino = job->buf;
 
-	for (uint32_t i = 0; i < job->len; i++)
-		(void)cache_read_ahead(s->c, (dev_t)job->tag, ino[i]);
-}
-
-/* A SIB_SNAP job: job->buf holds job->len directory inode numbers of the
- * device job->tag, whose snapshots are loaded; no sib_dir. */
-static void run_snap(struct sib *s, const struct prefetch_job *job)
-{
-	const uint64_t *ino = job->buf;
-
-	for (uint32_t i = 0; i < job->len && s->loader; i++)
-		s->loader(s->loader_arg, (dev_t)job->tag, ino[i]);
+	for (uint32_t i = 0; i < job->len; i++) {
+		if (job->idx == SIB_WARM)
+			(void)cache_read_ahead(s->c, (dev_t)job->tag, ino[i]);
+		else if (s->loader)
+			s->loader(s->loader_arg, (dev_t)job->tag, ino[i]);
+	}
 }
 
 static void run_job(const struct prefetch_job *job, void *arg)
@@ -260,10 +255,7 @@ static void run_job(const struct prefetch_job *job, void *arg)
 	struct sib_dir *d = job->entry;
 
 	if (job->idx == SIB_WARM || job->idx == SIB_SNAP) {
-		if (job->idx == SIB_WARM)
-			run_warm(s, job);
-		else
-			run_snap(s, job);
+		run_batch(s, job);
 		free(job->buf);
 		stats_sub(s->stats, ST_sibling_pending, 1);
 		return;
