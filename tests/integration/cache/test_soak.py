@@ -12,6 +12,12 @@
     eviction    cache_size is a fraction of the tree
     kills       the daemon is SIGKILLed at 1/6, 2/6 and 3/6 of the run, its dead mount
                 lazily unmounted, and efscache mounted again on the same cache_dir
+    vandal      our own faults (DESIGN rule 16), until the middle of the last daemon's run:
+                arms random rules of the fault shim (tests/faultinj: EMFILE, ENOSPC, EIO,
+                ENOENT on the daemon's calls in cache_dir, each with a probability) for a
+                second or two at a time; removes, truncates and punches data files and
+                removes meta files and whole v1/XX directories underneath; sends `evict` for
+                files the mutator is renaming over and deleting, and `verify`
 
 What a read may return.  Every version of every file is written with a pattern that names
 it: each 4 KiB page p of version v of file f is the 16 bytes (MAGIC, f, v, p) repeated, so a
@@ -41,12 +47,14 @@ EFSCACHE_SOAK_SECONDS sets the duration (default 180; the sanitizer build in tes
 uses less), EFSCACHE_SOAK_SEED the random seed."""
 
 import collections
+import ctypes
 import errno
 import mmap
 import multiprocessing
 import os
 import random
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -356,6 +364,114 @@ def corrupter(st, rng, stop, live, counts):
             counts["corruptions_live"] += 1
 
 
+# The vandal's menu of shim rules ("OP ERRNO [kind=K]"; a probability and a seed are added).
+FAULT_RULES = ("open EMFILE", "open EMFILE kind=data", "open EMFILE kind=meta",
+               "open ENOENT kind=meta", "write ENOSPC", "fallocate ENOSPC", "truncate ENOSPC",
+               "read EIO kind=data", "write EIO kind=data", "read EIO kind=meta", "sync EIO",
+               "rename EIO", "unlink EIO", "statvfs EIO")
+DAMAGE = ("rm_data", "rm_meta", "trunc_data", "punch_data", "rm_subdir")
+ADMIN = ("evict", "evict", "verify")
+_libc = ctypes.CDLL(None, use_errno=True)
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
+
+
+def punch(path, off, length):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+                           ctypes.c_long(off), ctypes.c_long(length)) < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e), path)
+    finally:
+        os.close(fd)
+
+
+def damage(rng, cache_dir, what):
+    """One record's file damaged underneath, as a cleaner of cache_dir would; True if done."""
+    recs = cl.records(cache_dir)
+    rng.shuffle(recs)
+    for meta, data in recs:
+        try:
+            if what == "rm_subdir":
+                shutil.rmtree(os.path.dirname(meta))  # v1/XX, as rm -rf would
+            elif what == "rm_meta":
+                os.unlink(meta)
+            elif what == "rm_data":
+                os.unlink(data)
+            else:
+                size = os.stat(data).st_size
+                if size <= 0:
+                    continue
+                if what == "trunc_data":
+                    os.truncate(data, rng.randrange(size))
+                else:
+                    off = rng.randrange(size) & ~(PAGE - 1)
+                    punch(data, off, rng.randrange(1, 65) * PAGE)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def admin(rng, st, what):
+    """An admin command through the control socket; True if the daemon answered."""
+    try:
+        if what == "verify":
+            cl.ctl_request(st.cache_dir, "verify", timeout=120)
+        else:
+            ino = os.stat(st.p(rel_of(rng.randrange(FILES)))).st_ino
+            cl.ctl_request(st.cache_dir, "evict ino=%d" % ino, timeout=30)
+        return True
+    except (OSError, ConnectionError, ValueError):
+        return False  # the file is gone, the daemon is down (a kill)
+
+
+class Vandal:
+    """Our own faults while `live`: shim rules armed a while at a time, cache files damaged
+    underneath, admin commands racing the mutator.  stop_faults() disarms for good."""
+
+    def __init__(self, st, rng, stop, counts):
+        self.st, self.rng, self.stop, self.counts = st, rng, stop, counts
+        self.lock = threading.Lock()
+        self.live = True
+        self.fired = 0  # the shim's "first failure" lines of the daemons killed so far
+
+    def arm(self, rules):
+        with self.lock:
+            if not self.live:
+                return False
+            cl.faultinj_set(self.st, rules, settle=False)
+            return True
+
+    def stop_faults(self):
+        with self.lock:
+            self.live = False
+            cl.faultinj_set(self.st, "", settle=False)
+
+    def before_kill(self):
+        self.fired += cl.faultinj_failed(self.st)
+
+    def run(self):
+        rng, counts = self.rng, self.counts
+        while not self.stop.is_set() and self.live:
+            rules = "\n".join("%s p=%.2f seed=%d" % (rng.choice(FAULT_RULES),
+                                                     rng.uniform(0.05, 0.5), rng.randrange(1000))
+                               for _ in range(rng.randrange(1, 3)))
+            if self.arm(rules):
+                counts["fault_rule_sets"] += 1
+            self.stop.wait(rng.uniform(0.5, 2.0))
+            self.arm("")
+            for _ in range(rng.randrange(1, 4)):
+                what = rng.choice(DAMAGE + ADMIN)
+                if what in DAMAGE:
+                    if self.live and damage(rng, self.st.cache_dir, what):
+                        counts[what] += 1
+                elif self.live and admin(rng, self.st, what):
+                    counts[what] += 1
+                self.stop.wait(rng.uniform(0.1, 0.5))
+            self.stop.wait(rng.uniform(0.2, 1.0))
+
+
 def daemon_fds_rss(pid):
     try:
         fds = len(os.listdir("/proc/%d/fd" % pid))
@@ -367,7 +483,8 @@ def daemon_fds_rss(pid):
 
 
 SUMMED = ("reads", "hits", "misses", "checksum_mismatches", "chunks_verified", "stale_dropped",
-          "evictions", "source_errors", "fallbacks", "records_gone")
+          "evictions", "source_errors", "fallbacks", "records_gone", "cache_io_errors",
+          "cache_enospc")
 
 
 def add_daemon_stats(acc, st):
@@ -465,7 +582,7 @@ def test_soak():
     # 1 s name windows (efscache and the emulated NFS client): a deleted and re-created
     # file is seen again soon, as names are on NFS after acdirmin
     st = cl.Stack(cache_opts=("cache_size=" + CACHE_SIZE,) + cl.SHORT_DIR_WINDOW,
-                  emu_opts=cl.EMU_SHORT_DIR, chunk_size="64K")
+                  emu_opts=cl.EMU_SHORT_DIR, chunk_size="64K", cache_env=cl.faultinj_env)
     hist = History()
     for d in range(DIRS):
         os.makedirs(st.s("d%d" % d), exist_ok=True)
@@ -505,6 +622,8 @@ def test_soak():
                                                       stop, counts)),
                threading.Thread(target=corrupter, args=(st, random.Random(rng.random()), stop,
                                                         live, counts))]
+    vandal = Vandal(st, random.Random(rng.random()), stop, counts)
+    threads.append(threading.Thread(target=vandal.run))
     for t in threads:
         t.start()
 
@@ -556,6 +675,8 @@ def test_soak():
                     since[i] = 0.0
             final = counts["kills"] >= KILLS
             if final and now > (final_start + deadline) / 2:
+                if vandal.live:
+                    vandal.stop_faults()  # the last daemon is measured from here on
                 sample = daemon_fds_rss(st.daemon_pid())
                 if warm is None:
                     warm = sample
@@ -567,6 +688,7 @@ def test_soak():
             # verify=always and live corruption)
             live.clear()
             add_daemon_stats(daemon_counts, st)
+            vandal.before_kill()
             down.append([time.monotonic(), None])
             kill_and_lazy_unmount(st)
             counts["kills"] += 1
@@ -584,6 +706,7 @@ def test_soak():
     finally:
         stop.set()
         live.clear()
+        vandal.stop_faults()
         for t in threads:
             t.join(60)
         for p in procs:
@@ -650,6 +773,7 @@ def test_soak():
                 elif parts[0] == "E":
                     errs[parts[3]] += 1
     add_daemon_stats(daemon_counts, st)
+    vandal.before_kill()
     s = daemon_counts
     h.note("soak counts: reads checked %d (%s), source mutations %d (%s), corruptions "
            "injected %d (%d while down, %d live), kills %d, wrong pages %d, pages of a "
@@ -664,6 +788,9 @@ def test_soak():
     h.note("reader errors: %s; reader processes that died: %s" % (
         dict(errs) or "none", {k: v for k, v in counts.items() if k.startswith("reader ")}
         or "none"))
+    h.note("our own faults: %d rule sets armed (%d rules fired), %s" % (
+        counts["fault_rule_sets"], vandal.fired,
+        ", ".join("%s %d" % (k, counts[k]) for k in DAMAGE + ("evict", "verify"))))
     h.note("efscache, all daemons: %s" % ", ".join("%s %d" % (k, s[k]) for k in SUMMED))
     for x in samples[:60]:
         h.note("  " + x)
@@ -673,6 +800,9 @@ def test_soak():
     h.check("the source changed under the readers", counts["replace"] and counts["rewrite"]
             and counts["delete"])
     h.check("corruptions were injected", counts["corruptions_down"] > 0)
+    h.check("our own faults were injected: shim rules fired, files damaged underneath, "
+            "admin commands answered", vandal.fired > 0 and all(counts[k] for k in DAMAGE) and
+            counts["evict"] > 0, "fired %d, %s" % (vandal.fired, dict(counts)))
     h.eq("the daemon was killed and remounted", counts["kills"], KILLS)
     h.eq("wrong pages", wrong, 0)
     h.eq("pages of a version the source did not hold during the open", not_held, 0)
