@@ -378,7 +378,11 @@ class Stack:
                 return s
             time.sleep(0.01)
 
-    def status(self, rel):
+    def status(self, rel, settled=True):
+        """efscache's status of one file; with settled (the default), once the chunks its
+        reads fetched are written (see stats): cached_bytes then counts them."""
+        if settled:
+            self.stats()
         return parse_lines(os.getxattr(self.p(rel), "user.efscache.status"))
 
     def evict(self, rel):
