@@ -324,10 +324,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
 	struct efs_fs *fs = fs_of(req);
-	struct efs_inode *dir = inode_of(req, parent);
+	struct efs_inode *dir = inode_of(req, parent), *i;
 	struct fuse_entry_param e;
 	struct src_cred saved;
-	int fd, r;
+	int fd, r, fence;
 
 	if (bad_name(name)) {
 		fuse_reply_err(req, EINVAL);
@@ -356,28 +356,48 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	}
 	index_dir_changed(fs, dir);
 	r = do_lookup(fs, dir, name, &e);
-	if (r == 0) {
-		struct efs_inode *i = inode_of(req, e.ino);
-		struct meta_attr attr;
-		bool keep;
-
-		itab_attr(fs->itab, i, &attr);
-		r = file_new(fs, i, fd, fi);
-		if (r == 0 && cache_open(fs->cache, i, fd, &attr, &keep) == 0) {
-			file_of(fi)->cached = true;
-			file_of(fi)->writer = true;
-		}
-		if (r < 0)
-			itab_forget(fs->itab, i, 1);
-	}
 	if (r < 0) {
 		close(fd);
 		fuse_reply_err(req, -r);
 		return;
 	}
-	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		struct efs_inode *i = inode_of(req, e.ino);
+	/* The name may be another of a file the cache is pushing, whose
+	 * source file O_TRUNC has just cut: as an open's, the reply follows
+	 * every push in flight (op_open), or one landing after it would give
+	 * the kernel the old version's bytes and size. */
+	i = inode_of(req, e.ino);
+	fence = push_fence_begin(fs, i, false);
+	if (fence == -EWOULDBLOCK) {
+		if (push_defer_create(fs, req, &e, fi, fd) == 0)
+			return;
+		fence = push_fence_begin(fs, i, true);
+	}
+	create_fenced(req, &e, fi, fd);
+	push_fence_end(fs, i, fence);
+}
 
+void create_fenced(fuse_req_t req, const struct fuse_entry_param *entry,
+		   struct fuse_file_info *fi, int fd)
+{
+	struct efs_fs *fs = fs_of(req);
+	struct efs_inode *i = inode_of(req, entry->ino);
+	struct meta_attr attr;
+	bool keep;
+	int r;
+
+	itab_attr(fs->itab, i, &attr);
+	r = file_new(fs, i, fd, fi);
+	if (r < 0) {
+		itab_forget(fs->itab, i, 1);
+		close(fd);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (cache_open(fs->cache, i, fd, &attr, &keep) == 0) {
+		file_of(fi)->cached = true;
+		file_of(fi)->writer = true;
+	}
+	if (fuse_reply_create(req, entry, fi) == -ENOENT) {
 		if (file_of(fi)->cached)
 			cache_close(fs->cache, i, true);
 		file_unref(fs, file_of(fi));

@@ -261,8 +261,11 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	       const char *newname, unsigned int flags);
 /* fsops_file.c */
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-/* op_open and op_setattr once no push is in flight (fsops_push.c). */
+/* op_open, op_create (after the source's create and the lookup: fd, entry)
+ * and op_setattr once no push is in flight (fsops_push.c). */
 void open_fenced(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void create_fenced(fuse_req_t req, const struct fuse_entry_param *entry,
+		   struct fuse_file_info *fi, int fd);
 void setattr_fenced(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 		    struct fuse_file_info *fi);
 /* Pushes into the kernel's page cache (cache_source.push) and the requests
@@ -274,6 +277,8 @@ int push_defer_open(struct efs_fs *fs, fuse_req_t req, fuse_ino_t ino,
 		    const struct fuse_file_info *fi);
 int push_defer_setattr(struct efs_fs *fs, fuse_req_t req, fuse_ino_t ino, const struct stat *attr,
 		       int valid, const struct fuse_file_info *fi);
+int push_defer_create(struct efs_fs *fs, fuse_req_t req, const struct fuse_entry_param *entry,
+		      const struct fuse_file_info *fi, int fd);
 /* cache_fence_begin for a request whose reply comes before the fence ends:
  * i is held until push_fence_end (once answered, the kernel may release and
  * forget i, and the last forget would free it under the fence). */

@@ -8,10 +8,10 @@
  * A push may wait inside the kernel for a page locked by a READ in flight,
  * which only a FUSE worker answers.  So nothing a worker does may wait for
  * a push: a request whose reply must come after the pushes in flight (an
- * open, a truncate: cache_fence_begin) is answered on a thread of its own
- * when it meets one, and at the end of the session the requests still
- * queued are answered here until no push is left (a push blocked on a
- * READ nobody answers would keep the daemon from ever exiting).
+ * open, a create, a truncate: cache_fence_begin) is answered on a thread
+ * of its own when it meets one, and at the end of the session the requests
+ * still queued are answered here until no push is left (a push blocked on
+ * a READ nobody answers would keep the daemon from ever exiting).
  */
 #include <errno.h>
 #include <poll.h>
@@ -66,7 +66,7 @@ void push_fence_end(struct efs_fs *fs, struct efs_inode *i, int fence)
 	itab_unhold(fs->itab, i);
 }
 
-enum deferred_op { DEFER_OPEN, DEFER_SETATTR };
+enum deferred_op { DEFER_OPEN, DEFER_SETATTR, DEFER_CREATE };
 
 struct deferred {
 	struct efs_fs *fs;
@@ -77,6 +77,8 @@ struct deferred {
 	bool has_fi;
 	struct stat attr;
 	int valid;
+	struct fuse_entry_param entry; /* DEFER_CREATE: the created file, its fd */
+	int fd;
 };
 
 static void *deferred_main(void *arg)
@@ -88,6 +90,8 @@ static void *deferred_main(void *arg)
 
 	if (d->op == DEFER_OPEN)
 		open_fenced(d->req, d->ino, &d->fi);
+	else if (d->op == DEFER_CREATE)
+		create_fenced(d->req, &d->entry, &d->fi, d->fd);
 	else
 		setattr_fenced(d->req, d->ino, &d->attr, d->valid, d->has_fi ? &d->fi : NULL);
 	push_fence_end(fs, i, fence);
@@ -151,6 +155,18 @@ int push_defer_setattr(struct efs_fs *fs, fuse_req_t req, fuse_ino_t ino, const 
 		d->fi = *fi;
 		d->has_fi = true;
 	}
+	return defer(d);
+}
+
+int push_defer_create(struct efs_fs *fs, fuse_req_t req, const struct fuse_entry_param *entry,
+		      const struct fuse_file_info *fi, int fd)
+{
+	struct deferred *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return -ENOMEM;
+	*d = (struct deferred){.fs = fs, .op = DEFER_CREATE, .req = req, .ino = entry->ino,
+			       .fi = *fi, .has_fi = true, .entry = *entry, .fd = fd};
 	return defer(d);
 }
 

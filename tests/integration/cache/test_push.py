@@ -13,7 +13,8 @@ the file; every chunk the sweep stores goes to the kernel's page cache too
   by a daemon with a single FUSE worker (max_threads=1: an open that waited on the worker
   for a push that waits for a READ would hang the mount), waits for the push off the
   worker (push_waits) and reads the new bytes, by read() and by mmap, never a pushed old
-  page;
+  page; a CREATE that truncates the file (a name the kernel holds as absent, made a link
+  of it on the source) waits the same way;
 - a SIGTERM while (slow) pushes run with a reader faulting: the daemon answers what is
   queued, exits and unmounts, and the reader does not hang;
 - a loader's reads through the mount (safetensors: its header from offset 0, which the
@@ -115,13 +116,9 @@ def slow_push_env(st):
     return env
 
 
-def test_change_while_pushing():
-    st = cl.Stack(emu_opts=EMU_SLOW, chunk_size="1M", cache_opts=CACHE_OPTS + ("max_threads=1",),
-                  cache_env=slow_push_env)
-    cl.make_file(st.s("model"), SIZE, seed=82)
-    cl.drop_caches()
-    s0 = st.stats()
-    # A reader that starts the sweep and keeps the file mapped, so the sweep goes on.
+def start_pushing(st, s0):
+    """A reader that starts the sweep of st's "model" and keeps it mapped, so that the sweep
+    goes on; returns (file, mapping) once pushes run (pushed_bytes past s0)."""
     f = open(st.p("model"), "rb")
     mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
     for off in shuffled_regions(SIZE, 7)[:8]:
@@ -129,6 +126,16 @@ def test_change_while_pushing():
     h.check("pushes are running", cl.wait_for(
         lambda: cl.delta(st.stats(settled=False), s0, "pushed_bytes") > 0, 30),
         "stats %s" % st.stats(settled=False))
+    return f, mm
+
+
+def test_change_while_pushing():
+    st = cl.Stack(emu_opts=EMU_SLOW, chunk_size="1M", cache_opts=CACHE_OPTS + ("max_threads=1",),
+                  cache_env=slow_push_env)
+    cl.make_file(st.s("model"), SIZE, seed=82)
+    cl.drop_caches()
+    s0 = st.stats()
+    f, mm = start_pushing(st, s0)
     # The source changes (same size, new bytes, new mtime) while pushes run.
     tmp = st.s("model.new")
     cl.make_file(tmp, SIZE, seed=83)
@@ -159,6 +166,54 @@ def test_change_while_pushing():
             cl.delta(s2, s0, "push_waits") >= 1, "push_waits %d" % cl.delta(s2, s0, "push_waits"))
     mm.close()
     f.close()
+    st.check_umount()
+
+
+def test_create_while_pushing():
+    """O_CREAT|O_TRUNC by a name the kernel holds as absent comes as a CREATE, not an
+    OPEN.  If another host has meanwhile made that name a second link of the file the sweep
+    is pushing, the source's open truncates that file: the reply must follow the push in
+    flight as an open's does.  Without the fence the push lands on the truncated file,
+    the kernel takes the pushed chunk's end for the file's size, and the creator reads the
+    old version's bytes where it wrote its own, and past them (one run in three here without
+    the fence: 1 MiB read back; push_waits 0 in every run)."""
+    st = cl.Stack(emu_opts=EMU_SLOW, chunk_size="1M", cache_opts=CACHE_OPTS + ("max_threads=1",),
+                  cache_env=slow_push_env)
+    cl.make_file(st.s("model"), SIZE, seed=84)
+    cl.drop_caches()
+    h.check("the name is absent through the mount (a negative entry)",
+            not os.path.exists(st.p("model.link")))
+    os.link(st.s("model"), st.s("model.link"))  # another host
+    s0 = st.stats()
+    f, mm = start_pushing(st, s0)
+    # The sweep waits for the (slowed) pushes: they come two at a time, 300 ms each, and
+    # the next two are claimed some 30 ms after, once their chunks are fetched.  Right
+    # after two ended, wait 0.15 s: the create then meets the next two in flight.
+    n = cl.delta(st.stats(settled=False), s0, "pushed_bytes")
+    h.check("pushes go on", cl.wait_for(
+        lambda: cl.delta(st.stats(settled=False), s0, "pushed_bytes") > n, 30, step=0.01))
+    time.sleep(0.15)
+    new = b"the new version\n"
+    fd = os.open(st.p("model.link"), os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, new)
+        time.sleep(1)  # a push still in flight (300 ms each) lands meanwhile
+        got = os.pread(fd, MiB, 0)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    h.check("the creator reads back what it wrote, no more", got == new,
+            "%d bytes, from %r" % (len(got), got[:24]))
+    h.eq("its size is what it wrote", size, len(new))
+    s1 = st.stats()
+    h.check("the create met a push in flight and waited for it off the only FUSE worker",
+            cl.delta(s1, s0, "push_waits") >= 1, "push_waits %d" % cl.delta(s1, s0, "push_waits"))
+    # the mapping's open is the only OPEN since s0: the create did not come as one
+    h.eq("it came as a CREATE (OPENs since the mapping's)", cl.delta(s1, s0, "kernel_opens"), 1)
+    mm.close()
+    f.close()
+    with open(st.p("model"), "rb") as g:
+        h.eq("the file, read again by its first name", g.read(), new)
     st.check_umount()
 
 
@@ -278,5 +333,6 @@ def test_open_answered_then_forgotten():
 
 
 if __name__ == "__main__":
-    cl.main([test_mmap_pass_is_pushed, test_change_while_pushing, test_sigterm_while_pushing,
-             test_loader_through_mount, test_open_answered_then_forgotten])
+    cl.main([test_mmap_pass_is_pushed, test_change_while_pushing, test_create_while_pushing,
+             test_sigterm_while_pushing, test_loader_through_mount,
+             test_open_answered_then_forgotten])
