@@ -71,6 +71,7 @@ class Faulty:
         self.want = {"f": cl.make_file(self.st.s("f"), 4 * MiB + 123, seed=11),
                      "g": cl.make_file(self.st.s("g"), 1 * MiB + 7, seed=12)}
         cl.check_content("g cached", self.st.p("g"), self.st.s("g"), self.want["g"])
+        self.st.stats()  # settled: g's chunks are written behind the replies
 
     def other_served(self, what):
         """g reads right, entirely from the cache."""

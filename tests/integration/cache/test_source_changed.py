@@ -60,6 +60,7 @@ def test_in_place_same_mtime():
     mm.close()
     os.close(fd_old)
     # the cache now holds the new version (a re-read fetches nothing)
+    st.stats()  # settled: the chunks of the reads above are written
     cl.drop_caches()
     e0 = st.emu_stats()
     cl.check_content("(a) re-read: new bytes", st.p("f"), st.s("f"), new)

@@ -121,6 +121,7 @@ def test_eio_mid_read():
         st.emu_set("fail_after_bytes", "0")
         cl.drop_caches()
         cl.check_content("round %d: fault cleared: f right" % rnd, st.p("f"), st.s("f"), want)
+        st.stats()  # settled: f's chunks are written behind the replies
         cl.drop_caches()
         e0 = st.emu_file_stats("f")
         cl.check_content("round %d: f from the cache right" % rnd, st.p("f"), st.s("f"), want)
