@@ -328,9 +328,11 @@ def test_enotconn():
     # SOURCE's path now leads to another mount: the daemon sees it at its next look
     # (srcwatch.c: every 2 s, sooner after a failed read at the root), unmounts and exits 1
     # so that a restart serves the new tree.  Wait for that rather than race it with an
-    # unmount of our own (which then failed with EINVAL: nothing mounted there any more).
+    # unmount of our own (which then failed with EINVAL: nothing mounted there any more),
+    # and by the mount table: os.path.ismount() is already false while the daemon tears
+    # its mount down (a stat of the path fails), and the TSan build once unmounted then.
     h.check("source back as another mount: efscache unmounted itself",
-            cl.wait_for(lambda: not os.path.ismount(st.mnt), 60))
+            cl.wait_for(lambda: not h.fuse_mounts_at(st.mnt), 60))
     m = st.m
     probs = st.umount()
     h.check("... and its daemon exited", not probs, "; ".join(probs))
