@@ -434,14 +434,26 @@ class Vandal:
         self.st, self.rng, self.stop, self.counts = st, rng, stop, counts
         self.lock = threading.Lock()
         self.live = True
+        self.down = False  # a daemon killed and not yet mounted again
         self.fired = 0  # the shim's "first failure" lines of the daemons killed so far
 
     def arm(self, rules):
         with self.lock:
-            if not self.live:
+            if not self.live or (rules and self.down):
                 return False
             cl.faultinj_set(self.st, rules, settle=False)
             return True
+
+    def pause(self):
+        """Before a kill: no rule meets the next daemon's start (an EMFILE there is a
+        refusal to start, exit 2, which is not what is tested here)."""
+        with self.lock:
+            self.down = True
+            cl.faultinj_set(self.st, "", settle=False)
+
+    def resume(self):
+        with self.lock:
+            self.down = False
 
     def stop_faults(self):
         with self.lock:
@@ -689,6 +701,7 @@ def test_soak():
             live.clear()
             add_daemon_stats(daemon_counts, st)
             vandal.before_kill()
+            vandal.pause()
             down.append([time.monotonic(), None])
             kill_and_lazy_unmount(st)
             counts["kills"] += 1
@@ -698,6 +711,7 @@ def test_soak():
             epoch += 1
             always = epoch < KILLS
             st.mount(["verify=always"] if always else None)
+            vandal.resume()
             down[-1][1] = time.monotonic()
             if always:
                 live.set()
